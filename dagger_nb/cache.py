@@ -1,0 +1,240 @@
+"""A thread-safe, namespaced value cache that shows itself as a pandas DataFrame.
+
+Run inputs live in namespace ``inputs``; each node's outputs live in the
+namespace named after the node. Values are stored as given: a DataFrame output
+stays a DataFrame.
+
+>>> cache = Cache()
+>>> cache.insert("load", "rows", 3)
+>>> cache.get("load", "rows")
+3
+>>> cache.to_frame()[["namespace", "key", "value", "type"]].values.tolist()
+[['load', 'rows', 3, 'int']]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from dagger_nb.errors import CacheKeyError, DaggerError
+
+_MISSING: Any = object()
+
+
+class CacheConfig(BaseModel):
+    """Optional limits on a :class:`Cache`; ``None`` means unlimited.
+
+    Entries are evicted least-recently-used first, but never one whose
+    namespace is retained (a pending node still needs it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_entries: int | None = Field(default=None, ge=1)
+    max_memory_mb: float | None = Field(default=None, gt=0)
+    eviction: Literal["lru"] = "lru"
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: Any
+    updated_at: float
+    size: int
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, pd.DataFrame | pd.Series):
+        return int(value.memory_usage(deep=True).sum() if isinstance(value, pd.DataFrame) else value.memory_usage(deep=True))
+    return sys.getsizeof(value)
+
+
+class Cache:
+    """Values keyed by ``(namespace, key)``; safe to use from several threads."""
+
+    def __init__(self, config: CacheConfig | None = None) -> None:
+        self.config = config or CacheConfig()
+        self._lock = threading.RLock()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._retained: dict[str, int] = {}
+        self._bytes = 0
+        self._limited = self.config.max_entries is not None or self.config.max_memory_mb is not None
+
+    def insert(self, namespace: str, key: str, value: Any) -> None:
+        """Store ``value`` under ``(namespace, key)``, replacing any previous value."""
+        size = _size_of(value) if self.config.max_memory_mb is not None else 0
+        with self._lock:
+            previous = self._entries.pop((namespace, key), None)
+            if previous is not None:
+                self._bytes -= previous.size
+            self._entries[(namespace, key)] = _Entry(value, time.time(), size)
+            self._bytes += size
+            if self._limited:
+                self._evict()
+
+    def get(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
+        """The value at ``(namespace, key)``; ``default`` or :class:`CacheKeyError` if absent."""
+        with self._lock:
+            entry = self._entries.get((namespace, key))
+            if entry is None:
+                if default is _MISSING:
+                    raise CacheKeyError(namespace, key)
+                return default
+            if self._limited:
+                self._entries.move_to_end((namespace, key))
+            return entry.value
+
+    def contains(self, namespace: str, key: str) -> bool:
+        """True when ``(namespace, key)`` holds a value."""
+        with self._lock:
+            return (namespace, key) in self._entries
+
+    def namespace(self, namespace: str) -> dict[str, Any]:
+        """A copy of every key and value in ``namespace``."""
+        with self._lock:
+            return {key: entry.value for (ns, key), entry in self._entries.items() if ns == namespace}
+
+    def namespaces(self) -> list[str]:
+        """Every namespace holding at least one value, in first-insert order."""
+        with self._lock:
+            return list(dict.fromkeys(ns for ns, _ in self._entries))
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Remove everything, or only ``namespace``."""
+        with self._lock:
+            if namespace is None:
+                self._entries.clear()
+                self._bytes = 0
+                return
+            for item in [item for item in self._entries if item[0] == namespace]:
+                self._bytes -= self._entries.pop(item).size
+
+    def retain(self, namespace: str) -> None:
+        """Protect ``namespace`` from eviction until a matching :meth:`release`."""
+        with self._lock:
+            self._retained[namespace] = self._retained.get(namespace, 0) + 1
+
+    def release(self, namespace: str) -> None:
+        """Undo one :meth:`retain`; evicts at once if the cache is over its limits."""
+        with self._lock:
+            count = self._retained.get(namespace, 0) - 1
+            if count > 0:
+                self._retained[namespace] = count
+            else:
+                self._retained.pop(namespace, None)
+            if self._limited:
+                self._evict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def len(self) -> int:
+        """Number of stored values (same as ``len(cache)``)."""
+        return len(self)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        with self._lock:
+            return iter(list(self._entries))
+
+    def items(self) -> list[tuple[str, str, Any]]:
+        """Every ``(namespace, key, value)``, oldest first."""
+        with self._lock:
+            return [(ns, key, entry.value) for (ns, key), entry in self._entries.items()]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per value: ``namespace, key, value, type, updated_at`` (UTC)."""
+        with self._lock:
+            rows = [
+                (ns, key, entry.value, type(entry.value).__name__, entry.updated_at)
+                for (ns, key), entry in self._entries.items()
+            ]
+        frame = pd.DataFrame(rows, columns=["namespace", "key", "value", "type", "updated_at"])
+        frame["updated_at"] = pd.to_datetime(frame["updated_at"], unit="s", utc=True)
+        return frame
+
+    def to_json(self) -> str:
+        """The cache as JSON in the Rust layout ``{"ns": {"key": {"value": ...}}}``.
+
+        Raises :class:`DaggerError` naming the first value that is not JSON-able.
+        """
+        layout: dict[str, dict[str, dict[str, Any]]] = {}
+        for ns, key, value in self.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as error:
+                raise DaggerError(
+                    f"cache value '{ns}.{key}' of type {type(value).__name__} is not JSON-serialisable: {error}"
+                ) from None
+            layout.setdefault(ns, {})[key] = {"value": value}
+        return json.dumps(layout)
+
+    @classmethod
+    def from_json(cls, text: str, config: CacheConfig | None = None) -> Cache:
+        """Rebuild a cache from :meth:`to_json` output (or the Rust file layout)."""
+        try:
+            layout = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DaggerError(f"cache JSON is invalid: {error}") from None
+        if not isinstance(layout, dict):
+            raise DaggerError("cache JSON must be an object of namespaces")
+        cache = cls(config)
+        for ns, entries in layout.items():
+            if not isinstance(entries, dict):
+                raise DaggerError(f"cache JSON namespace '{ns}' must be an object of keys")
+            for key, entry in entries.items():
+                if not isinstance(entry, dict) or "value" not in entry:
+                    raise DaggerError(f"cache JSON entry '{ns}.{key}' must be an object with a 'value'")
+                cache.insert(ns, key, entry["value"])
+        return cache
+
+    def __repr__(self) -> str:
+        return f"<Cache {len(self)} values in {len(self.namespaces())} namespaces>"
+
+    def _evict(self) -> None:
+        max_entries = self.config.max_entries
+        max_bytes = None if self.config.max_memory_mb is None else self.config.max_memory_mb * 1024 * 1024
+        for item in list(self._entries):
+            over = (max_entries is not None and len(self._entries) > max_entries) or (
+                max_bytes is not None and self._bytes > max_bytes
+            )
+            if not over:
+                return
+            if item[0] in self._retained:
+                continue
+            self._bytes -= self._entries.pop(item).size
+
+
+def insert_value(cache: Cache, node_id: str, key: str, value: Any) -> None:
+    """Store ``value`` as output ``key`` of node ``node_id`` (Rust Dagger's helper)."""
+    cache.insert(node_id, key, value)
+
+
+def get_value(cache: Cache, node_id: str, key: str) -> Any:
+    """Output ``key`` of node ``node_id``; :class:`CacheKeyError` if it was not produced."""
+    return cache.get(node_id, key)
+
+
+def parse_input_from_name(cache: Cache, name: str, inputs: list[Any]) -> Any:
+    """Resolve the node input called ``name`` from ``inputs`` (a node's ``InputSpec`` list).
+
+    The input's reference (``inputs.KEY`` or ``NODE.OUTPUT``) is read from the
+    cache; an input with a literal ``value`` returns it directly.
+    """
+    for spec in inputs:
+        if spec.name != name:
+            continue
+        if spec.reference is None:
+            return spec.value
+        namespace, _, key = spec.reference.partition(".")
+        return cache.get(namespace, key)
+    raise CacheKeyError("inputs", name)

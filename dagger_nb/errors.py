@@ -1,0 +1,220 @@
+"""Every exception dagger-nb raises, under one root.
+
+::
+
+    DaggerError
+    ├── WorkflowSpecError (ValueError)      a workflow file or text has problems
+    ├── WorkflowNotFound (KeyError)         no workflow registered under that name
+    ├── RunNotFound (KeyError)              no run with that id
+    ├── ActionNotFound (KeyError)           no action registered under that name
+    ├── ActionError (RuntimeError)          an action broke the calling convention
+    ├── ExecutionError (RuntimeError)       a run cannot start or continue
+    ├── NodeTimeout (TimeoutError)          one attempt of a node took too long
+    ├── CacheKeyError (KeyError)            a cache lookup missed
+    ├── GraphvizNotFound (RuntimeError)     Graphviz's ``dot`` is not installed
+    ├── StorageError (RuntimeError)         the SQLite file is unusable
+    │   └── DatabaseInUse                   another live process holds the file
+    ├── TaskError (ValueError)              a task manager call was given bad input
+    │   └── DependencyCycleError            a dependency would close a cycle
+    ├── AgentNotFound (KeyError)            no task or pub/sub agent under that name
+    ├── InvalidSchemaError (ValueError)     a JSON Schema is itself invalid
+    ├── SchemaValidationError (ValueError)  a payload does not match its schema
+    ├── ChannelNotFound (KeyError)          strict pub/sub and an unknown channel
+    ├── BackendUnavailable (ImportError)    an optional backend's package is missing
+    └── NeedsDependencies                   raised by a task agent to wait for new work
+
+Errors carry their context as attributes and build their message from them,
+so ``str(error)`` is always a complete sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class DaggerError(Exception):
+    """Root of every error raised by dagger-nb."""
+
+
+class _KeyErrorMessage(KeyError):
+    """KeyError whose ``str()`` is the message, not its quoted repr."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a workflow, located as precisely as we can.
+
+    >>> str(Problem("etl.yaml", 14, "etl", "train", "unknown action 'fit'"))
+    "etl.yaml:14: workflow 'etl', node 'train': unknown action 'fit'"
+    """
+
+    path: str | None
+    line: int | None
+    workflow: str | None
+    node: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path if self.line is None else f"{self.path}:{self.line}"
+        elif self.line is not None:
+            where = f"line {self.line}"
+        subject = ", ".join(
+            part
+            for part in (
+                f"workflow '{self.workflow}'" if self.workflow else "",
+                f"node '{self.node}'" if self.node else "",
+            )
+            if part
+        )
+        prefix = ": ".join(part for part in (where, subject) if part)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class WorkflowSpecError(DaggerError, ValueError):
+    """A workflow has one or more problems; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def _known(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none"
+
+
+class WorkflowNotFound(DaggerError, _KeyErrorMessage):
+    """No workflow is registered under ``name``."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        super().__init__(f"unknown workflow '{name}' (known: {_known(known)})")
+
+
+class RunNotFound(DaggerError, _KeyErrorMessage):
+    """No run has the id ``run_id``."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id '{run_id}'")
+
+
+class ActionNotFound(DaggerError, _KeyErrorMessage):
+    """No action is registered under ``name``."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        super().__init__(f"unknown action '{name}' (registered: {_known(known)})")
+
+
+class ActionError(DaggerError, RuntimeError):
+    """An action returned something its node cannot store, or was misused."""
+
+
+class ExecutionError(DaggerError, RuntimeError):
+    """A run cannot start or continue (empty workflow, run already finished, ...)."""
+
+
+class NodeTimeout(DaggerError, TimeoutError):
+    """One attempt of ``node`` ran longer than ``seconds``."""
+
+    def __init__(self, node: str, seconds: float) -> None:
+        self.node = node
+        self.seconds = seconds
+        super().__init__(f"Timeout after {seconds:g}s")
+
+
+class CacheKeyError(DaggerError, _KeyErrorMessage):
+    """``key`` is not in cache namespace ``namespace``."""
+
+    def __init__(self, namespace: str, key: str) -> None:
+        self.namespace = namespace
+        self.key = key
+        super().__init__(f"cache has no key '{key}' in namespace '{namespace}'")
+
+
+class GraphvizNotFound(DaggerError, RuntimeError):
+    """Graphviz's ``dot`` program is needed but not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Graphviz's 'dot' program was not found on PATH; install it with "
+            "'apt-get install graphviz' (Debian/Ubuntu), 'brew install graphviz' (macOS) "
+            "or 'conda install -c conda-forge graphviz'"
+        )
+
+
+class StorageError(DaggerError, RuntimeError):
+    """The SQLite database cannot be used."""
+
+
+class DatabaseInUse(StorageError):
+    """Another live process already has ``path`` open for writing."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"database '{path}' is in use by another live process; close that process "
+            "or use another file"
+        )
+
+
+class TaskError(DaggerError, ValueError):
+    """A task manager call was given bad input."""
+
+
+class DependencyCycleError(TaskError):
+    """Adding a dependency would close ``cycle`` (first element repeated at the end)."""
+
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__(f"dependency cycle: {' -> '.join(self.cycle)}")
+
+
+class AgentNotFound(DaggerError, _KeyErrorMessage):
+    """No agent is registered under ``name``."""
+
+    def __init__(self, name: str, known: Iterable[str] = ()) -> None:
+        self.name = name
+        super().__init__(f"unknown agent '{name}' (registered: {_known(known)})")
+
+
+class InvalidSchemaError(DaggerError, ValueError):
+    """A JSON Schema given to dagger-nb is not itself a valid schema."""
+
+
+class SchemaValidationError(DaggerError, ValueError):
+    """A payload does not match the schema it is checked against."""
+
+    def __init__(self, message: str, *, where: str = "", path: str = "") -> None:
+        self.where = where
+        self.path = path
+        location = f" at '{path}'" if path else ""
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}invalid payload{location}: {message}")
+
+
+class ChannelNotFound(DaggerError, _KeyErrorMessage):
+    """A strict pub/sub was asked about a channel that does not exist."""
+
+    def __init__(self, channel: str, known: Iterable[str] = ()) -> None:
+        self.channel = channel
+        super().__init__(f"unknown channel '{channel}' (known: {_known(known)})")
+
+
+class BackendUnavailable(DaggerError, ImportError):
+    """An optional backend was requested but its package is not installed."""
+
+
+class NeedsDependencies(DaggerError):
+    """Raised by a task agent after adding dependencies: park the task until they finish."""
+
+    def __init__(self, reason: str = "waiting for new dependencies") -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -1,0 +1,62 @@
+"""SQLite plumbing shared by the executor, the task manager and pub/sub.
+
+Every database is opened in WAL mode with ``synchronous=NORMAL``: a committed
+transaction survives a crash of the process (what the task manager promises),
+and readers never block the writer. :class:`ProcessLock` lets one live process
+at a time write to a file, so a second manager gets a clear error instead of
+interleaving its writes with the first one's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+from dagger_nb.errors import DatabaseInUse, StorageError
+
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+
+
+def open_database(path: str | os.PathLike[str], *, schema: str = "") -> sqlite3.Connection:
+    """Open (creating if needed) the SQLite file at ``path`` with our pragmas and ``schema``.
+
+    The connection may be used from worker threads (one at a time), so blocking
+    writes can be moved off the event loop.
+    """
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise StorageError(f"cannot open database '{target}': folder '{target.parent}' does not exist")
+    try:
+        connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        for pragma in PRAGMAS:
+            connection.execute(pragma)
+        if schema:
+            connection.executescript(schema)
+    except sqlite3.DatabaseError as error:
+        raise StorageError(f"cannot open database '{target}': {error}") from error
+    return connection
+
+
+class ProcessLock:
+    """An exclusive advisory lock on ``<path>.lock`` held while the owner lives.
+
+    The operating system releases it when the process dies, even by SIGKILL, so
+    a crashed process never locks its successor out.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self._file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the lock's life
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise DatabaseInUse(self.path) from None
+
+    def release(self) -> None:
+        """Give the lock up; safe to call twice."""
+        if not self._file.closed:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
