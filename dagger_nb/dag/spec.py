@@ -1,0 +1,266 @@
+"""The workflow format: pydantic models for the YAML files of Rust Dagger and dagger-nb.
+
+A minimal node needs only ``id`` and ``action``; everything else has a default
+(see the README's "Workflow format" table). Files written for the Rust Dagger
+load unchanged, including the ``!Linear`` / ``!Exponential`` retry tags.
+
+>>> spec = WorkflowSpec(name="demo", nodes=[NodeSpec(id="a", action="load"),
+...     NodeSpec(id="b", action="clean", inputs=[InputSpec(name="x", reference="a.rows")])])
+>>> spec.dependencies("b")
+['a']
+>>> spec.topological_order()
+['a', 'b']
+"""
+
+from __future__ import annotations
+
+import graphlib
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+from dagger_nb.errors import DaggerError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OnFailure(str, Enum):
+    """What a run does after a node fails for good."""
+
+    CONTINUE = "continue"
+    PAUSE = "pause"
+    STOP = "stop"
+
+    @classmethod
+    def _missing_(cls, value: object) -> OnFailure | None:
+        # Rust files spell these `Continue`, `Pause`, `Stop`.
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+
+class HumanTimeoutAction(str, Enum):
+    """What happens when a person does not answer in time."""
+
+    AUTOPILOT = "autopilot"
+    PAUSE = "pause"
+
+    @classmethod
+    def _missing_(cls, value: object) -> HumanTimeoutAction | None:
+        if isinstance(value, str):
+            return cls.__members__.get(value.upper())
+        return None
+
+
+class RetryStrategy(_Spec):
+    """Delay between attempts of a failing node.
+
+    Accepts every Rust spelling: ``Immediate``, ``{Linear: {delay_secs: 1}}``,
+    ``{Exponential: {initial_delay_secs: 2, max_delay_secs: 60, multiplier: 2.0}}``
+    and the YAML tags ``!Linear {...}`` / ``!Exponential {...}``.
+
+    >>> RetryStrategy.model_validate({"Linear": {"delay_secs": 1.5}}).delay(attempt=3)
+    1.5
+    >>> RetryStrategy.model_validate("Immediate").delay(attempt=2)
+    0.0
+    """
+
+    kind: Literal["immediate", "linear", "exponential"] = "exponential"
+    delay_secs: float = Field(default=1.0, ge=0)
+    initial_delay_secs: float = Field(default=2.0, ge=0)
+    max_delay_secs: float = Field(default=60.0, ge=0)
+    multiplier: float = Field(default=2.0, ge=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_rust(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"kind": value.lower()}
+        if isinstance(value, dict) and len(value) == 1:
+            ((name, params),) = value.items()
+            if isinstance(name, str) and name.lower() in ("immediate", "linear", "exponential"):
+                params = {} if params is None else params
+                if not isinstance(params, dict):
+                    raise ValueError(f"{name} retry strategy takes a mapping of parameters")
+                return {"kind": name.lower(), **params}
+        return value
+
+    @model_serializer
+    def _to_rust(self) -> Any:
+        if self.kind == "immediate":
+            return "Immediate"
+        if self.kind == "linear":
+            return {"Linear": {"delay_secs": self.delay_secs}}
+        return {
+            "Exponential": {
+                "initial_delay_secs": self.initial_delay_secs,
+                "max_delay_secs": self.max_delay_secs,
+                "multiplier": self.multiplier,
+            }
+        }
+
+    def delay(self, *, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 for the first retry)."""
+        if attempt <= 1 or self.kind == "immediate":
+            return 0.0
+        if self.kind == "linear":
+            return self.delay_secs
+        grown = self.initial_delay_secs * self.multiplier ** (attempt - 2)
+        return min(grown, self.max_delay_secs)
+
+
+class DagConfig(_Spec):
+    """Run-wide settings; every field has a default, so ``config:`` is optional."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    on_failure: OnFailure = OnFailure.PAUSE
+    timeout_seconds: float | None = Field(default=3600, gt=0, le=86400)
+    max_iterations: int = Field(default=50, ge=1, le=1000)
+    retry_strategy: RetryStrategy = Field(default_factory=RetryStrategy)
+    enable_parallel_execution: bool = True
+    max_parallel_nodes: int = Field(default=8, ge=1)
+    review_frequency: int | None = Field(default=5, ge=1)
+    human_wait_minutes: float | None = Field(default=None, gt=0)
+    human_timeout_action: HumanTimeoutAction = HumanTimeoutAction.AUTOPILOT
+    max_tokens: int | None = Field(default=None, ge=1)
+    enable_incremental_cache: bool = False
+    cache_snapshot_interval: float = Field(default=60, gt=0)
+
+    @property
+    def parallelism(self) -> int:
+        """How many nodes may run at once."""
+        return self.max_parallel_nodes if self.enable_parallel_execution else 1
+
+
+class InputSpec(_Spec):
+    """A node input: a ``reference`` (``inputs.KEY`` or ``NODE.OUTPUT``) or a literal ``value``."""
+
+    name: str = Field(min_length=1)
+    reference: str | None = None
+    value: Any = None
+    description: str | None = None
+    type: str | None = Field(default=None, description="informational, as in Rust files")
+
+    @model_validator(mode="after")
+    def _reference_or_value(self) -> InputSpec:
+        if self.reference is not None and "value" in self.model_fields_set:
+            raise ValueError(f"input '{self.name}' has both 'reference' and 'value'; keep one")
+        if self.reference is None and "value" not in self.model_fields_set:
+            raise ValueError(f"input '{self.name}' needs a 'reference' or a 'value'")
+        return self
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """``(namespace, key)`` the reference reads from the cache; None for a literal.
+
+        A bare ``KEY`` (older Rust files) means ``inputs.KEY``.
+        """
+        if self.reference is None:
+            return None
+        namespace, dot, key = self.reference.partition(".")
+        return (namespace, key) if dot else ("inputs", namespace)
+
+
+class OutputSpec(_Spec):
+    """A named output a node promises to produce."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    type: str | None = Field(default=None, description="informational, as in Rust files")
+
+
+class NodeSpec(_Spec):
+    """One step of a workflow: which action runs, on what, after what."""
+
+    id: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    dependencies: list[str] = Field(default_factory=list)
+    inputs: list[InputSpec] = Field(default_factory=list)
+    outputs: list[OutputSpec] = Field(default_factory=list)
+    failure: str | None = None
+    onfailure: bool = True
+    description: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    try_count: int | None = Field(default=None, ge=1)
+    instructions: str | None = None
+
+    @property
+    def failure_handler(self) -> str | None:
+        """The failure action's name, or None when empty."""
+        return self.failure or None
+
+    def attempts(self, config: DagConfig) -> int:
+        """Total attempts: ``try_count`` (default ``config.max_attempts``), or 1 without ``onfailure``."""
+        if not self.onfailure:
+            return 1
+        return self.try_count if self.try_count is not None else config.max_attempts
+
+
+class WorkflowSpec(_Spec):
+    """A whole workflow: metadata, config and nodes."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    author: str | None = None
+    version: str | None = None
+    signature: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    instructions: str | None = None
+    config: DagConfig = Field(default_factory=DagConfig)
+    nodes: list[NodeSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # `version: 1.0` is a float in YAML; keep it as the text the author wrote.
+        if isinstance(value, dict) and isinstance(value.get("version"), int | float):
+            value = {**value, "version": str(value["version"])}
+        return value
+
+    def node(self, node_id: str) -> NodeSpec:
+        """The node called ``node_id``; :class:`DaggerError` listing the known ids if absent."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(node.id for node in self.nodes) or "none"
+        raise DaggerError(f"workflow '{self.name}' has no node '{node_id}' (known: {known})")
+
+    def dependencies(self, node_id: str) -> list[str]:
+        """Explicit dependencies plus nodes whose outputs ``node_id`` references, in order."""
+        node = self.node(node_id)
+        return _dependencies_of(node)
+
+    def dependency_map(self) -> dict[str, list[str]]:
+        """Every node id mapped to :meth:`dependencies`."""
+        return {node.id: _dependencies_of(node) for node in self.nodes}
+
+    def topological_order(self) -> list[str]:
+        """Node ids so that every node comes after its dependencies (file order breaks ties)."""
+        sorter = graphlib.TopologicalSorter(self.dependency_map())
+        sorter.prepare()
+        order: list[str] = []
+        rank = {node.id: index for index, node in enumerate(self.nodes)}
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=lambda node_id: rank.get(node_id, len(rank)))
+            order.extend(ready)
+            sorter.done(*ready)
+        return order
+
+    def to_yaml(self) -> str:
+        """The workflow as YAML text that :func:`dagger_nb.load_workflow` reads back equal."""
+        import yaml
+
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _dependencies_of(node: NodeSpec) -> list[str]:
+    found = dict.fromkeys(node.dependencies)
+    for spec in node.inputs:
+        source = spec.source
+        if source is not None and source[0] != "inputs":
+            found.setdefault(source[0])
+    return list(found)
