@@ -20,8 +20,11 @@
     ├── InvalidSchemaError (ValueError)     a JSON Schema is itself invalid
     ├── SchemaValidationError (ValueError)  a payload does not match its schema
     ├── ChannelNotFound (KeyError)          strict pub/sub and an unknown channel
+    ├── PubSubError (ValueError)            a pub/sub call was given bad input
     ├── BackendUnavailable (ImportError)    an optional backend's package is missing
     └── NeedsDependencies                   raised by a task agent to wait for new work
+
+    DaggerWarning (UserWarning)             something will not work as the file suggests
 
 Errors carry their context as attributes and build their message from them,
 so ``str(error)`` is always a complete sentence a user can act on.
@@ -218,3 +221,11 @@ class NeedsDependencies(DaggerError):
     def __init__(self, reason: str = "waiting for new dependencies") -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class PubSubError(DaggerError, ValueError):
+    """A pub/sub call was given bad input (an agent without a name, a bad channel name, ...)."""
+
+
+class DaggerWarning(UserWarning):
+    """Something in a workflow will not behave as written (for example an unregistered failure handler)."""

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, action, default_registry
+from dagger_nb.dag.events import (
+    DagEvent,
+    NodeCancelled,
+    NodeFailed,
+    NodeRetrying,
+    NodeSkipped,
+    NodeStarted,
+    NodeSucceeded,
+    RunFinished,
+)
+from dagger_nb.dag.executor import DagExecutor
 from dagger_nb.dag.loader import load_workflow, load_workflows, parse_workflow
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome
+from dagger_nb.dag.run import RunHandle
 from dagger_nb.dag.spec import (
     DagConfig,
     HumanTimeoutAction,
@@ -15,14 +29,31 @@ from dagger_nb.dag.spec import (
 )
 
 __all__ = [
+    "Action",
+    "ActionRegistry",
     "DagConfig",
+    "DagEvent",
+    "DagExecutor",
+    "ExecutionReport",
     "HumanTimeoutAction",
     "InputSpec",
+    "NodeCancelled",
+    "NodeContext",
+    "NodeFailed",
+    "NodeOutcome",
+    "NodeRetrying",
+    "NodeSkipped",
     "NodeSpec",
+    "NodeStarted",
+    "NodeSucceeded",
     "OnFailure",
     "OutputSpec",
     "RetryStrategy",
+    "RunFinished",
+    "RunHandle",
     "WorkflowSpec",
+    "action",
+    "default_registry",
     "load_workflow",
     "load_workflows",
     "parse_workflow",

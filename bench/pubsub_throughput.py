@@ -1,0 +1,137 @@
+"""Pub/sub throughput against raw anyio memory object streams, measured in the same run.
+
+One publisher, four subscribers, 50,000 small messages (``--messages`` to
+change). The floor is the same fan-out written directly with anyio memory
+object streams (one bounded stream and one consumer task per subscriber), once
+without and once with a JSON Schema check per delivery (the same compiled
+schema). dagger-nb runs the same shapes: plain subscribers, then subscribers
+with that schema as their ``input_schema``; and, for information, with a SQLite
+log (``db=``).
+
+Targets: >= 0.33x the floor without a schema, >= 0.5x the schema-checking
+floor with one. Run: ``python bench/pubsub_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+from dagger_nb.schema import compile_schema
+
+SUBSCRIBERS = 4
+QUEUE_SIZE = 1000
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"seq": {"type": "integer", "minimum": 0}, "text": {"type": "string"}},
+    "required": ["seq", "text"],
+    "additionalProperties": False,
+}
+
+
+def payload(seq: int) -> dict[str, Any]:
+    return {"seq": seq, "text": "hello"}
+
+
+async def floor(messages: int, *, schema: dict[str, Any] | None) -> float:
+    """Raw anyio streams: seconds to deliver ``messages`` to every subscriber."""
+    compiled = compile_schema(schema, where="floor")
+    streams = [anyio.create_memory_object_stream[dict[str, Any]](QUEUE_SIZE) for _ in range(SUBSCRIBERS)]
+    received = [0] * SUBSCRIBERS
+
+    async def consume(index: int, receive: Any) -> None:
+        async with receive:
+            async for item in receive:
+                if compiled is not None and not compiled.is_valid(item):
+                    raise ValueError("invalid payload")
+                received[index] += 1
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for index, (_, receive) in enumerate(streams):
+            group.start_soon(consume, index, receive)
+        for seq in range(messages):
+            item = payload(seq)
+            for send, _ in streams:
+                await send.send(item)
+        for send, _ in streams:
+            await send.aclose()
+    elapsed = time.perf_counter() - started
+    assert received == [messages] * SUBSCRIBERS, received
+    return elapsed
+
+
+async def dagger(messages: int, *, schema: dict[str, Any] | None, db: Path | None = None) -> float:
+    """dagger-nb: seconds from the first publish until every subscriber handled every message."""
+    registry = PubSubAgentRegistry()
+    received = [0] * SUBSCRIBERS
+    for index in range(SUBSCRIBERS):
+
+        async def handler(message: Any, ctx: Any, index: int = index) -> None:
+            received[index] += 1
+
+        pubsub_agent(f"sub{index}", subscribe=["bench"], input_schema=schema, registry=registry)(handler)
+    bus = PubSub(registry=registry, queue_size=QUEUE_SIZE, db=db)
+    for index in range(SUBSCRIBERS):
+        bus.register(f"sub{index}")
+    async with anyio.create_task_group() as group:
+        await group.start(_serve, bus)
+        started = time.perf_counter()
+        for seq in range(messages):
+            await bus.publish("bench", payload(seq))
+        await bus.wait_idle()
+        elapsed = time.perf_counter() - started
+        bus.stop()
+    bus.close()
+    assert received == [messages] * SUBSCRIBERS, received
+    assert not len(bus.dead_letters())
+    return elapsed
+
+
+async def _serve(bus: PubSub, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    await bus.run()
+
+
+def report(label: str, messages: int, seconds: float) -> float:
+    rate = messages / seconds
+    print(f"  {label:<34} {seconds:7.3f} s  {rate:10,.0f} msg/s  {rate * SUBSCRIBERS:10,.0f} deliveries/s")
+    return rate
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--no-db", action="store_true", help="skip the informative SQLite run")
+    args = parser.parse_args()
+    n = args.messages
+    print(f"pub/sub throughput: 1 publisher, {SUBSCRIBERS} subscribers, {n:,} messages, queue {QUEUE_SIZE}")
+    floor_plain = report("anyio streams (floor)", n, await floor(n, schema=None))
+    ours_plain = report("dagger-nb PubSub", n, await dagger(n, schema=None))
+    floor_schema = report("anyio streams + schema (floor)", n, await floor(n, schema=SCHEMA))
+    ours_schema = report("dagger-nb PubSub + input_schema", n, await dagger(n, schema=SCHEMA))
+    if not args.no_db:
+        with tempfile.TemporaryDirectory() as folder:
+            report(
+                "dagger-nb PubSub + SQLite log", n, await dagger(n, schema=None, db=Path(folder, "bus.db"))
+            )
+    plain_ratio = ours_plain / floor_plain
+    schema_ratio = ours_schema / floor_schema
+    print(
+        f"ratio without schema: {plain_ratio:.2f}x the floor (target >= 0.33x) "
+        f"{'OK' if plain_ratio >= 0.33 else 'MISSED'}"
+    )
+    print(
+        f"ratio with schema:    {schema_ratio:.2f}x the floor (target >= 0.50x) "
+        f"{'OK' if schema_ratio >= 0.5 else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    anyio.run(main)

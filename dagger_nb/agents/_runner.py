@@ -1,0 +1,522 @@
+"""The scheduler of one job run: a ready queue, a few long-lived workers, group commits.
+
+One loop owns every state change. Each round it applies what happened since
+the last one (attempt results, tasks added, statuses set through the manager),
+picks the ready tasks to start, writes every changed task in **one** SQLite
+transaction, and only then emits the events and hands the started tasks to
+the workers. So a change is durable before anything acts on it, and a busy job
+pays one commit per round rather than one per change. Workers are
+``max_parallel_tasks`` long-lived tasks, each handed one task id at a time
+through its own event: starting one anyio task per task would cost more than
+running a trivial agent (and a shared memory stream costs 3x more per hand-off
+than a per-worker event once several workers wait on it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from dagger_nb.agents.context import TaskContext
+from dagger_nb.agents.events import (
+    JobEvent,
+    JobFinished,
+    JobStalled,
+    TaskAdded,
+    TaskBlocked,
+    TaskCompleted,
+    TaskFailed,
+    TaskRetrying,
+    TaskStarted,
+    TaskStatusChanged,
+)
+from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction
+from dagger_nb.agents.model import (
+    BROKEN,
+    DONE,
+    JobStatus,
+    Task,
+    TaskOutput,
+    TaskStatus,
+    assign,
+    snapshot,
+    utc_now,
+)
+from dagger_nb.errors import DaggerError, NeedsDependencies
+from dagger_nb.events import EventStream
+
+if TYPE_CHECKING:
+    from dagger_nb.agents.manager import TaskManager
+
+TERMINATED = "Job terminated due to inactivity"
+CANCELLED_WHILE_RUNNING = "job cancelled while the task was running"
+
+
+class _Kind(Enum):
+    OK = "ok"
+    BLOCK = "block"
+    ERROR = "error"  # a failed attempt: retried while retries are left
+    FATAL = "fatal"  # retrying cannot help (invalid input, unknown agent)
+
+
+@dataclass(slots=True)
+class _Result:
+    task_id: str
+    kind: _Kind
+    value: Any
+    dependencies: list[str]  # the task's dependency list when the attempt started
+
+
+class _Worker:
+    """A long-lived worker's mailbox: the scheduler hands it one task id at a time."""
+
+    __slots__ = ("_arrived", "_task_id")
+
+    def __init__(self) -> None:
+        self._arrived = anyio.Event()
+        self._task_id = ""
+
+    def hand(self, task_id: str) -> None:
+        self._task_id = task_id
+        self._arrived.set()
+
+    async def next(self) -> str:
+        await self._arrived.wait()
+        self._arrived = anyio.Event()
+        return self._task_id
+
+
+class JobRun:
+    """Runs one job once; :class:`JobHandle` wraps it for callers."""
+
+    def __init__(self, manager: TaskManager, job_id: str, *, allowed_agents: frozenset[str] | None) -> None:
+        self.manager = manager
+        self.job_id = job_id
+        self.allowed_agents = allowed_agents
+        self.events: EventStream[JobEvent] = EventStream()
+        self.report: JobReport | None = None
+        self.started_at = utc_now()
+        self._ready: deque[str] = deque()
+        self._running: set[str] = set()
+        self._idle: list[_Worker] = []
+        self._results: list[_Result] = []
+        self._added: list[str] = []
+        self._changed: list[tuple[str, TaskStatus | None, str | None]] = []
+        self._pending_events: list[JobEvent] = []
+        self._wake: anyio.Event | None = None
+        self._change_waiter: anyio.Event | None = None
+        self._last_change = 0.0
+        self._terminated = False
+        self._cancel_requested = False
+        self._scope: anyio.CancelScope | None = None
+
+    # -- notifications from the manager (on the loop's thread) -------------------------------
+
+    def note_added(self, task_id: str) -> None:
+        """A task was added to this job; it is written and announced in the next round."""
+        self._added.append(task_id)
+        self._wakeup()
+
+    def note_changed(self, task_id: str, status: TaskStatus | None, reason: str | None = None) -> None:
+        """A task's status (or, with ``status=None``, its dependencies) changed through the manager."""
+        self._changed.append((task_id, status, reason))
+        self._wakeup()
+
+    def cancel(self) -> None:
+        """Cancel the run; unstarted tasks stay pending."""
+        self._cancel_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _wakeup(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> JobReport:
+        """Run the job until nothing is left to do, then return its report."""
+        manager = self.manager
+        manager._enter_loop()
+        try:
+            with anyio.CancelScope() as self._scope:
+                if self._cancel_requested:
+                    self._scope.cancel()
+                status = await self._main()
+            if self._scope.cancel_called:
+                status = JobStatus.CANCELLED
+        except anyio.get_cancelled_exc_class():
+            self._finish(JobStatus.CANCELLED)
+            raise
+        except BaseException:
+            self._finish(JobStatus.FAILED)
+            raise
+        finally:
+            manager._leave_loop()
+        return self._finish(status)
+
+    async def _main(self) -> JobStatus:
+        self._wake = anyio.Event()
+        self._last_change = anyio.current_time()
+        self.manager._set_job_status(self.job_id, JobStatus.RUNNING)
+        self._initial_scan()
+        async with anyio.create_task_group() as group:
+            for _ in range(self.manager.max_parallel_tasks):
+                worker = _Worker()
+                self._idle.append(worker)
+                group.start_soon(self._worker, worker)
+            if self.manager.heartbeat_interval is not None:
+                group.start_soon(self._watch)
+            await self._schedule()
+            group.cancel_scope.cancel()
+        if self._terminated:
+            return JobStatus.FAILED
+        tasks = self.manager._tasks
+        return (
+            JobStatus.COMPLETED
+            if all(tasks[tid].status in DONE for tid in self.manager._jobs[self.job_id])
+            else JobStatus.FAILED
+        )
+
+    async def _schedule(self) -> None:
+        while True:
+            for task_id in self._round():
+                self._idle.pop().hand(task_id)
+            if self._terminated or not (self._running or self._has_news()):
+                return
+            if not self._has_news():
+                assert self._wake is not None
+                await self._wake.wait()
+                self._wake = anyio.Event()
+
+    def _has_news(self) -> bool:
+        return bool(self._results or self._added or self._changed or self._pending_events)
+
+    def _round(self) -> list[str]:
+        """Apply news, start ready tasks, commit, then announce; returns the tasks to start."""
+        changed = self._apply()
+        starts = self._dispatch()
+        if changed or starts:
+            self._last_change = anyio.current_time()
+            if self._change_waiter is not None:
+                self._change_waiter.set()
+        self.manager._flush()
+        self._emit_pending()
+        return starts
+
+    def _emit_pending(self) -> None:
+        events, self._pending_events = self._pending_events, []
+        for event in events:
+            self.events.emit(event)
+
+    def _finish(self, status: JobStatus) -> JobReport:
+        manager = self.manager
+        if status is JobStatus.CANCELLED:
+            for task_id in self._running:
+                task = manager._tasks[task_id]
+                if task.status is TaskStatus.IN_PROGRESS:
+                    self._set(task, TaskStatus.PENDING, CANCELLED_WHILE_RUNNING)
+                    self._pending_events.append(
+                        TaskStatusChanged(self.job_id, task_id, TaskStatus.PENDING, CANCELLED_WHILE_RUNNING)
+                    )
+        manager._set_job_status(self.job_id, status)
+        manager._runs.pop(self.job_id, None)
+        try:
+            manager._flush()
+        finally:
+            self._emit_pending()
+            self.events.emit(JobFinished(self.job_id, status))
+            self.events.close()
+            outcomes = {tid: snapshot(manager._tasks[tid]) for tid in manager._jobs[self.job_id]}
+            self.report = JobReport(self.job_id, status, outcomes, self.started_at, utc_now())
+        return self.report
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def _worker(self, worker: _Worker) -> None:
+        while True:
+            task_id = await worker.next()
+            result = await self._attempt(task_id)
+            self._idle.append(worker)
+            self._results.append(result)
+            self._wakeup()
+
+    async def _attempt(self, task_id: str) -> _Result:
+        manager = self.manager
+        task = manager._tasks[task_id]
+        dependencies = task.dependencies
+        try:
+            agent = manager.registry.get(task.agent)
+            if agent.input_schema is not None:
+                agent.input_schema.validate(task.input)
+        except DaggerError as error:
+            return _Result(task_id, _Kind.FATAL, str(error), dependencies)
+        ctx = TaskContext(manager, task, attempt=task.retry_count + 1)
+        payload = dict(task.input)
+        try:
+            if task.timeout is None:
+                output = await manager._call_agent(agent, payload, ctx)
+            else:
+                with anyio.move_on_after(task.timeout) as scope:
+                    output = await manager._call_agent(agent, payload, ctx)
+                if scope.cancelled_caught:
+                    return _Result(task_id, _Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies)
+            output = self._check_output(agent.name, agent.output_schema, output)
+        except NeedsDependencies as error:
+            return _Result(task_id, _Kind.BLOCK, error.reason, dependencies)
+        except Exception as error:
+            return _Result(task_id, _Kind.ERROR, _describe(error), dependencies)
+        return _Result(task_id, _Kind.OK, output, dependencies)
+
+    def _check_output(self, agent: str, schema: Any, output: Any) -> dict[str, Any]:
+        if output is None:
+            output = {}
+        if not isinstance(output, dict):
+            raise DaggerError(f"agent '{agent}' returned {type(output).__name__}, expected a dict")
+        if schema is not None:
+            schema.validate(output)
+        if self.manager._store is not None:
+            try:
+                json.dumps(output)
+            except (TypeError, ValueError) as error:
+                raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {error}") from None
+        return output
+
+    # -- applying news --------------------------------------------------------------------
+
+    def _apply(self) -> bool:
+        changed = False
+        if self._added:
+            added, self._added = self._added, []
+            for task_id in added:
+                task = self.manager._tasks[task_id]
+                self._pending_events.append(
+                    TaskAdded(
+                        self.job_id,
+                        task_id,
+                        task.description,
+                        task.agent,
+                        task.parent_task_id,
+                        tuple(task.dependencies),
+                    )
+                )
+                self._reconsider(task)
+            changed = True
+        if self._changed:
+            notes, self._changed = self._changed, []
+            for task_id, status, reason in notes:
+                self._apply_change(self.manager._tasks[task_id], status, reason)
+            changed = True
+        if self._results:
+            results, self._results = self._results, []
+            for result in results:
+                self._apply_result(result)
+            changed = True
+        return changed
+
+    def _apply_change(self, task: Task, status: TaskStatus | None, reason: str | None) -> None:
+        if status is not None:
+            self._pending_events.append(self._status_event(task.task_id, status, reason))
+        if task.task_id in self._running:
+            return
+        if task.status in DONE:
+            self._release_dependents(task)
+        elif task.status in BROKEN:
+            self._cascade(task)
+        else:
+            self._reconsider(task)
+
+    def _status_event(self, task_id: str, status: TaskStatus, reason: str | None) -> JobEvent:
+        if status is TaskStatus.BLOCKED:
+            return TaskBlocked(self.job_id, task_id, reason or "")
+        if status is TaskStatus.FAILED:
+            return TaskFailed(self.job_id, task_id, reason or "")
+        if status is TaskStatus.COMPLETED:
+            output = self.manager._tasks[task_id].output
+            return TaskCompleted(self.job_id, task_id, output.data if output else None)
+        return TaskStatusChanged(self.job_id, task_id, status, reason)
+
+    def _apply_result(self, result: _Result) -> None:
+        self._running.discard(result.task_id)
+        task = self.manager._tasks[result.task_id]
+        if task.status is TaskStatus.BLOCKED:
+            self._after_block(task, result.dependencies)
+            return
+        if task.status is not TaskStatus.IN_PROGRESS:
+            return  # someone else decided (terminated, set through the manager)
+        if result.kind is _Kind.OK:
+            self._complete(task, result.value)
+        elif result.kind is _Kind.BLOCK:
+            self._set(task, TaskStatus.BLOCKED, result.value)
+            self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
+            self._after_block(task, result.dependencies)
+        elif result.kind is _Kind.ERROR and task.retry_count < task.max_retries:
+            assign(task, retry_count=task.retry_count + 1)
+            self._set(task, TaskStatus.PENDING, f"attempt {task.retry_count} failed: {result.value}")
+            self._pending_events.append(
+                TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value)
+            )
+            self._reconsider(task)
+        else:
+            self._fail(task, result.value)
+
+    def _complete(self, task: Task, output: dict[str, Any]) -> None:
+        assign(task, output=TaskOutput(success=True, data=output))
+        self._set(task, TaskStatus.COMPLETED, None)
+        self.manager.cache.insert(task.task_id, "output", output)
+        self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output))
+        self._release_dependents(task)
+
+    def _fail(self, task: Task, reason: str) -> None:
+        assign(task, output=TaskOutput(success=False, error=reason))
+        self._set(task, TaskStatus.FAILED, reason)
+        self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
+        self._cascade(task)
+
+    def _after_block(self, task: Task, dependencies_at_start: list[str]) -> None:
+        """A blocked task runs again once its dependencies are done (now, if they already are)."""
+        tasks = self.manager._tasks
+        broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
+        if broken is not None:
+            self._fail(task, f"dependency {broken} failed")
+        elif task.dependencies is not dependencies_at_start and self._deps_done(task):
+            self._unblock(task)
+
+    def _unblock(self, task: Task) -> None:
+        self._set(task, TaskStatus.PENDING, "dependencies completed")
+        self._pending_events.append(
+            TaskStatusChanged(self.job_id, task.task_id, TaskStatus.PENDING, "dependencies completed")
+        )
+        self._reconsider(task)
+
+    def _release_dependents(self, task: Task) -> None:
+        tasks = self.manager._tasks
+        for dependent_id in self.manager._dependents.get(task.task_id, ()):
+            dependent = tasks[dependent_id]
+            if dependent_id in self._running or dependent.status not in _WAITING:
+                continue
+            if not self._deps_done(dependent):
+                continue
+            if dependent.status is TaskStatus.BLOCKED:
+                self._unblock(dependent)
+            else:
+                self._reconsider(dependent)
+
+    def _cascade(self, failed: Task) -> None:
+        tasks = self.manager._tasks
+        stack = [failed]
+        while stack:
+            upstream = stack.pop()
+            for dependent_id in self.manager._dependents.get(upstream.task_id, ()):
+                dependent = tasks[dependent_id]
+                if dependent_id in self._running or dependent.status not in _WAITING:
+                    continue
+                reason = f"dependency {upstream.task_id} failed"
+                assign(dependent, output=TaskOutput(success=False, error=reason))
+                self._set(dependent, TaskStatus.FAILED, reason)
+                self._pending_events.append(TaskFailed(self.job_id, dependent_id, reason))
+                stack.append(dependent)
+
+    def _reconsider(self, task: Task) -> None:
+        """Queue ``task`` if it can run, or fail it if a dependency failed."""
+        if task.task_id in self._running or task.status not in _WAITING:
+            return
+        tasks = self.manager._tasks
+        broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
+        if broken is not None:
+            self._fail(task, f"dependency {broken} failed")
+        elif task.status is TaskStatus.PENDING and self._runnable(task):
+            self._ready.append(task.task_id)
+
+    def _initial_scan(self) -> None:
+        tasks = self.manager._tasks
+        for task_id in list(self.manager._jobs[self.job_id]):
+            self._reconsider(tasks[task_id])
+
+    def _deps_done(self, task: Task) -> bool:
+        tasks = self.manager._tasks
+        return all(tasks[dep].status in DONE for dep in task.dependencies)
+
+    def _runnable(self, task: Task) -> bool:
+        if self.allowed_agents is not None and task.agent not in self.allowed_agents:
+            return False
+        return self._deps_done(task)
+
+    def _set(self, task: Task, status: TaskStatus, reason: str | None) -> None:
+        assign(task, status=status, status_reason=reason, updated_at=utc_now())
+        if self.manager._store is not None:
+            self.manager._dirty[task.task_id] = task
+
+    def _dispatch(self) -> list[str]:
+        starts: list[str] = []
+        limit = self.manager.max_parallel_tasks
+        tasks = self.manager._tasks
+        while self._ready and len(self._running) < limit:
+            task_id = self._ready.popleft()
+            task = tasks[task_id]
+            if task.status is not TaskStatus.PENDING or task_id in self._running or not self._runnable(task):
+                continue
+            self._set(task, TaskStatus.IN_PROGRESS, None)
+            self._running.add(task_id)
+            starts.append(task_id)
+            self._pending_events.append(TaskStarted(self.job_id, task_id, task.agent, task.retry_count + 1))
+        return starts
+
+    # -- stall detection ------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        interval = self.manager.heartbeat_interval
+        assert interval is not None
+        while True:
+            deadline = self._last_change + interval
+            if anyio.current_time() < deadline:
+                await anyio.sleep_until(deadline)
+                continue
+            await self._on_stall()
+            self._change_waiter = anyio.Event()
+            await self._change_waiter.wait()
+            self._change_waiter = None
+
+    async def _on_stall(self) -> None:
+        manager = self.manager
+        tasks = manager._tasks
+        stalled = tuple(tid for tid in manager._jobs[self.job_id] if tasks[tid].status in _STALLABLE)
+        action = manager.stall_action
+        name = str(action) if isinstance(action, StallAction) else getattr(action, "__name__", repr(action))
+        self._pending_events.append(JobStalled(self.job_id, stalled, name))
+        if action is StallAction.TERMINATE_JOB:
+            for task_id in stalled:
+                task = tasks[task_id]
+                if task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
+                    assign(task, output=TaskOutput(success=False, error=TERMINATED))
+                    self._set(task, TaskStatus.FAILED, TERMINATED)
+                    self._pending_events.append(TaskFailed(self.job_id, task_id, TERMINATED))
+            self._terminated = True
+        elif action is StallAction.NOTIFY_PLANNING_AGENT:
+            if PLANNING_AGENT in manager.registry:
+                manager.add_task(
+                    self.job_id,
+                    "Re-plan the stalled job",
+                    PLANNING_AGENT,
+                    {"job_id": self.job_id, "stalled_tasks": list(stalled)},
+                )
+        else:
+            outcome = action(self.job_id)
+            if inspect.isawaitable(outcome):
+                await outcome
+        self._wakeup()
+
+
+def _describe(error: Exception) -> str:
+    """Our errors are complete sentences; anything else is prefixed with its type."""
+    return str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}"
+
+
+_WAITING = frozenset({TaskStatus.PENDING, TaskStatus.BLOCKED})
+_STALLABLE = frozenset({TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED})

@@ -1,0 +1,135 @@
+"""Handles on running jobs, their reports, and what to do when a job stalls."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pandas as pd
+
+from dagger_nb.agents.events import JobEvent
+from dagger_nb.agents.model import DONE, TASK_FIELDS, JobStatus, Task, TaskStatus, utc_now
+from dagger_nb.events import EventStream
+
+if TYPE_CHECKING:
+    from dagger_nb.agents._runner import JobRun
+
+
+class StallAction(StrEnum):
+    """What a job does when no task changed for the heartbeat interval.
+
+    ``TaskManager(stall_action=...)`` also takes a callable, called with the job id.
+    """
+
+    TERMINATE_JOB = "terminate_job"
+    NOTIFY_PLANNING_AGENT = "notify_planning_agent"
+
+
+#: The agent :attr:`StallAction.NOTIFY_PLANNING_AGENT` gives a task to, when it is registered.
+PLANNING_AGENT = "planning_agent"
+
+StallHandler = StallAction | Callable[[str], Any]
+
+
+def tasks_to_frame(tasks: list[Task]) -> pd.DataFrame:
+    """One row per task with every :class:`Task` field as a column (``output`` as a dict)."""
+    rows = [task.model_dump() for task in tasks]
+    return pd.DataFrame(rows, columns=list(TASK_FIELDS))
+
+
+@dataclass(slots=True)
+class JobReport:
+    """How a job run ended: its ``status`` and every task as it was at the end."""
+
+    job_id: str
+    status: JobStatus
+    outcomes: dict[str, Task] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=utc_now)
+    finished_at: datetime = field(default_factory=utc_now)
+
+    @property
+    def success(self) -> bool:
+        """True when the job completed."""
+        return self.status is JobStatus.COMPLETED
+
+    def counts(self) -> dict[TaskStatus, int]:
+        """Number of tasks per status."""
+        counts: dict[TaskStatus, int] = {}
+        for task in self.outcomes.values():
+            counts[task.status] = counts.get(task.status, 0) + 1
+        return counts
+
+    def failed(self) -> dict[str, str | None]:
+        """Task id → reason, for every task that did not complete."""
+        return {tid: task.status_reason for tid, task in self.outcomes.items() if task.status not in DONE}
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per task, the same columns as :meth:`TaskManager.tasks_frame`."""
+        return tasks_to_frame(list(self.outcomes.values()))
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{status}={count}" for status, count in self.counts().items())
+        return f"<JobReport {self.job_id!r} {self.status} ({counts})>"
+
+
+class JobHandle:
+    """A job started with :meth:`TaskManager.start_job`: watch it, wait for it, cancel it.
+
+    ``await handle`` is the same as ``await handle.wait()``.
+    """
+
+    def __init__(self, job_id: str, run: JobRun) -> None:
+        self.job_id = job_id
+        #: The report, once the job ended.
+        self.report: JobReport | None = None
+        #: The error that stopped the job runner itself (a storage failure), if any.
+        self.error: BaseException | None = None
+        self.events: EventStream[JobEvent] = run.events
+        self._run = run
+        self._done = anyio.Event()
+
+    @property
+    def status(self) -> JobStatus:
+        """``RUNNING`` until the job ends, then its final status."""
+        return JobStatus.RUNNING if self.report is None else self.report.status
+
+    @property
+    def done(self) -> bool:
+        """True once the job ended."""
+        return self._done.is_set()
+
+    async def wait(self) -> JobReport:
+        """Wait for the job to end and return its report (re-raising a runner error)."""
+        await self._done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.report is not None
+        return self.report
+
+    def cancel(self) -> None:
+        """End the job ``CANCELLED``: running agents are cancelled, unstarted tasks stay pending."""
+        self._run.cancel()
+
+    def subscribe(self) -> AsyncIterator[JobEvent]:
+        """Every event of this job, past ones first, until it finished."""
+        return self.events.subscribe()
+
+    def __await__(self) -> Generator[Any, None, JobReport]:
+        return self.wait().__await__()
+
+    async def _execute(self) -> None:
+        try:
+            self.report = await self._run.run()
+        except Exception as error:
+            self.error = error
+        finally:
+            if self.report is None:
+                self.report = self._run.report
+            self._done.set()
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id!r} {self.status}>"

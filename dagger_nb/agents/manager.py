@@ -1,0 +1,588 @@
+"""The task manager: jobs of tasks that agents create and run, persisted in SQLite.
+
+>>> from dagger_nb.agents import TaskAgentRegistry, TaskManager, task_agent
+>>> registry = TaskAgentRegistry()
+>>> @task_agent(name="shout", registry=registry)
+... async def shout(input, ctx):
+...     return {"text": input["text"].upper()}
+>>> manager = TaskManager(registry=registry)
+>>> task_id = manager.add_objective("demo", "Shout hello", "shout", {"text": "hello"})
+>>> report = manager.run_job_sync("demo")
+>>> report.status, manager.get_task(task_id).output.data
+(<JobStatus.COMPLETED: 'completed'>, {'text': 'HELLO'})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterable
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import pandas as pd
+from pydantic import ValidationError
+
+from dagger_nb._sync import run_sync
+from dagger_nb.agents._dot import job_graph
+from dagger_nb.agents._runner import JobRun
+from dagger_nb.agents.context import TaskContext
+from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
+from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, utc_now
+from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
+from dagger_nb.agents.store import TaskStore
+from dagger_nb.cache import Cache
+from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, TaskError
+
+T = TypeVar("T")
+
+Durability = Literal["at_least_once", "at_most_once"]
+RESTARTED = "Task was in progress during system restart"
+
+
+class TaskManager:
+    """Jobs of tasks run by registered agents, optionally persisted to the SQLite file ``db``.
+
+    Use it as a context manager (``with`` or ``async with``), or call
+    :meth:`close` / :meth:`aclose`, to release the database and stop
+    background jobs.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        heartbeat_interval: float | None = 30.0,
+        stall_action: StallHandler = StallAction.NOTIFY_PLANNING_AGENT,
+        registry: TaskAgentRegistry | None = None,
+        max_parallel_tasks: int = 4,
+        durability: Durability = "at_least_once",
+        cache: Cache | None = None,
+    ) -> None:
+        if heartbeat_interval is not None and not heartbeat_interval > 0:
+            raise TaskError(f"heartbeat_interval must be positive (or None), got {heartbeat_interval!r}")
+        if max_parallel_tasks < 1:
+            raise TaskError(f"max_parallel_tasks must be at least 1, got {max_parallel_tasks!r}")
+        if durability not in ("at_least_once", "at_most_once"):
+            raise TaskError(f"durability must be 'at_least_once' or 'at_most_once', got {durability!r}")
+        if not isinstance(stall_action, StallAction) and not callable(stall_action):
+            raise TaskError(f"stall_action must be a StallAction or a callable, got {stall_action!r}")
+        self.heartbeat_interval = heartbeat_interval
+        self.stall_action = stall_action
+        self.registry = default_agent_registry if registry is None else registry
+        self.max_parallel_tasks = max_parallel_tasks
+        self.durability: Durability = durability
+        self.cache = Cache() if cache is None else cache
+        self._tasks: dict[str, Task] = {}
+        self._seq: dict[str, int] = {}
+        self._jobs: dict[str, list[str]] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._job_status: dict[str, JobStatus] = {}
+        self._dirty: dict[str, Task] = {}
+        self._dirty_jobs: dict[str, JobStatus] = {}
+        self._runs: dict[str, JobRun] = {}
+        self._host: _Host | None = None
+        self._loop_users = 0
+        self._loop_thread: int | None = None
+        self._loop_token: Any = None
+        self._store = TaskStore(db) if db is not None else None
+        if self._store is not None:
+            self._load()
+
+    # -- building jobs --------------------------------------------------------------------
+
+    def add_objective(
+        self,
+        job_id: str,
+        description: str,
+        agent: str,
+        input: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> str:
+        """Add the job's top-level task (``TaskType.OBJECTIVE``); returns its id."""
+        return self.add_task(job_id, description, agent, input, task_type=TaskType.OBJECTIVE, task_id=task_id)
+
+    def add_story(
+        self,
+        job_id: str,
+        description: str,
+        agent: str,
+        input: dict[str, Any] | None = None,
+        *,
+        parent: str,
+        task_id: str | None = None,
+    ) -> str:
+        """Add a ``TaskType.STORY`` under ``parent``; returns its id."""
+        return self.add_task(
+            job_id, description, agent, input, parent=parent, task_type=TaskType.STORY, task_id=task_id
+        )
+
+    def add_task(
+        self,
+        job_id: str,
+        description: str,
+        agent: str,
+        input: dict[str, Any] | None = None,
+        *,
+        dependencies: Iterable[str] = (),
+        parent: str | None = None,
+        task_type: TaskType = TaskType.TASK,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        acceptance_criteria: str | None = None,
+    ) -> str:
+        """Add a pending task for ``agent`` to job ``job_id`` and return its id (generated if not given).
+
+        Raises :class:`TaskError` naming every problem (empty job id, duplicate
+        task id, self-dependency, unknown dependency or parent), and
+        :class:`AgentNotFound` listing the registered agents. If the job is
+        running, the task is picked up at once.
+        """
+        return self._on_loop(
+            partial(
+                self._add_task,
+                job_id,
+                description,
+                agent,
+                input,
+                tuple(dependencies),
+                parent,
+                task_type,
+                task_id,
+                timeout,
+                max_retries,
+                acceptance_criteria,
+            )
+        )
+
+    def add_dependency(self, task_id: str, depends_on: str) -> None:
+        """Make ``task_id`` wait for ``depends_on`` (:class:`DependencyCycleError` lists a cycle)."""
+        self._on_loop(partial(self._add_dependency, task_id, depends_on))
+
+    def update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None = None) -> None:
+        """Set a task's status (accept or reject it, block it, reset it to pending, ...).
+
+        Setting the running task ``BLOCKED`` from its own agent parks it like
+        :class:`NeedsDependencies`. In a running job the change is picked up at once.
+        """
+        self._on_loop(partial(self._update_task_status, task_id, status, reason))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> Task | None:
+        """A snapshot of the task, or ``None`` if there is no such task."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.model_copy(deep=True)
+
+    def tasks(self, job_id: str | None = None) -> list[Task]:
+        """Snapshots of every task (of ``job_id``), in creation order."""
+        return [task.model_copy(deep=True) for task in self._iter_tasks(job_id)]
+
+    def tasks_frame(self, job_id: str | None = None) -> pd.DataFrame:
+        """One row per task (of ``job_id``), one column per :class:`Task` field."""
+        return tasks_to_frame(list(self._iter_tasks(job_id)))
+
+    def jobs(self) -> list[str]:
+        """Every job id, in the order jobs were created."""
+        return list(self._jobs)
+
+    def job_status(self, job_id: str) -> JobStatus | None:
+        """The status of the job's last run (``RUNNING`` after a crash means it was interrupted)."""
+        self._require_job(job_id)
+        return self._job_status.get(job_id)
+
+    def get_objective(self, job_id: str) -> Task | None:
+        """The job's first ``OBJECTIVE`` task, or ``None``."""
+        for task in self._iter_tasks(job_id):
+            if task.task_type is TaskType.OBJECTIVE:
+                return task.model_copy(deep=True)
+        return None
+
+    def get_dependency_outputs(self, task_id: str) -> list[dict[str, Any]]:
+        """The output data of ``task_id``'s dependencies, in dependency order.
+
+        Raises :class:`TaskError` naming every dependency that is not completed.
+        """
+        task = self._require(task_id)
+        outputs: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for dep in task.dependencies:
+            upstream = self._tasks[dep]
+            if upstream.status not in DONE:
+                missing.append(f"'{dep}' ({upstream.status})")
+            else:
+                outputs.append(dict(upstream.output.data or {}) if upstream.output else {})
+        if missing:
+            raise TaskError(f"task '{task_id}': dependencies not completed: {', '.join(missing)}")
+        return outputs
+
+    def get_dot_graph(self, job_id: str | None = None) -> str:
+        """The tasks (of ``job_id``) as Graphviz DOT: status colours, dependencies, parents dashed."""
+        if job_id is not None:
+            self._require_job(job_id)
+        jobs = [job_id] if job_id is not None else list(self._jobs)
+        return job_graph({job: [self._tasks[tid] for tid in self._jobs[job]] for job in jobs}, name=job_id)
+
+    # -- running --------------------------------------------------------------------------
+
+    def start_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
+        """Run the job in the background on the running event loop and return its handle at once.
+
+        Only tasks whose agent is in ``allowed_agents`` (when given) run; the
+        others stay pending. The run belongs to a task group the manager owns
+        until :meth:`aclose`.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ExecutionError(
+                "start_job() needs a running event loop (a notebook cell or async code); "
+                "in a script use run_job_sync()"
+            ) from None
+        handle = self._prepare(job_id, allowed_agents)
+        if self._host is None or not self._host.serves(loop):
+            self._host = _Host(loop)
+        self._host.submit(handle._execute)
+        return handle
+
+    async def run_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
+        """Run the job in the calling task until it ends; returns its report."""
+        handle = self._prepare(job_id, allowed_agents)
+        await handle._execute()
+        return await handle.wait()
+
+    def run_job_sync(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
+        """:meth:`run_job` for synchronous code (a private loop in a worker thread if one is running)."""
+        return run_sync(partial(self.run_job, job_id, allowed_agents=allowed_agents))
+
+    def running_jobs(self) -> list[str]:
+        """The ids of the jobs running now."""
+        return list(self._runs)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the database; :class:`ExecutionError` if jobs still run (use :meth:`aclose`)."""
+        if self._runs:
+            raise ExecutionError(
+                f"jobs still running: {', '.join(sorted(self._runs))}; cancel them or await manager.aclose()"
+            )
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+        if self._store is not None:
+            self._store.close()
+
+    async def aclose(self) -> None:
+        """Cancel background jobs, wait for them to end, and release the database."""
+        if self._host is not None:
+            host, self._host = self._host, None
+            await host.aclose()
+        for run in list(self._runs.values()):
+            run.cancel()
+        self.close()
+
+    def __enter__(self) -> TaskManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TaskManager:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        where = self._store.path if self._store is not None else "memory"
+        return f"<TaskManager {where}: {len(self._tasks)} tasks in {len(self._jobs)} jobs>"
+
+    # -- the one seam where an agent is called (a backend plugs in here) ------------------
+
+    async def _call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        if agent.is_async:
+            return await agent.fn(payload, ctx)
+        return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _add_task(
+        self,
+        job_id: str,
+        description: str,
+        agent: str,
+        input: dict[str, Any] | None,
+        dependencies: tuple[str, ...],
+        parent: str | None,
+        task_type: TaskType,
+        task_id: str | None,
+        timeout: float | None,
+        max_retries: int,
+        acceptance_criteria: str | None,
+    ) -> str:
+        if not job_id:
+            raise TaskError("job id must not be empty")
+        if agent not in self.registry:
+            raise AgentNotFound(agent, self.registry.names())
+        if task_id is None:
+            task_id = f"task-{uuid.uuid4().hex[:12]}"
+        problems = self._task_problems(job_id, task_id, dependencies, parent)
+        if problems:
+            raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
+        now = utc_now()
+        try:
+            task = Task(
+                job_id=job_id,
+                task_id=task_id,
+                parent_task_id=parent,
+                description=description,
+                acceptance_criteria=acceptance_criteria,
+                agent=agent,
+                dependencies=list(dict.fromkeys(dependencies)),
+                input={} if input is None else input,
+                task_type=task_type,
+                timeout=timeout,
+                max_retries=max_retries,
+                created_at=now,
+                updated_at=now,
+            )
+        except ValidationError as error:
+            details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {details}") from None
+        seq = len(self._seq)
+        if self._store is not None:
+            try:
+                self._store.encode(seq, task)  # fails here, before the task exists, if not JSON-able
+            except (TypeError, ValueError) as error:
+                raise TaskError(
+                    f"cannot add task '{task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
+                ) from None
+            self._dirty[task_id] = task
+        self._insert(task, seq)
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.note_added(task_id)
+        else:
+            self._flush()
+        return task_id
+
+    def _task_problems(
+        self, job_id: str, task_id: str, dependencies: tuple[str, ...], parent: str | None
+    ) -> list[str]:
+        problems = []
+        if not task_id:
+            problems.append("task id must not be empty")
+        elif task_id in self._tasks:
+            problems.append(f"task id '{task_id}' already exists (in job '{self._tasks[task_id].job_id}')")
+        for dep in dependencies:
+            if dep == task_id:
+                problems.append(f"task '{task_id}' cannot depend on itself")
+            elif dep not in self._tasks:
+                problems.append(f"unknown dependency '{dep}'")
+            elif self._tasks[dep].job_id != job_id:
+                problems.append(f"dependency '{dep}' belongs to another job ('{self._tasks[dep].job_id}')")
+        if parent is not None and parent not in self._tasks:
+            problems.append(f"unknown parent task '{parent}'")
+        return problems
+
+    def _insert(self, task: Task, seq: int) -> None:
+        self._tasks[task.task_id] = task
+        self._seq[task.task_id] = seq
+        self._jobs.setdefault(task.job_id, []).append(task.task_id)
+        for dep in task.dependencies:
+            self._dependents.setdefault(dep, []).append(task.task_id)
+
+    def _add_dependency(self, task_id: str, depends_on: str) -> None:
+        task = self._require(task_id)
+        upstream = self._require(depends_on)
+        if task_id == depends_on:
+            raise TaskError(f"task '{task_id}' cannot depend on itself")
+        if upstream.job_id != task.job_id:
+            raise TaskError(
+                f"task '{task_id}' (job '{task.job_id}') cannot depend on '{depends_on}' "
+                f"of job '{upstream.job_id}'"
+            )
+        if depends_on in task.dependencies:
+            return
+        path = self._path(depends_on, task_id)
+        if path is not None:
+            raise DependencyCycleError([task_id, *path])
+        task.dependencies = [*task.dependencies, depends_on]
+        self._dependents.setdefault(depends_on, []).append(task_id)
+        self._touch(task)
+        self._changed(task, None, None)
+
+    def _path(self, start: str, goal: str) -> list[str] | None:
+        """A dependency path ``start -> ... -> goal``, if ``start`` (transitively) depends on ``goal``."""
+        parents: dict[str, str | None] = {start: None}
+        stack = [start]
+        while stack:
+            current = stack.pop()
+            if current == goal:
+                path = [current]
+                while (previous := parents[path[-1]]) is not None:
+                    path.append(previous)
+                return path[::-1]
+            for dep in self._tasks[current].dependencies:
+                if dep not in parents:
+                    parents[dep] = current
+                    stack.append(dep)
+        return None
+
+    def _update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None) -> None:
+        task = self._require(task_id)
+        try:
+            status = TaskStatus(status)
+        except ValueError:
+            known = ", ".join(member.value for member in TaskStatus)
+            raise TaskError(f"unknown task status {status!r} (known: {known})") from None
+        task.status = status
+        task.status_reason = reason
+        self._touch(task)
+        self._changed(task, status, reason)
+
+    def _changed(self, task: Task, status: TaskStatus | None, reason: str | None) -> None:
+        run = self._runs.get(task.job_id)
+        if run is not None:
+            run.note_changed(task.task_id, status, reason)
+        else:
+            self._flush()
+
+    def _touch(self, task: Task) -> None:
+        task.updated_at = utc_now()
+        if self._store is not None:
+            self._dirty[task.task_id] = task
+
+    def _set_job_status(self, job_id: str, status: JobStatus) -> None:
+        self._job_status[job_id] = status
+        if self._store is not None:
+            self._dirty_jobs[job_id] = status
+
+    def _flush(self) -> None:
+        """Make every pending change durable (one transaction)."""
+        if self._store is None or not (self._dirty or self._dirty_jobs):
+            return
+        tasks, self._dirty = self._dirty, {}
+        jobs, self._dirty_jobs = self._dirty_jobs, {}
+        self._store.save(((self._seq[tid], task) for tid, task in tasks.items()), jobs.items())
+
+    def _load(self) -> None:
+        assert self._store is not None
+        tasks, jobs = self._store.load()
+        for seq, task in enumerate(tasks):
+            self._insert(task, seq)
+            if task.status is TaskStatus.IN_PROGRESS:
+                if self.durability == "at_least_once":
+                    task.status = TaskStatus.PENDING
+                    task.retry_count += 1
+                    task.status_reason = f"{RESTARTED}; running it again"
+                else:
+                    task.status = TaskStatus.BLOCKED
+                    task.status_reason = RESTARTED
+                self._touch(task)
+        self._job_status.update(jobs)
+        self._flush()
+
+    def _require(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskError(f"unknown task '{task_id}'")
+        return task
+
+    def _require_job(self, job_id: str) -> list[str]:
+        if job_id not in self._jobs:
+            known = ", ".join(self._jobs) or "none"
+            raise TaskError(f"unknown job '{job_id}' (known: {known})")
+        return self._jobs[job_id]
+
+    def _iter_tasks(self, job_id: str | None) -> Iterable[Task]:
+        if job_id is None:
+            return self._tasks.values()
+        return [self._tasks[tid] for tid in self._require_job(job_id)]
+
+    def _prepare(self, job_id: str, allowed_agents: Iterable[str] | None) -> JobHandle:
+        self._require_job(job_id)
+        if job_id in self._runs:
+            raise ExecutionError(f"job '{job_id}' is already running")
+        allowed = None if allowed_agents is None else frozenset(allowed_agents)
+        if allowed is not None:
+            unknown = sorted(name for name in allowed if name not in self.registry)
+            if unknown:
+                raise AgentNotFound(unknown[0], self.registry.names())
+        run = JobRun(self, job_id, allowed_agents=allowed)
+        self._runs[job_id] = run
+        return JobHandle(job_id, run)
+
+    def _enter_loop(self) -> None:
+        self._loop_users += 1
+        self._loop_thread = threading.get_ident()
+        self._loop_token = anyio.lowlevel.current_token()
+
+    def _leave_loop(self) -> None:
+        self._loop_users -= 1
+        if self._loop_users == 0:
+            self._loop_thread = self._loop_token = None
+
+    def _on_loop(self, call: Callable[[], T]) -> T:
+        """Run ``call`` on the running jobs' loop thread (sync agents call in from worker threads)."""
+        if self._loop_token is None or threading.get_ident() == self._loop_thread:
+            return call()
+        return anyio.from_thread.run_sync(call, token=self._loop_token)
+
+
+_Job = Callable[[], Coroutine[Any, Any, None]]
+
+
+class _Host:
+    """Owns the jobs started in the background on one event loop, in one task group."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._send, self._receive = anyio.create_memory_object_stream[_Job](math.inf)
+        self._scope: anyio.CancelScope | None = None
+        self._accepting = True
+        self._task = loop.create_task(self._main(), name="dagger-nb task jobs")
+
+    async def _main(self) -> None:
+        with self._receive:
+            async with anyio.create_task_group() as group:
+                self._scope = group.cancel_scope
+                async for job in self._receive:
+                    group.start_soon(job)
+
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True when this host runs on ``loop`` and still accepts jobs."""
+        return self.loop is loop and self._accepting and not self._task.done()
+
+    def submit(self, job: _Job) -> None:
+        """Run ``job()`` in the host's task group."""
+        self._send.send_nowait(job)
+
+    def close(self) -> None:
+        """Stop accepting jobs and cancel the running ones (without waiting)."""
+        self._accepting = False
+        self._send.close()
+        if self._scope is not None:
+            self._scope.cancel()
+        else:
+            self._task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel the running jobs and wait until they ended."""
+        self.close()
+        if asyncio.get_running_loop() is not self.loop:
+            return
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise

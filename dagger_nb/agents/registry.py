@@ -1,0 +1,177 @@
+"""Task agents and the registry the task manager looks them up in.
+
+An agent is a function ``f(input: dict, ctx: TaskContext) -> dict``; async
+functions are awaited, sync ones run in a worker thread. Its optional input
+and output JSON Schemas are compiled once, when the agent is defined, so an
+invalid schema is an error at decoration time.
+
+>>> registry = TaskAgentRegistry()
+>>> @task_agent(name="echo", registry=registry)
+... async def echo(input, ctx):
+...     return {"said": input.get("text", "")}
+>>> registry.names()
+['echo']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, overload
+
+from dagger_nb.errors import AgentNotFound, TaskError
+from dagger_nb.schema import CompiledSchema, compile_schema
+
+AgentFunction = Callable[..., Any]
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # an instance whose class defines ``async def __call__``
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAgent:
+    """A registered agent: its function, description and compiled schemas.
+
+    Calling the agent calls its function, so a decorated function stays usable.
+    """
+
+    name: str
+    fn: AgentFunction
+    description: str = ""
+    input_schema: CompiledSchema | None = None
+    output_schema: CompiledSchema | None = None
+    is_async: bool = False
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: AgentFunction,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        input_schema: dict[str, Any] | str | None = None,
+        output_schema: dict[str, Any] | str | None = None,
+    ) -> TaskAgent:
+        """Wrap ``fn``, compiling its schemas (:class:`InvalidSchemaError` if one is invalid)."""
+        agent_name = name or getattr(fn, "__name__", None)
+        if not agent_name:
+            raise TaskError("a task agent needs a name")
+        return cls(
+            name=agent_name,
+            fn=fn,
+            description=description if description is not None else inspect.getdoc(fn) or "",
+            input_schema=compile_schema(input_schema, where=f"agent '{agent_name}' input schema"),
+            output_schema=compile_schema(output_schema, where=f"agent '{agent_name}' output schema"),
+            is_async=_is_async(fn),
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+class TaskAgentRegistry:
+    """Agents by name. Create one per notebook, test or application to keep them apart."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, TaskAgent] = {}
+
+    def register(self, name: str, agent: TaskAgent | AgentFunction, *, replace: bool = False) -> TaskAgent:
+        """Register ``agent`` (a :class:`TaskAgent` or a plain function) under ``name``.
+
+        A name already taken raises :class:`TaskError` unless ``replace=True``.
+        """
+        if not name:
+            raise TaskError("a task agent needs a non-empty name")
+        if name in self._agents and not replace:
+            raise TaskError(f"task agent '{name}' is already registered (pass replace=True to replace it)")
+        if not isinstance(agent, TaskAgent):
+            if not callable(agent):
+                raise TaskError(f"task agent '{name}' must be callable, got {type(agent).__name__}")
+            agent = TaskAgent.from_function(agent, name=name)
+        self._agents[name] = agent
+        return agent
+
+    def unregister(self, name: str) -> None:
+        """Remove the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
+        if name not in self._agents:
+            raise AgentNotFound(name, self._agents)
+        del self._agents[name]
+
+    def get(self, name: str) -> TaskAgent:
+        """The agent called ``name``; :class:`AgentNotFound` lists the registered ones."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise AgentNotFound(name, self._agents) from None
+
+    def names(self) -> list[str]:
+        """Registered agent names, sorted."""
+        return sorted(self._agents)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def __repr__(self) -> str:
+        return f"<TaskAgentRegistry {self.names()}>"
+
+
+#: The registry used when none is given (by :func:`task_agent` and :class:`TaskManager`).
+default_agent_registry = TaskAgentRegistry()
+
+
+@overload
+def task_agent(fn: AgentFunction, /) -> TaskAgent: ...
+
+
+@overload
+def task_agent(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    input_schema: dict[str, Any] | str | None = None,
+    output_schema: dict[str, Any] | str | None = None,
+    registry: TaskAgentRegistry | None = None,
+    replace: bool = False,
+) -> Callable[[AgentFunction], TaskAgent]: ...
+
+
+def task_agent(
+    fn: AgentFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    input_schema: dict[str, Any] | str | None = None,
+    output_schema: dict[str, Any] | str | None = None,
+    registry: TaskAgentRegistry | None = None,
+    replace: bool = False,
+) -> TaskAgent | Callable[[AgentFunction], TaskAgent]:
+    """Register the decorated function as a task agent (in ``registry`` or the default one).
+
+    ``name`` defaults to the function's name and ``description`` to its
+    docstring. Schemas are JSON Schema dicts or JSON text; an invalid one raises
+    :class:`InvalidSchemaError` here, not when a task runs.
+    """
+
+    def decorate(function: AgentFunction) -> TaskAgent:
+        agent = TaskAgent.from_function(
+            function,
+            name=name,
+            description=description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+        )
+        target = default_agent_registry if registry is None else registry
+        return target.register(agent.name, agent, replace=replace)
+
+    return decorate if fn is None else decorate(fn)

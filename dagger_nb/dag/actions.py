@@ -1,0 +1,166 @@
+"""Actions: the Python functions that workflow nodes run.
+
+>>> registry = ActionRegistry()
+>>> @action(registry=registry)
+... async def add(a, b):
+...     return a + b
+>>> "add" in registry, registry.names()
+(True, ['add'])
+
+A node's resolved inputs arrive as keyword arguments named after the inputs;
+a parameter called ``ctx`` receives the :class:`NodeContext`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+from dagger_nb.cache import Cache
+from dagger_nb.errors import ActionNotFound, DaggerError
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.executor import DagExecutor
+
+ActionFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A registered function with what the executor needs to know to call it."""
+
+    name: str
+    fn: ActionFunction
+    is_async: bool
+    inline: bool
+    takes_ctx: bool
+    takes_any_keyword: bool
+    parameters: frozenset[str]
+
+    @classmethod
+    def wrap(cls, name: str, fn: ActionFunction, *, inline: bool = False) -> Action:
+        """Inspect ``fn`` once so each call is cheap."""
+        if not callable(fn):
+            raise DaggerError(f"action '{name}' must be callable, got {type(fn).__name__}")
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            signature = None
+        parameters = frozenset(signature.parameters) if signature else frozenset()
+        takes_any_keyword = signature is None or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+        )
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters)
+
+
+class ActionRegistry:
+    """Named actions. Registering a name again replaces it (notebooks redefine often)."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, Action] = {}
+
+    def register(self, name: str, fn: ActionFunction, *, inline: bool = False) -> Action:
+        """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop."""
+        if not isinstance(name, str) or not name:
+            raise DaggerError(f"action name must be a non-empty string, got {name!r}")
+        registered = Action.wrap(name, fn, inline=inline)
+        self._actions[name] = registered
+        return registered
+
+    def unregister(self, name: str) -> None:
+        """Forget action ``name``; :class:`ActionNotFound` if it is not registered."""
+        if name not in self._actions:
+            raise ActionNotFound(name, self._actions)
+        del self._actions[name]
+
+    def get(self, name: str) -> Action:
+        """The action ``name``; :class:`ActionNotFound` listing the registered ones."""
+        try:
+            return self._actions[name]
+        except KeyError:
+            raise ActionNotFound(name, self._actions) from None
+
+    def names(self) -> list[str]:
+        """Registered action names, sorted."""
+        return sorted(self._actions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._actions)
+
+    def __repr__(self) -> str:
+        return f"<ActionRegistry {', '.join(self.names()) or 'empty'}>"
+
+
+#: The registry used when none is given.
+default_registry = ActionRegistry()
+
+
+@overload
+def action(fn: ActionFunction, /) -> ActionFunction: ...
+@overload
+def action(
+    name: str | None = None, /, *, registry: ActionRegistry | None = None, inline: bool = False
+) -> Callable[[ActionFunction], ActionFunction]: ...
+@overload
+def action(
+    *, name: str | None = None, registry: ActionRegistry | None = None, inline: bool = False
+) -> Callable[[ActionFunction], ActionFunction]: ...
+
+
+def action(
+    fn_or_name: ActionFunction | str | None = None,
+    /,
+    *,
+    name: str | None = None,
+    registry: ActionRegistry | None = None,
+    inline: bool = False,
+) -> Any:
+    """Register a function as an action: ``@action``, ``@action("name")`` or ``@action(name=...)``.
+
+    The function is returned unchanged, so it can still be called directly.
+
+    >>> registry = ActionRegistry()
+    >>> @action("double", registry=registry)
+    ... def twice(x):
+    ...     return 2 * x
+    >>> registry.names(), twice(4)
+    (['double'], 8)
+    """
+    target = registry if registry is not None else default_registry
+
+    def decorate(fn: ActionFunction) -> ActionFunction:
+        chosen = name or (fn_or_name if isinstance(fn_or_name, str) else None) or fn.__name__
+        target.register(chosen, fn, inline=inline)
+        return fn
+
+    if callable(fn_or_name):
+        return decorate(fn_or_name)
+    return decorate
+
+
+@dataclass(slots=True)
+class NodeContext:
+    """What an action can learn about the node it runs for (the ``ctx`` parameter)."""
+
+    node: str
+    workflow: str
+    run_id: str
+    attempt: int
+    inputs: dict[str, Any]
+    cache: Cache
+    executor: DagExecutor | None = None
+
+    def output(self, key: str, value: Any) -> None:
+        """Store ``value`` as this node's output ``key`` (same as ``insert_value``)."""
+        self.cache.insert(self.node, key, value)

@@ -1,0 +1,90 @@
+"""Events a DAG run emits, in order, for dashboards, progress lines and persistence.
+
+Every event has ``run_id``, ``timestamp`` (seconds since the epoch, UTC) and,
+except :class:`RunFinished`, the ``node`` it is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.report import ExecutionReport
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStarted:
+    """An attempt of ``node`` started."""
+
+    run_id: str
+    node: str
+    attempt: int
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRetrying:
+    """Attempt ``attempt`` of ``node`` failed with ``error``; the next starts after ``delay`` s."""
+
+    run_id: str
+    node: str
+    attempt: int
+    error: str
+    delay: float
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSucceeded:
+    """``node`` finished after ``attempts`` attempts, producing ``outputs``."""
+
+    run_id: str
+    node: str
+    attempts: int
+    outputs: dict[str, Any]
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFailed:
+    """``node`` failed for good with ``error``."""
+
+    run_id: str
+    node: str
+    attempts: int
+    error: str
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSkipped:
+    """``node`` will not run because ``reason`` (an upstream node failed)."""
+
+    run_id: str
+    node: str
+    reason: str
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCancelled:
+    """``node`` was running when the run was stopped, cancelled or timed out."""
+
+    run_id: str
+    node: str
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run ended; ``report`` holds every node's outcome."""
+
+    run_id: str
+    status: str
+    report: ExecutionReport
+    timestamp: float = field(default_factory=time)
+
+
+DagEvent = NodeStarted | NodeRetrying | NodeSucceeded | NodeFailed | NodeSkipped | NodeCancelled | RunFinished

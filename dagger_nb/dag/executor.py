@@ -1,0 +1,573 @@
+"""Run workflows concurrently on the caller's event loop.
+
+A run is driven by a few long-lived worker tasks (at most
+``config.max_parallel_nodes``) that take ready nodes from a queue, never one task
+per node: creating an anyio task costs far more than running a trivial action.
+
+>>> import dagger_nb
+>>> registry = dagger_nb.ActionRegistry()
+>>> @dagger_nb.action(registry=registry)
+... async def add(a, b):
+...     return a + b
+>>> executor = DagExecutor(registry)
+>>> _ = executor.load_yaml('''
+... name: sums
+... nodes:
+...   - id: first
+...     action: add
+...     inputs: [{name: a, reference: inputs.x}, {name: b, value: 1}]
+...     outputs: [{name: sum}]
+...   - id: second
+...     action: add
+...     inputs: [{name: a, reference: first.sum}, {name: b, value: 10}]
+... ''')
+>>> report = executor.run("sums", inputs={"x": 5})
+>>> report.status, report.cache.get("second", "result")
+('succeeded', 16)
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from functools import partial
+from time import time
+from typing import Any
+
+import anyio
+import pandas as pd
+
+from dagger_nb._background import BackgroundGroup
+from dagger_nb._sync import run_sync
+from dagger_nb.cache import Cache
+from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, default_registry
+from dagger_nb.dag.dot import workflow_dot
+from dagger_nb.dag.events import (
+    NodeCancelled,
+    NodeFailed,
+    NodeRetrying,
+    NodeSkipped,
+    NodeStarted,
+    NodeSucceeded,
+    RunFinished,
+)
+from dagger_nb.dag.loader import load_workflow
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.run import Plan, Run, RunHandle
+from dagger_nb.dag.spec import DagConfig, NodeSpec, OnFailure, WorkflowSpec
+from dagger_nb.dag.store import RunStore
+from dagger_nb.dag.validation import check_workflow
+from dagger_nb.errors import (
+    ActionError,
+    DaggerError,
+    DaggerWarning,
+    ExecutionError,
+    NodeTimeout,
+    Problem,
+    RunNotFound,
+    WorkflowNotFound,
+    WorkflowSpecError,
+)
+
+_MISSING: Any = object()
+
+
+class _InputMissing(DaggerError):
+    """An input's reference was not produced; retrying cannot help."""
+
+
+class DagExecutor:
+    """Loads workflows and runs them on the caller's event loop.
+
+    ``registry`` holds the actions (default: :data:`dagger_nb.default_registry`);
+    ``config`` is a base :class:`DagConfig` that a workflow's own ``config:``
+    keys override; ``db`` is a SQLite file recording every run.
+    """
+
+    def __init__(
+        self,
+        registry: ActionRegistry | None = None,
+        *,
+        config: DagConfig | None = None,
+        db: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else default_registry
+        self.config = config
+        self._workflows: dict[str, WorkflowSpec] = {}
+        self._runs: dict[str, Run] = {}
+        self._latest: dict[str, str] = {}
+        self._plans: dict[str, tuple[WorkflowSpec, Plan]] = {}
+        self._store = RunStore(db) if db is not None else None
+        self._background = BackgroundGroup("DagExecutor")
+
+    # -- workflows -------------------------------------------------------------------------------
+
+    def load_yaml(self, text_or_path: str | os.PathLike[str]) -> WorkflowSpec:
+        """Load a workflow from YAML text or a file, check its actions, and register it."""
+        spec = load_workflow(text_or_path, actions=self.registry.names())
+        return self._register(spec)
+
+    def load_yaml_file(self, path: str | os.PathLike[str]) -> WorkflowSpec:
+        """Load and register the workflow in the file at ``path``."""
+        if isinstance(path, str) and not os.path.isfile(path):
+            raise WorkflowSpecError([Problem(path, None, None, None, "file not found")])
+        return self.load_yaml(os.fspath(path))
+
+    def add_workflow(self, spec: WorkflowSpec) -> WorkflowSpec:
+        """Register a workflow built in Python, after the same checks as a file gets."""
+        problems = [
+            Problem(None, None, spec.name, spec.nodes[index].id if index is not None else None, message)
+            for message, index, _ in check_workflow(spec, actions=self.registry.names())
+        ]
+        if problems:
+            raise WorkflowSpecError(problems)
+        return self._register(spec)
+
+    def _register(self, spec: WorkflowSpec) -> WorkflowSpec:
+        for node in spec.nodes:
+            handler = node.failure_handler
+            if handler is not None and handler not in self.registry:
+                warnings.warn(
+                    f"workflow '{spec.name}', node '{node.id}': failure handler '{handler}' is not "
+                    "registered; it will not be called",
+                    DaggerWarning,
+                    stacklevel=3,
+                )
+        self._workflows[spec.name] = spec
+        return spec
+
+    def workflow(self, name: str) -> WorkflowSpec:
+        """The registered workflow ``name``; :class:`WorkflowNotFound` listing the known ones."""
+        try:
+            return self._workflows[name]
+        except KeyError:
+            raise WorkflowNotFound(name, self._workflows) from None
+
+    def list_dags(self) -> list[tuple[str, str]]:
+        """``(name, description)`` of every registered workflow."""
+        return [(spec.name, spec.description or "") for spec in self._workflows.values()]
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def execute_dag(
+        self,
+        name: str,
+        cache: Cache | None = None,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        cancel: anyio.Event | None = None,
+    ) -> ExecutionReport:
+        """Run workflow ``name`` to the end and return its report.
+
+        ``inputs`` go to cache namespace ``inputs``; setting ``cancel`` ends the
+        run ``cancelled``.
+        """
+        run = self._new_run(name, cache=cache, inputs=inputs)
+        return await self._drive(run, cancel=cancel)
+
+    def start(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> RunHandle:
+        """Start workflow ``name`` in the background on the running loop and return at once."""
+        run = self._new_run(name, cache=cache, inputs=inputs)
+        self._background.submit(self._drive, run)
+        return RunHandle(run)
+
+    def run(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> ExecutionReport:
+        """Run workflow ``name`` synchronously (from a script, or a cell without ``await``)."""
+        return run_sync(partial(self.execute_dag, name, cache, inputs=inputs))
+
+    async def resume(self, run_id: str) -> ExecutionReport:
+        """Continue a paused, failed or cancelled run: succeeded nodes keep their outputs,
+        the others run again with the actions as registered now."""
+        run = self._resumable(run_id)
+        return await self._drive(run)
+
+    def start_resume(self, run_id: str) -> RunHandle:
+        """Like :meth:`resume`, but in the background; returns at once."""
+        run = self._resumable(run_id)
+        self._background.submit(self._drive, run)
+        return RunHandle(run)
+
+    def handle(self, run_id: str) -> RunHandle:
+        """A handle on run ``run_id`` of this process."""
+        try:
+            return RunHandle(self._runs[run_id])
+        except KeyError:
+            raise RunNotFound(run_id) from None
+
+    async def aclose(self) -> None:
+        """Cancel every background run and wait for them to end."""
+        await self._background.aclose()
+
+    async def __aenter__(self) -> DagExecutor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Close the database (background runs must have ended)."""
+        if self._store is not None:
+            self._store.close()
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def runs(self) -> pd.DataFrame:
+        """Every run of this executor (and, with ``db``, of earlier processes), newest first."""
+        rows = {run.run_id: _run_row(run.snapshot()) for run in self._runs.values()}
+        if self._store is not None:
+            for row in self._store.run_rows():
+                rows.setdefault(row["run_id"], row)
+        frame = pd.DataFrame(list(rows.values()), columns=_RUN_COLUMNS)
+        for column in ("started_at", "finished_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame.sort_values("started_at", ascending=False, ignore_index=True)
+
+    def serialize_tree_to_dot(self, name_or_run_id: str) -> str:
+        """DOT of run ``name_or_run_id``, or of the latest run of that workflow.
+
+        A workflow that never ran gives its structure with every node pending.
+        """
+        run = self._runs.get(name_or_run_id)
+        if run is None and name_or_run_id in self._latest:
+            run = self._runs[self._latest[name_or_run_id]]
+        if run is not None:
+            return workflow_dot(run.spec, run.outcomes)
+        if self._store is not None:
+            dot = self._store.dot(name_or_run_id)
+            if dot is not None:
+                return dot
+        if name_or_run_id in self._workflows:
+            spec = self._workflows[name_or_run_id]
+            return workflow_dot(spec, {n.id: NodeOutcome(n.id, n.action) for n in spec.nodes})
+        raise RunNotFound(name_or_run_id)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _effective_config(self, spec: WorkflowSpec) -> DagConfig:
+        if self.config is None:
+            return spec.config
+        overrides = {key: getattr(spec.config, key) for key in spec.config.model_fields_set}
+        return self.config.model_copy(update=overrides)
+
+    def _new_run(self, name: str, *, cache: Cache | None, inputs: Mapping[str, Any] | None) -> Run:
+        spec = self.workflow(name)
+        if not spec.nodes:
+            raise ExecutionError(f"workflow '{name}' has no nodes; there is nothing to run")
+        cache = cache if cache is not None else Cache()
+        for key, value in (inputs or {}).items():
+            cache.insert("inputs", key, value)
+        run = Run(spec, config=self._effective_config(spec), cache=cache, plan=self._plan(spec))
+        self._runs[run.run_id] = run
+        self._latest[spec.name] = run.run_id
+        return run
+
+    def _plan(self, spec: WorkflowSpec) -> Plan:
+        cached = self._plans.get(spec.name)
+        if cached is None or cached[0] is not spec:
+            cached = self._plans[spec.name] = (spec, Plan.of(spec))
+        return cached[1]
+
+    def _resumable(self, run_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None and self._store is not None:
+            run = self._store.load_run(run_id, config_for=self._effective_config)
+            if run is not None:
+                self._runs[run_id] = run
+        if run is None:
+            raise RunNotFound(run_id)
+        if run.status not in ("paused", "failed", "cancelled"):
+            raise ExecutionError(
+                f"run '{run_id}' of workflow '{run.spec.name}' is {run.status}; "
+                "only paused, failed or cancelled runs can be resumed"
+            )
+        run.report = None
+        run.reset()
+        return run
+
+    async def _drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
+        run.status = "running"
+        run.started_at = run.started_at or time()
+        if self._store is not None:
+            await anyio.to_thread.run_sync(self._store.save_run, run.snapshot())
+        status: RunStatus
+        try:
+            with anyio.CancelScope() as run.cancel_scope:
+                if run.cancel_requested:
+                    run.cancel_scope.cancel()
+                with anyio.move_on_after(run.config.timeout_seconds) as deadline:
+                    async with anyio.create_task_group() as watchers:
+                        if cancel is not None:
+                            watchers.start_soon(_cancel_when_set, cancel, run)
+                        async with anyio.create_task_group() as run_group:
+                            self._add_workers(run, run_group, len(run.ready))
+                        watchers.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, "cancelled", "the run was cancelled")
+            raise
+        if run.cancel_requested:
+            status, error = "cancelled", "the run was cancelled"
+        elif deadline.cancelled_caught:
+            status = "failed"
+            error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
+        elif run.failed:
+            status = "paused" if run.config.on_failure is OnFailure.PAUSE else "failed"
+            first = run.outcomes[run.failed[0]]
+            more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
+            error = f"node '{first.node}' failed{more}: {first.error}"
+        else:
+            status, error = "succeeded", None
+        return await self._finish(run, status, error)
+
+    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> ExecutionReport:
+        for outcome in run.outcomes.values():
+            if outcome.status == "running":
+                outcome.status = "cancelled"
+                outcome.finished_at = time()
+        report = run.finish(status, error)
+        if self._store is not None:
+            await anyio.to_thread.run_sync(self._store.save_run, report)
+        run.events.emit(RunFinished(run.run_id, status, report))
+        run.events.close()
+        if run.done is not None:
+            run.done.set()
+        return report
+
+    def _add_workers(self, run: Run, group: anyio.abc.TaskGroup, wanted: int) -> None:
+        for _ in range(min(wanted, run.limit - run.workers)):
+            run.workers += 1
+            group.start_soon(self._worker, run, group, name="dagger-nb worker")
+
+    async def _worker(self, run: Run, group: anyio.abc.TaskGroup) -> None:
+        ready = run.ready
+        try:
+            while True:
+                while ready and not run.stopping:
+                    await self._run_node(run, ready.popleft(), group)
+                if run.running == 0 and (not ready or run.stopping):
+                    run.wake()
+                    return
+                run.idle += 1
+                try:
+                    await run.wait_for_work()
+                finally:
+                    run.idle -= 1
+        finally:
+            run.workers -= 1
+
+    async def _run_node(self, run: Run, node_id: str, group: anyio.abc.TaskGroup) -> None:
+        node = run.nodes[node_id]
+        outcome = run.outcomes[node_id]
+        outcome.status = "running"
+        outcome.started_at = time()
+        run.running += 1
+        try:
+            succeeded = await self._attempts(run, node, outcome)
+        except anyio.get_cancelled_exc_class():
+            outcome.status = "cancelled"
+            outcome.finished_at = time()
+            run.events.emit(NodeCancelled(run.run_id, node_id))
+            raise
+        finally:
+            run.running -= 1
+        if succeeded:
+            self._release_dependents(run, node_id, group)
+        else:
+            await self._after_failure(run, node, outcome, group)
+
+    def _release_dependents(self, run: Run, node_id: str, group: anyio.abc.TaskGroup) -> None:
+        waiting = run.waiting
+        newly_ready = 0
+        for dependent in run.dependents[node_id]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0 and run.outcomes[dependent].status == "pending":
+                run.ready.append(dependent)
+                newly_ready += 1
+        if newly_ready:
+            if run.idle:
+                run.wake()
+            # This worker takes one ready node itself; more workers start only for the rest.
+            spare = newly_ready - 1 - run.idle
+            if spare > 0 and run.workers < run.limit:
+                self._add_workers(run, group, spare)
+
+    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> bool:
+        attempts = node.attempts(run.config)
+        error = ""
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                delay = run.config.retry_strategy.delay(attempt=attempt)
+                run.events.emit(NodeRetrying(run.run_id, node.id, attempt - 1, error, delay))
+                if delay:
+                    await anyio.sleep(delay)
+            outcome.attempts = attempt
+            run.events.emit(NodeStarted(run.run_id, node.id, attempt))
+            try:
+                action = self.registry.get(node.action)
+                kwargs = _resolve_inputs(run, node)
+                result = await self._call(run, node, action, kwargs, attempt)
+                outputs = _store_outputs(run, node, result)
+            except _InputMissing as missing:
+                error = str(missing)
+                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                break
+            except Exception as exception:  # an action's failure is the node's, never the executor's
+                error = _describe(exception)
+                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                continue
+            outcome.status = "succeeded"
+            outcome.finished_at = time()
+            run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
+            return True
+        outcome.status = "failed"
+        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
+        outcome.finished_at = time()
+        run.events.emit(NodeFailed(run.run_id, node.id, outcome.attempts, outcome.error))
+        return False
+
+    async def _call(
+        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
+    ) -> Any:
+        if action.takes_ctx:
+            kwargs["ctx"] = NodeContext(node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self)
+        if node.timeout is None:
+            return await _invoke(action, kwargs)
+        with anyio.move_on_after(node.timeout) as scope:
+            return await _invoke(action, kwargs)
+        if scope.cancelled_caught:
+            raise NodeTimeout(node.id, node.timeout)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _after_failure(
+        self, run: Run, node: NodeSpec, outcome: NodeOutcome, group: anyio.abc.TaskGroup
+    ) -> None:
+        run.failed.append(node.id)
+        await self._call_failure_handler(run, node, outcome)
+        policy = run.config.on_failure
+        if policy is OnFailure.CONTINUE:
+            self._skip_downstream(run, node.id)
+        elif policy is OnFailure.PAUSE:
+            run.stopping = True
+        else:
+            run.stopping = True
+            group.cancel_scope.cancel()
+
+    async def _call_failure_handler(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
+        name = node.failure_handler
+        if name is None:
+            return
+        if name not in self.registry:
+            outcome.notes.append(f"failure handler '{name}' is not registered; it was not called")
+            return
+        handler = self.registry.get(name)
+        kwargs: dict[str, Any] = {}
+        if "error" in handler.parameters or handler.takes_any_keyword:
+            kwargs["error"] = outcome.error
+        try:
+            await self._call(run, node, handler, kwargs, outcome.attempts)
+        except Exception as exception:  # the handler's failure must not hide the node's
+            outcome.notes.append(f"failure handler '{name}' failed: {_describe(exception)}")
+
+    def _skip_downstream(self, run: Run, failed: str) -> None:
+        queue = deque(run.dependents[failed])
+        while queue:
+            node_id = queue.popleft()
+            outcome = run.outcomes[node_id]
+            if outcome.status != "pending":
+                continue
+            outcome.status = "skipped"
+            outcome.error = f"skipped because upstream node '{failed}' failed"
+            run.events.emit(NodeSkipped(run.run_id, node_id, outcome.error))
+            queue.extend(run.dependents[node_id])
+
+
+async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
+    await event.wait()
+    run.cancel()
+
+
+async def _invoke(action: Action, kwargs: dict[str, Any]) -> Any:
+    if action.is_async:
+        return await action.fn(**kwargs)
+    if action.inline:
+        result = action.fn(**kwargs)
+    else:
+        # A blocking action must not freeze the notebook; on cancel the thread is abandoned.
+        result = await anyio.to_thread.run_sync(partial(action.fn, **kwargs), abandon_on_cancel=True)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    get = run.cache.get
+    for name, namespace, key, literal, reference in run.plan.inputs[node.id]:
+        if namespace is None:
+            kwargs[name] = literal
+            continue
+        value = get(namespace, key, _MISSING)
+        if value is _MISSING:
+            if namespace == "inputs":
+                raise _InputMissing(
+                    f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
+                )
+            raise _InputMissing(f"input '{name}' references '{reference}', which node '{namespace}' did not produce")
+        kwargs[name] = value
+    return kwargs
+
+
+def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
+    if result is None:
+        return {}
+    declared = node.outputs
+    if len(declared) == 1:
+        outputs = {declared[0].name: result}
+    elif declared:
+        if not isinstance(result, Mapping):
+            raise ActionError(
+                f"node '{node.id}' declares outputs {', '.join(o.name for o in declared)}, so its action must "
+                f"return a mapping holding each; it returned {type(result).__name__}"
+            )
+        missing = [o.name for o in declared if o.name not in result]
+        if missing:
+            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
+        outputs = dict(result)
+    elif isinstance(result, Mapping):
+        outputs = dict(result)
+    else:
+        outputs = {"result": result}
+    cache = run.cache
+    for key, value in outputs.items():
+        cache.insert(node.id, str(key), value)
+    return outputs
+
+
+def _describe(exception: BaseException) -> str:
+    if isinstance(exception, DaggerError):
+        return str(exception)
+    text = str(exception)
+    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+
+
+_RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
+
+
+def _run_row(report: ExecutionReport) -> dict[str, Any]:
+    return {
+        "run_id": report.run_id,
+        "workflow": report.workflow,
+        "status": report.status,
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "nodes": len(report.outcomes),
+        "failed": sum(o.status == "failed" for o in report.outcomes.values()),
+        "error": report.error,
+    }

@@ -1,0 +1,121 @@
+"""What a run produced: one :class:`NodeOutcome` per node, gathered in an :class:`ExecutionReport`."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandas as pd
+
+from dagger_nb.cache import Cache
+from dagger_nb.dag.dot import workflow_dot
+from dagger_nb.dag.spec import WorkflowSpec
+from dagger_nb.graph import STATUS_COLOURS
+
+NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled"]
+
+FRAME_COLUMNS = ["node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error"]
+
+
+@dataclass(slots=True)
+class NodeOutcome:
+    """How one node fared. Times are seconds since the epoch (None until they happen)."""
+
+    node: str
+    action: str
+    status: NodeStatus = "pending"
+    attempts: int = 0
+    retry_messages: list[str] = field(default_factory=list)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from the first attempt's start to the end, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(slots=True)
+class ExecutionReport:
+    """The result of a run: status, error and each node's :class:`NodeOutcome`.
+
+    In a notebook it shows itself as a coloured table.
+    """
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    outcomes: dict[str, NodeOutcome]
+    spec: WorkflowSpec
+    cache: Cache
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def success(self) -> bool:
+        """True when every node succeeded."""
+        return self.status == "succeeded"
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes in each status."""
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes.values():
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        return counts
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per node: ``node, action, status, attempts, started_at, finished_at, duration_s, error``."""
+        rows = [
+            (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error)
+            for o in self.outcomes.values()
+        ]
+        frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+        for column in ("started_at", "finished_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
+    def to_dot(self) -> str:
+        """DOT of the workflow with each node coloured by its status."""
+        return workflow_dot(self.spec, self.outcomes)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts().items()))
+        return f"<ExecutionReport {self.workflow!r} run {self.run_id}: {self.status} ({counts})>"
+
+    def _repr_html_(self) -> str:
+        return report_html(self)
+
+
+def report_html(report: ExecutionReport, *, limit: int = 200) -> str:
+    """An escaped HTML summary and node table of ``report`` (at most ``limit`` rows)."""
+    e = html.escape
+    header = (
+        f"<b>{e(report.workflow)}</b> run <code>{e(report.run_id)}</code>: "
+        f"<span style='background:{STATUS_COLOURS.get(report.status, '#fff')};padding:0 4px'>"
+        f"{e(report.status)}</span>"
+    )
+    if report.error:
+        header += f"<br><span style='color:#b3261e'>{e(report.error)}</span>"
+    rows = []
+    for outcome in list(report.outcomes.values())[:limit]:
+        colour = STATUS_COLOURS.get(outcome.status, "#fff")
+        duration = "" if outcome.duration_s is None else f"{outcome.duration_s:.3f}"
+        rows.append(
+            f"<tr><td>{e(outcome.node)}</td><td>{e(outcome.action)}</td>"
+            f"<td style='background:{colour}'>{e(outcome.status)}</td><td>{outcome.attempts}</td>"
+            f"<td>{duration}</td><td>{e(outcome.error or '')}</td></tr>"
+        )
+    more = len(report.outcomes) - limit
+    footer = f"<p>… and {more} more nodes</p>" if more > 0 else ""
+    return (
+        f"<div class='dagger-report'><p>{header}</p><table><thead><tr><th>node</th><th>action</th>"
+        f"<th>status</th><th>attempts</th><th>duration (s)</th><th>error</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>{footer}</div>"
+    )

@@ -1,0 +1,240 @@
+"""The state of one DAG run, and the handle a caller holds on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from time import time
+from typing import Any
+
+import anyio
+
+from dagger_nb.cache import Cache
+from dagger_nb.dag.events import DagEvent
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
+from dagger_nb.events import EventStream
+
+
+def new_run_id() -> str:
+    """A short unique run id (12 hex characters)."""
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What every run of one workflow shares: the graph and each node's compiled inputs.
+
+    Built once per workflow, so starting a run of 10,000 nodes does not redo it.
+    """
+
+    dependencies: dict[str, list[str]]
+    dependents: dict[str, list[str]]
+    #: node id -> ((input name, namespace, key, literal value, reference), ...); namespace None = literal
+    inputs: dict[str, tuple[tuple[str, str | None, str, Any, str | None], ...]]
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec) -> Plan:
+        """Compile ``spec``."""
+        dependencies = spec.dependency_map()
+        dependents: dict[str, list[str]] = {node_id: [] for node_id in dependencies}
+        for node_id, needs in dependencies.items():
+            for dependency in needs:
+                dependents[dependency].append(node_id)
+        inputs = {}
+        for node in spec.nodes:
+            compiled = []
+            for item in node.inputs:
+                source = item.source
+                if source is None:
+                    compiled.append((item.name, None, "", item.value, None))
+                else:
+                    compiled.append((item.name, source[0], source[1], None, item.reference))
+            inputs[node.id] = tuple(compiled)
+        return cls(dependencies, dependents, inputs)
+
+
+class Run:
+    """Mutable state of one run: what is ready, running and done. Used only on its loop."""
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        *,
+        config: DagConfig,
+        cache: Cache,
+        run_id: str | None = None,
+        outcomes: dict[str, NodeOutcome] | None = None,
+        plan: Plan | None = None,
+    ) -> None:
+        self.run_id = run_id or new_run_id()
+        self.spec = spec
+        self.config = config
+        self.cache = cache
+        self.plan = plan or Plan.of(spec)
+        self.nodes: dict[str, NodeSpec] = {node.id: node for node in spec.nodes}
+        self.dependencies = self.plan.dependencies
+        self.dependents = self.plan.dependents
+        self.outcomes = outcomes or {node.id: NodeOutcome(node.id, node.action) for node in spec.nodes}
+        self.status: RunStatus = "pending"
+        self.error: str | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.report: ExecutionReport | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Prepare to (re)start: failed, cancelled and skipped nodes become pending again."""
+        for outcome in self.outcomes.values():
+            if outcome.status != "succeeded":
+                outcome.status = "pending"
+                outcome.attempts = 0
+                outcome.retry_messages = []
+                outcome.error = None
+                outcome.started_at = outcome.finished_at = None
+                outcome.notes = []
+        outcomes = self.outcomes
+        if any(outcome.status == "succeeded" for outcome in outcomes.values()):
+            self.waiting = {
+                node_id: sum(outcomes[d].status != "succeeded" for d in dependencies)
+                for node_id, dependencies in self.dependencies.items()
+            }
+        else:
+            self.waiting = {node_id: len(dependencies) for node_id, dependencies in self.dependencies.items()}
+        self.ready: deque[str] = deque(
+            node.id
+            for node in self.spec.nodes
+            if self.waiting[node.id] == 0 and self.outcomes[node.id].status == "pending"
+        )
+        self.events: EventStream[DagEvent] = EventStream()
+        self.failed: list[str] = []
+        self.running = 0
+        self.idle = 0
+        self.workers = 0
+        self.stopping = False
+        self.cancel_requested = False
+        self.cancel_scope: anyio.CancelScope | None = None
+        self.done: anyio.Event | None = None
+        self._wakeup: anyio.Event | None = None
+
+    @property
+    def limit(self) -> int:
+        """How many nodes may run at once."""
+        return self.config.parallelism
+
+    async def wait_for_work(self) -> None:
+        """Sleep until :meth:`wake` is called."""
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        await self._wakeup.wait()
+
+    def wake(self) -> None:
+        """Wake every worker waiting in :meth:`wait_for_work`."""
+        if self._wakeup is not None:
+            wakeup, self._wakeup = self._wakeup, None
+            wakeup.set()
+
+    def cancel(self) -> None:
+        """Ask the run to end as ``cancelled``: running nodes are cancelled, nothing else starts."""
+        self.cancel_requested = True
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    def snapshot(self) -> ExecutionReport:
+        """A report of the run as it is now (final once the run has ended)."""
+        if self.report is not None:
+            return self.report
+        return ExecutionReport(
+            run_id=self.run_id,
+            workflow=self.spec.name,
+            status=self.status,
+            outcomes=self.outcomes,
+            spec=self.spec,
+            cache=self.cache,
+            error=self.error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
+    def finish(self, status: RunStatus, error: str | None) -> ExecutionReport:
+        """Record the end of the run and build its final report."""
+        self.status = status
+        self.error = error
+        self.finished_at = time()
+        self.report = None
+        self.report = self.snapshot()
+        return self.report
+
+
+class RunHandle:
+    """A run started in the background with :meth:`DagExecutor.start`.
+
+    ``await handle`` (or ``await handle.wait()``) gives the :class:`ExecutionReport`;
+    ``handle.subscribe()`` yields its events, past ones first.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._run.run_id
+
+    @property
+    def workflow(self) -> str:
+        """The workflow's name."""
+        return self._run.spec.name
+
+    @property
+    def spec(self) -> WorkflowSpec:
+        """The workflow being run."""
+        return self._run.spec
+
+    @property
+    def status(self) -> RunStatus:
+        """``pending``, ``running``, ``succeeded``, ``failed``, ``paused`` or ``cancelled``."""
+        return self._run.status
+
+    @property
+    def report(self) -> ExecutionReport | None:
+        """The final report, or None while the run goes on."""
+        return self._run.report
+
+    @property
+    def done(self) -> bool:
+        """True once the run has ended."""
+        return self._run.report is not None
+
+    def snapshot(self) -> ExecutionReport:
+        """The run as it is now, for dashboards."""
+        return self._run.snapshot()
+
+    def cancel(self) -> None:
+        """Cancel the run; it ends ``cancelled`` promptly."""
+        self._run.cancel()
+
+    def subscribe(self) -> AsyncIterator[DagEvent]:
+        """Every event of the run: past ones first, then live ones until it ends."""
+        return self._run.events.subscribe()
+
+    def add_listener(self, listener: Any) -> None:
+        """Call ``listener(event)`` synchronously for each future event."""
+        self._run.events.add_listener(listener)
+
+    async def wait(self) -> ExecutionReport:
+        """Wait for the end of the run and return its report."""
+        if self._run.report is None:
+            if self._run.done is None:
+                self._run.done = anyio.Event()
+            await self._run.done.wait()
+        assert self._run.report is not None
+        return self._run.report
+
+    def __await__(self) -> Generator[Any, None, ExecutionReport]:
+        return self.wait().__await__()
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.workflow!r} run {self.run_id}: {self.status}>"

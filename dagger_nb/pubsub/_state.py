@@ -1,0 +1,79 @@
+"""Runtime state of a bus: published records, channels and subscriber nodes."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from dagger_nb.pubsub.agent import PubSubAgent, PubSubContext
+from dagger_nb.pubsub.message import Message
+from dagger_nb.schema import CompiledSchema
+
+
+@dataclass(slots=True)
+class Record:
+    """A published message and what became of it, shared by every queue it is in."""
+
+    message: Message
+    #: Node ids whose handler was called with it (whatever the outcome).
+    delivered_to: list[str] = field(default_factory=list)
+    #: Node ids that did not get it because it failed their input schema.
+    rejected_by: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Channel:
+    """A named channel, its optional schema and the nodes listening to it."""
+
+    name: str
+    schema: CompiledSchema | None = None
+    subscribers: list[Node] = field(default_factory=list)
+    messages: int = 0
+    #: Publishers waiting on a full queue; while any wait, others queue behind them.
+    blocked: int = 0
+    lock: anyio.Lock | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message an agent could not take: schema rejection or handler error."""
+
+    message_id: str
+    channel: str
+    agent: str
+    reason: str
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One registration of an agent: its queue, context and counters."""
+
+    node_id: str
+    agent: PubSubAgent
+    context: PubSubContext
+    send: MemoryObjectSendStream[Record]
+    receive: MemoryObjectReceiveStream[Record]
+    #: Messages owed to this node before anything in its stream (replays, interrupted ones).
+    backlog: deque[Record] = field(default_factory=deque)
+    #: Messages queued for it (backlog, stream, publishers waiting) and not yet handled.
+    pending: int = 0
+    delivered: int = 0
+    failed: int = 0
+    rejected: int = 0
+    last_message_at: float | None = None
+    in_handler: bool = False
+    active: bool = False
+    removed: bool = False
+    scope: anyio.CancelScope | None = None
+    #: Set when something arrives while the delivery task waits for work.
+    ready: anyio.Event | None = None
+    #: Set when the delivery task takes an item while a publisher waits for room.
+    space: anyio.Event | None = None
+
+    @property
+    def name(self) -> str:
+        """The agent's name."""
+        return self.agent.name

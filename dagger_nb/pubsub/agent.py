@@ -1,0 +1,245 @@
+"""Pub/sub agent definitions, the registry they live in, and the context a handler gets.
+
+A handler is ``f(message: Message, ctx: PubSubContext)``; async handlers are
+awaited on the event loop, sync ones run in a worker thread. Schemas are
+compiled once, when the agent is defined, so an invalid schema fails at
+decoration time.
+
+>>> registry = PubSubAgentRegistry()
+>>> @pubsub_agent("echo", subscribe=["in"], publish=["out"], registry=registry)
+... async def echo(message, ctx):
+...     await ctx.publish("out", message.payload)
+>>> registry.names(), echo.subscribe, echo.publish
+(['echo'], ('in',), ('out',))
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, overload
+
+import anyio.from_thread
+
+from dagger_nb.errors import AgentNotFound, PubSubError
+from dagger_nb.schema import CompiledSchema, compile_schema
+
+if TYPE_CHECKING:
+    from dagger_nb.cache import Cache
+    from dagger_nb.pubsub.bus import PubSub
+    from dagger_nb.pubsub.message import Message
+
+Handler = Callable[..., Any]
+Schema = dict[str, Any] | str | None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def channel_names(channels: str | Iterable[str], *, what: str) -> tuple[str, ...]:
+    """``channels`` as a tuple of unique non-empty names (one string counts as one channel)."""
+    names = (channels,) if isinstance(channels, str) else tuple(channels)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise PubSubError(f"{what}: channel names must be non-empty strings, got {name!r}")
+    return tuple(dict.fromkeys(names))
+
+
+class PubSubAgent:
+    """A pub/sub agent definition: a handler, the channels it uses and its schemas.
+
+    Register it on a :class:`~dagger_nb.pubsub.bus.PubSub` (as many times as you
+    like: each registration is a separate subscriber with its own node id).
+    Calling the agent calls its handler, so a decorated function stays testable.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        subscribe: str | Iterable[str] = (),
+        publish: str | Iterable[str] = (),
+        input_schema: Schema = None,
+        output_schema: Schema = None,
+        description: str = "",
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise PubSubError(f"a pub/sub agent needs a non-empty name, got {name!r}")
+        if not callable(handler):
+            raise PubSubError(
+                f"pub/sub agent '{name}': handler must be callable, got {type(handler).__name__}"
+            )
+        self.name = name
+        self.handler = handler
+        self.subscribe = channel_names(subscribe, what=f"pub/sub agent '{name}' subscribe")
+        self.publish = channel_names(publish, what=f"pub/sub agent '{name}' publish")
+        self.input_schema: CompiledSchema | None = compile_schema(input_schema, where=f"agent '{name}' input")
+        self.output_schema: CompiledSchema | None = compile_schema(
+            output_schema, where=f"agent '{name}' output"
+        )
+        self.description = description or inspect.getdoc(handler) or ""
+        self.is_async = _is_async(handler)
+        functools.update_wrapper(self, handler, updated=())
+
+    def __call__(self, message: Message, ctx: PubSubContext) -> Any:
+        return self.handler(message, ctx)
+
+    def __repr__(self) -> str:
+        return f"<PubSubAgent {self.name!r} subscribe={list(self.subscribe)} publish={list(self.publish)}>"
+
+
+class PubSubAgentRegistry:
+    """Pub/sub agent definitions by name; one per notebook, test or app keeps them apart.
+
+    Defining an agent again under the same name replaces the old definition
+    (notebook users re-run cells); registrations already made on a bus keep
+    the definition they were made with.
+    """
+
+    def __init__(self) -> None:
+        self._agents: dict[str, PubSubAgent] = {}
+
+    def add(self, agent: PubSubAgent) -> PubSubAgent:
+        """Store ``agent`` under its name, replacing any previous one."""
+        if not isinstance(agent, PubSubAgent):
+            raise PubSubError(f"expected a PubSubAgent, got {type(agent).__name__}")
+        self._agents[agent.name] = agent
+        return agent
+
+    def remove(self, name: str) -> None:
+        """Forget the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
+        if name not in self._agents:
+            raise AgentNotFound(name, self._agents)
+        del self._agents[name]
+
+    def get(self, name: str) -> PubSubAgent:
+        """The agent called ``name``; :class:`AgentNotFound` lists the defined ones."""
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise AgentNotFound(name, self._agents) from None
+
+    def names(self) -> list[str]:
+        """Defined agent names, sorted."""
+        return sorted(self._agents)
+
+    def clear(self) -> None:
+        """Forget every agent."""
+        self._agents.clear()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._agents
+
+    def __iter__(self) -> Any:
+        return iter([self._agents[name] for name in self.names()])
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def __repr__(self) -> str:
+        return f"<PubSubAgentRegistry {self.names()}>"
+
+
+#: The registry :func:`pubsub_agent` and :class:`PubSub` use when given none.
+default_pubsub_registry = PubSubAgentRegistry()
+
+
+@overload
+def pubsub_agent(name: Handler, /) -> PubSubAgent: ...
+
+
+@overload
+def pubsub_agent(
+    name: str | None = None,
+    *,
+    subscribe: str | Iterable[str] = (),
+    publish: str | Iterable[str] = (),
+    input_schema: Schema = None,
+    output_schema: Schema = None,
+    description: str = "",
+    registry: PubSubAgentRegistry | None = None,
+) -> Callable[[Handler], PubSubAgent]: ...
+
+
+def pubsub_agent(
+    name: str | Handler | None = None,
+    *,
+    subscribe: str | Iterable[str] = (),
+    publish: str | Iterable[str] = (),
+    input_schema: Schema = None,
+    output_schema: Schema = None,
+    description: str = "",
+    registry: PubSubAgentRegistry | None = None,
+) -> PubSubAgent | Callable[[Handler], PubSubAgent]:
+    """Define a pub/sub agent from ``f(message, ctx)`` and add it to ``registry``.
+
+    ``name`` defaults to the function's name; ``registry=None`` means
+    :data:`default_pubsub_registry`. An invalid schema raises
+    :class:`~dagger_nb.errors.InvalidSchemaError` here, not at delivery time.
+    """
+    target = default_pubsub_registry if registry is None else registry
+
+    def decorate(handler: Handler) -> PubSubAgent:
+        agent_name = name if isinstance(name, str) else getattr(handler, "__name__", "")
+        agent = PubSubAgent(
+            agent_name,
+            handler,
+            subscribe=subscribe,
+            publish=publish,
+            input_schema=input_schema,
+            output_schema=output_schema,
+            description=description,
+        )
+        return target.add(agent)
+
+    if callable(name):
+        return decorate(name)
+    return decorate
+
+
+class PubSubContext:
+    """What a handler gets besides the message: who it is and how to publish.
+
+    ``agent`` is the definition, ``node_id`` this registration, ``cache`` the
+    bus's shared :class:`~dagger_nb.cache.Cache` and ``pubsub`` the bus itself.
+    """
+
+    __slots__ = ("_loop_thread", "agent", "cache", "node_id", "pubsub")
+
+    def __init__(self, pubsub: PubSub, agent: PubSubAgent, node_id: str) -> None:
+        self.pubsub = pubsub
+        self.agent = agent
+        self.node_id = node_id
+        self.cache: Cache = pubsub.cache
+        self._loop_thread: int | None = None
+
+    def publish(
+        self, channel: str, payload: Any, *, task_id: str | None = None
+    ) -> Coroutine[Any, Any, Message]:
+        """Publish ``payload`` on ``channel`` as this agent (await it).
+
+        The agent's output schema is checked first
+        (:class:`~dagger_nb.errors.SchemaValidationError`). Sync handlers run in
+        a worker thread and must call :meth:`publish_sync` instead.
+        """
+        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+            raise PubSubError(
+                f"agent '{self.agent.name}': ctx.publish() must be awaited on the event loop; "
+                "a sync handler runs in a worker thread, so call ctx.publish_sync(...)"
+            )
+        return self.pubsub._publish_as(self, channel, payload, task_id)
+
+    def publish_sync(self, channel: str, payload: Any, *, task_id: str | None = None) -> Message:
+        """:meth:`publish` for sync handlers (which run in a worker thread); blocks until published."""
+        return anyio.from_thread.run(
+            functools.partial(self.pubsub._publish_as, self, channel, payload, task_id)
+        )
+
+    def __repr__(self) -> str:
+        return f"<PubSubContext {self.node_id}>"

@@ -1,0 +1,554 @@
+"""The pub/sub bus: the public face over the :mod:`~dagger_nb.pubsub.dispatch` engine.
+
+:class:`PubSub` checks what comes in (channel schemas, JSON payloads, strict
+channels), records what happens (history, dead letters, events, the optional
+SQLite log) and owns delivery's lifetime (``run``, ``start``, ``stop``,
+``async with``); the dispatcher moves records between queues and handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import threading
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pandas as pd
+from pydantic import ValidationError
+
+from dagger_nb._sync import run_sync
+from dagger_nb.cache import Cache
+from dagger_nb.errors import (
+    AgentNotFound,
+    ChannelNotFound,
+    ExecutionError,
+    PubSubError,
+    SchemaValidationError,
+)
+from dagger_nb.events import EventStream
+from dagger_nb.pubsub import views
+from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
+from dagger_nb.pubsub.agent import (
+    PubSubAgent,
+    PubSubAgentRegistry,
+    PubSubContext,
+    default_pubsub_registry,
+)
+from dagger_nb.pubsub.dispatch import Dispatcher
+from dagger_nb.pubsub.events import (
+    AgentRegistered,
+    AgentUnregistered,
+    ChannelCreated,
+    DeliveryStarted,
+    DeliveryStopped,
+    HandlerFailed,
+    MessageDelivered,
+    MessagePublished,
+    MessageRejected,
+    PubSubEvent,
+)
+from dagger_nb.pubsub.handle import PubSubHandle
+from dagger_nb.pubsub.message import Message, new_message_id, utc_now
+from dagger_nb.pubsub.store import MessageLog, Snapshot
+from dagger_nb.schema import compile_schema
+
+
+def _not_json(error: ValidationError, channel: str) -> SchemaValidationError:
+    """Say where in the payload pydantic found something that is not JSON, as ``$.a[1].b``."""
+    location = list(error.errors()[0]["loc"][1:])
+    problem = "not a JSON value"
+    if location and location[-1] == "[key]":
+        location.pop()
+        problem = f"object key {location.pop()!r} is not text"
+    path = "$"
+    for part in location:
+        if part not in ("dict", "list"):
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return SchemaValidationError(problem, where=f"channel '{channel}'", path=path)
+
+
+def _close_streams(streams: list[Any]) -> None:
+    for stream in streams:
+        stream.close()
+    streams.clear()
+
+
+class PubSub:
+    """Channels, the agents registered on them, and the delivery between them.
+
+    ``db`` (a SQLite path) makes every message and delivery durable;
+    ``queue_size`` bounds each subscriber's queue; ``strict=True`` refuses
+    channels that were not created with :meth:`create_channel`; ``registry``
+    is where :meth:`register` looks agent names up (default
+    :data:`~dagger_nb.pubsub.agent.default_pubsub_registry`); ``cache`` is
+    shared with every handler as ``ctx.cache``.
+    """
+
+    def __init__(
+        self,
+        *,
+        db: str | os.PathLike[str] | None = None,
+        queue_size: int = 1000,
+        strict: bool = False,
+        registry: PubSubAgentRegistry | None = None,
+        cache: Cache | None = None,
+    ) -> None:
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise PubSubError(f"queue_size must be a positive integer, got {queue_size!r}")
+        self.queue_size = queue_size
+        self.strict = strict
+        self.registry = default_pubsub_registry if registry is None else registry
+        self.cache = Cache() if cache is None else cache
+        #: Every event so far; see :meth:`subscribe_events`.
+        self.events: EventStream[PubSubEvent] = EventStream()
+        self._dispatch = Dispatcher(self._on_outcome)
+        self._channels = self._dispatch.channels
+        self._nodes = self._dispatch.nodes
+        self._records = self._dispatch.records
+        self._dead: list[DeadLetter] = []
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._running = False
+        self._stop_reason = ""
+        self._loop_thread: int | None = None
+        self._writer_wakeup: anyio.Event | None = None
+        self._handle: PubSubHandle | None = None
+        self._stop_early = False
+        self._context_group: anyio.abc.TaskGroup | None = None
+        self._closed = False
+        self._streams: list[Any] = []
+        weakref.finalize(self, _close_streams, self._streams)
+        self._log = MessageLog(db) if db is not None else None
+        if self._log is not None:
+            self._restore(self._log.load())
+
+    # ----------------------------------------------------------------- channels
+
+    def create_channel(self, name: str, *, schema: dict[str, Any] | str | None = None) -> None:
+        """Create channel ``name``, or give an existing one a new ``schema``.
+
+        Every payload published on it is checked against ``schema``; an invalid
+        schema raises :class:`~dagger_nb.errors.InvalidSchemaError`.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise PubSubError(f"a channel needs a non-empty name, got {name!r}")
+        compiled = compile_schema(schema, where=f"channel '{name}'")
+        channel = self._channels.get(name)
+        if channel is None:
+            self._channels[name] = Channel(name, compiled)
+            self.events.emit(ChannelCreated(name, compiled is not None))
+        else:
+            channel.schema = compiled
+        if self._log is not None:
+            self._log.add_channel(name, None if compiled is None else compiled.schema)
+            self._logged()
+
+    def _channel(self, name: str) -> Channel:
+        channel = self._channels.get(name)
+        if channel is not None:
+            return channel
+        if self.strict:
+            raise ChannelNotFound(name, self._channels)
+        self.create_channel(name)
+        return self._channels[name]
+
+    # ----------------------------------------------------------------- agents
+
+    def register(self, agent: PubSubAgent | str) -> str:
+        """Register ``agent`` (a definition, or its name in :attr:`registry`); return its node id.
+
+        The node id is ``"<name>_<8 hex chars>"``; registering the same agent
+        again adds another subscriber. The new node first receives every
+        message on its channels that no registration of the same agent name
+        has handled yet (not counting the agent's own messages): messages
+        published before anyone listened, or while it was away.
+        """
+        self._check_open()
+        if isinstance(agent, str):
+            agent = self.registry.get(agent)
+        elif not isinstance(agent, PubSubAgent):
+            raise PubSubError(f"register() takes a PubSubAgent or an agent name, got {type(agent).__name__}")
+        for name in (*agent.subscribe, *agent.publish):
+            self._channel(name)
+        node_id = f"{agent.name}_{secrets.token_hex(4)}"
+        while node_id in self._dispatch.names:
+            node_id = f"{agent.name}_{secrets.token_hex(4)}"
+        send, receive = anyio.create_memory_object_stream[Record](self.queue_size)
+        self._streams += (send, receive)
+        node = Node(node_id, agent, PubSubContext(self, agent, node_id), send, receive)
+        node.context._loop_thread = self._loop_thread
+        self._dispatch.attach(node)
+        self.events.emit(AgentRegistered(node_id, agent.name, agent.subscribe, agent.publish))
+        if self._log is not None:
+            self._log.add_node(node_id, agent.name)
+            self._logged()
+        if self._task_group is not None and not self._dispatch.stopping:
+            self._task_group.start_soon(self._dispatch.deliver, node, name=f"pubsub:{node_id}")
+        return node_id
+
+    def unregister(self, node_id: str) -> None:
+        """Stop delivering to ``node_id`` (a running handler is cancelled).
+
+        What it had not handled yet stays owed to its agent name and is
+        delivered when that agent registers again.
+        """
+        self._check_open()
+        node = self._nodes.get(node_id)
+        if node is None:
+            raise AgentNotFound(node_id, self._nodes)
+        self._dispatch.detach(node)
+        for stream in (node.send, node.receive):
+            self._streams.remove(stream)
+        self.events.emit(AgentUnregistered(node_id, node.name))
+
+    # ----------------------------------------------------------------- publishing
+
+    async def publish(
+        self, channel: str, payload: Any, *, source: str = "user", task_id: str | None = None
+    ) -> Message:
+        """Publish ``payload`` (any JSON value) on ``channel`` and return the message.
+
+        The channel is created on first use unless the bus is strict
+        (:class:`~dagger_nb.errors.ChannelNotFound`). A channel schema is
+        checked here: an invalid payload raises
+        :class:`~dagger_nb.errors.SchemaValidationError` and nothing is
+        delivered. Waits while a subscriber's queue is full.
+        """
+        return await self._publish(channel, payload, source, task_id)
+
+    def publish_sync(
+        self, channel: str, payload: Any, *, source: str = "user", task_id: str | None = None
+    ) -> Message:
+        """:meth:`publish` from synchronous code (a script); see :func:`dagger_nb._sync.run_sync`.
+
+        Not while delivery runs on an event loop: ``await publish(...)`` there.
+        """
+        if self._running:
+            raise ExecutionError(
+                "publish_sync() while delivery runs on an event loop; use 'await bus.publish(...)' there"
+            )
+        return run_sync(self._publish, channel, payload, source, task_id)
+
+    async def _publish_as(
+        self, ctx: PubSubContext, channel: str, payload: Any, task_id: str | None
+    ) -> Message:
+        schema = ctx.agent.output_schema
+        if schema is not None:
+            schema.validate(payload)
+        return await self._publish(channel, payload, ctx.node_id, task_id)
+
+    async def _publish(self, name: str, payload: Any, source: str, task_id: str | None) -> Message:
+        self._check_open()
+        channel = self._channels.get(name) or self._channel(name)
+        if channel.schema is not None:
+            channel.schema.validate(payload)
+        try:
+            message = Message(
+                message_id=new_message_id(),
+                timestamp=utc_now(),
+                source=source,
+                channel=name,
+                payload=payload,
+                task_id=task_id,
+            )
+        except ValidationError as error:
+            raise _not_json(error, name) from None
+        record = Record(message)
+        self._records.append(record)
+        channel.messages += 1
+        if self._log is not None:
+            self._log.add_message(message, json.dumps(payload))
+            self._logged()
+        self.events.emit(MessagePublished(message))
+        await self._dispatch.route(channel, record)
+        return message
+
+    # ----------------------------------------------------------------- delivery
+
+    async def run(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
+        """Deliver messages until :meth:`stop`, cancellation, ``timeout`` seconds, or idleness.
+
+        With ``until_idle=True`` it returns once every queue is drained and no
+        handler is running. When ``timeout`` passes first, delivery stops and
+        ``run`` returns normally (check :meth:`is_idle`). Idle listeners never
+        quit: without ``until_idle`` a message published an hour later is
+        still delivered.
+        """
+        await self._run(until_idle=until_idle, timeout=timeout)
+
+    def run_sync(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
+        """:meth:`run` from synchronous code: a script, or a thread other than a running loop's."""
+        run_sync(self._run_keywords, until_idle, timeout)
+
+    async def _run_keywords(self, until_idle: bool, timeout: float | None) -> None:
+        await self._run(until_idle=until_idle, timeout=timeout)
+
+    async def _run(
+        self,
+        *,
+        until_idle: bool,
+        timeout: float | None,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._check_open()
+        if self._running:
+            raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
+        if self._stop_early:
+            self._stop_early = False
+            task_status.started()
+            return
+        self._running = True
+        self._dispatch.stopping = False
+        self._stop_reason = "cancelled"
+        self._set_loop_thread(threading.get_ident())
+        self.events.emit(DeliveryStarted())
+        try:
+            async with anyio.create_task_group() as group:
+                self._task_group = group
+                for node in list(self._nodes.values()):
+                    group.start_soon(self._dispatch.deliver, node, name=f"pubsub:{node.node_id}")
+                if self._log is not None:
+                    group.start_soon(self._write_batches, name="pubsub:log")
+                task_status.started()
+                with anyio.move_on_after(timeout):
+                    if until_idle:
+                        await self.wait_idle()
+                        self._stop_reason = "idle"
+                    else:
+                        await anyio.sleep_forever()
+                if self._stop_reason == "cancelled":
+                    self._stop_reason = "timeout"
+                self._dispatch.stopping = True
+                group.cancel_scope.cancel()
+        finally:
+            self._task_group = None
+            self._running = False
+            self._dispatch.stopping = False
+            self._set_loop_thread(None)
+            if self._log is not None:
+                self._log.flush()
+            if not self.events.closed:
+                self.events.emit(DeliveryStopped(self._stop_reason))
+
+    def start(self, *, timeout: float | None = None) -> PubSubHandle:
+        """Deliver in the background on the running event loop (a notebook's) and return at once.
+
+        The returned handle can be awaited, stopped and subscribed to. Raises
+        :class:`~dagger_nb.errors.ExecutionError` without a running loop (use
+        :meth:`run_sync` in scripts) or when delivery is already running.
+        """
+        self._check_open()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise ExecutionError(
+                "start() needs a running event loop (a notebook cell or async code); "
+                "in a script use run_sync()"
+            ) from None
+        if self._running or (self._handle is not None and not self._handle.done):
+            raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
+        handle = PubSubHandle(self)
+        handle._start(loop, self._run(until_idle=False, timeout=timeout))
+        self._handle = handle
+        return handle
+
+    def stop(self) -> None:
+        """End delivery now: running handlers are cancelled and no handler starts afterwards.
+
+        Call it from the event loop's thread. Messages not yet handled stay
+        queued for the next :meth:`run`. Does nothing when not delivering.
+        """
+        if not self._running:
+            if self._handle is not None and not self._handle.done:
+                self._stop_early = True
+            return
+        self._dispatch.stopping = True
+        self._stop_reason = "stopped"
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    async def wait_idle(self) -> None:
+        """Wait until every queue is drained and no handler is running (delivery must be on)."""
+        await self._dispatch.wait_idle()
+
+    def is_idle(self) -> bool:
+        """True when no message is queued for any agent and no handler is running."""
+        return self._dispatch.outstanding == 0
+
+    @property
+    def running(self) -> bool:
+        """True while :meth:`run` or :meth:`start` is delivering."""
+        return self._running
+
+    def _on_outcome(self, node: Node, record: Record, kind: str, reason: str, at: float) -> None:
+        """The dispatcher is done with ``record`` for ``node``: log it, dead-letter it, tell dashboards."""
+        message_id, channel, node_id = record.message.message_id, record.message.channel, node.node_id
+        log = self._log
+        if kind != "delivered":
+            self._dead.append(DeadLetter(message_id, channel, node_id, reason))
+            if log is not None:
+                log.add_dead_letter(message_id, channel, node_id, reason)
+        if log is not None:
+            if kind != "failed":
+                log.add_delivery(message_id, node_id, kind, at)
+            self._logged()
+        if kind == "delivered":
+            self.events.emit(MessageDelivered(message_id, channel, node_id, at))
+        elif kind == "failed":
+            self.events.emit(HandlerFailed(message_id, channel, node_id, reason, at))
+        else:
+            self.events.emit(MessageRejected(message_id, channel, node_id, reason, at))
+
+    def _set_loop_thread(self, thread: int | None) -> None:
+        self._loop_thread = thread
+        for node in self._nodes.values():
+            node.context._loop_thread = thread
+
+    # ----------------------------------------------------------------- persistence
+
+    def _logged(self) -> None:
+        """Rows were added to the log: write them now, or wake the writer while delivering."""
+        if not self._running:
+            assert self._log is not None
+            self._log.flush()
+        elif self._writer_wakeup is not None:
+            self._writer_wakeup.set()
+            self._writer_wakeup = None
+
+    async def _write_batches(self) -> None:
+        log = self._log
+        assert log is not None
+        while True:
+            if not log.pending:
+                self._writer_wakeup = anyio.Event()
+                await self._writer_wakeup.wait()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(log.write, log.take())
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        for name, schema in snapshot.channels.items():
+            self._channels[name] = Channel(name, compile_schema(schema, where=f"channel '{name}'"))
+        self._dispatch.names.update(snapshot.nodes)
+        by_id: dict[str, Record] = {}
+        for message in snapshot.messages:
+            record = by_id[message.message_id] = Record(message)
+            self._records.append(record)
+            channel = self._channels.get(message.channel)
+            if channel is None:
+                channel = self._channels[message.channel] = Channel(message.channel)
+            channel.messages += 1
+        for message_id, node_id, outcome in snapshot.deliveries:
+            done = by_id.get(message_id)
+            if done is not None:
+                (done.delivered_to if outcome == "delivered" else done.rejected_by).append(node_id)
+        self._dead.extend(DeadLetter(*row) for row in snapshot.dead_letters)
+
+    # ----------------------------------------------------------------- views
+
+    def history(self, channel: str | None = None) -> pd.DataFrame:
+        """Every published message in order (or only ``channel``'s), with who handled it.
+
+        Columns: ``message_id, timestamp, channel, source, payload, delivered_to``.
+        """
+        if channel is not None and self.strict and channel not in self._channels:
+            raise ChannelNotFound(channel, self._channels)
+        return views.history_frame(self._records, channel)
+
+    def dead_letters(self) -> pd.DataFrame:
+        """Messages an agent could not take: ``message_id, channel, agent, reason`` (agent = node id)."""
+        return views.dead_letter_frame(self._dead)
+
+    def agents(self) -> pd.DataFrame:
+        """One row per registered node with its channels, status and counters."""
+        return views.agent_frame(self._nodes.values(), running=self._running)
+
+    def channels(self) -> pd.DataFrame:
+        """One row per channel: schema, subscribers, publishers, message count."""
+        return views.channel_frame(self._channels.values(), self._nodes.values())
+
+    def get_dot_graph(self) -> str:
+        """Graphviz DOT of agents and channels (agent → channel publishes, channel → agent subscribes)."""
+        return views.dot_graph(self._channels.values(), self._nodes.values(), running=self._running)
+
+    def subscribe_events(self) -> AsyncIterator[PubSubEvent]:
+        """Every event (past ones first) until the bus is closed, for dashboards."""
+        return self.events.subscribe()
+
+    def node(self, node_id: str) -> PubSubAgent:
+        """The agent definition registered as ``node_id``."""
+        try:
+            return self._nodes[node_id].agent
+        except KeyError:
+            raise AgentNotFound(node_id, self._nodes) from None
+
+    def node_ids(self, agent: str | None = None) -> list[str]:
+        """Registered node ids, in registration order (only ``agent``'s when given)."""
+        return [node_id for node_id, node in self._nodes.items() if agent is None or node.name == agent]
+
+    # ----------------------------------------------------------------- lifetime
+
+    async def __aenter__(self) -> PubSub:
+        self._check_open()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._context_group = group
+        try:
+            await group.start(self._serve)
+        except BaseException as error:
+            await group.__aexit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+    async def _serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._run(until_idle=False, timeout=None, task_status=task_status)
+
+    async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool | None:
+        """Without an error, deliver until idle; then stop, and close the bus."""
+        group, self._context_group = self._context_group, None
+        assert group is not None
+        try:
+            if exc_type is None and self._running and not self._dispatch.stopping:
+                await self.wait_idle()
+        finally:
+            self.stop()
+            try:
+                await group.__aexit__(None, None, None)
+            finally:
+                self.close()
+        return None
+
+    def close(self) -> None:
+        """Release the database (flushing it) and end event subscriptions; safe to call twice.
+
+        Stop delivery first. History and frames stay readable afterwards.
+        """
+        if self._closed:
+            return
+        if self._running:
+            raise ExecutionError("close() while delivering: call stop() and let the run end first")
+        self._closed = True
+        _close_streams(self._streams)
+        if self._log is not None:
+            self._log.close()
+        self.events.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ExecutionError("this PubSub is closed")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._running else "stopped"
+        return (
+            f"<PubSub {state}: {len(self._channels)} channels, {len(self._nodes)} agents, "
+            f"{len(self._records)} messages>"
+        )

@@ -1,0 +1,469 @@
+"""Running jobs: ordering, dynamic dependencies, schemas, retries, timeouts, cascades, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+import dagger_nb
+
+pytestmark = pytest.mark.anyio
+
+Status = dagger_nb.TaskStatus
+
+
+def manager_for(registry: dagger_nb.TaskAgentRegistry, **options: Any) -> dagger_nb.TaskManager:
+    options.setdefault("heartbeat_interval", None)
+    return dagger_nb.TaskManager(registry=registry, **options)
+
+
+def fake_llm(prompt: str) -> str:
+    """A deterministic stand-in for a language model."""
+    return f"LLM({prompt})"
+
+
+async def test_planner_breaks_objective_into_dependent_tasks(registry: dagger_nb.TaskAgentRegistry) -> None:
+    runs: list[str] = []
+
+    @dagger_nb.task_agent(name="planner", registry=registry)
+    async def planner(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        runs.append("planner")
+        if ctx.attempt == 1 and not ctx.task.dependencies:
+            retrieval = ctx.spawn("retrieval", {"query": input["topic"]}, description="Retrieve sources")
+            review = ctx.add_task("Review sources", "review", dependencies=[retrieval])
+            drafting = ctx.add_task("Draft the article", "drafting", dependencies=[review])
+            ctx.manager.add_dependency(ctx.task_id, drafting)
+            raise dagger_nb.NeedsDependencies("waiting for the article")
+        return {"article": ctx.dependency_outputs()[-1]["draft"]}
+
+    @dagger_nb.task_agent(name="retrieval", registry=registry)
+    async def retrieval(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        return {"sources": [fake_llm(f"search {input['query']}")]}
+
+    @dagger_nb.task_agent(name="review", registry=registry)
+    async def review(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        (found,) = ctx.dependency_outputs()
+        return {"review": fake_llm(f"review {found['sources'][0]}")}
+
+    @dagger_nb.task_agent(name="drafting", registry=registry)
+    def drafting(input: dict, ctx: dagger_nb.TaskContext) -> dict:  # sync: runs in a worker thread
+        (reviewed,) = ctx.dependency_outputs()
+        return {"draft": f"Draft embedding [{reviewed['review']}]"}
+
+    async with manager_for(registry) as manager:
+        objective = manager.add_objective("article", "Write about bees", "planner", {"topic": "bees"})
+        handle = manager.start_job("article")
+        report = await handle.wait()
+
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert runs == ["planner", "planner"]
+    completed = [e.task_id for e in handle.events.history if isinstance(e, dagger_nb.TaskCompleted)]
+    agents = {tid: task.agent for tid, task in report.outcomes.items()}
+    assert [agents[tid] for tid in completed] == ["retrieval", "review", "drafting", "planner"]
+    assert all(task.status is Status.COMPLETED for task in report.outcomes.values())
+    article = report.outcomes[objective].output
+    assert article is not None
+    assert article.data == {"article": "Draft embedding [LLM(review LLM(search bees))]"}
+    children = [t for t in report.outcomes.values() if t.parent_task_id == objective]
+    assert {t.agent for t in children} == {"retrieval", "review", "drafting"}
+    assert next(t for t in children if t.agent == "retrieval").task_type is dagger_nb.TaskType.SUBTASK
+    assert manager.cache.get(objective, "output") == article.data
+
+
+async def test_blocked_agent_runs_exactly_twice(registry: dagger_nb.TaskAgentRegistry) -> None:
+    seen: list[list[dict]] = []
+
+    @dagger_nb.task_agent(name="parent", registry=registry)
+    async def parent(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        seen.append(ctx.dependency_outputs())
+        if not ctx.task.dependencies:
+            ctx.spawn("child", {"x": 20}, description="child")
+            ctx.spawn("child", {"x": 22}, description="child")
+            raise dagger_nb.NeedsDependencies("need children")
+        return {"total": sum(out["y"] for out in ctx.dependency_outputs())}
+
+    @dagger_nb.task_agent(name="child", registry=registry)
+    async def child(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        return {"y": input["x"]}
+
+    async with manager_for(registry) as manager:
+        root = manager.add_task("job", "parent", "parent")
+        handle = manager.start_job("job")
+        report = await handle.wait()
+
+    assert report.success
+    assert seen == [[], [{"y": 20}, {"y": 22}]]
+    assert report.outcomes[root].output.data == {"total": 42}  # type: ignore[union-attr]
+    blocked = [e for e in handle.events.history if isinstance(e, dagger_nb.TaskBlocked)]
+    assert [(e.task_id, e.reason) for e in blocked] == [(root, "need children")]
+
+
+async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.TaskAgentRegistry) -> None:
+    calls = 0
+
+    @dagger_nb.task_agent(name="waiter", registry=registry)
+    async def waiter(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            ctx.spawn("helper", {}, description="help")
+            ctx.manager.update_task_status(ctx.task_id, dagger_nb.TaskStatus.BLOCKED, "needs help")
+            return {"ignored": True}
+        return {"done": True}
+
+    gate = anyio.Event()
+
+    @dagger_nb.task_agent(name="helper", registry=registry)
+    async def helper(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        await gate.wait()
+        return {}
+
+    async with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "wait", "waiter")
+        handle = manager.start_job("job")
+        async for event in handle.subscribe():
+            if isinstance(event, dagger_nb.TaskBlocked):
+                assert event.reason == "needs help"
+                assert manager.get_task(task_id).status is Status.BLOCKED  # type: ignore[union-attr]
+                gate.set()
+        report = await handle.wait()
+
+    assert calls == 2
+    assert report.outcomes[task_id].output.data == {"done": True}  # type: ignore[union-attr]
+
+
+async def test_blocked_without_live_work_ends_the_job_failed(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="stuck", registry=registry)
+    async def stuck(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        raise dagger_nb.NeedsDependencies("nothing to wait for")
+
+    async with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "stuck", "stuck")
+        report = await manager.run_job("job")
+
+    assert report.status is dagger_nb.JobStatus.FAILED
+    assert report.outcomes[task_id].status is Status.BLOCKED
+    assert report.outcomes[task_id].status_reason == "nothing to wait for"
+
+
+async def test_input_schema_rejection_skips_the_agent(registry: dagger_nb.TaskAgentRegistry) -> None:
+    called = []
+
+    @dagger_nb.task_agent(
+        name="typed", input_schema={"type": "object", "required": ["topic"]}, registry=registry
+    )
+    async def typed(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        called.append(input)
+        return {}
+
+    async with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "typed", "typed", {"subject": "bees"}, max_retries=3)
+        report = await manager.run_job("job")
+
+    assert called == []
+    task = report.outcomes[task_id]
+    assert task.status is Status.FAILED
+    assert task.retry_count == 0
+    assert (
+        task.status_reason
+        == "agent 'typed' input schema: invalid payload at '$': 'topic' is a required property"
+    )
+    assert report.status is dagger_nb.JobStatus.FAILED
+
+
+async def test_output_schema_rejection_fails_the_task(registry: dagger_nb.TaskAgentRegistry) -> None:
+    schema = {"type": "object", "properties": {"score": {"type": "number"}}, "required": ["score"]}
+
+    @dagger_nb.task_agent(name="scorer", output_schema=schema, registry=registry)
+    async def scorer(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        return {"score": input["score"]}
+
+    async with manager_for(registry) as manager:
+        good = manager.add_task("job", "good", "scorer", {"score": 0.5})
+        bad = manager.add_task("job", "bad", "scorer", {"score": "high"})
+        report = await manager.run_job("job")
+
+    assert report.outcomes[good].status is Status.COMPLETED
+    assert report.outcomes[bad].status is Status.FAILED
+    assert report.outcomes[bad].status_reason == (
+        "agent 'scorer' output schema: invalid payload at '$.score': 'high' is not of type 'number'"
+    )
+    assert report.outcomes[bad].output == dagger_nb.TaskOutput(
+        success=False, error=report.outcomes[bad].status_reason
+    )
+    assert not manager.cache.contains(bad, "output")
+
+
+async def test_non_dict_output_fails(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("number", lambda input, ctx: 42)
+    async with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "n", "number")
+        report = await manager.run_job("job")
+    assert report.outcomes[task_id].status_reason == "agent 'number' returned int, expected a dict"
+
+
+async def test_retries_until_success_then_give_up(registry: dagger_nb.TaskAgentRegistry) -> None:
+    attempts: dict[str, int] = {}
+
+    @dagger_nb.task_agent(name="flaky", registry=registry)
+    async def flaky(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        attempts[ctx.task_id] = ctx.attempt
+        if ctx.attempt <= input["failures"]:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return {"attempt": ctx.attempt}
+
+    async with manager_for(registry) as manager:
+        lucky = manager.add_task("job", "lucky", "flaky", {"failures": 2}, max_retries=2)
+        unlucky = manager.add_task("job", "unlucky", "flaky", {"failures": 5}, max_retries=1)
+        handle = manager.start_job("job")
+        report = await handle.wait()
+
+    assert report.outcomes[lucky].status is Status.COMPLETED
+    assert report.outcomes[lucky].retry_count == 2
+    assert report.outcomes[lucky].output.data == {"attempt": 3}  # type: ignore[union-attr]
+    assert report.outcomes[unlucky].status is Status.FAILED
+    assert report.outcomes[unlucky].status_reason == "RuntimeError: boom 2"
+    assert attempts == {lucky: 3, unlucky: 2}
+    retries = [
+        (e.task_id, e.attempt, e.error)
+        for e in handle.events.history
+        if isinstance(e, dagger_nb.TaskRetrying)
+    ]
+    assert sorted(retries) == sorted(
+        [
+            (lucky, 1, "RuntimeError: boom 1"),
+            (lucky, 2, "RuntimeError: boom 2"),
+            (unlucky, 1, "RuntimeError: boom 1"),
+        ]
+    )
+
+
+async def test_timeout_bounds_each_attempt(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="slow", registry=registry)
+    async def slow(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        if ctx.attempt <= input["hangs"]:
+            await anyio.sleep_forever()
+        return {"attempt": ctx.attempt}
+
+    async with manager_for(registry) as manager:
+        recovers = manager.add_task("job", "recovers", "slow", {"hangs": 1}, timeout=0.05, max_retries=1)
+        hangs = manager.add_task("job", "hangs", "slow", {"hangs": 9}, timeout=0.05)
+        report = await manager.run_job("job")
+
+    assert report.outcomes[recovers].status is Status.COMPLETED
+    assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
+    assert report.outcomes[hangs].status is Status.FAILED
+    assert report.outcomes[hangs].status_reason == "Timeout after 0.05s"
+
+
+async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegistry) -> None:
+    ran: list[str] = []
+
+    @dagger_nb.task_agent(name="step", registry=registry)
+    async def step(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        ran.append(ctx.task_id)
+        if input.get("fail"):
+            raise ValueError("bad data")
+        return {}
+
+    async with manager_for(registry) as manager:
+        manager.add_task("job", "a", "step", {"fail": True}, task_id="a")
+        manager.add_task("job", "b", "step", task_id="b", dependencies=["a"])
+        manager.add_task("job", "c", "step", task_id="c", dependencies=["b"])
+        manager.add_task("job", "free", "step", task_id="free")
+        manager.add_task("job", "r", "step", task_id="r")
+        manager.update_task_status("r", Status.REJECTED, "not wanted")
+        manager.add_task("job", "after-r", "step", task_id="after-r", dependencies=["r"])
+        report = await manager.run_job("job")
+
+    assert sorted(ran) == ["a", "free"]
+    reasons = {tid: (t.status, t.status_reason) for tid, t in report.outcomes.items()}
+    assert reasons == {
+        "a": (Status.FAILED, "ValueError: bad data"),
+        "b": (Status.FAILED, "dependency a failed"),
+        "c": (Status.FAILED, "dependency b failed"),
+        "free": (Status.COMPLETED, None),
+        "r": (Status.REJECTED, "not wanted"),
+        "after-r": (Status.FAILED, "dependency r failed"),
+    }
+    assert report.status is dagger_nb.JobStatus.FAILED
+
+
+async def test_accepted_satisfies_dependencies(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("echo", lambda input, ctx: {"deps": ctx.dependency_outputs()})
+    async with manager_for(registry) as manager:
+        manager.add_task("job", "reviewed by a person", "echo", task_id="human")
+        manager.update_task_status("human", "accepted")
+        manager.add_task("job", "next", "echo", task_id="next", dependencies=["human"])
+        report = await manager.run_job("job")
+    assert report.success
+    assert report.outcomes["next"].output.data == {"deps": [{}]}  # type: ignore[union-attr]
+
+
+async def test_parallel_tasks_are_bounded(registry: dagger_nb.TaskAgentRegistry) -> None:
+    running = 0
+    peak = 0
+    gate = anyio.Event()
+
+    @dagger_nb.task_agent(name="busy", registry=registry)
+    async def busy(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+        return {}
+
+    async with manager_for(registry, max_parallel_tasks=3) as manager:
+        for n in range(8):
+            manager.add_task("job", f"t{n}", "busy")
+        handle = manager.start_job("job")
+        started = 0
+        async for event in handle.subscribe():
+            if isinstance(event, dagger_nb.TaskStarted):
+                started += 1
+                if started == 3:
+                    await anyio.wait_all_tasks_blocked()
+                    assert running == 3
+                    assert handle.status is dagger_nb.JobStatus.RUNNING
+                    gate.set()
+        report = await handle
+    assert peak == 3
+    assert report.success
+
+
+async def test_cancel_leaves_unstarted_tasks_pending(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="forever", registry=registry)
+    async def forever(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        await anyio.sleep_forever()
+        return {}
+
+    async with manager_for(registry, max_parallel_tasks=1) as manager:
+        for n in range(3):
+            manager.add_task("job", f"t{n}", "forever", task_id=f"t{n}")
+        handle = manager.start_job("job")
+        async for event in handle.subscribe():
+            if isinstance(event, dagger_nb.TaskStarted):
+                handle.cancel()
+        report = await handle.wait()
+        assert handle.status is dagger_nb.JobStatus.CANCELLED
+        assert report.status is dagger_nb.JobStatus.CANCELLED
+        assert {t.status for t in report.outcomes.values()} == {Status.PENDING}
+        assert report.outcomes["t0"].status_reason == "job cancelled while the task was running"
+        assert manager.job_status("job") is dagger_nb.JobStatus.CANCELLED
+        assert isinstance(handle.events.history[-1], dagger_nb.JobFinished)
+        assert handle.events.history[-1].status is dagger_nb.JobStatus.CANCELLED
+
+
+async def test_events_replay_to_late_subscribers(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("echo", lambda input, ctx: input)
+    async with manager_for(registry) as manager:
+        manager.add_task("job", "one", "echo", {"a": 1}, task_id="one")
+        handle = manager.start_job("job")
+        assert isinstance(handle, dagger_nb.JobHandle)
+        report = await handle.wait()
+        assert isinstance(report, dagger_nb.JobReport)
+        events = [event async for event in handle.subscribe()]
+    assert [type(e).__name__ for e in events] == ["TaskStarted", "TaskCompleted", "JobFinished"]
+    assert all(e.timestamp.tzinfo is not None for e in events)
+    assert events[1].output == {"a": 1}
+    frame = report.to_frame()
+    assert list(frame["task_id"]) == ["one"]
+    assert list(frame["status"]) == ["completed"]
+
+
+async def test_tasks_added_while_running_are_announced(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="grow", registry=registry)
+    async def grow(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        if input["depth"] < 2:
+            ctx.add_task(f"depth {input['depth'] + 1}", "grow", {"depth": input["depth"] + 1})
+        return {}
+
+    async with manager_for(registry) as manager:
+        manager.add_task("job", "depth 0", "grow", {"depth": 0})
+        handle = manager.start_job("job")
+        report = await handle.wait()
+    added = [e for e in handle.events.history if isinstance(e, dagger_nb.TaskAdded)]
+    assert [e.description for e in added] == ["depth 1", "depth 2"]
+    assert len(report.outcomes) == 3 and report.success
+
+
+async def test_allowed_agents_leave_others_pending(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("a", lambda input, ctx: {})
+    registry.register("b", lambda input, ctx: {})
+    async with manager_for(registry) as manager:
+        ta = manager.add_task("job", "a", "a")
+        tb = manager.add_task("job", "b", "b")
+        report = await manager.run_job("job", allowed_agents=["a"])
+        assert report.outcomes[ta].status is Status.COMPLETED
+        assert report.outcomes[tb].status is Status.PENDING
+        assert report.status is dagger_nb.JobStatus.FAILED
+        assert (await manager.run_job("job")).success
+        with pytest.raises(dagger_nb.AgentNotFound, match="unknown agent 'zz'"):
+            await manager.run_job("job", allowed_agents=["zz"])
+
+
+async def test_start_job_errors(registry: dagger_nb.TaskAgentRegistry) -> None:
+    gate = anyio.Event()
+
+    @dagger_nb.task_agent(name="wait", registry=registry)
+    async def wait(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        await gate.wait()
+        return {}
+
+    async with manager_for(registry) as manager:
+        with pytest.raises(dagger_nb.TaskError, match="unknown job 'nope' \\(known: none\\)"):
+            manager.start_job("nope")
+        manager.add_task("job", "w", "wait")
+        handle = manager.start_job("job")
+        with pytest.raises(dagger_nb.ExecutionError, match="job 'job' is already running"):
+            manager.start_job("job")
+        with pytest.raises(dagger_nb.ExecutionError, match="jobs still running: job"):
+            manager.close()
+        assert manager.running_jobs() == ["job"]
+        gate.set()
+        assert (await handle.wait()).success
+        assert manager.running_jobs() == []
+
+
+async def test_aclose_cancels_background_jobs(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="forever", registry=registry)
+    async def forever(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        await anyio.sleep_forever()
+        return {}
+
+    manager = manager_for(registry)
+    manager.add_task("job", "f", "forever")
+    handle = manager.start_job("job")
+    async for event in handle.subscribe():
+        if isinstance(event, dagger_nb.TaskStarted):
+            break
+    await manager.aclose()
+    report = await handle.wait()
+    assert report.status is dagger_nb.JobStatus.CANCELLED
+
+
+def test_start_job_needs_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("echo", lambda input, ctx: input)
+    with manager_for(registry) as manager:
+        manager.add_task("job", "e", "echo")
+        with pytest.raises(dagger_nb.ExecutionError, match="start_job\\(\\) needs a running event loop"):
+            manager.start_job("job")
+        assert manager.run_job_sync("job").success
+
+
+async def test_run_job_sync_inside_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
+    @dagger_nb.task_agent(name="spawner", registry=registry)
+    def spawner(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        if not ctx.task.dependencies:
+            ctx.spawn("echo", {"v": 1}, description="child")
+            raise dagger_nb.NeedsDependencies()
+        return {"children": ctx.dependency_outputs()}
+
+    registry.register("echo", lambda input, ctx: input)
+    with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "s", "spawner")
+        report = manager.run_job_sync("job")  # a private loop in a worker thread
+    assert report.outcomes[task_id].output.data == {"children": [{"v": 1}]}  # type: ignore[union-attr]

@@ -1,0 +1,241 @@
+"""Building jobs: task creation, validation errors, queries, frames and DOT."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import dagger_nb
+from dagger_nb.graph import dot_available
+
+
+@pytest.fixture
+def manager(registry: dagger_nb.TaskAgentRegistry) -> dagger_nb.TaskManager:
+    for name in ("planner", "writer", "echo"):
+        registry.register(name, lambda input, ctx: input)
+    return dagger_nb.TaskManager(registry=registry)
+
+
+def test_hierarchy_and_types_are_stored(manager: dagger_nb.TaskManager) -> None:
+    objective = manager.add_objective("job", "Write a report", "planner", {"topic": "bees"})
+    story = manager.add_story("job", "Research", "planner", parent=objective)
+    task = manager.add_task("job", "Find sources", "echo", parent=story, task_id="sources")
+    sub = manager.add_task("job", "Read one", "echo", parent=task, task_type=dagger_nb.TaskType.SUBTASK)
+
+    assert task == "sources"
+    assert [t.task_type for t in manager.tasks("job")] == [
+        dagger_nb.TaskType.OBJECTIVE,
+        dagger_nb.TaskType.STORY,
+        dagger_nb.TaskType.TASK,
+        dagger_nb.TaskType.SUBTASK,
+    ]
+    stored = manager.get_task(sub)
+    assert stored is not None
+    assert stored.parent_task_id == "sources"
+    assert stored.status is dagger_nb.TaskStatus.PENDING
+    assert stored.status == "pending"
+    objective_task = manager.get_objective("job")
+    assert objective_task is not None and objective_task.input == {"topic": "bees"}
+    assert manager.get_task("missing") is None
+    assert manager.jobs() == ["job"]
+
+
+def test_generated_ids_are_unique(manager: dagger_nb.TaskManager) -> None:
+    ids = {manager.add_task("job", f"t{n}", "echo") for n in range(50)}
+    assert len(ids) == 50
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param({"job_id": ""}, dagger_nb.TaskError, "job id must not be empty", id="empty-job"),
+        pytest.param(
+            {"task_id": "first"},
+            dagger_nb.TaskError,
+            "task id 'first' already exists \\(in job 'job'\\)",
+            id="duplicate-id",
+        ),
+        pytest.param(
+            {"task_id": "me", "dependencies": ["me"]},
+            dagger_nb.TaskError,
+            "task 'me' cannot depend on itself",
+            id="self-dependency",
+        ),
+        pytest.param(
+            {"dependencies": ["ghost"]},
+            dagger_nb.TaskError,
+            "unknown dependency 'ghost'",
+            id="unknown-dependency",
+        ),
+        pytest.param(
+            {"dependencies": ["other-job-task"]},
+            dagger_nb.TaskError,
+            "dependency 'other-job-task' belongs to another job \\('other'\\)",
+            id="cross-job",
+        ),
+        pytest.param(
+            {"parent": "ghost"}, dagger_nb.TaskError, "unknown parent task 'ghost'", id="unknown-parent"
+        ),
+        pytest.param(
+            {"agent": "nobody"},
+            dagger_nb.AgentNotFound,
+            "unknown agent 'nobody' \\(registered: echo, planner, writer\\)",
+            id="unknown-agent",
+        ),
+        pytest.param(
+            {"timeout": -1}, dagger_nb.TaskError, "timeout: Input should be greater than 0", id="timeout"
+        ),
+        pytest.param(
+            {"max_retries": -1},
+            dagger_nb.TaskError,
+            "max_retries: Input should be greater than or equal to 0",
+            id="retries",
+        ),
+    ],
+)
+def test_add_task_errors_name_the_problem(
+    manager: dagger_nb.TaskManager, kwargs: dict, error: type[Exception], message: str
+) -> None:
+    manager.add_task("job", "first", "echo", task_id="first")
+    manager.add_task("other", "elsewhere", "echo", task_id="other-job-task")
+    arguments = {"job_id": "job", "description": "new", "agent": "echo", **kwargs}
+    job_id, description, agent = arguments.pop("job_id"), arguments.pop("description"), arguments.pop("agent")
+    with pytest.raises(error, match=message):
+        manager.add_task(job_id, description, agent, **arguments)
+    assert len(manager.tasks()) == 2
+
+
+def test_several_problems_are_reported_together(manager: dagger_nb.TaskManager) -> None:
+    with pytest.raises(dagger_nb.TaskError) as caught:
+        manager.add_task("job", "x", "echo", task_id="x", dependencies=["x", "ghost"], parent="nobody")
+    assert str(caught.value) == (
+        "cannot add task 'x' to job 'job': task 'x' cannot depend on itself; unknown dependency 'ghost'; "
+        "unknown parent task 'nobody'"
+    )
+
+
+def test_dependency_closing_a_cycle_lists_it(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", "a", "echo", task_id="a")
+    manager.add_task("job", "b", "echo", task_id="b", dependencies=["a"])
+    manager.add_task("job", "c", "echo", task_id="c", dependencies=["b"])
+    with pytest.raises(dagger_nb.DependencyCycleError, match="dependency cycle: a -> c -> b -> a") as caught:
+        manager.add_dependency("a", "c")
+    assert caught.value.cycle == ["a", "c", "b", "a"]
+    with pytest.raises(dagger_nb.TaskError, match="task 'a' cannot depend on itself"):
+        manager.add_dependency("a", "a")
+    with pytest.raises(dagger_nb.TaskError, match="unknown task 'ghost'"):
+        manager.add_dependency("a", "ghost")
+    manager.add_dependency("c", "a")
+    assert manager.get_task("c").dependencies == ["b", "a"]  # type: ignore[union-attr]
+
+
+def test_update_status_and_unknown_status(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", "a", "echo", task_id="a")
+    manager.update_task_status("a", dagger_nb.TaskStatus.ACCEPTED, "looks good")
+    task = manager.get_task("a")
+    assert task is not None and task.status is dagger_nb.TaskStatus.ACCEPTED
+    assert task.status_reason == "looks good"
+    manager.update_task_status("a", "rejected")
+    assert manager.get_task("a").status is dagger_nb.TaskStatus.REJECTED  # type: ignore[union-attr]
+    with pytest.raises(
+        dagger_nb.TaskError, match="unknown task status 'done' \\(known: pending, in_progress"
+    ):
+        manager.update_task_status("a", "done")
+    with pytest.raises(dagger_nb.TaskError, match="unknown task 'zzz'"):
+        manager.update_task_status("zzz", "pending")
+
+
+def test_dependency_outputs_name_unfinished_dependencies(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", "a", "echo", task_id="a")
+    manager.add_task("job", "b", "echo", task_id="b")
+    manager.add_task("job", "c", "echo", task_id="c", dependencies=["a", "b"])
+    manager.update_task_status("a", "accepted")
+    with pytest.raises(dagger_nb.TaskError, match="task 'c': dependencies not completed: 'b' \\(pending\\)"):
+        manager.get_dependency_outputs("c")
+
+
+def test_snapshots_do_not_leak_changes(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", "a", "echo", {"k": [1]}, task_id="a")
+    snapshot = manager.get_task("a")
+    assert snapshot is not None
+    snapshot.input["k"].append(2)
+    snapshot.dependencies.append("x")
+    assert manager.get_task("a").input == {"k": [1]}  # type: ignore[union-attr]
+    assert manager.get_task("a").dependencies == []  # type: ignore[union-attr]
+
+
+def test_tasks_frame_has_one_row_per_task_and_every_field(manager: dagger_nb.TaskManager) -> None:
+    manager.add_objective("job", "o", "planner")
+    manager.add_task("job", "t", "echo")
+    manager.add_task("other", "x", "echo")
+    frame = manager.tasks_frame("job")
+    assert list(frame.columns) == [
+        "job_id",
+        "task_id",
+        "parent_task_id",
+        "description",
+        "acceptance_criteria",
+        "agent",
+        "status",
+        "status_reason",
+        "dependencies",
+        "input",
+        "output",
+        "task_type",
+        "timeout",
+        "max_retries",
+        "retry_count",
+        "created_at",
+        "updated_at",
+        "summary",
+    ]
+    assert len(frame) == 2
+    assert list(frame["status"]) == ["pending", "pending"]
+    assert len(manager.tasks_frame()) == 3
+    with pytest.raises(dagger_nb.TaskError, match="unknown job 'nope' \\(known: job, other\\)"):
+        manager.tasks_frame("nope")
+
+
+def test_manager_options_are_checked(registry: dagger_nb.TaskAgentRegistry) -> None:
+    with pytest.raises(dagger_nb.TaskError, match="max_parallel_tasks must be at least 1"):
+        dagger_nb.TaskManager(registry=registry, max_parallel_tasks=0)
+    with pytest.raises(dagger_nb.TaskError, match="durability must be 'at_least_once' or 'at_most_once'"):
+        dagger_nb.TaskManager(registry=registry, durability="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(dagger_nb.TaskError, match="heartbeat_interval must be positive"):
+        dagger_nb.TaskManager(registry=registry, heartbeat_interval=0)
+
+
+NASTY = 'say "hi" <b>&amp;</b>\nnext line \\ end'
+
+
+def test_dot_graph_colours_edges_and_hierarchy(manager: dagger_nb.TaskManager) -> None:
+    objective = manager.add_objective("job", "Objective", "planner", task_id="obj")
+    manager.add_task("job", "done", "echo", task_id="done", parent=objective)
+    manager.add_task("job", NASTY, "echo", task_id='we"ird<id>', dependencies=["done"], parent=objective)
+    for task_id, status in [("done", "completed"), ("obj", "in_progress")]:
+        manager.update_task_status(task_id, status)
+    dot = manager.get_dot_graph("job")
+    assert dot.startswith('digraph "job" {')
+    assert '"done" [label="done\\necho · completed", tooltip="done", fillcolor="#9be29b"];' in dot
+    assert 'fillcolor="#d9d9d9"' in dot  # pending is grey
+    assert 'fillcolor="#8ab4f8"' in dot  # in progress is blue
+    assert '"done" -> "we\\"ird<id>";' in dot
+    assert '"obj" -> "done" [style="dashed", arrowhead="none", color="#888888"];' in dot
+    assert 'say \\"hi\\" <b>&amp;</b>\\nnext line \\\\ end' in dot
+
+
+def test_dot_graph_of_all_jobs_uses_clusters(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("a", "one", "echo")
+    manager.add_task("b", "two", "echo")
+    dot = manager.get_dot_graph()
+    assert len(re.findall(r'subgraph "cluster_', dot)) == 2
+    with pytest.raises(dagger_nb.TaskError, match="unknown job 'c'"):
+        manager.get_dot_graph("c")
+
+
+@pytest.mark.skipif(not dot_available(), reason="Graphviz dot is not installed")
+def test_dot_graph_with_nasty_text_renders(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", NASTY, "echo", task_id="<img src=x onerror=alert(1)>")
+    svg = dagger_nb.render_svg(manager.get_dot_graph("job"))
+    assert "&lt;img src=x onerror=alert(1)&gt;" in svg

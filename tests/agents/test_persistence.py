@@ -1,0 +1,197 @@
+"""Persistence: every change durable, reload after a restart, recovery modes, the process lock, SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import dagger_nb
+
+ROOT = Path(__file__).resolve().parents[2]
+CRASH_SCRIPT = Path(__file__).with_name("crash_job.py")
+
+
+def echo_registry() -> dagger_nb.TaskAgentRegistry:
+    registry = dagger_nb.TaskAgentRegistry()
+    registry.register("echo", lambda input, ctx: input)
+    return registry
+
+
+def stored_statuses(db: Path) -> dict[str, str]:
+    """Read task statuses straight from the file, as another process would."""
+    connection = sqlite3.connect(db)
+    try:
+        rows = connection.execute(
+            "SELECT task_id, status FROM agent_tasks"
+        ).fetchall()
+    finally:
+        connection.close()
+    return dict(rows)
+
+
+def test_every_change_is_in_the_file_and_reloads(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    registry = echo_registry()
+    with dagger_nb.TaskManager(db, registry=registry) as manager:
+        objective = manager.add_objective("job", "objective", "echo", {"x": 1})
+        manager.add_task(
+            "job",
+            "child",
+            "echo",
+            {"y": 2},
+            task_id="child",
+            dependencies=[objective],
+            parent=objective,
+            task_type=dagger_nb.TaskType.SUBTASK,
+            timeout=5,
+            max_retries=2,
+        )
+        assert stored_statuses(db) == {objective: "pending", "child": "pending"}
+        report = manager.run_job_sync("job")
+        assert stored_statuses(db) == {objective: "completed", "child": "completed"}
+        before = manager.tasks("job")
+
+    with dagger_nb.TaskManager(db, registry=registry) as reopened:
+        assert reopened.tasks("job") == before
+        assert reopened.job_status("job") is dagger_nb.JobStatus.COMPLETED
+        child = reopened.get_task("child")
+        assert child is not None and child.task_type is dagger_nb.TaskType.SUBTASK
+        assert child.output == report.outcomes["child"].output
+        assert reopened.get_dependency_outputs("child") == [{"x": 1}]
+
+
+@pytest.mark.parametrize(
+    ("durability", "status", "reason", "retries"),
+    [
+        pytest.param(
+            "at_least_once",
+            "pending",
+            "Task was in progress during system restart; running it again",
+            1,
+            id="at-least-once",
+        ),
+        pytest.param(
+            "at_most_once", "blocked", "Task was in progress during system restart", 0, id="at-most-once"
+        ),
+    ],
+)
+def test_in_progress_tasks_are_recovered(
+    tmp_path: Path, durability: str, status: str, reason: str, retries: int
+) -> None:
+    db = tmp_path / "tasks.db"
+    registry = echo_registry()
+    with dagger_nb.TaskManager(db, registry=registry) as manager:
+        manager.add_task("job", "interrupted", "echo", task_id="t")
+        manager.update_task_status(
+            "t", dagger_nb.TaskStatus.IN_PROGRESS
+        )  # as if the process died mid-attempt
+
+    with dagger_nb.TaskManager(db, registry=registry, durability=durability) as reopened:  # type: ignore[arg-type]
+        task = reopened.get_task("t")
+        assert task is not None
+        assert (task.status, task.status_reason, task.retry_count) == (status, reason, retries)
+        assert stored_statuses(db) == {"t": status}
+        report = reopened.run_job_sync("job")
+        expected = (
+            dagger_nb.JobStatus.COMPLETED if durability == "at_least_once" else dagger_nb.JobStatus.FAILED
+        )
+        assert report.status is expected
+
+
+def test_second_manager_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    with (
+        dagger_nb.TaskManager(db, registry=echo_registry()),
+        pytest.raises(dagger_nb.DatabaseInUse, match="is in use by another live process"),
+    ):
+        dagger_nb.TaskManager(db, registry=echo_registry())
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as again:
+        assert again.tasks() == []
+
+
+def test_unserialisable_output_fails_with_a_db(tmp_path: Path) -> None:
+    registry = dagger_nb.TaskAgentRegistry()
+    registry.register("objecty", lambda input, ctx: {"thing": object()})
+    with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=registry) as manager:
+        task_id = manager.add_task("job", "o", "objecty")
+        report = manager.run_job_sync("job")
+    assert report.outcomes[task_id].status_reason is not None
+    assert report.outcomes[task_id].status_reason.startswith(
+        "output of agent 'objecty' cannot be stored as JSON"
+    )
+
+
+def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Watch another process's side-effect file (polling is the only way to observe it)."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"crash job exited early: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"crash job did not reach {count} agent calls in time")
+
+
+def test_sigkill_partway_then_resume_runs_no_completed_task_twice(tmp_path: Path) -> None:
+    sys.path.insert(0, str(CRASH_SCRIPT.parent))
+    try:
+        import crash_job
+    finally:
+        sys.path.remove(str(CRASH_SCRIPT.parent))
+    db, effects, hang_after = tmp_path / "crash.db", tmp_path / "effects.txt", 60
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, str(CRASH_SCRIPT), str(db), str(effects), str(hang_after)],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_lines(effects, hang_after, process, time.monotonic() + 60)
+        with pytest.raises(dagger_nb.DatabaseInUse):
+            dagger_nb.TaskManager(db, registry=echo_registry())
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stderr.close()  # type: ignore[union-attr]
+
+    effects_at_crash = Counter(effects.read_text().split())
+    at_crash = stored_statuses(db)
+    completed_at_crash = {tid for tid, status in at_crash.items() if status == "completed"}
+    in_progress_at_crash = {tid for tid, status in at_crash.items() if status == "in_progress"}
+    assert len(at_crash) == crash_job.TASKS
+    assert 0 < len(completed_at_crash) < crash_job.TASKS
+    assert in_progress_at_crash
+
+    registry = dagger_nb.TaskAgentRegistry()
+
+    @dagger_nb.task_agent(name="work", registry=registry)
+    async def work(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        with open(effects, "a") as file:
+            file.write(f"{ctx.task_id}\n")
+        return {"n": input["n"]}
+
+    with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
+        for task_id in in_progress_at_crash:
+            task = manager.get_task(task_id)
+            assert task is not None and task.status is dagger_nb.TaskStatus.PENDING and task.retry_count == 1
+        report = manager.run_job_sync("crash")
+
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert len(report.outcomes) == crash_job.TASKS
+    assert all(task.status is dagger_nb.TaskStatus.COMPLETED for task in report.outcomes.values())
+    assert all(task.output.data == {"n": task.input["n"]} for task in report.outcomes.values())  # type: ignore[union-attr]
+    calls = Counter(effects.read_text().split())
+    assert set(calls) == set(report.outcomes)
+    assert {tid: calls[tid] for tid in completed_at_crash} == dict.fromkeys(completed_at_crash, 1)
+    # in progress at the crash: run again (at least once), whether or not the first try got far
+    assert {tid: calls[tid] for tid in in_progress_at_crash} == {
+        tid: effects_at_crash[tid] + 1 for tid in in_progress_at_crash
+    }
