@@ -10,7 +10,6 @@ everything still running and waits for it.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,10 +27,16 @@ class BackgroundGroup:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._service: asyncio.Task[None] | None = None
         self._group: TaskGroup | None = None
-        self._send: Any = None
+        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], Callable[[], object]]] = []
+        self._wakeup: anyio.Event | None = None
 
-    def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` in the background on the calling thread's running loop."""
+    def submit(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, on_drop: Callable[[], object] = lambda: None
+    ) -> None:
+        """Run ``fn(*args)`` in the background on the calling thread's running loop.
+
+        ``on_drop`` is called instead if the group is closed before ``fn`` could start.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -40,18 +45,24 @@ class BackgroundGroup:
                 "(a notebook cell or async code); in a plain script use the synchronous form"
             ) from None
         if self._service is None or self._service.done() or self._loop is not loop:
-            self._send, receive = anyio.create_memory_object_stream[tuple[Any, tuple[Any, ...]]](math.inf)
             self._loop = loop
+            self._pending = []
+            self._wakeup = None
             # The one bare task: it owns a task group, which owns every background run.
-            self._service = loop.create_task(self._serve(receive), name=f"dagger-nb {self.name}")
-        self._send.send_nowait((fn, args))
+            self._service = loop.create_task(self._serve(), name=f"dagger-nb {self.name}")
+        self._pending.append((fn, args, on_drop))
+        if self._wakeup is not None:
+            self._wakeup.set()
 
-    async def _serve(self, receive: Any) -> None:
-        async with receive, anyio.create_task_group() as group:
+    async def _serve(self) -> None:
+        async with anyio.create_task_group() as group:
             self._group = group
-            async for fn, args in receive:
-                group.start_soon(fn, *args)
-        self._group = None
+            while True:
+                while self._pending:
+                    fn, args, _ = self._pending.pop(0)
+                    group.start_soon(fn, *args)
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
 
     async def aclose(self) -> None:
         """Cancel all background work and wait until it has ended."""
@@ -60,5 +71,9 @@ class BackgroundGroup:
             return
         if self._group is not None:
             self._group.cancel_scope.cancel()
-        self._send.close()
+        else:
+            service.cancel()
         await asyncio.wait([service])
+        dropped, self._pending = self._pending, []
+        for _, _, on_drop in dropped:
+            on_drop()

@@ -203,7 +203,8 @@ class Cache:
     def _evict(self) -> None:
         max_entries = self.config.max_entries
         max_bytes = None if self.config.max_memory_mb is None else self.config.max_memory_mb * 1024 * 1024
-        for item in list(self._entries):
+        # The most recently used entry is never the one to go: it was just written or read.
+        for item in list(self._entries)[:-1]:
             over = (max_entries is not None and len(self._entries) > max_entries) or (
                 max_bytes is not None and self._bytes > max_bytes
             )

@@ -15,8 +15,22 @@ from dagger_nb.cli import main
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 SVG = "{http://www.w3.org/2000/svg}"
 
-SMALL = "name: small\nnodes:\n  - {id: a, action: load, description: Read it}\n  - {id: b, action: clean, dependencies: [a]}\n"
-BROKEN = "name: broken\nnodes:\n  - id: a\n    action: load\n    dependecies: [zz]\n  - id: b\n    action: clean\n    dependencies: [zz]\n"
+SMALL = """\
+name: small
+nodes:
+  - {id: a, action: load, description: Read it}
+  - {id: b, action: clean, dependencies: [a]}
+"""
+BROKEN = """\
+name: broken
+nodes:
+  - id: a
+    action: load
+    dependecies: [zz]
+  - id: b
+    action: clean
+    dependencies: [zz]
+"""
 SMALL_DOT = """\
 digraph "small" {
   rankdir=LR;
@@ -28,7 +42,7 @@ digraph "small" {
 """
 
 # Ids, actions and descriptions full of characters that DOT and SVG must escape.
-NASTY = r'''name: "nasty <&> \" workflow"
+NASTY = r"""name: "nasty <&> \" workflow"
 nodes:
   - id: "load \"raw\" <csv> & more"
     action: "read <file> & \"parse\""
@@ -39,7 +53,7 @@ nodes:
   - id: "back\\slash"
     action: "c&d"
     dependencies: ["x\ny"]
-'''
+"""
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -57,7 +71,9 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 # --- validate ---------------------------------------------------------------------------------
 
 
-def test_validate_ok_prints_one_summary_line_per_file(capsys: pytest.CaptureFixture[str], resources: Path) -> None:
+def test_validate_ok_prints_one_summary_line_per_file(
+    capsys: pytest.CaptureFixture[str], resources: Path
+) -> None:
     files = [resources / name for name in ("chain_3.yaml", "diamond_4.yaml", "empty_nodes.yaml")]
     code, out, err = _run(capsys, "validate", *map(str, files))
     assert code == 0
@@ -69,7 +85,9 @@ def test_validate_ok_prints_one_summary_line_per_file(capsys: pytest.CaptureFixt
     assert err == ""
 
 
-def test_validate_reports_every_problem_and_exits_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_validate_reports_every_problem_and_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     good = _write(tmp_path, "good.yaml", SMALL)
     bad = _write(tmp_path, "bad.yaml", BROKEN)
     code, out, err = _run(capsys, "validate", str(bad), str(good))
@@ -85,10 +103,15 @@ def test_validate_reports_every_problem_and_exits_1(capsys: pytest.CaptureFixtur
     ("text", "message"),
     [
         (None, "{path}: file not found"),
-        ("name: w\nnodes:\n  - {id: a, action: x\n", "{path}:4: invalid YAML (column 1): while parsing a flow "
-         "mapping expected ',' or '}}', but got '<stream end>'"),
-        ("name: w\nnodes: !!python/object:os.system {}\n", "{path}:2: invalid YAML (column 8): unsupported YAML "
-         "tag"),
+        (
+            "name: w\nnodes:\n  - {id: a, action: x\n",
+            "{path}:4: invalid YAML (column 1): while parsing a flow "
+            "mapping expected ',' or '}}', but got '<stream end>'",
+        ),
+        (
+            "name: w\nnodes: !!python/object:os.system {}\n",
+            "{path}:2: invalid YAML (column 8): unsupported YAML tag",
+        ),
         ("", "{path}: the document is empty; a workflow needs 'name' and 'nodes'"),
         ("just text\n", "{path}:1: a workflow must be a mapping with 'name' and 'nodes', got text"),
     ],
@@ -114,7 +137,9 @@ def test_validate_a_folder_is_a_message(capsys: pytest.CaptureFixture[str], tmp_
 
 
 @pytest.mark.xfail(strict=True, reason="yaml.reader.ReaderError escapes the loader (unprintable character)")
-def test_validate_unprintable_character_is_a_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_validate_unprintable_character_is_a_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path = _write(tmp_path, "nul.yaml", "name: w\x00\nnodes: []\n")
     code, _, err = _run(capsys, "validate", str(path))
     assert code == 1
@@ -152,7 +177,8 @@ def test_graph_problems_are_messages(capsys: pytest.CaptureFixture[str], tmp_pat
     code, out, err = _run(capsys, "graph", str(bad))
     assert (code, out) == (1, "")
     assert err.splitlines() == [
-        f"error: {bad}:5: workflow 'broken', node 'a': unknown key 'dependecies' (did you mean 'dependencies'?)",
+        f"error: {bad}:5: workflow 'broken', node 'a': "
+        "unknown key 'dependecies' (did you mean 'dependencies'?)",
         f"{bad}:8: workflow 'broken', node 'b': dependency 'zz' is not a node (known: a, b)",
     ]
 
@@ -161,8 +187,10 @@ def test_graph_problems_are_messages(capsys: pytest.CaptureFixture[str], tmp_pat
     ("arguments", "message"),
     [
         (("{folder}/missing.yaml",), "error: {folder}/missing.yaml: file not found\n"),
-        (("{folder}/small.yaml", "-o", "{folder}/out.png"),
-         "error: cannot write '{folder}/out.png': the output must end in .svg or .dot\n"),
+        (
+            ("{folder}/small.yaml", "-o", "{folder}/out.png"),
+            "error: cannot write '{folder}/out.png': the output must end in .svg or .dot\n",
+        ),
     ],
     ids=["missing-file", "bad-output-suffix"],
 )
@@ -176,7 +204,9 @@ def test_graph_user_mistakes(
 
 
 @pytest.mark.xfail(strict=True, reason="OSError from writing the output escapes main() as a traceback")
-def test_graph_output_into_missing_folder_is_a_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_graph_output_into_missing_folder_is_a_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     source = _write(tmp_path, "small.yaml", SMALL)
     code, _, err = _run(capsys, "graph", str(source), "-o", str(tmp_path / "no" / "such" / "out.dot"))
     assert code == 1
@@ -190,8 +220,9 @@ def test_graph_svg_without_graphviz_says_how_to_install(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, out, err = _run(capsys, "graph", str(source), "-o", str(tmp_path / "out.svg"))
     assert (code, out) == (1, "")
-    assert err.startswith("error: Graphviz's 'dot' program was not found on PATH; install it with "
-                          "'apt-get install graphviz'")
+    assert err.startswith(
+        "error: Graphviz's 'dot' program was not found on PATH; install it with 'apt-get install graphviz'"
+    )
     assert not (tmp_path / "out.svg").exists()
     # DOT output never needs Graphviz.
     assert _run(capsys, "graph", str(source))[:2] == (0, SMALL_DOT)
@@ -221,7 +252,7 @@ def test_graph_escapes_quotes_angles_ampersands_and_newlines(
     assert "action: a>b" in texts
     assert "action: c&d" in texts
     assert "first line second <b>line</b> & 'quotes' \"double\"" in texts
-    assert ["x", "y"] == texts[texts.index("action: read <file> & \"parse\"") + 2 : texts.index("action: a>b")]
+    assert texts[texts.index('action: read <file> & "parse"') + 2 : texts.index("action: a>b")] == ["x", "y"]
     edges = [title.text for title in root.iter(f"{SVG}title") if title.text and "->" in title.text]
     assert len(edges) == 2
 
@@ -239,14 +270,26 @@ def _console_script() -> list[str]:
 
 def test_console_script(resources: Path, tmp_path: Path) -> None:
     script = _console_script()
-    ok = subprocess.run([*script, "validate", str(resources / "chain_3.yaml")],
-                        capture_output=True, text=True, timeout=60, check=False)
+    ok = subprocess.run(
+        [*script, "validate", str(resources / "chain_3.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (ok.returncode, ok.stdout, ok.stderr) == (
-        0, f"{resources / 'chain_3.yaml'}: ok: workflow 'chain_3', 3 nodes\n", ""
+        0,
+        f"{resources / 'chain_3.yaml'}: ok: workflow 'chain_3', 3 nodes\n",
+        "",
     )
     bad = _write(tmp_path, "bad.yaml", BROKEN)
-    failed = subprocess.run([*script, "validate", str(bad), str(tmp_path / "missing.yaml")],
-                            capture_output=True, text=True, timeout=60, check=False)
+    failed = subprocess.run(
+        [*script, "validate", str(bad), str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert failed.stderr.splitlines() == [

@@ -362,7 +362,7 @@ class TaskManager:
         if self._store is not None:
             try:
                 self._store.encode(seq, task)  # fails here, before the task exists, if not JSON-able
-            except (TypeError, ValueError) as error:
+            except ValueError as error:
                 raise TaskError(
                     f"cannot add task '{task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
                 ) from None

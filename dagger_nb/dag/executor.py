@@ -173,7 +173,7 @@ class DagExecutor:
     ) -> RunHandle:
         """Start workflow ``name`` in the background on the running loop and return at once."""
         run = self._new_run(name, cache=cache, inputs=inputs)
-        self._background.submit(self._drive, run)
+        self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
         return RunHandle(run)
 
     def run(
@@ -191,7 +191,7 @@ class DagExecutor:
     def start_resume(self, run_id: str) -> RunHandle:
         """Like :meth:`resume`, but in the background; returns at once."""
         run = self._resumable(run_id)
-        self._background.submit(self._drive, run)
+        self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
         return RunHandle(run)
 
     def handle(self, run_id: str) -> RunHandle:
@@ -334,11 +334,22 @@ class DagExecutor:
         report = run.finish(status, error)
         if self._store is not None:
             await anyio.to_thread.run_sync(self._store.save_run, report)
+        self._announce(run, report)
+        return report
+
+    def _drop(self, run: Run) -> None:
+        """A background run closed before it started ends ``cancelled``."""
+        report = run.finish("cancelled", "the run was cancelled before it started")
+        if self._store is not None:
+            self._store.save_run(report)
+        self._announce(run, report)
+
+    def _announce(self, run: Run, report: ExecutionReport) -> None:
+        status = report.status
         run.events.emit(RunFinished(run.run_id, status, report))
         run.events.close()
         if run.done is not None:
             run.done.set()
-        return report
 
     def _add_workers(self, run: Run, group: anyio.abc.TaskGroup, wanted: int) -> None:
         for _ in range(min(wanted, run.limit - run.workers)):
@@ -368,15 +379,18 @@ class DagExecutor:
         outcome.status = "running"
         outcome.started_at = time()
         run.running += 1
+        run.keep_outputs(node_id)
         try:
             succeeded = await self._attempts(run, node, outcome)
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
             outcome.finished_at = time()
             run.events.emit(NodeCancelled(run.run_id, node_id))
+            run.drop_outputs(node_id)
             raise
         finally:
             run.running -= 1
+            run.done_with_inputs(node_id)
         if succeeded:
             self._release_dependents(run, node_id, group)
         else:
@@ -437,6 +451,9 @@ class DagExecutor:
     ) -> Any:
         if action.takes_ctx:
             kwargs["ctx"] = NodeContext(node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self)
+        if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
+            # Rust-style actions read some inputs from the cache themselves: pass what they accept.
+            kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
         if node.timeout is None:
             return await _invoke(action, kwargs)
         with anyio.move_on_after(node.timeout) as scope:
@@ -449,6 +466,7 @@ class DagExecutor:
         self, run: Run, node: NodeSpec, outcome: NodeOutcome, group: anyio.abc.TaskGroup
     ) -> None:
         run.failed.append(node.id)
+        run.drop_outputs(node.id)
         await self._call_failure_handler(run, node, outcome)
         policy = run.config.on_failure
         if policy is OnFailure.CONTINUE:
@@ -485,6 +503,7 @@ class DagExecutor:
             outcome.status = "skipped"
             outcome.error = f"skipped because upstream node '{failed}' failed"
             run.events.emit(NodeSkipped(run.run_id, node_id, outcome.error))
+            run.done_with_inputs(node_id)
             queue.extend(run.dependents[node_id])
 
 

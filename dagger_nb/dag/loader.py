@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from dagger_nb.errors import Problem, WorkflowSpecError
 
 Location = tuple[Any, ...]
 M = TypeVar("M", bound=BaseModel)
+_UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
+_UNPARSED: Any = object()
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -145,6 +148,7 @@ class _Document:
         self.lines: dict[Location, int] = {}
         self.problems: list[Problem] = []
         self.workflow: str | None = None
+        self.duplicate_keys: list[tuple[Location, int, str]] = []
 
     def problem(self, message: str, *, at: Location = (), node: str | None = None) -> None:
         self.problems.append(Problem(self.path, self.line_of(at), self.workflow, node, message))
@@ -158,16 +162,21 @@ class _Document:
 
     def build(self, *, actions: Collection[str] | None, default_name: str | None) -> WorkflowSpec | None:
         data = self._parse()
-        if data is None:
+        if data is _UNPARSED:
             return None
+        if isinstance(data, dict):
+            if default_name is not None and "name" not in data:
+                data = {"name": default_name, **data}
+            if isinstance(data.get("name"), str):
+                self.workflow = data["name"]
+        for location, line, message in self.duplicate_keys:
+            node_id = _node_id(data, location) if isinstance(data, dict) else None
+            self.problems.append(Problem(self.path, line, self.workflow, node_id, message))
         if not isinstance(data, dict):
             self.problem(f"a workflow must be a mapping with 'name' and 'nodes', got {_kind(data)}")
             return None
-        if default_name is not None and "name" not in data:
-            data = {"name": default_name, **data}
-        if isinstance(data.get("name"), str):
-            self.workflow = data["name"]
-        config = self._validate(DagConfig, data.get("config") or {}, at=("config",))
+        raw_config = data.get("config")
+        config = self._validate(DagConfig, {} if raw_config is None else raw_config, at=("config",))
         nodes = self._nodes(data.get("nodes", []))
         header = {key: value for key, value in data.items() if key not in ("config", "nodes")}
         workflow = self._validate(WorkflowSpec, header, at=())
@@ -184,19 +193,22 @@ class _Document:
         return spec
 
     def _parse(self) -> Any:
-        loader = _SpecLoader(self.text)
+        """The document's data, or ``_UNPARSED`` after recording why it could not be read."""
+        loader: _SpecLoader | None = None
         try:
+            loader = _SpecLoader(self.text)
             root = loader.get_single_node()
             if root is None:
                 self.problem("the document is empty; a workflow needs 'name' and 'nodes'")
-                return None
+                return _UNPARSED
             self._index(root, ())
             return loader.construct_document(root)
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             reason = " ".join(part for part in (error.context, error.problem) if part)
-            if "could not determine a constructor for the tag" in reason:
-                tag = reason.rsplit("tag", 1)[-1].strip().strip("'")
+            unknown_tag = _UNKNOWN_TAG.search(reason)
+            if unknown_tag:
+                tag = unknown_tag.group(1).replace("tag:yaml.org,2002:", "!!")
                 reason = f"unsupported YAML tag '{tag}' (allowed: !Immediate, !Linear, !Exponential)"
             if mark is None:
                 self.problems.append(Problem(self.path, None, None, None, f"invalid YAML: {reason}"))
@@ -205,13 +217,18 @@ class _Document:
                     Problem(self.path, mark.line + 1 + self.line_offset, None, None,
                             f"invalid YAML (column {mark.column + 1}): {reason}")
                 )
+        except yaml.reader.ReaderError as error:
+            line = self.text.count("\n", 0, error.position) + 1 + self.line_offset
+            self.problems.append(Problem(self.path, line, None, None,
+                                         f"invalid YAML: character {error.character!r} is not allowed"))
         except yaml.YAMLError as error:
             self.problems.append(Problem(self.path, None, None, None, f"invalid YAML: {error}"))
         except RecursionError:
             self.problems.append(Problem(self.path, None, None, None, "invalid YAML: nested too deeply"))
         finally:
-            loader.dispose()
-        return None
+            if loader is not None:
+                loader.dispose()
+        return _UNPARSED
 
     def _index(self, root: yaml.Node, location: Location) -> None:
         # Iterative walk: arbitrarily deep YAML must not exhaust the stack.
@@ -229,10 +246,8 @@ class _Document:
                     key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
                     line = key_node.start_mark.line + 1 + self.line_offset
                     if key is not None and key in keys_seen:
-                        self.problems.append(
-                            Problem(self.path, line, None, None,
-                                    f"duplicate key '{key}' (first at line {keys_seen[key]})")
-                        )
+                        message = f"duplicate key '{key}' (first at line {keys_seen[key]})"
+                        self.duplicate_keys.append(((*where, key), line, message))
                     elif key is not None:
                         keys_seen[key] = line
                     self.lines.setdefault((*where, key), line)
@@ -272,6 +287,16 @@ class _Document:
         except RecursionError:
             self.problem("value is nested too deeply (or refers to itself)", at=at, node=node_id)
         return None
+
+
+def _node_id(data: dict[str, Any], location: Location) -> str | None:
+    nodes = data.get("nodes")
+    if len(location) > 2 and location[0] == "nodes" and isinstance(nodes, list):
+        index = location[1]
+        if isinstance(index, int) and index < len(nodes) and isinstance(nodes[index], dict):
+            node_id = nodes[index].get("id")
+            return node_id if isinstance(node_id, str) else None
+    return None
 
 
 def _describe(model: type[BaseModel], detail: Any, at: Location) -> str:

@@ -83,12 +83,26 @@ class Run:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.report: ExecutionReport | None = None
+        # Cache namespaces are retained while a node that reads them has not finished,
+        # so a size-limited cache never evicts what a pending node needs.
+        self._limited_cache = cache.config.max_entries is not None or cache.config.max_memory_mb is not None
+        self._released: set[str] = set()
+        if self._limited_cache:
+            cache.retain("inputs")
+            for node_id, outcome in self.outcomes.items():
+                if outcome.status == "succeeded":
+                    self.keep_outputs(node_id)
         self.reset()
 
     def reset(self) -> None:
         """Prepare to (re)start: failed, cancelled and skipped nodes become pending again."""
-        for outcome in self.outcomes.values():
+        for node_id, outcome in self.outcomes.items():
             if outcome.status != "succeeded":
+                if node_id in self._released:  # it will read its inputs again
+                    self._released.discard(node_id)
+                    for dependency in self.dependencies[node_id]:
+                        if self.outcomes[dependency].status == "succeeded" and self._limited_cache:
+                            self.cache.retain(dependency)
                 outcome.status = "pending"
                 outcome.attempts = 0
                 outcome.retry_messages = []
@@ -118,6 +132,31 @@ class Run:
         self.cancel_scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
         self._wakeup: anyio.Event | None = None
+
+    def keep_outputs(self, node_id: str) -> None:
+        """Retain ``node_id``'s namespace once for each dependent that has yet to read it.
+
+        Called before the node runs, so its outputs are protected from the moment they are written.
+        """
+        if self._limited_cache:
+            for dependent in self.dependents[node_id]:
+                if self.outcomes[dependent].status != "succeeded":
+                    self.cache.retain(node_id)
+
+    def drop_outputs(self, node_id: str) -> None:
+        """Undo :meth:`keep_outputs` for a node that did not succeed: nobody will read it."""
+        if self._limited_cache:
+            for dependent in self.dependents[node_id]:
+                if self.outcomes[dependent].status != "succeeded":
+                    self.cache.release(node_id)
+
+    def done_with_inputs(self, node_id: str) -> None:
+        """``node_id`` finished (in any way): its dependencies' outputs may be evicted for it."""
+        if self._limited_cache and node_id not in self._released:
+            self._released.add(node_id)
+            for dependency in self.dependencies[node_id]:
+                if self.outcomes[dependency].status == "succeeded":
+                    self.cache.release(dependency)
 
     @property
     def limit(self) -> int:

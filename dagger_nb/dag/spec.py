@@ -254,6 +254,11 @@ class WorkflowSpec(_Spec):
         import yaml
 
         data = self.model_dump(mode="json", exclude_defaults=True)
+        # Literal input values keep their Python form (dates, infinities) and an explicit null.
+        for node, node_data in zip(self.nodes, data.get("nodes", []), strict=True):
+            for item, item_data in zip(node.inputs, node_data.get("inputs", []), strict=True):
+                if item.reference is None:
+                    item_data["value"] = item.value
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

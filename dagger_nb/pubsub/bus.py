@@ -327,6 +327,7 @@ class PubSub:
                 group.cancel_scope.cancel()
         finally:
             self._task_group = None
+            self._writer_wakeup = None
             self._running = False
             self._dispatch.stopping = False
             self._set_loop_thread(None)

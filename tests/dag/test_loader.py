@@ -51,16 +51,27 @@ def test_chain_3_loads_unchanged(resources: Path) -> None:
     ]
     assert node1.outputs == [OutputSpec(name="sum", description="Sum of num1 and num2")]
     assert (node1.action, node1.failure, node1.onfailure, node1.timeout, node1.try_count) == (
-        "add_numbers", "failure_function1", False, 3600, 3,
+        "add_numbers",
+        "failure_function1",
+        False,
+        3600,
+        3,
     )
     assert node1.attempts(spec.config) == 1
     assert (node2.failure_handler, node2.onfailure, node2.timeout, node2.try_count) == (
-        "failure_function2", True, 1800, 2,
+        "failure_function2",
+        True,
+        1800,
+        2,
     )
     assert node2.attempts(spec.config) == 2
     assert spec.dependencies("node2") == ["node1"]
     assert (node3.failure, node3.failure_handler, node3.onfailure, node3.timeout, node3.try_count) == (
-        "", None, True, None, None,
+        "",
+        None,
+        True,
+        None,
+        None,
     )
     assert node3.attempts(spec.config) == 3
     assert node3.inputs[0].source == ("node2", "squared_result")
@@ -91,7 +102,9 @@ def test_config_exponential_reads_every_config_key(resources: Path) -> None:
         on_failure=OnFailure.CONTINUE,
         timeout_seconds=600,
         max_iterations=20,
-        retry_strategy=RetryStrategy(kind="exponential", initial_delay_secs=1, max_delay_secs=30, multiplier=3.0),
+        retry_strategy=RetryStrategy(
+            kind="exponential", initial_delay_secs=1, max_delay_secs=30, multiplier=3.0
+        ),
         enable_parallel_execution=False,
         max_parallel_nodes=4,
         review_frequency=2,
@@ -150,8 +163,15 @@ def test_every_resource_loads_with_their_actions(resources: Path) -> None:
             RetryStrategy(kind="exponential", initial_delay_secs=3, max_delay_secs=9, multiplier=1.5),
         ),
     ],
-    ids=["Immediate", "!Immediate", "Linear-mapping", "!Linear-flow", "!Linear-block", "Exponential-mapping",
-         "!Exponential"],
+    ids=[
+        "Immediate",
+        "!Immediate",
+        "Linear-mapping",
+        "!Linear-flow",
+        "!Linear-block",
+        "Exponential-mapping",
+        "!Exponential",
+    ],
 )
 def test_retry_strategy_yaml_spellings(snippet: str, expected: RetryStrategy) -> None:
     spec = load_workflow(f"name: w\nconfig:\n  {snippet}\nnodes: []\n")
@@ -164,7 +184,10 @@ def test_retry_strategy_yaml_spellings(snippet: str, expected: RetryStrategy) ->
     ids=["Continue", "STOP", "pause"],
 )
 def test_on_failure_any_case_in_yaml(spelling: str, expected: OnFailure) -> None:
-    assert load_workflow(f"name: w\nconfig: {{on_failure: {spelling}}}\nnodes: []\n").config.on_failure is expected
+    assert (
+        load_workflow(f"name: w\nconfig: {{on_failure: {spelling}}}\nnodes: []\n").config.on_failure
+        is expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,13 +211,19 @@ def test_minimal_node_gets_every_default() -> None:
     spec = load_workflow("name: w\nnodes:\n  - {id: a, action: load}\n")
     node = spec.node("a")
     assert (node.dependencies, node.inputs, node.outputs, node.onfailure, node.timeout, node.try_count) == (
-        [], [], [], True, None, None,
+        [],
+        [],
+        [],
+        True,
+        None,
+        None,
     )
     assert node.attempts(spec.config) == 3
 
 
 def test_literal_values_of_any_yaml_type() -> None:
-    spec = load_workflow(_yaml("""
+    spec = load_workflow(
+        _yaml("""
         name: w
         nodes:
           - id: a
@@ -205,9 +234,14 @@ def test_literal_values_of_any_yaml_type() -> None:
               - {name: l, value: [1, 2.5, null]}
               - {name: m, value: {k: true}}
               - {name: z, value: null}
-        """))
+        """)
+    )
     assert [(spec_input.name, spec_input.value) for spec_input in spec.node("a").inputs] == [
-        ("n", 3), ("s", "text"), ("l", [1, 2.5, None]), ("m", {"k": True}), ("z", None),
+        ("n", 3),
+        ("s", "text"),
+        ("l", [1, 2.5, None]),
+        ("m", {"k": True}),
+        ("z", None),
     ]
 
 
@@ -217,158 +251,270 @@ NODE_A = "name: w\nnodes:\n  - id: a\n    action: x\n"
 
 PROBLEMS = [
     pytest.param(
-        "name: w\nnodes:\n  - {id: a, action: x\n  - {id: b}\n", None,
-        [(4, "<string>:4: invalid YAML (column 5): while parsing a flow mapping expected ',' or '}', "
-             "but got '{'")],
+        "name: w\nnodes:\n  - {id: a, action: x\n  - {id: b}\n",
+        None,
+        [
+            (
+                4,
+                "<string>:4: invalid YAML (column 5): while parsing a flow mapping expected ',' or '}', "
+                "but got '{'",
+            )
+        ],
         id="yaml-syntax-flow",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - id: a\n   action: x\n", None,
-        [(4, "<string>:4: invalid YAML (column 4): while parsing a block collection expected <block end>, "
-             "but found '<block mapping start>'")],
+        "name: w\nnodes:\n  - id: a\n   action: x\n",
+        None,
+        [
+            (
+                4,
+                "<string>:4: invalid YAML (column 4): while parsing a block collection expected <block end>, "
+                "but found '<block mapping start>'",
+            )
+        ],
         id="yaml-syntax-indent",
     ),
     pytest.param(
-        "name: w\nnodes:\n\t- id: a\n", None,
-        [(3, "<string>:3: invalid YAML (column 1): while scanning for the next token found character '\\t' "
-             "that cannot start any token")],
+        "name: w\nnodes:\n\t- id: a\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: invalid YAML (column 1): while scanning for the next token "
+                "found character '\\t' "
+                "that cannot start any token",
+            )
+        ],
         id="yaml-syntax-tab",
     ),
     pytest.param(
-        "name: w\nnodes: []\n---\nname: v\n", None,
-        [(3, "<string>:3: invalid YAML (column 1): expected a single document in the stream but found "
-             "another document")],
+        "name: w\nnodes: []\n---\nname: v\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: invalid YAML (column 1): expected a single document in the stream but found "
+                "another document",
+            )
+        ],
         id="yaml-two-documents",
     ),
     pytest.param(
-        "", None, [(None, "<string>: the document is empty; a workflow needs 'name' and 'nodes'")],
+        "",
+        None,
+        [(None, "<string>: the document is empty; a workflow needs 'name' and 'nodes'")],
         id="empty-document",
     ),
     pytest.param(
-        "- a\n- b\n", None,
+        "- a\n- b\n",
+        None,
         [(1, "<string>:1: a workflow must be a mapping with 'name' and 'nodes', got a list")],
         id="not-a-mapping",
     ),
     pytest.param(
-        NODE_A + "    timeout: soon\n", None,
-        [(5, "<string>:5: workflow 'w', node 'a': key 'timeout': input should be a valid number, "
-             "unable to parse string as a number (got 'soon')")],
+        NODE_A + "    timeout: soon\n",
+        None,
+        [
+            (
+                5,
+                "<string>:5: workflow 'w', node 'a': key 'timeout': input should be a valid number, "
+                "unable to parse string as a number (got 'soon')",
+            )
+        ],
         id="wrong-type-number",
     ),
     pytest.param(
-        NODE_A + "    dependencies: b\n", None,
-        [(5, "<string>:5: workflow 'w', node 'a': key 'dependencies': input should be a valid list (got 'b')")],
+        NODE_A + "    dependencies: b\n",
+        None,
+        [
+            (
+                5,
+                "<string>:5: workflow 'w', node 'a': key 'dependencies': "
+                "input should be a valid list (got 'b')",
+            )
+        ],
         id="wrong-type-list",
     ),
     pytest.param(
-        NODE_A + "    onfailure: maybe\n", None,
-        [(5, "<string>:5: workflow 'w', node 'a': key 'onfailure': input should be a valid boolean, "
-             "unable to interpret input (got 'maybe')")],
+        NODE_A + "    onfailure: maybe\n",
+        None,
+        [
+            (
+                5,
+                "<string>:5: workflow 'w', node 'a': key 'onfailure': input should be a valid boolean, "
+                "unable to interpret input (got 'maybe')",
+            )
+        ],
         id="wrong-type-bool",
     ),
     pytest.param(
-        "name: 5\nnodes: []\n", None,
+        "name: 5\nnodes: []\n",
+        None,
         [(1, "<string>:1: key 'name': input should be a valid string (got 5)")],
         id="wrong-type-name",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - id: 1\n    action: x\n", None,
+        "name: w\nnodes:\n  - id: 1\n    action: x\n",
+        None,
         [(3, "<string>:3: workflow 'w': key 'id': input should be a valid string (got 1)")],
         id="wrong-type-id",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - a\n", None,
+        "name: w\nnodes:\n  - a\n",
+        None,
         [(3, "<string>:3: workflow 'w': must be a mapping, got text")],
         id="wrong-type-node",
     ),
     pytest.param(
-        "name: w\nnodes: 3\n", None,
+        "name: w\nnodes: 3\n",
+        None,
         [(2, "<string>:2: workflow 'w': 'nodes' must be a list of nodes, got int")],
         id="wrong-type-nodes",
     ),
     pytest.param(
-        "name: w\nconfig:\n  on_failure: explode\nnodes: []\n", None,
-        [(3, "<string>:3: workflow 'w': config key 'on_failure': input should be 'continue', 'pause' or "
-             "'stop' (got 'explode')")],
+        "name: w\nconfig:\n  on_failure: explode\nnodes: []\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: workflow 'w': config key 'on_failure': input should be 'continue', 'pause' or "
+                "'stop' (got 'explode')",
+            )
+        ],
         id="wrong-value-on-failure",
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: Sometimes\nnodes: []\n", None,
-        [(3, "<string>:3: workflow 'w': config key 'retry_strategy.kind': input should be 'immediate', "
-             "'linear' or 'exponential' (got 'sometimes')")],
+        "name: w\nconfig:\n  retry_strategy: Sometimes\nnodes: []\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: workflow 'w': config key 'retry_strategy.kind': input should be 'immediate', "
+                "'linear' or 'exponential' (got 'sometimes')",
+            )
+        ],
         id="wrong-value-retry-strategy",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - action: load\n", None,
+        "name: w\nnodes:\n  - action: load\n",
+        None,
         [(3, "<string>:3: workflow 'w': missing required key 'id'")],
         id="missing-id",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - id: a\n", None,
+        "name: w\nnodes:\n  - id: a\n",
+        None,
         [(3, "<string>:3: workflow 'w', node 'a': missing required key 'action'")],
         id="missing-action",
     ),
     pytest.param(
-        "nodes:\n  - {id: a, action: x}\n", None,
+        "nodes:\n  - {id: a, action: x}\n",
+        None,
         [(1, "<string>:1: missing required key 'name'")],
         id="missing-name",
     ),
     pytest.param(
-        "name: w\nnodes:\n  - {id: a, action: ''}\n", None,
-        [(3, "<string>:3: workflow 'w', node 'a': key 'action': string should have at least 1 character "
-             "(got '')")],
+        "name: w\nnodes:\n  - {id: a, action: ''}\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: workflow 'w', node 'a': key 'action': string should have at least 1 character "
+                "(got '')",
+            )
+        ],
         id="empty-action",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: i\n", None,
-        [(6, "<string>:6: workflow 'w', node 'a': key 'inputs[0]': input 'i' needs a 'reference' or a "
-             "'value'")],
+        NODE_A + "    inputs:\n      - name: i\n",
+        None,
+        [
+            (
+                6,
+                "<string>:6: workflow 'w', node 'a': key 'inputs[0]': input 'i' needs a 'reference' or a "
+                "'value'",
+            )
+        ],
         id="input-without-source",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: i\n        reference: inputs.x\n        value: 3\n", None,
-        [(6, "<string>:6: workflow 'w', node 'a': key 'inputs[0]': input 'i' has both 'reference' and "
-             "'value'; keep one")],
+        NODE_A + "    inputs:\n      - name: i\n        reference: inputs.x\n        value: 3\n",
+        None,
+        [
+            (
+                6,
+                "<string>:6: workflow 'w', node 'a': key 'inputs[0]': input 'i' has both 'reference' and "
+                "'value'; keep one",
+            )
+        ],
         id="input-with-two-sources",
     ),
     pytest.param(
-        NODE_A + "  - id: a\n    action: y\n", None,
+        NODE_A + "  - id: a\n    action: y\n",
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': duplicate node id 'a' (first defined as node 1)")],
         id="duplicate-id",
     ),
     pytest.param(
-        NODE_A + "    dependencies: [zz]\n", None,
+        NODE_A + "    dependencies: [zz]\n",
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': dependency 'zz' is not a node (known: a)")],
         id="dependency-not-a-node",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: d\n        reference: zz.out\n", None,
+        NODE_A + "    inputs:\n      - name: d\n        reference: zz.out\n",
+        None,
         [(7, "<string>:7: workflow 'w', node 'a': input 'd' references unknown node 'zz' (known: a)")],
         id="unknown-node-reference",
     ),
     pytest.param(
         NODE_A + "    outputs:\n      - name: rows\n      - name: cols\n"
-        "  - id: b\n    action: y\n    inputs:\n      - name: d\n        reference: a.colour\n", None,
-        [(12, "<string>:12: workflow 'w', node 'b': input 'd' references output 'colour' that node 'a' does "
-              "not declare (declared: cols, rows)")],
+        "  - id: b\n    action: y\n    inputs:\n      - name: d\n        reference: a.colour\n",
+        None,
+        [
+            (
+                12,
+                "<string>:12: workflow 'w', node 'b': input 'd' references output 'colour' "
+                "that node 'a' does "
+                "not declare (declared: cols, rows)",
+            )
+        ],
         id="undeclared-output",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: d\n        reference: 'a b'\n", None,
-        [(7, "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference 'a b' "
-             "(expected 'inputs.KEY' or 'NODE.OUTPUT')")],
+        NODE_A + "    inputs:\n      - name: d\n        reference: 'a b'\n",
+        None,
+        [
+            (
+                7,
+                "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference 'a b' "
+                "(expected 'inputs.KEY' or 'NODE.OUTPUT')",
+            )
+        ],
         id="malformed-reference-space",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: d\n        reference: .rows\n", None,
-        [(7, "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference '.rows' "
-             "(expected 'inputs.KEY' or 'NODE.OUTPUT')")],
+        NODE_A + "    inputs:\n      - name: d\n        reference: .rows\n",
+        None,
+        [
+            (
+                7,
+                "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference '.rows' "
+                "(expected 'inputs.KEY' or 'NODE.OUTPUT')",
+            )
+        ],
         id="malformed-reference-no-node",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: d\n        reference: 'a.'\n", None,
-        [(7, "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference 'a.' "
-             "(expected 'inputs.KEY' or 'NODE.OUTPUT')")],
+        NODE_A + "    inputs:\n      - name: d\n        reference: 'a.'\n",
+        None,
+        [
+            (
+                7,
+                "<string>:7: workflow 'w', node 'a': input 'd' has a malformed reference 'a.' "
+                "(expected 'inputs.KEY' or 'NODE.OUTPUT')",
+            )
+        ],
         id="malformed-reference-no-output",
     ),
     pytest.param(
@@ -384,7 +530,8 @@ PROBLEMS = [
               - id: c
                 action: x
                 dependencies: [a]
-            """), None,
+            """),
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': dependency cycle: a -> b -> c -> a")],
         id="cycle",
     ),
@@ -402,7 +549,8 @@ PROBLEMS = [
               - id: c
                 action: x
                 dependencies: [a]
-            """), None,
+            """),
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': dependency cycle: a -> b -> c -> a")],
         id="cycle-implied-by-reference",
     ),
@@ -416,28 +564,33 @@ PROBLEMS = [
               - id: b
                 action: x
                 inputs: [{name: i, reference: a.o}]
-            """), None,
+            """),
+        None,
         [(3, "<string>:3: workflow 'w', node 'a': dependency cycle: a -> b -> a")],
         id="cycle-of-references-only",
     ),
     pytest.param(
-        NODE_A + "    dependencies: [a]\n", None,
+        NODE_A + "    dependencies: [a]\n",
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': dependency cycle: a -> a")],
         id="self-dependency",
     ),
     pytest.param(
-        NODE_A, ["load", "clean"],
+        NODE_A,
+        ["load", "clean"],
         [(4, "<string>:4: workflow 'w', node 'a': unknown action 'x' (registered: clean, load)")],
         id="unknown-action",
     ),
     pytest.param(
-        NODE_A, [],
+        NODE_A,
+        [],
         [(4, "<string>:4: workflow 'w', node 'a': unknown action 'x' (registered: none)")],
         id="unknown-action-none-registered",
     ),
     *(
         pytest.param(
-            f"name: w\nconfig:\n  {key}: {value}\nnodes: []\n", None,
+            f"name: w\nconfig:\n  {key}: {value}\nnodes: []\n",
+            None,
             [(3, f"<string>:3: workflow 'w': config key '{key}': input should be {rule} (got {value})")],
             id=f"config-{key}-{value}",
         )
@@ -456,63 +609,99 @@ PROBLEMS = [
         ]
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: !Linear {delay_secs: -1}\nnodes: []\n", None,
-        [(3, "<string>:3: workflow 'w': config key 'retry_strategy.delay_secs': input should be greater than "
-             "or equal to 0 (got -1)")],
+        "name: w\nconfig:\n  retry_strategy: !Linear {delay_secs: -1}\nnodes: []\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: workflow 'w': config key 'retry_strategy.delay_secs': "
+                "input should be greater than "
+                "or equal to 0 (got -1)",
+            )
+        ],
         id="retry-linear-delay-negative",
     ),
     pytest.param(
         "name: w\nconfig:\n  retry_strategy:\n    Exponential:\n      initial_delay_secs: -2\nnodes: []\n",
         None,
-        [(3, "<string>:3: workflow 'w': config key 'retry_strategy.initial_delay_secs': input should be "
-             "greater than or equal to 0 (got -2)")],
+        [
+            (
+                3,
+                "<string>:3: workflow 'w': config key 'retry_strategy.initial_delay_secs': input should be "
+                "greater than or equal to 0 (got -2)",
+            )
+        ],
         id="retry-exponential-initial-negative",
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: !Exponential\n    max_delay_secs: -2\nnodes: []\n", None,
-        [(4, "<string>:4: workflow 'w': config key 'retry_strategy.max_delay_secs': input should be "
-             "greater than or equal to 0 (got -2)")],
+        "name: w\nconfig:\n  retry_strategy: !Exponential\n    max_delay_secs: -2\nnodes: []\n",
+        None,
+        [
+            (
+                4,
+                "<string>:4: workflow 'w': config key 'retry_strategy.max_delay_secs': input should be "
+                "greater than or equal to 0 (got -2)",
+            )
+        ],
         id="retry-exponential-max-negative",
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: !Exponential {multiplier: 0.5}\nnodes: []\n", None,
-        [(3, "<string>:3: workflow 'w': config key 'retry_strategy.multiplier': input should be greater "
-             "than or equal to 1 (got 0.5)")],
+        "name: w\nconfig:\n  retry_strategy: !Exponential {multiplier: 0.5}\nnodes: []\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: workflow 'w': config key 'retry_strategy.multiplier': input should be greater "
+                "than or equal to 1 (got 0.5)",
+            )
+        ],
         id="retry-multiplier-below-one",
     ),
     pytest.param(
-        NODE_A + "    dependecies: []\n", None,
+        NODE_A + "    dependecies: []\n",
+        None,
         [(5, "<string>:5: workflow 'w', node 'a': unknown key 'dependecies' (did you mean 'dependencies'?)")],
         id="unknown-node-key",
     ),
     pytest.param(
-        "name: w\ndescripton: x\nnodes: []\n", None,
+        "name: w\ndescripton: x\nnodes: []\n",
+        None,
         [(2, "<string>:2: workflow 'w': unknown key 'descripton' (did you mean 'description'?)")],
         id="unknown-workflow-key",
     ),
     pytest.param(
-        "name: w\nconfig:\n  max_attempt: 2\nnodes: []\n", None,
+        "name: w\nconfig:\n  max_attempt: 2\nnodes: []\n",
+        None,
         [(3, "<string>:3: workflow 'w': unknown config key 'max_attempt' (did you mean 'max_attempts'?)")],
         id="unknown-config-key",
     ),
     pytest.param(
-        NODE_A + "    inputs:\n      - name: i\n        refrence: inputs.x\n", None,
+        NODE_A + "    inputs:\n      - name: i\n        refrence: inputs.x\n",
+        None,
         [(7, "<string>:7: workflow 'w', node 'a': unknown key 'refrence' (did you mean 'reference'?)")],
         id="unknown-input-key",
     ),
     pytest.param(
-        "name: w\ncolour: red\nnodes: []\n", None,
+        "name: w\ncolour: red\nnodes: []\n",
+        None,
         [(2, "<string>:2: workflow 'w': unknown key 'colour'")],
         id="unknown-key-no-suggestion",
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: !Random {}\nnodes: []\n", None,
-        [(3, "<string>:3: invalid YAML (column 19): unsupported YAML tag '!Random' "
-             "(allowed: !Immediate, !Linear, !Exponential)")],
+        "name: w\nconfig:\n  retry_strategy: !Random {}\nnodes: []\n",
+        None,
+        [
+            (
+                3,
+                "<string>:3: invalid YAML (column 19): unsupported YAML tag '!Random' "
+                "(allowed: !Immediate, !Linear, !Exponential)",
+            )
+        ],
         id="unknown-tag",
     ),
     pytest.param(
-        "name: w\nconfig:\n  retry_strategy: !Linear 3\nnodes: []\n", None,
+        "name: w\nconfig:\n  retry_strategy: !Linear 3\nnodes: []\n",
+        None,
         [(3, "<string>:3: invalid YAML (column 19): tag '!Linear' takes a mapping of parameters")],
         id="tag-on-a-scalar",
     ),
@@ -543,8 +732,11 @@ def test_python_tags_are_refused_as_problems(text: str, line: int) -> None:
 @pytest.mark.xfail(strict=True, reason="loader cuts the tag name at the 'tag' inside 'tag:yaml.org'")
 def test_python_tag_is_named_as_written() -> None:
     assert _problems("name: w\nnodes: !!python/object:os.system {}\n") == [
-        (2, "<string>:2: invalid YAML (column 8): unsupported YAML tag '!!python/object:os.system' "
-            "(allowed: !Immediate, !Linear, !Exponential)")
+        (
+            2,
+            "<string>:2: invalid YAML (column 8): unsupported YAML tag '!!python/object:os.system' "
+            "(allowed: !Immediate, !Linear, !Exponential)",
+        )
     ]
 
 
@@ -562,17 +754,23 @@ def test_duplicate_yaml_keys(text: str, line: int, message: str) -> None:
     assert found.endswith(f":{line}: " + message) or found.endswith(f": {message}")
 
 
-@pytest.mark.xfail(strict=True, reason="duplicate-key problems are made before the workflow and node are known")
+@pytest.mark.xfail(
+    strict=True, reason="duplicate-key problems are made before the workflow and node are known"
+)
 def test_duplicate_yaml_key_names_workflow_and_node() -> None:
     assert _problems(NODE_A + "    action: y\n") == [
         (5, "<string>:5: workflow 'w', node 'a': duplicate key 'action' (first at line 4)")
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="a NUL or other unprintable character escapes as yaml.reader.ReaderError")
+@pytest.mark.xfail(
+    strict=True, reason="a NUL or other unprintable character escapes as yaml.reader.ReaderError"
+)
 def test_unprintable_character_is_a_problem() -> None:
-    ((line, message),) = _problems("name: w\x00\nnodes: []\n")
-    assert "invalid YAML" in message
+    ((line, message),) = _problems("name: w\nnodes: []\ndescription: \x00\n")
+    assert line == 3
+    assert message.startswith("<string>:3: invalid YAML")
+    assert "\n" not in message
 
 
 @pytest.mark.xfail(strict=True, reason="`config: <falsy non-mapping>` is replaced by {} instead of reported")
@@ -658,7 +856,9 @@ def test_problems_name_the_file(tmp_path: Path) -> None:
     file = tmp_path / "bad.yml"
     file.write_text(NODE_A + "    dependencies: [zz]\n", encoding="utf-8")
     for source in (file, str(file)):
-        with pytest.raises(WorkflowSpecError, match=r"^" + f"{file}:5: workflow 'w', node 'a': dependency 'zz'"):
+        with pytest.raises(
+            WorkflowSpecError, match=r"^" + f"{file}:5: workflow 'w', node 'a': dependency 'zz'"
+        ):
             load_workflow(source)
 
 
@@ -690,9 +890,15 @@ def test_undecodable_file(tmp_path: Path) -> None:
 
 def test_parse_workflow_with_path_offset_and_default_name() -> None:
     with pytest.raises(WorkflowSpecError) as caught:
-        parse_workflow("nodes:\n  - {id: a, action: x, dependencies: [b]}\n", path="nb.ipynb", line_offset=10,
-                       default_name="cell")
-    assert str(caught.value) == "nb.ipynb:12: workflow 'cell', node 'a': dependency 'b' is not a node (known: a)"
+        parse_workflow(
+            "nodes:\n  - {id: a, action: x, dependencies: [b]}\n",
+            path="nb.ipynb",
+            line_offset=10,
+            default_name="cell",
+        )
+    assert (
+        str(caught.value) == "nb.ipynb:12: workflow 'cell', node 'a': dependency 'b' is not a node (known: a)"
+    )
     assert parse_workflow("name: own\nnodes: []\n", default_name="cell").name == "own"
 
 
@@ -711,7 +917,9 @@ def test_load_workflows_sorted_by_file_name(tmp_path: Path) -> None:
 def test_load_workflows_reports_every_file_together(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(NODE_A + "    dependencies: [zz]\n", encoding="utf-8")
     (tmp_path / "b.yaml").write_text(CHAIN, encoding="utf-8")
-    (tmp_path / "c.yml").write_text("name: c\nnodes:\n  - {id: q, action: x, colour: red}\n", encoding="utf-8")
+    (tmp_path / "c.yml").write_text(
+        "name: c\nnodes:\n  - {id: q, action: x, colour: red}\n", encoding="utf-8"
+    )
     with pytest.raises(WorkflowSpecError) as caught:
         load_workflows(tmp_path, actions=["x", "y"])
     assert str(caught.value).splitlines() == [
@@ -744,10 +952,14 @@ def test_resources_round_trip_through_to_yaml(resources: Path) -> None:
 
 
 def _with_literal(literal: str) -> WorkflowSpec:
-    return load_workflow(f"name: w\nnodes:\n  - id: a\n    action: x\n    inputs: [{{name: i, value: {literal}}}]\n")
+    return load_workflow(
+        f"name: w\nnodes:\n  - id: a\n    action: x\n    inputs: [{{name: i, value: {literal}}}]\n"
+    )
 
 
-@pytest.mark.xfail(strict=True, reason="to_yaml drops `value: null` (a default), so the input loses its source")
+@pytest.mark.xfail(
+    strict=True, reason="to_yaml drops `value: null` (a default), so the input loses its source"
+)
 def test_literal_null_round_trips() -> None:
     spec = _with_literal("null")
     assert load_workflow(spec.to_yaml()) == spec
@@ -758,3 +970,61 @@ def test_literal_null_round_trips() -> None:
 def test_yaml_only_literals_round_trip(literal: str) -> None:
     spec = _with_literal(literal)
     assert load_workflow(spec.to_yaml()) == spec
+
+
+# --- the user guide's examples ------------------------------------------------------------------
+
+GUIDE = Path(__file__).parents[2] / "docs" / "workflow-format.md"
+
+
+def _guide_blocks(language: str) -> list[str]:
+    blocks = GUIDE.read_text(encoding="utf-8").split("```")
+    return [block.split("\n", 1)[1] for block in blocks[1::2] if block.startswith(language + "\n")]
+
+
+def test_guide_worked_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dagger_nb.cli import main
+
+    example = _guide_blocks("yaml")[0]
+    file = _write_file(tmp_path / "etl.yaml", example)
+    spec = load_workflow(
+        file, actions={"read_csv", "drop_bad_rows", "total_by", "write_report", "notify_owner"}
+    )
+    assert spec.topological_order() == ["load", "clean", "by_region", "by_month", "report"]
+    assert spec.dependencies("report") == ["by_region", "by_month"]
+    assert spec.dependencies("clean") == ["load"]
+    assert spec.node("by_month").attempts(spec.config) == 1
+    assert spec.node("by_region").attempts(spec.config) == 3
+    assert spec.config.retry_strategy.delay(attempt=3) == 2.0
+    assert spec.config.on_failure is OnFailure.CONTINUE
+    assert main(["validate", str(file)]) == 0
+    assert capsys.readouterr().out == f"{file}: ok: workflow 'etl', 5 nodes\n"
+
+
+def test_guide_error_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dagger_nb.cli import main
+
+    broken = next(block for block in _guide_blocks("yaml") if "dependecies" in block)
+    assert broken == ETL_WITH_PROBLEMS
+    shown = next(block for block in _guide_blocks("text") if "etl.yaml:19:" in block)
+    file = _write_file(tmp_path / "etl.yaml", broken)
+    assert main(["validate", str(file)]) == 1
+    reported = capsys.readouterr().err.replace(str(file), "etl.yaml")
+    assert reported == "".join(line + "\n" for line in shown.splitlines() if "unknown action" not in line)
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(file, actions=["read_csv", "drop_nulls", "render"])
+    assert str(caught.value).replace(str(file), "etl.yaml") + "\n" == shown
+
+
+def test_guide_code_built_workflow_round_trips() -> None:
+    code = next(block for block in _guide_blocks("python") if "to_yaml" in block)
+    namespace: dict[str, object] = {}
+    exec(code.replace("print(spec.to_yaml())", ""), namespace)
+    spec = namespace["spec"]
+    assert isinstance(spec, WorkflowSpec)
+    assert load_workflow(spec.to_yaml()) == spec
+
+
+def _write_file(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -67,7 +67,11 @@ def test_minimal_workflow_defaults() -> None:
     assert spec.tags == []
     assert spec.config == DagConfig()
     assert (spec.description, spec.author, spec.version, spec.signature, spec.instructions) == (
-        None, None, None, None, None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 
@@ -80,21 +84,30 @@ def test_minimal_workflow_defaults() -> None:
         (NodeSpec(id="a", action="x", try_count=5, onfailure=False), DagConfig(), 1),
         (NodeSpec(id="a", action="x", onfailure=False), DagConfig(max_attempts=4), 1),
     ],
-    ids=["config-default", "config-max-attempts", "try-count-wins", "no-onfailure-try-count",
-         "no-onfailure-config"],
+    ids=[
+        "config-default",
+        "config-max-attempts",
+        "try-count-wins",
+        "no-onfailure-try-count",
+        "no-onfailure-config",
+    ],
 )
 def test_attempts(node: NodeSpec, config: DagConfig, expected: int) -> None:
     assert node.attempts(config) == expected
 
 
-@pytest.mark.parametrize(("failure", "handler"), [(None, None), ("", None), ("cleanup", "cleanup")],
-                         ids=["absent", "empty", "named"])
+@pytest.mark.parametrize(
+    ("failure", "handler"),
+    [(None, None), ("", None), ("cleanup", "cleanup")],
+    ids=["absent", "empty", "named"],
+)
 def test_failure_handler(failure: str | None, handler: str | None) -> None:
     assert NodeSpec(id="a", action="x", failure=failure).failure_handler == handler
 
 
 @pytest.mark.parametrize(
-    ("enabled", "nodes", "expected"), [(True, 8, 8), (True, 2, 2), (False, 8, 1)],
+    ("enabled", "nodes", "expected"),
+    [(True, 8, 8), (True, 2, 2), (False, 8, 1)],
     ids=["default", "limited", "sequential"],
 )
 def test_parallelism(enabled: bool, nodes: int, expected: int) -> None:
@@ -108,9 +121,12 @@ def test_parallelism(enabled: bool, nodes: int, expected: int) -> None:
 @pytest.mark.parametrize(
     ("spelling", "expected"),
     [
-        ("Continue", OnFailure.CONTINUE), ("continue", OnFailure.CONTINUE),
-        ("STOP", OnFailure.STOP), ("Stop", OnFailure.STOP),
-        ("pause", OnFailure.PAUSE), ("PaUsE", OnFailure.PAUSE),
+        ("Continue", OnFailure.CONTINUE),
+        ("continue", OnFailure.CONTINUE),
+        ("STOP", OnFailure.STOP),
+        ("Stop", OnFailure.STOP),
+        ("pause", OnFailure.PAUSE),
+        ("PaUsE", OnFailure.PAUSE),
     ],
     ids=lambda value: str(value),
 )
@@ -147,8 +163,15 @@ def test_human_timeout_action_any_case(spelling: str, expected: HumanTimeoutActi
             RetryStrategy(kind="exponential", initial_delay_secs=0.5),
         ),
     ],
-    ids=["Immediate", "immediate", "Immediate-mapping", "Linear", "Linear-defaults", "Exponential",
-         "Exponential-partial"],
+    ids=[
+        "Immediate",
+        "immediate",
+        "Immediate-mapping",
+        "Linear",
+        "Linear-defaults",
+        "Exponential",
+        "Exponential-partial",
+    ],
 )
 def test_retry_strategy_spellings(raw: object, expected: RetryStrategy) -> None:
     assert RetryStrategy.model_validate(raw) == expected
@@ -164,8 +187,14 @@ def test_retry_strategy_spellings(raw: object, expected: RetryStrategy) -> None:
         (RetryStrategy(initial_delay_secs=5, max_delay_secs=5, multiplier=1.0), [0, 5, 5, 5]),
         (RetryStrategy(initial_delay_secs=0, max_delay_secs=10), [0, 0, 0]),
     ],
-    ids=["immediate", "linear", "exponential-default-capped-at-60", "exponential-x3-capped-at-30",
-         "exponential-flat", "exponential-zero"],
+    ids=[
+        "immediate",
+        "linear",
+        "exponential-default-capped-at-60",
+        "exponential-x3-capped-at-30",
+        "exponential-flat",
+        "exponential-zero",
+    ],
 )
 def test_retry_delay_per_attempt(strategy: RetryStrategy, delays: list[float]) -> None:
     assert [strategy.delay(attempt=attempt) for attempt in range(1, len(delays) + 1)] == delays
@@ -215,8 +244,10 @@ def test_input_source(spec: InputSpec, source: tuple[str, str] | None) -> None:
     ("raw", "message"),
     [
         ({"name": "x"}, "input 'x' needs a 'reference' or a 'value'"),
-        ({"name": "x", "reference": "inputs.a", "value": 1},
-         "input 'x' has both 'reference' and 'value'; keep one"),
+        (
+            {"name": "x", "reference": "inputs.a", "value": 1},
+            "input 'x' has both 'reference' and 'value'; keep one",
+        ),
     ],
     ids=["neither", "both"],
 )
@@ -253,16 +284,28 @@ def test_unknown_node_lists_the_known_ones() -> None:
         (NodeSpec(id="c", action="x", inputs=[_ref("i", "a.rows")]), ["a"]),
         (NodeSpec(id="c", action="x", dependencies=["b"], inputs=[_ref("i", "a.rows")]), ["b", "a"]),
         (
-            NodeSpec(id="c", action="x", dependencies=["a"],
-                     inputs=[_ref("i", "a.rows"), _ref("j", "a.cols"), _ref("k", "b.n")]),
+            NodeSpec(
+                id="c",
+                action="x",
+                dependencies=["a"],
+                inputs=[_ref("i", "a.rows"), _ref("j", "a.cols"), _ref("k", "b.n")],
+            ),
             ["a", "b"],
         ),
         (NodeSpec(id="c", action="x", dependencies=["a", "a"]), ["a"]),
         (NodeSpec(id="c", action="x", inputs=[_ref("i", "inputs.path"), _ref("j", "path")]), []),
         (NodeSpec(id="c", action="x", inputs=[InputSpec(name="i", value="a.rows")]), []),
     ],
-    ids=["none", "explicit", "implied", "explicit-then-implied", "no-duplicates",
-         "duplicate-explicit", "run-inputs-are-not-nodes", "literal-is-not-a-reference"],
+    ids=[
+        "none",
+        "explicit",
+        "implied",
+        "explicit-then-implied",
+        "no-duplicates",
+        "duplicate-explicit",
+        "run-inputs-are-not-nodes",
+        "literal-is-not-a-reference",
+    ],
 )
 def test_dependencies(node: NodeSpec, expected: list[str]) -> None:
     spec = _workflow(NodeSpec(id="a", action="x"), NodeSpec(id="b", action="x"), node)
@@ -289,15 +332,20 @@ def test_dependency_map() -> None:
         ([], []),
         ([NodeSpec(id="a", action="x")], ["a"]),
         (
-            [NodeSpec(id="c", action="x", dependencies=["b"]), NodeSpec(id="b", action="x", dependencies=["a"]),
-             NodeSpec(id="a", action="x")],
+            [
+                NodeSpec(id="c", action="x", dependencies=["b"]),
+                NodeSpec(id="b", action="x", dependencies=["a"]),
+                NodeSpec(id="a", action="x"),
+            ],
             ["a", "b", "c"],
         ),
         (
-            [NodeSpec(id="report", action="x", dependencies=["left", "right"]),
-             NodeSpec(id="right", action="x", inputs=[_ref("i", "load.rows")]),
-             NodeSpec(id="left", action="x", dependencies=["load"]),
-             NodeSpec(id="load", action="x")],
+            [
+                NodeSpec(id="report", action="x", dependencies=["left", "right"]),
+                NodeSpec(id="right", action="x", inputs=[_ref("i", "load.rows")]),
+                NodeSpec(id="left", action="x", dependencies=["load"]),
+                NodeSpec(id="load", action="x"),
+            ],
             ["load", "right", "left", "report"],
         ),
         (

@@ -1,0 +1,216 @@
+"""Running in the background, events, cancellation and the synchronous facade."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+import dagger_nb
+from dagger_nb import ActionRegistry, DagExecutor, ExecutionError, RunNotFound
+from tests.dag.helpers import executor_with, workflow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def registry() -> ActionRegistry:
+    registry = ActionRegistry()
+    registry.register("double", lambda x: 2 * x, inline=True)
+    return registry
+
+
+def pipeline() -> dagger_nb.WorkflowSpec:
+    return workflow(
+        "pipeline",
+        {"id": "a", "action": "double", "inputs": [{"name": "x", "reference": "inputs.x"}]},
+        {"id": "b", "action": "double", "inputs": [{"name": "x", "reference": "a.result"}]},
+    )
+
+
+async def test_start_returns_at_once_and_the_handle_gives_the_report(registry: ActionRegistry) -> None:
+    gate = anyio.Event()
+
+    @dagger_nb.action(registry=registry)
+    async def gated(x: int) -> int:
+        await gate.wait()
+        return x
+
+    spec = workflow("gated", {"id": "g", "action": "gated", "inputs": [{"name": "x", "value": 3}]})
+    async with executor_with(registry, spec) as executor:
+        handle = executor.start("gated")
+        assert handle.status == "pending" and handle.report is None and not handle.done
+        assert handle.workflow == "gated" and handle.run_id
+        events = []
+        async for event in handle.subscribe():
+            events.append(event)
+            if isinstance(event, dagger_nb.NodeStarted):
+                assert handle.status == "running"
+                gate.set()
+        report = await handle
+        assert report is handle.report and report.success and handle.done
+        assert await handle.wait() is report
+    assert [type(e).__name__ for e in events] == ["NodeStarted", "NodeSucceeded", "RunFinished"]
+    assert events[-1].report is report and events[1].outputs == {"result": 3}
+    assert all(e.timestamp > 0 for e in events)
+
+
+async def test_late_subscriber_receives_every_event_so_far(registry: ActionRegistry) -> None:
+    async with executor_with(registry, pipeline()) as executor:
+        handle = executor.start("pipeline", inputs={"x": 1})
+        await handle
+        events = [(type(e).__name__, getattr(e, "node", None)) async for e in handle.subscribe()]
+    assert events == [("NodeStarted", "a"), ("NodeSucceeded", "a"), ("NodeStarted", "b"),
+                      ("NodeSucceeded", "b"), ("RunFinished", None)]
+
+
+async def test_cancel_event_ends_the_run_cancelled_promptly(registry: ActionRegistry) -> None:
+    started = anyio.Event()
+
+    @dagger_nb.action(registry=registry)
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    spec = workflow("endless", {"id": "f", "action": "forever"}, {"id": "next", "action": "forever",
+                    "dependencies": ["f"]})
+    executor = executor_with(registry, spec)
+    cancel = anyio.Event()
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: _set_when(started, cancel))
+        with anyio.fail_after(1):
+            report = await executor.execute_dag("endless", cancel=cancel)
+    assert report.status == "cancelled" and report.error == "the run was cancelled"
+    assert report.outcomes["f"].status == "cancelled" and report.outcomes["next"].status == "pending"
+
+
+async def _set_when(started: anyio.Event, cancel: anyio.Event) -> None:
+    await started.wait()
+    cancel.set()
+
+
+async def test_handle_cancel_cancels_a_background_run(registry: ActionRegistry) -> None:
+    release_thread = threading.Event()
+    registry.register("blocking", lambda: release_thread.wait(10))
+    spec = workflow("blocked", {"id": "b", "action": "blocking"})
+    async with executor_with(registry, spec) as executor:
+        handle = executor.start("blocked")
+        async for event in handle.subscribe():
+            if isinstance(event, dagger_nb.NodeStarted):
+                handle.cancel()
+        with anyio.fail_after(1):
+            report = await handle
+    release_thread.set()
+    assert report.status == "cancelled" and handle.status == "cancelled"
+    cancelled = [e for e in report.outcomes.values() if e.status == "cancelled"]
+    assert [o.node for o in cancelled] == ["b"]
+
+
+async def test_cancelling_the_caller_cancels_the_run_and_records_it(registry: ActionRegistry) -> None:
+    started = anyio.Event()
+
+    @dagger_nb.action(registry=registry)
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    spec = workflow("interrupted", {"id": "f", "action": "forever"})
+    executor = executor_with(registry, spec)
+    async with anyio.create_task_group() as group:
+        group.start_soon(executor.execute_dag, "interrupted")
+        await started.wait()
+        group.cancel_scope.cancel()  # what interrupting the kernel does to an awaited run
+    runs = executor.runs()
+    assert runs.loc[0, "status"] == "cancelled"
+
+
+async def test_aclose_cancels_background_runs(registry: ActionRegistry) -> None:
+    @dagger_nb.action(registry=registry)
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    executor = executor_with(registry, workflow("endless", {"id": "f", "action": "forever"}))
+    handle = executor.start("endless")
+    with anyio.fail_after(1):
+        await executor.aclose()
+    assert handle.status == "cancelled"
+
+
+async def test_run_works_inside_a_running_loop_on_a_private_loop(registry: ActionRegistry) -> None:
+    executor = executor_with(registry, pipeline())
+    report = executor.run("pipeline", inputs={"x": 5})  # we are inside the test's event loop
+    assert report.success and report.cache.get("b", "result") == 20
+
+
+def test_run_works_in_a_plain_script(registry: ActionRegistry) -> None:
+    report = executor_with(registry, pipeline()).run("pipeline", inputs={"x": 1})
+    assert report.cache.get("b", "result") == 4
+
+
+def test_start_without_a_running_loop_says_what_to_do(registry: ActionRegistry) -> None:
+    with pytest.raises(ExecutionError, match="needs a running event loop .* use the synchronous form"):
+        executor_with(registry, pipeline()).start("pipeline")
+
+
+async def test_handle_lookup_and_unknown_runs(registry: ActionRegistry) -> None:
+    executor = executor_with(registry, pipeline())
+    report = await executor.execute_dag("pipeline", inputs={"x": 1})
+    assert executor.handle(report.run_id).report is report
+    with pytest.raises(RunNotFound, match="no run with id 'nope'"):
+        executor.handle("nope")
+    with pytest.raises(RunNotFound, match="no run with id 'nope'"):
+        await executor.resume("nope")
+
+
+async def test_start_resume_continues_in_the_background(registry: ActionRegistry) -> None:
+    attempts = {"count": 0}
+
+    def fragile() -> str:
+        attempts["count"] += 1
+        if attempts["count"] == 1:
+            raise RuntimeError("first run fails")
+        return "ok"
+
+    registry.register("fragile", fragile)
+    spec = workflow("retry-later", {"id": "f", "action": "fragile", "onfailure": False})
+    async with executor_with(registry, spec) as executor:
+        first = await executor.execute_dag("retry-later")
+        assert first.status == "paused"
+        handle = executor.start_resume(first.run_id)
+        report = await handle
+    assert report.status == "succeeded" and report.run_id == first.run_id
+
+
+async def test_runs_frame_lists_runs_newest_first(registry: ActionRegistry) -> None:
+    executor = executor_with(registry, pipeline())
+    first = await executor.execute_dag("pipeline", inputs={"x": 1})
+    second = await executor.execute_dag("pipeline", inputs={"x": 2})
+    frame = executor.runs()
+    assert list(frame.columns) == ["run_id", "workflow", "status", "started_at", "finished_at", "nodes",
+                                   "failed", "error"]
+    assert list(frame["run_id"]) == [second.run_id, first.run_id]
+    assert list(frame["nodes"]) == [2, 2]
+
+
+async def test_each_run_gets_its_own_cache_unless_one_is_given(registry: ActionRegistry) -> None:
+    executor = executor_with(registry, pipeline())
+    shared = dagger_nb.Cache()
+    one = await executor.execute_dag("pipeline", shared, inputs={"x": 1})
+    two = await executor.execute_dag("pipeline", inputs={"x": 2})
+    assert one.cache is shared and two.cache is not shared
+    assert shared.get("b", "result") == 4 and two.cache.get("b", "result") == 8
+
+
+async def test_limited_cache_never_evicts_what_a_pending_node_needs(registry: ActionRegistry) -> None:
+    registry.register("make", lambda ctx: ctx.node, inline=True)
+    registry.register("join", lambda **parts: "+".join(sorted(v for k, v in parts.items() if k != "ctx")), inline=True)
+    nodes = [{"id": f"p{i}", "action": "make"} for i in range(6)]
+    nodes.append({"id": "join", "action": "join",
+                  "inputs": [{"name": f"x{i}", "reference": f"p{i}.result"} for i in range(6)]})
+    spec = workflow("fan-in", *nodes, max_parallel_nodes=1)
+    cache = dagger_nb.Cache(dagger_nb.CacheConfig(max_entries=2))
+    report = await executor_with(registry, spec).execute_dag("fan-in", cache)
+    assert report.success, report.error
+    assert report.cache.get("join", "result") == "p0+p1+p2+p3+p4+p5"
+    assert len(cache) == 2 and cache.contains("join", "result")  # evicted once nobody needs them
