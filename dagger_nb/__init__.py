@@ -49,6 +49,7 @@ from dagger_nb.errors import (
     NeedsDependencies,
     NodeTimeout,
     Problem,
+    PubSubError,
     RunNotFound,
     SchemaValidationError,
     StorageError,
@@ -57,8 +58,25 @@ from dagger_nb.errors import (
     WorkflowSpecError,
 )
 from dagger_nb.graph import render_svg
+from dagger_nb.pubsub import (
+    Message,
+    PubSub,
+    PubSubAgent,
+    PubSubAgentRegistry,
+    PubSubContext,
+    PubSubHandle,
+    default_pubsub_registry,
+    pubsub_agent,
+)
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext dagger_nb``: register the magics (IPython is imported only here)."""
+    from dagger_nb.notebook import load_ipython_extension as load
+
+    load(ipython)
 
 __all__ = [
     "ActionError",
@@ -81,6 +99,7 @@ __all__ = [
     "GraphvizNotFound",
     "InputSpec",
     "InvalidSchemaError",
+    "Message",
     "NeedsDependencies",
     "NodeCancelled",
     "NodeContext",
@@ -95,6 +114,12 @@ __all__ = [
     "OnFailure",
     "OutputSpec",
     "Problem",
+    "PubSub",
+    "PubSubAgent",
+    "PubSubAgentRegistry",
+    "PubSubContext",
+    "PubSubError",
+    "PubSubHandle",
     "RetryStrategy",
     "RunFinished",
     "RunHandle",
@@ -106,11 +131,13 @@ __all__ = [
     "WorkflowSpec",
     "WorkflowSpecError",
     "action",
+    "default_pubsub_registry",
     "default_registry",
     "get_value",
     "insert_value",
     "load_workflow",
     "load_workflows",
     "parse_input_from_name",
+    "pubsub_agent",
     "render_svg",
 ]

@@ -10,7 +10,7 @@ everything still running and waits for it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -27,11 +27,11 @@ class BackgroundGroup:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._service: asyncio.Task[None] | None = None
         self._group: TaskGroup | None = None
-        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], Callable[[], object]]] = []
+        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], Callable[[], object]]] = []
         self._wakeup: anyio.Event | None = None
 
     def submit(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any, on_drop: Callable[[], object] = lambda: None
+        self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, on_drop: Callable[[], object] = lambda: None
     ) -> None:
         """Run ``fn(*args)`` in the background on the calling thread's running loop.
 

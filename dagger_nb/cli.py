@@ -74,7 +74,8 @@ def _validate(args: argparse.Namespace) -> int:
             failed = True
             print(error, file=sys.stderr)
             continue
-        print(f"{file}: ok: workflow '{spec.name}', {len(spec.nodes)} nodes")
+        count = len(spec.nodes)
+        print(f"{file}: ok: workflow '{spec.name}', {count} node{'' if count == 1 else 's'}")
     return 1 if failed else 0
 
 
@@ -86,13 +87,21 @@ def _graph(args: argparse.Namespace) -> int:
         return 0
     output = Path(args.output)
     if output.suffix == ".svg":
-        output.write_text(render_svg(dot), encoding="utf-8")
+        text = render_svg(dot)
     elif output.suffix in (".dot", ".gv"):
-        output.write_text(dot, encoding="utf-8")
+        text = dot
     else:
         raise DaggerError(f"cannot write '{output}': the output must end in .svg or .dot")
+    _write(output, text)
     print(f"wrote {output}")
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise DaggerError(f"cannot write '{path}': {error.strerror or error}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -126,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
             print("\nCache:")
             print(_cache_table(report.cache))
     if args.svg:
-        Path(args.svg).write_text(render_svg(report.to_dot()), encoding="utf-8")
+        _write(Path(args.svg), render_svg(report.to_dot()))
         print(f"\nwrote {args.svg}", file=sys.stderr)
     return 0 if report.success else 1
 

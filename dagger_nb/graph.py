@@ -44,6 +44,7 @@ def quote(text: object) -> str:
     """Return ``text`` as a DOT double-quoted string, safe for any content."""
     escaped = (
         str(text)
+        .replace("&", "&amp;")  # Graphviz decodes entities in labels: keep a literal "&amp;" literal
         .replace("\\", "\\\\")
         .replace('"', '\\"')
         .replace("\r\n", "\n")

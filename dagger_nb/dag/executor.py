@@ -188,6 +188,10 @@ class DagExecutor:
         run = self._resumable(run_id)
         return await self._drive(run)
 
+    def resume_sync(self, run_id: str) -> ExecutionReport:
+        """:meth:`resume` for scripts (and cells without ``await``)."""
+        return run_sync(self.resume, run_id)
+
     def start_resume(self, run_id: str) -> RunHandle:
         """Like :meth:`resume`, but in the background; returns at once."""
         run = self._resumable(run_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ class _SpecLoader(yaml.SafeLoader):
     """The safe loader plus exactly the retry-strategy tags of Rust Dagger files."""
 
 
-def _tagged(kind: str):  # type: ignore[no-untyped-def]
+def _tagged(kind: str) -> Callable[[_SpecLoader, yaml.Node], dict[str, Any]]:
     def construct(loader: _SpecLoader, node: yaml.Node) -> dict[str, Any]:
         if isinstance(node, yaml.MappingNode):
             return {kind: loader.construct_mapping(node, deep=True)}
@@ -53,8 +53,8 @@ def _tagged(kind: str):  # type: ignore[no-untyped-def]
     return construct
 
 
-for _kind in ("Immediate", "Linear", "Exponential"):
-    _SpecLoader.add_constructor(f"!{_kind}", _tagged(_kind))
+for _tag in ("Immediate", "Linear", "Exponential"):
+    _SpecLoader.add_constructor(f"!{_tag}", _tagged(_tag))
 
 
 def load_workflow(
@@ -169,9 +169,9 @@ class _Document:
                 data = {"name": default_name, **data}
             if isinstance(data.get("name"), str):
                 self.workflow = data["name"]
-        for location, line, message in self.duplicate_keys:
-            node_id = _node_id(data, location) if isinstance(data, dict) else None
-            self.problems.append(Problem(self.path, line, self.workflow, node_id, message))
+        for where, line, message in self.duplicate_keys:
+            owner = _node_id(data, where) if isinstance(data, dict) else None
+            self.problems.append(Problem(self.path, line, self.workflow, owner, message))
         if not isinstance(data, dict):
             self.problem(f"a workflow must be a mapping with 'name' and 'nodes', got {_kind(data)}")
             return None

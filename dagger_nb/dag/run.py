@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from time import time
 from typing import Any
@@ -23,6 +23,9 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+CompiledInput = tuple[str, "str | None", str, Any, "str | None"]
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What every run of one workflow shares: the graph and each node's compiled inputs.
@@ -32,8 +35,8 @@ class Plan:
 
     dependencies: dict[str, list[str]]
     dependents: dict[str, list[str]]
-    #: node id -> ((input name, namespace, key, literal value, reference), ...); namespace None = literal
-    inputs: dict[str, tuple[tuple[str, str | None, str, Any, str | None], ...]]
+    #: node id -> its inputs as (name, namespace, key, literal value, reference); namespace None = literal
+    inputs: dict[str, tuple[CompiledInput, ...]]
 
     @classmethod
     def of(cls, spec: WorkflowSpec) -> Plan:
@@ -43,9 +46,9 @@ class Plan:
         for node_id, needs in dependencies.items():
             for dependency in needs:
                 dependents[dependency].append(node_id)
-        inputs = {}
+        inputs: dict[str, tuple[CompiledInput, ...]] = {}
         for node in spec.nodes:
-            compiled = []
+            compiled: list[CompiledInput] = []
             for item in node.inputs:
                 source = item.source
                 if source is None:
@@ -87,12 +90,13 @@ class Run:
         # so a size-limited cache never evicts what a pending node needs.
         self._limited_cache = cache.config.max_entries is not None or cache.config.max_memory_mb is not None
         self._released: set[str] = set()
+        self.waited_callbacks: list[Callable[[], object]] = []
         if self._limited_cache:
             cache.retain("inputs")
             for node_id, outcome in self.outcomes.items():
                 if outcome.status == "succeeded":
                     self.keep_outputs(node_id)
-        self.reset()
+        self._prepare()
 
     def reset(self) -> None:
         """Prepare to (re)start: failed, cancelled and skipped nodes become pending again."""
@@ -109,6 +113,9 @@ class Run:
                 outcome.error = None
                 outcome.started_at = outcome.finished_at = None
                 outcome.notes = []
+        self._prepare()
+
+    def _prepare(self) -> None:
         outcomes = self.outcomes
         if any(outcome.status == "succeeded" for outcome in outcomes.values()):
             self.waiting = {
@@ -270,7 +277,17 @@ class RunHandle:
                 self._run.done = anyio.Event()
             await self._run.done.wait()
         assert self._run.report is not None
+        for callback in self._run.waited_callbacks:
+            callback()
         return self._run.report
+
+    def add_waited_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` in the waiting task each time :meth:`wait` returns.
+
+        A notebook dashboard uses it to re-send its final state from the cell
+        that awaited the run, where headless runners record it.
+        """
+        self._run.waited_callbacks.append(callback)
 
     def __await__(self) -> Generator[Any, None, ExecutionReport]:
         return self.wait().__await__()

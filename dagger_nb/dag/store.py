@@ -71,7 +71,7 @@ class RunStore:
             connection.execute(
                 "INSERT OR REPLACE INTO dag_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, report.workflow, report.status, report.error, report.started_at,
-                 report.finished_at, report.spec.model_dump_json(), report.to_dot()),
+                 report.finished_at, report.spec.model_dump_json(exclude_unset=True), report.to_dot()),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows)

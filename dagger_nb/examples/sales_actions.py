@@ -45,14 +45,14 @@ def clean_orders(orders: pd.DataFrame) -> dict[str, object]:
 @action
 async def revenue_by_region(orders: pd.DataFrame) -> pd.DataFrame:
     """Revenue per region, largest first."""
-    table = orders.groupby("region", as_index=False)["revenue"].sum()
+    table: pd.DataFrame = orders.groupby("region", as_index=False)[["revenue"]].sum()
     return table.sort_values("revenue", ascending=False, ignore_index=True)
 
 
 @action
 async def top_products(orders: pd.DataFrame, limit: int) -> pd.DataFrame:
     """The ``limit`` products sold in the largest quantities."""
-    table = orders.groupby("product", as_index=False)["quantity"].sum()
+    table: pd.DataFrame = orders.groupby("product", as_index=False)[["quantity"]].sum()
     return table.nlargest(limit, "quantity").reset_index(drop=True)
 
 

@@ -1,0 +1,349 @@
+"""``%load_ext dagger_nb``: cell magics that define workflows, actions and agents, and run them.
+
+Every magic parses its arguments, makes one call into the session, displays
+the result, and raises :class:`~IPython.core.error.UsageError` (shown without a
+traceback) on bad usage.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, SVG, display
+
+from dagger_nb.dag import RunHandle
+from dagger_nb.dag.dot import workflow_dot
+from dagger_nb.dag.loader import parse_workflow
+from dagger_nb.errors import DaggerError, GraphvizNotFound, Problem, WorkflowSpecError
+from dagger_nb.graph import render_svg
+from dagger_nb.notebook.session import Session, run_blocking
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+
+@magics_class
+class DaggerMagics(Magics):
+    """The dagger-nb magics, working on one :class:`Session`."""
+
+    def __init__(self, shell: InteractiveShell | None = None, *, session: Session) -> None:
+        super().__init__(shell)
+        self.session = session
+
+    # -- defining ----------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="workflow name (default: the YAML's `name:`)")
+    @argument("--run", action="store_true", help="start a run in the background with a live dashboard")
+    @argument("--inputs", metavar="EXPR", help="Python expression giving the run inputs (a dict)")
+    @argument("--wait", action="store_true", help="with --run: block until the run ends")
+    @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
+    @argument("--no-graph", action="store_true", help="do not display the structure graph")
+    @cell_magic
+    def dagger_workflow(self, line: str, cell: str) -> None:
+        """Define (or replace) a workflow from the YAML in the cell; optionally run it.
+
+        Problems are reported with the line numbers of the cell. With ``--run``
+        the RunHandle is stored in ``_dagger_run`` (and in VAR with ``--out``).
+
+        Example::
+
+            %%dagger_workflow sums --run --inputs "{'x': 5}"
+            nodes:
+              - id: first
+                action: add
+                inputs: [{name: a, reference: inputs.x}, {name: b, value: 1}]
+        """
+        args = parse_argstring(self.dagger_workflow, line)
+        if (args.wait or args.inputs or args.out) and not args.run:
+            raise UsageError("--inputs, --wait and --out need --run")
+        executor = self.session.executor
+        try:
+            spec = parse_workflow(
+                cell, path="<cell>", actions=executor.registry.names(), line_offset=1, default_name=args.name
+            )
+        except WorkflowSpecError as error:
+            raise UsageError(_cell_problems(error.problems)) from None
+        if args.name and spec.name != args.name:
+            spec = spec.model_copy(update={"name": args.name})
+        _call(executor.add_workflow, spec)
+        if not args.no_graph:
+            _display_graph(workflow_dot(spec))
+        if args.run:
+            inputs = self._inputs(args.inputs)
+            self._start(lambda: self.session.start_run(spec.name, inputs=inputs), wait=args.wait, out=args.out)
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="the function to register (default: the only one defined)")
+    @cell_magic
+    def dagger_action(self, line: str, cell: str) -> None:
+        """Run the cell and register the function it defines as an action (re-running replaces it).
+
+        Example::
+
+            %%dagger_action
+            def add(a, b):
+                return a + b
+        """
+        args = parse_argstring(self.dagger_action, line)
+        name, fn = self._define_function(cell, args.name, what="action")
+        _call(self.session.registry.register, name, fn)
+
+    @magic_arguments()
+    @argument("name", help="agent name")
+    @argument("--input-schema", metavar="EXPR", help="Python expression giving the input JSON Schema")
+    @argument("--output-schema", metavar="EXPR", help="Python expression giving the output JSON Schema")
+    @cell_magic
+    def dagger_agent(self, line: str, cell: str) -> None:
+        """Run the cell and register the function it defines as task agent NAME (replacing it).
+
+        Example::
+
+            %%dagger_agent summarise --input-schema "{'type': 'object'}"
+            async def summarise(input, ctx):
+                return {"summary": input["text"][:20]}
+        """
+        args = parse_argstring(self.dagger_agent, line)
+        _, fn = self._define_function(cell, None, what="agent", prefer=args.name)
+        options: dict[str, Any] = {}
+        if args.input_schema:
+            options["input_schema"] = self._eval(args.input_schema, "--input-schema")
+        if args.output_schema:
+            options["output_schema"] = self._eval(args.output_schema, "--output-schema")
+        from dagger_nb.agents import TaskAgent
+
+        agent = _call(TaskAgent.from_function, fn, name=args.name, **options)
+        _call(self.session.agents.register, args.name, agent, replace=True)
+
+    @magic_arguments()
+    @argument("name", help="agent name")
+    @argument("--subscribe", metavar="A,B", default="", help="channels the agent reads, comma-separated")
+    @argument("--publish", metavar="C", default="", help="channels the agent writes, comma-separated")
+    @cell_magic
+    def dagger_pubsub_agent(self, line: str, cell: str) -> None:
+        """Run the cell and register its function as pub/sub agent NAME (replacing it).
+
+        Example::
+
+            %%dagger_pubsub_agent shout --subscribe words --publish shouts
+            async def shout(message, ctx):
+                await ctx.publish("shouts", message.payload.upper())
+        """
+        args = parse_argstring(self.dagger_pubsub_agent, line)
+        _, fn = self._define_function(cell, None, what="pub/sub agent", prefer=args.name)
+        subscribe = [c.strip() for c in args.subscribe.split(",") if c.strip()]
+        publish = [c.strip() for c in args.publish.split(",") if c.strip()]
+        if not subscribe and not publish:
+            raise UsageError("a pub/sub agent needs --subscribe and/or --publish channels")
+        from dagger_nb.pubsub import PubSubAgent
+
+        agent = _call(PubSubAgent, args.name, fn, subscribe=subscribe, publish=publish)
+        registry = self.session.pubsub_agents
+        if args.name in registry:
+            registry.remove(args.name)
+        _call(registry.add, agent)
+
+    # -- running -----------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", help="workflow name")
+    @argument("--inputs", metavar="EXPR", help="Python expression giving the run inputs (a dict)")
+    @argument("--wait", action="store_true", help="block until the run ends")
+    @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
+    @line_magic
+    def dagger_run(self, line: str) -> None:
+        """Run workflow NAME in the background with a live dashboard (``_dagger_run`` holds the handle).
+
+        Example: ``%dagger_run sums --inputs "{'x': 5}" --wait``
+        """
+        args = parse_argstring(self.dagger_run, line)
+        inputs = self._inputs(args.inputs)
+        self._start(lambda: self.session.start_run(args.name, inputs=inputs), wait=args.wait, out=args.out)
+
+    @magic_arguments()
+    @argument("run_id", help="id of a failed, paused or cancelled run")
+    @argument("--wait", action="store_true", help="block until the run ends")
+    @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
+    @line_magic
+    def dagger_resume(self, line: str) -> None:
+        """Resume a run: succeeded nodes keep their outputs, the others run again with the
+        actions as registered now. Example: ``%dagger_resume 3f2a9c1b7d4e``"""
+        args = parse_argstring(self.dagger_resume, line)
+        self._start(lambda: self.session.start_resume(args.run_id), wait=args.wait, out=args.out)
+
+    @magic_arguments()
+    @argument("id", nargs="?", help="a run id or job id (default: the latest run)")
+    @line_magic
+    def dagger_dashboard(self, line: str) -> None:
+        """Show a live dashboard for a run or a task job. Example: ``%dagger_dashboard my-job``"""
+        args = parse_argstring(self.dagger_dashboard, line)
+        from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
+
+        dashboard: Any
+        if args.id is None:
+            latest = self.session.latest()
+            if latest is None:
+                raise UsageError("no run was started in this session yet; give a run or job id")
+            dashboard = RunDashboard(latest)
+        elif args.id in self.session.runs or self._known_run(args.id):
+            dashboard = RunDashboard(self.session.handle(args.id))
+        elif self.session._task_manager is not None and args.id in self.session.task_manager.jobs():
+            dashboard = JobDashboard(self.session.task_manager, args.id)
+        else:
+            raise UsageError(f"no run or job with id '{args.id}' in this session")
+        self.session.dashboards[args.id or dashboard.handle.run_id] = dashboard
+        display(dashboard)
+
+    @line_magic
+    def dagger_runs(self, line: str) -> Any:
+        """The session's runs as a DataFrame, newest first. Example: ``%dagger_runs``"""
+        if line.strip():
+            raise UsageError("%dagger_runs takes no arguments")
+        return self.session.runs_frame()
+
+    @magic_arguments()
+    @argument("namespace", nargs="?", help="only this namespace (a node id, or `inputs`)")
+    @line_magic
+    def dagger_cache(self, line: str) -> Any:
+        """The session cache as a DataFrame (``namespace, key, value, type, updated_at``).
+
+        Example: ``%dagger_cache first``
+        """
+        args = parse_argstring(self.dagger_cache, line)
+        frame = self.session.cache.to_frame()
+        if args.namespace is not None:
+            frame = frame[frame["namespace"] == args.namespace].reset_index(drop=True)
+        return frame
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _known_run(self, run_id: str) -> bool:
+        try:
+            self.session.executor.handle(run_id)
+        except DaggerError:
+            return False
+        return True
+
+    def _start(self, start: Callable[[], RunHandle], *, wait: bool, out: str | None) -> None:
+        from dagger_nb.notebook.widgets import RunDashboard
+
+        if wait:
+            holder: dict[str, Any] = {}
+
+            async def run_here() -> None:
+                handle = holder["handle"] = start()
+                holder["dashboard"] = dashboard = RunDashboard(handle)
+                self._publish(handle, dashboard, out)
+                display(dashboard)
+                await handle.wait()
+
+            run_blocking(run_here, on_interrupt=lambda: holder["handle"].cancel())
+            holder["dashboard"].send_final_state()
+            return
+        handle = _call(start)
+        dashboard = RunDashboard(handle)
+        self._publish(handle, dashboard, out)
+        display(dashboard)
+
+    def _publish(self, handle: RunHandle, dashboard: Any, out: str | None) -> None:
+        self.session.dashboards[handle.run_id] = dashboard
+        assert self.shell is not None
+        self.shell.user_ns["_dagger_run"] = handle
+        if out:
+            if not out.isidentifier():
+                raise UsageError(f"--out needs a Python name, got {out!r}")
+            self.shell.user_ns[out] = handle
+
+    def _inputs(self, expression: str | None) -> Mapping[str, Any] | None:
+        if expression is None:
+            return None
+        value = self._eval(expression, "--inputs")
+        if not isinstance(value, Mapping):
+            raise UsageError(f"--inputs must give a mapping (a dict), got {type(value).__name__}")
+        return value
+
+    def _eval(self, expression: str, option: str) -> Any:
+        expression = _unquote(expression)
+        assert self.shell is not None
+        try:
+            return eval(expression, self.shell.user_global_ns, self.shell.user_ns)
+        except Exception as error:
+            raise UsageError(f"{option} {expression!r}: {type(error).__name__}: {error}") from None
+
+    def _define_function(
+        self, cell: str, name: str | None, *, what: str, prefer: str | None = None
+    ) -> tuple[str, Callable[..., Any]]:
+        try:
+            tree = ast.parse(cell)
+        except SyntaxError as error:
+            raise UsageError(f"line {(error.lineno or 0) + 1}: {error.msg}") from None
+        defined = [
+            node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]
+        if name is not None and name not in defined:
+            raise UsageError(f"the cell defines no function named '{name}' (defined: {', '.join(defined) or 'none'})")
+        if name is None:
+            if prefer is not None and prefer in defined:
+                name = prefer
+            elif len(defined) == 1:
+                name = defined[0]
+            elif not defined:
+                raise UsageError(f"the cell defines no function to register as {what}")
+            else:
+                raise UsageError(
+                    f"the cell defines several functions ({', '.join(defined)}); name the one to register "
+                    f"as {what} on the magic line"
+                )
+        assert self.shell is not None
+        result = self.shell.run_cell(cell, store_history=False, silent=True)
+        if not result.success:
+            error = result.error_in_exec or result.error_before_exec
+            raise UsageError(f"the cell failed: {type(error).__name__}: {error}")
+        fn = self.shell.user_ns[name]
+        if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
+            raise UsageError(f"'{name}' is not a function after running the cell")
+        return name, fn
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call into the core; its errors become UsageError (a message, no traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except DaggerError as error:
+        raise UsageError(str(error)) from None
+
+
+def _cell_problems(problems: list[Problem]) -> str:
+    located = [Problem(None, p.line, p.workflow, p.node, p.message) for p in problems]
+    return "the workflow cell has problems:\n" + "\n".join(f"  {p}" for p in located)
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _display_graph(dot: str) -> None:
+    try:
+        display(SVG(render_svg(dot)))
+    except GraphvizNotFound as error:
+        from html import escape
+
+        display(HTML(f"<p>{escape(str(error))}</p><pre>{escape(dot)}</pre>"))
+
+
+def load_magics(shell: InteractiveShell, session: Session) -> DaggerMagics:
+    """Register the magics on ``shell``, working on ``session``."""
+    magics = DaggerMagics(shell, session=session)
+    shell.register_magics(magics)
+    return magics
+
+

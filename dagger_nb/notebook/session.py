@@ -1,0 +1,246 @@
+"""The kernel's session: the registries, executor, task manager, pub/sub and cache a notebook shares.
+
+Magics and dashboards work on one :class:`Session`. The kernel's session
+(:func:`session`) uses the default registries, so actions registered with
+``@dagger_nb.action`` and with ``%%dagger_action`` live side by side; tests
+build isolated ones with ``Session()``.
+
+Work runs on the kernel's own event loop: ``await`` in a cell, or started in
+the background (the cell returns at once). Background runs are owned by the
+executor's task group, jobs by the task manager's; :meth:`Session.aclose`
+cancels them all. No loop patching: a blocking wait (``--wait``) runs the work
+on a private loop in a worker thread while the cell waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pandas as pd
+
+from dagger_nb.cache import Cache
+from dagger_nb.dag import ActionRegistry, DagExecutor, ExecutionReport, RunHandle, default_registry
+
+if TYPE_CHECKING:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry
+
+T = TypeVar("T")
+
+_RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
+
+
+class Session:
+    """What a notebook works with: ``registry``, ``executor``, ``cache``, ``runs`` and, built
+    on first use, ``agents``, ``task_manager``, ``pubsub_agents`` and ``pubsub``.
+
+    ``db`` is an optional SQLite file for the task manager (jobs survive a kernel
+    restart); ``dag_db`` the same for DAG runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ActionRegistry | None = None,
+        cache: Cache | None = None,
+        agents: TaskAgentRegistry | None = None,
+        pubsub_agents: PubSubAgentRegistry | None = None,
+        db: str | os.PathLike[str] | None = None,
+        dag_db: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else ActionRegistry()
+        self.cache = cache if cache is not None else Cache()
+        self.executor = DagExecutor(self.registry, db=dag_db)
+        #: Handles of the runs started in this session, by run id, oldest first.
+        self.runs: dict[str, RunHandle] = {}
+        self.db = db
+        self._agents = agents
+        self._pubsub_agents = pubsub_agents
+        self._task_manager: TaskManager | None = None
+        self._pubsub: PubSub | None = None
+        #: Dashboards shown by magics, by run or job id (the latest one for each id).
+        self.dashboards: dict[str, Any] = {}
+
+    # -- paradigms built on first use -------------------------------------------------------
+
+    @property
+    def agents(self) -> TaskAgentRegistry:
+        """The task agent registry (``%%dagger_agent`` registers here)."""
+        if self._agents is None:
+            from dagger_nb.agents import TaskAgentRegistry
+
+            self._agents = TaskAgentRegistry()
+        return self._agents
+
+    @property
+    def task_manager(self) -> TaskManager:
+        """The session's :class:`~dagger_nb.agents.TaskManager` on :attr:`agents`."""
+        if self._task_manager is None:
+            from dagger_nb.agents import TaskManager
+
+            self._task_manager = TaskManager(self.db, registry=self.agents, cache=self.cache)
+        return self._task_manager
+
+    @property
+    def pubsub_agents(self) -> PubSubAgentRegistry:
+        """The pub/sub agent registry (``%%dagger_pubsub_agent`` registers here)."""
+        if self._pubsub_agents is None:
+            from dagger_nb.pubsub import PubSubAgentRegistry
+
+            self._pubsub_agents = PubSubAgentRegistry()
+        return self._pubsub_agents
+
+    @property
+    def pubsub(self) -> PubSub:
+        """The session's :class:`~dagger_nb.pubsub.PubSub` on :attr:`pubsub_agents`."""
+        if self._pubsub is None:
+            from dagger_nb.pubsub import PubSub
+
+            self._pubsub = PubSub(registry=self.pubsub_agents)
+        return self._pubsub
+
+    # -- DAG runs ----------------------------------------------------------------------------
+
+    def start_run(self, name: str, *, inputs: Mapping[str, Any] | None = None) -> RunHandle:
+        """Start workflow ``name`` in the background on the running loop; returns at once."""
+        return self._remember(self.executor.start(name, inputs=inputs, cache=self.cache))
+
+    def start_resume(self, run_id: str) -> RunHandle:
+        """Resume run ``run_id`` in the background (actions as registered now)."""
+        return self._remember(self.executor.start_resume(run_id))
+
+    async def run(self, name: str, *, inputs: Mapping[str, Any] | None = None) -> ExecutionReport:
+        """Start workflow ``name`` and wait for its report (``await session.run(...)``)."""
+        return await self.start_run(name, inputs=inputs).wait()
+
+    def handle(self, run_id: str) -> RunHandle:
+        """The handle of run ``run_id`` (:class:`~dagger_nb.RunNotFound` if unknown)."""
+        return self.runs.get(run_id) or self.executor.handle(run_id)
+
+    def latest(self) -> RunHandle | None:
+        """The most recently started run, or None."""
+        return next(reversed(self.runs.values()), None)
+
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per run started in this session, newest first."""
+        rows = []
+        for handle in self.runs.values():
+            report = handle.snapshot()
+            rows.append(
+                {
+                    "run_id": report.run_id,
+                    "workflow": report.workflow,
+                    "status": report.status,
+                    "started_at": report.started_at,
+                    "finished_at": report.finished_at,
+                    "nodes": len(report.outcomes),
+                    "failed": sum(o.status == "failed" for o in report.outcomes.values()),
+                    "error": report.error,
+                }
+            )
+        frame = pd.DataFrame(rows[::-1], columns=_RUN_COLUMNS)
+        for column in ("started_at", "finished_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame
+
+    def _remember(self, handle: RunHandle) -> RunHandle:
+        self.runs.pop(handle.run_id, None)
+        self.runs[handle.run_id] = handle
+        return handle
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Cancel every background run, job and pub/sub agent and wait for them to end."""
+        for handle in self.runs.values():
+            if not handle.done:
+                handle.cancel()
+        await self.executor.aclose()
+        if self._task_manager is not None:
+            await self._task_manager.aclose()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+        for dashboard in self.dashboards.values():
+            dashboard.close()
+        self.dashboards.clear()
+
+    def __repr__(self) -> str:
+        return f"<Session {len(self.runs)} run(s), actions: {', '.join(self.registry.names()) or 'none'}>"
+
+
+def run_blocking(async_fn: Callable[[], Awaitable[T]], *, on_interrupt: Callable[[], object]) -> T:
+    """Run ``async_fn()`` on a private loop in a worker thread and wait for it here.
+
+    Like :func:`dagger_nb._sync.run_sync`, but the worker runs in a copy of the
+    caller's context (so the kernel files widget updates under the waiting
+    cell), and a ``KeyboardInterrupt`` (kernel interrupt) calls
+    ``on_interrupt()`` on the worker's loop, waits for the work to end, and
+    re-raises.
+    """
+    import anyio
+
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> T:
+        loops.append(asyncio.get_running_loop())
+        started.set()
+        return await async_fn()
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(anyio.run, main)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+        finally:
+            started.set()
+
+    worker = threading.Thread(target=target, name="dagger-nb-wait", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        started.wait()
+        if loops:
+            loops[0].call_soon_threadsafe(on_interrupt)
+        worker.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+_kernel_session: Session | None = None
+
+
+def session() -> Session:
+    """The kernel's session (created on first use, on the default action registry)."""
+    global _kernel_session
+    if _kernel_session is None:
+        _kernel_session = Session(registry=default_registry, agents=_default_agents(), pubsub_agents=None)
+    return _kernel_session
+
+
+def use_session(new: Session | None) -> Session | None:
+    """Make ``new`` the kernel's session (None: a fresh one on next use); returns the previous one."""
+    global _kernel_session
+    previous, _kernel_session = _kernel_session, new
+    return previous
+
+
+def _default_agents() -> TaskAgentRegistry | None:
+    try:
+        from dagger_nb.agents import default_agent_registry
+    except ImportError:  # pragma: no cover - the agents package is part of dagger-nb
+        return None
+    return default_agent_registry
+
+
+__all__ = ["Session", "run_blocking", "session", "use_session"]

@@ -1,0 +1,108 @@
+"""The pandas-backed cache."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import pytest
+
+from dagger_nb import Cache, CacheConfig, CacheKeyError, DaggerError
+
+
+def test_insert_get_namespace_len_and_clear() -> None:
+    cache = Cache()
+    cache.insert("load", "rows", 3)
+    cache.insert("load", "name", "x")
+    cache.insert("other", "k", None)
+    assert cache.get("load", "rows") == 3 and len(cache) == cache.len() == 3
+    assert cache.namespace("load") == {"rows": 3, "name": "x"}
+    assert cache.get("missing", "k", default="d") == "d"
+    cache.clear("load")
+    assert cache.namespaces() == ["other"]
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_missing_key_names_namespace_and_key() -> None:
+    with pytest.raises(CacheKeyError, match="^cache has no key 'rows' in namespace 'load'$") as caught:
+        Cache().get("load", "rows")
+    assert isinstance(caught.value, KeyError) and caught.value.namespace == "load"
+
+
+def test_values_are_stored_as_given_and_shown_as_a_frame() -> None:
+    frame = pd.DataFrame({"a": [1, 2]})
+    cache = Cache()
+    cache.insert("n", "frame", frame)
+    cache.insert("n", "count", 2)
+    assert cache.get("n", "frame") is frame
+    table = cache.to_frame()
+    assert list(table.columns) == ["namespace", "key", "value", "type", "updated_at"]
+    assert list(table["type"]) == ["DataFrame", "int"]
+    assert str(table["updated_at"].dtype).startswith("datetime64")
+
+
+def test_json_round_trip_in_the_rust_layout() -> None:
+    cache = Cache()
+    cache.insert("inputs", "num1", 1.5)
+    cache.insert("node1", "sum", [1, {"a": None}])
+    text = cache.to_json()
+    assert text == '{"inputs": {"num1": {"value": 1.5}}, "node1": {"sum": {"value": [1, {"a": null}]}}}'
+    assert Cache.from_json(text).items() == cache.items()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{", "cache JSON is invalid"), ("[]", "must be an object of namespaces"),
+     ('{"ns": 1}', "namespace 'ns' must be an object"), ('{"ns": {"k": 1}}', "entry 'ns.k' must be an object")],
+    ids=["syntax", "not-object", "namespace", "entry"],
+)
+def test_from_json_errors(text: str, message: str) -> None:
+    with pytest.raises(DaggerError, match=message):
+        Cache.from_json(text)
+
+
+def test_to_json_names_the_value_that_is_not_json() -> None:
+    cache = Cache()
+    cache.insert("n", "frame", pd.DataFrame())
+    with pytest.raises(DaggerError, match="cache value 'n.frame' of type DataFrame is not JSON-serialisable"):
+        cache.to_json()
+
+
+def test_lru_eviction_respects_retained_namespaces() -> None:
+    cache = Cache(CacheConfig(max_entries=2))
+    cache.retain("keep")
+    cache.insert("keep", "a", 1)
+    cache.insert("x", "b", 2)
+    cache.insert("y", "c", 3)
+    assert cache.contains("keep", "a") and not cache.contains("x", "b") and cache.contains("y", "c")
+    cache.release("keep")
+    cache.insert("z", "d", 4)
+    assert not cache.contains("keep", "a")
+
+
+def test_memory_limit_evicts_least_recently_used() -> None:
+    cache = Cache(CacheConfig(max_memory_mb=1))
+    cache.insert("a", "big", b"x" * 700_000)
+    cache.insert("b", "big", b"x" * 700_000)
+    assert not cache.contains("a", "big") and cache.contains("b", "big")
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        CacheConfig(max_entries=0)
+
+
+def test_thread_safe_inserts() -> None:
+    cache = Cache()
+
+    def fill(worker: int) -> None:
+        for i in range(1000):
+            cache.insert(f"w{worker}", str(i), i)
+
+    threads = [threading.Thread(target=fill, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) == 4000
