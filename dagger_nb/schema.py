@@ -14,13 +14,15 @@ dagger_nb.errors.SchemaValidationError: channel 'news': invalid payload at '$': 
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any
 
 from dagger_nb.errors import InvalidSchemaError, SchemaValidationError
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+# jsonschema is imported on first use: importing it costs over a second (its format
+# checkers build a grammar), which `import dagger_nb` and the CLI should not pay.
 
 
 class CompiledSchema:
@@ -35,7 +37,9 @@ class CompiledSchema:
 
     def validate(self, payload: Any) -> None:
         """Raise :class:`SchemaValidationError` unless ``payload`` matches."""
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(payload))
+        from jsonschema.exceptions import best_match
+
+        error = best_match(self._validator.iter_errors(payload))
         if error is not None:
             raise SchemaValidationError(error.message, where=self.where, path=error.json_path)
 
@@ -59,9 +63,11 @@ def compile_schema(schema: dict[str, Any] | str | None, *, where: str) -> Compil
             raise InvalidSchemaError(f"{where}: schema is not valid JSON: {error}") from None
     if not isinstance(schema, dict):
         raise InvalidSchemaError(f"{where}: schema must be a JSON object, got {type(schema).__name__}")
+    import jsonschema
+
     validator_class = jsonschema.validators.validator_for(schema)
     try:
         validator_class.check_schema(schema)
-    except SchemaError as error:
+    except jsonschema.exceptions.SchemaError as error:
         raise InvalidSchemaError(f"{where}: invalid JSON Schema: {error.message}") from None
     return CompiledSchema(schema, validator_class(schema), where)

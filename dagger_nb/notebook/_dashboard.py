@@ -124,7 +124,7 @@ class GraphPanel:
         """Re-render if the policy allows it now (always when ``final`` for small graphs)."""
         if nodes > self.live_limit:
             if final:
-                self._render_in_thread(dot())
+                self._render_in_thread(dot)
             elif not self.widget.value:
                 self.widget.value = (
                     f"<div class='dagger-graph-note'>The graph of {nodes} nodes is drawn when the work ends "
@@ -142,11 +142,11 @@ class GraphPanel:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _render_in_thread(self, dot: str) -> None:
+    def _render_in_thread(self, dot: Callable[[], str]) -> None:
         context = contextvars.copy_context()
 
         def render() -> None:
-            value = graph_html(dot)
+            value = graph_html(dot())
             self.renders += 1
             self.widget.value = value
 

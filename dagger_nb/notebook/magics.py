@@ -144,10 +144,11 @@ class DaggerMagics(Magics):
         from dagger_nb.pubsub import PubSubAgent
 
         agent = _call(PubSubAgent, args.name, fn, subscribe=subscribe, publish=publish)
-        registry = self.session.pubsub_agents
-        if args.name in registry:
-            registry.remove(args.name)
-        _call(registry.add, agent)
+        _call(self.session.pubsub_agents.add, agent)
+        bus = self.session.pubsub
+        for node_id in bus.node_ids(args.name):  # re-running the cell replaces the subscriber
+            _call(bus.unregister, node_id)
+        _call(bus.register, args.name)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -301,10 +302,10 @@ class DaggerMagics(Magics):
                     f"as {what} on the magic line"
                 )
         assert self.shell is not None
-        result = self.shell.run_cell(cell, store_history=False, silent=True)
-        if not result.success:
-            error = result.error_in_exec or result.error_before_exec
-            raise UsageError(f"the cell failed: {type(error).__name__}: {error}")
+        # A leading newline keeps traceback line numbers those of the cell (line 1 is the magic).
+        source = "\n" + cell
+        code = compile(source, self.shell.compile.cache(source), "exec")
+        exec(code, self.shell.user_global_ns, self.shell.user_ns)  # the user's errors keep their traceback
         fn = self.shell.user_ns[name]
         if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
             raise UsageError(f"'{name}' is not a function after running the cell")

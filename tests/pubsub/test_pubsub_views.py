@@ -104,7 +104,7 @@ def test_dot_graph_draws_publish_and_subscribe_edges_escaped(registry: PubSubAge
     assert dot.startswith('digraph "pubsub" {')
     assert '"channel:out"' in dot
     assert f'"agent:{node}" -> "channel:out"' in dot
-    assert f'"channel:quote\\" <img src=x onerror=alert(1)> & \\\\ \\n newline" -> "agent:{node}"' in dot
+    assert f'"channel:quote\\" <img src=x onerror=alert(1)> &amp; \\\\ \\n newline" -> "agent:{node}"' in dot
     assert "\n newline" not in dot
     if dot_available():
         svg = render_svg(dot)
