@@ -28,7 +28,6 @@ per node: creating an anyio task costs far more than running a trivial action.
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections import deque
@@ -42,6 +41,7 @@ import pandas as pd
 
 from dagger_nb._background import BackgroundGroup
 from dagger_nb._sync import run_sync
+from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, default_registry
 from dagger_nb.dag.dot import workflow_dot
@@ -84,7 +84,8 @@ class DagExecutor:
 
     ``registry`` holds the actions (default: :data:`dagger_nb.default_registry`);
     ``config`` is a base :class:`DagConfig` that a workflow's own ``config:``
-    keys override; ``db`` is a SQLite file recording every run.
+    keys override; ``db`` is a SQLite file recording every run; ``backend`` is where
+    actions run (default: this process; see :class:`dagger_nb.DaskBackend`).
     """
 
     def __init__(
@@ -93,8 +94,10 @@ class DagExecutor:
         *,
         config: DagConfig | None = None,
         db: str | os.PathLike[str] | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
+        self.backend: Backend = backend if backend is not None else LocalBackend()
         self.config = config
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runs: dict[str, Run] = {}
@@ -458,10 +461,11 @@ class DagExecutor:
         if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
             # Rust-style actions read some inputs from the cache themselves: pass what they accept.
             kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
+        outcome = run.outcomes[node.id]
         if node.timeout is None:
-            return await _invoke(action, kwargs)
+            return await self.backend.invoke(action, kwargs, outcome=outcome)
         with anyio.move_on_after(node.timeout) as scope:
-            return await _invoke(action, kwargs)
+            return await self.backend.invoke(action, kwargs, outcome=outcome)
         if scope.cancelled_caught:
             raise NodeTimeout(node.id, node.timeout)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -514,19 +518,6 @@ class DagExecutor:
 async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
     await event.wait()
     run.cancel()
-
-
-async def _invoke(action: Action, kwargs: dict[str, Any]) -> Any:
-    if action.is_async:
-        return await action.fn(**kwargs)
-    if action.inline:
-        result = action.fn(**kwargs)
-    else:
-        # A blocking action must not freeze the notebook; on cancel the thread is abandoned.
-        result = await anyio.to_thread.run_sync(partial(action.fn, **kwargs), abandon_on_cancel=True)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:

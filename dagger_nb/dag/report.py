@@ -32,6 +32,8 @@ class NodeOutcome:
     started_at: float | None = None
     finished_at: float | None = None
     notes: list[str] = field(default_factory=list)
+    #: where the last attempt ran, when the backend knows (a Dask worker's address)
+    worker: str | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -111,8 +111,14 @@ class GraphPanel:
     in a worker thread so the run is never held up by Graphviz.
     """
 
-    def __init__(self, *, live_limit: int = GRAPH_LIVE_LIMIT, interval: float = GRAPH_INTERVAL) -> None:
-        self.widget = widgets.HTML(layout=widgets.Layout(width="100%"))
+    def __init__(
+        self,
+        *,
+        live_limit: int = GRAPH_LIVE_LIMIT,
+        interval: float = GRAPH_INTERVAL,
+        layout: widgets.Layout | None = None,
+    ) -> None:
+        self.widget = widgets.HTML(layout=layout or widgets.Layout(width="100%"))
         self.widget.add_class("dagger-graph")
         self.live_limit = live_limit
         self.interval = interval
@@ -171,15 +177,18 @@ class Dashboard(widgets.VBox):
         agent_panel: bool = False,
         cancellable: bool = True,
     ) -> None:
-        self.header = widgets.HTML()
+        # One Layout for every full-width panel: a dashboard is cheap to create (see the benchmark).
+        full_width = widgets.Layout(width="100%")
+        self.header = widgets.HTML(layout=full_width)
         self.header.add_class("dagger-header")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="100%"))
-        self.table = widgets.HTML()
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=full_width)
+        self.table = widgets.HTML(layout=full_width)
         self.table.add_class("dagger-table")
-        self.agent_panel = widgets.HTML()
-        self.agent_panel.add_class("dagger-agents")
-        self.graph = GraphPanel(live_limit=graph_live_limit, interval=graph_interval)
-        self.errors = widgets.HTML()
+        self.agent_panel = widgets.HTML(layout=full_width) if agent_panel else None
+        if self.agent_panel is not None:
+            self.agent_panel.add_class("dagger-agents")
+        self.graph = GraphPanel(live_limit=graph_live_limit, interval=graph_interval, layout=full_width)
+        self.errors = widgets.HTML(layout=full_width)
         self.errors.add_class("dagger-errors")
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop")
         self.cancel_button.add_class("dagger-cancel")
@@ -189,7 +198,7 @@ class Dashboard(widgets.VBox):
         self.events_seen = 0
         self._throttle = Throttle(self._redraw, interval=interval)
         panels: list[Any] = [self.header, self.progress, self.table]
-        if agent_panel:
+        if self.agent_panel is not None:
             panels.append(self.agent_panel)
         panels += [self.graph.widget, self.errors]
         if cancellable:
@@ -229,17 +238,20 @@ class Dashboard(widgets.VBox):
 
     def send_final_state(self) -> None:
         """Re-send every panel's state from the calling cell (headless runners record it there)."""
-        for widget in (self.header, self.progress, self.table, self.agent_panel, self.graph.widget,
-                       self.errors, self.cancel_button, self):
+        for widget in self._widgets():
             widget.send_state()
+        self.send_state()
 
     def close(self) -> None:
         """Stop redrawing and close the widgets."""
         self._throttle.cancel()
-        for child in (self.header, self.progress, self.table, self.agent_panel, self.graph.widget,
-                      self.errors, self.cancel_button):
+        for child in self._widgets():
             child.close()
         super().close()
+
+    def _widgets(self) -> list[widgets.Widget]:
+        panels = [self.header, self.progress, self.table, self.agent_panel, self.graph.widget, self.errors]
+        return [panel for panel in panels if panel is not None] + [self.cancel_button]
 
     def _redraw(self) -> None:
         with self.hold_sync():

@@ -48,6 +48,11 @@ class Throttle:
             return
         self._timer = loop.call_later(max(wait, 0.0), self._fire)
 
+    @property
+    def pending(self) -> bool:
+        """True while a draw is scheduled."""
+        return self._timer is not None
+
     def flush(self) -> None:
         """Draw now (if anything changed since the last draw) and cancel a pending timer."""
         self.cancel()
