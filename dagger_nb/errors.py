@@ -9,6 +9,7 @@
     ├── ActionNotFound (KeyError)           no action registered under that name
     ├── ActionError (RuntimeError)          an action broke the calling convention
     ├── ExecutionError (RuntimeError)       a run cannot start or continue
+    ├── GraphChangeError (ValueError)       nodes cannot be added to a running workflow
     ├── NodeTimeout (TimeoutError)          one attempt of a node took too long
     ├── CacheKeyError (KeyError)            a cache lookup missed
     ├── GraphvizNotFound (RuntimeError)     Graphviz's ``dot`` is not installed
@@ -122,6 +123,10 @@ class ActionError(DaggerError, RuntimeError):
 
 class ExecutionError(DaggerError, RuntimeError):
     """A run cannot start or continue (empty workflow, run already finished, ...)."""
+
+
+class GraphChangeError(DaggerError, ValueError):
+    """Nodes cannot be added to a running workflow as asked (the message says why)."""
 
 
 class NodeTimeout(DaggerError, TimeoutError):

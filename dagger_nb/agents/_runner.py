@@ -357,6 +357,7 @@ class JobRun:
     def _apply_result(self, result: _Result) -> None:
         self._running.discard(result.task_id)
         task = self.manager._tasks[result.task_id]
+        if result.task_id == "stuck": print("apply", result.task_id, task.status, result.kind, result.value)
         if task.status is TaskStatus.BLOCKED:
             self._after_block(task, result.dependencies)
             return

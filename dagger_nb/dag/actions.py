@@ -14,8 +14,8 @@ a parameter called ``ctx`` receives the :class:`NodeContext`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
 from dagger_nb.cache import Cache
@@ -23,6 +23,7 @@ from dagger_nb.errors import ActionNotFound, DaggerError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.run import Run, RunHandle
 
 ActionFunction = Callable[..., Any]
 
@@ -160,7 +161,42 @@ class NodeContext:
     inputs: dict[str, Any]
     cache: Cache
     executor: DagExecutor | None = None
+    _run: Run | None = field(default=None, repr=False)
 
     def output(self, key: str, value: Any) -> None:
         """Store ``value`` as this node's output ``key`` (same as ``insert_value``)."""
         self.cache.insert(self.node, key, value)
+
+    def add_node(self, action: str, **arguments: Any) -> str:
+        """Add a node to the running workflow; see :meth:`RunHandle.add_node` for the arguments.
+
+        A new node may depend on this node (it starts after this one finishes) or on any other.
+        """
+        return self._handle().add_node(action, **arguments)
+
+    def add_nodes(self, requests: list[Mapping[str, Any]]) -> list[str]:
+        """Add several nodes at once, all or none (see :meth:`RunHandle.add_nodes`)."""
+        return self._handle().add_nodes(requests)
+
+    async def ask_human(
+        self, prompt: str, *, schema: dict[str, Any] | str | None = None, timeout: float | None = None,
+        default: Any = None,
+    ) -> Any:
+        """Ask a person and wait for the answer; only this node waits, the run goes on.
+
+        The answer must match ``schema`` (a JSON Schema). Without an answer within
+        ``timeout`` seconds (default ``config.human_wait_minutes``), ``human_timeout_action``
+        decides: ``autopilot`` returns ``default``; ``pause`` pauses the run and the question
+        is asked again on resume.
+        """
+        handle = self._handle()
+        return await handle._executor._ask_human(
+            handle._run, self.node, prompt, schema=schema, timeout=timeout, default=default
+        )
+
+    def _handle(self) -> RunHandle:
+        from dagger_nb.dag.run import RunHandle
+
+        if self._run is None or self.executor is None:
+            raise DaggerError("this context is not attached to a run")
+        return RunHandle(self._run, self.executor)

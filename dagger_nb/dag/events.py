@@ -78,6 +78,42 @@ class NodeCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeAdded:
+    """``node`` was added to the running workflow (by an action or a hook)."""
+
+    run_id: str
+    node: str
+    action: str
+    dependencies: list[str]
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class HumanInputRequested:
+    """``node`` asks a person ``prompt``; answer with ``RunHandle.respond(request_id, value)``."""
+
+    run_id: str
+    node: str
+    request_id: str
+    prompt: str
+    schema: dict[str, Any] | None
+    default: Any
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
+class HumanInputReceived:
+    """Question ``request_id`` was answered with ``value`` (or ``default`` on autopilot)."""
+
+    run_id: str
+    node: str
+    request_id: str
+    value: Any
+    timed_out: bool = False
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     """The run ended; ``report`` holds every node's outcome."""
 
@@ -87,4 +123,15 @@ class RunFinished:
     timestamp: float = field(default_factory=time)
 
 
-DagEvent = NodeStarted | NodeRetrying | NodeSucceeded | NodeFailed | NodeSkipped | NodeCancelled | RunFinished
+DagEvent = (
+    NodeStarted
+    | NodeRetrying
+    | NodeSucceeded
+    | NodeFailed
+    | NodeSkipped
+    | NodeCancelled
+    | NodeAdded
+    | HumanInputRequested
+    | HumanInputReceived
+    | RunFinished
+)

@@ -28,10 +28,11 @@ per node: creating an anyio task costs far more than running a trivial action.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from time import time
 from typing import Any
@@ -45,7 +46,12 @@ from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, default_registry
 from dagger_nb.dag.dot import workflow_dot
+from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, build_nodes
 from dagger_nb.dag.events import (
+    DagEvent,
+    HumanInputReceived,
+    HumanInputRequested,
+    NodeAdded,
     NodeCancelled,
     NodeFailed,
     NodeRetrying,
@@ -54,10 +60,11 @@ from dagger_nb.dag.events import (
     NodeSucceeded,
     RunFinished,
 )
+from dagger_nb.dag.human import HumanRequest, PauseForHuman
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import Plan, Run, RunHandle
-from dagger_nb.dag.spec import DagConfig, NodeSpec, OnFailure, WorkflowSpec
+from dagger_nb.dag.spec import DagConfig, HumanTimeoutAction, InputSpec, NodeSpec, OnFailure, WorkflowSpec
 from dagger_nb.dag.store import RunStore
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
@@ -65,12 +72,14 @@ from dagger_nb.errors import (
     DaggerError,
     DaggerWarning,
     ExecutionError,
+    GraphChangeError,
     NodeTimeout,
     Problem,
     RunNotFound,
     WorkflowNotFound,
     WorkflowSpecError,
 )
+from dagger_nb.schema import compile_schema
 
 _MISSING: Any = object()
 
@@ -105,6 +114,7 @@ class DagExecutor:
         self._plans: dict[str, tuple[WorkflowSpec, Plan]] = {}
         self._store = RunStore(db) if db is not None else None
         self._background = BackgroundGroup("DagExecutor")
+        self._hooks: list[Callable[[DagEvent, RunHandle], object]] = []
 
     # -- workflows -------------------------------------------------------------------------------
 
@@ -177,7 +187,7 @@ class DagExecutor:
         """Start workflow ``name`` in the background on the running loop and return at once."""
         run = self._new_run(name, cache=cache, inputs=inputs)
         self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
-        return RunHandle(run)
+        return RunHandle(run, self)
 
     def run(
         self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
@@ -199,14 +209,147 @@ class DagExecutor:
         """Like :meth:`resume`, but in the background; returns at once."""
         run = self._resumable(run_id)
         self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
-        return RunHandle(run)
+        return RunHandle(run, self)
 
     def handle(self, run_id: str) -> RunHandle:
         """A handle on run ``run_id`` of this process."""
         try:
-            return RunHandle(self._runs[run_id])
+            return RunHandle(self._runs[run_id], self)
         except KeyError:
             raise RunNotFound(run_id) from None
+
+    # -- growing workflows, supervisors, people ---------------------------------------------------
+
+    def add_hook(self, hook: Callable[[DagEvent, RunHandle], object]) -> None:
+        """Call ``hook(event, run)`` for every event of every run started from now on.
+
+        ``hook`` may be sync or async and may call ``run.add_node(...)``; a run ends only
+        after its async hooks have finished. A hook that raises is noted in the report's
+        ``notes`` and never stops the run.
+
+        >>> executor = DagExecutor(dagger_nb.ActionRegistry())
+        >>> def double_big_sums(event, run):
+        ...     if isinstance(event, NodeSucceeded) and event.outputs.get("result", 0) > 10:
+        ...         run.add_node("multiply", id=f"multiply_{event.node}",
+        ...                      inputs={"x": f"{event.node}.result"}, dependencies=[event.node])
+        >>> executor.add_hook(double_big_sums)
+        """
+        self._hooks.append(hook)
+
+    def remove_hook(self, hook: Callable[[DagEvent, RunHandle], object]) -> None:
+        """Stop calling ``hook``."""
+        self._hooks.remove(hook)
+
+    async def execute_agent_dag(
+        self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> ExecutionReport:
+        """Run a supervisor loop for ``task``: a workflow named ``task`` whose one node runs the
+        registered action ``supervisor_step`` with ``iteration=0``.
+
+        Each step may add tool nodes and the next ``supervisor_step`` (depending on them) with
+        ``ctx.add_node``; it receives ``iteration`` 1, 2, ... automatically. A step that adds
+        nothing ends the run. ``config.max_iterations`` bounds the number of steps.
+        """
+        return await self.execute_dag(self._supervisor_workflow(task), cache, inputs=inputs)
+
+    def start_agent_dag(
+        self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> RunHandle:
+        """:meth:`execute_agent_dag` in the background; returns at once."""
+        return self.start(self._supervisor_workflow(task), inputs=inputs, cache=cache)
+
+    def run_agent_dag(
+        self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> ExecutionReport:
+        """:meth:`execute_agent_dag` for scripts."""
+        return self.run(self._supervisor_workflow(task), inputs=inputs, cache=cache)
+
+    def _supervisor_workflow(self, task: str) -> str:
+        if SUPERVISOR_ACTION not in self.registry:
+            raise ExecutionError(
+                f"an agent workflow needs an action named '{SUPERVISOR_ACTION}' "
+                f"(registered: {', '.join(self.registry.names()) or 'none'})"
+            )
+        if not isinstance(task, str) or not task.strip():
+            raise ExecutionError("the task of an agent workflow must be non-empty text")
+        first = NodeSpec(id=f"{SUPERVISOR_ACTION}_1", action=SUPERVISOR_ACTION,
+                         inputs=[InputSpec(name="iteration", value=0)])
+        self._workflows[task] = WorkflowSpec(name=task, description="supervisor loop", nodes=[first],
+                                             config=self.config or DagConfig())
+        return task
+
+    def _grow(self, run: Run, requests: list[Mapping[str, Any]]) -> list[str]:
+        """Add nodes to ``run`` while it runs (all or none); returns their ids."""
+        if run.group is None or run.status != "running":
+            raise GraphChangeError(
+                f"run '{run.run_id}' is {run.status}: nodes can only be added while it runs"
+            )
+        if not isinstance(requests, list | tuple) or not all(isinstance(r, Mapping) for r in requests):
+            raise GraphChangeError("add_nodes takes a list of mappings with add_node's arguments")
+        nodes = build_nodes(list(requests), existing=run.nodes, actions=self.registry.names(),
+                            counters=run.id_counters, supervisor_steps=run.supervisor_steps)
+        run.supervisor_steps += sum(node.action == SUPERVISOR_ACTION for node in nodes)
+        ready = run.grow(nodes)
+        for node in nodes:
+            run.events.emit(NodeAdded(run.run_id, node.id, node.action, list(run.dependencies[node.id])))
+            failed_upstream = [d for d in run.dependencies[node.id]
+                               if run.outcomes[d].status in ("failed", "skipped", "cancelled")]
+            if failed_upstream and run.config.on_failure is OnFailure.CONTINUE:
+                outcome = run.outcomes[node.id]
+                outcome.status = "skipped"
+                outcome.error = f"skipped because upstream node '{failed_upstream[0]}' failed"
+                run.events.emit(NodeSkipped(run.run_id, node.id, outcome.error))
+        if ready:
+            self._schedule(run, len(ready), taking_one=False)
+        return [node.id for node in nodes]
+
+    def _call_hooks(self, run: Run, event: DagEvent) -> None:
+        handle = RunHandle(run, self)
+        for hook in self._hooks:
+            try:
+                result = hook(event, handle)
+            except Exception as error:  # a hook's bug must not break the run
+                run.notes.append(f"hook {_name(hook)} failed on {type(event).__name__}: {_describe(error)}")
+                continue
+            if inspect.isawaitable(result):
+                if run.group is not None:
+                    run.pending_hooks += 1
+                    run.group.start_soon(self._await_hook, run, hook, result, type(event).__name__)
+                else:
+                    run.late_hooks.append((hook, result, type(event).__name__))
+
+    async def _await_hook(self, run: Run, hook: Any, pending: Awaitable[object], event: str) -> None:
+        try:
+            await pending
+        except Exception as error:  # a hook's bug must not break the run
+            run.notes.append(f"hook {_name(hook)} failed on {event}: {_describe(error)}")
+        finally:
+            run.pending_hooks -= 1
+            run.wake()
+
+    async def _ask_human(
+        self, run: Run, node: str, prompt: str, *, schema: dict[str, Any] | str | None,
+        timeout: float | None, default: Any,
+    ) -> Any:
+        compiled = compile_schema(schema, where=f"answer to '{prompt}'")
+        request = HumanRequest(run.run_id, node, prompt, compiled.schema if compiled else None, default,
+                               compiled=compiled)
+        run.questions[request.request_id] = request
+        run.events.emit(HumanInputRequested(run.run_id, node, request.request_id, prompt, request.schema, default))
+        if timeout is None and run.config.human_wait_minutes is not None:
+            timeout = run.config.human_wait_minutes * 60
+        try:
+            with anyio.move_on_after(timeout):
+                await request.answered.wait()
+        finally:
+            run.questions.pop(request.request_id, None)
+        if request.answered.is_set():
+            run.events.emit(HumanInputReceived(run.run_id, node, request.request_id, request.value))
+            return request.value
+        if run.config.human_timeout_action is HumanTimeoutAction.PAUSE:
+            raise PauseForHuman(prompt)
+        run.events.emit(HumanInputReceived(run.run_id, node, request.request_id, default, timed_out=True))
+        return default
 
     async def aclose(self) -> None:
         """Cancel every background run and wait for them to end."""
@@ -294,6 +437,9 @@ class DagExecutor:
                 f"run '{run_id}' of workflow '{run.spec.name}' is {run.status}; "
                 "only paused, failed or cancelled runs can be resumed"
             )
+        if run.iteration_limit_hit:
+            # A person chose to go on: allow another max_iterations supervisor steps.
+            run.iteration_limit += run.config.max_iterations
         run.report = None
         run.reset()
         return run
@@ -301,6 +447,8 @@ class DagExecutor:
     async def _drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
         run.status = "running"
         run.started_at = run.started_at or time()
+        if self._hooks:
+            run.events.add_listener(partial(self._call_hooks, run))
         if self._store is not None:
             await anyio.to_thread.run_sync(self._store.save_run, run.snapshot())
         status: RunStatus
@@ -312,8 +460,9 @@ class DagExecutor:
                     async with anyio.create_task_group() as watchers:
                         if cancel is not None:
                             watchers.start_soon(_cancel_when_set, cancel, run)
-                        async with anyio.create_task_group() as run_group:
-                            self._add_workers(run, run_group, len(run.ready))
+                        async with anyio.create_task_group() as run.group:
+                            self._add_workers(run, len(run.ready))
+                        run.group = None
                         watchers.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -324,11 +473,16 @@ class DagExecutor:
         elif deadline.cancelled_caught:
             status = "failed"
             error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
+        elif run.iteration_limit_hit:
+            status = "paused" if run.config.human_timeout_action is HumanTimeoutAction.PAUSE else "failed"
+            error = f"Maximum iterations ({run.config.max_iterations}) reached"
         elif run.failed:
             status = "paused" if run.config.on_failure is OnFailure.PAUSE else "failed"
             first = run.outcomes[run.failed[0]]
             more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
             error = f"node '{first.node}' failed{more}: {first.error}"
+        elif run.waiting_for_human:
+            status, error = "paused", f"waiting for a person to answer: {run.waiting_for_human}"
         else:
             status, error = "succeeded", None
         return await self._finish(run, status, error)
@@ -342,6 +496,12 @@ class DagExecutor:
         if self._store is not None:
             await anyio.to_thread.run_sync(self._store.save_run, report)
         self._announce(run, report)
+        late, run.late_hooks = run.late_hooks, []
+        for hook, pending, event in late:
+            try:
+                await pending
+            except Exception as failure:  # a hook's bug must not break the caller
+                report.notes.append(f"hook {_name(hook)} failed on {event}: {_describe(failure)}")
         return report
 
     def _drop(self, run: Run) -> None:
@@ -350,6 +510,10 @@ class DagExecutor:
         if self._store is not None:
             self._store.save_run(report)
         self._announce(run, report)
+        for _, pending, _ in run.late_hooks:
+            if inspect.iscoroutine(pending):
+                pending.close()
+        run.late_hooks = []
 
     def _announce(self, run: Run, report: ExecutionReport) -> None:
         status = report.status
@@ -358,18 +522,28 @@ class DagExecutor:
         if run.done is not None:
             run.done.set()
 
-    def _add_workers(self, run: Run, group: anyio.abc.TaskGroup, wanted: int) -> None:
+    def _add_workers(self, run: Run, wanted: int) -> None:
+        if run.group is None:
+            return
         for _ in range(min(wanted, run.limit - run.workers)):
             run.workers += 1
-            group.start_soon(self._worker, run, group, name="dagger-nb worker")
+            run.group.start_soon(self._worker, run, name="dagger-nb worker")
 
-    async def _worker(self, run: Run, group: anyio.abc.TaskGroup) -> None:
+    def _schedule(self, run: Run, newly_ready: int, *, taking_one: bool) -> None:
+        """Wake idle workers, and start more (up to the limit) for what they cannot take."""
+        if run.idle:
+            run.wake()
+        spare = newly_ready - run.idle - (1 if taking_one else 0)
+        if spare > 0 and run.workers < run.limit:
+            self._add_workers(run, spare)
+
+    async def _worker(self, run: Run) -> None:
         ready = run.ready
         try:
             while True:
                 while ready and not run.stopping:
-                    await self._run_node(run, ready.popleft(), group)
-                if run.running == 0 and (not ready or run.stopping):
+                    await self._run_node(run, ready.popleft())
+                if run.running == 0 and run.pending_hooks == 0 and (not ready or run.stopping):
                     run.wake()
                     return
                 run.idle += 1
@@ -380,15 +554,20 @@ class DagExecutor:
         finally:
             run.workers -= 1
 
-    async def _run_node(self, run: Run, node_id: str, group: anyio.abc.TaskGroup) -> None:
+    async def _run_node(self, run: Run, node_id: str) -> None:
         node = run.nodes[node_id]
         outcome = run.outcomes[node_id]
+        if node.action == SUPERVISOR_ACTION and _iteration(node) >= run.iteration_limit:
+            run.iteration_limit_hit = True
+            run.stopping = True
+            run.ready.appendleft(node_id)
+            return
         outcome.status = "running"
         outcome.started_at = time()
         run.running += 1
         run.keep_outputs(node_id)
         try:
-            succeeded = await self._attempts(run, node, outcome)
+            result = await self._attempts(run, node, outcome)
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
             outcome.finished_at = time()
@@ -398,12 +577,14 @@ class DagExecutor:
         finally:
             run.running -= 1
             run.done_with_inputs(node_id)
-        if succeeded:
-            self._release_dependents(run, node_id, group)
+        if result == "succeeded":
+            self._release_dependents(run, node_id)
+        elif result == "failed":
+            await self._after_failure(run, node, outcome)
         else:
-            await self._after_failure(run, node, outcome, group)
+            run.stopping = True
 
-    def _release_dependents(self, run: Run, node_id: str, group: anyio.abc.TaskGroup) -> None:
+    def _release_dependents(self, run: Run, node_id: str) -> None:
         waiting = run.waiting
         newly_ready = 0
         for dependent in run.dependents[node_id]:
@@ -412,14 +593,11 @@ class DagExecutor:
                 run.ready.append(dependent)
                 newly_ready += 1
         if newly_ready:
-            if run.idle:
-                run.wake()
             # This worker takes one ready node itself; more workers start only for the rest.
-            spare = newly_ready - 1 - run.idle
-            if spare > 0 and run.workers < run.limit:
-                self._add_workers(run, group, spare)
+            self._schedule(run, newly_ready, taking_one=True)
 
-    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> bool:
+    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> str:
+        """Run the node's attempts: ``succeeded``, ``failed``, or ``paused`` (waiting for a person)."""
         attempts = node.attempts(run.config)
         error = ""
         for attempt in range(1, attempts + 1):
@@ -439,6 +617,11 @@ class DagExecutor:
                 error = str(missing)
                 outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
                 break
+            except PauseForHuman as pause:
+                # Nobody answered: the node goes back to pending and asks again on resume.
+                run.waiting_for_human = pause.prompt
+                outcome.status, outcome.attempts, outcome.started_at = "pending", 0, None
+                return "paused"
             except Exception as exception:  # an action's failure is the node's, never the executor's
                 error = _describe(exception)
                 outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
@@ -446,18 +629,20 @@ class DagExecutor:
             outcome.status = "succeeded"
             outcome.finished_at = time()
             run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
-            return True
+            return "succeeded"
         outcome.status = "failed"
         outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
         outcome.finished_at = time()
         run.events.emit(NodeFailed(run.run_id, node.id, outcome.attempts, outcome.error))
-        return False
+        return "failed"
 
     async def _call(
         self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
     ) -> Any:
         if action.takes_ctx:
-            kwargs["ctx"] = NodeContext(node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self)
+            kwargs["ctx"] = NodeContext(
+                node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self, _run=run
+            )
         if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
             # Rust-style actions read some inputs from the cache themselves: pass what they accept.
             kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
@@ -470,9 +655,7 @@ class DagExecutor:
             raise NodeTimeout(node.id, node.timeout)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _after_failure(
-        self, run: Run, node: NodeSpec, outcome: NodeOutcome, group: anyio.abc.TaskGroup
-    ) -> None:
+    async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
         run.failed.append(node.id)
         run.drop_outputs(node.id)
         await self._call_failure_handler(run, node, outcome)
@@ -483,7 +666,8 @@ class DagExecutor:
             run.stopping = True
         else:
             run.stopping = True
-            group.cancel_scope.cancel()
+            if run.group is not None:
+                run.group.cancel_scope.cancel()
 
     async def _call_failure_handler(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
         name = node.failure_handler
@@ -518,6 +702,13 @@ class DagExecutor:
 async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
     await event.wait()
     run.cancel()
+
+
+def _iteration(node: NodeSpec) -> int:
+    for item in node.inputs:
+        if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
+            return item.value
+    return 0
 
 
 def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:
@@ -562,6 +753,10 @@ def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
     for key, value in outputs.items():
         cache.insert(node.id, str(key), value)
     return outputs
+
+
+def _name(hook: Any) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)
 
 
 def _describe(exception: BaseException) -> str:

@@ -59,6 +59,8 @@ class ExecutionReport:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: problems around the run that are not a node's (a hook that raised, ...)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def success(self) -> bool:

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from time import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 
+from dagger_nb._sync import loop_is_running
 from dagger_nb.cache import Cache
+from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
+from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
-from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
+from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
+from dagger_nb.errors import ExecutionError
 from dagger_nb.events import EventStream
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.executor import DagExecutor
+
+T = TypeVar("T")
+
+
+def _on_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn`` on the run's event loop, also from a sync action's worker thread."""
+    if loop_is_running():
+        return fn(*args)
+    return anyio.from_thread.run_sync(fn, *args)
 
 
 def new_run_id() -> str:
@@ -41,22 +58,31 @@ class Plan:
     @classmethod
     def of(cls, spec: WorkflowSpec) -> Plan:
         """Compile ``spec``."""
-        dependencies = spec.dependency_map()
-        dependents: dict[str, list[str]] = {node_id: [] for node_id in dependencies}
-        for node_id, needs in dependencies.items():
-            for dependency in needs:
-                dependents[dependency].append(node_id)
-        inputs: dict[str, tuple[CompiledInput, ...]] = {}
-        for node in spec.nodes:
-            compiled: list[CompiledInput] = []
-            for item in node.inputs:
-                source = item.source
-                if source is None:
-                    compiled.append((item.name, None, "", item.value, None))
-                else:
-                    compiled.append((item.name, source[0], source[1], None, item.reference))
-            inputs[node.id] = tuple(compiled)
-        return cls(dependencies, dependents, inputs)
+        plan = cls({}, {}, {})
+        plan.extend(spec.nodes)
+        return plan
+
+    def extend(self, nodes: list[NodeSpec]) -> None:
+        """Add ``nodes`` (whose dependencies are already in the plan or among ``nodes``)."""
+        for node in nodes:
+            self.dependencies[node.id] = node_dependencies(node)
+            self.dependents[node.id] = []
+            self.inputs[node.id] = tuple(
+                (item.name, None, "", item.value, None) if item.source is None
+                else (item.name, item.source[0], item.source[1], None, item.reference)
+                for item in node.inputs
+            )
+        for node in nodes:
+            for dependency in self.dependencies[node.id]:
+                self.dependents[dependency].append(node.id)
+
+    def copy(self) -> Plan:
+        """An independent copy, for a run that grows while others share the original."""
+        return Plan(
+            {node: list(needs) for node, needs in self.dependencies.items()},
+            {node: list(users) for node, users in self.dependents.items()},
+            dict(self.inputs),
+        )
 
 
 class Run:
@@ -77,6 +103,7 @@ class Run:
         self.config = config
         self.cache = cache
         self.plan = plan or Plan.of(spec)
+        self._owns_plan = plan is None
         self.nodes: dict[str, NodeSpec] = {node.id: node for node in spec.nodes}
         self.dependencies = self.plan.dependencies
         self.dependents = self.plan.dependents
@@ -91,6 +118,10 @@ class Run:
         self._limited_cache = cache.config.max_entries is not None or cache.config.max_memory_mb is not None
         self._released: set[str] = set()
         self.waited_callbacks: list[Callable[[], object]] = []
+        self.notes: list[str] = []
+        self.id_counters: dict[str, int] = {}
+        self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in spec.nodes)
+        self.iteration_limit = config.max_iterations
         if self._limited_cache:
             cache.retain("inputs")
             for node_id, outcome in self.outcomes.items():
@@ -139,6 +170,31 @@ class Run:
         self.cancel_scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
         self._wakeup: anyio.Event | None = None
+        self.group: TaskGroup | None = None
+        self.pending_hooks = 0
+        self.late_hooks: list[tuple[Any, Awaitable[object], str]] = []
+        self.iteration_limit_hit = False
+        self.waiting_for_human: str | None = None
+        self.questions: dict[str, HumanRequest] = {}
+
+    def grow(self, nodes: list[NodeSpec]) -> list[str]:
+        """Add checked ``nodes`` to the running workflow; returns the ids that are ready at once."""
+        if not self._owns_plan:
+            self.plan = self.plan.copy()
+            self.dependencies, self.dependents = self.plan.dependencies, self.plan.dependents
+            self._owns_plan = True
+        self.spec = self.spec.model_copy(update={"nodes": [*self.spec.nodes, *nodes]})
+        self.plan.extend(nodes)
+        ready = []
+        for node in nodes:
+            self.nodes[node.id] = node
+            self.outcomes[node.id] = NodeOutcome(node.id, node.action)
+            waiting = sum(self.outcomes[d].status != "succeeded" for d in self.dependencies[node.id])
+            self.waiting[node.id] = waiting
+            if waiting == 0:
+                self.ready.append(node.id)
+                ready.append(node.id)
+        return ready
 
     def keep_outputs(self, node_id: str) -> None:
         """Retain ``node_id``'s namespace once for each dependent that has yet to read it.
@@ -202,6 +258,7 @@ class Run:
             error=self.error,
             started_at=self.started_at,
             finished_at=self.finished_at,
+            notes=self.notes,
         )
 
     def finish(self, status: RunStatus, error: str | None) -> ExecutionReport:
@@ -221,8 +278,9 @@ class RunHandle:
     ``handle.subscribe()`` yields its events, past ones first.
     """
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, executor: DagExecutor) -> None:
         self._run = run
+        self._executor = executor
 
     @property
     def run_id(self) -> str:
@@ -280,6 +338,43 @@ class RunHandle:
         for callback in self._run.waited_callbacks:
             callback()
         return self._run.report
+
+    def add_node(
+        self,
+        action: str,
+        *,
+        id: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        dependencies: Iterable[str] = (),
+        outputs: Iterable[str] = (),
+        timeout: float | None = None,
+        try_count: int | None = None,
+    ) -> str:
+        """Add a node to the running workflow; returns its id (``<action>_<n>`` when not given).
+
+        ``inputs`` maps input names to a reference (``"inputs.KEY"``, ``"NODE.OUTPUT"``) or a
+        literal ``{"value": ...}``. Raises :class:`GraphChangeError` naming what is wrong.
+        """
+        request = node_request(action, id=id, inputs=inputs, dependencies=dependencies, outputs=outputs,
+                               timeout=timeout, try_count=try_count)
+        return self.add_nodes([request])[0]
+
+    def add_nodes(self, requests: list[Mapping[str, Any]]) -> list[str]:
+        """Add several nodes at once, all or none; each mapping holds :meth:`add_node`'s arguments."""
+        return _on_loop(self._executor._grow, self._run, requests)
+
+    def questions(self) -> list[HumanRequest]:
+        """The questions the run is waiting for a person to answer."""
+        return list(self._run.questions.values())
+
+    def respond(self, request_id: str, value: Any) -> None:
+        """Answer question ``request_id``; an answer that does not match its schema raises
+        :class:`SchemaValidationError` and the question stays open."""
+        request = self._run.questions.get(request_id)
+        if request is None:
+            open_ids = ", ".join(self._run.questions) or "none"
+            raise ExecutionError(f"run '{self.run_id}' has no open question '{request_id}' (open: {open_ids})")
+        request.answer(value)
 
     def add_waited_callback(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` in the waiting task each time :meth:`wait` returns.

@@ -15,7 +15,7 @@ load unchanged, including the ``!Linear`` / ``!Exponential`` retry tags.
 from __future__ import annotations
 
 import graphlib
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
@@ -27,7 +27,7 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class OnFailure(str, Enum):
+class OnFailure(StrEnum):
     """What a run does after a node fails for good."""
 
     CONTINUE = "continue"
@@ -42,7 +42,7 @@ class OnFailure(str, Enum):
         return None
 
 
-class HumanTimeoutAction(str, Enum):
+class HumanTimeoutAction(StrEnum):
     """What happens when a person does not answer in time."""
 
     AUTOPILOT = "autopilot"
@@ -231,11 +231,11 @@ class WorkflowSpec(_Spec):
     def dependencies(self, node_id: str) -> list[str]:
         """Explicit dependencies plus nodes whose outputs ``node_id`` references, in order."""
         node = self.node(node_id)
-        return _dependencies_of(node)
+        return node_dependencies(node)
 
     def dependency_map(self) -> dict[str, list[str]]:
         """Every node id mapped to :meth:`dependencies`."""
-        return {node.id: _dependencies_of(node) for node in self.nodes}
+        return {node.id: node_dependencies(node) for node in self.nodes}
 
     def topological_order(self) -> list[str]:
         """Node ids so that every node comes after its dependencies (file order breaks ties)."""
@@ -262,7 +262,8 @@ class WorkflowSpec(_Spec):
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def _dependencies_of(node: NodeSpec) -> list[str]:
+def node_dependencies(node: NodeSpec) -> list[str]:
+    """``node``'s explicit dependencies plus the nodes its inputs reference, without repeats."""
     found = dict.fromkeys(node.dependencies)
     for spec in node.inputs:
         source = spec.source

@@ -123,7 +123,7 @@ class RunStore:
         }
         cache = Cache()
         for namespace, key, fmt, blob in values:
-            cache.insert(namespace, key, json.loads(blob) if fmt == "json" else pickle.loads(blob))  # noqa: S301
+            cache.insert(namespace, key, json.loads(blob) if fmt == "json" else pickle.loads(blob))
         run = Run(spec, config=config_for(spec), cache=cache, run_id=run_id, outcomes=outcomes)
         run.status, run.error, run.started_at, run.finished_at = row[1], row[2], row[3], row[4]
         if run.status == "running":
@@ -141,5 +141,5 @@ def _encode(value: Any) -> tuple[str, bytes] | None:
         pass
     try:
         return "pickle", pickle.dumps(value)
-    except Exception:  # noqa: BLE001 - any object may refuse to pickle in its own way
+    except Exception:
         return None

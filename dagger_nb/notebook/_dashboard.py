@@ -175,6 +175,7 @@ class Dashboard(widgets.VBox):
         graph_interval: float = GRAPH_INTERVAL,
         table_rows: int = 20,
         agent_panel: bool = False,
+        progress: bool = True,
         cancellable: bool = True,
     ) -> None:
         # One Layout for every full-width panel: a dashboard is cheap to create (see the benchmark).
@@ -197,7 +198,7 @@ class Dashboard(widgets.VBox):
         self.finished = False
         self.events_seen = 0
         self._throttle = Throttle(self._redraw, interval=interval)
-        panels: list[Any] = [self.header, self.progress, self.table]
+        panels: list[Any] = [self.header, self.progress, self.table] if progress else [self.header, self.table]
         if self.agent_panel is not None:
             panels.append(self.agent_panel)
         panels += [self.graph.widget, self.errors]

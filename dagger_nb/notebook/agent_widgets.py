@@ -1,3 +1,199 @@
-"""Placeholder, replaced below."""
-class JobDashboard: ...
-class PubSubMonitor: ...
+"""Live dashboards for task jobs (:class:`JobDashboard`) and pub/sub buses (:class:`PubSubMonitor`)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from dagger_nb.notebook._dashboard import Dashboard, errors_html, header_html, table_html
+
+if TYPE_CHECKING:
+    from dagger_nb.agents import JobHandle, Task, TaskManager
+    from dagger_nb.pubsub import PubSub, PubSubHandle
+
+_TASK_COLUMNS = ("task", "agent", "status", "description", "reason")
+_TASK_ORDER = {"failed": 0, "rejected": 0, "in_progress": 1, "blocked": 2, "completed": 3, "accepted": 3,
+               "pending": 4}
+
+
+class JobDashboard(Dashboard):
+    """A live view of task job ``job_id``: header, progress, task table, per-agent panel, graph,
+    errors, Cancel.
+
+    Pass the :class:`~dagger_nb.agents.JobHandle` (``handle=``) of a running job to follow
+    it live; without one the dashboard shows the job as stored (call :meth:`refresh`).
+    Options as for :class:`~dagger_nb.notebook.RunDashboard`.
+    """
+
+    def __init__(self, manager: TaskManager, job_id: str, *, handle: JobHandle | None = None,
+                 **options: Any) -> None:
+        manager.tasks(job_id)  # raises for an unknown job before any widget is made
+        super().__init__(agent_panel=True, cancellable=handle is not None, **options)
+        self.manager = manager
+        self.job_id = job_id
+        self.handle = handle
+        self.add_class("dagger-job-dashboard")
+        self._started = time.time()
+        self._ended: float | None = None
+        if handle is not None and not handle.done:
+            handle.events.add_listener(self._on_event)
+            self.refresh()
+        else:
+            self.finish()
+
+    def _on_event(self, event: object) -> None:
+        if type(event).__name__ == "JobFinished":
+            self._ended = time.time()
+            self.finish()
+        else:
+            self.changed()
+
+    def cancel(self) -> None:
+        """Cancel the job."""
+        if self.handle is not None:
+            self.handle.cancel()
+
+    async def wait(self) -> Any:
+        """Wait for the job and re-send the final state from the waiting cell; returns the report."""
+        if self.handle is None:
+            return None
+        report = await self.handle.wait()
+        self.finish()
+        self.send_final_state()
+        return report
+
+    def draw(self, *, final: bool) -> None:
+        """Rebuild the panels from the manager's tasks."""
+        tasks = self.manager.tasks(self.job_id)
+        counts: dict[str, int] = {}
+        for task in tasks:
+            counts[str(task.status)] = counts.get(str(task.status), 0) + 1
+        status = str(self.handle.status) if self.handle is not None else str(
+            self.manager.job_status(self.job_id) or "pending"
+        )
+        end = self._ended or time.time()
+        self.header.value = header_html(f"job {self.job_id}", status, counts, end - self._started)
+        self.progress.max = max(len(tasks), 1)
+        self.progress.value = counts.get("completed", 0) + counts.get("accepted", 0)
+        self.progress.bar_style = "danger" if counts.get("failed") else "success" if status == "completed" else "info"
+        self.table.value = self._table(tasks)
+        assert self.agent_panel is not None
+        self.agent_panel.value = _agents_html(tasks)
+        broken = [(t.task_id, t.status_reason or str(t.status)) for t in tasks
+                  if str(t.status) in ("failed", "rejected")]
+        self.errors.value = errors_html(broken)
+        self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final)
+
+    def _table(self, tasks: list[Task]) -> str:
+        ordered = list(tasks)
+        if len(ordered) > self.table_rows:
+            ordered.sort(key=lambda t: (_TASK_ORDER.get(str(t.status), 9), -t.updated_at.timestamp()))
+        shown = ordered[: self.table_rows]
+        rows = [(t.task_id, t.agent, str(t.status), t.description, t.status_reason or "") for t in shown]
+        return table_html(_TASK_COLUMNS, rows, status_column=2, more=len(ordered) - len(shown))
+
+
+def _agents_html(tasks: list[Task]) -> str:
+    """Per agent: running, pending, completed, failed, and its latest task's message."""
+    per: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        row = per.setdefault(task.agent, {"in_progress": 0, "pending": 0, "done": 0, "failed": 0,
+                                          "last": None})
+        status = str(task.status)
+        key = "done" if status in ("completed", "accepted") else "failed" if status in (
+            "failed", "rejected") else "in_progress" if status == "in_progress" else "pending"
+        row[key] += 1
+        if row["last"] is None or task.updated_at >= row["last"].updated_at:
+            row["last"] = task
+    rows = []
+    for agent, row in sorted(per.items()):
+        last = row["last"]
+        message = last.status_reason or last.summary or (
+            str(last.output.data) if last.output is not None and last.output.data else "")
+        state = "running" if row["in_progress"] else "idle"
+        rows.append((agent, state, row["in_progress"], row["pending"], row["done"], row["failed"],
+                     f"{last.task_id}: {message}" if message else last.task_id))
+    return table_html(("agent", "state", "running", "waiting", "completed", "failed", "last message"),
+                      rows, status_column=1, more=0)
+
+
+class PubSubMonitor(Dashboard):
+    """A live view of a pub/sub bus: header, recent messages, per-agent panel, graph, errors, Stop.
+
+    Each event costs O(1) (a bounded buffer of the last ``table_rows`` messages);
+    the panels are redrawn at most 4 times a second and at once when delivery stops.
+    """
+
+    def __init__(self, pubsub: PubSub, *, handle: PubSubHandle | None = None, **options: Any) -> None:
+        super().__init__(agent_panel=True, progress=False, **options)
+        self.cancel_button.description = "Stop"
+        self.pubsub = pubsub
+        self.handle = handle
+        self.add_class("dagger-pubsub-monitor")
+        self._recent: deque[tuple[str, str, str, str]] = deque(maxlen=self.table_rows)
+        self._payloads: dict[str, str] = {}
+        self._last: dict[str, str] = {}
+        self._problems: deque[tuple[str, str]] = deque(maxlen=50)
+        self._messages = 0
+        for event in pubsub.events.history:  # what happened before the monitor was shown
+            self._note(event)
+        pubsub.events.add_listener(self._on_event)
+        self.refresh()
+
+    def _on_event(self, event: object) -> None:
+        self._note(event)
+        if type(event).__name__ == "DeliveryStopped":
+            self.refresh()
+        else:
+            self.changed()
+
+    def _note(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "MessagePublished":
+            message = event.message
+            payload = str(message.payload)
+            self._messages += 1
+            self._recent.appendleft((message.message_id, message.channel, str(message.source or ""), payload))
+            self._payloads[message.message_id] = payload
+            if len(self._payloads) > 4 * self.table_rows:
+                self._payloads.pop(next(iter(self._payloads)))
+        elif kind == "MessageDelivered":
+            payload = self._payloads.get(event.message_id, event.message_id)
+            self._last[event.node_id] = f"#{event.channel}: {payload}"
+        elif kind in ("HandlerFailed", "MessageRejected"):
+            self._problems.append((f"{event.node_id} on #{event.channel}", event.reason))
+
+    def cancel(self) -> None:
+        """Stop delivery."""
+        self.pubsub.stop()
+
+    async def wait(self) -> None:
+        """Wait for delivery to end (``handle=`` needed) and re-send the final state from this cell."""
+        if self.handle is not None:
+            await self.handle.wait()
+        self.refresh()
+        self.send_final_state()
+
+    def draw(self, *, final: bool) -> None:
+        """Rebuild the panels from the bus's state."""
+        agents = self.pubsub.agents()
+        status = "running" if self.pubsub.running else "stopped"
+        counts = {"messages": self._messages, "agents": len(agents), "dead letters": len(self._problems)}
+        self.header.value = header_html("pub/sub", status, counts, None)
+        self.table.value = table_html(("message", "channel", "source", "payload"), list(self._recent),
+                                      status_column=-1, more=0)
+        rows = [
+            (r.node_id, r.status, int(r.pending), int(r.delivered), int(r.failed) + int(r.rejected),
+             self._last.get(r.node_id, ""))
+            for r in agents.itertuples()
+        ]
+        assert self.agent_panel is not None
+        self.agent_panel.value = table_html(("agent", "state", "queued", "handled", "failed", "last message"),
+                                            rows, status_column=1, more=0)
+        self.errors.value = errors_html(list(self._problems))
+        self.graph.update(self.pubsub.get_dot_graph, len(agents), final=not self.pubsub.running)
+        self.cancel_button.disabled = not self.pubsub.running
+
+
+__all__ = ["JobDashboard", "PubSubMonitor"]

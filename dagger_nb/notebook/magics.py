@@ -195,10 +195,10 @@ class DaggerMagics(Magics):
         elif args.id in self.session.runs or self._known_run(args.id):
             dashboard = RunDashboard(self.session.handle(args.id))
         elif self.session._task_manager is not None and args.id in self.session.task_manager.jobs():
-            dashboard = JobDashboard(self.session.task_manager, args.id)
+            dashboard = JobDashboard(self.session.task_manager, args.id, handle=self.session.jobs.get(args.id))
         else:
             raise UsageError(f"no run or job with id '{args.id}' in this session")
-        self.session.dashboards[args.id or dashboard.handle.run_id] = dashboard
+        self.session.dashboards[args.id or latest.run_id] = dashboard
         display(dashboard)
 
     @line_magic

@@ -15,10 +15,11 @@ on a private loop in a worker thread while the cell waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
@@ -27,8 +28,8 @@ from dagger_nb.cache import Cache
 from dagger_nb.dag import ActionRegistry, DagExecutor, ExecutionReport, RunHandle, default_registry
 
 if TYPE_CHECKING:
-    from dagger_nb.agents import TaskAgentRegistry, TaskManager
-    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry
+    from dagger_nb.agents import JobHandle, TaskAgentRegistry, TaskManager
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, PubSubHandle
 
 T = TypeVar("T")
 
@@ -63,6 +64,10 @@ class Session:
         self._pubsub_agents = pubsub_agents
         self._task_manager: TaskManager | None = None
         self._pubsub: PubSub | None = None
+        #: Handles of the task jobs started with :meth:`start_job`, by job id.
+        self.jobs: dict[str, JobHandle] = {}
+        #: The handle of the background delivery started with :meth:`start_pubsub`.
+        self.pubsub_handle: PubSubHandle | None = None
         #: Dashboards shown by magics, by run or job id (the latest one for each id).
         self.dashboards: dict[str, Any] = {}
 
@@ -101,7 +106,7 @@ class Session:
         if self._pubsub is None:
             from dagger_nb.pubsub import PubSub
 
-            self._pubsub = PubSub(registry=self.pubsub_agents)
+            self._pubsub = PubSub(registry=self.pubsub_agents, cache=self.cache)
         return self._pubsub
 
     # -- DAG runs ----------------------------------------------------------------------------
@@ -153,10 +158,23 @@ class Session:
         self.runs[handle.run_id] = handle
         return handle
 
+    # -- task jobs and pub/sub ------------------------------------------------------------------
+
+    def start_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
+        """Start task job ``job_id`` of :attr:`task_manager` in the background; returns at once."""
+        handle = self.task_manager.start_job(job_id, allowed_agents=allowed_agents)
+        self.jobs[job_id] = handle
+        return handle
+
+    def start_pubsub(self, *, timeout: float | None = None) -> PubSubHandle:
+        """Start delivering :attr:`pubsub` messages in the background; returns at once."""
+        self.pubsub_handle = self.pubsub.start(timeout=timeout)
+        return self.pubsub_handle
+
     # -- life cycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Cancel every background run, job and pub/sub agent and wait for them to end."""
+        """Cancel every background run, job and pub/sub delivery and wait for them to end."""
         for handle in self.runs.values():
             if not handle.done:
                 handle.cancel()
@@ -164,7 +182,11 @@ class Session:
         if self._task_manager is not None:
             await self._task_manager.aclose()
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            self._pubsub.stop()
+            if self.pubsub_handle is not None:
+                with contextlib.suppress(Exception):
+                    await self.pubsub_handle.wait()
+            self._pubsub.close()
         for dashboard in self.dashboards.values():
             dashboard.close()
         self.dashboards.clear()

@@ -61,6 +61,10 @@ class RunDashboard(Dashboard):
         """Cancel the run."""
         self.handle.cancel()
 
+    async def wait(self) -> ExecutionReport:
+        """Wait for the run; its final state is re-sent from the waiting cell. Returns the report."""
+        return await self.handle.wait()
+
     def draw(self, *, final: bool) -> None:
         """Rebuild the panels from the run's current snapshot."""
         report = self.handle.report or self.handle.snapshot()
