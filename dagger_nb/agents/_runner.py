@@ -244,7 +244,8 @@ class JobRun:
         while True:
             task_id = await worker.next()
             while True:
-                self._results.append(await self._attempt(task_id))
+                result = await self._attempt(task_id)
+                self._results.append(result)  # not before the await: _apply swaps the list
                 if len(self._running) > 1 or self._terminated:
                     break  # the scheduler batches the results of parallel tasks
                 # The only running task (a chain): schedule here and run the next task on this
@@ -357,7 +358,6 @@ class JobRun:
     def _apply_result(self, result: _Result) -> None:
         self._running.discard(result.task_id)
         task = self.manager._tasks[result.task_id]
-        if result.task_id == "stuck": print("apply", result.task_id, task.status, result.kind, result.value)
         if task.status is TaskStatus.BLOCKED:
             self._after_block(task, result.dependencies)
             return

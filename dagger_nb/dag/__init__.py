@@ -5,6 +5,9 @@ from __future__ import annotations
 from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, action, default_registry
 from dagger_nb.dag.events import (
     DagEvent,
+    HumanInputReceived,
+    HumanInputRequested,
+    NodeAdded,
     NodeCancelled,
     NodeFailed,
     NodeRetrying,
@@ -14,6 +17,7 @@ from dagger_nb.dag.events import (
     RunFinished,
 )
 from dagger_nb.dag.executor import DagExecutor
+from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.loader import load_workflow, load_workflows, parse_workflow
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import RunHandle
@@ -35,8 +39,12 @@ __all__ = [
     "DagEvent",
     "DagExecutor",
     "ExecutionReport",
+    "HumanInputReceived",
+    "HumanInputRequested",
+    "HumanRequest",
     "HumanTimeoutAction",
     "InputSpec",
+    "NodeAdded",
     "NodeCancelled",
     "NodeContext",
     "NodeFailed",
