@@ -46,6 +46,7 @@ from dagger_nb.agents.model import (
     TaskOutput,
     TaskStatus,
     assign,
+    completed_output,
     snapshot,
     utc_now,
 )
@@ -113,6 +114,7 @@ class JobRun:
         self._wake: anyio.Event | None = None
         self._change_waiter: anyio.Event | None = None
         self._last_change = 0.0
+        self._watched = manager.heartbeat_interval is not None
         self._terminated = False
         self._cancel_requested = False
         self._scope: anyio.CancelScope | None = None
@@ -203,7 +205,7 @@ class JobRun:
         """Apply news, start ready tasks, commit, then announce; returns the tasks to start."""
         changed = self._apply()
         starts = self._dispatch()
-        if changed or starts:
+        if (changed or starts) and self._watched:
             self._last_change = anyio.current_time()
             if self._change_waiter is not None:
                 self._change_waiter.set()
@@ -243,20 +245,24 @@ class JobRun:
     async def _worker(self, worker: _Worker) -> None:
         while True:
             task_id = await worker.next()
+            inline = 0
             while True:
                 result = await self._attempt(task_id)
                 self._results.append(result)  # not before the await: _apply swaps the list
                 if len(self._running) > 1 or self._terminated:
                     break  # the scheduler batches the results of parallel tasks
                 # The only running task (a chain): schedule here and run the next task on this
-                # worker, saving two hand-offs per task. The checkpoint keeps the loop fair.
+                # worker, saving two hand-offs per task. A checkpoint now and then keeps the
+                # loop fair when the agents never await anything.
                 starts = self._round()
                 if not starts:
                     break
                 task_id = starts[0]
                 for other in starts[1:]:
                     self._idle.pop().hand(other)
-                await anyio.lowlevel.checkpoint()
+                inline += 1
+                if inline % _FAIRNESS == 0:
+                    await anyio.lowlevel.checkpoint()
             self._idle.append(worker)
             self._wakeup()
 
@@ -372,15 +378,13 @@ class JobRun:
         elif result.kind is _Kind.ERROR and task.retry_count < task.max_retries:
             assign(task, retry_count=task.retry_count + 1)
             self._set(task, TaskStatus.PENDING, f"attempt {task.retry_count} failed: {result.value}")
-            self._pending_events.append(
-                TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value)
-            )
+            self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
             self._fail(task, result.value)
 
     def _complete(self, task: Task, output: dict[str, Any]) -> None:
-        assign(task, output=TaskOutput(success=True, data=output))
+        assign(task, output=completed_output(output))
         self._set(task, TaskStatus.COMPLETED, None)
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output))
@@ -418,8 +422,8 @@ class JobRun:
                 continue
             if dependent.status is TaskStatus.BLOCKED:
                 self._unblock(dependent)
-            else:
-                self._reconsider(dependent)
+            elif self.allowed_agents is None or dependent.agent in self.allowed_agents:
+                self._ready.append(dependent_id)  # pending, every dependency done: ready
 
     def _cascade(self, failed: Task) -> None:
         tasks = self.manager._tasks
@@ -524,6 +528,9 @@ class JobRun:
             if inspect.isawaitable(outcome):
                 await outcome
         self._wakeup()
+
+
+_FAIRNESS = 8  # inline tasks between two checkpoints
 
 
 def _describe(error: Exception) -> str:

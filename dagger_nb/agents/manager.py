@@ -18,7 +18,6 @@ import asyncio
 import math
 import os
 import threading
-import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -81,11 +80,13 @@ class TaskManager:
         self.cache = Cache() if cache is None else cache
         self._tasks: dict[str, Task] = {}
         self._seq: dict[str, int] = {}
+        self._next_seq = 0
         self._jobs: dict[str, list[str]] = {}
         self._dependents: dict[str, list[str]] = {}
         self._job_status: dict[str, JobStatus] = {}
         self._dirty: dict[str, Task] = {}
         self._dirty_jobs: dict[str, JobStatus] = {}
+        self._flush_pending = False
         self._runs: dict[str, JobRun] = {}
         self._host: _Host | None = None
         self._loop_users = 0
@@ -244,8 +245,7 @@ class TaskManager:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise ExecutionError(
-                "start_job() needs a running event loop (a notebook cell or async code); "
-                "in a script use run_job_sync()"
+                "start_job() needs a running event loop (a notebook cell or async code); in a script use run_job_sync()"
             ) from None
         handle = self._prepare(job_id, allowed_agents)
         if self._host is None or not self._host.serves(loop):
@@ -279,6 +279,7 @@ class TaskManager:
             self._host.close()
             self._host = None
         if self._store is not None:
+            self._flush()
             self._store.close()
 
     async def aclose(self) -> None:
@@ -334,7 +335,7 @@ class TaskManager:
         if agent not in self.registry:
             raise AgentNotFound(agent, self.registry.names())
         if task_id is None:
-            task_id = f"task-{uuid.uuid4().hex[:12]}"
+            task_id = f"task-{os.urandom(6).hex()}"
         problems = self._task_problems(job_id, task_id, dependencies, parent)
         if problems:
             raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
@@ -358,7 +359,7 @@ class TaskManager:
         except ValidationError as error:
             details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {details}") from None
-        seq = len(self._seq)
+        seq = self._next_seq
         if self._store is not None:
             try:
                 self._store.encode(seq, task)  # fails here, before the task exists, if not JSON-able
@@ -372,12 +373,10 @@ class TaskManager:
         if run is not None:
             run.note_added(task_id)
         else:
-            self._flush()
+            self._flush_soon()
         return task_id
 
-    def _task_problems(
-        self, job_id: str, task_id: str, dependencies: tuple[str, ...], parent: str | None
-    ) -> list[str]:
+    def _task_problems(self, job_id: str, task_id: str, dependencies: tuple[str, ...], parent: str | None) -> list[str]:
         problems = []
         if not task_id:
             problems.append("task id must not be empty")
@@ -397,6 +396,7 @@ class TaskManager:
     def _insert(self, task: Task, seq: int) -> None:
         self._tasks[task.task_id] = task
         self._seq[task.task_id] = seq
+        self._next_seq = max(self._next_seq, seq + 1)
         self._jobs.setdefault(task.job_id, []).append(task.task_id)
         for dep in task.dependencies:
             self._dependents.setdefault(dep, []).append(task.task_id)
@@ -408,8 +408,7 @@ class TaskManager:
             raise TaskError(f"task '{task_id}' cannot depend on itself")
         if upstream.job_id != task.job_id:
             raise TaskError(
-                f"task '{task_id}' (job '{task.job_id}') cannot depend on '{depends_on}' "
-                f"of job '{upstream.job_id}'"
+                f"task '{task_id}' (job '{task.job_id}') cannot depend on '{depends_on}' of job '{upstream.job_id}'"
             )
         if depends_on in task.dependencies:
             return
@@ -455,7 +454,7 @@ class TaskManager:
         if run is not None:
             run.note_changed(task.task_id, status, reason)
         else:
-            self._flush()
+            self._flush_soon()
 
     def _touch(self, task: Task) -> None:
         task.updated_at = utc_now()
@@ -469,16 +468,40 @@ class TaskManager:
 
     def _flush(self) -> None:
         """Make every pending change durable (one transaction)."""
+        self._flush_pending = False
         if self._store is None or not (self._dirty or self._dirty_jobs):
             return
         tasks, self._dirty = self._dirty, {}
         jobs, self._dirty_jobs = self._dirty_jobs, {}
-        self._store.save(((self._seq[tid], task) for tid, task in tasks.items()), jobs.items())
+        try:
+            self._store.save(((self._seq[tid], task) for tid, task in tasks.items()), jobs.items())
+        except BaseException:
+            self._dirty = {**tasks, **self._dirty}
+            self._dirty_jobs = {**jobs, **self._dirty_jobs}
+            raise
+
+    def _flush_soon(self) -> None:
+        """Commit a change made outside a running job: at once in plain sync code, else group-commit.
+
+        On an event loop (a notebook cell, async code) the changes made in one
+        step of the loop share one transaction, committed when the step ends:
+        nothing can act on a task of a job that is not running before that (a
+        job's run commits everything pending before its first dispatch).
+        """
+        if self._store is None or self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
 
     def _load(self) -> None:
         assert self._store is not None
         tasks, jobs = self._store.load()
-        for seq, task in enumerate(tasks):
+        for seq, task in tasks:
             self._insert(task, seq)
             if task.status is TaskStatus.IN_PROGRESS:
                 if self.durability == "at_least_once":

@@ -118,6 +118,16 @@ def assign(task: Task, **changes: Any) -> None:
     task.__dict__.update(changes)
 
 
+def completed_output(data: dict[str, Any]) -> TaskOutput:
+    """``TaskOutput(success=True, data=data)`` for a dict already checked, built without validation."""
+    output = _new(TaskOutput)
+    _setattr(output, "__dict__", {"success": True, "data": data, "error": None})
+    _setattr(output, "__pydantic_fields_set__", {"success", "data"})
+    _setattr(output, "__pydantic_extra__", None)
+    _setattr(output, "__pydantic_private__", None)
+    return output
+
+
 _new = object.__new__
 _setattr = object.__setattr__
 

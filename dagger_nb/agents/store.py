@@ -75,15 +75,15 @@ class TaskStore:
         self._written = 0
         self._encoded: dict[int, tuple[object, Row]] = {}
 
-    def load(self) -> tuple[list[Task], dict[str, JobStatus]]:
-        """Every stored task in creation order, and every job's last status."""
+    def load(self) -> tuple[list[tuple[int, Task]], dict[str, JobStatus]]:
+        """Every stored ``(seq, task)`` in creation order, and every job's last status."""
         with self._mutex:
             try:
-                rows = self._connection.execute("SELECT data FROM agent_tasks ORDER BY seq").fetchall()
+                rows = self._connection.execute("SELECT seq, data FROM agent_tasks ORDER BY seq").fetchall()
                 jobs = self._connection.execute("SELECT job_id, status FROM agent_jobs").fetchall()
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot read tasks from '{self.path}': {error}") from error
-        tasks = [Task.model_validate_json(data) for (data,) in rows]
+        tasks = [(seq, Task.model_validate_json(data)) for seq, data in rows]
         return tasks, {job_id: JobStatus(status) for job_id, status in jobs}
 
     def encode(self, seq: int, task: Task) -> Row:
@@ -95,7 +95,7 @@ class TaskStore:
             data = task.model_dump_json()
         except PydanticSerializationError as error:
             raise ValueError(str(error)) from None
-        row = (seq, task.task_id, task.job_id, task.status.value, data)
+        row = (seq, task.task_id, task.job_id, str(task.status), data)
         self._encoded[seq] = (task.updated_at, row)
         return row
 

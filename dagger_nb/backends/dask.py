@@ -35,13 +35,11 @@ import asyncio
 import inspect
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import anyio
 
-from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import NodeContext
 from dagger_nb.errors import BackendUnavailable
@@ -81,37 +79,62 @@ class DaskBackend:
             )
         self.client = client
         self.run_inline_locally = run_inline_locally
-        self._local = LocalBackend()
         self._plugin_ready: anyio.Event | None = None
 
     async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
         """Submit ``action.fn(**kwargs)`` to the cluster and return its result here."""
         if action.inline and self.run_inline_locally:
-            return await self._local.invoke(action, kwargs, outcome=outcome)
+            return await _invoke_here(action, kwargs)
         kwargs = dict(kwargs)
         ctx: NodeContext | None = kwargs.pop("ctx", None)
         remote_ctx = self._remote_context(ctx) if ctx is not None else None
-        kwargs = {name: self._on_cluster(value) for name, value in kwargs.items()}
+        done = await self._submit(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, outcome=outcome)
+        if ctx is not None:
+            for namespace, name, value in done.writes:
+                ctx.cache.insert(namespace, name, value)
+        return done.result
+
+    async def call(self, name: str, fn: Any, /, *args: Any, is_async: bool = False, outcome: Any = None) -> Any:
+        """Run ``fn(*args)`` on the cluster under key prefix ``name`` and return its result here.
+
+        The building block for callers other than the executor (a task manager's
+        agents): same cancellation, key naming and data handling as :meth:`invoke`;
+        ``outcome``, any object with a ``worker`` attribute, learns where it ran.
+        """
+        return (await self._submit(name, fn, args, {}, None, is_async=is_async, outcome=outcome)).result
+
+    async def _submit(
+        self,
+        name: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        remote_ctx: dict[str, Any] | None,
+        *,
+        is_async: bool,
+        outcome: Any,
+    ) -> _Done:
+        args = tuple(self._on_cluster(value) for value in args)
+        kwargs = {key: self._on_cluster(value) for key, value in kwargs.items()}
         await self._register_plugin()
-        key = f"{action.name}-{uuid4().hex}"
-        runner = _run_async if action.is_async else _run_sync
-        future = self.client.submit(runner, key, action.fn, kwargs, remote_ctx, key=key, pure=False)
+        key = f"{name}-{uuid4().hex}"
+        runner = _run_async if is_async else _run_sync
+        future = self.client.submit(runner, key, fn, args, kwargs, remote_ctx, key=key, pure=False)
         try:
-            done = await self._result(future)
+            done: _Done = await self._on_client_loop(_fetch, future)
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(1, shield=True):
-                await self._cancel(future)
+                await self._on_client_loop(_cancel, self.client, future)
             raise
         except Exception as exception:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
             raise
+        if done.held:
+            await self._on_client_loop(_take_over, self.client, key)
         if outcome is not None:
             outcome.worker = done.worker
-        if ctx is not None:
-            for namespace, name, value in done.writes:
-                ctx.cache.insert(namespace, name, value)
-        return done.result
+        return done
 
     # -- notebook side -----------------------------------------------------------------------------
 
@@ -152,39 +175,49 @@ class DaskBackend:
             return
         self._plugin_ready = anyio.Event()
         try:
-            register = partial(self.client.register_plugin, _CancelAsyncActions(), name=PLUGIN_NAME)
-            if self.client.asynchronous:
-                await register()
-            else:
-                await anyio.to_thread.run_sync(register)
+            await self._on_client_loop(_register, self.client, _CancelAsyncActions())
         finally:
             self._plugin_ready.set()
 
-    async def _result(self, future: Any) -> _Done:
-        if self.client.asynchronous:
-            return await future  # type: ignore[no-any-return]
-        finished = anyio.Event()
-        loop = asyncio.get_running_loop()
-        future.add_done_callback(lambda _: _wake(loop, finished))
-        await finished.wait()
-        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)  # type: ignore[no-any-return]
+    async def _on_client_loop(self, fn: Any, *args: Any) -> Any:
+        """Await ``fn(*args)`` on the client's loop: ours for an asynchronous client, else its thread's.
 
-    async def _cancel(self, future: Any) -> None:
+        A synchronous client's calls would block our loop; on its own loop they are
+        coroutines, and cancelling our await cancels them there.
+        """
         if self.client.asynchronous:
-            await self.client.cancel(future)
-        else:
-            await anyio.to_thread.run_sync(self.client.cancel, future, abandon_on_cancel=True)
+            return await fn(*args)
+        running = asyncio.run_coroutine_threadsafe(fn(*args), self.client.loop.asyncio_loop)
+        return await asyncio.wrap_future(running)
 
     def __repr__(self) -> str:
         return f"DaskBackend({self.client!r})"
 
 
-def _wake(loop: asyncio.AbstractEventLoop, finished: anyio.Event) -> None:
-    """Called in Dask's callback thread: set ``finished`` on the notebook's loop."""
-    try:
-        loop.call_soon_threadsafe(finished.set)
-    except RuntimeError:  # the loop closed meanwhile: nobody waits any more
-        pass
+async def _invoke_here(action: Action, kwargs: dict[str, Any]) -> Any:
+    """An inline action, on the notebook's loop; a Dask future it returns is kept, not awaited."""
+    result = action.fn(**kwargs)
+    if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
+        result = await result
+    return result
+
+
+async def _fetch(future: Any) -> Any:
+    return await future
+
+
+async def _cancel(client: Any, future: Any) -> None:
+    await client.cancel(future)
+
+
+async def _take_over(client: Any, name: str) -> None:
+    """Make the futures an action returned ours, then let the worker's hold on them go."""
+    await client.get_dataset(name)
+    await client.unpublish_dataset(name)
+
+
+async def _register(client: Any, plugin: Any) -> None:
+    await client.register_plugin(plugin, name=PLUGIN_NAME)
 
 
 _MISSING: Any = object()
@@ -200,6 +233,8 @@ class _Done:
     result: Any
     worker: str | None
     writes: list[tuple[str, str, Any]]
+    #: the result holds Dask futures, published under the task's key until the notebook takes them
+    held: bool = False
 
 
 class _RecordingCache(Cache):
@@ -232,25 +267,32 @@ def _worker_address() -> str | None:
         return None
 
 
-def _run_sync(key: str, fn: Any, kwargs: dict[str, Any], remote: dict[str, Any] | None) -> _Done:
+def _run_sync(
+    key: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], remote: dict[str, Any] | None
+) -> _Done:
     """Run a sync action in the worker's thread pool."""
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        result = fn(**kwargs, **extra)
-        if inspect.isawaitable(result):
+        result = fn(*args, **kwargs, **extra)
+        if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = anyio.run(_awaited, result)
+        futures = distributed.futures_of(result)
+        if futures:
+            distributed.get_client().publish_dataset(**{key: futures})
     except Exception as exception:
         _tag(exception, address)
         raise
-    return _Done(result, address, cache.writes if cache is not None else [])
+    return _Done(result, address, cache.writes if cache is not None else [], bool(futures))
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-async def _run_async(key: str, fn: Any, kwargs: dict[str, Any], remote: dict[str, Any] | None) -> _Done:
+async def _run_async(
+    key: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], remote: dict[str, Any] | None
+) -> _Done:
     """Run an async action on the worker's event loop, cancellable through the worker plugin."""
     extra, cache = _context(remote)
     address = _worker_address()
@@ -259,7 +301,10 @@ async def _run_async(key: str, fn: Any, kwargs: dict[str, Any], remote: dict[str
         with anyio.CancelScope() as scope:
             if running is not None:
                 running[key] = scope
-            result = await fn(**kwargs, **extra)
+            result = await fn(*args, **kwargs, **extra)
+        futures = distributed.futures_of(result) if not scope.cancelled_caught else []
+        if futures:
+            await distributed.get_client().publish_dataset(**{key: futures})
     except Exception as exception:
         _tag(exception, address)
         raise
@@ -268,7 +313,7 @@ async def _run_async(key: str, fn: Any, kwargs: dict[str, Any], remote: dict[str
             running.pop(key, None)
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
-    return _Done(result, address, cache.writes if cache is not None else [])
+    return _Done(result, address, cache.writes if cache is not None else [], bool(futures))
 
 
 def _tag(exception: Exception, address: str | None) -> None:

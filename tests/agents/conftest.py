@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dagger_nb
-
-# TEMPORARY until the lead adds the exports to dagger_nb/__init__.py.
-import dagger_nb.agents as _agents
 from dagger_nb.agents import TaskAgentRegistry
-
-for _name in _agents.__all__:
-    if not hasattr(dagger_nb, _name):
-        setattr(dagger_nb, _name, getattr(_agents, _name))
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ import dagger_nb
 
 pytestmark = pytest.mark.anyio
 
-Status = dagger_nb.TaskStatus
-
 
 def manager_for(registry: dagger_nb.TaskAgentRegistry, **options: Any) -> dagger_nb.TaskManager:
     options.setdefault("heartbeat_interval", None)
@@ -62,7 +60,7 @@ async def test_planner_breaks_objective_into_dependent_tasks(registry: dagger_nb
     completed = [e.task_id for e in handle.events.history if isinstance(e, dagger_nb.TaskCompleted)]
     agents = {tid: task.agent for tid, task in report.outcomes.items()}
     assert [agents[tid] for tid in completed] == ["retrieval", "review", "drafting", "planner"]
-    assert all(task.status is Status.COMPLETED for task in report.outcomes.values())
+    assert all(task.status is dagger_nb.TaskStatus.COMPLETED for task in report.outcomes.values())
     article = report.outcomes[objective].output
     assert article is not None
     assert article.data == {"article": "Draft embedding [LLM(review LLM(search bees))]"}
@@ -126,7 +124,7 @@ async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.Ta
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.TaskBlocked):
                 assert event.reason == "needs help"
-                assert manager.get_task(task_id).status is Status.BLOCKED  # type: ignore[union-attr]
+                assert manager.get_task(task_id).status is dagger_nb.TaskStatus.BLOCKED  # type: ignore[union-attr]
                 gate.set()
         report = await handle.wait()
 
@@ -144,16 +142,14 @@ async def test_blocked_without_live_work_ends_the_job_failed(registry: dagger_nb
         report = await manager.run_job("job")
 
     assert report.status is dagger_nb.JobStatus.FAILED
-    assert report.outcomes[task_id].status is Status.BLOCKED
+    assert report.outcomes[task_id].status is dagger_nb.TaskStatus.BLOCKED
     assert report.outcomes[task_id].status_reason == "nothing to wait for"
 
 
 async def test_input_schema_rejection_skips_the_agent(registry: dagger_nb.TaskAgentRegistry) -> None:
     called = []
 
-    @dagger_nb.task_agent(
-        name="typed", input_schema={"type": "object", "required": ["topic"]}, registry=registry
-    )
+    @dagger_nb.task_agent(name="typed", input_schema={"type": "object", "required": ["topic"]}, registry=registry)
     async def typed(input: dict, ctx: dagger_nb.TaskContext) -> dict:
         called.append(input)
         return {}
@@ -164,12 +160,9 @@ async def test_input_schema_rejection_skips_the_agent(registry: dagger_nb.TaskAg
 
     assert called == []
     task = report.outcomes[task_id]
-    assert task.status is Status.FAILED
+    assert task.status is dagger_nb.TaskStatus.FAILED
     assert task.retry_count == 0
-    assert (
-        task.status_reason
-        == "agent 'typed' input schema: invalid payload at '$': 'topic' is a required property"
-    )
+    assert task.status_reason == "agent 'typed' input schema: invalid payload at '$': 'topic' is a required property"
     assert report.status is dagger_nb.JobStatus.FAILED
 
 
@@ -185,14 +178,12 @@ async def test_output_schema_rejection_fails_the_task(registry: dagger_nb.TaskAg
         bad = manager.add_task("job", "bad", "scorer", {"score": "high"})
         report = await manager.run_job("job")
 
-    assert report.outcomes[good].status is Status.COMPLETED
-    assert report.outcomes[bad].status is Status.FAILED
+    assert report.outcomes[good].status is dagger_nb.TaskStatus.COMPLETED
+    assert report.outcomes[bad].status is dagger_nb.TaskStatus.FAILED
     assert report.outcomes[bad].status_reason == (
         "agent 'scorer' output schema: invalid payload at '$.score': 'high' is not of type 'number'"
     )
-    assert report.outcomes[bad].output == dagger_nb.TaskOutput(
-        success=False, error=report.outcomes[bad].status_reason
-    )
+    assert report.outcomes[bad].output == dagger_nb.TaskOutput(success=False, error=report.outcomes[bad].status_reason)
     assert not manager.cache.contains(bad, "output")
 
 
@@ -220,17 +211,13 @@ async def test_retries_until_success_then_give_up(registry: dagger_nb.TaskAgentR
         handle = manager.start_job("job")
         report = await handle.wait()
 
-    assert report.outcomes[lucky].status is Status.COMPLETED
+    assert report.outcomes[lucky].status is dagger_nb.TaskStatus.COMPLETED
     assert report.outcomes[lucky].retry_count == 2
     assert report.outcomes[lucky].output.data == {"attempt": 3}  # type: ignore[union-attr]
-    assert report.outcomes[unlucky].status is Status.FAILED
+    assert report.outcomes[unlucky].status is dagger_nb.TaskStatus.FAILED
     assert report.outcomes[unlucky].status_reason == "RuntimeError: boom 2"
     assert attempts == {lucky: 3, unlucky: 2}
-    retries = [
-        (e.task_id, e.attempt, e.error)
-        for e in handle.events.history
-        if isinstance(e, dagger_nb.TaskRetrying)
-    ]
+    retries = [(e.task_id, e.attempt, e.error) for e in handle.events.history if isinstance(e, dagger_nb.TaskRetrying)]
     assert sorted(retries) == sorted(
         [
             (lucky, 1, "RuntimeError: boom 1"),
@@ -252,9 +239,9 @@ async def test_timeout_bounds_each_attempt(registry: dagger_nb.TaskAgentRegistry
         hangs = manager.add_task("job", "hangs", "slow", {"hangs": 9}, timeout=0.05)
         report = await manager.run_job("job")
 
-    assert report.outcomes[recovers].status is Status.COMPLETED
+    assert report.outcomes[recovers].status is dagger_nb.TaskStatus.COMPLETED
     assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
-    assert report.outcomes[hangs].status is Status.FAILED
+    assert report.outcomes[hangs].status is dagger_nb.TaskStatus.FAILED
     assert report.outcomes[hangs].status_reason == "Timeout after 0.05s"
 
 
@@ -274,19 +261,19 @@ async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegis
         manager.add_task("job", "c", "step", task_id="c", dependencies=["b"])
         manager.add_task("job", "free", "step", task_id="free")
         manager.add_task("job", "r", "step", task_id="r")
-        manager.update_task_status("r", Status.REJECTED, "not wanted")
+        manager.update_task_status("r", dagger_nb.TaskStatus.REJECTED, "not wanted")
         manager.add_task("job", "after-r", "step", task_id="after-r", dependencies=["r"])
         report = await manager.run_job("job")
 
     assert sorted(ran) == ["a", "free"]
     reasons = {tid: (t.status, t.status_reason) for tid, t in report.outcomes.items()}
     assert reasons == {
-        "a": (Status.FAILED, "ValueError: bad data"),
-        "b": (Status.FAILED, "dependency a failed"),
-        "c": (Status.FAILED, "dependency b failed"),
-        "free": (Status.COMPLETED, None),
-        "r": (Status.REJECTED, "not wanted"),
-        "after-r": (Status.FAILED, "dependency r failed"),
+        "a": (dagger_nb.TaskStatus.FAILED, "ValueError: bad data"),
+        "b": (dagger_nb.TaskStatus.FAILED, "dependency a failed"),
+        "c": (dagger_nb.TaskStatus.FAILED, "dependency b failed"),
+        "free": (dagger_nb.TaskStatus.COMPLETED, None),
+        "r": (dagger_nb.TaskStatus.REJECTED, "not wanted"),
+        "after-r": (dagger_nb.TaskStatus.FAILED, "dependency r failed"),
     }
     assert report.status is dagger_nb.JobStatus.FAILED
 
@@ -350,7 +337,7 @@ async def test_cancel_leaves_unstarted_tasks_pending(registry: dagger_nb.TaskAge
         report = await handle.wait()
         assert handle.status is dagger_nb.JobStatus.CANCELLED
         assert report.status is dagger_nb.JobStatus.CANCELLED
-        assert {t.status for t in report.outcomes.values()} == {Status.PENDING}
+        assert {t.status for t in report.outcomes.values()} == {dagger_nb.TaskStatus.PENDING}
         assert report.outcomes["t0"].status_reason == "job cancelled while the task was running"
         assert manager.job_status("job") is dagger_nb.JobStatus.CANCELLED
         assert isinstance(handle.events.history[-1], dagger_nb.JobFinished)
@@ -397,8 +384,8 @@ async def test_allowed_agents_leave_others_pending(registry: dagger_nb.TaskAgent
         ta = manager.add_task("job", "a", "a")
         tb = manager.add_task("job", "b", "b")
         report = await manager.run_job("job", allowed_agents=["a"])
-        assert report.outcomes[ta].status is Status.COMPLETED
-        assert report.outcomes[tb].status is Status.PENDING
+        assert report.outcomes[ta].status is dagger_nb.TaskStatus.COMPLETED
+        assert report.outcomes[tb].status is dagger_nb.TaskStatus.PENDING
         assert report.status is dagger_nb.JobStatus.FAILED
         assert (await manager.run_job("job")).success
         with pytest.raises(dagger_nb.AgentNotFound, match="unknown agent 'zz'"):

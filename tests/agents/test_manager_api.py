@@ -7,7 +7,7 @@ import re
 import pytest
 
 import dagger_nb
-from dagger_nb.graph import dot_available
+from dagger_nb.graph import dot_available, quote
 
 
 @pytest.fixture
@@ -74,18 +74,14 @@ def test_generated_ids_are_unique(manager: dagger_nb.TaskManager) -> None:
             "dependency 'other-job-task' belongs to another job \\('other'\\)",
             id="cross-job",
         ),
-        pytest.param(
-            {"parent": "ghost"}, dagger_nb.TaskError, "unknown parent task 'ghost'", id="unknown-parent"
-        ),
+        pytest.param({"parent": "ghost"}, dagger_nb.TaskError, "unknown parent task 'ghost'", id="unknown-parent"),
         pytest.param(
             {"agent": "nobody"},
             dagger_nb.AgentNotFound,
             "unknown agent 'nobody' \\(registered: echo, planner, writer\\)",
             id="unknown-agent",
         ),
-        pytest.param(
-            {"timeout": -1}, dagger_nb.TaskError, "timeout: Input should be greater than 0", id="timeout"
-        ),
+        pytest.param({"timeout": -1}, dagger_nb.TaskError, "timeout: Input should be greater than 0", id="timeout"),
         pytest.param(
             {"max_retries": -1},
             dagger_nb.TaskError,
@@ -138,9 +134,7 @@ def test_update_status_and_unknown_status(manager: dagger_nb.TaskManager) -> Non
     assert task.status_reason == "looks good"
     manager.update_task_status("a", "rejected")
     assert manager.get_task("a").status is dagger_nb.TaskStatus.REJECTED  # type: ignore[union-attr]
-    with pytest.raises(
-        dagger_nb.TaskError, match="unknown task status 'done' \\(known: pending, in_progress"
-    ):
+    with pytest.raises(dagger_nb.TaskError, match="unknown task status 'done' \\(known: pending, in_progress"):
         manager.update_task_status("a", "done")
     with pytest.raises(dagger_nb.TaskError, match="unknown task 'zzz'"):
         manager.update_task_status("zzz", "pending")
@@ -222,7 +216,7 @@ def test_dot_graph_colours_edges_and_hierarchy(manager: dagger_nb.TaskManager) -
     assert 'fillcolor="#8ab4f8"' in dot  # in progress is blue
     assert '"done" -> "we\\"ird<id>";' in dot
     assert '"obj" -> "done" [style="dashed", arrowhead="none", color="#888888"];' in dot
-    assert 'say \\"hi\\" <b>&amp;</b>\\nnext line \\\\ end' in dot
+    assert quote(NASTY)[1:-1] in dot  # every piece of text goes through the shared DOT quoting
 
 
 def test_dot_graph_of_all_jobs_uses_clusters(manager: dagger_nb.TaskManager) -> None:

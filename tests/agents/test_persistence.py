@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 import dagger_nb
@@ -29,9 +31,7 @@ def stored_statuses(db: Path) -> dict[str, str]:
     """Read task statuses straight from the file, as another process would."""
     connection = sqlite3.connect(db)
     try:
-        rows = connection.execute(
-            "SELECT task_id, status FROM agent_tasks"
-        ).fetchall()
+        rows = connection.execute("SELECT task_id, status FROM agent_tasks").fetchall()
     finally:
         connection.close()
     return dict(rows)
@@ -78,9 +78,7 @@ def test_every_change_is_in_the_file_and_reloads(tmp_path: Path) -> None:
             1,
             id="at-least-once",
         ),
-        pytest.param(
-            "at_most_once", "blocked", "Task was in progress during system restart", 0, id="at-most-once"
-        ),
+        pytest.param("at_most_once", "blocked", "Task was in progress during system restart", 0, id="at-most-once"),
     ],
 )
 def test_in_progress_tasks_are_recovered(
@@ -90,9 +88,7 @@ def test_in_progress_tasks_are_recovered(
     registry = echo_registry()
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         manager.add_task("job", "interrupted", "echo", task_id="t")
-        manager.update_task_status(
-            "t", dagger_nb.TaskStatus.IN_PROGRESS
-        )  # as if the process died mid-attempt
+        manager.update_task_status("t", dagger_nb.TaskStatus.IN_PROGRESS)  # as if the process died mid-attempt
 
     with dagger_nb.TaskManager(db, registry=registry, durability=durability) as reopened:  # type: ignore[arg-type]
         task = reopened.get_task("t")
@@ -100,9 +96,7 @@ def test_in_progress_tasks_are_recovered(
         assert (task.status, task.status_reason, task.retry_count) == (status, reason, retries)
         assert stored_statuses(db) == {"t": status}
         report = reopened.run_job_sync("job")
-        expected = (
-            dagger_nb.JobStatus.COMPLETED if durability == "at_least_once" else dagger_nb.JobStatus.FAILED
-        )
+        expected = dagger_nb.JobStatus.COMPLETED if durability == "at_least_once" else dagger_nb.JobStatus.FAILED
         assert report.status is expected
 
 
@@ -124,9 +118,7 @@ def test_unserialisable_output_fails_with_a_db(tmp_path: Path) -> None:
         task_id = manager.add_task("job", "o", "objecty")
         report = manager.run_job_sync("job")
     assert report.outcomes[task_id].status_reason is not None
-    assert report.outcomes[task_id].status_reason.startswith(
-        "output of agent 'objecty' cannot be stored as JSON"
-    )
+    assert report.outcomes[task_id].status_reason.startswith("output of agent 'objecty' cannot be stored as JSON")
 
 
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -195,3 +187,22 @@ def test_sigkill_partway_then_resume_runs_no_completed_task_twice(tmp_path: Path
     assert {tid: calls[tid] for tid in in_progress_at_crash} == {
         tid: effects_at_crash[tid] + 1 for tid in in_progress_at_crash
     }
+
+
+def test_input_that_cannot_be_stored_is_refused(tmp_path: Path) -> None:
+    with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=echo_registry()) as manager:
+        with pytest.raises(dagger_nb.TaskError, match="cannot add task 't' to job 'job': input cannot be stored"):
+            manager.add_task("job", "bad", "echo", {"thing": object()}, task_id="t")
+        assert manager.tasks() == []
+
+
+@pytest.mark.anyio
+async def test_changes_on_a_loop_are_committed_together_when_the_step_ends(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    async with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        for n in range(3):
+            manager.add_task("job", f"t{n}", "echo", task_id=f"t{n}")
+        manager.update_task_status("t0", "accepted")
+        assert stored_statuses(db) == {}  # one transaction for the whole step, not four
+        await anyio.lowlevel.checkpoint()
+        assert stored_statuses(db) == {"t0": "accepted", "t1": "pending", "t2": "pending"}

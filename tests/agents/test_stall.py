@@ -35,9 +35,7 @@ async def test_terminate_job_fails_pending_and_running_tasks(registry: dagger_nb
 
     assert report.status is dagger_nb.JobStatus.FAILED
     reasons = {tid: (t.status, t.status_reason) for tid, t in report.outcomes.items()}
-    assert reasons == {
-        tid: (dagger_nb.TaskStatus.FAILED, "Job terminated due to inactivity") for tid in reasons
-    }
+    assert reasons == {tid: (dagger_nb.TaskStatus.FAILED, "Job terminated due to inactivity") for tid in reasons}
     stalls = [e for e in handle.events.history if isinstance(e, dagger_nb.JobStalled)]
     assert len(stalls) == 1
     assert set(stalls[0].stalled_tasks) == {"running", "waiting", "later"}
@@ -100,9 +98,7 @@ async def test_callable_stall_action_gets_the_job_id(registry: dagger_nb.TaskAge
         called.append(job_id)
         release.set()
 
-    async with dagger_nb.TaskManager(
-        registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall
-    ) as manager:
+    async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall) as manager:
         manager.add_task("job", "stuck", "hang")
         handle = manager.start_job("job")
         report = await handle.wait()
@@ -120,8 +116,6 @@ async def test_async_callable_stall_action(registry: dagger_nb.TaskAgentRegistry
         await anyio.lowlevel.checkpoint()
         release.set()
 
-    async with dagger_nb.TaskManager(
-        registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall
-    ) as m:
+    async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall) as m:
         m.add_task("job", "stuck", "hang")
         assert (await m.run_job("job")).success

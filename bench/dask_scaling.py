@@ -1,0 +1,169 @@
+"""Scale-out with the Dask backend, measured against baselines in the same run.
+
+    python bench/dask_scaling.py [--repeat 3] [--nodes 64] [--fanout 1000]
+
+1. ``cpu_64``: 64 independent CPU-bound pure-Python nodes of ~50 ms each, run
+   by the same executor with the local backend (threads: the GIL serialises
+   them) and with ``DaskBackend`` on a ``LocalCluster`` of 2 single-threaded
+   worker processes. Printed: wall times and the speed-up (target >= 1.6x).
+2. ``fanout_1000``: root -> 1000 trivial nodes -> sink, with ``DaskBackend``
+   against plain ``client.submit`` of the same function for the same graph
+   (futures passed as arguments, only the sink's result gathered). Printed:
+   wall times, microseconds per node and the ratio (target <= 1.5x).
+
+Every number is the best of ``--repeat`` runs; the machine's other load shows
+up in both sides of each ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dagger_nb import ActionRegistry, DagConfig, DagExecutor, InputSpec, NodeSpec, WorkflowSpec
+from dagger_nb.backends.dask import DaskBackend
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work: holds the GIL throughout."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def calibrate(seconds: float) -> int:
+    """Loop count for ``spin`` to take about ``seconds`` here."""
+    n = 100_000
+    while True:
+        start = time.perf_counter()
+        spin(n)
+        took = time.perf_counter() - start
+        if took > 0.02:
+            return int(n * seconds / took)
+        n *= 2
+
+
+def combine(**inputs: int) -> int:
+    return sum(inputs.values()) + 1
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    best, value = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+# -- 1. CPU-bound nodes: threads against worker processes ---------------------------------------------
+
+def cpu_workflow(nodes: int, loops: int) -> tuple[ActionRegistry, WorkflowSpec]:
+    registry = ActionRegistry()
+    registry.register("spin", spin)
+    spec = WorkflowSpec(
+        name="cpu",
+        config=DagConfig(max_parallel_nodes=8, timeout_seconds=None),
+        nodes=[NodeSpec(id=f"n{i}", action="spin", inputs=[InputSpec(name="n", value=loops)]) for i in range(nodes)],
+    )
+    return registry, spec
+
+
+def run_workflow(executor: DagExecutor, name: str) -> Any:
+    report = executor.run(name)
+    assert report.success, report.error
+    return report
+
+
+# -- 2. fanout_1000: the backend against plain client.submit ------------------------------------------
+
+def fanout(n: int) -> dict[str, list[str]]:
+    deps: dict[str, list[str]] = {"root": []}
+    deps |= {f"c{i}": ["root"] for i in range(n)}
+    deps["sink"] = [f"c{i}" for i in range(n)]
+    return deps
+
+
+def fanout_workflow(deps: dict[str, list[str]]) -> tuple[ActionRegistry, WorkflowSpec]:
+    registry = ActionRegistry()
+    registry.register("combine", combine)
+    nodes = [
+        NodeSpec(id=node, action="combine",
+                 inputs=[InputSpec(name=f"x{i}", reference=f"{dep}.result") for i, dep in enumerate(parents)])
+        for node, parents in deps.items()
+    ]
+    # Every ready node in flight at once, as plain client.submit has them.
+    config = DagConfig(max_parallel_nodes=len(deps), timeout_seconds=None)
+    return registry, WorkflowSpec(name="fanout", config=config, nodes=nodes)
+
+
+def plain_submit(client: Any, deps: dict[str, list[str]]) -> int:
+    futures: dict[str, Any] = {}
+    for node, parents in deps.items():
+        futures[node] = client.submit(combine, pure=False, **{f"x{i}": futures[p] for i, p in enumerate(parents)})
+    return int(futures["sink"].result())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=64)
+    parser.add_argument("--fanout", type=int, default=1000)
+    args = parser.parse_args()
+
+    from distributed import Client, LocalCluster
+
+    loops = calibrate(0.05)
+    failures: list[str] = []
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                     silence_logs=logging.ERROR) as cluster,
+        Client(cluster) as client,
+    ):
+        registry, spec = cpu_workflow(args.nodes, loops)
+        local = DagExecutor(registry)
+        local.add_workflow(spec)
+        on_dask = DagExecutor(registry, backend=DaskBackend(client))
+        on_dask.add_workflow(spec)
+        run_workflow(on_dask, "cpu")  # warm-up: workers import dagger-nb and unpickle spin once
+        local_time, _ = best_of(args.repeat, lambda: run_workflow(local, "cpu"))
+        dask_time, report = best_of(args.repeat, lambda: run_workflow(on_dask, "cpu"))
+        used = sorted({o.worker for o in report.outcomes.values()})
+        speedup = local_time / dask_time
+        print(f"cpu_{args.nodes} (~50 ms each, {loops} loops): local threads {local_time:.2f} s, "
+              f"dask 2 processes {dask_time:.2f} s on {len(used)} workers: speed-up {speedup:.2f}x (target >= 1.6x)")
+        if speedup < 1.6:
+            failures.append(f"cpu_{args.nodes}: speed-up {speedup:.2f}x < 1.6x")
+
+        deps = fanout(args.fanout)
+        registry, spec = fanout_workflow(deps)
+        executor = DagExecutor(registry, backend=DaskBackend(client))
+        executor.add_workflow(spec)
+        expected = plain_submit(client, deps)  # warm-up for both
+        run_workflow(executor, "fanout")
+        base_time, base_value = best_of(args.repeat, lambda: plain_submit(client, deps))
+        ours_time, report = best_of(args.repeat, lambda: run_workflow(executor, "fanout"))
+        ours_value = report.cache.get("sink", "result")
+        if not base_value == ours_value == expected:
+            sys.exit(f"fanout: sink values differ: client.submit {base_value}, dagger-nb {ours_value}")
+        nodes = len(deps)
+        ratio = ours_time / base_time
+        print(f"fanout_{args.fanout} ({nodes} nodes): client.submit {base_time:.2f} s "
+              f"({base_time / nodes * 1e6:.0f} us/node), DaskBackend {ours_time:.2f} s "
+              f"({ours_time / nodes * 1e6:.0f} us/node): ratio {ratio:.2f} (target <= 1.5)")
+        if ratio > 1.5:
+            failures.append(f"fanout_{args.fanout}: ratio {ratio:.2f} > 1.5")
+    if failures:
+        print("MISSED: " + "; ".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""What the Dask backend adds: where actions run, ctx on a worker, cancellation, dead workers, big data.
+
+Actions run in other processes, so they report back through the cluster
+(``distributed.Queue``/``Event``) or through files under ``tmp_path``, never
+through state captured in the test's process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+import anyio
+import pandas as pd
+import pytest
+
+import dagger_nb
+from dagger_nb import ActionRegistry
+from dagger_nb.backends.dask import DaskBackend
+from tests.dag.helpers import executor_with, workflow
+
+dask = pytest.importorskip("dask")
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def registry() -> ActionRegistry:
+    return ActionRegistry()
+
+
+@pytest.fixture
+def backend(dask_client: Any) -> DaskBackend:
+    return DaskBackend(dask_client)
+
+
+def workers(client: Any) -> set[str]:
+    return set(client.scheduler_info()["workers"])
+
+
+async def receive(queue: Any, timeout: float = 10) -> Any:
+    """The next item of a cluster-wide queue (waited for in a thread: the test's client is synchronous)."""
+    return await anyio.to_thread.run_sync(lambda: queue.get(timeout=timeout))
+
+
+def scheduler_keys(client: Any) -> list[str]:
+    return client.run_on_scheduler(lambda dask_scheduler: [str(key) for key in dask_scheduler.tasks])
+
+
+def unique(name: str) -> str:
+    return f"{name}-{os.urandom(6).hex()}"
+
+
+# -- where and how actions run -------------------------------------------------------------------------
+
+async def test_chain_runs_on_workers_with_one_key_prefix_per_action(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    @dagger_nb.action(registry=registry)
+    def add(a: int, b: int) -> dict[str, Any]:
+        worker = distributed.get_worker()
+        return {"sum": a + b, "pid": os.getpid(), "key": worker.get_current_task()}
+
+    spec = workflow(
+        "chain",
+        {"id": "one", "action": "add", "inputs": [{"name": "a", "reference": "inputs.x"}, {"name": "b", "value": 1}]},
+        {"id": "two", "action": "add", "inputs": [{"name": "a", "reference": "one.sum"}, {"name": "b", "value": 10}]},
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("chain", inputs={"x": 5})
+    assert report.success, report.error
+    assert report.cache.get("two", "sum") == 16
+    assert {report.cache.get(n, "pid") for n in ("one", "two")}.isdisjoint({os.getpid()})
+    keys = [report.cache.get(n, "key") for n in ("one", "two")]
+    assert [dask.utils.key_split(key) for key in keys] == ["add", "add"] and keys[0] != keys[1]
+    assert {o.worker for o in report.outcomes.values()} <= workers(dask_client)
+
+
+async def test_async_actions_run_on_the_worker_loop_and_sync_ones_in_its_threads(
+    registry: ActionRegistry, backend: DaskBackend
+) -> None:
+    @dagger_nb.action(registry=registry)
+    async def on_loop() -> bool:
+        import asyncio
+
+        return asyncio.get_running_loop() is distributed.get_worker().loop.asyncio_loop
+
+    @dagger_nb.action(registry=registry)
+    def in_thread() -> bool:
+        return threading.current_thread() is not threading.main_thread() and os.getpid() != TEST_PID
+
+    registry.register("in_thread_pid", lambda: os.getpid())
+    spec = workflow("where", {"id": "a", "action": "on_loop"}, {"id": "s", "action": "in_thread"})
+    report = await executor_with(registry, spec, backend=backend).execute_dag("where")
+    assert report.cache.namespace("a") == {"result": True}
+    assert report.cache.namespace("s") == {"result": True}
+
+
+TEST_PID = os.getpid()
+
+
+async def test_functions_defined_in_a_notebook_cell_work(registry: ActionRegistry, backend: DaskBackend) -> None:
+    cell: dict[str, Any] = {"__name__": "__main__"}
+    exec("SUFFIX = '!'\ndef shout(text):\n    return text.upper() + SUFFIX\n", cell)  # what a cell does
+    registry.register("shout", cell["shout"])
+    spec = workflow("cell", {"id": "s", "action": "shout", "inputs": [{"name": "text", "value": "hi"}]})
+    report = await executor_with(registry, spec, backend=backend).execute_dag("cell")
+    assert report.cache.get("s", "result") == "HI!"
+
+
+async def test_ctx_on_a_worker_is_a_copy_whose_writes_come_back(registry: ActionRegistry, backend: DaskBackend) -> None:
+    @dagger_nb.action(registry=registry)
+    async def add(num1: float, num2: float, ctx: dagger_nb.NodeContext) -> None:
+        dagger_nb.insert_value(ctx.cache, ctx.node, "sum", num1 + num2)
+
+    @dagger_nb.action(registry=registry)
+    def square(ctx: dagger_nb.NodeContext) -> dict[str, Any]:
+        value = dagger_nb.get_value(ctx.cache, "a", "sum")  # the node's referenced inputs are in ctx.cache
+        ctx.output("squared", value * value)
+        return {"seen": (ctx.node, ctx.workflow, ctx.attempt, ctx.inputs, ctx.executor, bool(ctx.run_id))}
+
+    spec = workflow(
+        "rust",
+        {"id": "a", "action": "add", "outputs": [{"name": "sum"}],
+         "inputs": [{"name": "num1", "reference": "inputs.num1"}, {"name": "num2", "reference": "inputs.num2"}]},
+        {"id": "b", "action": "square", "inputs": [{"name": "x", "reference": "a.sum"}]},
+    )
+    cache = dagger_nb.Cache()
+    report = await executor_with(registry, spec, backend=backend).execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
+    assert report.success, report.error
+    assert dagger_nb.get_value(cache, "b", "squared") == 25.0
+    assert cache.get("b", "seen") == ("b", "rust", 1, {"x": 5.0}, None, True)
+
+
+async def test_try_count_retries_count_attempts_on_the_cluster(
+    registry: ActionRegistry, backend: DaskBackend, tmp_path: Any
+) -> None:
+    counter = tmp_path / "attempts"
+
+    @dagger_nb.action(registry=registry)
+    def flaky(ctx: dagger_nb.NodeContext) -> str:
+        with open(counter, "a") as file:
+            file.write(f"{ctx.attempt}\n")
+        if ctx.attempt < 3:
+            raise ValueError(f"boom {ctx.attempt}")
+        return "ok"
+
+    spec = workflow("retry", {"id": "f", "action": "flaky", "try_count": 3}, retry_strategy="Immediate")
+    report = await executor_with(registry, spec, backend=backend).execute_dag("retry")
+    outcome = report.outcomes["f"]
+    assert report.success and outcome.attempts == 3
+    assert outcome.retry_messages == ["Attempt 1 failed: ValueError: boom 1", "Attempt 2 failed: ValueError: boom 2"]
+    assert counter.read_text().split() == ["1", "2", "3"]
+
+
+async def test_failure_handler_runs_on_the_cluster_with_ctx_and_error(
+    registry: ActionRegistry, backend: DaskBackend, tmp_path: Any
+) -> None:
+    log = tmp_path / "handled"
+
+    def bad() -> None:
+        raise RuntimeError("broken")
+
+    def on_bad(ctx: dagger_nb.NodeContext, error: str) -> None:
+        with open(log, "a") as file:
+            file.write(f"{ctx.node}|{error}\n")
+
+    registry.register("bad", bad)
+    registry.register("on_bad", on_bad)
+    spec = workflow("handled", {"id": "n", "action": "bad", "failure": "on_bad", "try_count": 2},
+                    retry_strategy="Immediate", on_failure="stop")
+    report = await executor_with(registry, spec, backend=backend).execute_dag("handled")
+    assert log.read_text() == "n|Failed after 2 attempts. Last error: RuntimeError: broken\n"
+    assert report.outcomes["n"].notes == []
+
+
+async def test_failed_attempts_still_record_the_worker(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    registry.register("bad", lambda: 1 / 0)
+    spec = workflow("bad", {"id": "n", "action": "bad", "onfailure": False}, on_failure="stop")
+    outcome = (await executor_with(registry, spec, backend=backend).execute_dag("bad")).outcomes["n"]
+    assert outcome.error == "Failed after 1 attempts. Last error: ZeroDivisionError: division by zero"
+    assert outcome.worker in workers(dask_client)
+
+
+async def test_an_asynchronous_client_on_the_same_loop_works(registry: ActionRegistry, dask_cluster: Any) -> None:
+    registry.register("double", lambda x: 2 * x)
+    spec = workflow("double", {"id": "d", "action": "double", "inputs": [{"name": "x", "value": 21}]})
+    async with distributed.Client(dask_cluster.scheduler_address, asynchronous=True) as client:
+        report = await executor_with(registry, spec, backend=DaskBackend(client)).execute_dag("double")
+    assert report.cache.get("d", "result") == 42
+    assert report.outcomes["d"].worker is not None
+
+
+# -- timeouts and cancellation reach the cluster ---------------------------------------------------------
+
+def hang_until_cancelled(queue_name: str, name: str) -> Any:
+    async def hang() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await distributed.Queue(queue_name).put(f"{name} cancelled")
+            raise
+
+    return hang
+
+
+async def test_a_timeout_cancels_the_future_and_the_async_action_on_the_worker(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    queue = distributed.Queue(unique("cancelled"), client=dask_client)
+    registry.register("hang", hang_until_cancelled(queue.name, "hang"))
+    spec = workflow("slow", {"id": "h", "action": "hang", "timeout": 0.5, "onfailure": False}, on_failure="stop")
+    with anyio.fail_after(1.5):  # reported within a second of the timeout
+        report = await executor_with(registry, spec, backend=backend).execute_dag("slow")
+    assert report.outcomes["h"].error == "Failed after 1 attempts. Last error: Timeout after 0.5s"
+    assert await receive(queue) == "hang cancelled"  # the action's coroutine was cancelled on its worker
+    assert not [key for key in scheduler_keys(dask_client) if key.startswith("hang-")]
+
+
+async def test_cancelling_a_run_cancels_its_future_even_for_a_blocking_sync_action(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    started = distributed.Queue(unique("started"), client=dask_client)
+    release = distributed.Event(unique("release"), client=dask_client)
+
+    def block(ctx: dagger_nb.NodeContext) -> None:
+        distributed.Queue(started.name).put(distributed.get_worker().get_current_task())
+        distributed.Event(release.name).wait(10)  # a thread cannot be killed: it runs to its end
+
+    registry.register("block", block)
+    spec = workflow("blocked", {"id": "b", "action": "block"})
+    async with executor_with(registry, spec, backend=backend) as executor:
+        handle = executor.start("blocked")
+        key = await receive(started)
+        handle.cancel()
+        with anyio.fail_after(1):
+            report = await handle
+    try:
+        assert report.status == "cancelled" and report.outcomes["b"].status == "cancelled"
+        assert key not in scheduler_keys(dask_client)
+    finally:
+        release.set()
+
+
+async def test_on_failure_stop_cancels_the_other_running_node_on_the_cluster(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    cancelled = distributed.Queue(unique("cancelled"), client=dask_client)
+    started = distributed.Event(unique("started"), client=dask_client)
+
+    def slow_then_signal() -> Any:
+        hang = hang_until_cancelled(cancelled.name, "slow")
+
+        async def slow() -> None:
+            await distributed.Event(started.name).set()
+            await hang()
+
+        return slow
+
+    async def fail_after_slow_started() -> None:
+        await distributed.Event(started.name).wait()
+        raise RuntimeError("broken")
+
+    registry.register("slow", slow_then_signal())
+    registry.register("bad", fail_after_slow_started)
+    registry.register("noop", lambda: None)
+    spec = workflow(
+        "stop",
+        {"id": "slow", "action": "slow"},
+        {"id": "bad", "action": "bad", "onfailure": False},
+        {"id": "later", "action": "noop", "dependencies": ["bad"]},
+        on_failure="stop", max_parallel_nodes=2,
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("stop")
+    assert report.error == "node 'bad' failed: Failed after 1 attempts. Last error: RuntimeError: broken"
+    assert {n: o.status for n, o in report.outcomes.items()} == {"slow": "cancelled", "bad": "failed", "later": "pending"}
+    assert await receive(cancelled) == "slow cancelled"
+
+
+# -- a worker dies mid-action ------------------------------------------------------------------------------
+
+async def test_a_worker_killed_mid_action_is_a_failed_attempt_retried_on_another_worker(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    running = distributed.Queue(unique("running"), client=dask_client)
+
+    def fragile(ctx: dagger_nb.NodeContext) -> str:
+        worker = distributed.get_worker()
+        distributed.Queue(running.name).put((ctx.attempt, os.getpid(), worker.address))
+        if ctx.attempt == 1:
+            distributed.Event(unique("never")).wait(30)  # killed meanwhile
+        return worker.address
+
+    registry.register("fragile", fragile)
+    spec = workflow("dies", {"id": "f", "action": "fragile", "try_count": 2}, retry_strategy="Immediate")
+    try:
+        async with executor_with(registry, spec, backend=backend) as executor:
+            handle = executor.start("dies")
+            attempt, pid, first_worker = await receive(running)
+            assert attempt == 1
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(20):
+                report = await handle
+        outcome = report.outcomes["f"]
+        assert report.success, report.error
+        assert outcome.attempts == 2
+        assert outcome.retry_messages[0].startswith("Attempt 1 failed: KilledWorker")
+        assert report.cache.get("f", "result") == outcome.worker != first_worker
+        assert (await receive(running))[0] == 2
+    finally:
+        await anyio.to_thread.run_sync(lambda: dask_client.wait_for_workers(2, timeout=30))
+
+
+# -- large data stays on the cluster -------------------------------------------------------------------------
+
+async def test_futures_and_collections_in_inputs_reach_actions_as_data(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    frame = pd.DataFrame({"x": range(1000)})
+    registry.register("scatter", lambda: dask_client.scatter(frame), inline=True)  # a future: data on the cluster
+    registry.register("lazy", lambda: dask.delayed(sum)([1, 2, 3]), inline=True)  # a collection: computed there
+    registry.register("total", lambda frame, extra: (type(frame).__name__, int(frame["x"].sum()) + extra))
+    spec = workflow(
+        "big",
+        {"id": "scatter", "action": "scatter", "outputs": [{"name": "frame"}]},
+        {"id": "lazy", "action": "lazy", "outputs": [{"name": "value"}]},
+        {"id": "total", "action": "total", "inputs": [
+            {"name": "frame", "reference": "scatter.frame"}, {"name": "extra", "reference": "lazy.value"}]},
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("big")
+    assert report.success, report.error
+    assert isinstance(report.cache.get("scatter", "frame"), distributed.Future)
+    assert report.cache.get("total", "result") == ("DataFrame", 499500 + 6)
+
+
+async def test_an_action_on_a_worker_can_leave_its_output_on_the_cluster(
+    registry: ActionRegistry, backend: DaskBackend
+) -> None:
+    def load() -> Any:
+        return distributed.get_client().scatter(pd.DataFrame({"x": range(10)}))
+
+    registry.register("load", load)
+    registry.register("count", lambda frame: len(frame))
+    spec = workflow(
+        "remote",
+        {"id": "load", "action": "load", "outputs": [{"name": "frame"}]},
+        {"id": "count", "action": "count", "inputs": [{"name": "frame", "reference": "load.frame"}]},
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("remote")
+    assert report.success, report.error
+    assert isinstance(report.cache.get("load", "frame"), distributed.Future)
+    assert report.cache.get("count", "result") == 10
+
+
+# -- the building block for other callers (task agents) ----------------------------------------------------
+
+async def test_call_runs_a_positional_function_on_the_cluster_and_records_the_worker(
+    backend: DaskBackend, dask_client: Any
+) -> None:
+    class Where:
+        worker: str | None = None
+
+    async def agent(payload: dict[str, Any], note: str) -> dict[str, Any]:
+        return {"echo": payload["text"] + note, "pid": os.getpid()}
+
+    where = Where()
+    output = await backend.call("echo_agent", agent, {"text": "hi"}, "!", is_async=True, outcome=where)
+    assert output["echo"] == "hi!" and output["pid"] != os.getpid()
+    assert where.worker in workers(dask_client)
+    with pytest.raises(ZeroDivisionError):
+        await backend.call("divide", divmod, 1, 0, outcome=where)

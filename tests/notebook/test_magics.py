@@ -1,0 +1,384 @@
+"""The magics, driven through a real IPython InteractiveShell on the test's event loop."""
+
+from __future__ import annotations
+
+import anyio
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import dagger_nb
+from dagger_nb.notebook.magics import DaggerMagics
+from dagger_nb.notebook.session import Session
+from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
+from tests.notebook.conftest import run
+from tests.notebook.helpers import ADD_ACTION, sums
+
+pytestmark = pytest.mark.anyio
+
+
+# -- %load_ext and help --------------------------------------------------------------------------
+
+
+def test_load_ext_registers_every_magic(shell: InteractiveShell) -> None:
+    dagger_nb.load_ipython_extension(shell)
+    magics = shell.magics_manager.magics
+    assert {"dagger_workflow", "dagger_action", "dagger_agent", "dagger_pubsub_agent"} <= set(magics["cell"])
+    assert {"dagger_run", "dagger_resume", "dagger_dashboard", "dagger_runs", "dagger_cache"} <= set(
+        magics["line"]
+    )
+
+
+def test_importing_registers_nothing() -> None:
+    fresh = InteractiveShell()  # a second shell, never given the extension
+    try:
+        import dagger_nb.notebook  # noqa: F401
+
+        assert "dagger_workflow" not in fresh.magics_manager.magics["cell"]
+    finally:
+        fresh.clear_instance()
+
+
+@pytest.mark.parametrize(
+    "magic, words",
+    [
+        ("dagger_workflow", ["--run", "--inputs", "--wait", "--out", "--no-graph"]),
+        ("dagger_run", ["--inputs", "--wait"]),
+        ("dagger_agent", ["--input-schema", "--output-schema"]),
+        ("dagger_pubsub_agent", ["--subscribe", "--publish"]),
+    ],
+)
+def test_help_lists_the_options(magic: str, words: list[str]) -> None:
+    doc = getattr(DaggerMagics, magic).__doc__
+    for word in words:
+        assert word in doc
+
+
+# -- %%dagger_action -----------------------------------------------------------------------------
+
+
+async def test_action_cell_registers_and_rerun_replaces(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    first = magics.session.registry.get("add").fn
+    run(shell, ADD_ACTION.replace("a + b", "a + b + 100"))
+    second = magics.session.registry.get("add").fn
+    assert first is not second
+    assert await second(1, 2) == 103
+
+
+async def test_action_name_picks_one_of_several(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, "%%dagger_action double\ndef helper(x):\n    return x\n\ndef double(x):\n    return 2 * helper(x)\n")
+    assert magics.session.registry.names() == ["double"]
+    assert magics.session.registry.get("double").fn(4) == 8
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("%%dagger_action\nx = 1\n", "the cell defines no function to register as action"),
+        ("%%dagger_action\ndef a():\n    pass\ndef b():\n    pass\n", r"several functions \(a, b\)"),
+        ("%%dagger_action c\ndef a():\n    pass\n", "no function named 'c' \\(defined: a\\)"),
+        ("%%dagger_action\ndef a(:\n", "line 2: invalid syntax"),
+    ],
+    ids=["no-function", "several", "wrong-name", "syntax"],
+)
+async def test_action_usage_errors(shell: InteractiveShell, magics: DaggerMagics, cell: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        run(shell, cell)
+
+
+async def test_action_cell_errors_keep_their_traceback(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    with pytest.raises(ZeroDivisionError):
+        run(shell, "%%dagger_action\n1 / 0\ndef f():\n    pass\n")
+    assert "f" not in magics.session.registry
+
+
+# -- %%dagger_workflow ---------------------------------------------------------------------------
+
+
+async def test_workflow_cell_registers_and_rerun_replaces(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph"))
+    assert [n.id for n in magics.session.executor.workflow("sums").nodes] == ["first", "second"]
+    run(shell, "%%dagger_workflow sums --no-graph\nnodes:\n  - {id: only, action: add, inputs: [{name: a, value: 1}, {name: b, value: 2}]}\n")
+    assert [n.id for n in magics.session.executor.workflow("sums").nodes] == ["only"]
+
+
+async def test_workflow_cell_displays_the_structure_graph(shell: InteractiveShell, magics: DaggerMagics,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    run(shell, ADD_ACTION)
+    run(shell, sums())
+    assert len(shown) == 1 and "<svg" in shown[0].data  # type: ignore[attr-defined]
+
+
+async def test_workflow_graph_without_graphviz_is_a_note_and_the_dot(
+    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    run(shell, ADD_ACTION)
+    run(shell, sums())
+    html = shown[0].data  # type: ignore[attr-defined]
+    assert "Graphviz" in html and "digraph" in html and "&quot;first&quot;" in html
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("nodes:\n  - id: a\n    action: nope\n", r"line 4: workflow 'w', node 'a': unknown action 'nope'"),
+        ("nodes: [\n", r"line 3: invalid YAML"),
+        (
+            "nodes:\n  - {id: a, action: add}\n  - id: b\n    action: add\n    inputs: [{name: x, reference: zz.y}]\n",
+            r"line 6: workflow 'w', node 'b': input 'x' references unknown node 'zz'",
+        ),
+    ],
+    ids=["unknown-action", "bad-yaml", "bad-reference"],
+)
+async def test_workflow_problems_use_cell_line_numbers(
+    shell: InteractiveShell, magics: DaggerMagics, body: str, message: str
+) -> None:
+    run(shell, ADD_ACTION)
+    with pytest.raises(UsageError, match=message):
+        run(shell, f"%%dagger_workflow w --no-graph\n{body}")
+
+
+async def test_usage_error_is_shown_without_traceback(
+    shell: InteractiveShell, magics: DaggerMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.run_cell("%%dagger_workflow w --no-graph\nnodes: [\n", store_history=False)
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "UsageError" in text and "invalid YAML" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ("--wait", "--inputs, --wait and --out need --run"),
+        ("--run --inputs undefined_name", "--inputs 'undefined_name': NameError"),
+        ("--run --inputs [1]", "--inputs must give a mapping \\(a dict\\), got list"),
+        ("--run --out 1x", "--out needs a Python name"),
+        ("--bogus", "unrecognized arguments: --bogus"),
+    ],
+)
+async def test_workflow_option_errors(shell: InteractiveShell, magics: DaggerMagics, options: str, message: str) -> None:
+    run(shell, ADD_ACTION)
+    with pytest.raises(UsageError, match=message):
+        run(shell, sums(f"--no-graph {options}"))
+
+
+async def test_workflow_run_starts_in_background_with_a_dashboard(
+    shell: InteractiveShell, magics: DaggerMagics
+) -> None:
+    run(shell, ADD_ACTION)
+    shell.user_ns["params"] = {"x": 5}
+    run(shell, sums("--no-graph --run --inputs params --out mine"))
+    handle = shell.user_ns["_dagger_run"]
+    assert shell.user_ns["mine"] is handle
+    assert not handle.done  # the cell returned at once
+    report = await handle.wait()
+    assert report.status == "succeeded"
+    assert magics.session.cache.get("second", "result") == 16
+    dashboard = magics.session.dashboards[handle.run_id]
+    assert isinstance(dashboard, RunDashboard) and "succeeded" in dashboard.header.value
+
+
+async def test_workflow_run_wait_blocks_until_done(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph --run --inputs \"{'x': 1}\" --wait"))
+    handle = shell.user_ns["_dagger_run"]
+    assert handle.done and handle.status == "succeeded"
+    assert magics.session.cache.get("second", "result") == 12
+
+
+# -- %dagger_run / %dagger_resume ----------------------------------------------------------------
+
+
+async def test_run_magic(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph"))
+    run(shell, "%dagger_run sums --inputs \"{'x': 2}\" --wait")
+    assert shell.user_ns["_dagger_run"].status == "succeeded"
+    assert magics.session.cache.get("second", "result") == 13
+
+
+async def test_run_unknown_workflow_is_a_usage_error(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    with pytest.raises(UsageError, match=r"unknown workflow 'nope' \(known: none\)"):
+        run(shell, "%dagger_run nope")
+
+
+async def test_fix_an_action_and_resume(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, "%%dagger_action\ndef check(x):\n    raise ValueError(f'bad {x}')\n")
+    run(shell, ADD_ACTION)
+    run(
+        shell,
+        "%%dagger_workflow w --no-graph --run --wait\nconfig: {on_failure: Pause, max_attempts: 1}\nnodes:\n"
+        "  - {id: one, action: add, inputs: [{name: a, value: 1}, {name: b, value: 2}]}\n"
+        "  - {id: two, action: check, inputs: [{name: x, reference: one.result}]}\n",
+    )
+    failed = shell.user_ns["_dagger_run"]
+    assert failed.status == "paused" and "bad 3" in (failed.report.error or "")
+    run(shell, "%%dagger_action\ndef check(x):\n    return x * 10\n")
+    shell.user_ns["rid"] = failed.run_id
+    run(shell, "%dagger_resume $rid --out again")
+    resumed = shell.user_ns["again"]
+    report = await resumed.wait()
+    assert report.status == "succeeded" and magics.session.cache.get("two", "result") == 30
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [("%dagger_resume nope", "no run with id 'nope'"), ("%dagger_resume", "the following arguments are required")],
+)
+async def test_resume_usage_errors(shell: InteractiveShell, magics: DaggerMagics, line: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        run(shell, line)
+
+
+async def test_resume_of_a_succeeded_run_is_a_usage_error(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph --run --inputs \"{'x': 1}\" --wait"))
+    shell.user_ns["rid"] = shell.user_ns["_dagger_run"].run_id
+    with pytest.raises(UsageError, match="is succeeded; only paused, failed or cancelled runs can be resumed"):
+        run(shell, "%dagger_resume $rid")
+
+
+# -- %dagger_dashboard / %dagger_runs / %dagger_cache --------------------------------------------
+
+
+async def test_dashboard_magic(shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    with pytest.raises(UsageError, match="no run was started in this session yet"):
+        run(shell, "%dagger_dashboard")
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph --run --inputs \"{'x': 1}\" --wait"))
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    run(shell, "%dagger_dashboard")
+    handle = shell.user_ns["_dagger_run"]
+    shell.user_ns["rid"] = handle.run_id
+    run(shell, "%dagger_dashboard $rid")
+    assert [type(d) for d in shown] == [RunDashboard, RunDashboard]
+    assert all(d.handle.run_id == handle.run_id for d in shown)  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="no run or job with id 'zzz' in this session"):
+        run(shell, "%dagger_dashboard zzz")
+
+
+async def test_dashboard_magic_for_a_job(shell: InteractiveShell, magics: DaggerMagics,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    run(shell, "%%dagger_agent echo\nasync def echo(input, ctx):\n    return {'echo': input}\n")
+    manager = magics.session.task_manager
+    manager.add_objective("j1", "say it", "echo", {"text": "hi"})
+    handle = magics.session.start_job("j1")
+    await handle.wait()
+    run(shell, "%dagger_dashboard j1")
+    assert isinstance(shown[0], JobDashboard)
+    assert "completed" in shown[0].header.value
+
+
+async def test_runs_and_cache_magics(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph --run --inputs \"{'x': 1}\" --wait"))
+    run(shell, "%dagger_run sums --inputs \"{'x': 2}\" --wait")
+    runs = run(shell, "%dagger_runs")
+    assert isinstance(runs, pd.DataFrame)
+    assert list(runs["status"]) == ["succeeded", "succeeded"]
+    assert runs.loc[0, "run_id"] == shell.user_ns["_dagger_run"].run_id  # newest first
+    cache = run(shell, "%dagger_cache")
+    assert set(cache["namespace"]) == {"inputs", "first", "second"}
+    second = run(shell, "%dagger_cache second")
+    assert second[["key", "value"]].values.tolist() == [["result", 13]]
+    with pytest.raises(UsageError, match="takes no arguments"):
+        run(shell, "%dagger_runs extra")
+
+
+# -- %%dagger_agent / %%dagger_pubsub_agent ------------------------------------------------------
+
+
+async def test_agent_cell_registers_with_schemas_and_rerun_replaces(
+    shell: InteractiveShell, magics: DaggerMagics
+) -> None:
+    cell = (
+        "%%dagger_agent shout --input-schema \"{'type': 'object', 'required': ['text']}\"\n"
+        "async def shout(input, ctx):\n    return {'text': input['text'].upper()}\n"
+    )
+    run(shell, cell)
+    first = magics.session.agents.get("shout")
+    assert first.input_schema is not None and first.input_schema.is_valid({"text": "a"})
+    run(shell, cell.replace("upper", "lower"))
+    assert magics.session.agents.get("shout") is not first
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("%%dagger_agent a --input-schema \"{'type': 'nonsense'}\"\ndef a(input, ctx):\n    pass\n", "schema"),
+        ("%%dagger_agent a\nx = 1\n", "defines no function to register as agent"),
+        ("%%dagger_agent\ndef a(input, ctx):\n    pass\n", "the following arguments are required: name"),
+    ],
+    ids=["bad-schema", "no-function", "no-name"],
+)
+async def test_agent_usage_errors(shell: InteractiveShell, magics: DaggerMagics, cell: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        run(shell, cell)
+
+
+async def test_pubsub_agent_cell_registers_on_the_bus_and_rerun_replaces(
+    shell: InteractiveShell, magics: DaggerMagics
+) -> None:
+    cell = (
+        "%%dagger_pubsub_agent shout --subscribe words,more --publish shouts\n"
+        "async def shout(message, ctx):\n    await ctx.publish('shouts', message.payload.upper())\n"
+    )
+    run(shell, cell)
+    run(shell, cell)
+    bus = magics.session.pubsub
+    assert len(bus.node_ids("shout")) == 1
+    agent = magics.session.pubsub_agents.get("shout")
+    assert agent.subscribe == ("words", "more") and agent.publish == ("shouts",)
+    await bus.publish("words", "hi")
+    await bus.run(until_idle=True)
+    assert bus.history("shouts")["payload"].tolist() == ["HI"]
+
+
+async def test_pubsub_agent_needs_channels(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    with pytest.raises(UsageError, match="needs --subscribe and/or --publish"):
+        run(shell, "%%dagger_pubsub_agent a\nasync def a(message, ctx):\n    pass\n")
+
+
+# -- the session ---------------------------------------------------------------------------------
+
+
+async def test_session_aclose_cancels_background_runs() -> None:
+    session = Session(registry=dagger_nb.ActionRegistry())
+    started = anyio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    session.registry.register("forever", forever)
+    session.executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[{"id": "a", "action": "forever"}]))
+    handle = session.start_run("w")
+    await started.wait()
+    await session.aclose()
+    assert handle.status == "cancelled"
+
+
+def test_kernel_session_is_shared_and_replaceable() -> None:
+    from dagger_nb.notebook import session, use_session
+
+    previous = use_session(None)
+    try:
+        first = session()
+        assert session() is first and first.registry is dagger_nb.default_registry
+        mine = Session()
+        use_session(mine)
+        assert session() is mine
+    finally:
+        use_session(previous)

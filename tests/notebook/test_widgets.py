@@ -1,0 +1,297 @@
+"""The dashboards, through their widget state (no browser)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from dagger_nb import ActionRegistry, DagExecutor, WorkflowSpec
+from dagger_nb.dag import RunHandle
+from dagger_nb.errors import GraphvizNotFound
+from dagger_nb.notebook._throttle import Throttle
+from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
+
+pytestmark = pytest.mark.anyio
+
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def chain(name: str, action: str, length: int, **config: Any) -> WorkflowSpec:
+    """``length`` nodes in a row, each reading the one before."""
+    nodes: list[dict[str, Any]] = [{"id": "n0", "action": action}]
+    for i in range(1, length):
+        nodes.append({"id": f"n{i}", "action": action, "inputs": [{"name": "x", "reference": f"n{i - 1}.result"}]})
+    return WorkflowSpec.model_validate({"name": name, "nodes": nodes, "config": config})
+
+
+def all_text(dashboard: Any) -> str:
+    panels = [dashboard.header, dashboard.table, dashboard.errors, dashboard.graph.widget]
+    if dashboard.agent_panel is not None:
+        panels.append(dashboard.agent_panel)
+    return "\n".join(panel.value for panel in panels)
+
+
+@pytest.fixture
+async def executor() -> Any:
+    async with DagExecutor(ActionRegistry()) as executor:
+        yield executor
+
+
+# -- the throttle --------------------------------------------------------------------------------
+
+
+def test_throttle_draws_at_most_once_per_interval() -> None:
+    now = [0.0]
+    draws: list[float] = []
+    throttle = Throttle(lambda: draws.append(now[0]), interval=0.25, clock=lambda: now[0])
+    for _ in range(10_000):  # 10,000 events over 10 s of (fake) time, no loop: draws when allowed
+        throttle.poke()
+        now[0] += 0.001
+    throttle.flush()
+    assert throttle.redraws == len(draws) <= 10 / 0.25 + 2
+    assert all(b - a >= 0.25 - 1e-9 for a, b in zip(draws, draws[1:-1], strict=False))
+
+
+async def test_throttle_on_the_loop_coalesces_bursts() -> None:
+    drawn = [anyio.Event()]
+    throttle = Throttle(lambda: drawn[-1].set(), interval=0.05)
+    for burst in (1, 2):
+        for _ in range(10_000):  # a burst of events while the loop is busy: one timer, no draw yet
+            throttle.poke()
+        assert throttle.redraws == burst - 1 and throttle.pending
+        with anyio.fail_after(5):
+            await drawn[-1].wait()
+        drawn.append(anyio.Event())
+        assert throttle.redraws == burst and not throttle.pending
+
+
+# -- RunDashboard --------------------------------------------------------------------------------
+
+
+async def test_header_and_table_follow_the_run(executor: DagExecutor) -> None:
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    async def step(x: int = 0) -> int:
+        started.set()
+        await gate.wait()
+        return x + 1
+
+    executor.registry.register("step", step)
+    executor.add_workflow(chain("c", "step", 3))
+    handle = executor.start("c")
+    dashboard = RunDashboard(handle, interval=0)
+    assert "pending" in dashboard.table.value
+    await started.wait()
+    dashboard.refresh()
+    assert "running" in dashboard.header.value and dashboard.progress.value == 0
+    gate.set()
+    report = await handle.wait()
+    assert report.status == "succeeded"
+    assert dashboard.finished and dashboard.cancel_button.disabled
+    assert dashboard.progress.value == 3 and dashboard.progress.bar_style == "success"
+    assert dashboard.table.value.count("succeeded") == 3
+    assert "<svg" in dashboard.graph.widget.value
+    dashboard.close()
+
+
+async def test_ten_thousand_events_are_throttled(executor: DagExecutor) -> None:
+    async def step(x: int = 0) -> int:
+        return x + 1
+
+    executor.registry.register("step", step)
+    nodes = [{"id": f"n{i}", "action": "step"} for i in range(5_000)]
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "wide", "nodes": nodes}))
+    start = time.monotonic()
+    handle = executor.start("wide")
+    dashboard = RunDashboard(handle, graph_live_limit=0)
+    await handle.wait()
+    elapsed = time.monotonic() - start
+    assert dashboard.events_seen == 10_000  # a start and a success per node
+    assert dashboard.redraws <= 4 * elapsed + 2
+    assert dashboard.table.value.count("succeeded") == dashboard.table_rows
+    assert "5000" in dashboard.header.value
+    dashboard.close()
+
+
+async def test_final_state_is_resent_from_the_waiting_task(executor: DagExecutor,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    async def step(x: int = 0) -> int:
+        return x + 1
+
+    executor.registry.register("step", step)
+    executor.add_workflow(chain("c", "step", 2))
+    handle = executor.start("c")
+    dashboard = RunDashboard(handle)
+    sent: list[str] = []
+    monkeypatch.setattr(dashboard.table, "send_state", lambda *a: sent.append(dashboard.table.value))
+    await handle.wait()
+    assert len(sent) == 1 and sent[0].count("succeeded") == 2
+    await dashboard.wait()
+    assert len(sent) == 2
+    dashboard.close()
+
+
+async def test_every_text_is_escaped(executor: DagExecutor) -> None:
+    def broken(x: int = 0) -> int:
+        raise ValueError(XSS)
+
+    executor.registry.register(XSS, broken)
+    executor.add_workflow(WorkflowSpec.model_validate(
+        {"name": XSS, "nodes": [{"id": "n", "action": XSS, "description": XSS}], "config": {"max_attempts": 1}}
+    ))
+    handle = executor.start(XSS)
+    dashboard = RunDashboard(handle)
+    report = await handle.wait()
+    assert report.status != "succeeded"
+    text = all_text(dashboard)
+    assert "<img" not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dashboard.errors.value
+    assert "&lt;img" in dashboard.header.value and "&lt;img" in dashboard.table.value
+    dashboard.close()
+
+
+async def test_graph_without_graphviz_shows_a_note_and_the_dot(
+    executor: DagExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(dot: str) -> str:
+        raise GraphvizNotFound()
+
+    monkeypatch.setattr("dagger_nb.notebook._dashboard.render_svg", missing)
+    executor.registry.register("step", lambda: 1)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "g", "nodes": [{"id": "a<b", "action": "step"}]}))
+    handle = executor.start("g")
+    dashboard = RunDashboard(handle)
+    await handle.wait()
+    value = dashboard.graph.widget.value
+    assert "dagger-graph-note" in value and "Graphviz" in value
+    assert "digraph" in value and "a&lt;b" in value and "<svg" not in value
+    dashboard.close()
+
+
+async def test_large_graphs_are_drawn_once_at_the_end(executor: DagExecutor) -> None:
+    gate = anyio.Event()
+
+    async def step(x: int = 0) -> int:
+        await gate.wait()
+        return x
+
+    executor.registry.register("step", step)
+    executor.add_workflow(chain("big", "step", 3))
+    handle = executor.start("big")
+    dashboard = RunDashboard(handle, graph_live_limit=2)
+    assert "drawn when the work ends" in dashboard.graph.widget.value
+    gate.set()
+    await handle.wait()
+    dashboard.graph.join(timeout=30)
+    assert "<svg" in dashboard.graph.widget.value and dashboard.graph.renders == 1
+    dashboard.close()
+
+
+async def test_cancel_button_cancels_the_run(executor: DagExecutor) -> None:
+    started = anyio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    executor.registry.register("forever", forever)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "f", "nodes": [{"id": "a", "action": "forever"}]}))
+    handle = executor.start("f")
+    dashboard = RunDashboard(handle)
+    await started.wait()
+    dashboard.cancel_button.click()
+    report = await handle.wait()
+    assert report.status == "cancelled" and "cancelled" in dashboard.header.value
+    dashboard.close()
+
+
+async def test_dashboard_of_a_finished_run_shows_it_at_once(executor: DagExecutor) -> None:
+    executor.registry.register("step", lambda: 1)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "d", "nodes": [{"id": "a", "action": "step"}]}))
+    handle: RunHandle = executor.start("d")
+    await handle.wait()
+    dashboard = RunDashboard(handle)
+    assert dashboard.finished and "succeeded" in dashboard.header.value and dashboard.redraws == 1
+    dashboard.close()
+
+
+# -- JobDashboard --------------------------------------------------------------------------------
+
+
+async def test_job_dashboard_follows_a_job() -> None:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+
+    registry = TaskAgentRegistry()
+    gate = anyio.Event()
+
+    async def plan(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        for i in range(3):
+            ctx.add_task(f"step {i}", "work", {"i": i})
+        return {"planned": 3}
+
+    async def work(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        await gate.wait()
+        if input["i"] == 2:
+            raise ValueError(XSS)
+        return {"i": input["i"]}
+
+    registry.register("plan", plan)
+    registry.register("work", work)
+    async with TaskManager(registry=registry) as manager:
+        manager.add_objective("j", "plan three steps", "plan")
+        handle = manager.start_job("j")
+        dashboard = JobDashboard(manager, "j", handle=handle, interval=0)
+        seen = anyio.Event()
+
+        def on_event(event: object) -> None:
+            if type(event).__name__ == "TaskStarted" and getattr(event, "agent", "") == "work":
+                seen.set()
+
+        handle.events.add_listener(on_event)
+        await seen.wait()
+        dashboard.refresh()
+        assert "in_progress" in dashboard.table.value
+        gate.set()
+        await dashboard.wait()
+        text = all_text(dashboard)
+        assert "<img" not in text and "&lt;img" in dashboard.errors.value
+        assert "work" in dashboard.agent_panel.value  # type: ignore[union-attr]
+        assert "<svg" in dashboard.graph.widget.value
+        assert dashboard.finished
+        dashboard.close()
+
+
+# -- PubSubMonitor -------------------------------------------------------------------------------
+
+
+async def test_pubsub_monitor_shows_messages_agents_and_failures() -> None:
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+
+    registry = PubSubAgentRegistry()
+
+    @pubsub_agent("shout", subscribe=["words"], publish=["shouts"], registry=registry)
+    async def shout(message: Any, ctx: Any) -> None:
+        if message.payload == "boom":
+            raise ValueError(XSS)
+        await ctx.publish("shouts", message.payload.upper())
+
+    bus = PubSub(registry=registry)
+    bus.register("shout")
+    monitor = PubSubMonitor(bus)
+    for word in ("hello", XSS, "boom"):
+        await bus.publish("words", word)
+    await bus.run(until_idle=True)
+    monitor.refresh()
+    assert "HELLO" in monitor.table.value and "&lt;IMG" in monitor.table.value
+    assert "shout" in monitor.agent_panel.value  # type: ignore[union-attr]
+    assert "&lt;img" in monitor.errors.value
+    assert "<img" not in all_text(monitor) and "<IMG" not in all_text(monitor)
+    assert "<svg" in monitor.graph.widget.value
+    bus.close()
+    monitor.close()
+
+
