@@ -1,8 +1,6 @@
-"""Run workflows concurrently on the caller's event loop.
+"""The DAG executor: register workflows, run them on the caller's event loop, grow them.
 
-A run is driven by a few long-lived worker tasks (at most
-``config.max_parallel_nodes``) that take ready nodes from a queue, never one task
-per node: creating an anyio task costs far more than running a trivial action.
+How a run is driven (workers, attempts, failure policies) lives in :mod:`dagger_nb.dag.scheduler`.
 
 >>> import dagger_nb
 >>> registry = dagger_nb.ActionRegistry()
@@ -31,10 +29,8 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from time import time
 from typing import Any
 
 import anyio
@@ -44,7 +40,7 @@ from dagger_nb._background import BackgroundGroup
 from dagger_nb._sync import run_sync
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
-from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, default_registry
+from dagger_nb.dag.actions import ActionRegistry, default_registry
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, build_nodes
 from dagger_nb.dag.events import (
@@ -52,40 +48,26 @@ from dagger_nb.dag.events import (
     HumanInputReceived,
     HumanInputRequested,
     NodeAdded,
-    NodeCancelled,
-    NodeFailed,
-    NodeRetrying,
     NodeSkipped,
-    NodeStarted,
-    NodeSucceeded,
-    RunFinished,
 )
 from dagger_nb.dag.human import HumanRequest, PauseForHuman
 from dagger_nb.dag.loader import load_workflow
-from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import Plan, Run, RunHandle
+from dagger_nb.dag.scheduler import Scheduler, describe_error, hook_name
 from dagger_nb.dag.spec import DagConfig, HumanTimeoutAction, InputSpec, NodeSpec, OnFailure, WorkflowSpec
 from dagger_nb.dag.store import RunStore
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
-    ActionError,
-    DaggerError,
     DaggerWarning,
     ExecutionError,
     GraphChangeError,
-    NodeTimeout,
     Problem,
     RunNotFound,
     WorkflowNotFound,
     WorkflowSpecError,
 )
 from dagger_nb.schema import compile_schema
-
-_MISSING: Any = object()
-
-
-class _InputMissing(DaggerError):
-    """An input's reference was not produced; retrying cannot help."""
 
 
 class DagExecutor:
@@ -115,6 +97,7 @@ class DagExecutor:
         self._store = RunStore(db) if db is not None else None
         self._background = BackgroundGroup("DagExecutor")
         self._hooks: list[Callable[[DagEvent, RunHandle], object]] = []
+        self._scheduler = Scheduler(self)
 
     # -- workflows -------------------------------------------------------------------------------
 
@@ -179,14 +162,14 @@ class DagExecutor:
         run ``cancelled``.
         """
         run = self._new_run(name, cache=cache, inputs=inputs)
-        return await self._drive(run, cancel=cancel)
+        return await self._scheduler.drive(run, cancel=cancel)
 
     def start(
         self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
     ) -> RunHandle:
         """Start workflow ``name`` in the background on the running loop and return at once."""
         run = self._new_run(name, cache=cache, inputs=inputs)
-        self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
+        self._background.submit(self._scheduler.drive, run, on_drop=partial(self._scheduler.drop, run))
         return RunHandle(run, self)
 
     def run(
@@ -199,7 +182,7 @@ class DagExecutor:
         """Continue a paused, failed or cancelled run: succeeded nodes keep their outputs,
         the others run again with the actions as registered now."""
         run = self._resumable(run_id)
-        return await self._drive(run)
+        return await self._scheduler.drive(run)
 
     def resume_sync(self, run_id: str) -> ExecutionReport:
         """:meth:`resume` for scripts (and cells without ``await``)."""
@@ -208,7 +191,7 @@ class DagExecutor:
     def start_resume(self, run_id: str) -> RunHandle:
         """Like :meth:`resume`, but in the background; returns at once."""
         run = self._resumable(run_id)
-        self._background.submit(self._drive, run, on_drop=partial(self._drop, run))
+        self._background.submit(self._scheduler.drive, run, on_drop=partial(self._scheduler.drop, run))
         return RunHandle(run, self)
 
     def handle(self, run_id: str) -> RunHandle:
@@ -227,9 +210,10 @@ class DagExecutor:
         after its async hooks have finished. A hook that raises is noted in the report's
         ``notes`` and never stops the run.
 
+        >>> import dagger_nb
         >>> executor = DagExecutor(dagger_nb.ActionRegistry())
         >>> def double_big_sums(event, run):
-        ...     if isinstance(event, NodeSucceeded) and event.outputs.get("result", 0) > 10:
+        ...     if isinstance(event, dagger_nb.NodeSucceeded) and event.outputs.get("result", 0) > 10:
         ...         run.add_node("multiply", id=f"multiply_{event.node}",
         ...                      inputs={"x": f"{event.node}.result"}, dependencies=[event.node])
         >>> executor.add_hook(double_big_sums)
@@ -300,7 +284,7 @@ class DagExecutor:
                 outcome.error = f"skipped because upstream node '{failed_upstream[0]}' failed"
                 run.events.emit(NodeSkipped(run.run_id, node.id, outcome.error))
         if ready:
-            self._schedule(run, len(ready), taking_one=False)
+            self._scheduler.schedule(run, len(ready), taking_one=False)
         return [node.id for node in nodes]
 
     def _call_hooks(self, run: Run, event: DagEvent) -> None:
@@ -309,7 +293,7 @@ class DagExecutor:
             try:
                 result = hook(event, handle)
             except Exception as error:  # a hook's bug must not break the run
-                run.notes.append(f"hook {_name(hook)} failed on {type(event).__name__}: {_describe(error)}")
+                run.notes.append(f"hook {hook_name(hook)} failed on {type(event).__name__}: {describe_error(error)}")
                 continue
             if inspect.isawaitable(result):
                 if run.group is not None:
@@ -322,7 +306,7 @@ class DagExecutor:
         try:
             await pending
         except Exception as error:  # a hook's bug must not break the run
-            run.notes.append(f"hook {_name(hook)} failed on {event}: {_describe(error)}")
+            run.notes.append(f"hook {hook_name(hook)} failed on {event}: {describe_error(error)}")
         finally:
             run.pending_hooks -= 1
             run.wake()
@@ -443,328 +427,6 @@ class DagExecutor:
         run.report = None
         run.reset()
         return run
-
-    async def _drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
-        run.status = "running"
-        run.started_at = run.started_at or time()
-        if self._hooks:
-            run.events.add_listener(partial(self._call_hooks, run))
-        if self._store is not None:
-            await anyio.to_thread.run_sync(self._store.save_run, run.snapshot())
-        status: RunStatus
-        try:
-            with anyio.CancelScope() as run.cancel_scope:
-                if run.cancel_requested:
-                    run.cancel_scope.cancel()
-                with anyio.move_on_after(run.config.timeout_seconds) as deadline:
-                    async with anyio.create_task_group() as watchers:
-                        if cancel is not None:
-                            watchers.start_soon(_cancel_when_set, cancel, run)
-                        async with anyio.create_task_group() as run.group:
-                            self._add_workers(run, len(run.ready))
-                        run.group = None
-                        watchers.cancel_scope.cancel()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._finish(run, "cancelled", "the run was cancelled")
-            raise
-        if run.cancel_requested:
-            status, error = "cancelled", "the run was cancelled"
-        elif deadline.cancelled_caught:
-            status = "failed"
-            error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
-        elif run.iteration_limit_hit:
-            status = "paused" if run.config.human_timeout_action is HumanTimeoutAction.PAUSE else "failed"
-            error = f"Maximum iterations ({run.config.max_iterations}) reached"
-        elif run.failed:
-            status = "paused" if run.config.on_failure is OnFailure.PAUSE else "failed"
-            first = run.outcomes[run.failed[0]]
-            more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
-            error = f"node '{first.node}' failed{more}: {first.error}"
-        elif run.waiting_for_human:
-            status, error = "paused", f"waiting for a person to answer: {run.waiting_for_human}"
-        else:
-            status, error = "succeeded", None
-        return await self._finish(run, status, error)
-
-    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> ExecutionReport:
-        for outcome in run.outcomes.values():
-            if outcome.status == "running":
-                outcome.status = "cancelled"
-                outcome.finished_at = time()
-        report = run.finish(status, error)
-        if self._store is not None:
-            await anyio.to_thread.run_sync(self._store.save_run, report)
-        self._announce(run, report)
-        late, run.late_hooks = run.late_hooks, []
-        for hook, pending, event in late:
-            try:
-                await pending
-            except Exception as failure:  # a hook's bug must not break the caller
-                report.notes.append(f"hook {_name(hook)} failed on {event}: {_describe(failure)}")
-        return report
-
-    def _drop(self, run: Run) -> None:
-        """A background run closed before it started ends ``cancelled``."""
-        report = run.finish("cancelled", "the run was cancelled before it started")
-        if self._store is not None:
-            self._store.save_run(report)
-        self._announce(run, report)
-        for _, pending, _ in run.late_hooks:
-            if inspect.iscoroutine(pending):
-                pending.close()
-        run.late_hooks = []
-
-    def _announce(self, run: Run, report: ExecutionReport) -> None:
-        status = report.status
-        run.events.emit(RunFinished(run.run_id, status, report))
-        run.events.close()
-        if run.done is not None:
-            run.done.set()
-
-    def _add_workers(self, run: Run, wanted: int) -> None:
-        if run.group is None:
-            return
-        for _ in range(min(wanted, run.limit - run.workers)):
-            run.workers += 1
-            run.group.start_soon(self._worker, run, name="dagger-nb worker")
-
-    def _schedule(self, run: Run, newly_ready: int, *, taking_one: bool) -> None:
-        """Wake idle workers, and start more (up to the limit) for what they cannot take."""
-        if run.idle:
-            run.wake()
-        spare = newly_ready - run.idle - (1 if taking_one else 0)
-        if spare > 0 and run.workers < run.limit:
-            self._add_workers(run, spare)
-
-    async def _worker(self, run: Run) -> None:
-        ready = run.ready
-        try:
-            while True:
-                while ready and not run.stopping:
-                    await self._run_node(run, ready.popleft())
-                if run.running == 0 and run.pending_hooks == 0 and (not ready or run.stopping):
-                    run.wake()
-                    return
-                run.idle += 1
-                try:
-                    await run.wait_for_work()
-                finally:
-                    run.idle -= 1
-        finally:
-            run.workers -= 1
-
-    async def _run_node(self, run: Run, node_id: str) -> None:
-        node = run.nodes[node_id]
-        outcome = run.outcomes[node_id]
-        if node.action == SUPERVISOR_ACTION and _iteration(node) >= run.iteration_limit:
-            run.iteration_limit_hit = True
-            run.stopping = True
-            run.ready.appendleft(node_id)
-            return
-        outcome.status = "running"
-        outcome.started_at = time()
-        run.running += 1
-        run.keep_outputs(node_id)
-        try:
-            result = await self._attempts(run, node, outcome)
-        except anyio.get_cancelled_exc_class():
-            outcome.status = "cancelled"
-            outcome.finished_at = time()
-            run.events.emit(NodeCancelled(run.run_id, node_id))
-            run.drop_outputs(node_id)
-            raise
-        finally:
-            run.running -= 1
-            run.done_with_inputs(node_id)
-        if result == "succeeded":
-            self._release_dependents(run, node_id)
-        elif result == "failed":
-            await self._after_failure(run, node, outcome)
-        else:
-            run.stopping = True
-
-    def _release_dependents(self, run: Run, node_id: str) -> None:
-        waiting = run.waiting
-        newly_ready = 0
-        for dependent in run.dependents[node_id]:
-            waiting[dependent] -= 1
-            if waiting[dependent] == 0 and run.outcomes[dependent].status == "pending":
-                run.ready.append(dependent)
-                newly_ready += 1
-        if newly_ready:
-            # This worker takes one ready node itself; more workers start only for the rest.
-            self._schedule(run, newly_ready, taking_one=True)
-
-    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> str:
-        """Run the node's attempts: ``succeeded``, ``failed``, or ``paused`` (waiting for a person)."""
-        attempts = node.attempts(run.config)
-        error = ""
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                delay = run.config.retry_strategy.delay(attempt=attempt)
-                run.events.emit(NodeRetrying(run.run_id, node.id, attempt - 1, error, delay))
-                if delay:
-                    await anyio.sleep(delay)
-            outcome.attempts = attempt
-            run.events.emit(NodeStarted(run.run_id, node.id, attempt))
-            try:
-                action = self.registry.get(node.action)
-                kwargs = _resolve_inputs(run, node)
-                result = await self._call(run, node, action, kwargs, attempt)
-                outputs = _store_outputs(run, node, result)
-            except _InputMissing as missing:
-                error = str(missing)
-                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
-                break
-            except PauseForHuman as pause:
-                # Nobody answered: the node goes back to pending and asks again on resume.
-                run.waiting_for_human = pause.prompt
-                outcome.status, outcome.attempts, outcome.started_at = "pending", 0, None
-                return "paused"
-            except Exception as exception:  # an action's failure is the node's, never the executor's
-                error = _describe(exception)
-                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
-                continue
-            outcome.status = "succeeded"
-            outcome.finished_at = time()
-            run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
-            return "succeeded"
-        outcome.status = "failed"
-        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
-        outcome.finished_at = time()
-        run.events.emit(NodeFailed(run.run_id, node.id, outcome.attempts, outcome.error))
-        return "failed"
-
-    async def _call(
-        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
-    ) -> Any:
-        if action.takes_ctx:
-            kwargs["ctx"] = NodeContext(
-                node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self, _run=run
-            )
-        if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
-            # Rust-style actions read some inputs from the cache themselves: pass what they accept.
-            kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
-        outcome = run.outcomes[node.id]
-        if node.timeout is None:
-            return await self.backend.invoke(action, kwargs, outcome=outcome)
-        with anyio.move_on_after(node.timeout) as scope:
-            return await self.backend.invoke(action, kwargs, outcome=outcome)
-        if scope.cancelled_caught:
-            raise NodeTimeout(node.id, node.timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
-        run.failed.append(node.id)
-        run.drop_outputs(node.id)
-        await self._call_failure_handler(run, node, outcome)
-        policy = run.config.on_failure
-        if policy is OnFailure.CONTINUE:
-            self._skip_downstream(run, node.id)
-        elif policy is OnFailure.PAUSE:
-            run.stopping = True
-        else:
-            run.stopping = True
-            if run.group is not None:
-                run.group.cancel_scope.cancel()
-
-    async def _call_failure_handler(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
-        name = node.failure_handler
-        if name is None:
-            return
-        if name not in self.registry:
-            outcome.notes.append(f"failure handler '{name}' is not registered; it was not called")
-            return
-        handler = self.registry.get(name)
-        kwargs: dict[str, Any] = {}
-        if "error" in handler.parameters or handler.takes_any_keyword:
-            kwargs["error"] = outcome.error
-        try:
-            await self._call(run, node, handler, kwargs, outcome.attempts)
-        except Exception as exception:  # the handler's failure must not hide the node's
-            outcome.notes.append(f"failure handler '{name}' failed: {_describe(exception)}")
-
-    def _skip_downstream(self, run: Run, failed: str) -> None:
-        queue = deque(run.dependents[failed])
-        while queue:
-            node_id = queue.popleft()
-            outcome = run.outcomes[node_id]
-            if outcome.status != "pending":
-                continue
-            outcome.status = "skipped"
-            outcome.error = f"skipped because upstream node '{failed}' failed"
-            run.events.emit(NodeSkipped(run.run_id, node_id, outcome.error))
-            run.done_with_inputs(node_id)
-            queue.extend(run.dependents[node_id])
-
-
-async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
-    await event.wait()
-    run.cancel()
-
-
-def _iteration(node: NodeSpec) -> int:
-    for item in node.inputs:
-        if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
-            return item.value
-    return 0
-
-
-def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    get = run.cache.get
-    for name, namespace, key, literal, reference in run.plan.inputs[node.id]:
-        if namespace is None:
-            kwargs[name] = literal
-            continue
-        value = get(namespace, key, _MISSING)
-        if value is _MISSING:
-            if namespace == "inputs":
-                raise _InputMissing(
-                    f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
-                )
-            raise _InputMissing(f"input '{name}' references '{reference}', which node '{namespace}' did not produce")
-        kwargs[name] = value
-    return kwargs
-
-
-def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
-    if result is None:
-        return {}
-    declared = node.outputs
-    if len(declared) == 1:
-        outputs = {declared[0].name: result}
-    elif declared:
-        if not isinstance(result, Mapping):
-            raise ActionError(
-                f"node '{node.id}' declares outputs {', '.join(o.name for o in declared)}, so its action must "
-                f"return a mapping holding each; it returned {type(result).__name__}"
-            )
-        missing = [o.name for o in declared if o.name not in result]
-        if missing:
-            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
-        outputs = dict(result)
-    elif isinstance(result, Mapping):
-        outputs = dict(result)
-    else:
-        outputs = {"result": result}
-    cache = run.cache
-    for key, value in outputs.items():
-        cache.insert(node.id, str(key), value)
-    return outputs
-
-
-def _name(hook: Any) -> str:
-    return getattr(hook, "__qualname__", None) or repr(hook)
-
-
-def _describe(exception: BaseException) -> str:
-    if isinstance(exception, DaggerError):
-        return str(exception)
-    text = str(exception)
-    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
-
 
 _RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
 

@@ -1,0 +1,374 @@
+"""Drive one run to its end: workers, attempts, retries, timeouts and failure policies.
+
+A run is driven by a few long-lived worker tasks (at most
+``config.max_parallel_nodes``, started only as ready work appears) that take
+node ids from the run's ready queue, never one task per node: creating an
+anyio task costs far more than running a trivial action.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from collections.abc import Mapping
+from functools import partial
+from time import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from dagger_nb.dag.actions import Action, NodeContext
+from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
+from dagger_nb.dag.events import (
+    NodeCancelled,
+    NodeFailed,
+    NodeRetrying,
+    NodeSkipped,
+    NodeStarted,
+    NodeSucceeded,
+    RunFinished,
+)
+from dagger_nb.dag.human import PauseForHuman
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.run import Run
+from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
+from dagger_nb.errors import ActionError, DaggerError, NodeTimeout
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.executor import DagExecutor
+
+_MISSING: Any = object()
+
+
+class _InputMissing(DaggerError):
+    """An input's reference was not produced; retrying cannot help."""
+
+
+class Scheduler:
+    """Runs the nodes of runs for one :class:`DagExecutor` (its registry, backend, store, hooks)."""
+
+    def __init__(self, executor: DagExecutor) -> None:
+        self.executor = executor
+
+    async def drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
+        run.status = "running"
+        run.started_at = run.started_at or time()
+        if self.executor._hooks:
+            run.events.add_listener(partial(self.executor._call_hooks, run))
+        if self.executor._store is not None:
+            await anyio.to_thread.run_sync(self.executor._store.save_run, run.snapshot())
+        status: RunStatus
+        try:
+            with anyio.CancelScope() as run.cancel_scope:
+                if run.cancel_requested:
+                    run.cancel_scope.cancel()
+                with anyio.move_on_after(run.config.timeout_seconds) as deadline:
+                    async with anyio.create_task_group() as watchers:
+                        if cancel is not None:
+                            watchers.start_soon(_cancel_when_set, cancel, run)
+                        async with anyio.create_task_group() as run.group:
+                            self._add_workers(run, len(run.ready))
+                        run.group = None
+                        watchers.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._finish(run, "cancelled", "the run was cancelled")
+            raise
+        if run.cancel_requested:
+            status, error = "cancelled", "the run was cancelled"
+        elif deadline.cancelled_caught:
+            status = "failed"
+            error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
+        elif run.iteration_limit_hit:
+            status = "paused" if run.config.human_timeout_action is HumanTimeoutAction.PAUSE else "failed"
+            error = f"Maximum iterations ({run.config.max_iterations}) reached"
+        elif run.failed:
+            status = "paused" if run.config.on_failure is OnFailure.PAUSE else "failed"
+            first = run.outcomes[run.failed[0]]
+            more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
+            error = f"node '{first.node}' failed{more}: {first.error}"
+        elif run.waiting_for_human:
+            status, error = "paused", f"waiting for a person to answer: {run.waiting_for_human}"
+        else:
+            status, error = "succeeded", None
+        return await self._finish(run, status, error)
+
+    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> ExecutionReport:
+        for outcome in run.outcomes.values():
+            if outcome.status == "running":
+                outcome.status = "cancelled"
+                outcome.finished_at = time()
+        report = run.finish(status, error)
+        if self.executor._store is not None:
+            await anyio.to_thread.run_sync(self.executor._store.save_run, report)
+        self._announce(run, report)
+        late, run.late_hooks = run.late_hooks, []
+        for hook, pending, event in late:
+            try:
+                await pending
+            except Exception as failure:  # a hook's bug must not break the caller
+                report.notes.append(f"hook {hook_name(hook)} failed on {event}: {describe_error(failure)}")
+        return report
+
+    def drop(self, run: Run) -> None:
+        """A background run closed before it started ends ``cancelled``."""
+        report = run.finish("cancelled", "the run was cancelled before it started")
+        if self.executor._store is not None:
+            self.executor._store.save_run(report)
+        self._announce(run, report)
+        for _, pending, _ in run.late_hooks:
+            if inspect.iscoroutine(pending):
+                pending.close()
+        run.late_hooks = []
+
+    def _announce(self, run: Run, report: ExecutionReport) -> None:
+        status = report.status
+        run.events.emit(RunFinished(run.run_id, status, report))
+        run.events.close()
+        if run.done is not None:
+            run.done.set()
+
+    def _add_workers(self, run: Run, wanted: int) -> None:
+        if run.group is None:
+            return
+        for _ in range(min(wanted, run.limit - run.workers)):
+            run.workers += 1
+            run.group.start_soon(self._worker, run, name="dagger-nb worker")
+
+    def schedule(self, run: Run, newly_ready: int, *, taking_one: bool) -> None:
+        """Wake idle workers, and start more (up to the limit) for what they cannot take."""
+        if run.idle:
+            run.wake()
+        spare = newly_ready - run.idle - (1 if taking_one else 0)
+        if spare > 0 and run.workers < run.limit:
+            self._add_workers(run, spare)
+
+    async def _worker(self, run: Run) -> None:
+        ready = run.ready
+        try:
+            while True:
+                while ready and not run.stopping:
+                    await self._run_node(run, ready.popleft())
+                if run.running == 0 and run.pending_hooks == 0 and (not ready or run.stopping):
+                    run.wake()
+                    return
+                run.idle += 1
+                try:
+                    await run.wait_for_work()
+                finally:
+                    run.idle -= 1
+        finally:
+            run.workers -= 1
+
+    async def _run_node(self, run: Run, node_id: str) -> None:
+        node = run.nodes[node_id]
+        outcome = run.outcomes[node_id]
+        if node.action == SUPERVISOR_ACTION and _iteration(node) >= run.iteration_limit:
+            run.iteration_limit_hit = True
+            run.stopping = True
+            run.ready.appendleft(node_id)
+            return
+        outcome.status = "running"
+        outcome.started_at = time()
+        run.running += 1
+        run.keep_outputs(node_id)
+        try:
+            result = await self._attempts(run, node, outcome)
+        except anyio.get_cancelled_exc_class():
+            outcome.status = "cancelled"
+            outcome.finished_at = time()
+            run.events.emit(NodeCancelled(run.run_id, node_id))
+            run.drop_outputs(node_id)
+            raise
+        finally:
+            run.running -= 1
+            run.done_with_inputs(node_id)
+        if result == "succeeded":
+            self._release_dependents(run, node_id)
+        elif result == "failed":
+            await self._after_failure(run, node, outcome)
+        else:
+            run.stopping = True
+
+    def _release_dependents(self, run: Run, node_id: str) -> None:
+        waiting = run.waiting
+        newly_ready = 0
+        for dependent in run.dependents[node_id]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0 and run.outcomes[dependent].status == "pending":
+                run.ready.append(dependent)
+                newly_ready += 1
+        if newly_ready:
+            # This worker takes one ready node itself; more workers start only for the rest.
+            self.schedule(run, newly_ready, taking_one=True)
+
+    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> str:
+        """Run the node's attempts: ``succeeded``, ``failed``, or ``paused`` (waiting for a person)."""
+        attempts = node.attempts(run.config)
+        error = ""
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                delay = run.config.retry_strategy.delay(attempt=attempt)
+                run.events.emit(NodeRetrying(run.run_id, node.id, attempt - 1, error, delay))
+                if delay:
+                    await anyio.sleep(delay)
+            outcome.attempts = attempt
+            run.events.emit(NodeStarted(run.run_id, node.id, attempt))
+            try:
+                action = self.executor.registry.get(node.action)
+                kwargs = _resolve_inputs(run, node)
+                result = await self._call(run, node, action, kwargs, attempt)
+                outputs = _store_outputs(run, node, result)
+            except _InputMissing as missing:
+                error = str(missing)
+                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                break
+            except PauseForHuman as pause:
+                # Nobody answered: the node goes back to pending and asks again on resume.
+                run.waiting_for_human = pause.prompt
+                outcome.status, outcome.attempts, outcome.started_at = "pending", 0, None
+                return "paused"
+            except Exception as exception:  # an action's failure is the node's, never the executor's
+                error = describe_error(exception)
+                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                continue
+            outcome.status = "succeeded"
+            outcome.finished_at = time()
+            run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
+            return "succeeded"
+        outcome.status = "failed"
+        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
+        outcome.finished_at = time()
+        run.events.emit(NodeFailed(run.run_id, node.id, outcome.attempts, outcome.error))
+        return "failed"
+
+    async def _call(
+        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
+    ) -> Any:
+        if action.takes_ctx:
+            kwargs["ctx"] = NodeContext(
+                node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
+            )
+        if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
+            # Rust-style actions read some inputs from the cache themselves: pass what they accept.
+            kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
+        outcome = run.outcomes[node.id]
+        if node.timeout is None:
+            return await self.executor.backend.invoke(action, kwargs, outcome=outcome)
+        with anyio.move_on_after(node.timeout) as scope:
+            return await self.executor.backend.invoke(action, kwargs, outcome=outcome)
+        if scope.cancelled_caught:
+            raise NodeTimeout(node.id, node.timeout)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
+        run.failed.append(node.id)
+        run.drop_outputs(node.id)
+        await self._call_failure_handler(run, node, outcome)
+        policy = run.config.on_failure
+        if policy is OnFailure.CONTINUE:
+            self._skip_downstream(run, node.id)
+        elif policy is OnFailure.PAUSE:
+            run.stopping = True
+        else:
+            run.stopping = True
+            if run.group is not None:
+                run.group.cancel_scope.cancel()
+
+    async def _call_failure_handler(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
+        name = node.failure_handler
+        if name is None:
+            return
+        if name not in self.executor.registry:
+            outcome.notes.append(f"failure handler '{name}' is not registered; it was not called")
+            return
+        handler = self.executor.registry.get(name)
+        kwargs: dict[str, Any] = {}
+        if "error" in handler.parameters or handler.takes_any_keyword:
+            kwargs["error"] = outcome.error
+        try:
+            await self._call(run, node, handler, kwargs, outcome.attempts)
+        except Exception as exception:  # the handler's failure must not hide the node's
+            outcome.notes.append(f"failure handler '{name}' failed: {describe_error(exception)}")
+
+    def _skip_downstream(self, run: Run, failed: str) -> None:
+        queue = deque(run.dependents[failed])
+        while queue:
+            node_id = queue.popleft()
+            outcome = run.outcomes[node_id]
+            if outcome.status != "pending":
+                continue
+            outcome.status = "skipped"
+            outcome.error = f"skipped because upstream node '{failed}' failed"
+            run.events.emit(NodeSkipped(run.run_id, node_id, outcome.error))
+            run.done_with_inputs(node_id)
+            queue.extend(run.dependents[node_id])
+
+
+async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
+    await event.wait()
+    run.cancel()
+
+
+def _iteration(node: NodeSpec) -> int:
+    for item in node.inputs:
+        if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
+            return item.value
+    return 0
+
+
+def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    get = run.cache.get
+    for name, namespace, key, literal, reference in run.plan.inputs[node.id]:
+        if namespace is None:
+            kwargs[name] = literal
+            continue
+        value = get(namespace, key, _MISSING)
+        if value is _MISSING:
+            if namespace == "inputs":
+                raise _InputMissing(
+                    f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
+                )
+            raise _InputMissing(f"input '{name}' references '{reference}', which node '{namespace}' did not produce")
+        kwargs[name] = value
+    return kwargs
+
+
+def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
+    if result is None:
+        return {}
+    declared = node.outputs
+    if len(declared) == 1:
+        outputs = {declared[0].name: result}
+    elif declared:
+        if not isinstance(result, Mapping):
+            raise ActionError(
+                f"node '{node.id}' declares outputs {', '.join(o.name for o in declared)}, so its action must "
+                f"return a mapping holding each; it returned {type(result).__name__}"
+            )
+        missing = [o.name for o in declared if o.name not in result]
+        if missing:
+            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
+        outputs = dict(result)
+    elif isinstance(result, Mapping):
+        outputs = dict(result)
+    else:
+        outputs = {"result": result}
+    cache = run.cache
+    for key, value in outputs.items():
+        cache.insert(node.id, str(key), value)
+    return outputs
+
+
+def hook_name(hook: Any) -> str:
+    """A hook's name for messages."""
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def describe_error(exception: BaseException) -> str:
+    """``Type: message`` for an action's error; our own errors read well as they are."""
+    if isinstance(exception, DaggerError):
+        return str(exception)
+    text = str(exception)
+    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__

@@ -1,0 +1,208 @@
+"""A real browser: JupyterLab in headless Chromium runs 04_dashboards.ipynb like a person would.
+
+JupyterLab starts on a free loopback port with throw-away settings (no news
+toast, no autosave, every cell kept in the DOM) on a copy of the notebook, so
+the repository is never touched. Playwright drives Debian's Chromium (it cannot
+download its own browser here). The test clicks Run > Run All Cells, samples the
+run dashboard's table while the run goes on, then checks that the dashboard
+rendered as a widget (not its text repr), that its table changed over time,
+that the graph SVG is there, and that no cell shows an error. It saves a
+screenshot in its temporary folder (and in ``$DAGGER_NB_SCREENSHOT_DIR`` when set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "04_dashboards.ipynb"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                        "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
+                                                                   "scrollPastEnd": False},
+}
+RUN_TABLE = ".dagger-run-dashboard .dagger-table"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (/usr/bin/chromium); "
+                                                     "apt-get install chromium to run the browser test"),
+]
+
+JS_STATE = """() => {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)') || document;
+  const prompts = Array.from(panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(p => p.textContent.trim());
+  const bar = (document.querySelector('#jp-main-statusbar') || {}).textContent || '';
+  const m = bar.match(/\\|\\s*(Idle|Busy|Starting|Restarting|Connecting|Unknown|Dead|Initializing)/i);
+  const table = document.querySelector('%s');
+  return {prompts, kernel: m ? m[1] : null, table: table ? table.textContent : null,
+          dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText.slice(0, 200))};
+}""" % RUN_TABLE
+
+JS_MODEL_ERRORS = """() => {
+  const w = window.jupyterapp.shell.currentWidget; const cells = w.content.model.cells; const errors = [];
+  for (let i = 0; i < cells.length; i++) {
+    const c = cells.get(i);
+    if (c.type !== 'code') continue;
+    for (const o of c.outputs.toJSON()) if (o.output_type === 'error') errors.push(`${i}: ${o.ename}: ${o.evalue}`);
+  }
+  return errors;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lab_ready(url: str, token: str) -> bool:
+    request = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """JupyterLab serving a copy of the notebook; stopped by its PID afterwards."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    settings = tmp_path / "settings"
+    for name, data in LAB_SETTINGS.items():
+        (settings / name).parent.mkdir(parents=True, exist_ok=True)
+        (settings / name).write_text(json.dumps(data))
+    port, token = free_port(), secrets.token_hex(16)
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+               "--ServerApp.port_retries=0", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
+               f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}",
+               f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--LabApp.extension_manager=readonly", "--expose-app-in-browser"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    log = (tmp_path / "lab.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not lab_ready(url, token):
+            assert server.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "JupyterLab did not start in 90 s"
+            time.sleep(0.2)
+        yield url, token, root
+    finally:
+        try:
+            request = urllib.request.Request(f"{url}/api/shutdown", method="POST",
+                                             headers={"Authorization": f"token {token}"})
+            urllib.request.urlopen(request, timeout=5).close()
+            server.wait(timeout=15)
+        except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+        log.close()
+
+
+def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    url, token, root = lab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(90_000)
+            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}&reset")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+            wait_until(page, lambda st: st["kernel"] == "Idle", 90, "the kernel never became idle")
+            try:
+                page.click("#jp-MainMenu .lm-MenuBar-item:has(.lm-MenuBar-itemLabel:text-is('Run'))", timeout=5000)
+                page.click(".lm-Menu .lm-Menu-item[data-command='runmenu:run-all']", timeout=5000)
+            except PlaywrightTimeout:
+                page.keyboard.press("Escape")
+                page.evaluate("() => window.jupyterapp.commands.execute('runmenu:run-all')")
+
+            tables: list[str] = []
+            idle_polls, deadline = 0, time.monotonic() + 120
+            while idle_polls < 3:
+                state = page.evaluate(JS_STATE)
+                if state["table"] and (not tables or tables[-1] != state["table"]):
+                    tables.append(state["table"])
+                done = all(p.startswith("[") and p != "[*]:" and p != "[ ]:" for p in state["prompts"])
+                idle_polls = idle_polls + 1 if done and state["kernel"] == "Idle" else 0
+                assert time.monotonic() < deadline, f"the notebook did not finish: {state}"
+                time.sleep(0.2)
+
+            assert page.evaluate(JS_MODEL_ERRORS) == []
+            visible = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            assert not any("Traceback" in text for text in visible.all_text_contents())
+            # rendered as widgets, not as their text repr
+            assert page.locator(".jupyter-widgets.dagger-run-dashboard").count() == 1
+            assert page.locator(".jupyter-widgets.dagger-job-dashboard").count() == 1
+            assert "RunDashboard(children" not in page.locator(".jp-NotebookPanel").inner_text()
+            # the status table changed while the run went on, and ends with the run done
+            assert len(tables) >= 2, tables
+            final_header = page.locator(".dagger-run-dashboard .dagger-header").inner_text()
+            assert "succeeded" in final_header
+            assert page.locator(".dagger-run-dashboard .dagger-graph svg").count() == 1
+            assert page.locator(".dagger-job-dashboard .dagger-graph svg").count() == 1
+
+            save_screenshot(page, tmp_path / "dashboard.png")
+        finally:
+            browser.close()
+
+
+def wait_until(page: object, check: object, seconds: float, message: str) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        state = page.evaluate(JS_STATE)  # type: ignore[attr-defined]
+        if any("Select Kernel" in d for d in state["dialogs"]):
+            page.click(".jp-Dialog .jp-mod-accept")  # type: ignore[attr-defined]
+        if check(state):  # type: ignore[operator]
+            return
+        assert time.monotonic() < deadline, f"{message}: {state}"
+        time.sleep(0.2)
+
+
+def save_screenshot(page: object, path: Path) -> None:
+    """The dashboards cell, scrolled into view, without the file browser."""
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # type: ignore[attr-defined]
+    board = page.locator(".dagger-run-dashboard").first  # type: ignore[attr-defined]
+    board.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)  # type: ignore[attr-defined]
+    output = page.locator(".jp-OutputArea-output:has(.dagger-run-dashboard)").first  # type: ignore[attr-defined]
+    output.screenshot(path=str(path))
+    extra = os.environ.get("DAGGER_NB_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
