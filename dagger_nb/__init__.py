@@ -101,6 +101,14 @@ from dagger_nb.pubsub import (
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    if name == "DaskBackend":  # needs the optional dask extra: imported only when asked for
+        from dagger_nb.backends import DaskBackend
+
+        return DaskBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext dagger_nb``: register the magics (IPython is imported only here)."""
     from dagger_nb.notebook import load_ipython_extension as load
@@ -121,6 +129,7 @@ __all__ = [
     "DagExecutor",
     "DaggerError",
     "DaggerWarning",
+    "DaskBackend",
     "DatabaseInUse",
     "DependencyCycleError",
     "ExecutionError",

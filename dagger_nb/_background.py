@@ -10,6 +10,7 @@ everything still running and waits for it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,6 +18,15 @@ import anyio
 from anyio.abc import TaskGroup
 
 from dagger_nb.errors import ExecutionError
+
+logger = logging.getLogger("dagger_nb")
+
+
+async def _guarded(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:  # the work records its own failures; this is a bug, and siblings must go on
+        logger.exception("dagger-nb background work %s failed", getattr(fn, "__qualname__", fn))
 
 
 class BackgroundGroup:
@@ -48,6 +58,7 @@ class BackgroundGroup:
             self._loop = loop
             self._pending = []
             self._wakeup = None
+            self._group = None
             # The one bare task: it owns a task group, which owns every background run.
             self._service = loop.create_task(self._serve(), name=f"dagger-nb {self.name}")
         self._pending.append((fn, args, on_drop))
@@ -60,7 +71,7 @@ class BackgroundGroup:
             while True:
                 while self._pending:
                     fn, args, _ = self._pending.pop(0)
-                    group.start_soon(fn, *args)
+                    group.start_soon(_guarded, fn, args)
                 self._wakeup = anyio.Event()
                 await self._wakeup.wait()
 

@@ -11,11 +11,11 @@ loop (handles, subscriptions) must not be shared with that private loop.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+from anyio.from_thread import start_blocking_portal
 
 T = TypeVar("T")
 
@@ -39,17 +39,7 @@ def run_sync(async_fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """
     if not loop_is_running():
         return anyio.run(async_fn, *args)
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = anyio.run(async_fn, *args)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
-            outcome["error"] = error
-
-    worker = threading.Thread(target=target, name="dagger-nb-sync", daemon=True)
-    worker.start()
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    # A private loop in a worker thread. An interrupt of the waiting caller (Ctrl-C, the
+    # kernel's interrupt button) leaves the portal with an exception, which cancels the work.
+    with start_blocking_portal() as portal:
+        return portal.call(async_fn, *args)

@@ -203,15 +203,21 @@ class Cache:
     def _evict(self) -> None:
         max_entries = self.config.max_entries
         max_bytes = None if self.config.max_memory_mb is None else self.config.max_memory_mb * 1024 * 1024
-        # The most recently used entry is never the one to go: it was just written or read.
-        for item in list(self._entries)[:-1]:
-            over = (max_entries is not None and len(self._entries) > max_entries) or (
-                max_bytes is not None and self._bytes > max_bytes
-            )
-            if not over:
-                return
-            if item[0] in self._retained:
+        excess_entries = 0 if max_entries is None else len(self._entries) - max_entries
+        excess_bytes = 0.0 if max_bytes is None else self._bytes - max_bytes
+        if excess_entries <= 0 and excess_bytes <= 0:
+            return
+        newest = next(reversed(self._entries))  # never the one just written or read
+        victims = []
+        for item, entry in self._entries.items():
+            if excess_entries <= 0 and excess_bytes <= 0:
+                break
+            if item == newest or item[0] in self._retained:
                 continue
+            victims.append(item)
+            excess_entries -= 1
+            excess_bytes -= entry.size
+        for item in victims:
             self._bytes -= self._entries.pop(item).size
 
 

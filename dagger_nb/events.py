@@ -16,10 +16,13 @@ event so far) or register a synchronous listener with :meth:`add_listener`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import anyio
+
+from dagger_nb.errors import DaggerWarning
 
 E = TypeVar("E")
 
@@ -38,8 +41,13 @@ class EventStream(Generic[E]):
         if self.closed:
             raise RuntimeError("emit() called on a closed event stream")
         self.history.append(event)
-        for listener in self._listeners:
-            listener(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as error:  # a dashboard's bug must not break the run that emits
+                self._listeners.remove(listener)
+                warnings.warn(f"event listener {listener!r} raised {error!r}; it was removed",
+                              DaggerWarning, stacklevel=2)
         self._wake()
 
     def close(self) -> None:

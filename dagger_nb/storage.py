@@ -30,11 +30,15 @@ def open_database(path: str | os.PathLike[str], *, schema: str = "") -> sqlite3.
         raise StorageError(f"cannot open database '{target}': folder '{target.parent}' does not exist")
     try:
         connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StorageError(f"cannot open database '{target}': {error}") from error
+    try:
         for pragma in PRAGMAS:
             connection.execute(pragma)
         if schema:
             connection.executescript(schema)
     except sqlite3.DatabaseError as error:
+        connection.close()
         raise StorageError(f"cannot open database '{target}': {error}") from error
     return connection
 

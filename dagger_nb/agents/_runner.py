@@ -118,6 +118,7 @@ class JobRun:
         self._terminated = False
         self._cancel_requested = False
         self._scope: anyio.CancelScope | None = None
+        self._finished: anyio.Event | None = None
 
     # -- notifications from the manager (on the loop's thread) -------------------------------
 
@@ -130,6 +131,13 @@ class JobRun:
         """A task's status (or, with ``status=None``, its dependencies) changed through the manager."""
         self._changed.append((task_id, status, reason))
         self._wakeup()
+
+    async def wait_finished(self) -> None:
+        """Wait until the run has ended (its report exists)."""
+        if self.report is None:
+            if self._finished is None:
+                self._finished = anyio.Event()
+            await self._finished.wait()
 
     def cancel(self) -> None:
         """Cancel the run; unstarted tasks stay pending."""
@@ -238,6 +246,8 @@ class JobRun:
             self.events.close()
             outcomes = {tid: snapshot(manager._tasks[tid]) for tid in manager._jobs[self.job_id]}
             self.report = JobReport(self.job_id, status, outcomes, self.started_at, utc_now())
+            if self._finished is not None:
+                self._finished.set()
         return self.report
 
     # -- workers --------------------------------------------------------------------------

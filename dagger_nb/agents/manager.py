@@ -287,8 +287,12 @@ class TaskManager:
         if self._host is not None:
             host, self._host = self._host, None
             await host.aclose()
-        for run in list(self._runs.values()):
+        running = list(self._runs.values())
+        for run in running:
             run.cancel()
+        with anyio.move_on_after(10):  # jobs driven by other tasks end promptly once cancelled
+            for run in running:
+                await run.wait_finished()
         self.close()
 
     def __enter__(self) -> TaskManager:

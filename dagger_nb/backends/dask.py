@@ -32,6 +32,7 @@ functions defined in a notebook cell work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -42,17 +43,15 @@ import anyio
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import NodeContext
-from dagger_nb.errors import BackendUnavailable
+from dagger_nb.errors import BackendUnavailable, DaggerError
 
+_IMPORT_ERROR: ImportError | None = None
 try:
     import distributed
     from dask import is_dask_collection
-    from distributed.diagnostics.plugin import WorkerPlugin
 except ImportError as error:  # the optional extra is not installed
-    _IMPORT_ERROR: ImportError | None = error
-    WorkerPlugin = object
-else:
-    _IMPORT_ERROR = None
+    _IMPORT_ERROR = error
+_PluginBase: Any = distributed.WorkerPlugin if _IMPORT_ERROR is None else object
 
 if TYPE_CHECKING:
     from dagger_nb.dag.actions import Action
@@ -87,8 +86,11 @@ class DaskBackend:
             return await _invoke_here(action, kwargs)
         kwargs = dict(kwargs)
         ctx: NodeContext | None = kwargs.pop("ctx", None)
-        remote_ctx = self._remote_context(ctx) if ctx is not None else None
-        done = await self._submit(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, outcome=outcome)
+        computed: dict[int, Any] = {}  # a collection both in the inputs and in ctx is computed once
+        remote_ctx = self._remote_context(ctx, computed) if ctx is not None else None
+        done = await self._submit(
+            action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, outcome=outcome, computed=computed
+        )
         if ctx is not None:
             for namespace, name, value in done.writes:
                 ctx.cache.insert(namespace, name, value)
@@ -101,7 +103,8 @@ class DaskBackend:
         agents): same cancellation, key naming and data handling as :meth:`invoke`;
         ``outcome``, any object with a ``worker`` attribute, learns where it ran.
         """
-        return (await self._submit(name, fn, args, {}, None, is_async=is_async, outcome=outcome)).result
+        done = await self._submit(name, fn, args, {}, None, is_async=is_async, outcome=outcome, computed={})
+        return done.result
 
     async def _submit(
         self,
@@ -113,9 +116,10 @@ class DaskBackend:
         *,
         is_async: bool,
         outcome: Any,
+        computed: dict[int, Any],
     ) -> _Done:
-        args = tuple(self._on_cluster(value) for value in args)
-        kwargs = {key: self._on_cluster(value) for key, value in kwargs.items()}
+        args = tuple(self._on_cluster(value, computed) for value in args)
+        kwargs = {key: self._on_cluster(value, computed) for key, value in kwargs.items()}
         await self._register_plugin()
         key = f"{name}-{uuid4().hex}"
         runner = _run_async if is_async else _run_sync
@@ -131,26 +135,29 @@ class DaskBackend:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
             raise
         if done.held:
-            await self._on_client_loop(_take_over, self.client, key)
+            with anyio.CancelScope(shield=True):  # else the worker's published futures would leak
+                await self._on_client_loop(_take_over, self.client, key)
         if outcome is not None:
             outcome.worker = done.worker
         return done
 
     # -- notebook side -----------------------------------------------------------------------------
 
-    def _on_cluster(self, value: Any) -> Any:
-        """A Dask collection becomes a future of its computed value, computed on the cluster."""
-        if is_dask_collection(value):
-            return self.client.compute(value)
-        return value
+    def _on_cluster(self, value: Any, computed: dict[int, Any]) -> Any:
+        """A Dask collection becomes a future of its computed value, computed on the cluster once."""
+        if not is_dask_collection(value):
+            return value
+        if id(value) not in computed:
+            computed[id(value)] = (value, self.client.compute(value))  # keeps value alive: ids stay unique
+        return computed[id(value)][1]
 
-    def _remote_context(self, ctx: NodeContext) -> dict[str, Any]:
+    def _remote_context(self, ctx: NodeContext, computed: dict[int, Any]) -> dict[str, Any]:
         """What of ``ctx`` travels: plain data, plus the cache entries the node's inputs reference."""
         seeded = []
         if ctx.executor is not None:
             try:
                 inputs = ctx.executor.workflow(ctx.workflow).node(ctx.node).inputs
-            except Exception:  # the workflow was replaced meanwhile: nothing to seed
+            except DaggerError:  # the workflow was replaced or removed meanwhile: nothing to seed
                 inputs = []
             for spec in inputs:
                 if spec.reference is None:
@@ -158,13 +165,13 @@ class DaskBackend:
                 namespace, _, name = spec.reference.partition(".")
                 value = ctx.cache.get(namespace, name, _MISSING)
                 if value is not _MISSING:
-                    seeded.append((namespace, name, self._on_cluster(value)))
+                    seeded.append((namespace, name, self._on_cluster(value, computed)))
         return {
             "node": ctx.node,
             "workflow": ctx.workflow,
             "run_id": ctx.run_id,
             "attempt": ctx.attempt,
-            "inputs": {name: self._on_cluster(value) for name, value in ctx.inputs.items()},
+            "inputs": {name: self._on_cluster(value, computed) for name, value in ctx.inputs.items()},
             "seeded": seeded,
         }
 
@@ -279,7 +286,7 @@ def _run_sync(
             result = anyio.run(_awaited, result)
         futures = distributed.futures_of(result)
         if futures:
-            distributed.get_client().publish_dataset(**{key: futures})
+            distributed.get_client().publish_dataset(futures, name=key)
     except Exception as exception:
         _tag(exception, address)
         raise
@@ -296,21 +303,18 @@ async def _run_async(
     """Run an async action on the worker's event loop, cancellable through the worker plugin."""
     extra, cache = _context(remote)
     address = _worker_address()
-    running = _running_scopes()
     try:
         with anyio.CancelScope() as scope:
-            if running is not None:
-                running[key] = scope
+            _RUNNING[key] = scope
             result = await fn(*args, **kwargs, **extra)
         futures = distributed.futures_of(result) if not scope.cancelled_caught else []
         if futures:
-            await distributed.get_client().publish_dataset(**{key: futures})
+            await distributed.get_client().publish_dataset(futures, name=key)
     except Exception as exception:
         _tag(exception, address)
         raise
     finally:
-        if running is not None:
-            running.pop(key, None)
+        _RUNNING.pop(key, None)
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
     return _Done(result, address, cache.writes if cache is not None else [], bool(futures))
@@ -318,29 +322,21 @@ async def _run_async(
 
 def _tag(exception: Exception, address: str | None) -> None:
     """Remember where the attempt failed; the attribute travels with the pickled exception."""
-    try:
+    with contextlib.suppress(AttributeError):  # exceptions with __slots__
         setattr(exception, _WORKER_ATTRIBUTE, address)
-    except AttributeError:  # exceptions with __slots__
-        pass
 
 
-def _running_scopes() -> dict[str, anyio.CancelScope] | None:
-    try:
-        plugin = distributed.get_worker().plugins.get(PLUGIN_NAME)
-    except ValueError:
-        return None
-    return plugin.running if isinstance(plugin, _CancelAsyncActions) else None
+#: On a worker: the cancel scope of each running async action, by task key. Per process and
+#: keyed by unique task keys, so every backend (and every re-registration of the plugin) shares it.
+_RUNNING: dict[str, anyio.CancelScope] = {}
 
 
-class _CancelAsyncActions(WorkerPlugin):  # type: ignore[misc,valid-type]
+class _CancelAsyncActions(_PluginBase):
     """On each worker: when the scheduler cancels a running async action, cancel its scope."""
-
-    def __init__(self) -> None:
-        self.running: dict[str, anyio.CancelScope] = {}
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         """Cancel the action's scope once its task leaves the executing state for good."""
-        if finish in ("cancelled", "released", "forgotten"):
-            scope = self.running.get(key) if isinstance(key, str) else None
+        if finish in ("cancelled", "released", "forgotten") and isinstance(key, str):
+            scope = _RUNNING.get(key)
             if scope is not None:
                 scope.cancel()

@@ -256,6 +256,9 @@ class DagExecutor:
             )
         if not isinstance(task, str) or not task.strip():
             raise ExecutionError("the task of an agent workflow must be non-empty text")
+        existing = self._workflows.get(task)
+        if existing is not None and existing.description != "supervisor loop":
+            raise ExecutionError(f"a workflow named '{task}' is already registered; give the task another name")
         first = NodeSpec(id=f"{SUPERVISOR_ACTION}_1", action=SUPERVISOR_ACTION,
                          inputs=[InputSpec(name="iteration", value=0)])
         self._workflows[task] = WorkflowSpec(name=task, description="supervisor loop", nodes=[first],
@@ -344,6 +347,7 @@ class DagExecutor:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+        self.close()
 
     def close(self) -> None:
         """Close the database (background runs must have ended)."""
@@ -421,6 +425,7 @@ class DagExecutor:
                 f"run '{run_id}' of workflow '{run.spec.name}' is {run.status}; "
                 "only paused, failed or cancelled runs can be resumed"
             )
+        run.status = "running"  # a second resume of the same run is refused from here on
         if run.iteration_limit_hit:
             # A person chose to go on: allow another max_iterations supervisor steps.
             run.iteration_limit += run.config.max_iterations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -266,8 +266,20 @@ class Run:
         self.status = status
         self.error = error
         self.finished_at = time()
-        self.report = None
-        self.report = self.snapshot()
+        # The report is a record: later resumes of this run must not rewrite it.
+        self.report = ExecutionReport(
+            run_id=self.run_id,
+            workflow=self.spec.name,
+            status=status,
+            outcomes={node: replace(o, retry_messages=list(o.retry_messages), notes=list(o.notes))
+                      for node, o in self.outcomes.items()},
+            spec=self.spec,
+            cache=self.cache,
+            error=error,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            notes=list(self.notes),
+        )
         return self.report
 
 

@@ -183,11 +183,9 @@ class Scheduler:
         finally:
             run.running -= 1
             run.done_with_inputs(node_id)
-        if result == "succeeded":
-            self._release_dependents(run, node_id)
-        elif result == "failed":
+        if result == "failed":
             await self._after_failure(run, node, outcome)
-        else:
+        elif result == "paused":
             run.stopping = True
 
     def _release_dependents(self, run: Run, node_id: str) -> None:
@@ -234,6 +232,7 @@ class Scheduler:
                 continue
             outcome.status = "succeeded"
             outcome.finished_at = time()
+            self._release_dependents(run, node.id)  # first, so a node a hook adds sees this one done
             run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
             return "succeeded"
         outcome.status = "failed"

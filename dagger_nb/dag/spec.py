@@ -108,7 +108,10 @@ class RetryStrategy(_Spec):
             return 0.0
         if self.kind == "linear":
             return self.delay_secs
-        grown = self.initial_delay_secs * self.multiplier ** (attempt - 2)
+        try:
+            grown = self.initial_delay_secs * self.multiplier ** (attempt - 2)
+        except OverflowError:
+            return self.max_delay_secs
         return min(grown, self.max_delay_secs)
 
 

@@ -8,6 +8,7 @@ only mark it dirty; :meth:`Dashboard.draw` rebuilds the panels at most
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import html
 import threading
@@ -92,8 +93,13 @@ def graph_html(dot: str) -> str:
         return _dot_fallback(str(error), dot)
     except (DaggerError, OSError) as error:
         return _dot_fallback(f"Graphviz could not draw the graph: {error}", dot)
+    return f"<div class='dagger-svg' style='overflow:auto;max-height:480px'>{_fit_width(svg)}</div>"
+
+
+def _fit_width(svg: str) -> str:
+    """Drop the XML prolog; a graph wider than the panel is scaled down to fit (never up)."""
     svg = svg[svg.find("<svg") :]
-    return f"<div class='dagger-svg' style='overflow:auto;max-height:420px'>{svg}</div>"
+    return svg.replace("<svg", '<svg style="max-width:100%;height:auto"', 1)
 
 
 def _dot_fallback(note: str, dot: str) -> str:
@@ -197,6 +203,8 @@ class Dashboard(widgets.VBox):
         self.table_rows = table_rows
         self.finished = False
         self.events_seen = 0
+        #: The last exception raised while drawing (shown in the error panel), if any.
+        self.draw_error: Exception | None = None
         self._throttle = Throttle(self._redraw, interval=interval)
         panels: list[Any] = [self.header, self.progress, self.table] if progress else [self.header, self.table]
         if self.agent_panel is not None:
@@ -234,6 +242,7 @@ class Dashboard(widgets.VBox):
         """The work ended: draw the final state at once and disable Cancel."""
         self.finished = True
         self.cancel_button.disabled = True
+        self.cancel_button.layout.display = "none"
         self._throttle.dirty = True
         self._throttle.flush()
 
@@ -255,5 +264,11 @@ class Dashboard(widgets.VBox):
         return [panel for panel in panels if panel is not None] + [self.cancel_button]
 
     def _redraw(self) -> None:
-        with self.hold_sync():
-            self.draw(final=self.finished)
+        # Called from the run's event listener: a drawing bug must never break the run it shows.
+        try:
+            with self.hold_sync():
+                self.draw(final=self.finished)
+        except Exception as error:
+            self.draw_error = error
+            with contextlib.suppress(Exception):
+                self.errors.value = errors_html([("dashboard", f"could not draw: {type(error).__name__}: {error}")])

@@ -183,10 +183,11 @@ class PubSubMonitor(Dashboard):
         self.header.value = header_html("pub/sub", status, counts, None)
         self.table.value = table_html(("message", "channel", "source", "payload"), list(self._recent),
                                       status_column=-1, more=0)
+        records: list[dict[Any, Any]] = agents.to_dict("records")
         rows = [
-            (r.node_id, r.status, int(r.pending), int(r.delivered), int(r.failed) + int(r.rejected),
-             self._last.get(r.node_id, ""))
-            for r in agents.itertuples()
+            (r["node_id"], r["status"], r["queued"], r["delivered"], r["failed"] + r["rejected"],
+             self._last.get(r["node_id"], ""))
+            for r in records
         ]
         assert self.agent_panel is not None
         self.agent_panel.value = table_html(("agent", "state", "queued", "handled", "failed", "last message"),

@@ -187,18 +187,19 @@ class DaggerMagics(Magics):
         from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
 
         dashboard: Any
+        key = args.id
         if args.id is None:
             latest = self.session.latest()
             if latest is None:
                 raise UsageError("no run was started in this session yet; give a run or job id")
-            dashboard = RunDashboard(latest)
+            dashboard, key = RunDashboard(latest), latest.run_id
         elif args.id in self.session.runs or self._known_run(args.id):
             dashboard = RunDashboard(self.session.handle(args.id))
         elif self.session._task_manager is not None and args.id in self.session.task_manager.jobs():
             dashboard = JobDashboard(self.session.task_manager, args.id, handle=self.session.jobs.get(args.id))
         else:
             raise UsageError(f"no run or job with id '{args.id}' in this session")
-        self.session.dashboards[args.id or latest.run_id] = dashboard
+        self.session.dashboards[key] = dashboard
         display(dashboard)
 
     @line_magic
@@ -280,6 +281,8 @@ class DaggerMagics(Magics):
     def _define_function(
         self, cell: str, name: str | None, *, what: str, prefer: str | None = None
     ) -> tuple[str, Callable[..., Any]]:
+        assert self.shell is not None
+        cell = self.shell.transform_cell(cell)  # IPython syntax (magics, !commands) becomes Python
         try:
             tree = ast.parse(cell)
         except SyntaxError as error:
@@ -301,7 +304,6 @@ class DaggerMagics(Magics):
                     f"the cell defines several functions ({', '.join(defined)}); name the one to register "
                     f"as {what} on the magic line"
                 )
-        assert self.shell is not None
         # A leading newline keeps traceback line numbers those of the cell (line 1 is the magic).
         source = "\n" + cell
         code = compile(source, self.shell.compile.cache(source), "exec")

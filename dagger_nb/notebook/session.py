@@ -216,23 +216,27 @@ def run_blocking(async_fn: Callable[[], Awaitable[T]], *, on_interrupt: Callable
         started.set()
         return await async_fn()
 
+    finished = threading.Event()
+
     def target() -> None:
         try:
             outcome["value"] = context.run(anyio.run, main)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as error:
             outcome["error"] = error
         finally:
             started.set()
+            finished.set()
 
     worker = threading.Thread(target=target, name="dagger-nb-wait", daemon=True)
     worker.start()
     try:
-        worker.join()
+        # An Event, not join(): a join() interrupted by KeyboardInterrupt may not wait again.
+        finished.wait()
     except KeyboardInterrupt:
         started.wait()
         if loops:
             loops[0].call_soon_threadsafe(on_interrupt)
-        worker.join()
+        finished.wait()
         raise
     if "error" in outcome:
         raise outcome["error"]
@@ -243,10 +247,16 @@ _kernel_session: Session | None = None
 
 
 def session() -> Session:
-    """The kernel's session (created on first use, on the default action registry)."""
+    """The kernel's session, created on first use on the default registries (actions, task agents,
+    pub/sub agents), so decorated functions and cell magics share them."""
     global _kernel_session
     if _kernel_session is None:
-        _kernel_session = Session(registry=default_registry, agents=_default_agents(), pubsub_agents=None)
+        from dagger_nb.agents import default_agent_registry
+        from dagger_nb.pubsub import default_pubsub_registry
+
+        _kernel_session = Session(
+            registry=default_registry, agents=default_agent_registry, pubsub_agents=default_pubsub_registry
+        )
     return _kernel_session
 
 
@@ -255,14 +265,6 @@ def use_session(new: Session | None) -> Session | None:
     global _kernel_session
     previous, _kernel_session = _kernel_session, new
     return previous
-
-
-def _default_agents() -> TaskAgentRegistry | None:
-    try:
-        from dagger_nb.agents import default_agent_registry
-    except ImportError:  # pragma: no cover - the agents package is part of dagger-nb
-        return None
-    return default_agent_registry
 
 
 __all__ = ["Session", "run_blocking", "session", "use_session"]

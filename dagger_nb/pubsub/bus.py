@@ -232,6 +232,15 @@ class PubSub:
             raise ExecutionError(
                 "publish_sync() while delivery runs on an event loop; use 'await bus.publish(...)' there"
             )
+        # Nothing delivers while a script is blocked here: waiting for queue space would never end.
+        existing = self._channels.get(channel)
+        for node in existing.subscribers if existing is not None else ():
+            stats = node.send.statistics()
+            if node.node_id != source and stats.current_buffer_used >= stats.max_buffer_size:
+                raise PubSubError(
+                    f"the queue of '{node.node_id}' is full (queue_size={int(stats.max_buffer_size)}) and nothing "
+                    "is delivering; call run_sync() first or raise queue_size"
+                )
         return run_sync(self._publish, channel, payload, source, task_id)
 
     async def _publish_as(

@@ -207,7 +207,8 @@ class Dispatcher:
             if agent.is_async:
                 await agent.handler(message, node.context)
             else:
-                await anyio.to_thread.run_sync(agent.handler, message, node.context)
+                # On stop() a blocking handler is abandoned in its thread; the message is redelivered.
+                await anyio.to_thread.run_sync(agent.handler, message, node.context, abandon_on_cancel=True)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             node.failed += 1

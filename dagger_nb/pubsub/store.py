@@ -84,11 +84,11 @@ class MessageLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._connection = open_database(path, schema=SCHEMA)
+        self._lock = ProcessLock(path)  # before touching the file: another live process may own it
         try:
-            self._lock = ProcessLock(path)
+            self._connection = open_database(path, schema=SCHEMA)
         except BaseException:
-            self._connection.close()
+            self._lock.release()
             raise
         self.pending = Batch()
         self.closed = False

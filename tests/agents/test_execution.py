@@ -454,3 +454,27 @@ async def test_run_job_sync_inside_a_running_loop(registry: dagger_nb.TaskAgentR
         task_id = manager.add_task("job", "s", "spawner")
         report = manager.run_job_sync("job")  # a private loop in a worker thread
     assert report.outcomes[task_id].output.data == {"children": [{"v": 1}]}  # type: ignore[union-attr]
+
+
+async def test_aclose_cancels_jobs_run_by_other_tasks_and_waits_for_them(registry: Any) -> None:
+    started = anyio.Event()
+
+    @dagger_nb.task_agent(name="forever", registry=registry)
+    async def forever(input: dict[str, Any], ctx: dagger_nb.TaskContext) -> dict[str, Any]:
+        started.set()
+        await anyio.sleep_forever()
+        return {}
+
+    manager = dagger_nb.TaskManager(registry=registry)
+    manager.add_objective("j", "never ends", "forever")
+    reports = []
+
+    async def run_job() -> None:
+        reports.append(await manager.run_job("j"))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_job)
+        await started.wait()
+        with anyio.fail_after(5):
+            await manager.aclose()
+    assert reports[0].status is dagger_nb.JobStatus.CANCELLED

@@ -128,7 +128,8 @@ async def test_ctx_on_a_worker_is_a_copy_whose_writes_come_back(registry: Action
         {"id": "b", "action": "square", "inputs": [{"name": "x", "reference": "a.sum"}]},
     )
     cache = dagger_nb.Cache()
-    report = await executor_with(registry, spec, backend=backend).execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
+    executor = executor_with(registry, spec, backend=backend)
+    report = await executor.execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
     assert report.success, report.error
     assert dagger_nb.get_value(cache, "b", "squared") == 25.0
     assert cache.get("b", "seen") == ("b", "rust", 1, {"x": 5.0}, None, True)
@@ -278,7 +279,8 @@ async def test_on_failure_stop_cancels_the_other_running_node_on_the_cluster(
     )
     report = await executor_with(registry, spec, backend=backend).execute_dag("stop")
     assert report.error == "node 'bad' failed: Failed after 1 attempts. Last error: RuntimeError: broken"
-    assert {n: o.status for n, o in report.outcomes.items()} == {"slow": "cancelled", "bad": "failed", "later": "pending"}
+    statuses = {n: o.status for n, o in report.outcomes.items()}
+    assert statuses == {"slow": "cancelled", "bad": "failed", "later": "pending"}
     assert await receive(cancelled) == "slow cancelled"
 
 
@@ -338,13 +340,17 @@ async def test_futures_and_collections_in_inputs_reach_actions_as_data(
     assert report.cache.get("total", "result") == ("DataFrame", 499500 + 6)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_an_action_on_a_worker_can_leave_its_output_on_the_cluster(
-    registry: ActionRegistry, backend: DaskBackend
+    registry: ActionRegistry, backend: DaskBackend, kind: str
 ) -> None:
     def load() -> Any:
         return distributed.get_client().scatter(pd.DataFrame({"x": range(10)}))
 
-    registry.register("load", load)
+    async def load_async() -> Any:
+        return await distributed.get_client().scatter(pd.DataFrame({"x": range(10)}))
+
+    registry.register("load", load if kind == "sync" else load_async)
     registry.register("count", lambda frame: len(frame))
     spec = workflow(
         "remote",

@@ -44,9 +44,7 @@ def test_without_dask_the_backend_raises_backend_unavailable(lookup: str) -> Non
 
 
 def test_importing_dagger_nb_does_not_import_dask() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys, dagger_nb; print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"],
-        capture_output=True, text=True, timeout=60,
-    )
+    code = "import sys, dagger_nb; print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

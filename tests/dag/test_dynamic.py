@@ -329,3 +329,27 @@ async def test_timeout_with_pause_pauses_and_asks_again_on_resume() -> None:
 
 async def _patient_approver(ctx: NodeContext) -> object:
     return await ctx.ask_human("Ship it?")
+
+
+async def test_a_node_added_on_success_waits_for_all_its_dependencies(registry: ActionRegistry) -> None:
+    b_may_finish = anyio.Event()
+    trace: list[str] = []
+
+    @dagger_nb.action(registry=registry)
+    async def step(ctx: NodeContext) -> None:
+        trace.append(f"start {ctx.node}")
+        if ctx.node == "b":
+            await b_may_finish.wait()
+        trace.append(f"end {ctx.node}")
+
+    def add_join(event: object, run: dagger_nb.RunHandle) -> None:
+        if isinstance(event, NodeSucceeded) and event.node == "a":
+            run.add_node("step", id="x", dependencies=["a", "b"])
+            b_may_finish.set()
+
+    executor = executor_with(registry, workflow("join", {"id": "a", "action": "step"}, {"id": "b", "action": "step"},
+                                                max_parallel_nodes=3))
+    executor.add_hook(add_join)
+    report = await executor.execute_dag("join")
+    assert report.success
+    assert trace.index("start x") > trace.index("end b")

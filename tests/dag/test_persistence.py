@@ -129,3 +129,14 @@ async def test_values_that_cannot_be_stored_are_left_out(tmp_path: Path) -> None
     assert report.success
     stored = executor._store.load_run(report.run_id, config_for=lambda spec: spec.config)  # type: ignore[union-attr]
     assert not stored.cache.contains("l", "result")
+
+
+async def test_async_with_closes_the_database(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("one", lambda: 1)
+    async with executor_with(registry, workflow("w", {"id": "n", "action": "one"}), db=tmp_path / "r.db") as ex:
+        await ex.execute_dag("w")
+    import sqlite3
+
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        ex._store._connection.execute("SELECT 1")  # type: ignore[union-attr]

@@ -214,3 +214,85 @@ async def test_limited_cache_never_evicts_what_a_pending_node_needs(registry: Ac
     assert report.success, report.error
     assert report.cache.get("join", "result") == "p0+p1+p2+p3+p4+p5"
     assert len(cache) == 2 and cache.contains("join", "result")  # evicted once nobody needs them
+
+
+async def test_a_listener_that_raises_is_removed_and_the_run_goes_on(registry: ActionRegistry) -> None:
+    def broken_dashboard(event: object) -> None:
+        raise ValueError("widget bug")
+
+    async with executor_with(registry, pipeline()) as executor:
+        handle = executor.start("pipeline", inputs={"x": 1})
+        handle.add_listener(broken_dashboard)
+        with pytest.warns(dagger_nb.DaggerWarning, match="raised ValueError\\('widget bug'\\); it was removed"):
+            report = await handle
+    assert report.success
+
+
+async def test_a_run_cannot_be_resumed_twice_at_once_and_reports_stay_as_they_were(
+    registry: ActionRegistry,
+) -> None:
+    calls = {"n": 0}
+
+    def fails_once() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return "ok"
+
+    registry.register("fails_once", fails_once)
+    async with executor_with(registry, workflow("w", {"id": "a", "action": "fails_once", "onfailure": False})) as ex:
+        first = await ex.execute_dag("w")
+        handle = ex.start_resume(first.run_id)
+        with pytest.raises(ExecutionError, match="is running; only paused, failed or cancelled runs can be resumed"):
+            ex.start_resume(first.run_id)
+        assert (await handle).success
+    assert first.status == "paused" and first.outcomes["a"].status == "failed"  # the record did not change
+    assert calls["n"] == 2
+
+
+async def test_aclose_works_again_after_new_runs(registry: ActionRegistry) -> None:
+    @dagger_nb.action(registry=registry)
+    async def forever() -> None:
+        await anyio.sleep_forever()
+
+    executor = executor_with(registry, workflow("endless", {"id": "f", "action": "forever"}))
+    for _ in range(2):
+        handle = executor.start("endless")
+        with anyio.fail_after(2):
+            await executor.aclose()
+        assert handle.status == "cancelled"
+
+
+INTERRUPT_SCRIPT = """
+import asyncio, os, signal, threading, dagger_nb
+registry = dagger_nb.ActionRegistry()
+started, first_started = [], threading.Event()
+
+@dagger_nb.action(registry=registry)
+async def step(ctx):
+    started.append(ctx.node)
+    first_started.set()
+    await asyncio.sleep(60)
+
+executor = dagger_nb.DagExecutor(registry)
+executor.load_yaml("name: chain\\nnodes:\\n  - {id: a, action: step}\\n  - {id: b, action: step, dependencies: [a]}\\n")
+threading.Thread(target=lambda: (first_started.wait(), os.kill(os.getpid(), signal.SIGINT))).start()
+
+async def cell():  # a notebook cell calling the synchronous form inside the kernel's loop
+    try:
+        executor.run("chain")
+    except KeyboardInterrupt:
+        print("interrupted", started, executor.runs().loc[0, "status"])
+
+# Like ipykernel (and unlike asyncio.run), no SIGINT handler: Ctrl-C raises KeyboardInterrupt in the cell.
+asyncio.new_event_loop().run_until_complete(cell())
+"""
+
+
+def test_interrupting_a_synchronous_run_inside_a_loop_cancels_it() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.stdout.strip() == "interrupted ['a'] cancelled", result.stderr

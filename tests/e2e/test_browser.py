@@ -56,7 +56,7 @@ JS_STATE = """() => {
   const table = document.querySelector('%s');
   return {prompts, kernel: m ? m[1] : null, table: table ? table.textContent : null,
           dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText.slice(0, 200))};
-}""" % RUN_TABLE
+}""".replace("%s", RUN_TABLE)
 
 JS_MODEL_ERRORS = """() => {
   const w = window.jupyterapp.shell.currentWidget; const cells = w.content.model.cells; const errors = [];
@@ -136,11 +136,12 @@ def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_p
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    url, token, root = lab
+    url, token, _root = lab
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # tall enough for the whole dashboards output, so a screenshot never has to scroll
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
             page.set_default_timeout(90_000)
             page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}&reset")
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
@@ -153,11 +154,14 @@ def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_p
                 page.evaluate("() => window.jupyterapp.commands.execute('runmenu:run-all')")
 
             tables: list[str] = []
+            live_shot = None
             idle_polls, deadline = 0, time.monotonic() + 120
             while idle_polls < 3:
                 state = page.evaluate(JS_STATE)
                 if state["table"] and (not tables or tables[-1] != state["table"]):
                     tables.append(state["table"])
+                    if live_shot is None and "running" in state["table"] and "succeeded" in state["table"]:
+                        live_shot = save_screenshot(page, tmp_path / "dashboard.png")  # mid-run
                 done = all(p.startswith("[") and p != "[*]:" and p != "[ ]:" for p in state["prompts"])
                 idle_polls = idle_polls + 1 if done and state["kernel"] == "Idle" else 0
                 assert time.monotonic() < deadline, f"the notebook did not finish: {state}"
@@ -177,7 +181,8 @@ def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_p
             assert page.locator(".dagger-run-dashboard .dagger-graph svg").count() == 1
             assert page.locator(".dagger-job-dashboard .dagger-graph svg").count() == 1
 
-            save_screenshot(page, tmp_path / "dashboard.png")
+            save_screenshot(page, tmp_path / "dashboard-final.png")
+            assert live_shot is not None, "no screenshot of the run while it went on"
         finally:
             browser.close()
 
@@ -194,15 +199,14 @@ def wait_until(page: object, check: object, seconds: float, message: str) -> Non
         time.sleep(0.2)
 
 
-def save_screenshot(page: object, path: Path) -> None:
-    """The dashboards cell, scrolled into view, without the file browser."""
+def save_screenshot(page: object, path: Path) -> Path:
+    """The dashboards' output, without the file browser; also copied to $DAGGER_NB_SCREENSHOT_DIR."""
     page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # type: ignore[attr-defined]
-    board = page.locator(".dagger-run-dashboard").first  # type: ignore[attr-defined]
-    board.scroll_into_view_if_needed()
-    page.wait_for_timeout(500)  # type: ignore[attr-defined]
     output = page.locator(".jp-OutputArea-output:has(.dagger-run-dashboard)").first  # type: ignore[attr-defined]
+    output.evaluate("e => e.scrollIntoView({block: 'start'})")
     output.screenshot(path=str(path))
     extra = os.environ.get("DAGGER_NB_SCREENSHOT_DIR")
     if extra:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
+    return path

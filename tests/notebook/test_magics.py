@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import anyio
 import pandas as pd
 import pytest
@@ -9,8 +12,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import dagger_nb
+from dagger_nb.dag import RunHandle
 from dagger_nb.notebook.magics import DaggerMagics
-from dagger_nb.notebook.session import Session
+from dagger_nb.notebook.session import Session, run_blocking
 from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
 from tests.notebook.conftest import run
 from tests.notebook.helpers import ADD_ACTION, sums
@@ -101,7 +105,8 @@ async def test_workflow_cell_registers_and_rerun_replaces(shell: InteractiveShel
     run(shell, ADD_ACTION)
     run(shell, sums("--no-graph"))
     assert [n.id for n in magics.session.executor.workflow("sums").nodes] == ["first", "second"]
-    run(shell, "%%dagger_workflow sums --no-graph\nnodes:\n  - {id: only, action: add, inputs: [{name: a, value: 1}, {name: b, value: 2}]}\n")
+    run(shell, "%%dagger_workflow sums --no-graph\nnodes:\n"
+               "  - {id: only, action: add, inputs: [{name: a, value: 1}, {name: b, value: 2}]}\n")
     assert [n.id for n in magics.session.executor.workflow("sums").nodes] == ["only"]
 
 
@@ -165,7 +170,9 @@ async def test_usage_error_is_shown_without_traceback(
         ("--bogus", "unrecognized arguments: --bogus"),
     ],
 )
-async def test_workflow_option_errors(shell: InteractiveShell, magics: DaggerMagics, options: str, message: str) -> None:
+async def test_workflow_option_errors(
+    shell: InteractiveShell, magics: DaggerMagics, options: str, message: str
+) -> None:
     run(shell, ADD_ACTION)
     with pytest.raises(UsageError, match=message):
         run(shell, sums(f"--no-graph {options}"))
@@ -382,3 +389,35 @@ def test_kernel_session_is_shared_and_replaceable() -> None:
         assert session() is mine
     finally:
         use_session(previous)
+
+
+def test_interrupting_a_blocking_wait_cancels_the_run() -> None:
+    session = Session(registry=dagger_nb.ActionRegistry())
+
+    async def forever() -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses "interrupt" while the run goes on
+        await anyio.sleep_forever()
+
+    session.registry.register("forever", forever)
+    session.executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[{"id": "a", "action": "forever"}]))
+    started: list[RunHandle] = []
+
+    async def run_it() -> None:
+        started.append(session.start_run("w"))
+        await started[0].wait()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_blocking(run_it, on_interrupt=lambda: started[0].cancel())
+    assert started[0].status == "cancelled"
+
+
+async def test_workflow_name_on_the_magic_line_wins(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, "%%dagger_workflow renamed --no-graph\nname: original\nnodes:\n"
+               "  - {id: a, action: add, inputs: [{name: a, value: 1}, {name: b, value: 2}]}\n")
+    assert [name for name, _ in magics.session.executor.list_dags()] == ["renamed"]
+
+
+async def test_action_cell_may_use_ipython_syntax(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, "%%dagger_action\nanswer = %time 41 + 1\ndef f():\n    return answer\n")
+    assert magics.session.registry.get("f").fn() == 42

@@ -58,3 +58,11 @@ def test_notebooks_are_committed_without_large_outputs() -> None:
     assert {p.name for p in NOTEBOOKS} >= {"01_quickstart_dag.ipynb", "04_dashboards.ipynb"}
     for path in NOTEBOOKS:
         assert path.stat().st_size < 200_000, f"{path.name}: clear its outputs before committing"
+
+
+def test_binder_has_what_mybinder_needs() -> None:
+    binder = Path(__file__).parents[2] / "binder"
+    assert "graphviz" in (binder / "apt.txt").read_text().split()
+    assert "jupyterlab" in (binder / "requirements.txt").read_text()
+    post_build = binder / "postBuild"
+    assert post_build.stat().st_mode & 0o111 and "pip install" in post_build.read_text()
