@@ -53,8 +53,10 @@ class _Entry:
 
 
 def _size_of(value: Any) -> int:
-    if isinstance(value, pd.DataFrame | pd.Series):
-        return int(value.memory_usage(deep=True).sum() if isinstance(value, pd.DataFrame) else value.memory_usage(deep=True))
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=True).sum())
+    if isinstance(value, pd.Series):
+        return int(value.memory_usage(deep=True))
     return sys.getsizeof(value)
 
 

@@ -62,7 +62,8 @@ def write_report(regions: pd.DataFrame, products: pd.DataFrame, dropped: int) ->
     best = regions.iloc[0]
     lines = [
         f"Best region: {best['region']} ({best['revenue']:.2f} revenue)",
-        "Top products: " + ", ".join(f"{p} ({q})" for p, q in zip(products["product"], products["quantity"], strict=True)),
+        "Top products: "
+        + ", ".join(f"{p} ({q})" for p, q in zip(products["product"], products["quantity"], strict=True)),
         f"Rows dropped while cleaning: {dropped}",
     ]
     return "\n".join(lines)

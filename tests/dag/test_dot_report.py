@@ -38,7 +38,7 @@ async def test_run_dot_is_coloured_by_status_with_edges(registry: ActionRegistry
     report = await executor_with(registry, spec).execute_dag("colours")
     dot = report.to_dot()
     assert dot.startswith('digraph "colours" {') and "rankdir=LR;" in dot
-    assert f'"a" [label="a\\naction: ok\\nsucceeded · attempts 1' in dot
+    assert '"a" [label="a\\naction: ok\\nsucceeded · attempts 1' in dot
     assert f'fillcolor="{STATUS_COLOURS["succeeded"]}"' in dot
     assert f'fillcolor="{STATUS_COLOURS["failed"]}"' in dot
     assert f'fillcolor="{STATUS_COLOURS["skipped"]}"' in dot

@@ -27,15 +27,20 @@ def rust_dynamic_demo() -> dagger_nb.WorkflowSpec:
     return workflow(
         "dynamic",
         {"id": "add_1", "action": "add", "inputs": [{"name": "a", "value": 5}, {"name": "b", "value": 3}]},
-        {"id": "add_2", "action": "add", "dependencies": ["add_1"],
-         "inputs": [{"name": "a", "value": 10}, {"name": "b", "value": 7}]},
+        {
+            "id": "add_2",
+            "action": "add",
+            "dependencies": ["add_1"],
+            "inputs": [{"name": "a", "value": 10}, {"name": "b", "value": 7}],
+        },
     )
 
 
 def double_big_sums(event: object, run: dagger_nb.RunHandle) -> None:
     if isinstance(event, NodeSucceeded) and event.node.startswith("add") and event.outputs["result"] > 10:
-        run.add_node("multiply", id=f"multiply_{event.node}", inputs={"x": f"{event.node}.result"},
-                     dependencies=[event.node])
+        run.add_node(
+            "multiply", id=f"multiply_{event.node}", inputs={"x": f"{event.node}.result"}, dependencies=[event.node]
+        )
 
 
 async def test_hook_grows_the_rust_dynamic_demo(registry: ActionRegistry) -> None:
@@ -73,8 +78,10 @@ async def test_a_failing_hook_is_noted_and_the_run_goes_on(registry: ActionRegis
     executor.add_hook(broken)
     report = await executor.execute_dag("dynamic")
     assert report.success
-    assert report.notes[0] == "hook test_a_failing_hook_is_noted_and_the_run_goes_on.<locals>.broken failed on " \
+    assert (
+        report.notes[0] == "hook test_a_failing_hook_is_noted_and_the_run_goes_on.<locals>.broken failed on "
         "NodeStarted: ValueError: hook bug"
+    )
 
 
 async def test_actions_add_nodes_that_start_after_them(registry: ActionRegistry) -> None:
@@ -113,8 +120,10 @@ async def test_sync_actions_can_add_nodes_from_their_thread(registry: ActionRegi
         ([{"action": "nope"}], r"unknown action 'nope' \(registered: add, multiply, try_add\)"),
         ([{"action": "add", "id": "start"}], "duplicate node id 'start'"),
         ([{"action": "add", "dependencies": ["ghost"]}], "unknown dependency 'ghost'"),
-        ([{"action": "add", "id": "x", "dependencies": ["y"]}, {"action": "add", "id": "y", "dependencies": ["x"]}],
-         "dependency cycle: x -> y -> x"),
+        (
+            [{"action": "add", "id": "x", "dependencies": ["y"]}, {"action": "add", "id": "y", "dependencies": ["x"]}],
+            "dependency cycle: x -> y -> x",
+        ),
         ([{"action": "add", "inputs": {"a": 3}}], r"input 'a' must be a reference .* or \{'value': \.\.\.\}, got 3"),
         ([{"action": "add", "inputs": {"a": "ghost.out"}}], "references unknown node 'ghost'"),
         ([{"action": "add", "speed": 3}], r"unknown argument\(s\) speed"),
@@ -178,6 +187,7 @@ async def test_added_nodes_are_persisted_and_resumed(registry: ActionRegistry, t
 
 # -- supervisor loops ---------------------------------------------------------------------------------
 
+
 def supervisor_registry(executions: list[str]) -> ActionRegistry:
     registry = ActionRegistry()
 
@@ -231,7 +241,9 @@ async def test_iteration_limit_can_pause_for_a_person_and_resume() -> None:
 
 
 async def test_agent_dag_needs_a_supervisor_step_action() -> None:
-    with pytest.raises(dagger_nb.ExecutionError, match="needs an action named 'supervisor_step' \\(registered: none\\)"):
+    with pytest.raises(
+        dagger_nb.ExecutionError, match="needs an action named 'supervisor_step' \\(registered: none\\)"
+    ):
         await DagExecutor(ActionRegistry()).execute_agent_dag("anything")
 
 
@@ -242,6 +254,7 @@ def test_run_agent_dag_from_a_script() -> None:
 
 
 # -- questions to a person ----------------------------------------------------------------------------
+
 
 def asking_registry(**ask: object) -> ActionRegistry:
     registry = ActionRegistry()
@@ -270,8 +283,9 @@ async def answer_when_asked(handle: dagger_nb.RunHandle, *answers: object) -> li
 
 
 async def test_an_answer_in_time_is_returned_while_other_nodes_go_on() -> None:
-    executor = executor_with(asking_registry(), workflow("ask", {"id": "q", "action": "approve"},
-                                                          {"id": "o", "action": "other"}))
+    executor = executor_with(
+        asking_registry(), workflow("ask", {"id": "q", "action": "approve"}, {"id": "o", "action": "other"})
+    )
     async with executor:
         handle = executor.start("ask")
         await answer_when_asked(handle, "yes")
@@ -303,8 +317,9 @@ async def test_unknown_question_ids_are_refused() -> None:
 
 
 async def test_timeout_on_autopilot_returns_the_default() -> None:
-    executor = executor_with(asking_registry(timeout=0.01, default="auto-approved"),
-                             workflow("ask", {"id": "q", "action": "approve"}))
+    executor = executor_with(
+        asking_registry(timeout=0.01, default="auto-approved"), workflow("ask", {"id": "q", "action": "approve"})
+    )
     report = await executor.execute_dag("ask")
     assert report.cache.get("q", "result") == "auto-approved"
 
@@ -312,8 +327,7 @@ async def test_timeout_on_autopilot_returns_the_default() -> None:
 async def test_timeout_with_pause_pauses_and_asks_again_on_resume() -> None:
     executor = executor_with(
         asking_registry(timeout=0.01),
-        workflow("ask", {"id": "q", "action": "approve"}, {"id": "o", "action": "other"},
-                 human_timeout_action="pause"),
+        workflow("ask", {"id": "q", "action": "approve"}, {"id": "o", "action": "other"}, human_timeout_action="pause"),
     )
     report = await executor.execute_dag("ask")
     assert report.status == "paused" and report.error == "waiting for a person to answer: Ship it?"
@@ -347,8 +361,9 @@ async def test_a_node_added_on_success_waits_for_all_its_dependencies(registry: 
             run.add_node("step", id="x", dependencies=["a", "b"])
             b_may_finish.set()
 
-    executor = executor_with(registry, workflow("join", {"id": "a", "action": "step"}, {"id": "b", "action": "step"},
-                                                max_parallel_nodes=3))
+    executor = executor_with(
+        registry, workflow("join", {"id": "a", "action": "step"}, {"id": "b", "action": "step"}, max_parallel_nodes=3)
+    )
     executor.add_hook(add_join)
     report = await executor.execute_dag("join")
     assert report.success

@@ -30,12 +30,23 @@ async def test_chain_passes_outputs_along_in_dependency_order(registry: ActionRe
 
     spec = workflow(
         "chain",
-        {"id": "one", "action": "add", "outputs": [{"name": "sum"}],
-         "inputs": [{"name": "a", "reference": "inputs.x"}, {"name": "b", "value": 1}]},
-        {"id": "two", "action": "add", "outputs": [{"name": "sum"}],
-         "inputs": [{"name": "a", "reference": "one.sum"}, {"name": "b", "value": 10}]},
-        {"id": "three", "action": "add",
-         "inputs": [{"name": "a", "reference": "two.sum"}, {"name": "b", "reference": "one.sum"}]},
+        {
+            "id": "one",
+            "action": "add",
+            "outputs": [{"name": "sum"}],
+            "inputs": [{"name": "a", "reference": "inputs.x"}, {"name": "b", "value": 1}],
+        },
+        {
+            "id": "two",
+            "action": "add",
+            "outputs": [{"name": "sum"}],
+            "inputs": [{"name": "a", "reference": "one.sum"}, {"name": "b", "value": 10}],
+        },
+        {
+            "id": "three",
+            "action": "add",
+            "inputs": [{"name": "a", "reference": "two.sum"}, {"name": "b", "reference": "one.sum"}],
+        },
     )
     report = await executor_with(registry, spec).execute_dag("chain", inputs={"x": 5})
     assert report.status == "succeeded" and report.success and report.error is None
@@ -106,13 +117,18 @@ async def test_parallel_execution_disabled_runs_one_node_at_a_time(registry: Act
         await anyio.sleep(0)
         running -= 1
 
-    spec = workflow("serial", *({"id": f"n{i}", "action": "work"} for i in range(4)),
-                    enable_parallel_execution=False, max_parallel_nodes=4)
+    spec = workflow(
+        "serial",
+        *({"id": f"n{i}", "action": "work"} for i in range(4)),
+        enable_parallel_execution=False,
+        max_parallel_nodes=4,
+    )
     assert (await executor_with(registry, spec).execute_dag("serial")).success
     assert peak == 1
 
 
 # -- outputs -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("outputs", "returned", "expected"),
@@ -138,8 +154,11 @@ async def test_return_value_is_stored_by_declared_outputs(
 
 async def test_missing_declared_output_fails_the_node_naming_it(registry: ActionRegistry) -> None:
     registry.register("produce", lambda: {"x": 1}, inline=True)
-    spec = workflow("out", {"id": "p", "action": "produce", "outputs": [{"name": "x"}, {"name": "y"}],
-                            "onfailure": False}, on_failure="stop")
+    spec = workflow(
+        "out",
+        {"id": "p", "action": "produce", "outputs": [{"name": "x"}, {"name": "y"}], "onfailure": False},
+        on_failure="stop",
+    )
     report = await executor_with(registry, spec).execute_dag("out")
     assert report.status == "failed"
     assert report.outcomes["p"].error == (
@@ -159,10 +178,18 @@ async def test_rust_style_action_writes_the_cache_itself(registry: ActionRegistr
     registry.register("square", square)
     spec = workflow(
         "rust",
-        {"id": "a", "action": "add", "outputs": [{"name": "sum"}],
-         "inputs": [{"name": "num1", "reference": "inputs.num1"}, {"name": "num2", "reference": "inputs.num2"}]},
-        {"id": "b", "action": "square", "outputs": [{"name": "squared"}],
-         "inputs": [{"name": "x", "reference": "a.sum"}]},
+        {
+            "id": "a",
+            "action": "add",
+            "outputs": [{"name": "sum"}],
+            "inputs": [{"name": "num1", "reference": "inputs.num1"}, {"name": "num2", "reference": "inputs.num2"}],
+        },
+        {
+            "id": "b",
+            "action": "square",
+            "outputs": [{"name": "squared"}],
+            "inputs": [{"name": "x", "reference": "a.sum"}],
+        },
     )
     cache = Cache()
     report = await executor_with(registry, spec).execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
@@ -173,8 +200,11 @@ async def test_rust_style_action_writes_the_cache_itself(registry: ActionRegistr
 async def test_dataframe_outputs_stay_dataframes(registry: ActionRegistry) -> None:
     registry.register("load", lambda: pd.DataFrame({"x": [1, 2, 3]}))
     registry.register("total", lambda frame: int(frame["x"].sum()))
-    spec = workflow("frames", {"id": "load", "action": "load", "outputs": [{"name": "frame"}]},
-                    {"id": "total", "action": "total", "inputs": [{"name": "frame", "reference": "load.frame"}]})
+    spec = workflow(
+        "frames",
+        {"id": "load", "action": "load", "outputs": [{"name": "frame"}]},
+        {"id": "total", "action": "total", "inputs": [{"name": "frame", "reference": "load.frame"}]},
+    )
     report = await executor_with(registry, spec).execute_dag("frames")
     assert isinstance(report.cache.get("load", "frame"), pd.DataFrame)
     assert report.cache.get("total", "result") == 6
@@ -190,8 +220,9 @@ async def test_context_describes_the_node_and_attempt(registry: ActionRegistry) 
         if ctx.attempt == 1:
             raise RuntimeError("first try fails")
 
-    spec = workflow("ctx", {"id": "n", "action": "look", "inputs": [{"name": "x", "value": 3}]},
-                    retry_strategy="Immediate")
+    spec = workflow(
+        "ctx", {"id": "n", "action": "look", "inputs": [{"name": "x", "value": 3}]}, retry_strategy="Immediate"
+    )
     executor = executor_with(registry, spec)
     assert (await executor.execute_dag("ctx")).success
     assert seen == [("n", "ctx", 1, {"x": 3}), ("n", "ctx", 2, {"x": 3})]
@@ -208,6 +239,7 @@ async def test_sync_actions_run_in_a_worker_thread_unless_inline(registry: Actio
 
 
 # -- retries and timeouts ----------------------------------------------------------------------------
+
 
 async def test_try_count_is_the_total_number_of_attempts(registry: ActionRegistry) -> None:
     attempts = 0
@@ -229,8 +261,9 @@ async def test_try_count_is_the_total_number_of_attempts(registry: ActionRegistr
 
 async def test_exhausted_attempts_give_the_final_error(registry: ActionRegistry) -> None:
     registry.register("broken", _raise(ValueError("bad data")))
-    spec = workflow("retry", {"id": "f", "action": "broken", "try_count": 2}, retry_strategy="Immediate",
-                    on_failure="stop")
+    spec = workflow(
+        "retry", {"id": "f", "action": "broken", "try_count": 2}, retry_strategy="Immediate", on_failure="stop"
+    )
     outcome = (await executor_with(registry, spec).execute_dag("retry")).outcomes["f"]
     assert outcome.status == "failed" and outcome.attempts == 2
     assert outcome.error == "Failed after 2 attempts. Last error: ValueError: bad data"
@@ -239,16 +272,16 @@ async def test_exhausted_attempts_give_the_final_error(registry: ActionRegistry)
 
 async def test_onfailure_false_means_exactly_one_attempt(registry: ActionRegistry) -> None:
     registry.register("broken", _raise(ValueError("no")))
-    spec = workflow("once", {"id": "f", "action": "broken", "try_count": 5, "onfailure": False},
-                    on_failure="stop")
+    spec = workflow("once", {"id": "f", "action": "broken", "try_count": 5, "onfailure": False}, on_failure="stop")
     outcome = (await executor_with(registry, spec).execute_dag("once")).outcomes["f"]
     assert outcome.attempts == 1
 
 
 async def test_try_count_defaults_to_config_max_attempts(registry: ActionRegistry) -> None:
     registry.register("broken", _raise(ValueError("no")))
-    spec = workflow("default", {"id": "f", "action": "broken"}, max_attempts=4, retry_strategy="Immediate",
-                    on_failure="stop")
+    spec = workflow(
+        "default", {"id": "f", "action": "broken"}, max_attempts=4, retry_strategy="Immediate", on_failure="stop"
+    )
     assert (await executor_with(registry, spec).execute_dag("default")).outcomes["f"].attempts == 4
 
 
@@ -257,15 +290,20 @@ async def test_try_count_defaults_to_config_max_attempts(registry: ActionRegistr
     [
         ("Immediate", [0.0, 0.0, 0.0]),
         ({"Linear": {"delay_secs": 0.001}}, [0.001, 0.001, 0.001]),
-        ({"Exponential": {"initial_delay_secs": 0.001, "max_delay_secs": 0.003, "multiplier": 2.0}},
-         [0.001, 0.002, 0.003]),
+        (
+            {"Exponential": {"initial_delay_secs": 0.001, "max_delay_secs": 0.003, "multiplier": 2.0}},
+            [0.001, 0.002, 0.003],
+        ),
     ],
     ids=["immediate", "linear", "exponential-capped"],
 )
-async def test_retry_delays_follow_the_strategy(registry: ActionRegistry, strategy: object, delays: list[float]) -> None:
+async def test_retry_delays_follow_the_strategy(
+    registry: ActionRegistry, strategy: object, delays: list[float]
+) -> None:
     registry.register("broken", _raise(ValueError("no")))
-    spec = workflow("delays", {"id": "f", "action": "broken", "try_count": 4}, retry_strategy=strategy,
-                    on_failure="stop")
+    spec = workflow(
+        "delays", {"id": "f", "action": "broken", "try_count": 4}, retry_strategy=strategy, on_failure="stop"
+    )
     executor = executor_with(registry, spec)
     handle = executor.start("delays")
     await handle
@@ -280,8 +318,12 @@ async def test_timeout_bounds_each_attempt(registry: ActionRegistry) -> None:
     async def hang() -> None:
         await anyio.sleep_forever()
 
-    spec = workflow("slow", {"id": "h", "action": "hang", "timeout": 0.05, "try_count": 2},
-                    retry_strategy="Immediate", on_failure="stop")
+    spec = workflow(
+        "slow",
+        {"id": "h", "action": "hang", "timeout": 0.05, "try_count": 2},
+        retry_strategy="Immediate",
+        on_failure="stop",
+    )
     outcome = (await executor_with(registry, spec).execute_dag("slow")).outcomes["h"]
     assert outcome.status == "failed" and outcome.attempts == 2
     assert outcome.retry_messages[0].startswith("Attempt 1 failed: Timeout after 0.05s")
@@ -291,8 +333,7 @@ async def test_timeout_bounds_each_attempt(registry: ActionRegistry) -> None:
 async def test_timeout_also_bounds_blocking_sync_actions(registry: ActionRegistry) -> None:
     release = threading.Event()
     registry.register("block", lambda: release.wait(10))
-    spec = workflow("blocking", {"id": "b", "action": "block", "timeout": 0.05, "onfailure": False},
-                    on_failure="stop")
+    spec = workflow("blocking", {"id": "b", "action": "block", "timeout": 0.05, "onfailure": False}, on_failure="stop")
     try:
         outcome = (await executor_with(registry, spec).execute_dag("blocking")).outcomes["b"]
     finally:
@@ -305,8 +346,12 @@ async def test_run_timeout_cancels_running_nodes_and_fails_the_run(registry: Act
     async def hang() -> None:
         await anyio.sleep_forever()
 
-    spec = workflow("too-long", {"id": "h", "action": "hang"}, {"id": "after", "action": "hang",
-                    "dependencies": ["h"]}, timeout_seconds=0.05)
+    spec = workflow(
+        "too-long",
+        {"id": "h", "action": "hang"},
+        {"id": "after", "action": "hang", "dependencies": ["h"]},
+        timeout_seconds=0.05,
+    )
     report = await executor_with(registry, spec).execute_dag("too-long")
     assert report.status == "failed"
     assert report.error == "Run timed out after 0.05s (config.timeout_seconds)"
@@ -315,6 +360,7 @@ async def test_run_timeout_cancels_running_nodes_and_fails_the_run(registry: Act
 
 
 # -- failure policies --------------------------------------------------------------------------------
+
 
 def _raise(error: Exception):  # type: ignore[no-untyped-def]
     def action() -> None:
@@ -343,7 +389,8 @@ async def test_on_failure_stop_cancels_running_nodes_and_starts_nothing(registry
         {"id": "bad", "action": "fail_after_slow_started", "onfailure": False},
         {"id": "later", "action": "noop", "dependencies": ["bad"]},
         {"id": "queued", "action": "noop"},
-        on_failure="Stop", max_parallel_nodes=2,
+        on_failure="Stop",
+        max_parallel_nodes=2,
     )
     report = await executor_with(registry, spec).execute_dag("stop")
     assert report.status == "failed"
@@ -367,8 +414,13 @@ async def test_on_failure_continue_skips_only_the_dependents(registry: ActionReg
     handle = executor_with(registry, spec).start("continue")
     report = await handle
     statuses = {node: o.status for node, o in report.outcomes.items()}
-    assert statuses == {"bad": "failed", "child": "skipped", "grandchild": "skipped",
-                        "other": "succeeded", "after_other": "succeeded"}
+    assert statuses == {
+        "bad": "failed",
+        "child": "skipped",
+        "grandchild": "skipped",
+        "other": "succeeded",
+        "after_other": "succeeded",
+    }
     assert report.status == "failed"
     assert report.outcomes["grandchild"].error == "skipped because upstream node 'bad' failed"
     skipped = [e.node async for e in handle.subscribe() if isinstance(e, dagger_nb.NodeSkipped)]
@@ -397,8 +449,12 @@ async def test_on_failure_pause_lets_running_nodes_finish_and_resume_reruns_the_
         "pause",
         {"id": "steady", "action": "steady"},
         {"id": "fragile", "action": "fragile", "onfailure": False},
-        {"id": "after", "action": "steady", "dependencies": ["fragile", "steady"],
-         "inputs": [{"name": "x", "reference": "fragile.result"}]},
+        {
+            "id": "after",
+            "action": "steady",
+            "dependencies": ["fragile", "steady"],
+            "inputs": [{"name": "x", "reference": "fragile.result"}],
+        },
         max_parallel_nodes=2,
     )
     registry.register("steady_with_input", steady)
@@ -406,7 +462,10 @@ async def test_on_failure_pause_lets_running_nodes_finish_and_resume_reruns_the_
     report = await executor.execute_dag("pause")
     assert report.status == "paused"
     assert {n: o.status for n, o in report.outcomes.items()} == {
-        "steady": "succeeded", "fragile": "failed", "after": "pending"}
+        "steady": "succeeded",
+        "fragile": "failed",
+        "after": "pending",
+    }
 
     @dagger_nb.action(registry=registry)
     async def fragile() -> str:  # noqa: F811 - the user fixes the action in a new cell
@@ -439,8 +498,12 @@ async def test_failure_handler_is_called_once_with_ctx_and_error(registry: Actio
     async def on_bad(ctx: dagger_nb.NodeContext, error: str) -> None:
         calls.append((ctx.node, error))
 
-    spec = workflow("handled", {"id": "n", "action": "bad", "failure": "on_bad", "try_count": 2},
-                    retry_strategy="Immediate", on_failure="stop")
+    spec = workflow(
+        "handled",
+        {"id": "n", "action": "bad", "failure": "on_bad", "try_count": 2},
+        retry_strategy="Immediate",
+        on_failure="stop",
+    )
     report = await executor_with(registry, spec).execute_dag("handled")
     assert calls == [("n", "Failed after 2 attempts. Last error: RuntimeError: broken")]
     assert report.outcomes["n"].notes == []
@@ -449,8 +512,9 @@ async def test_failure_handler_is_called_once_with_ctx_and_error(registry: Actio
 async def test_failing_failure_handler_is_noted_and_never_hides_the_error(registry: ActionRegistry) -> None:
     registry.register("bad", _raise(RuntimeError("original")))
     registry.register("handler", _raise(ValueError("handler broke")))
-    spec = workflow("handled", {"id": "n", "action": "bad", "failure": "handler", "onfailure": False},
-                    on_failure="stop")
+    spec = workflow(
+        "handled", {"id": "n", "action": "bad", "failure": "handler", "onfailure": False}, on_failure="stop"
+    )
     outcome = (await executor_with(registry, spec).execute_dag("handled")).outcomes["n"]
     assert outcome.error == "Failed after 1 attempts. Last error: RuntimeError: original"
     assert outcome.notes == ["failure handler 'handler' failed: ValueError: handler broke"]
@@ -495,9 +559,12 @@ async def test_unproduced_reference_fails_without_retry_naming_input_and_referen
 async def test_action_exceptions_never_escape_the_executor(registry: ActionRegistry) -> None:
     registry.register("bad", _raise(ZeroDivisionError("division by zero")))
     registry.register("needs_more", lambda needed: needed, inline=True)
-    spec = workflow("errors", {"id": "a", "action": "bad", "onfailure": False},
-                    {"id": "b", "action": "needs_more", "inputs": [{"name": "other", "value": 1}],
-                     "onfailure": False}, on_failure="continue")
+    spec = workflow(
+        "errors",
+        {"id": "a", "action": "bad", "onfailure": False},
+        {"id": "b", "action": "needs_more", "inputs": [{"name": "other", "value": 1}], "onfailure": False},
+        on_failure="continue",
+    )
     report = await executor_with(registry, spec).execute_dag("errors")
     assert report.outcomes["a"].error.endswith("ZeroDivisionError: division by zero")
     assert "missing 1 required positional argument: 'needed'" in report.outcomes["b"].error
@@ -522,8 +589,9 @@ async def test_unknown_or_empty_workflow_is_a_clear_error(registry: ActionRegist
 
 async def test_executor_config_is_a_base_the_workflow_overrides(registry: ActionRegistry) -> None:
     registry.register("bad", _raise(RuntimeError("x")))
-    executor = DagExecutor(registry, config=dagger_nb.DagConfig(max_attempts=2, on_failure="stop",
-                                                                 retry_strategy="Immediate"))
+    executor = DagExecutor(
+        registry, config=dagger_nb.DagConfig(max_attempts=2, on_failure="stop", retry_strategy="Immediate")
+    )
     executor.load_yaml("name: w\nconfig: {max_attempts: 3}\nnodes: [{id: n, action: bad}]\n")
     report = await executor.execute_dag("w")
     assert report.status == "failed"  # stop from the executor's config
@@ -532,8 +600,11 @@ async def test_executor_config_is_a_base_the_workflow_overrides(registry: Action
 
 async def test_load_yaml_checks_actions_against_the_registry(registry: ActionRegistry) -> None:
     registry.register("known", lambda: 1)
-    with pytest.raises(dagger_nb.WorkflowSpecError, match=r"<string>:3: workflow 'w', node 'n': unknown action "
-                                                         r"'fit' \(registered: known\)"):
+    with pytest.raises(
+        dagger_nb.WorkflowSpecError,
+        match=r"<string>:3: workflow 'w', node 'n': unknown action "
+        r"'fit' \(registered: known\)",
+    ):
         DagExecutor(registry).load_yaml("name: w\nnodes:\n  - {id: n, action: fit}\n")
 
 

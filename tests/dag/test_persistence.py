@@ -50,12 +50,16 @@ def publish(value):
 
 
 def _script(db: Path, body: str, score_body: str) -> str:
-    return textwrap.dedent(ACTIONS.format(score_body=score_body)) + textwrap.dedent(
-        f"""
+    return (
+        textwrap.dedent(ACTIONS.format(score_body=score_body))
+        + textwrap.dedent(
+            f"""
         executor = dagger_nb.DagExecutor(db={str(db)!r})
         executor.load_yaml({WORKFLOW!r})
         """
-    ) + textwrap.dedent(body)
+        )
+        + textwrap.dedent(body)
+    )
 
 
 def _python(code: str) -> str:
@@ -66,19 +70,31 @@ def _python(code: str) -> str:
 
 def test_a_paused_run_is_resumed_by_another_process(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
-    run_id = _python(_script(db, """
+    run_id = _python(
+        _script(
+            db,
+            """
         report = executor.run("nightly", inputs={"factor": 10})
         assert report.status == "paused", report
         print(report.run_id)
-    """, score_body='raise RuntimeError("model not trained")'))
+    """,
+            score_body='raise RuntimeError("model not trained")',
+        )
+    )
 
-    output = _python(_script(db, f"""
+    output = _python(
+        _script(
+            db,
+            f"""
         runs = executor.runs()
         assert list(runs["status"]) == ["paused"], runs
         assert 'fillcolor="#f28b82"' in executor.serialize_tree_to_dot({run_id!r})
         report = executor.resume_sync({run_id!r})
         print(report.status, report.cache.get("publish", "result"))
-    """, score_body='return int(frame["x"].sum()) * factor'))
+    """,
+            score_body='return int(frame["x"].sum()) * factor',
+        )
+    )
     assert output == "succeeded published 60"
 
     executor = DagExecutor(db=db)
@@ -92,8 +108,12 @@ async def test_every_run_is_recorded_with_outcomes_and_cache(tmp_path: Path) -> 
     registry = ActionRegistry()
     registry.register("frame", lambda: pd.DataFrame({"a": [1]}))
     registry.register("broken", lambda: 1 / 0)
-    spec = workflow("recorded", {"id": "f", "action": "frame"},
-                    {"id": "b", "action": "broken", "onfailure": False}, on_failure="continue")
+    spec = workflow(
+        "recorded",
+        {"id": "f", "action": "frame"},
+        {"id": "b", "action": "broken", "onfailure": False},
+        on_failure="continue",
+    )
     executor = executor_with(registry, spec, db=tmp_path / "runs.db")
     report = await executor.execute_dag("recorded", inputs={"who": "me"})
     executor.close()
@@ -118,7 +138,9 @@ async def test_resume_needs_the_actions_registered_again(tmp_path: Path) -> None
     fresh = DagExecutor(ActionRegistry(), db=tmp_path / "runs.db")
     resumed = await fresh.resume(report.run_id)
     assert resumed.status == "paused"
-    assert resumed.outcomes["n"].error == "Failed after 1 attempts. Last error: unknown action 'fail' (registered: none)"
+    assert (
+        resumed.outcomes["n"].error == "Failed after 1 attempts. Last error: unknown action 'fail' (registered: none)"
+    )
 
 
 async def test_values_that_cannot_be_stored_are_left_out(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 import dagger_nb
-from dagger_nb import ActionRegistry, DagExecutor, ExecutionError, RunNotFound
+from dagger_nb import ActionRegistry, ExecutionError, RunNotFound
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
