@@ -35,9 +35,11 @@ from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, utc_now
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
+from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
 from dagger_nb.agents.store import TaskStore
+from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
-from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, TaskError
+from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, NeedsDependencies, TaskError
 
 T = TypeVar("T")
 
@@ -63,6 +65,7 @@ class TaskManager:
         max_parallel_tasks: int = 4,
         durability: Durability = "at_least_once",
         cache: Cache | None = None,
+        backend: Any = None,
     ) -> None:
         if heartbeat_interval is not None and not heartbeat_interval > 0:
             raise TaskError(f"heartbeat_interval must be positive (or None), got {heartbeat_interval!r}")
@@ -78,6 +81,10 @@ class TaskManager:
         self.max_parallel_tasks = max_parallel_tasks
         self.durability: Durability = durability
         self.cache = Cache() if cache is None else cache
+        #: Where agents run: None (this process) or a :class:`dagger_nb.DaskBackend`.
+        self.backend = None if isinstance(backend, LocalBackend) else backend
+        if self.backend is not None and not callable(getattr(self.backend, "call", None)):
+            raise TaskError(f"backend must be a DaskBackend (or None for this process), got {backend!r}")
         self._tasks: dict[str, Task] = {}
         self._seq: dict[str, int] = {}
         self._next_seq = 0
@@ -314,9 +321,18 @@ class TaskManager:
     # -- the one seam where an agent is called (a backend plugs in here) ------------------
 
     async def _call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
-        if agent.is_async:
-            return await agent.fn(payload, ctx)
-        return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
+        if self.backend is None:
+            if agent.is_async:
+                return await agent.fn(payload, ctx)
+            return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
+        runner = run_async_agent if agent.is_async else run_sync_agent
+        outcome, value, changes = await self.backend.call(
+            agent.name, runner, agent.fn, payload, RemoteTaskContext(ctx), is_async=agent.is_async
+        )
+        replay(changes, ctx)
+        if outcome == "blocked":
+            raise NeedsDependencies(value)
+        return value
 
     # -- internals ------------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""Task agents on a cluster: a picklable context, and the wrappers that run agents on workers.
+
+An agent on a Dask worker cannot reach the :class:`TaskManager` (it lives in the
+notebook). It gets a :class:`RemoteTaskContext` instead: the task's snapshot,
+its dependencies' outputs computed beforehand, and ``add_task``/``spawn`` that
+record the change with an id chosen on the worker. The manager replays the
+recorded changes after the agent returns (or raises :class:`NeedsDependencies`),
+so the job grows exactly as it would have locally. If the agent fails, its
+recorded changes are dropped with the failed attempt.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from dagger_nb.agents.model import Task, TaskType
+from dagger_nb.errors import DaggerError, NeedsDependencies
+
+if TYPE_CHECKING:
+    from dagger_nb.agents.context import TaskContext
+
+_CURRENT: Any = object()
+
+Change = tuple[str, dict[str, Any]]
+
+
+class RemoteTaskContext:
+    """What an agent running on a cluster worker sees of its job."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        #: The running task's id, job and attempt (as on :class:`TaskContext`).
+        self.task_id = ctx.task_id
+        self.job_id = ctx.job_id
+        self.attempt = ctx.attempt
+        #: A snapshot of the running task.
+        self.task: Task = ctx.task
+        try:
+            self._outputs: list[dict[str, Any]] | None = ctx.dependency_outputs()
+            self._outputs_error: str | None = None
+        except DaggerError as error:
+            self._outputs, self._outputs_error = None, str(error)
+        #: ``add_task`` / ``spawn`` calls made on the worker, replayed by the manager.
+        self.changes: list[Change] = []
+
+    @property
+    def manager(self) -> Any:
+        """Not available on a worker: the manager lives in the notebook."""
+        raise DaggerError(
+            "ctx.manager is not available to an agent running on a cluster worker; "
+            "use ctx.add_task(...) and ctx.spawn(...), which the manager replays"
+        )
+
+    def dependency_outputs(self) -> list[dict[str, Any]]:
+        """The outputs of the task's dependencies, in dependency order."""
+        if self._outputs is None:
+            raise DaggerError(self._outputs_error or "dependency outputs are not available")
+        return self._outputs
+
+    def add_task(
+        self,
+        description: str,
+        agent: str,
+        input: dict[str, Any] | None = None,  # noqa: A002 - the same signature as TaskContext
+        *,
+        dependencies: tuple[str, ...] | list[str] = (),
+        parent: str | None = _CURRENT,
+        task_type: TaskType = TaskType.TASK,
+        task_id: str | None = None,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        acceptance_criteria: str | None = None,
+    ) -> str:
+        """Record a new task in this job (added by the manager after the agent returns)."""
+        task_id = task_id or f"task-{os.urandom(6).hex()}"
+        self.changes.append(("add_task", {
+            "description": description, "agent": agent, "input": input, "dependencies": tuple(dependencies),
+            "parent": self.task_id if parent is _CURRENT else parent, "task_type": task_type,
+            "task_id": task_id, "timeout": timeout, "max_retries": max_retries,
+            "acceptance_criteria": acceptance_criteria,
+        }))
+        return task_id
+
+    def spawn(
+        self, agent: str, input: dict[str, Any] | None, *, description: str, task_type: TaskType = TaskType.SUBTASK
+    ) -> str:
+        """Record a child task and make the running task depend on it (see :meth:`TaskContext.spawn`)."""
+        child = self.add_task(description, agent, input, task_type=task_type)
+        self.changes.append(("add_dependency", {"depends_on": child}))
+        return child
+
+    def __repr__(self) -> str:
+        return f"<RemoteTaskContext task={self.task_id!r} job={self.job_id!r} attempt={self.attempt}>"
+
+
+def replay(changes: list[Change], ctx: TaskContext) -> None:
+    """Apply the changes an agent recorded on a worker, in the order it made them."""
+    for kind, arguments in changes:
+        if kind == "add_task":
+            ctx.add_task(**arguments)
+        else:
+            ctx.manager.add_dependency(ctx.task_id, arguments["depends_on"])
+
+
+def run_sync_agent(fn: Any, payload: dict[str, Any], ctx: RemoteTaskContext) -> tuple[str, Any, list[Change]]:
+    """On the worker: call a sync agent; ``("done", output, changes)`` or ``("blocked", reason, changes)``."""
+    try:
+        return "done", fn(payload, ctx), ctx.changes
+    except NeedsDependencies as blocked:
+        return "blocked", blocked.reason, ctx.changes
+
+
+async def run_async_agent(
+    fn: Any, payload: dict[str, Any], ctx: RemoteTaskContext
+) -> tuple[str, Any, list[Change]]:
+    """On the worker: await an async agent (same result shape as :func:`run_sync_agent`)."""
+    try:
+        return "done", await fn(payload, ctx), ctx.changes
+    except NeedsDependencies as blocked:
+        return "blocked", blocked.reason, ctx.changes
