@@ -61,7 +61,7 @@ class RemoteTaskContext:
         self,
         description: str,
         agent: str,
-        input: dict[str, Any] | None = None,  # noqa: A002 - the same signature as TaskContext
+        input: dict[str, Any] | None = None,
         *,
         dependencies: tuple[str, ...] | list[str] = (),
         parent: str | None = _CURRENT,

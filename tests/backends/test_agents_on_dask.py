@@ -39,8 +39,12 @@ def uses_manager(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
 @pytest.fixture
 def agents() -> dagger_nb.TaskAgentRegistry:
     registry = dagger_nb.TaskAgentRegistry()
-    for fn, schema in [(planner, {"type": "object", "required": ["topic"]}), (retrieval, None), (review, None),
-                       (uses_manager, None)]:
+    for fn, schema in [
+        (planner, {"type": "object", "required": ["topic"]}),
+        (retrieval, None),
+        (review, None),
+        (uses_manager, None),
+    ]:
         dagger_nb.task_agent(name=fn.__name__, registry=registry, input_schema=schema)(fn)
     return registry
 
@@ -53,7 +57,9 @@ async def test_agents_run_on_workers_and_grow_the_job(dask_client: Any, agents: 
     tasks = {task.agent: task for task in manager.tasks("job")}
     assert set(tasks) == {"planner", "retrieval", "review"}
     assert all(task.status is TaskStatus.COMPLETED for task in tasks.values())
-    assert tasks["retrieval"].parent_task_id == objective and tasks["review"].dependencies == [tasks["retrieval"].task_id]
+    assert tasks["retrieval"].parent_task_id == objective and tasks["review"].dependencies == [
+        tasks["retrieval"].task_id
+    ]
     planner_output = manager.get_task(objective).output.data
     assert planner_output["article"] == "article from ['source about bees']"
     assert planner_output["pid"] != os.getpid() and tasks["retrieval"].output.data["pid"] != os.getpid()
@@ -67,9 +73,9 @@ async def test_schema_rejection_and_manager_access_fail_clearly(dask_client: Any
     assert (await manager.run_job("bad")).status is dagger_nb.JobStatus.FAILED
     assert (await manager.run_job("remote")).status is dagger_nb.JobStatus.FAILED
     assert "'topic' is a required property" in manager.get_task(bad).status_reason
-    assert "ctx.manager is not available to an agent running on a cluster worker" in manager.get_task(
-        remote
-    ).status_reason
+    assert (
+        "ctx.manager is not available to an agent running on a cluster worker" in manager.get_task(remote).status_reason
+    )
 
 
 def test_a_backend_without_call_is_refused() -> None:
