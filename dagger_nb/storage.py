@@ -52,7 +52,10 @@ class ProcessLock:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the lock's life
+        try:
+            self._file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the lock's life
+        except OSError as error:
+            raise StorageError(f"cannot open database '{self.path}': {error.strerror or error}") from None
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -239,13 +239,17 @@ class DaggerMagics(Magics):
             holder: dict[str, Any] = {}
 
             async def run_here() -> None:
-                handle = holder["handle"] = start()
+                handle = holder["handle"] = _call(start)
                 holder["dashboard"] = dashboard = RunDashboard(handle)
                 self._publish(handle, dashboard, out)
                 display(dashboard)
                 await handle.wait()
 
-            run_blocking(run_here, on_interrupt=lambda: holder["handle"].cancel())
+            def interrupted() -> None:
+                if "handle" in holder:
+                    holder["handle"].cancel()
+
+            run_blocking(run_here, on_interrupt=interrupted)
             holder["dashboard"].send_final_state()
             return
         handle = _call(start)

@@ -49,7 +49,8 @@ def on_dask(
 
     for module in (executor_tests, run_tests):
         monkeypatch.setattr(module, "executor_with", executor_with)
-        monkeypatch.setattr(module, "DagExecutor", partial(DagExecutor, backend=backend))
+        if hasattr(module, "DagExecutor"):
+            monkeypatch.setattr(module, "DagExecutor", partial(DagExecutor, backend=backend))
     yield
     if request.node.originalname not in RUN_NO_ACTION:
         assert calls, "the test ran no action through the Dask backend"

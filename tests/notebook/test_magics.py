@@ -213,9 +213,12 @@ async def test_run_magic(shell: InteractiveShell, magics: DaggerMagics) -> None:
     assert magics.session.cache.get("second", "result") == 13
 
 
-async def test_run_unknown_workflow_is_a_usage_error(shell: InteractiveShell, magics: DaggerMagics) -> None:
+@pytest.mark.parametrize("options", ["", " --wait"])
+async def test_run_unknown_workflow_is_a_usage_error(
+    shell: InteractiveShell, magics: DaggerMagics, options: str
+) -> None:
     with pytest.raises(UsageError, match=r"unknown workflow 'nope' \(known: none\)"):
-        run(shell, "%dagger_run nope")
+        run(shell, f"%dagger_run nope{options}")
 
 
 async def test_fix_an_action_and_resume(shell: InteractiveShell, magics: DaggerMagics) -> None:
