@@ -25,9 +25,7 @@ def open_database(path: str | os.PathLike[str], *, schema: str = "") -> sqlite3.
     The connection may be used from worker threads (one at a time), so blocking
     writes can be moved off the event loop.
     """
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise StorageError(f"cannot open database '{target}': folder '{target.parent}' does not exist")
+    target = _existing_folder(path)
     try:
         connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as error:
@@ -43,6 +41,13 @@ def open_database(path: str | os.PathLike[str], *, schema: str = "") -> sqlite3.
     return connection
 
 
+def _existing_folder(path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    if target.parent and not target.parent.exists():
+        raise StorageError(f"cannot open database '{target}': folder '{target.parent}' does not exist")
+    return target
+
+
 class ProcessLock:
     """An exclusive advisory lock on ``<path>.lock`` held while the owner lives.
 
@@ -51,7 +56,7 @@ class ProcessLock:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = str(path)
+        self.path = str(_existing_folder(path))
         try:
             self._file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the lock's life
         except OSError as error:
