@@ -41,7 +41,7 @@ class EventStream(Generic[E]):
         if self.closed:
             raise RuntimeError("emit() called on a closed event stream")
         self.history.append(event)
-        for listener in list(self._listeners):
+        for listener in list(self._listeners) if self._listeners else ():
             try:
                 listener(event)
             except Exception as error:  # a dashboard's bug must not break the run that emits

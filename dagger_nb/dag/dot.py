@@ -38,9 +38,9 @@ def workflow_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome] | None 
         elif node.description:
             lines.append(_shorten(node.description))
         graph.node(node.id, label="\n".join(lines), tooltip=node.description or node.id, **attrs)
-    for node in spec.nodes:
-        for dependency in spec.dependencies(node.id):
-            graph.edge(dependency, node.id)
+    for node_id, dependencies in spec.dependency_map().items():
+        for dependency in dependencies:
+            graph.edge(dependency, node_id)
     return graph.source()
 
 

@@ -266,13 +266,17 @@ class Run:
         self.status = status
         self.error = error
         self.finished_at = time()
-        # The report is a record: later resumes of this run must not rewrite it.
+        # The report is a record: a resume of this run must not rewrite it (only an
+        # unfinished run can be resumed, so a succeeded one needs no copy).
+        outcomes = self.outcomes
+        if status != "succeeded":
+            outcomes = {node: replace(o, retry_messages=list(o.retry_messages), notes=list(o.notes))
+                        for node, o in outcomes.items()}
         self.report = ExecutionReport(
             run_id=self.run_id,
             workflow=self.spec.name,
             status=status,
-            outcomes={node: replace(o, retry_messages=list(o.retry_messages), notes=list(o.notes))
-                      for node, o in self.outcomes.items()},
+            outcomes=outcomes,
             spec=self.spec,
             cache=self.cache,
             error=error,
