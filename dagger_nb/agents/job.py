@@ -91,6 +91,7 @@ class JobHandle:
         self.events: EventStream[JobEvent] = run.events
         self._run = run
         self._done = anyio.Event()
+        self._waited_callbacks: list[Callable[[], object]] = []
 
     @property
     def status(self) -> JobStatus:
@@ -108,7 +109,14 @@ class JobHandle:
         if self.error is not None:
             raise self.error
         assert self.report is not None
+        for callback in self._waited_callbacks:
+            callback()
         return self.report
+
+    def add_waited_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` in the waiting task each time :meth:`wait` returns (as
+        :meth:`dagger_nb.RunHandle.add_waited_callback`: dashboards re-send their final state)."""
+        self._waited_callbacks.append(callback)
 
     def cancel(self) -> None:
         """End the job ``CANCELLED``: running agents are cancelled, unstarted tasks stay pending."""

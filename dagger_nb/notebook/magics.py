@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from IPython.display import HTML, SVG, display
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import parse_workflow
-from dagger_nb.errors import DaggerError, GraphvizNotFound, Problem, WorkflowSpecError
+from dagger_nb.errors import DaggerError, GraphvizNotFound, Problem, SchemaValidationError, WorkflowSpecError
 from dagger_nb.graph import render_svg
 from dagger_nb.notebook.session import Session, run_blocking
 
@@ -201,6 +202,29 @@ class DaggerMagics(Magics):
             raise UsageError(f"no run or job with id '{args.id}' in this session")
         self.session.dashboards[key] = dashboard
         display(dashboard)
+
+    @line_magic
+    def dagger_respond(self, line: str) -> None:
+        """Answer a question a run asks (``ctx.ask_human``). Example: ``%dagger_respond RUN_ID REQUEST_ID true``
+
+        VALUE (the rest of the line) is parsed as JSON when it parses, else taken as text.
+        """
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            raise UsageError("usage: %dagger_respond RUN_ID REQUEST_ID VALUE")
+        run_id, request_id, text = parts
+        if run_id not in self.session.runs and not self._known_run(run_id):
+            raise UsageError(f"no run with id '{run_id}' in this session")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = _unquote(text)
+        try:
+            self.session.handle(run_id).respond(request_id, value)
+        except SchemaValidationError as error:
+            raise UsageError(f"answer refused: {error}") from None
+        except DaggerError as error:
+            raise UsageError(str(error)) from None
 
     @line_magic
     def dagger_runs(self, line: str) -> Any:

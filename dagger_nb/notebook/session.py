@@ -119,6 +119,11 @@ class Session:
         """Resume run ``run_id`` in the background (actions as registered now)."""
         return self._remember(self.executor.start_resume(run_id))
 
+    def start_agent_dag(self, task: str, *, inputs: Mapping[str, Any] | None = None) -> RunHandle:
+        """Start a supervisor loop for ``task`` (the registered ``supervisor_step`` action) in the
+        background; returns at once. See :meth:`DagExecutor.start_agent_dag`."""
+        return self._remember(self.executor.start_agent_dag(task, inputs=inputs, cache=self.cache))
+
     async def run(self, name: str, *, inputs: Mapping[str, Any] | None = None) -> ExecutionReport:
         """Start workflow ``name`` and wait for its report (``await session.run(...)``)."""
         return await self.start_run(name, inputs=inputs).wait()

@@ -16,6 +16,7 @@ from typing import Any
 from dagger_nb.dag import ExecutionReport, RunFinished, RunHandle
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.notebook._dashboard import Dashboard, errors_html, header_html, table_html
+from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
 
 _ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "skipped": 4, "pending": 5}
@@ -24,7 +25,14 @@ _DONE = ("succeeded", "failed", "skipped", "cancelled")
 
 
 class RunDashboard(Dashboard):
-    """A live view of one DAG run: header, progress, node table, status graph, errors, Cancel.
+    """A live view of one DAG run: header, progress, node table, open questions, status graph, errors, Cancel.
+
+    Nodes added while the run goes on (``ctx.add_node``, hooks, supervisor
+    steps) join the table, the progress bar and the graph at the next redraw.
+    Each question the run asks (``ctx.ask_human``) gets a form made from its
+    schema in ``questions``; Submit calls ``handle.respond`` and a refused
+    answer shows its reason next to the form. The table has a ``worker``
+    column when some node ran on a Dask worker.
 
     ``interval`` is the shortest time between two redraws (0.25 s: at most 4 a
     second). The node table shows the ``table_rows`` most interesting nodes
@@ -36,6 +44,11 @@ class RunDashboard(Dashboard):
     def __init__(self, handle: RunHandle, **options: Any) -> None:
         super().__init__(**options)
         self.handle = handle
+        #: The open questions, one form each.
+        self.questions = QuestionsPanel(handle.respond)
+        children = list(self.children)
+        children.insert(children.index(self.table) + 1, self.questions)
+        self.children = children
         self.progress.max = max(len(handle.spec.nodes), 1)
         self.add_class("dagger-run-dashboard")
         handle.add_waited_callback(self.send_final_state)
@@ -75,11 +88,13 @@ class RunDashboard(Dashboard):
             f"{report.workflow} · run {report.run_id}", report.status, counts, _elapsed(report),
             extra=report.error or "",
         )
+        self.progress.max = max(len(outcomes), 1)
         self.progress.value = finished
         self.progress.bar_style = _bar_style(report.status, counts)
         self.table.value = self._table(report)
         failed = [(o.node, o.error or "failed") for o in outcomes.values() if o.status == "failed"]
         self.errors.value = errors_html(failed)
+        self.questions.sync([] if self.handle.done else self.handle.questions())
         self.graph.update(lambda: workflow_dot(report.spec, outcomes), len(outcomes), final=final)
 
     def _table(self, report: ExecutionReport) -> str:
@@ -87,12 +102,20 @@ class RunDashboard(Dashboard):
         if len(outcomes) > self.table_rows:
             outcomes.sort(key=lambda o: (_ORDER.get(o.status, 9), -(o.finished_at or o.started_at or 0)))
         shown = outcomes[: self.table_rows]
-        rows = [
+        rows: list[tuple[object, ...]] = [
             (o.node, o.action, o.status, o.attempts,
              "" if o.duration_s is None else f"{o.duration_s:.3f}", o.error or "")
             for o in shown
         ]
-        return table_html(_NODE_COLUMNS, rows, status_column=2, more=len(outcomes) - len(shown))
+        columns: tuple[str, ...] = _NODE_COLUMNS
+        if any(o.worker for o in outcomes):  # where each node ran on Dask (empty for local ones)
+            columns += ("worker",)
+            rows = [(*row, o.worker or "") for row, o in zip(rows, shown, strict=True)]
+        return table_html(columns, rows, status_column=2, more=len(outcomes) - len(shown))
+
+    def _widgets(self) -> list[Any]:
+        forms = [widget for form in self.questions.forms.values() for widget in (*form.widgets(), form)]
+        return [*super()._widgets(), *forms, self.questions]
 
 
 def _elapsed(report: ExecutionReport) -> float | None:

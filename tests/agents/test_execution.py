@@ -478,3 +478,18 @@ async def test_aclose_cancels_jobs_run_by_other_tasks_and_waits_for_them(registr
         with anyio.fail_after(5):
             await manager.aclose()
     assert reports[0].status is dagger_nb.JobStatus.CANCELLED
+
+
+async def test_waited_callbacks_run_in_the_waiting_task(registry: Any) -> None:
+    @dagger_nb.task_agent(name="quick", registry=registry)
+    async def quick(input: dict[str, Any], ctx: dagger_nb.TaskContext) -> dict[str, Any]:
+        return {}
+
+    manager = dagger_nb.TaskManager(registry=registry)
+    manager.add_objective("j", "quick", "quick")
+    calls: list[str] = []
+    handle = manager.start_job("j")
+    handle.add_waited_callback(lambda: calls.append("waited"))
+    await handle
+    assert calls == ["waited"]
+    await manager.aclose()

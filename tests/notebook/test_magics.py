@@ -13,6 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import dagger_nb
 from dagger_nb.dag import RunHandle
+from dagger_nb.dag.events import HumanInputRequested
 from dagger_nb.notebook.magics import DaggerMagics
 from dagger_nb.notebook.session import Session, run_blocking
 from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
@@ -29,7 +30,7 @@ def test_load_ext_registers_every_magic(shell: InteractiveShell) -> None:
     dagger_nb.load_ipython_extension(shell)
     magics = shell.magics_manager.magics
     assert {"dagger_workflow", "dagger_action", "dagger_agent", "dagger_pubsub_agent"} <= set(magics["cell"])
-    assert {"dagger_run", "dagger_resume", "dagger_dashboard", "dagger_runs", "dagger_cache"} <= set(
+    assert {"dagger_run", "dagger_resume", "dagger_dashboard", "dagger_runs", "dagger_cache", "dagger_respond"} <= set(
         magics["line"]
     )
 
@@ -424,3 +425,60 @@ async def test_workflow_name_on_the_magic_line_wins(shell: InteractiveShell, mag
 async def test_action_cell_may_use_ipython_syntax(shell: InteractiveShell, magics: DaggerMagics) -> None:
     run(shell, "%%dagger_action\nanswer = %time 41 + 1\ndef f():\n    return answer\n")
     assert magics.session.registry.get("f").fn() == 42
+
+
+# -- %dagger_respond -----------------------------------------------------------------------------
+
+
+async def test_respond_magic_answers_a_question(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    session = magics.session
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+    @dagger_nb.action(registry=session.registry)
+    async def approve(ctx: dagger_nb.NodeContext) -> object:
+        return {"answer": await ctx.ask_human("Ship it?", schema=schema)}
+
+    @dagger_nb.action(registry=session.registry)
+    async def note(ctx: dagger_nb.NodeContext) -> object:
+        return {"answer": await ctx.ask_human("Any note?")}
+
+    session.executor.add_workflow(dagger_nb.WorkflowSpec.model_validate(
+        {"name": "ask", "nodes": [{"id": "q", "action": "approve"}, {"id": "n", "action": "note"}]}
+    ))
+    handle = session.start_run("ask")
+    asked: dict[str, str] = {}
+    async for event in handle.subscribe():
+        if isinstance(event, HumanInputRequested):
+            asked[event.node] = event.request_id
+            if len(asked) == 2:
+                break
+    shell.user_ns.update(rid=handle.run_id, q=asked["q"], n=asked["n"])
+    with pytest.raises(UsageError, match="no run with id 'zzz' in this session"):
+        run(shell, "%dagger_respond zzz $q true")
+    with pytest.raises(UsageError, match=r"has no open question 'nope' \(open: "):
+        run(shell, "%dagger_respond $rid nope true")
+    with pytest.raises(UsageError, match="usage: %dagger_respond RUN_ID REQUEST_ID VALUE"):
+        run(shell, "%dagger_respond $rid")
+    message = r"answer refused: answer to 'Ship it\?': invalid payload at '\$.ok': 'maybe' is not of type 'boolean'"
+    with pytest.raises(UsageError, match=message):
+        run(shell, f'%dagger_respond {handle.run_id} {asked["q"]} {{"ok": "maybe"}}')
+    assert asked["q"] in [question.request_id for question in handle.questions()]
+    run(shell, f'%dagger_respond {handle.run_id} {asked["q"]} {{"ok": true}}')
+    run(shell, "%dagger_respond $rid $n looks good, ship it")
+    report = await handle.wait()
+    assert report.cache.get("q", "answer") == {"ok": True}
+    assert report.cache.get("n", "answer") == "looks good, ship it"
+
+
+async def test_session_starts_supervisor_loops_and_remembers_them(session: Session) -> None:
+    @dagger_nb.action(registry=session.registry)
+    async def supervisor_step(iteration: int, ctx: dagger_nb.NodeContext) -> int:
+        if iteration < 2:
+            ctx.add_node("supervisor_step", dependencies=[ctx.node])
+        return iteration
+
+    handle = session.start_agent_dag("count to two")
+    assert session.latest() is handle
+    report = await handle.wait()
+    assert report.success and list(report.outcomes) == ["supervisor_step_1", "supervisor_step_2", "supervisor_step_3"]
+    assert session.cache.get("supervisor_step_3", "result") == 2

@@ -19,6 +19,7 @@ FINAL_STATE = {
     "02_task_agents.ipynb": "completed",
     "03_pubsub.ipynb": "pub/sub",
     "04_dashboards.ipynb": "succeeded",
+    "06_agent_flows.ipynb": "succeeded",
 }
 
 

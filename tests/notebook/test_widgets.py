@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
+import ipywidgets as widgets
 import pytest
 
-from dagger_nb import ActionRegistry, DagExecutor, WorkflowSpec
+import dagger_nb
+from dagger_nb import ActionRegistry, DagExecutor, NodeContext, WorkflowSpec
 from dagger_nb.dag import RunHandle
+from dagger_nb.dag.events import HumanInputRequested
 from dagger_nb.errors import GraphvizNotFound
 from dagger_nb.notebook._throttle import Throttle
 from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
@@ -313,4 +317,148 @@ async def test_a_drawing_bug_never_breaks_the_run(executor: DagExecutor, monkeyp
     assert report.status == "succeeded"
     assert isinstance(dashboard.draw_error, RuntimeError)
     assert "could not draw: RuntimeError: oops" in dashboard.errors.value
+    dashboard.close()
+
+
+# -- RunDashboard: a growing run, questions, workers ----------------------------------------------
+
+
+async def test_nodes_added_while_the_run_goes_on_join_the_table_and_graph(executor: DagExecutor) -> None:
+    gate = anyio.Event()
+    tool_started = anyio.Event()
+
+    @dagger_nb.action(registry=executor.registry)
+    async def supervisor_step(iteration: int, ctx: NodeContext) -> str:
+        if iteration == 0:
+            ctx.add_node("tool", id="search_web", dependencies=[ctx.node])
+        return f"step {iteration}"
+
+    @dagger_nb.action(registry=executor.registry)
+    async def tool(ctx: NodeContext) -> str:
+        tool_started.set()
+        await gate.wait()
+        return "found"
+
+    handle = executor.start_agent_dag("grow")
+    dashboard = RunDashboard(handle, interval=0)
+    assert "search_web" not in dashboard.table.value and dashboard.progress.max == 1
+    await tool_started.wait()
+    dashboard.refresh()
+    assert "search_web" in dashboard.table.value and "running" in dashboard.table.value
+    assert dashboard.progress.max == 2 and dashboard.progress.value == 1
+    gate.set()
+    report = await handle.wait()
+    dashboard.graph.join(timeout=30)
+    assert report.success and dashboard.table.value.count("succeeded") == 2
+    assert "search_web" in dashboard.graph.widget.value and dashboard.progress.value == 2
+    dashboard.close()
+
+
+def asking(executor: DagExecutor, **ask: Any) -> RunHandle:
+    """Start a one-node run whose node asks ``Ship it?`` with ``ask``'s options and returns the answer."""
+
+    @dagger_nb.action(registry=executor.registry)
+    async def approve(ctx: NodeContext) -> object:
+        return {"answer": await ctx.ask_human(f"Ship it? {XSS}", **ask)}
+
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "ask", "nodes": [{"id": "q", "action": "approve"}]}))
+    return executor.start("ask")
+
+
+async def asked(handle: RunHandle) -> HumanInputRequested:
+    async for event in handle.subscribe():
+        if isinstance(event, HumanInputRequested):
+            return event
+    raise AssertionError("the run ended without asking")
+
+
+@pytest.mark.parametrize(
+    ("schema", "kind", "value", "expected"),
+    [
+        ({"type": "string"}, widgets.Text, "ship", "ship"),
+        ({"type": "number"}, widgets.FloatText, 2.5, 2.5),
+        ({"type": "integer"}, widgets.IntText, 3, 3),
+        ({"type": "boolean"}, widgets.Checkbox, True, True),
+        ({"enum": ["yes", "no", 3]}, widgets.Dropdown, 3, 3),
+    ],
+)
+async def test_a_question_gets_a_form_made_from_its_schema(
+    executor: DagExecutor, schema: dict[str, Any], kind: type, value: object, expected: object
+) -> None:
+    handle = asking(executor, schema=schema)
+    dashboard = RunDashboard(handle, interval=0)
+    event = await asked(handle)
+    dashboard.refresh()
+    form = dashboard.questions.forms[event.request_id]
+    assert list(form.fields) == [""] and isinstance(form.fields[""], kind)
+    assert "Ship it? &lt;img" in form.prompt.value and "<img" not in form.prompt.value
+    form.fields[""].value = value
+    form.submit.click()
+    report = await handle.wait()
+    assert report.cache.get("q", "answer") == expected
+    assert dashboard.questions.forms == {} and dashboard.questions.children == ()
+    dashboard.close()
+
+
+async def test_an_object_schema_gets_one_field_per_property_and_refusals_are_shown(executor: DagExecutor) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "reason": {"type": "string", "minLength": 3}},
+        "required": ["ok", "reason"],
+    }
+    handle = asking(executor, schema=schema, default={"reason": XSS})
+    dashboard = RunDashboard(handle, interval=0)
+    event = await asked(handle)
+    dashboard.refresh()
+    form = dashboard.questions.forms[event.request_id]
+    assert isinstance(form.fields["ok"], widgets.Checkbox) and isinstance(form.fields["reason"], widgets.Text)
+    assert form.fields["reason"].value == XSS
+    form.fields["reason"].value = "<b"
+    form.submit.click()
+    assert "is too short" in form.message.value and "&lt;b" in form.message.value and "<b" not in form.message.value
+    dashboard.refresh()
+    assert dashboard.questions.forms[event.request_id] is form and [q.request_id for q in handle.questions()] == [
+        event.request_id
+    ]
+    form.fields["ok"].value = True
+    form.fields["reason"].value = "tests pass"
+    form.submit.click()
+    report = await handle.wait()
+    assert report.cache.get("q", "answer") == {"ok": True, "reason": "tests pass"}
+    dashboard.close()
+
+
+async def test_other_schemas_get_a_json_textarea(executor: DagExecutor) -> None:
+    handle = asking(executor, schema={"type": "array", "items": {"type": "integer"}})
+    dashboard = RunDashboard(handle, interval=0)
+    event = await asked(handle)
+    dashboard.refresh()
+    form = dashboard.questions.forms[event.request_id]
+    assert form.fields == {} and form.textarea is not None
+    form.textarea.value = "[1, 2"
+    form.submit.click()
+    assert "not valid JSON" in form.message.value
+    form.textarea.value = '["a"]'
+    form.submit.click()
+    assert "is not of type" in form.message.value
+    form.textarea.value = "[1, 2]"
+    form.submit.click()
+    report = await handle.wait()
+    assert report.cache.get("q", "answer") == [1, 2]
+    dashboard.close()
+
+
+async def test_a_worker_column_appears_only_when_a_node_ran_on_a_worker(executor: DagExecutor) -> None:
+    executor.registry.register("step", lambda: 1)
+    executor.add_workflow(WorkflowSpec.model_validate(
+        {"name": "w", "nodes": [{"id": "a", "action": "step"}, {"id": "b", "action": "step"}]}
+    ))
+    handle = executor.start("w")
+    dashboard = RunDashboard(handle)
+    report = await handle.wait()
+    assert "worker" not in dashboard.table.value
+    report.outcomes["a"] = replace(report.outcomes["a"], worker="tcp://10.0.0.7:40123")
+    dashboard.refresh()
+    assert "<th style='text-align:left;padding:0 8px'>worker</th>" in dashboard.table.value
+    assert "tcp://10.0.0.7:40123" in dashboard.table.value
     dashboard.close()
