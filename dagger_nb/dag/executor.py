@@ -299,8 +299,7 @@ class DagExecutor:
                 run.notes.append(f"hook {hook_name(hook)} failed on {type(event).__name__}: {describe_error(error)}")
                 continue
             if inspect.isawaitable(result):
-                if run.group is not None:
-                    run.pending_hooks += 1
+                if run.group is not None:  # the run ends only after its hooks have
                     run.group.start_soon(self._await_hook, run, hook, result, type(event).__name__)
                 else:
                     run.late_hooks.append((hook, result, type(event).__name__))
@@ -310,9 +309,6 @@ class DagExecutor:
             await pending
         except Exception as error:  # a hook's bug must not break the run
             run.notes.append(f"hook {hook_name(hook)} failed on {event}: {describe_error(error)}")
-        finally:
-            run.pending_hooks -= 1
-            run.wake()
 
     async def _ask_human(
         self, run: Run, node: str, prompt: str, *, schema: dict[str, Any] | str | None,

@@ -163,15 +163,12 @@ class Run:
         self.events: EventStream[DagEvent] = EventStream()
         self.failed: list[str] = []
         self.running = 0
-        self.idle = 0
         self.workers = 0
         self.stopping = False
         self.cancel_requested = False
         self.cancel_scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
-        self._wakeup: anyio.Event | None = None
         self.group: TaskGroup | None = None
-        self.pending_hooks = 0
         self.late_hooks: list[tuple[Any, Awaitable[object], str]] = []
         self.iteration_limit_hit = False
         self.waiting_for_human: str | None = None
@@ -225,18 +222,6 @@ class Run:
     def limit(self) -> int:
         """How many nodes may run at once."""
         return self.config.parallelism
-
-    async def wait_for_work(self) -> None:
-        """Sleep until :meth:`wake` is called."""
-        if self._wakeup is None:
-            self._wakeup = anyio.Event()
-        await self._wakeup.wait()
-
-    def wake(self) -> None:
-        """Wake every worker waiting in :meth:`wait_for_work`."""
-        if self._wakeup is not None:
-            wakeup, self._wakeup = self._wakeup, None
-            wakeup.set()
 
     def cancel(self) -> None:
         """Ask the run to end as ``cancelled``: running nodes are cancelled, nothing else starts."""

@@ -136,27 +136,18 @@ class Scheduler:
             run.group.start_soon(self._worker, run, name="dagger-nb worker")
 
     def schedule(self, run: Run, newly_ready: int, *, taking_one: bool) -> None:
-        """Wake idle workers, and start more (up to the limit) for what they cannot take."""
-        if run.idle:
-            run.wake()
-        spare = newly_ready - run.idle - (1 if taking_one else 0)
+        """Start workers (up to the limit) for the ready nodes the calling worker cannot take."""
+        spare = newly_ready - (1 if taking_one else 0)
         if spare > 0 and run.workers < run.limit:
             self._add_workers(run, spare)
 
     async def _worker(self, run: Run) -> None:
+        # A worker with nothing ready ends at once (finishing a run of 200 idle workers
+        # costs milliseconds); schedule() starts new ones when work appears again.
         ready = run.ready
         try:
-            while True:
-                while ready and not run.stopping:
-                    await self._run_node(run, ready.popleft())
-                if run.running == 0 and run.pending_hooks == 0 and (not ready or run.stopping):
-                    run.wake()
-                    return
-                run.idle += 1
-                try:
-                    await run.wait_for_work()
-                finally:
-                    run.idle -= 1
+            while ready and not run.stopping:
+                await self._run_node(run, ready.popleft())
         finally:
             run.workers -= 1
 
