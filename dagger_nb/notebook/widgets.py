@@ -46,7 +46,7 @@ class RunDashboard(Dashboard):
         self.handle = handle
         #: The open questions, one form each.
         self.questions = QuestionsPanel(handle.respond)
-        children: list[Any] = list(self.children)
+        children: list[Any] = list(self.children)  # type: ignore[has-type]
         children.insert(children.index(self.table) + 1, self.questions)
         self.children = children
         self.progress.max = max(len(handle.spec.nodes), 1)
