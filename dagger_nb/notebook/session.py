@@ -233,8 +233,9 @@ def run_blocking(async_fn: Callable[[], Awaitable[T]], *, on_interrupt: Callable
             finished.set()
 
     worker = threading.Thread(target=target, name="dagger-nb-wait", daemon=True)
-    worker.start()
     try:
+        # start() inside the try: the interrupt may arrive before start() has even returned.
+        worker.start()
         # An Event, not join(): a join() interrupted by KeyboardInterrupt may not wait again.
         finished.wait()
     except KeyboardInterrupt:
