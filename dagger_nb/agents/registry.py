@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from dagger_nb.errors import AgentNotFound, TaskError
+from dagger_nb._registry import AgentLookup
+from dagger_nb.errors import TaskError
 from dagger_nb.schema import CompiledSchema, compile_schema
 
 AgentFunction = Callable[..., Any]
@@ -74,11 +75,8 @@ class TaskAgent:
         return self.fn(*args, **kwargs)
 
 
-class TaskAgentRegistry:
+class TaskAgentRegistry(AgentLookup[TaskAgent]):
     """Agents by name. Create one per notebook, test or application to keep them apart."""
-
-    def __init__(self) -> None:
-        self._agents: dict[str, TaskAgent] = {}
 
     def register(self, name: str, agent: TaskAgent | AgentFunction, *, replace: bool = False) -> TaskAgent:
         """Register ``agent`` (a :class:`TaskAgent` or a plain function) under ``name``.
@@ -98,29 +96,7 @@ class TaskAgentRegistry:
 
     def unregister(self, name: str) -> None:
         """Remove the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
-        if name not in self._agents:
-            raise AgentNotFound(name, self._agents)
-        del self._agents[name]
-
-    def get(self, name: str) -> TaskAgent:
-        """The agent called ``name``; :class:`AgentNotFound` lists the registered ones."""
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise AgentNotFound(name, self._agents) from None
-
-    def names(self) -> list[str]:
-        """Registered agent names, sorted."""
-        return sorted(self._agents)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._agents
-
-    def __len__(self) -> int:
-        return len(self._agents)
-
-    def __repr__(self) -> str:
-        return f"<TaskAgentRegistry {self.names()}>"
+        self._forget(name)
 
 
 #: The registry used when none is given (by :func:`task_agent` and :class:`TaskManager`).

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 import anyio.from_thread
 
-from dagger_nb.errors import AgentNotFound, PubSubError
+from dagger_nb._registry import AgentLookup
+from dagger_nb.errors import PubSubError
 from dagger_nb.schema import CompiledSchema, compile_schema
 
 if TYPE_CHECKING:
@@ -94,16 +95,13 @@ class PubSubAgent:
         return f"<PubSubAgent {self.name!r} subscribe={list(self.subscribe)} publish={list(self.publish)}>"
 
 
-class PubSubAgentRegistry:
+class PubSubAgentRegistry(AgentLookup[PubSubAgent]):
     """Pub/sub agent definitions by name; one per notebook, test or app keeps them apart.
 
     Defining an agent again under the same name replaces the old definition
     (notebook users re-run cells); registrations already made on a bus keep
     the definition they were made with.
     """
-
-    def __init__(self) -> None:
-        self._agents: dict[str, PubSubAgent] = {}
 
     def add(self, agent: PubSubAgent) -> PubSubAgent:
         """Store ``agent`` under its name, replacing any previous one."""
@@ -114,36 +112,14 @@ class PubSubAgentRegistry:
 
     def remove(self, name: str) -> None:
         """Forget the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
-        if name not in self._agents:
-            raise AgentNotFound(name, self._agents)
-        del self._agents[name]
-
-    def get(self, name: str) -> PubSubAgent:
-        """The agent called ``name``; :class:`AgentNotFound` lists the defined ones."""
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise AgentNotFound(name, self._agents) from None
-
-    def names(self) -> list[str]:
-        """Defined agent names, sorted."""
-        return sorted(self._agents)
+        self._forget(name)
 
     def clear(self) -> None:
         """Forget every agent."""
         self._agents.clear()
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._agents
-
     def __iter__(self) -> Any:
         return iter([self._agents[name] for name in self.names()])
-
-    def __len__(self) -> int:
-        return len(self._agents)
-
-    def __repr__(self) -> str:
-        return f"<PubSubAgentRegistry {self.names()}>"
 
 
 #: The registry :func:`pubsub_agent` and :class:`PubSub` use when given none.
