@@ -1,7 +1,8 @@
 """Events a running job emits, in order, to :meth:`JobHandle.subscribe`.
 
-Each is a small frozen record with the ``job_id``, the ``task_id`` where one
-applies, and a UTC ``timestamp``. A task event is emitted only once the change
+Each is a small record with the ``job_id``, the ``task_id`` where one applies,
+and a UTC ``timestamp``; every subscriber gets the same record, so read it and
+never modify it. A task event is emitted only once the change
 it reports is durable (with a database), so a dashboard never shows a state
 the store could lose.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from dagger_nb.agents.model import JobStatus, TaskStatus, utc_now
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskAdded:
     """A task was added to the job while it runs."""
 
@@ -28,7 +29,7 @@ class TaskAdded:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskStarted:
     """An attempt of a task started (``attempt`` counts from 1)."""
 
@@ -39,7 +40,7 @@ class TaskStarted:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRetrying:
     """An attempt failed and the task went back to pending for another one."""
 
@@ -50,7 +51,7 @@ class TaskRetrying:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskCompleted:
     """A task completed with ``output``."""
 
@@ -60,7 +61,7 @@ class TaskCompleted:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     """A task failed for good (retries used up, a failed dependency, termination)."""
 
@@ -70,7 +71,7 @@ class TaskFailed:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskBlocked:
     """A task is parked until its dependencies complete."""
 
@@ -80,7 +81,7 @@ class TaskBlocked:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskStatusChanged:
     """A task's status was set through the manager to something another event does not cover."""
 
@@ -91,7 +92,7 @@ class TaskStatusChanged:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobStalled:
     """No task changed for the heartbeat interval; ``action`` says what was done about it."""
 
@@ -101,7 +102,7 @@ class JobStalled:
     timestamp: datetime = field(default_factory=utc_now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobFinished:
     """The job ended with ``status``; always the last event."""
 

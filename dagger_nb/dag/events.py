@@ -1,7 +1,10 @@
 """Events a DAG run emits, in order, for dashboards, progress lines and persistence.
 
 Every event has ``run_id``, ``timestamp`` (seconds since the epoch, UTC) and,
-except :class:`RunFinished`, the ``node`` it is about.
+except :class:`RunFinished`, the ``node`` it is about. Events are shared by every
+subscriber: read them, never modify them (they are plain slotted records, not
+frozen ones, because a frozen record costs four times as much to create and a
+run creates two per node).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
     from dagger_nb.dag.report import ExecutionReport
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeStarted:
     """An attempt of ``node`` started."""
 
@@ -24,7 +27,7 @@ class NodeStarted:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeRetrying:
     """Attempt ``attempt`` of ``node`` failed with ``error``; the next starts after ``delay`` s."""
 
@@ -36,7 +39,7 @@ class NodeRetrying:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeSucceeded:
     """``node`` finished after ``attempts`` attempts, producing ``outputs``."""
 
@@ -47,7 +50,7 @@ class NodeSucceeded:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeFailed:
     """``node`` failed for good with ``error``."""
 
@@ -58,7 +61,7 @@ class NodeFailed:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeSkipped:
     """``node`` will not run because ``reason`` (an upstream node failed)."""
 
@@ -68,7 +71,7 @@ class NodeSkipped:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeCancelled:
     """``node`` was running when the run was stopped, cancelled or timed out."""
 
@@ -77,7 +80,7 @@ class NodeCancelled:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeAdded:
     """``node`` was added to the running workflow (by an action or a hook)."""
 
@@ -88,7 +91,7 @@ class NodeAdded:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HumanInputRequested:
     """``node`` asks a person ``prompt``; answer with ``RunHandle.respond(request_id, value)``."""
 
@@ -101,7 +104,7 @@ class HumanInputRequested:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HumanInputReceived:
     """Question ``request_id`` was answered with ``value`` (or ``default`` on autopilot)."""
 
@@ -113,7 +116,7 @@ class HumanInputReceived:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunFinished:
     """The run ended; ``report`` holds every node's outcome."""
 

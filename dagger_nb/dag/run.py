@@ -10,9 +10,9 @@ from time import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-from anyio.abc import TaskGroup
 
 from dagger_nb._sync import loop_is_running
+from dagger_nb._workers import WorkerGroup
 from dagger_nb.cache import Cache
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
@@ -162,13 +162,12 @@ class Run:
         )
         self.events: EventStream[DagEvent] = EventStream()
         self.failed: list[str] = []
-        self.running = 0
         self.workers = 0
         self.stopping = False
         self.cancel_requested = False
         self.cancel_scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
-        self.group: TaskGroup | None = None
+        self.group: WorkerGroup | None = None
         self.late_hooks: list[tuple[Any, Awaitable[object], str]] = []
         self.iteration_limit_hit = False
         self.waiting_for_human: str | None = None

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._workers import open_worker_group
+from dagger_nb.backends import LocalBackend
 from dagger_nb.dag.actions import Action, NodeContext
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
@@ -66,7 +68,7 @@ class Scheduler:
                     async with anyio.create_task_group() as watchers:
                         if cancel is not None:
                             watchers.start_soon(_cancel_when_set, cancel, run)
-                        async with anyio.create_task_group() as run.group:
+                        async with open_worker_group() as run.group:
                             self._add_workers(run, len(run.ready))
                         run.group = None
                         watchers.cancel_scope.cancel()
@@ -152,6 +154,8 @@ class Scheduler:
             run.workers -= 1
 
     async def _run_node(self, run: Run, node_id: str) -> None:
+        # One coroutine per node, no more: for a trivial action the coroutine layers
+        # cost more than the scheduling itself.
         node = run.nodes[node_id]
         outcome = run.outcomes[node_id]
         if node.action == SUPERVISOR_ACTION and _iteration(node) >= run.iteration_limit:
@@ -161,23 +165,56 @@ class Scheduler:
             return
         outcome.status = "running"
         outcome.started_at = time()
-        run.running += 1
         run.keep_outputs(node_id)
+        emit = run.events.emit
+        attempts = node.attempts(run.config)
+        error = ""
         try:
-            result = await self._attempts(run, node, outcome)
+            for attempt in range(1, attempts + 1):
+                if attempt > 1:
+                    delay = run.config.retry_strategy.delay(attempt=attempt)
+                    emit(NodeRetrying(run.run_id, node_id, attempt - 1, error, delay))
+                    if delay:
+                        await anyio.sleep(delay)
+                outcome.attempts = attempt
+                emit(NodeStarted(run.run_id, node_id, attempt))
+                try:
+                    action = self.executor.registry.get(node.action)
+                    kwargs = _resolve_inputs(run, node_id)
+                    result = await self._call(run, node, action, kwargs, attempt)
+                    outputs = _store_outputs(run, node, result)
+                except _InputMissing as missing:
+                    error = str(missing)
+                    outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                    break
+                except PauseForHuman as pause:
+                    # Nobody answered: the node goes back to pending and asks again on resume.
+                    run.waiting_for_human = pause.prompt
+                    outcome.status, outcome.attempts, outcome.started_at = "pending", 0, None
+                    run.stopping = True
+                    return
+                except Exception as exception:  # an action's failure is the node's, never the executor's
+                    error = describe_error(exception)
+                    outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                    continue
+                outcome.status = "succeeded"
+                outcome.finished_at = time()
+                self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
+                emit(NodeSucceeded(run.run_id, node_id, attempt, outputs))
+                return
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
             outcome.finished_at = time()
-            run.events.emit(NodeCancelled(run.run_id, node_id))
+            emit(NodeCancelled(run.run_id, node_id))
             run.drop_outputs(node_id)
             raise
         finally:
-            run.running -= 1
             run.done_with_inputs(node_id)
-        if result == "failed":
-            await self._after_failure(run, node, outcome)
-        elif result == "paused":
-            run.stopping = True
+        outcome.status = "failed"
+        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
+        outcome.finished_at = time()
+        emit(NodeFailed(run.run_id, node_id, outcome.attempts, outcome.error))
+        await self._after_failure(run, node, outcome)
 
     def _release_dependents(self, run: Run, node_id: str) -> None:
         waiting = run.waiting
@@ -191,50 +228,13 @@ class Scheduler:
             # This worker takes one ready node itself; more workers start only for the rest.
             self.schedule(run, newly_ready, taking_one=True)
 
-    async def _attempts(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> str:
-        """Run the node's attempts: ``succeeded``, ``failed``, or ``paused`` (waiting for a person)."""
-        attempts = node.attempts(run.config)
-        error = ""
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                delay = run.config.retry_strategy.delay(attempt=attempt)
-                run.events.emit(NodeRetrying(run.run_id, node.id, attempt - 1, error, delay))
-                if delay:
-                    await anyio.sleep(delay)
-            outcome.attempts = attempt
-            run.events.emit(NodeStarted(run.run_id, node.id, attempt))
-            try:
-                action = self.executor.registry.get(node.action)
-                kwargs = _resolve_inputs(run, node)
-                result = await self._call(run, node, action, kwargs, attempt)
-                outputs = _store_outputs(run, node, result)
-            except _InputMissing as missing:
-                error = str(missing)
-                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
-                break
-            except PauseForHuman as pause:
-                # Nobody answered: the node goes back to pending and asks again on resume.
-                run.waiting_for_human = pause.prompt
-                outcome.status, outcome.attempts, outcome.started_at = "pending", 0, None
-                return "paused"
-            except Exception as exception:  # an action's failure is the node's, never the executor's
-                error = describe_error(exception)
-                outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
-                continue
-            outcome.status = "succeeded"
-            outcome.finished_at = time()
-            self._release_dependents(run, node.id)  # first, so a node a hook adds sees this one done
-            run.events.emit(NodeSucceeded(run.run_id, node.id, attempt, outputs))
-            return "succeeded"
-        outcome.status = "failed"
-        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
-        outcome.finished_at = time()
-        run.events.emit(NodeFailed(run.run_id, node.id, outcome.attempts, outcome.error))
-        return "failed"
-
-    async def _call(
+    def _call(
         self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
-    ) -> Any:
+    ) -> Awaitable[Any]:
+        """The awaitable of one call of ``action``: a local async action's own coroutine when it can be.
+
+        Not a coroutine itself: a trivial node's cost is mostly coroutine layers.
+        """
         if action.takes_ctx:
             kwargs["ctx"] = NodeContext(
                 node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
@@ -242,14 +242,12 @@ class Scheduler:
         if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
             # Rust-style actions read some inputs from the cache themselves: pass what they accept.
             kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
-        outcome = run.outcomes[node.id]
-        if node.timeout is None:
-            return await self.executor.backend.invoke(action, kwargs, outcome=outcome)
-        with anyio.move_on_after(node.timeout) as scope:
-            return await self.executor.backend.invoke(action, kwargs, outcome=outcome)
-        if scope.cancelled_caught:
-            raise NodeTimeout(node.id, node.timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
+        backend = self.executor.backend
+        if action.is_async and type(backend) is LocalBackend:
+            call = action.fn(**kwargs)
+        else:
+            call = backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
+        return call if node.timeout is None else _with_timeout(call, node)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
         run.failed.append(node.id)
@@ -295,6 +293,15 @@ class Scheduler:
             queue.extend(run.dependents[node_id])
 
 
+async def _with_timeout(call: Awaitable[Any], node: NodeSpec) -> Any:
+    assert node.timeout is not None
+    with anyio.move_on_after(node.timeout) as scope:
+        return await call
+    if scope.cancelled_caught:
+        raise NodeTimeout(node.id, node.timeout)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
     await event.wait()
     run.cancel()
@@ -307,10 +314,10 @@ def _iteration(node: NodeSpec) -> int:
     return 0
 
 
-def _resolve_inputs(run: Run, node: NodeSpec) -> dict[str, Any]:
+def _resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     get = run.cache.get
-    for name, namespace, key, literal, reference in run.plan.inputs[node.id]:
+    for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
         if namespace is None:
             kwargs[name] = literal
             continue

@@ -1,7 +1,8 @@
 """Events a :class:`~dagger_nb.pubsub.bus.PubSub` emits for dashboards.
 
 Every event carries a ``timestamp`` (seconds since the epoch, UTC), as the
-DAG and task-agent events do. Iterate them with
+DAG and task-agent events do; like theirs, events are shared by every subscriber,
+so read them and never modify them. Iterate them with
 ``PubSub.subscribe_events()`` (a late subscriber first receives every event so
 far) or attach a synchronous listener with ``PubSub.events.add_listener(fn)``.
 """
@@ -14,7 +15,7 @@ from time import time
 from dagger_nb.pubsub.message import Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChannelCreated:
     """A channel appeared, explicitly or on first use."""
 
@@ -23,7 +24,7 @@ class ChannelCreated:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AgentRegistered:
     """An agent definition was registered and given ``node_id``."""
 
@@ -34,7 +35,7 @@ class AgentRegistered:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AgentUnregistered:
     """The agent ``node_id`` stopped receiving messages."""
 
@@ -43,7 +44,7 @@ class AgentUnregistered:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessagePublished:
     """``message`` was accepted on its channel (already schema-checked)."""
 
@@ -51,7 +52,7 @@ class MessagePublished:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageDelivered:
     """The handler of ``node_id`` finished with message ``message_id`` (it may have failed)."""
 
@@ -61,7 +62,7 @@ class MessageDelivered:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HandlerFailed:
     """The handler of ``node_id`` raised; the message went to the dead letters."""
 
@@ -72,7 +73,7 @@ class HandlerFailed:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageRejected:
     """A message failed ``node_id``'s input schema and was not handed to it."""
 
@@ -83,14 +84,14 @@ class MessageRejected:
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliveryStarted:
     """``run()`` (or ``start()``) began delivering messages."""
 
     timestamp: float = field(default_factory=time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliveryStopped:
     """Delivery ended (stopped, idle, timed out or cancelled)."""
 
