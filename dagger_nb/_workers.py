@@ -25,7 +25,7 @@ class WorkerGroup(Protocol):
 
     cancel_scope: anyio.CancelScope
 
-    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> None:
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> object:
         """Start ``func(*args)`` as a new task of the group."""
         ...
 
