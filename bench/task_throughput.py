@@ -19,9 +19,12 @@ tasks/s on the wide shape. Run with ``python bench/task_throughput.py``.
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -102,6 +105,13 @@ def run_floor(count: int, db: Path) -> float:
         connection.close()
 
 
+def collected(measure: Callable[..., float], *args: Any, **kwargs: Any) -> float:
+    """``measure(...)`` after a full garbage collection, so that no variant pays for the
+    garbage an earlier one left (a full collection walks every object of the process)."""
+    gc.collect()
+    return measure(*args, **kwargs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="best of N runs (default 5)")
@@ -117,10 +127,12 @@ def main() -> None:
             # interleaved, so that every variant sees the same machine load; best of the repeats
             times: dict[str, list[float]] = {"floor": [], "db": [], "memory": [], "sync": []}
             for i in range(args.repeats):
-                times["floor"].append(run_floor(count, root / f"floor-{shape}-{i}.db"))
-                times["db"].append(run_manager(shape, count, root / f"db-{shape}-{i}.db"))
-                times["memory"].append(run_manager(shape, count, None))
-                times["sync"].append(run_manager(shape, count, root / f"sync-{shape}-{i}.db", add_from="sync"))
+                times["floor"].append(collected(run_floor, count, root / f"floor-{shape}-{i}.db"))
+                times["db"].append(collected(run_manager, shape, count, root / f"db-{shape}-{i}.db"))
+                times["memory"].append(collected(run_manager, shape, count, None))
+                times["sync"].append(
+                    collected(run_manager, shape, count, root / f"sync-{shape}-{i}.db", add_from="sync")
+                )
             floor, with_db, memory, sync_adds = (min(times[key]) for key in ("floor", "db", "memory", "sync"))
             ratio = floor / with_db
             print(

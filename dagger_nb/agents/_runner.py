@@ -50,6 +50,7 @@ from dagger_nb.agents.model import (
     snapshot,
     utc_now,
 )
+from dagger_nb.agents.store import UNCHANGED, output_json
 from dagger_nb.errors import DaggerError, NeedsDependencies
 from dagger_nb.events import EventStream
 
@@ -73,6 +74,7 @@ class _Result:
     kind: _Kind
     value: Any
     dependencies: list[str]  # the task's dependency list when the attempt started
+    stored_output: str | None = None  # an OK output's JSON for the database (None without one)
 
 
 class _Worker:
@@ -296,26 +298,29 @@ class JobRun:
                     output = await manager._call_agent(agent, payload, ctx)
                 if scope.cancelled_caught:
                     return _Result(task_id, _Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies)
-            output = self._check_output(agent.name, agent.output_schema, output)
+            output, stored = self._check_output(agent.name, agent.output_schema, output)
         except NeedsDependencies as error:
             return _Result(task_id, _Kind.BLOCK, error.reason, dependencies)
         except Exception as error:
             return _Result(task_id, _Kind.ERROR, _describe(error), dependencies)
-        return _Result(task_id, _Kind.OK, output, dependencies)
+        return _Result(task_id, _Kind.OK, output, dependencies, stored)
 
-    def _check_output(self, agent: str, schema: Any, output: Any) -> dict[str, Any]:
+    def _check_output(self, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:
+        """The output, and with a database the ``TaskOutput`` JSON to store (strict JSON: a set or
+        a date is refused rather than stored as something else)."""
         if output is None:
             output = {}
         if not isinstance(output, dict):
             raise DaggerError(f"agent '{agent}' returned {type(output).__name__}, expected a dict")
         if schema is not None:
             schema.validate(output)
-        if self.manager._store is not None:
-            try:
-                json.dumps(output)
-            except (TypeError, ValueError) as error:
-                raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {error}") from None
-        return output
+        if self.manager._store is None:
+            return output, None
+        try:
+            data = json.dumps(output)
+        except (TypeError, ValueError) as error:
+            raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {error}") from None
+        return output, f'{{"success": true, "data": {data}, "error": null}}'
 
     # -- applying news --------------------------------------------------------------------
 
@@ -380,7 +385,7 @@ class JobRun:
         if task.status is not TaskStatus.IN_PROGRESS:
             return  # someone else decided (terminated, set through the manager)
         if result.kind is _Kind.OK:
-            self._complete(task, result.value)
+            self._complete(task, result.value, result.stored_output)
         elif result.kind is _Kind.BLOCK:
             self._set(task, TaskStatus.BLOCKED, result.value)
             self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
@@ -393,16 +398,15 @@ class JobRun:
         else:
             self._fail(task, result.value)
 
-    def _complete(self, task: Task, output: dict[str, Any]) -> None:
+    def _complete(self, task: Task, output: dict[str, Any], stored_output: str | None) -> None:
         assign(task, output=completed_output(output))
-        self._set(task, TaskStatus.COMPLETED, None)
+        self._set(task, TaskStatus.COMPLETED, None, stored_output=stored_output)
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output))
         self._release_dependents(task)
 
     def _fail(self, task: Task, reason: str) -> None:
-        assign(task, output=TaskOutput(success=False, error=reason))
-        self._set(task, TaskStatus.FAILED, reason)
+        self._set(task, TaskStatus.FAILED, reason, output=TaskOutput(success=False, error=reason))
         self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
         self._cascade(task)
 
@@ -445,8 +449,7 @@ class JobRun:
                 if dependent_id in self._running or dependent.status not in _WAITING:
                     continue
                 reason = f"dependency {upstream.task_id} failed"
-                assign(dependent, output=TaskOutput(success=False, error=reason))
-                self._set(dependent, TaskStatus.FAILED, reason)
+                self._set(dependent, TaskStatus.FAILED, reason, output=TaskOutput(success=False, error=reason))
                 self._pending_events.append(TaskFailed(self.job_id, dependent_id, reason))
                 stack.append(dependent)
 
@@ -475,10 +478,25 @@ class JobRun:
             return False
         return self._deps_done(task)
 
-    def _set(self, task: Task, status: TaskStatus, reason: str | None) -> None:
-        assign(task, status=status, status_reason=reason, updated_at=utc_now())
+    def _set(
+        self,
+        task: Task,
+        status: TaskStatus,
+        reason: str | None,
+        *,
+        output: TaskOutput | None = None,
+        stored_output: str | None = None,
+    ) -> None:
+        """Change the task's state (and ``output``, or the output already set and
+        ``stored_output``, its JSON); only the state columns are written."""
+        if output is None:
+            assign(task, status=status, status_reason=reason, updated_at=utc_now())
+        else:
+            assign(task, status=status, status_reason=reason, updated_at=utc_now(), output=output)
         if self.manager._store is not None:
-            self.manager._dirty[task.task_id] = task
+            if output is not None:
+                stored_output = output_json(output)
+            self.manager._state_changed(task, UNCHANGED if stored_output is None else stored_output)
 
     def _dispatch(self) -> list[str]:
         starts: list[str] = []
@@ -521,8 +539,7 @@ class JobRun:
             for task_id in stalled:
                 task = tasks[task_id]
                 if task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
-                    assign(task, output=TaskOutput(success=False, error=TERMINATED))
-                    self._set(task, TaskStatus.FAILED, TERMINATED)
+                    self._set(task, TaskStatus.FAILED, TERMINATED, output=TaskOutput(success=False, error=TERMINATED))
                     self._pending_events.append(TaskFailed(self.job_id, task_id, TERMINATED))
             self._terminated = True
         elif action is StallAction.NOTIFY_PLANNING_AGENT:

@@ -36,7 +36,7 @@ from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, utc_now
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
-from dagger_nb.agents.store import TaskStore
+from dagger_nb.agents.store import UNCHANGED, TaskStore
 from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, NeedsDependencies, TaskError
@@ -92,6 +92,8 @@ class TaskManager:
         self._dependents: dict[str, list[str]] = {}
         self._job_status: dict[str, JobStatus] = {}
         self._dirty: dict[str, Task] = {}
+        #: tasks whose state columns changed (their output's new JSON, or UNCHANGED)
+        self._dirty_states: dict[str, str] = {}
         self._dirty_jobs: dict[str, JobStatus] = {}
         self._flush_pending = False
         self._runs: dict[str, JobRun] = {}
@@ -481,6 +483,12 @@ class TaskManager:
         if self._store is not None:
             self._dirty[task.task_id] = task
 
+    def _state_changed(self, task: Task, stored_output: str) -> None:
+        """A running job changed ``task``'s state columns (and its output, unless ``UNCHANGED``)."""
+        if stored_output is UNCHANGED and task.task_id in self._dirty_states:
+            return  # keep the output an earlier change of this round wrote
+        self._dirty_states[task.task_id] = stored_output
+
     def _set_job_status(self, job_id: str, status: JobStatus) -> None:
         self._job_status[job_id] = status
         if self._store is not None:
@@ -489,14 +497,21 @@ class TaskManager:
     def _flush(self) -> None:
         """Make every pending change durable (one transaction)."""
         self._flush_pending = False
-        if self._store is None or not (self._dirty or self._dirty_jobs):
+        if self._store is None or not (self._dirty or self._dirty_states or self._dirty_jobs):
             return
         tasks, self._dirty = self._dirty, {}
+        states, self._dirty_states = self._dirty_states, {}
         jobs, self._dirty_jobs = self._dirty_jobs, {}
         try:
-            self._store.save(((self._seq[tid], task) for tid, task in tasks.items()), jobs.items())
+            self._store.save(
+                ((self._seq[tid], task) for tid, task in tasks.items()),
+                jobs.items(),
+                # a whole row written in this transaction already holds the task's state
+                states=((self._seq[tid], self._tasks[tid], out) for tid, out in states.items() if tid not in tasks),
+            )
         except BaseException:
             self._dirty = {**tasks, **self._dirty}
+            self._dirty_states = {**states, **self._dirty_states}
             self._dirty_jobs = {**jobs, **self._dirty_jobs}
             raise
 

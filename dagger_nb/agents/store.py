@@ -16,23 +16,34 @@ A committed transaction is durable against a crash of the process either way.
 
 Rows are keyed by creation order (the rowid), so a change updates its row in
 place and tasks created together share pages: keyed by the text task id with
-``INSERT OR REPLACE``, a two-row commit cost four times as much. One JSON
-column is cheaper to write than one column per field (measured: binding and
-encoding eighteen columns costs more than pydantic's JSON encoder).
+``INSERT OR REPLACE``, a two-row commit cost four times as much.
+
+What a running job changes (status, reason, retry count, time of the change,
+output) has its own columns; every other field is in one JSON column, ``data``,
+written when the task is added or changed through the manager. So starting a
+task writes four small values instead of re-encoding the whole task, and
+completing it adds the output's JSON, which the runner encodes anyway to check
+that the output can be stored. (Binding one column per field costs more than
+pydantic's JSON encoder, so the fields that rarely change stay in ``data``.)
+A database written before these columns existed is upgraded when opened; its
+rows keep everything in ``data`` until they next change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
 from collections.abc import Iterable
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
-from dagger_nb.agents.model import JobStatus, Task
+from dagger_nb.agents.model import JobStatus, Task, TaskOutput
 from dagger_nb.errors import StorageError
 from dagger_nb.storage import ProcessLock, open_database
 
@@ -42,7 +53,11 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     task_id TEXT NOT NULL,
     job_id TEXT NOT NULL,
     status TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    status_reason TEXT,
+    retry_count INTEGER,
+    updated_at_us INTEGER,
+    output TEXT
 );
 CREATE TABLE IF NOT EXISTS agent_jobs (
     job_id TEXT PRIMARY KEY,
@@ -50,12 +65,41 @@ CREATE TABLE IF NOT EXISTS agent_jobs (
 );
 """
 
+#: The fields a running job changes, each in its own column; ``data`` holds the others.
+STATE_FIELDS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output"}
+_ADDED_COLUMNS = {"status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT"}
+
 _UPSERT_TASK = (
-    "INSERT INTO agent_tasks (seq, task_id, job_id, status, data) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT(seq) DO UPDATE SET status = excluded.status, data = excluded.data"
+    "INSERT INTO agent_tasks (seq, task_id, job_id, status, data, status_reason, retry_count, updated_at_us, output) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(seq) DO UPDATE SET status = excluded.status, "
+    "data = excluded.data, status_reason = excluded.status_reason, retry_count = excluded.retry_count, "
+    "updated_at_us = excluded.updated_at_us, output = excluded.output"
+)
+_UPDATE_STATE = (
+    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ? WHERE seq = ?"
+)
+_UPDATE_STATE_AND_OUTPUT = (
+    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ?, output = ? "
+    "WHERE seq = ?"
 )
 
-Row = tuple[int, str, str, str, str]
+Row = tuple[int, str, str, str, str, str | None, int, int, str | None]
+
+#: ``output`` of :meth:`TaskStore.save`'s state changes when the task's output did not change.
+UNCHANGED: Any = object()
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def microseconds(moment: datetime) -> int:
+    """``moment`` as whole microseconds since the epoch (exact, unlike a float timestamp)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def output_json(output: TaskOutput | None) -> str | None:
+    """The ``output`` column's text for ``output``."""
+    return None if output is None else output.model_dump_json()
 
 
 class TaskStore:
@@ -71,39 +115,84 @@ class TaskStore:
             raise
         self._mutex = threading.Lock()
         self._connection.execute("PRAGMA wal_autocheckpoint=0")
+        self._upgrade()
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
         self._encoded: dict[int, tuple[object, Row]] = {}
+
+    def _upgrade(self) -> None:
+        """Add the state columns to a table created before they existed."""
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(agent_tasks)")}
+        missing = [(name, kind) for name, kind in _ADDED_COLUMNS.items() if name not in columns]
+        if missing:
+            with self._connection:  # one transaction
+                for name, kind in missing:
+                    self._connection.execute(f"ALTER TABLE agent_tasks ADD COLUMN {name} {kind}")
 
     def load(self) -> tuple[list[tuple[int, Task]], dict[str, JobStatus]]:
         """Every stored ``(seq, task)`` in creation order, and every job's last status."""
         with self._mutex:
             try:
-                rows = self._connection.execute("SELECT seq, data FROM agent_tasks ORDER BY seq").fetchall()
+                rows = self._connection.execute(
+                    "SELECT seq, data, status, status_reason, retry_count, updated_at_us, output "
+                    "FROM agent_tasks ORDER BY seq"
+                ).fetchall()
                 jobs = self._connection.execute("SELECT job_id, status FROM agent_jobs").fetchall()
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot read tasks from '{self.path}': {error}") from error
-        tasks = [(seq, Task.model_validate_json(data)) for seq, data in rows]
+        tasks = []
+        for seq, data, status, reason, retry_count, updated_at_us, output in rows:
+            fields = json.loads(data)
+            if updated_at_us is not None:  # else a row written before the state columns: all in data
+                fields.update(
+                    status=status,
+                    status_reason=reason,
+                    retry_count=retry_count,
+                    updated_at=_EPOCH + updated_at_us * _MICROSECOND,
+                    output=None if output is None else json.loads(output),
+                )
+            tasks.append((seq, Task.model_validate(fields)))
         return tasks, {job_id: JobStatus(status) for job_id, status in jobs}
 
     def encode(self, seq: int, task: Task) -> Row:
-        """The row for ``task`` (kept until the task changes); ``ValueError`` if it is not JSON-able."""
+        """The whole row for ``task`` (kept until the task changes); ``ValueError`` if it is not JSON-able."""
         cached = self._encoded.get(seq)
         if cached is not None and cached[0] is task.updated_at:
             return cached[1]
         try:
-            data = task.model_dump_json()
+            data = task.model_dump_json(exclude=STATE_FIELDS)
+            output = output_json(task.output)
         except PydanticSerializationError as error:
             raise ValueError(str(error)) from None
-        row = (seq, task.task_id, task.job_id, str(task.status), data)
+        row = (
+            seq, task.task_id, task.job_id, str(task.status), data,
+            task.status_reason, task.retry_count, microseconds(task.updated_at), output,
+        )
         self._encoded[seq] = (task.updated_at, row)
         return row
 
-    def save(self, tasks: Iterable[tuple[int, Task]], jobs: Iterable[tuple[str, JobStatus]] = ()) -> None:
-        """Write ``(seq, task)`` pairs and ``(job_id, status)`` pairs in one committed transaction."""
+    def save(
+        self,
+        tasks: Iterable[tuple[int, Task]],
+        jobs: Iterable[tuple[str, JobStatus]] = (),
+        *,
+        states: Iterable[tuple[int, Task, str | None]] = (),
+    ) -> None:
+        """Write, in one committed transaction: whole ``(seq, task)`` rows, ``(job_id, status)``
+        pairs, and ``states``: ``(seq, task, output)`` triples that change only the state columns
+        (``output`` is the output column's new text, or :data:`UNCHANGED`)."""
         task_rows = [self.encode(seq, task) for seq, task in tasks]
         self._encoded.clear()
-        self._written += _COMMIT_BYTES * (1 + len(task_rows) // 8)
+        state_rows: list[tuple[Any, ...]] = []
+        state_output_rows: list[tuple[Any, ...]] = []
+        for seq, task, output in states:
+            values = (str(task.status), task.status_reason, task.retry_count, microseconds(task.updated_at))
+            if output is UNCHANGED:
+                state_rows.append((*values, seq))
+            else:
+                state_output_rows.append((*values, output, seq))
+        rows = len(task_rows) + len(state_rows) + len(state_output_rows)
+        self._written += _COMMIT_BYTES * (1 + rows // 8)
         job_rows = [(job_id, str(status)) for job_id, status in jobs]
         with self._mutex:
             connection = self._connection
@@ -112,6 +201,10 @@ class TaskStore:
                 try:
                     if task_rows:
                         connection.executemany(_UPSERT_TASK, task_rows)
+                    if state_rows:
+                        connection.executemany(_UPDATE_STATE, state_rows)
+                    if state_output_rows:
+                        connection.executemany(_UPDATE_STATE_AND_OUTPUT, state_output_rows)
                     if job_rows:
                         connection.executemany(
                             "INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows

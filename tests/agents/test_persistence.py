@@ -121,6 +121,68 @@ def test_unserialisable_output_fails_with_a_db(tmp_path: Path) -> None:
     assert report.outcomes[task_id].status_reason.startswith("output of agent 'objecty' cannot be stored as JSON")
 
 
+def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
+    """A run writes only the state columns of a task; what reloads is the task as it was."""
+    db = tmp_path / "tasks.db"
+    registry = dagger_nb.TaskAgentRegistry()
+    attempts = Counter[str]()
+
+    def flaky(input: dict, ctx: object) -> dict:
+        attempts["flaky"] += 1
+        if attempts["flaky"] == 1:
+            raise RuntimeError("first attempt fails")
+        return {"ok": [1, 2.5, "three", None], "nested": {"a": True}}
+
+    registry.register("flaky", flaky)
+    registry.register("broken", lambda input, ctx: 1 / 0)
+    with dagger_nb.TaskManager(db, registry=registry) as manager:
+        good = manager.add_task("job", "retried then ok", "flaky", {"n": 1}, max_retries=1)
+        bad = manager.add_task("job", "always fails", "broken")
+        after_bad = manager.add_task("job", "never runs", "flaky", dependencies=[bad])
+        manager.run_job_sync("job")
+        before = manager.tasks("job")
+    assert stored_statuses(db) == {good: "completed", bad: "failed", after_bad: "failed"}
+    with dagger_nb.TaskManager(db, registry=registry) as reopened:
+        assert reopened.tasks("job") == before
+        reloaded = {task.task_id: task for task in reopened.tasks("job")}
+    assert reloaded[good].retry_count == 1
+    assert reloaded[good].output == dagger_nb.TaskOutput(
+        success=True, data={"ok": [1, 2.5, "three", None], "nested": {"a": True}}
+    )
+    assert reloaded[bad].output is not None and reloaded[bad].output.error == reloaded[bad].status_reason
+    assert reloaded[after_bad].status_reason == f"dependency {bad} failed"
+
+
+def test_a_file_from_before_the_state_columns_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    done = dagger_nb.TaskOutput(success=True, data={"x": 1})
+    old = dagger_nb.Task(job_id="job", task_id="a", description="done long ago", agent="echo",
+                         status=dagger_nb.TaskStatus.COMPLETED, output=done)
+    pending = dagger_nb.Task(job_id="job", task_id="b", description="still to do", agent="echo",
+                             dependencies=["a"], input={"y": 2})
+    connection = sqlite3.connect(db)
+    with connection:
+        connection.executescript(
+            "CREATE TABLE agent_tasks (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, job_id TEXT NOT NULL, "
+            "status TEXT NOT NULL, data TEXT NOT NULL);"
+            "CREATE TABLE agent_jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL);"
+        )
+        connection.executemany(
+            "INSERT INTO agent_tasks VALUES (?, ?, ?, ?, ?)",
+            [(0, "a", "job", "completed", old.model_dump_json()),
+             (1, "b", "job", "pending", pending.model_dump_json())],
+        )
+    connection.close()
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        assert manager.tasks("job") == [old, pending]
+        report = manager.run_job_sync("job")
+        assert report.status is dagger_nb.JobStatus.COMPLETED
+        finished = manager.tasks("job")
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
+        assert reopened.tasks("job") == finished
+        assert reopened.get_dependency_outputs("b") == [{"x": 1}]
+
+
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes], deadline: float) -> None:
     """Watch another process's side-effect file (polling is the only way to observe it)."""
     while time.monotonic() < deadline:
