@@ -12,8 +12,9 @@
    wall times, microseconds per node and the ratio (target <= 1.5x); for
    context, also plain submit + one gather of every node's result.
 
-Every number is the best of ``--repeat`` runs; the machine's other load shows
-up in both sides of each ratio.
+Every number is the best of ``--repeat`` runs, and the variants compared take
+turns within each round, so the machine's other load shows up on both sides of
+each ratio.
 """
 
 from __future__ import annotations
@@ -54,14 +55,18 @@ def combine(**inputs: int) -> int:
     return sum(inputs.values()) + 1
 
 
-def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    best, value = float("inf"), None
+def best_of(repeat: int, *variants: Callable[[], Any]) -> list[tuple[float, Any]]:
+    """Best wall time (and last value) of each variant over ``repeat`` rounds. The variants
+    alternate within a round, so a machine that slows down for a while slows all of them."""
+    best: list[float] = [float("inf")] * len(variants)
+    values: list[Any] = [None] * len(variants)
     for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        value = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, value
+        for i, fn in enumerate(variants):
+            gc.collect()
+            start = time.perf_counter()
+            values[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, values, strict=True))
 
 
 # -- 1. CPU-bound nodes: threads against worker processes ---------------------------------------------
@@ -142,8 +147,9 @@ def main() -> None:
         on_dask = DagExecutor(registry, backend=DaskBackend(client))
         on_dask.add_workflow(spec)
         run_workflow(on_dask, "cpu")  # warm-up: workers import dagger-nb and unpickle spin once
-        local_time, _ = best_of(args.repeat, lambda: run_workflow(local, "cpu"))
-        dask_time, report = best_of(args.repeat, lambda: run_workflow(on_dask, "cpu"))
+        (local_time, _), (dask_time, report) = best_of(
+            args.repeat, lambda: run_workflow(local, "cpu"), lambda: run_workflow(on_dask, "cpu")
+        )
         used = sorted({o.worker for o in report.outcomes.values()})
         speedup = local_time / dask_time
         print(f"cpu_{args.nodes} (~50 ms each, {loops} loops): local threads {local_time:.2f} s, "
@@ -157,8 +163,12 @@ def main() -> None:
         executor.add_workflow(spec)
         expected = plain_submit(client, deps)  # warm-up for both
         run_workflow(executor, "fanout")
-        base_time, base_value = best_of(args.repeat, lambda: plain_submit(client, deps))
-        ours_time, report = best_of(args.repeat, lambda: run_workflow(executor, "fanout"))
+        (base_time, base_value), (ours_time, report), (all_time, _) = best_of(
+            args.repeat,
+            lambda: plain_submit(client, deps),
+            lambda: run_workflow(executor, "fanout"),
+            lambda: submit_and_gather_all(client, deps),
+        )
         ours_value = report.cache.get("sink", "result")
         if not base_value == ours_value == expected:
             sys.exit(f"fanout: sink values differ: client.submit {base_value}, dagger-nb {ours_value}")
@@ -169,7 +179,6 @@ def main() -> None:
               f"({ours_time / nodes * 1e6:.0f} us/node): ratio {ratio:.2f} (target <= 1.5)")
         if ratio > 1.5:
             failures.append(f"fanout_{args.fanout}: ratio {ratio:.2f} > 1.5")
-        all_time, _ = best_of(args.repeat, lambda: submit_and_gather_all(client, deps))
         print(f"  context: client.submit + client.gather of every node's result {all_time:.2f} s "
               f"(DaskBackend / that: {ours_time / all_time:.2f}); the executor brings each result back "
               "to the notebook's cache, one gather per node")
