@@ -181,7 +181,7 @@ def main() -> None:
             failures.append(f"fanout_{args.fanout}: ratio {ratio:.2f} > 1.5")
         print(f"  context: client.submit + client.gather of every node's result {all_time:.2f} s "
               f"(DaskBackend / that: {ours_time / all_time:.2f}); the executor brings each result back "
-              "to the notebook's cache, one gather per node")
+              "to the notebook's cache (in batches) and submits a node once its inputs are done")
     if failures:
         print("MISSED: " + "; ".join(failures))
         sys.exit(1)

@@ -75,12 +75,11 @@ _UPSERT_TASK = (
     "data = excluded.data, status_reason = excluded.status_reason, retry_count = excluded.retry_count, "
     "updated_at_us = excluded.updated_at_us, output = excluded.output"
 )
+# One statement for both kinds of state change (the output column is kept unless the fifth
+# parameter says otherwise): a chain commits every task, so each call per commit counts.
 _UPDATE_STATE = (
-    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ? WHERE seq = ?"
-)
-_UPDATE_STATE_AND_OUTPUT = (
-    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ?, output = ? "
-    "WHERE seq = ?"
+    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ?, "
+    "output = CASE WHEN ? THEN ? ELSE output END WHERE seq = ?"
 )
 
 Row = tuple[int, str, str, str, str, str | None, int, int, str | None]
@@ -183,15 +182,14 @@ class TaskStore:
         (``output`` is the output column's new text, or :data:`UNCHANGED`)."""
         task_rows = [self.encode(seq, task) for seq, task in tasks]
         self._encoded.clear()
-        state_rows: list[tuple[Any, ...]] = []
-        state_output_rows: list[tuple[Any, ...]] = []
-        for seq, task, output in states:
-            values = (str(task.status), task.status_reason, task.retry_count, microseconds(task.updated_at))
-            if output is UNCHANGED:
-                state_rows.append((*values, seq))
-            else:
-                state_output_rows.append((*values, output, seq))
-        rows = len(task_rows) + len(state_rows) + len(state_output_rows)
+        state_rows = [
+            (
+                str(task.status), task.status_reason, task.retry_count, microseconds(task.updated_at),
+                output is not UNCHANGED, None if output is UNCHANGED else output, seq,
+            )
+            for seq, task, output in states
+        ]
+        rows = len(task_rows) + len(state_rows)
         self._written += _COMMIT_BYTES * (1 + rows // 8)
         job_rows = [(job_id, str(status)) for job_id, status in jobs]
         with self._mutex:
@@ -203,8 +201,6 @@ class TaskStore:
                         connection.executemany(_UPSERT_TASK, task_rows)
                     if state_rows:
                         connection.executemany(_UPDATE_STATE, state_rows)
-                    if state_output_rows:
-                        connection.executemany(_UPDATE_STATE_AND_OUTPUT, state_output_rows)
                     if job_rows:
                         connection.executemany(
                             "INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows
