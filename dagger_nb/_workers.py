@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from dagger_nb._sync import loop_is_running
+
 
 class WorkerGroup(Protocol):
     """What the scheduler needs from a task group (``anyio.abc.TaskGroup`` satisfies it)."""
@@ -39,14 +41,6 @@ class _AsyncioWorkerGroup:
         self._group.create_task(func(*args), name=None if name is None else str(name))
 
 
-def _running_on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 @asynccontextmanager
 async def open_worker_group() -> AsyncIterator[WorkerGroup]:
     """A task group that, like anyio's, waits for its tasks and cancels them on error or cancellation.
@@ -62,7 +56,7 @@ async def open_worker_group() -> AsyncIterator[WorkerGroup]:
     >>> anyio.run(main)
     [0, 1, 2]
     """
-    if _running_on_asyncio():
+    if loop_is_running():
         with anyio.CancelScope() as scope:
             async with asyncio.TaskGroup() as group:
                 yield _AsyncioWorkerGroup(group, scope)

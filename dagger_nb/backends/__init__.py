@@ -11,6 +11,7 @@ remote work.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,18 +25,30 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     """Runs one call of a registered function and returns its result."""
 
-    async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
-        """Call ``action.fn(**kwargs)``; may record where it ran in ``outcome.worker``."""
+    def invoke(
+        self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None
+    ) -> Awaitable[Any]:
+        """The awaitable of ``action.fn(**kwargs)`` (an ``async def`` method is fine); may record
+        where it ran in ``outcome.worker``."""
         ...
 
 
 class LocalBackend:
     """Runs async functions on the caller's loop and sync ones in a worker thread (or inline)."""
 
-    async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
-        """Call ``action`` here; a blocking sync function never blocks the event loop."""
+    def invoke(
+        self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None
+    ) -> Awaitable[Any]:
+        """Call ``action`` here; a blocking sync function never blocks the event loop.
+
+        An async action's own coroutine is returned, not wrapped in another: for a
+        trivial node the coroutine layers cost more than the scheduling.
+        """
         if action.is_async:
-            return await action.fn(**kwargs)
+            return action.fn(**kwargs)
+        return self._call_sync(action, kwargs)
+
+    async def _call_sync(self, action: Action, kwargs: dict[str, Any]) -> Any:
         if action.inline:
             result = action.fn(**kwargs)
         else:

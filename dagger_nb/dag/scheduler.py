@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from dagger_nb._workers import open_worker_group
-from dagger_nb.backends import LocalBackend
 from dagger_nb.dag.actions import Action, NodeContext
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
@@ -231,10 +230,8 @@ class Scheduler:
     def _call(
         self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
     ) -> Awaitable[Any]:
-        """The awaitable of one call of ``action``: a local async action's own coroutine when it can be.
-
-        Not a coroutine itself: a trivial node's cost is mostly coroutine layers.
-        """
+        """The awaitable of one call of ``action`` (not a coroutine itself: a trivial node's
+        cost is mostly coroutine layers)."""
         if action.takes_ctx:
             kwargs["ctx"] = NodeContext(
                 node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
@@ -242,11 +239,7 @@ class Scheduler:
         if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
             # Rust-style actions read some inputs from the cache themselves: pass what they accept.
             kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
-        backend = self.executor.backend
-        if action.is_async and type(backend) is LocalBackend:
-            call = action.fn(**kwargs)
-        else:
-            call = backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
+        call = self.executor.backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
         return call if node.timeout is None else _with_timeout(call, node)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
