@@ -18,6 +18,7 @@ import inspect
 import json
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +114,7 @@ class JobRun:
         self._added: list[str] = []
         self._changed: list[tuple[str, TaskStatus | None, str | None]] = []
         self._pending_events: list[JobEvent] = []
+        self._now: datetime | None = None  # the time of the changes of the round under way
         self._wake: anyio.Event | None = None
         self._change_waiter: anyio.Event | None = None
         self._last_change = 0.0
@@ -213,8 +215,13 @@ class JobRun:
 
     def _round(self) -> list[str]:
         """Apply news, start ready tasks, commit, then announce; returns the tasks to start."""
-        changed = self._apply()
-        starts = self._dispatch()
+        # One clock read for every change of the round: they are committed together anyway.
+        self._now = utc_now()
+        try:
+            changed = self._apply()
+            starts = self._dispatch()
+        finally:
+            self._now = None
         if (changed or starts) and self._watched:
             self._last_change = anyio.current_time()
             if self._change_waiter is not None:
@@ -317,9 +324,10 @@ class JobRun:
         if self.manager._store is None:
             return output, None
         try:
-            data = json.dumps(output)
-        except (TypeError, ValueError) as error:
-            raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {error}") from None
+            data = _encode_json(output)
+        except (TypeError, ValueError, RecursionError) as error:
+            why = "it contains itself or nests too deeply" if isinstance(error, RecursionError) else error
+            raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {why}") from None
         return output, f'{{"success": true, "data": {data}, "error": null}}'
 
     # -- applying news --------------------------------------------------------------------
@@ -489,10 +497,11 @@ class JobRun:
     ) -> None:
         """Change the task's state (and ``output``, or the output already set and
         ``stored_output``, its JSON); only the state columns are written."""
+        now = self._now or utc_now()
         if output is None:
-            assign(task, status=status, status_reason=reason, updated_at=utc_now())
+            assign(task, status=status, status_reason=reason, updated_at=now)
         else:
-            assign(task, status=status, status_reason=reason, updated_at=utc_now(), output=output)
+            assign(task, status=status, status_reason=reason, updated_at=now, output=output)
         if self.manager._store is not None:
             if output is not None:
                 stored_output = output_json(output)
@@ -558,6 +567,10 @@ class JobRun:
 
 
 _FAIRNESS = 8  # inline tasks between two checkpoints
+
+# json.dumps's encoder without its per-call cycle check (a third of its cost on a small output);
+# a cyclic output ends in RecursionError instead.
+_encode_json = json.JSONEncoder(check_circular=False).encode
 
 
 def _describe(error: Exception) -> str:

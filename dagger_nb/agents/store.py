@@ -118,6 +118,7 @@ class TaskStore:
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
         self._encoded: dict[int, tuple[object, Row]] = {}
+        self._stamp: tuple[datetime | None, int] = (None, 0)  # the last time converted, and its value
 
     def _upgrade(self) -> None:
         """Add the state columns to a table created before they existed."""
@@ -184,7 +185,7 @@ class TaskStore:
         self._encoded.clear()
         state_rows = [
             (
-                str(task.status), task.status_reason, task.retry_count, microseconds(task.updated_at),
+                str(task.status), task.status_reason, task.retry_count, self._microseconds(task.updated_at),
                 output is not UNCHANGED, None if output is UNCHANGED else output, seq,
             )
             for seq, task, output in states
@@ -214,6 +215,12 @@ class TaskStore:
         if self._written >= CHECKPOINT_BYTES:
             self._written = 0
             self._checkpointer.request()
+
+    def _microseconds(self, moment: datetime) -> int:
+        # The changes of one scheduling round share one time: convert it once.
+        if moment is not self._stamp[0]:
+            self._stamp = (moment, microseconds(moment))
+        return self._stamp[1]
 
     def close(self) -> None:
         """Stop the checkpointer, close the connection (a final checkpoint) and release the lock."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -111,14 +112,29 @@ def test_second_manager_on_the_same_file_is_refused(tmp_path: Path) -> None:
         assert again.tasks() == []
 
 
-def test_unserialisable_output_fails_with_a_db(tmp_path: Path) -> None:
+def _cyclic() -> dict:
+    output: dict = {}
+    output["self"] = output
+    return output
+
+
+@pytest.mark.parametrize(
+    ("make_output", "why"),
+    [
+        (lambda: {"thing": object()}, "Object of type object is not JSON serializable"),
+        (lambda: {"tags": {"a", "b"}}, "Object of type set is not JSON serializable"),
+        (_cyclic, "it contains itself or nests too deeply"),
+    ],
+    ids=["object", "set", "cycle"],
+)
+def test_unserialisable_output_fails_with_a_db(tmp_path: Path, make_output: Callable[[], dict], why: str) -> None:
     registry = dagger_nb.TaskAgentRegistry()
-    registry.register("objecty", lambda input, ctx: {"thing": object()})
+    registry.register("objecty", lambda input, ctx: make_output())
     with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=registry) as manager:
         task_id = manager.add_task("job", "o", "objecty")
         report = manager.run_job_sync("job")
-    assert report.outcomes[task_id].status_reason is not None
-    assert report.outcomes[task_id].status_reason.startswith("output of agent 'objecty' cannot be stored as JSON")
+    assert report.outcomes[task_id].status is dagger_nb.TaskStatus.FAILED
+    assert report.outcomes[task_id].status_reason == f"output of agent 'objecty' cannot be stored as JSON: {why}"
 
 
 def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
