@@ -8,9 +8,11 @@ notebook cell, where the additions of one loop step share one commit; the last
 columns add them from plain sync code instead (one commit per task added), for
 information.
 
-The floor is raw ``sqlite3`` with the same pragmas doing, per task, the three
-single-row committed transactions a task needs (insert it pending, update it
-in progress, update it completed).
+The floor is raw ``sqlite3`` with the task store's pragmas (WAL,
+``synchronous=NORMAL``, no checkpoint inside a commit: the store checkpoints in
+a background thread, the floor not at all while timed) doing, per task, the
+three single-row committed transactions a task needs (insert it pending,
+update it in progress, update it completed).
 
 Targets: with a database >= 0.5x the floor on both shapes; in memory >= 10,000
 tasks/s on the wide shape. Run with ``python bench/task_throughput.py``.
@@ -30,6 +32,7 @@ import anyio
 
 from dagger_nb.agents import JobReport, TaskAgentRegistry, TaskManager, task_agent
 from dagger_nb.agents.model import Task, TaskOutput, TaskStatus
+from dagger_nb.agents.store import STORE_PRAGMAS
 from dagger_nb.storage import open_database
 
 FLOOR_SCHEMA = "CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, data TEXT NOT NULL);"
@@ -83,6 +86,8 @@ def run_manager(shape: str, count: int, db: Path | None, *, add_from: str = "asy
 def run_floor(count: int, db: Path) -> float:
     """Seconds for raw sqlite3 to do ``count`` x 3 single-row committed transactions."""
     connection = open_database(db, schema=FLOOR_SCHEMA)
+    for pragma in STORE_PRAGMAS:
+        connection.execute(pragma)
     task = Task(job_id="bench", task_id="t", description="task", agent="trivial", input={"n": 0})
     pending = task.model_dump_json()
     running = task.model_copy(update={"status": TaskStatus.IN_PROGRESS}).model_dump_json()

@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS agent_jobs (
 );
 """
 
+#: Set on top of :data:`dagger_nb.storage.PRAGMAS`: checkpoints run in a background thread.
+STORE_PRAGMAS = ("PRAGMA wal_autocheckpoint=0",)
+
 #: The fields a running job changes, each in its own column; ``data`` holds the others.
 STATE_FIELDS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output"}
 _ADDED_COLUMNS = {"status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT"}
@@ -113,7 +116,8 @@ class TaskStore:
             self._lock.release()
             raise
         self._mutex = threading.Lock()
-        self._connection.execute("PRAGMA wal_autocheckpoint=0")
+        for pragma in STORE_PRAGMAS:
+            self._connection.execute(pragma)
         self._upgrade()
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
