@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
-from dagger_nb._registry import AgentLookup
+from dagger_nb._registry import NameLookup
 from dagger_nb.errors import TaskError
 from dagger_nb.schema import CompiledSchema, compile_schema
 
@@ -75,7 +75,7 @@ class TaskAgent:
         return self.fn(*args, **kwargs)
 
 
-class TaskAgentRegistry(AgentLookup[TaskAgent]):
+class TaskAgentRegistry(NameLookup[TaskAgent]):
     """Agents by name. Create one per notebook, test or application to keep them apart."""
 
     def register(self, name: str, agent: TaskAgent | AgentFunction, *, replace: bool = False) -> TaskAgent:
@@ -85,13 +85,13 @@ class TaskAgentRegistry(AgentLookup[TaskAgent]):
         """
         if not name:
             raise TaskError("a task agent needs a non-empty name")
-        if name in self._agents and not replace:
+        if name in self._entries and not replace:
             raise TaskError(f"task agent '{name}' is already registered (pass replace=True to replace it)")
         if not isinstance(agent, TaskAgent):
             if not callable(agent):
                 raise TaskError(f"task agent '{name}' must be callable, got {type(agent).__name__}")
             agent = TaskAgent.from_function(agent, name=name)
-        self._agents[name] = agent
+        self._entries[name] = agent
         return agent
 
     def unregister(self, name: str) -> None:

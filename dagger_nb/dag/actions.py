@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+from dagger_nb._registry import NameLookup
 from dagger_nb.cache import Cache
 from dagger_nb.errors import ActionNotFound, DaggerError
 
@@ -59,45 +60,25 @@ class Action:
         return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters)
 
 
-class ActionRegistry:
+class ActionRegistry(NameLookup[Action]):
     """Named actions. Registering a name again replaces it (notebooks redefine often)."""
 
-    def __init__(self) -> None:
-        self._actions: dict[str, Action] = {}
+    missing = ActionNotFound
 
     def register(self, name: str, fn: ActionFunction, *, inline: bool = False) -> Action:
         """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop."""
         if not isinstance(name, str) or not name:
             raise DaggerError(f"action name must be a non-empty string, got {name!r}")
         registered = Action.wrap(name, fn, inline=inline)
-        self._actions[name] = registered
+        self._entries[name] = registered
         return registered
 
     def unregister(self, name: str) -> None:
         """Forget action ``name``; :class:`ActionNotFound` if it is not registered."""
-        if name not in self._actions:
-            raise ActionNotFound(name, self._actions)
-        del self._actions[name]
-
-    def get(self, name: str) -> Action:
-        """The action ``name``; :class:`ActionNotFound` listing the registered ones."""
-        try:
-            return self._actions[name]
-        except KeyError:
-            raise ActionNotFound(name, self._actions) from None
-
-    def names(self) -> list[str]:
-        """Registered action names, sorted."""
-        return sorted(self._actions)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._actions
+        self._forget(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._actions)
 
     def __repr__(self) -> str:
         return f"<ActionRegistry {', '.join(self.names()) or 'empty'}>"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import anyio.from_thread
 
-from dagger_nb._registry import AgentLookup
+from dagger_nb._registry import NameLookup
 from dagger_nb.errors import PubSubError
 from dagger_nb.schema import CompiledSchema, compile_schema
 
@@ -95,7 +95,7 @@ class PubSubAgent:
         return f"<PubSubAgent {self.name!r} subscribe={list(self.subscribe)} publish={list(self.publish)}>"
 
 
-class PubSubAgentRegistry(AgentLookup[PubSubAgent]):
+class PubSubAgentRegistry(NameLookup[PubSubAgent]):
     """Pub/sub agent definitions by name; one per notebook, test or app keeps them apart.
 
     Defining an agent again under the same name replaces the old definition
@@ -107,7 +107,7 @@ class PubSubAgentRegistry(AgentLookup[PubSubAgent]):
         """Store ``agent`` under its name, replacing any previous one."""
         if not isinstance(agent, PubSubAgent):
             raise PubSubError(f"expected a PubSubAgent, got {type(agent).__name__}")
-        self._agents[agent.name] = agent
+        self._entries[agent.name] = agent
         return agent
 
     def remove(self, name: str) -> None:
@@ -116,10 +116,10 @@ class PubSubAgentRegistry(AgentLookup[PubSubAgent]):
 
     def clear(self) -> None:
         """Forget every agent."""
-        self._agents.clear()
+        self._entries.clear()
 
     def __iter__(self) -> Any:
-        return iter([self._agents[name] for name in self.names()])
+        return iter([self._entries[name] for name in self.names()])
 
 
 #: The registry :func:`pubsub_agent` and :class:`PubSub` use when given none.
