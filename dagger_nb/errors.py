@@ -220,6 +220,13 @@ class BackendUnavailable(DaggerError, ImportError):
     """An optional backend was requested but its package is not installed."""
 
 
+class NotSentAhead(DaggerError):
+    """A call sent ahead could not take an input from its dependencies' results.
+
+    The executor catches it and runs the node the usual way, which reports what is missing.
+    """
+
+
 class NeedsDependencies(DaggerError):
     """Raised by a task agent after adding dependencies: park the task until they finish."""
 

@@ -11,9 +11,9 @@ remote work.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
@@ -30,6 +30,37 @@ class Backend(Protocol):
     ) -> Awaitable[Any]:
         """The awaitable of ``action.fn(**kwargs)`` (an ``async def`` method is fine); may record
         where it ran in ``outcome.worker``."""
+        ...
+
+
+@runtime_checkable
+class SendsAhead(Protocol):
+    """A backend that can submit a call before its inputs exist, naming the calls that make them.
+
+    The executor then sends a node as soon as every dependency is sent (not
+    done): the cluster starts it when they finish, without a round trip through
+    the notebook. :class:`DaskBackend` is one; the executor's side is in
+    ``dagger_nb/dag/scheduler.py``.
+    """
+
+    async def prepare(self) -> None:
+        """Called once per run before the first :meth:`send`."""
+        ...
+
+    def can_send(self, action: Action) -> bool:
+        """Whether ``action`` can go through :meth:`send` (else :meth:`Backend.invoke` runs it)."""
+        ...
+
+    def send(self, action: Action, kwargs: dict[str, Any], *, after: Any = None, picks: tuple[Any, ...] = ()) -> Any:
+        """Submit the call now and return a handle for :meth:`receive`."""
+        ...
+
+    def receive(self, sent: Any, *, outcome: NodeOutcome | None = None) -> Awaitable[Any]:
+        """The call's result; cancelling the await cancels the call."""
+        ...
+
+    async def discard(self, calls: Iterable[Any]) -> None:
+        """Cancel calls that will never be received."""
         ...
 
 
@@ -71,4 +102,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Backend", "DaskBackend", "LocalBackend"]
+__all__ = ["Backend", "DaskBackend", "LocalBackend", "SendsAhead"]

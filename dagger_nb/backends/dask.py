@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -42,8 +42,8 @@ from uuid import uuid4
 import anyio
 
 from dagger_nb.cache import Cache
-from dagger_nb.dag.actions import NodeContext
-from dagger_nb.errors import BackendUnavailable, DaggerError
+from dagger_nb.dag.actions import NodeContext, node_outputs
+from dagger_nb.errors import ActionError, BackendUnavailable, DaggerError, NotSentAhead
 
 _IMPORT_ERROR: ImportError | None = None
 try:
@@ -119,28 +119,109 @@ class DaskBackend:
         outcome: Any,
         computed: dict[int, Any],
     ) -> _Done:
+        await self._register_plugin()
+        sent = self._send(name, fn, args, kwargs, remote_ctx, is_async=is_async, computed=computed)
+        return await self._receive(sent, outcome)
+
+    def _send(
+        self,
+        name: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        remote_ctx: dict[str, Any] | None,
+        *,
+        is_async: bool,
+        computed: dict[int, Any],
+        picks: tuple[_Pick, ...] = (),
+        upstream: tuple[Any, ...] = (),
+    ) -> Sent:
         args = tuple(self._on_cluster(value, computed) for value in args)
         kwargs = {key: self._on_cluster(value, computed) for key, value in kwargs.items()}
-        await self._register_plugin()
         key = f"{name}-{uuid4().hex}"
         runner = _run_async if is_async else _run_sync
-        future = self.client.submit(runner, key, fn, args, kwargs, remote_ctx, key=key, pure=False)
+        # The upstream futures go last, unnested: Dask handles top-level futures fastest.
+        future = self.client.submit(
+            runner, key, fn, args, kwargs, remote_ctx, picks, *upstream, key=key, pure=False
+        )
+        return Sent(future)
+
+    async def _receive(self, sent: Sent, outcome: Any) -> _Done:
+        future = sent.future
+        if future is None:
+            raise RuntimeError("this call was received or discarded already")
         try:
             done: _Done = await self._on_client_loop(self._gatherer.result, future)
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(1, shield=True):
-                await self._on_client_loop(_cancel, self.client, future)
+                await self._on_client_loop(_cancel, self.client, [future])
             raise
         except Exception as exception:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
             raise
+        finally:
+            # Let go of the future: one the notebook still holds stays in the cluster's memory
+            # (and the client announces it again on every get_dataset, even once cancelled).
+            sent.future = None
+        if done.missed is not None:
+            raise NotSentAhead(done.missed)
         if done.held:
             with anyio.CancelScope(shield=True):  # else the worker's published futures would leak
-                await self._on_client_loop(_take_over, self.client, key)
+                done.result = await self._on_client_loop(_take_over, self.client, future.key)
         if outcome is not None:
             outcome.worker = done.worker
         return done
+
+    # -- sending work ahead (the executor's side of it: dag/scheduler.py) ---------------------------
+
+    async def prepare(self) -> None:
+        """Get the cluster ready for :meth:`send` (once per backend; the executor calls it per run)."""
+        await self._register_plugin()
+
+    def can_send(self, action: Action) -> bool:
+        """Actions taking ``ctx`` need :meth:`invoke`; so do inline ones kept on the notebook's loop."""
+        return not action.takes_ctx and not (action.inline and self.run_inline_locally)
+
+    def send(
+        self,
+        action: Action,
+        kwargs: dict[str, Any],
+        *,
+        after: Mapping[str, Sent] | None = None,
+        picks: tuple[Pick, ...] = (),
+    ) -> Sent:
+        """Submit ``action.fn(**kwargs)`` now and return at once; :meth:`receive` awaits it.
+
+        ``after`` maps node ids to calls already sent whose results this one
+        waits for on the cluster, and ``picks`` names the keyword arguments taken
+        from those results: ``(argument, node id, the node's declared outputs,
+        output name)``. The call then starts on a worker as soon as they are done,
+        without a round trip through the notebook. Actions taking ``ctx`` cannot
+        be sent this way. If a pick is missing from its node's result, the call
+        fails with :class:`NotSentAhead` and the executor runs the node anew.
+        """
+        after = after or {}
+        position = {node: index for index, node in enumerate(after)}
+        indexed = tuple((name, position[node], node, declared, output) for name, node, declared, output in picks)
+        return self._send(
+            action.name, action.fn, (), kwargs, None, is_async=action.is_async, computed={},
+            picks=indexed, upstream=tuple(sent.future for sent in after.values()),
+        )
+
+    async def receive(self, sent: Sent, *, outcome: NodeOutcome | None = None) -> Any:
+        """The result of a call from :meth:`send` (cancelling the await cancels the call)."""
+        done = await self._receive(sent, outcome)
+        return done.result
+
+    async def discard(self, calls: Iterable[Sent]) -> None:
+        """Cancel calls sent ahead that will never be received."""
+        calls = list(calls)
+        futures = [sent.future for sent in calls if sent.future is not None]
+        for sent in calls:
+            sent.future = None
+        if futures:
+            await self._on_client_loop(_cancel, self.client, futures)
 
     # -- notebook side -----------------------------------------------------------------------------
 
@@ -268,14 +349,15 @@ class _Gatherer:
 _AWAIT_ALONE: Any = object()
 
 
-async def _cancel(client: Any, future: Any) -> None:
-    await client.cancel(future)
+async def _cancel(client: Any, futures: list[Any]) -> None:
+    await client.cancel(futures)
 
 
-async def _take_over(client: Any, name: str) -> None:
-    """Make the futures an action returned ours, then let the worker's hold on them go."""
-    await client.get_dataset(name)
+async def _take_over(client: Any, name: str) -> Any:
+    """The result an action left on the cluster, its futures now ours; the worker's hold on them goes."""
+    result = await client.get_dataset(name)
     await client.unpublish_dataset(name)
+    return result
 
 
 async def _register(client: Any, plugin: Any) -> None:
@@ -283,6 +365,19 @@ async def _register(client: Any, plugin: Any) -> None:
 
 
 _MISSING: Any = object()
+
+
+@dataclass(slots=True, eq=False)
+class Sent:
+    """A call submitted by :meth:`DaskBackend.send`: its Dask future, None once received or discarded."""
+
+    future: Any
+
+
+#: ``(argument, upstream node id, the node's declared outputs, output name)``
+Pick = tuple[str, str, tuple[str, ...], str]
+#: a pick as sent: ``(argument, position of the upstream result, node id, declared outputs, output name)``
+_Pick = tuple[str, int, str, tuple[str, ...], str]
 
 
 # -- worker side -----------------------------------------------------------------------------------
@@ -295,8 +390,11 @@ class _Done:
     result: Any
     worker: str | None
     writes: list[tuple[str, str, Any]]
-    #: the result holds Dask futures, published under the task's key until the notebook takes them
+    #: the result holds Dask futures: it is published under the task's key until the notebook takes
+    #: it, and ``result`` is None (a future inside data moved between workers would bind there)
     held: bool = False
+    #: a call sent ahead did not run: why it could not take its inputs from its upstream results
+    missed: str | None = None
 
 
 class _RecordingCache(Cache):
@@ -330,22 +428,33 @@ def _worker_address() -> str | None:
 
 
 def _run_sync(
-    key: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], remote: dict[str, Any] | None
+    key: str,
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    remote: dict[str, Any] | None,
+    picks: tuple[_Pick, ...] = (),
+    *upstream: _Done,
 ) -> _Done:
     """Run a sync action in the worker's thread pool."""
     extra, cache = _context(remote)
     address = _worker_address()
     try:
+        if picks:
+            picked = _picked(picks, upstream)
+            if isinstance(picked, str):
+                return _Done(None, address, [], missed=picked)
+            kwargs = {**kwargs, **picked}
         result = fn(*args, **kwargs, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = anyio.run(_awaited, result)
-        futures = distributed.futures_of(result)
-        if futures:
-            distributed.get_client().publish_dataset(futures, name=key)
+        held = bool(distributed.futures_of(result))
+        if held:
+            distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
         _tag(exception, address)
         raise
-    return _Done(result, address, cache.writes if cache is not None else [], bool(futures))
+    return _Done(None if held else result, address, cache.writes if cache is not None else [], held)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -353,18 +462,29 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 
 async def _run_async(
-    key: str, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], remote: dict[str, Any] | None
+    key: str,
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    remote: dict[str, Any] | None,
+    picks: tuple[_Pick, ...] = (),
+    *upstream: _Done,
 ) -> _Done:
     """Run an async action on the worker's event loop, cancellable through the worker plugin."""
     extra, cache = _context(remote)
     address = _worker_address()
     try:
+        if picks:
+            picked = _picked(picks, upstream)
+            if isinstance(picked, str):
+                return _Done(None, address, [], missed=picked)
+            kwargs = {**kwargs, **picked}
         with anyio.CancelScope() as scope:
             _RUNNING[key] = scope
             result = await fn(*args, **kwargs, **extra)
-        futures = distributed.futures_of(result) if not scope.cancelled_caught else []
-        if futures:
-            await distributed.get_client().publish_dataset(futures, name=key)
+        held = not scope.cancelled_caught and bool(distributed.futures_of(result))
+        if held:
+            await distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
         _tag(exception, address)
         raise
@@ -372,7 +492,23 @@ async def _run_async(
         _RUNNING.pop(key, None)
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
-    return _Done(result, address, cache.writes if cache is not None else [], bool(futures))
+    return _Done(None if held else result, address, cache.writes if cache is not None else [], held)
+
+
+def _picked(picks: tuple[_Pick, ...], upstream: tuple[_Done, ...]) -> dict[str, Any] | str:
+    """The arguments a call sent ahead takes from its upstream calls' results, or why it cannot."""
+    values = {}
+    for argument, index, node, declared, output in picks:
+        if upstream[index].held:  # the notebook hands such results on itself
+            return f"node '{node}' left its result on the cluster"
+        try:
+            outputs = node_outputs(node, declared, upstream[index].result)
+        except ActionError as error:
+            return str(error)
+        if output not in outputs:
+            return f"node '{node}' did not produce '{output}'"
+        values[argument] = outputs[output]
+    return values
 
 
 def _tag(exception: Exception, address: str | None) -> None:

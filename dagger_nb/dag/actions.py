@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from dagger_nb._registry import NameLookup
 from dagger_nb.cache import Cache
-from dagger_nb.errors import ActionNotFound, DaggerError
+from dagger_nb.errors import ActionError, ActionNotFound, DaggerError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
@@ -58,6 +58,32 @@ class Action:
             getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
         )
         return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters)
+
+
+def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[str, Any]:
+    """The cache entries a node's action ``result`` makes, by output name.
+
+    One declared output takes the whole result; several take the same keys of a
+    mapping; with none declared, a mapping's keys are the outputs, and any other
+    value is ``result``. ``None`` makes no output. Raises :class:`ActionError`.
+    """
+    if result is None:
+        return {}
+    if len(declared) == 1:
+        return {declared[0]: result}
+    if declared:
+        if not isinstance(result, Mapping):
+            raise ActionError(
+                f"node '{node_id}' declares outputs {', '.join(declared)}, so its action must "
+                f"return a mapping holding each; it returned {type(result).__name__}"
+            )
+        missing = [name for name in declared if name not in result]
+        if missing:
+            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
+        return {str(key): value for key, value in result.items()}
+    if isinstance(result, Mapping):
+        return {str(key): value for key, value in result.items()}
+    return {"result": result}
 
 
 class ActionRegistry(NameLookup[Action]):

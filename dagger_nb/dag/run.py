@@ -23,6 +23,7 @@ from dagger_nb.errors import ExecutionError
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
+    from dagger_nb.dag.ahead import Ahead
     from dagger_nb.dag.executor import DagExecutor
 
 T = TypeVar("T")
@@ -172,6 +173,8 @@ class Run:
         self.iteration_limit_hit = False
         self.waiting_for_human: str | None = None
         self.questions: dict[str, HumanRequest] = {}
+        #: calls sent to the backend before their inputs finished (backends that can: Dask)
+        self.ahead: Ahead | None = None
 
     def grow(self, nodes: list[NodeSpec]) -> list[str]:
         """Add checked ``nodes`` to the running workflow; returns the ids that are ready at once."""

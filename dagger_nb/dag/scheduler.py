@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from dagger_nb._workers import open_worker_group
-from dagger_nb.dag.actions import Action, NodeContext
+from dagger_nb.backends import SendsAhead
+from dagger_nb.dag.actions import Action, NodeContext, node_outputs
+from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
     NodeCancelled,
@@ -33,12 +35,13 @@ from dagger_nb.dag.human import PauseForHuman
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
-from dagger_nb.errors import ActionError, DaggerError, NodeTimeout
+from dagger_nb.errors import DaggerError, NodeTimeout
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
 
 _MISSING: Any = object()
+_DISCARD_SECONDS = 2  # cancelling calls sent ahead must not hold up the end of a run on a lost cluster
 
 
 class _InputMissing(DaggerError):
@@ -60,6 +63,10 @@ class Scheduler:
             await anyio.to_thread.run_sync(self.executor._store.save_run, run.snapshot())
         status: RunStatus
         try:
+            backend = self.executor.backend
+            if isinstance(backend, SendsAhead):
+                await backend.prepare()
+                run.ahead = Ahead(run, backend, self.executor.registry)
             with anyio.CancelScope() as run.cancel_scope:
                 if run.cancel_requested:
                     run.cancel_scope.cancel()
@@ -95,6 +102,9 @@ class Scheduler:
         return await self._finish(run, status, error)
 
     async def _finish(self, run: Run, status: RunStatus, error: str | None) -> ExecutionReport:
+        if run.ahead is not None:
+            with anyio.move_on_after(_DISCARD_SECONDS, shield=True):
+                await run.ahead.close()
         for outcome in run.outcomes.values():
             if outcome.status == "running":
                 outcome.status = "cancelled"
@@ -132,7 +142,8 @@ class Scheduler:
     def _add_workers(self, run: Run, wanted: int) -> None:
         if run.group is None:
             return
-        for _ in range(min(wanted, run.limit - run.workers)):
+        room = run.limit - run.workers - (run.ahead.waiting if run.ahead is not None else 0)
+        for _ in range(min(wanted, room)):
             run.workers += 1
             run.group.start_soon(self._worker, run, name="dagger-nb worker")
 
@@ -217,21 +228,26 @@ class Scheduler:
 
     def _release_dependents(self, run: Run, node_id: str) -> None:
         waiting = run.waiting
+        ahead = run.ahead
         newly_ready = 0
         for dependent in run.dependents[node_id]:
             waiting[dependent] -= 1
             if waiting[dependent] == 0 and run.outcomes[dependent].status == "pending":
+                if ahead is not None:
+                    ahead.released(dependent)
                 run.ready.append(dependent)
                 newly_ready += 1
+        if ahead is not None:
+            ahead.succeeded(node_id)
         if newly_ready:
             # This worker takes one ready node itself; more workers start only for the rest.
             self.schedule(run, newly_ready, taking_one=True)
 
     def _call(
-        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int
+        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int, *, handler: bool = False
     ) -> Awaitable[Any]:
         """The awaitable of one call of ``action`` (not a coroutine itself: a trivial node's
-        cost is mostly coroutine layers)."""
+        cost is mostly coroutine layers); ``handler``: the node's failure handler."""
         if action.takes_ctx:
             kwargs["ctx"] = NodeContext(
                 node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
@@ -239,7 +255,11 @@ class Scheduler:
         if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
             # Rust-style actions read some inputs from the cache themselves: pass what they accept.
             kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
-        call = self.executor.backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
+        call = None
+        if run.ahead is not None and not handler:
+            call = run.ahead.call(node, action, kwargs, attempt)
+        if call is None:
+            call = self.executor.backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
         return call if node.timeout is None else _with_timeout(call, node)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
@@ -268,7 +288,7 @@ class Scheduler:
         if "error" in handler.parameters or handler.takes_any_keyword:
             kwargs["error"] = outcome.error
         try:
-            await self._call(run, node, handler, kwargs, outcome.attempts)
+            await self._call(run, node, handler, kwargs, outcome.attempts, handler=True)
         except Exception as exception:  # the handler's failure must not hide the node's
             outcome.notes.append(f"failure handler '{name}' failed: {describe_error(exception)}")
 
@@ -281,6 +301,8 @@ class Scheduler:
                 continue
             outcome.status = "skipped"
             outcome.error = f"skipped because upstream node '{failed}' failed"
+            if run.ahead is not None:
+                run.ahead.skipped(node_id)
             run.events.emit(NodeSkipped(run.run_id, node_id, outcome.error))
             run.done_with_inputs(node_id)
             queue.extend(run.dependents[node_id])
@@ -326,28 +348,10 @@ def _resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
 
 
 def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
-    if result is None:
-        return {}
-    declared = node.outputs
-    if len(declared) == 1:
-        outputs = {declared[0].name: result}
-    elif declared:
-        if not isinstance(result, Mapping):
-            raise ActionError(
-                f"node '{node.id}' declares outputs {', '.join(o.name for o in declared)}, so its action must "
-                f"return a mapping holding each; it returned {type(result).__name__}"
-            )
-        missing = [o.name for o in declared if o.name not in result]
-        if missing:
-            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
-        outputs = dict(result)
-    elif isinstance(result, Mapping):
-        outputs = dict(result)
-    else:
-        outputs = {"result": result}
+    outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     cache = run.cache
     for key, value in outputs.items():
-        cache.insert(node.id, str(key), value)
+        cache.insert(node.id, key, value)
     return outputs
 
 

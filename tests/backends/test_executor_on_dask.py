@@ -34,7 +34,8 @@ def backend(request: pytest.FixtureRequest, dask_client: Any) -> DaskBackend:
 def on_dask(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: DaskBackend
 ) -> Iterator[None]:
-    """Every executor the reused tests build gets the Dask backend (and uses it)."""
+    """Every executor the reused tests build gets the Dask backend (and uses it: through
+    ``invoke`` or, for nodes sent to the cluster ahead of their inputs, ``send``)."""
     calls: list[str] = []
     invoke = backend.invoke
 
@@ -43,6 +44,13 @@ def on_dask(
         return await invoke(action, kwargs, **options)
 
     monkeypatch.setattr(backend, "invoke", counted)
+    send = backend.send
+
+    def counted_send(action: Any, kwargs: dict[str, Any], **options: Any) -> Any:
+        calls.append(action.name)
+        return send(action, kwargs, **options)
+
+    monkeypatch.setattr(backend, "send", counted_send)
 
     def executor_with(registry: ActionRegistry, *specs: Any, **kwargs: Any) -> DagExecutor:
         return helpers.executor_with(registry, *specs, backend=backend, **kwargs)

@@ -1,0 +1,247 @@
+"""Nodes sent to the Dask cluster before their dependencies finish (dagger_nb/dag/ahead.py).
+
+Whatever goes ahead, the run must behave as if every node were sent when its
+turn came: same results, same retries and errors, same limit on nodes in
+flight, and no call left behind on the cluster or held by the notebook.
+Actions run in other processes, so they report through the cluster
+(``distributed.Queue``/``Event``) or through files under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import dagger_nb
+from dagger_nb import ActionRegistry
+from dagger_nb.backends.dask import DaskBackend
+from tests.backends.test_dask_backend import receive, scheduler_keys, unique
+from tests.dag.helpers import executor_with, workflow
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def registry() -> ActionRegistry:
+    return ActionRegistry()
+
+
+@pytest.fixture
+def backend(dask_client: Any) -> DaskBackend:
+    return DaskBackend(dask_client)
+
+
+@pytest.fixture
+def sends(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str, ...]]]:
+    """Every ``send`` of the backend: the action, and the nodes whose calls it waits for."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    send = backend.send
+
+    def recorded(action: Any, kwargs: dict[str, Any], **options: Any) -> Any:
+        calls.append((action.name, tuple(options.get("after") or ())))
+        return send(action, kwargs, **options)
+
+    monkeypatch.setattr(backend, "send", recorded)
+    return calls
+
+
+def held_keys(client: Any, prefix: str) -> list[str]:
+    """Keys starting with ``prefix`` that the notebook's client still holds a future of."""
+
+    async def held() -> list[str]:
+        # A future lets go of its key through a callback on the client's loop: this runs after those.
+        return [str(key) for key in client.refcount if str(key).startswith(prefix)]
+
+    return client.sync(held)
+
+
+def chain(name: str, *actions: str, **config: Any) -> Any:
+    """A workflow running ``actions`` one after the other, each taking the previous one's result."""
+    nodes = [{"id": "n0", "action": actions[0]}]
+    nodes += [
+        {"id": f"n{i}", "action": action, "inputs": [{"name": "x", "reference": f"n{i - 1}.result"}]}
+        for i, action in enumerate(actions[1:], start=1)
+    ]
+    return workflow(name, *nodes, **config)
+
+
+async def test_a_chain_is_on_the_cluster_before_its_first_node_finishes(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    started = distributed.Queue(unique("started"), client=dask_client)
+    release = distributed.Event(unique("release"), client=dask_client)
+
+    def first() -> int:
+        distributed.Queue(started.name).put("first")
+        distributed.Event(release.name).wait(10)
+        return 1
+
+    registry.register("first", first)
+    registry.register("add_one", lambda x: x + 1)
+    registry.register("double", lambda x: 2 * x)
+    spec = chain("ahead", "first", "add_one", "double")
+    async with executor_with(registry, spec, backend=backend) as executor:
+        handle = executor.start("ahead")
+        assert await receive(started) == "first"
+        # n0 is still running: the rest of the chain was submitted already, each waiting for the one before
+        assert sends == [("first", ()), ("add_one", ("n0",)), ("double", ("n1",))]
+        release.set()
+        with anyio.fail_after(10):
+            report = await handle
+    assert report.success, report.error
+    assert [report.cache.get(f"n{i}", "result") for i in range(3)] == [1, 2, 4]
+    assert all(report.outcomes[f"n{i}"].worker is not None for i in range(3))
+    assert not held_keys(dask_client, "add_one-") and not held_keys(dask_client, "double-")
+
+
+async def test_a_node_sent_ahead_of_a_retried_dependency_runs_again_on_the_new_result(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any], tmp_path: Path
+) -> None:
+    marker = tmp_path / "failed-once"
+
+    def flaky() -> int:
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("first attempt fails")
+        return 20
+
+    registry.register("flaky", flaky)
+    registry.register("add_one", lambda x: x + 1)
+    spec = workflow(
+        "retried",
+        {"id": "a", "action": "flaky", "try_count": 2},
+        {"id": "b", "action": "add_one", "inputs": [{"name": "x", "reference": "a.result"}]},
+        retry_strategy="Immediate",
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("retried")
+    assert report.success, report.error
+    assert report.outcomes["a"].attempts == 2
+    assert report.outcomes["b"].attempts == 1 and report.cache.get("b", "result") == 21
+    # b went ahead of a's first call, whose failure made that call useless: b was sent again
+    assert sends[:2] == [("flaky", ()), ("add_one", ("a",))]
+    assert sends[2:] == [("flaky", ()), ("add_one", ())]
+    assert not held_keys(dask_client, "add_one-")
+
+
+async def test_nodes_sent_ahead_count_against_max_parallel_nodes(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    started = distributed.Queue(unique("started"), client=dask_client)
+    release = distributed.Event(unique("release"), client=dask_client)
+
+    def root() -> int:
+        distributed.Queue(started.name).put("root")
+        distributed.Event(release.name).wait(10)
+        return 1
+
+    registry.register("root", root)
+    registry.register("add_one", lambda x: x + 1)
+    leaves = [
+        {"id": f"leaf{i}", "action": "add_one", "inputs": [{"name": "x", "reference": "root.result"}]}
+        for i in range(4)
+    ]
+    spec = workflow("limited", {"id": "root", "action": "root"}, *leaves, max_parallel_nodes=2)
+    async with executor_with(registry, spec, backend=backend) as executor:
+        handle = executor.start("limited")
+        await receive(started)
+        # the root and one leaf fill the two places: the other leaves wait in the notebook
+        assert sends == [("root", ()), ("add_one", ("root",))]
+        release.set()
+        with anyio.fail_after(10):
+            report = await handle
+    assert report.success, report.error
+    assert [report.cache.get(f"leaf{i}", "result") for i in range(4)] == [2, 2, 2, 2]
+    assert len(sends) == 5  # once each
+
+
+async def test_a_result_left_on_the_cluster_makes_the_node_sent_ahead_run_anew(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    def load() -> Any:
+        return distributed.get_client().scatter(list(range(10)))
+
+    registry.register("load", load)
+    registry.register("count", lambda x: len(x))
+    report = await executor_with(registry, chain("left", "load", "count"), backend=backend).execute_dag("left")
+    assert report.success, report.error
+    assert report.cache.get("n1", "result") == 10
+    # sent ahead, it could not take a future from n0's result on the worker; the notebook handed it on
+    assert sends == [("load", ()), ("count", ("n0",)), ("count", ())]
+    assert report.outcomes["n1"].attempts == 1
+
+
+async def test_cancelling_a_run_cancels_the_calls_sent_ahead(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    started = distributed.Queue(unique("started"), client=dask_client)
+    never = unique("never")
+
+    def stuck() -> int:
+        distributed.Queue(started.name).put("stuck")
+        distributed.Event(never).wait(10)  # a thread cannot be killed: it runs to its end
+        return 1
+
+    registry.register("stuck", stuck)
+    registry.register("after_stuck", lambda x: x + 1)
+    spec = chain("cancelled", "stuck", "after_stuck", "after_stuck")
+    async with executor_with(registry, spec, backend=backend) as executor:
+        handle = executor.start("cancelled")
+        await receive(started)
+        assert [name for name, _ in sends] == ["stuck", "after_stuck", "after_stuck"]
+        handle.cancel()
+        with anyio.fail_after(5):
+            report = await handle
+    assert report.status == "cancelled"
+    assert [report.outcomes[f"n{i}"].status for i in range(3)] == ["cancelled", "pending", "pending"]
+    assert not [key for key in scheduler_keys(dask_client) if key.startswith(("stuck-", "after_stuck-"))]
+    assert not held_keys(dask_client, "after_stuck-")
+    distributed.Event(never, client=dask_client).set()
+
+
+async def test_calls_sent_ahead_of_a_failed_node_are_cancelled_and_the_nodes_skipped(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    def broken() -> int:
+        raise ValueError("no data")
+
+    registry.register("broken", broken)
+    registry.register("downstream", lambda x: x + 1)
+    spec = chain(
+        "failing", "broken", "downstream", "downstream",
+        on_failure="continue", max_attempts=2, retry_strategy="Immediate",
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("failing")
+    assert report.outcomes["n0"].error == "Failed after 2 attempts. Last error: ValueError: no data"
+    assert [report.outcomes[f"n{i}"].status for i in (1, 2)] == ["skipped", "skipped"]
+    # sent ahead of the first attempt; never again (the retry makes a new call they did not wait for)
+    assert [name for name, _ in sends] == ["broken", "downstream", "downstream", "broken"]
+    assert not [key for key in scheduler_keys(dask_client) if key.startswith("downstream-")]
+    assert not held_keys(dask_client, "downstream-")
+
+
+async def test_nodes_with_a_timeout_or_taking_ctx_wait_for_their_turn(
+    registry: ActionRegistry, backend: DaskBackend, sends: list[Any]
+) -> None:
+    def with_ctx(x: int, ctx: dagger_nb.NodeContext) -> int:
+        return x + ctx.attempt
+
+    registry.register("one", lambda: 1)
+    registry.register("add_one", lambda x: x + 1)
+    registry.register("with_ctx", with_ctx)
+    spec = workflow(
+        "turns",
+        {"id": "a", "action": "one"},
+        {"id": "b", "action": "add_one", "timeout": 30, "inputs": [{"name": "x", "reference": "a.result"}]},
+        {"id": "c", "action": "add_one", "inputs": [{"name": "x", "reference": "b.result"}]},
+        {"id": "d", "action": "with_ctx", "inputs": [{"name": "x", "reference": "c.result"}]},
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("turns")
+    assert report.success, report.error
+    assert report.cache.get("d", "result") == 4
+    # b (timeout: its clock starts on its turn) is sent on its turn; c goes ahead of b; d (ctx) is invoked
+    assert sends == [("one", ()), ("add_one", ()), ("add_one", ("b",))]
