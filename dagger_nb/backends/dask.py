@@ -159,6 +159,7 @@ class DaskBackend:
         except Exception as exception:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
+            future = None  # the exception's traceback holds this frame (see _Gatherer.result)
             raise
         finally:
             # Let go of the future: one the notebook still holds stays in the cluster's memory
@@ -274,9 +275,11 @@ class DaskBackend:
         A synchronous client's calls would block our loop; on its own loop they are
         coroutines, and cancelling our await cancels them there.
         """
+        coroutine = fn(*args)
+        del args  # an error's traceback holds this frame: it must not hold a future (see _Gatherer.result)
         if self.client.asynchronous:
-            return await fn(*args)
-        running = asyncio.run_coroutine_threadsafe(fn(*args), self.client.loop.asyncio_loop)
+            return await coroutine
+        running = asyncio.run_coroutine_threadsafe(coroutine, self.client.loop.asyncio_loop)
         return await asyncio.wrap_future(running)
 
     def __repr__(self) -> str:
@@ -320,7 +323,16 @@ class _Gatherer:
             value = await waiter
         finally:
             self._waiters.pop(future.key, None)
-        return await future if value is _AWAIT_ALONE else value
+        if value is not _AWAIT_ALONE:
+            return value
+        exception = await future.exception(asynchronous=True)  # FutureCancelledError if cancelled
+        if exception is None:  # finished after all (its batch's gather failed)
+            return await future
+        traceback = await future.traceback(asynchronous=True)
+        # Dask keeps the exception: a traceback through frames holding the future would keep the
+        # future, hence its key on the cluster, alive for as long as the client lives.
+        del future
+        raise exception.with_traceback(traceback)
 
     async def _gather_finished(self) -> None:
         # Ends when every added future has been seen: result() starts a new pump after that.

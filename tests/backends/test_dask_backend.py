@@ -7,6 +7,7 @@ through state captured in the test's process.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -47,7 +48,22 @@ async def receive(queue: Any, timeout: float = 10) -> Any:
 
 
 def scheduler_keys(client: Any) -> list[str]:
+    """Every key the scheduler knows, once it has seen every message the client sent so far."""
+    # Cancels and releases travel on the client's batched stream, in order: a task submitted
+    # after them and finished means the scheduler has handled them.
+    client.submit(int, 0, pure=False).result()
     return client.run_on_scheduler(lambda dask_scheduler: [str(key) for key in dask_scheduler.tasks])
+
+
+def held_keys(client: Any, prefix: str) -> list[str]:
+    """Keys starting with ``prefix`` that the notebook's client still holds a future of."""
+    gc.collect()  # no future may survive in garbage either: only a collection would free it
+
+    async def held() -> list[str]:
+        # A future lets go of its key through a callback on the client's loop: this runs after those.
+        return [str(key) for key in client.refcount if str(key).startswith(prefix)]
+
+    return client.sync(held)
 
 
 def unique(name: str) -> str:
@@ -194,6 +210,26 @@ async def test_an_asynchronous_client_on_the_same_loop_works(registry: ActionReg
         report = await executor_with(registry, spec, backend=DaskBackend(client)).execute_dag("double")
     assert report.cache.get("d", "result") == 42
     assert report.outcomes["d"].worker is not None
+
+
+async def test_the_notebook_lets_go_of_every_future_once_its_node_is_done(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    def refuse(x: int) -> int:
+        raise ValueError(f"refused {x}")
+
+    registry.register("offer", lambda: 1)
+    registry.register("refuse", refuse)
+    spec = workflow(
+        "let-go",
+        {"id": "offer", "action": "offer"},
+        {"id": "refuse", "action": "refuse", "try_count": 2, "inputs": [{"name": "x", "reference": "offer.result"}]},
+        retry_strategy="Immediate",
+    )
+    report = await executor_with(registry, spec, backend=backend).execute_dag("let-go")
+    assert report.outcomes["refuse"].error == "Failed after 2 attempts. Last error: ValueError: refused 1"
+    # held futures would keep their results (and errors) in the cluster's memory
+    assert held_keys(dask_client, "offer-") == held_keys(dask_client, "refuse-") == []
 
 
 # -- timeouts and cancellation reach the cluster ---------------------------------------------------------

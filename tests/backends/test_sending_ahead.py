@@ -18,7 +18,7 @@ import pytest
 import dagger_nb
 from dagger_nb import ActionRegistry
 from dagger_nb.backends.dask import DaskBackend
-from tests.backends.test_dask_backend import receive, scheduler_keys, unique
+from tests.backends.test_dask_backend import held_keys, receive, scheduler_keys, unique
 from tests.dag.helpers import executor_with, workflow
 
 distributed = pytest.importorskip("distributed")
@@ -48,16 +48,6 @@ def sends(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
 
     monkeypatch.setattr(backend, "send", recorded)
     return calls
-
-
-def held_keys(client: Any, prefix: str) -> list[str]:
-    """Keys starting with ``prefix`` that the notebook's client still holds a future of."""
-
-    async def held() -> list[str]:
-        # A future lets go of its key through a callback on the client's loop: this runs after those.
-        return [str(key) for key in client.refcount if str(key).startswith(prefix)]
-
-    return client.sync(held)
 
 
 def chain(name: str, *actions: str, **config: Any) -> Any:
