@@ -89,9 +89,9 @@ class DaskBackend:
         ctx: NodeContext | None = kwargs.pop("ctx", None)
         computed: dict[int, Any] = {}  # a collection both in the inputs and in ctx is computed once
         remote_ctx = self._remote_context(ctx, computed) if ctx is not None else None
-        done = await self._submit(
-            action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, outcome=outcome, computed=computed
-        )
+        await self._register_plugin()
+        sent = self._send(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, computed=computed)
+        done = await self._receive(sent, outcome)
         if ctx is not None:
             for namespace, name, value in done.writes:
                 ctx.cache.insert(namespace, name, value)
@@ -104,24 +104,9 @@ class DaskBackend:
         agents): same cancellation, key naming and data handling as :meth:`invoke`;
         ``outcome``, any object with a ``worker`` attribute, learns where it ran.
         """
-        done = await self._submit(name, fn, args, {}, None, is_async=is_async, outcome=outcome, computed={})
-        return done.result
-
-    async def _submit(
-        self,
-        name: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        remote_ctx: dict[str, Any] | None,
-        *,
-        is_async: bool,
-        outcome: Any,
-        computed: dict[int, Any],
-    ) -> _Done:
         await self._register_plugin()
-        sent = self._send(name, fn, args, kwargs, remote_ctx, is_async=is_async, computed=computed)
-        return await self._receive(sent, outcome)
+        done = await self._receive(self._send(name, fn, args, {}, None, is_async=is_async, computed={}), outcome)
+        return done.result
 
     def _send(
         self,

@@ -11,6 +11,9 @@ import pytest
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip("distributed")
 
+from dagger_nb import ActionRegistry  # noqa: E402 - after the skips: the backend needs dask
+from dagger_nb.backends.dask import DaskBackend  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[Any]:
@@ -36,3 +39,15 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def registry() -> ActionRegistry:
+    """An empty registry for the test's actions."""
+    return ActionRegistry()
+
+
+@pytest.fixture
+def backend(dask_client: Any) -> DaskBackend:
+    """A backend on the session's cluster."""
+    return DaskBackend(dask_client)

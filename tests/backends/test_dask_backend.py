@@ -28,16 +28,6 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def registry() -> ActionRegistry:
-    return ActionRegistry()
-
-
-@pytest.fixture
-def backend(dask_client: Any) -> DaskBackend:
-    return DaskBackend(dask_client)
-
-
 def workers(client: Any) -> set[str]:
     return set(client.scheduler_info()["workers"])
 

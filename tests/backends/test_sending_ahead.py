@@ -27,16 +27,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def registry() -> ActionRegistry:
-    return ActionRegistry()
-
-
-@pytest.fixture
-def backend(dask_client: Any) -> DaskBackend:
-    return DaskBackend(dask_client)
-
-
-@pytest.fixture
 def sends(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str, ...]]]:
     """Every ``send`` of the backend: the action, and the nodes whose calls it waits for."""
     calls: list[tuple[str, tuple[str, ...]]] = []
@@ -48,6 +38,17 @@ def sends(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
 
     monkeypatch.setattr(backend, "send", recorded)
     return calls
+
+
+def reports_then_waits(started: str, release: str, value: int) -> Any:
+    """An action that puts its value on the queue ``started``, then returns it once ``release`` is set."""
+
+    def action() -> int:
+        distributed.Queue(started).put(value)
+        distributed.Event(release).wait(10)
+        return value
+
+    return action
 
 
 def chain(name: str, *actions: str, **config: Any) -> Any:
@@ -65,19 +66,13 @@ async def test_a_chain_is_on_the_cluster_before_its_first_node_finishes(
 ) -> None:
     started = distributed.Queue(unique("started"), client=dask_client)
     release = distributed.Event(unique("release"), client=dask_client)
-
-    def first() -> int:
-        distributed.Queue(started.name).put("first")
-        distributed.Event(release.name).wait(10)
-        return 1
-
-    registry.register("first", first)
+    registry.register("first", reports_then_waits(started.name, release.name, 1))
     registry.register("add_one", lambda x: x + 1)
     registry.register("double", lambda x: 2 * x)
     spec = chain("ahead", "first", "add_one", "double")
     async with executor_with(registry, spec, backend=backend) as executor:
         handle = executor.start("ahead")
-        assert await receive(started) == "first"
+        assert await receive(started) == 1
         # n0 is still running: the rest of the chain was submitted already, each waiting for the one before
         assert sends == [("first", ()), ("add_one", ("n0",)), ("double", ("n1",))]
         release.set()
@@ -123,13 +118,7 @@ async def test_nodes_sent_ahead_count_against_max_parallel_nodes(
 ) -> None:
     started = distributed.Queue(unique("started"), client=dask_client)
     release = distributed.Event(unique("release"), client=dask_client)
-
-    def root() -> int:
-        distributed.Queue(started.name).put("root")
-        distributed.Event(release.name).wait(10)
-        return 1
-
-    registry.register("root", root)
+    registry.register("root", reports_then_waits(started.name, release.name, 1))
     registry.register("add_one", lambda x: x + 1)
     leaves = [
         {"id": f"leaf{i}", "action": "add_one", "inputs": [{"name": "x", "reference": "root.result"}]}
