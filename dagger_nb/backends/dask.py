@@ -437,12 +437,10 @@ def _run_sync(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        if picks:
-            picked = _picked(picks, upstream)
-            if isinstance(picked, str):
-                return _Done(None, address, [], missed=picked)
-            kwargs = {**kwargs, **picked}
-        result = fn(*args, **kwargs, **extra)
+        picked = _picked(picks, upstream) if picks else {}
+        if isinstance(picked, str):
+            return _Done(None, address, [], missed=picked)
+        result = fn(*args, **kwargs, **picked, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = anyio.run(_awaited, result)
         held = bool(distributed.futures_of(result))
@@ -471,14 +469,12 @@ async def _run_async(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        if picks:
-            picked = _picked(picks, upstream)
-            if isinstance(picked, str):
-                return _Done(None, address, [], missed=picked)
-            kwargs = {**kwargs, **picked}
+        picked = _picked(picks, upstream) if picks else {}
+        if isinstance(picked, str):
+            return _Done(None, address, [], missed=picked)
         with anyio.CancelScope() as scope:
             _RUNNING[key] = scope
-            result = await fn(*args, **kwargs, **extra)
+            result = await fn(*args, **kwargs, **picked, **extra)
         held = not scope.cancelled_caught and bool(distributed.futures_of(result))
         if held:
             await distributed.get_client().publish_dataset(result, name=key)
