@@ -310,8 +310,8 @@ class _Gatherer:
             self._waiters.pop(future.key, None)
         if value is not _AWAIT_ALONE:
             return value
-        exception = await future.exception(asynchronous=True)  # FutureCancelledError if cancelled
-        if exception is None:  # finished after all (its batch's gather failed)
+        exception = await future.exception(asynchronous=True)
+        if exception is None:  # cancelled (Dask raises its own error), or finished after all
             return await future
         traceback = await future.traceback(asynchronous=True)
         # Dask keeps the exception: a traceback through frames holding the future would keep the
