@@ -59,6 +59,19 @@ class Action:
         )
         return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters)
 
+    def accepts(self, name: str) -> bool:
+        """Whether the function takes a keyword argument ``name``."""
+        return self.takes_any_keyword or name in self.parameters
+
+    def accepted(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` without the arguments the function does not take.
+
+        Rust-style actions read some of their node's inputs from the cache themselves.
+        """
+        if self.takes_any_keyword or self.parameters.issuperset(kwargs):
+            return kwargs
+        return {key: value for key, value in kwargs.items() if key in self.parameters}
+
 
 def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[str, Any]:
     """The cache entries a node's action ``result`` makes, by output name.

@@ -172,10 +172,8 @@ class Ahead:
         if arguments is None:
             return False
         kwargs, picks = arguments
-        if not action.takes_any_keyword:
-            # Rust-style actions read some inputs from the cache themselves: pass what they accept.
-            kwargs = {name: value for name, value in kwargs.items() if name in action.parameters}
-            picks = tuple(pick for pick in picks if pick[0] in action.parameters)
+        kwargs = action.accepted(kwargs)
+        picks = tuple(pick for pick in picks if action.accepts(pick[0]))
         awaited = {
             dep: self._sent[dep] for dep in run.dependencies[node_id] if run.outcomes[dep].status != "succeeded"
         }

@@ -252,9 +252,7 @@ class Scheduler:
             kwargs["ctx"] = NodeContext(
                 node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
             )
-        if not action.takes_any_keyword and not action.parameters.issuperset(kwargs):
-            # Rust-style actions read some inputs from the cache themselves: pass what they accept.
-            kwargs = {key: value for key, value in kwargs.items() if key in action.parameters}
+        kwargs = action.accepted(kwargs)
         call = None
         if run.ahead is not None and not handler:
             call = run.ahead.call(node, action, kwargs, attempt)
@@ -285,7 +283,7 @@ class Scheduler:
             return
         handler = self.executor.registry.get(name)
         kwargs: dict[str, Any] = {}
-        if "error" in handler.parameters or handler.takes_any_keyword:
+        if handler.accepts("error"):
             kwargs["error"] = outcome.error
         try:
             await self._call(run, node, handler, kwargs, outcome.attempts, handler=True)
