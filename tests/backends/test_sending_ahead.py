@@ -40,15 +40,36 @@ def sends(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
     return calls
 
 
-def reports_then_waits(started: str, release: str, value: int) -> Any:
-    """An action that puts its value on the queue ``started``, then returns it once ``release`` is set."""
+class Gate:
+    """Holds an action on its worker: it reports that it started, then waits until the test opens the gate."""
 
-    def action() -> int:
-        distributed.Queue(started).put(value)
-        distributed.Event(release).wait(10)
-        return value
+    def __init__(self, client: Any) -> None:
+        self._started = distributed.Queue(unique("started"), client=client)
+        self._open = distributed.Event(unique("open"), client=client)
 
-    return action
+    def action(self, value: int) -> Any:
+        """A sync action that reports ``value``, waits for the gate and returns ``value``."""
+        started, gate = self._started.name, self._open.name
+
+        def held() -> int:
+            distributed.Queue(started).put(value)
+            distributed.Event(gate).wait(10)  # a thread cannot be killed: a cancelled one runs to its end
+            return value
+
+        return held
+
+    async def started(self) -> Any:
+        """The value the next held action reported when it started."""
+        return await receive(self._started)
+
+    def open(self) -> None:
+        """Let every held action finish."""
+        self._open.set()
+
+
+@pytest.fixture
+def gate(dask_client: Any) -> Gate:
+    return Gate(dask_client)
 
 
 def chain(name: str, *actions: str, **config: Any) -> Any:
@@ -62,20 +83,18 @@ def chain(name: str, *actions: str, **config: Any) -> Any:
 
 
 async def test_a_chain_is_on_the_cluster_before_its_first_node_finishes(
-    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any], gate: Gate
 ) -> None:
-    started = distributed.Queue(unique("started"), client=dask_client)
-    release = distributed.Event(unique("release"), client=dask_client)
-    registry.register("first", reports_then_waits(started.name, release.name, 1))
+    registry.register("first", gate.action(1))
     registry.register("add_one", lambda x: x + 1)
     registry.register("double", lambda x: 2 * x)
     spec = chain("ahead", "first", "add_one", "double")
     async with executor_with(registry, spec, backend=backend) as executor:
         handle = executor.start("ahead")
-        assert await receive(started) == 1
+        assert await gate.started() == 1
         # n0 is still running: the rest of the chain was submitted already, each waiting for the one before
         assert sends == [("first", ()), ("add_one", ("n0",)), ("double", ("n1",))]
-        release.set()
+        gate.open()
         with anyio.fail_after(10):
             report = await handle
     assert report.success, report.error
@@ -114,11 +133,9 @@ async def test_a_node_sent_ahead_of_a_retried_dependency_runs_again_on_the_new_r
 
 
 async def test_nodes_sent_ahead_count_against_max_parallel_nodes(
-    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+    registry: ActionRegistry, backend: DaskBackend, sends: list[Any], gate: Gate
 ) -> None:
-    started = distributed.Queue(unique("started"), client=dask_client)
-    release = distributed.Event(unique("release"), client=dask_client)
-    registry.register("root", reports_then_waits(started.name, release.name, 1))
+    registry.register("root", gate.action(1))
     registry.register("add_one", lambda x: x + 1)
     leaves = [
         {"id": f"leaf{i}", "action": "add_one", "inputs": [{"name": "x", "reference": "root.result"}]}
@@ -127,10 +144,10 @@ async def test_nodes_sent_ahead_count_against_max_parallel_nodes(
     spec = workflow("limited", {"id": "root", "action": "root"}, *leaves, max_parallel_nodes=2)
     async with executor_with(registry, spec, backend=backend) as executor:
         handle = executor.start("limited")
-        await receive(started)
+        await gate.started()
         # the root and one leaf fill the two places: the other leaves wait in the notebook
         assert sends == [("root", ()), ("add_one", ("root",))]
-        release.set()
+        gate.open()
         with anyio.fail_after(10):
             report = await handle
     assert report.success, report.error
@@ -155,22 +172,14 @@ async def test_a_result_left_on_the_cluster_makes_the_node_sent_ahead_run_anew(
 
 
 async def test_cancelling_a_run_cancels_the_calls_sent_ahead(
-    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any], gate: Gate
 ) -> None:
-    started = distributed.Queue(unique("started"), client=dask_client)
-    never = unique("never")
-
-    def stuck() -> int:
-        distributed.Queue(started.name).put("stuck")
-        distributed.Event(never).wait(10)  # a thread cannot be killed: it runs to its end
-        return 1
-
-    registry.register("stuck", stuck)
+    registry.register("stuck", gate.action(1))
     registry.register("after_stuck", lambda x: x + 1)
     spec = chain("cancelled", "stuck", "after_stuck", "after_stuck")
     async with executor_with(registry, spec, backend=backend) as executor:
         handle = executor.start("cancelled")
-        await receive(started)
+        await gate.started()
         assert [name for name, _ in sends] == ["stuck", "after_stuck", "after_stuck"]
         handle.cancel()
         with anyio.fail_after(5):
@@ -179,7 +188,7 @@ async def test_cancelling_a_run_cancels_the_calls_sent_ahead(
     assert [report.outcomes[f"n{i}"].status for i in range(3)] == ["cancelled", "pending", "pending"]
     assert not [key for key in scheduler_keys(dask_client) if key.startswith(("stuck-", "after_stuck-"))]
     assert not held_keys(dask_client, "after_stuck-")
-    distributed.Event(never, client=dask_client).set()
+    gate.open()
 
 
 async def test_calls_sent_ahead_of_a_failed_node_are_cancelled_and_the_nodes_skipped(
