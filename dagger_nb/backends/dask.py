@@ -437,7 +437,7 @@ def _run_sync(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        picked = _picked(picks, upstream) if picks else {}
+        picked = _picked(picks, upstream)
         if isinstance(picked, str):
             return _Done(None, address, [], missed=picked)
         result = fn(*args, **kwargs, **picked, **extra)
@@ -469,7 +469,7 @@ async def _run_async(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        picked = _picked(picks, upstream) if picks else {}
+        picked = _picked(picks, upstream)
         if isinstance(picked, str):
             return _Done(None, address, [], missed=picked)
         with anyio.CancelScope() as scope:
