@@ -6,8 +6,8 @@ stays a DataFrame.
 
 >>> cache = Cache()
 >>> cache.insert("load", "rows", 3)
->>> cache.get("load", "rows")
-3
+>>> cache.get("load", "rows"), cache["load"]
+(3, {'rows': 3})
 >>> cache.to_frame()[["namespace", "key", "value", "type"]].values.tolist()
 [['load', 'rows', 3, 'int']]
 """
@@ -94,6 +94,14 @@ class Cache:
             if self._limited:
                 self._entries.move_to_end((namespace, key))
             return entry.value
+
+    def __getitem__(self, namespace: str) -> dict[str, Any]:
+        """A copy of ``namespace``, so ``cache[task_id]["output"]`` reads a task's output;
+        :class:`CacheKeyError` if the namespace holds nothing."""
+        values = self.namespace(namespace)
+        if not values:
+            raise CacheKeyError(namespace)
+        return values
 
     def contains(self, namespace: str, key: str) -> bool:
         """True when ``(namespace, key)`` holds a value."""

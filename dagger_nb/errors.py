@@ -139,12 +139,15 @@ class NodeTimeout(DaggerError, TimeoutError):
 
 
 class CacheKeyError(DaggerError, _KeyErrorMessage):
-    """``key`` is not in cache namespace ``namespace``."""
+    """``key`` is not in cache namespace ``namespace`` (``key=None``: the namespace holds nothing)."""
 
-    def __init__(self, namespace: str, key: str) -> None:
+    def __init__(self, namespace: str, key: str | None = None) -> None:
         self.namespace = namespace
         self.key = key
-        super().__init__(f"cache has no key '{key}' in namespace '{namespace}'")
+        if key is None:
+            super().__init__(f"cache has no namespace '{namespace}'")
+        else:
+            super().__init__(f"cache has no key '{key}' in namespace '{namespace}'")
 
 
 class GraphvizNotFound(DaggerError, RuntimeError):

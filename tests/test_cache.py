@@ -30,6 +30,17 @@ def test_missing_key_names_namespace_and_key() -> None:
     assert isinstance(caught.value, KeyError) and caught.value.namespace == "load"
 
 
+def test_indexing_reads_a_namespace() -> None:
+    cache = Cache()
+    cache.insert("task-1", "output", {"answer": 42})
+    assert cache["task-1"]["output"] == {"answer": 42}
+    cache["task-1"]["output"] = "changed"  # a copy: the cache keeps its value
+    assert cache.get("task-1", "output") == {"answer": 42}
+    with pytest.raises(CacheKeyError, match="^cache has no namespace 'task-2'$") as caught:
+        cache["task-2"]
+    assert isinstance(caught.value, KeyError) and caught.value.key is None
+
+
 def test_values_are_stored_as_given_and_shown_as_a_frame() -> None:
     frame = pd.DataFrame({"a": [1, 2]})
     cache = Cache()

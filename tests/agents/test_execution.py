@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -98,7 +99,8 @@ async def test_blocked_agent_runs_exactly_twice(registry: dagger_nb.TaskAgentReg
     assert [(e.task_id, e.reason) for e in blocked] == [(root, "need children")]
 
 
-async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.TaskAgentRegistry) -> None:
+@pytest.mark.parametrize("then", ["returns", "raises"])
+async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.TaskAgentRegistry, then: str) -> None:
     calls = 0
 
     @dagger_nb.task_agent(name="waiter", registry=registry)
@@ -108,6 +110,8 @@ async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.Ta
         if calls == 1:
             ctx.spawn("helper", {}, description="help")
             ctx.manager.update_task_status(ctx.task_id, dagger_nb.TaskStatus.BLOCKED, "needs help")
+            if then == "raises":
+                raise RuntimeError("neither failed nor retried: the task is parked")
             return {"ignored": True}
         return {"done": True}
 
@@ -187,12 +191,61 @@ async def test_output_schema_rejection_fails_the_task(registry: dagger_nb.TaskAg
     assert not manager.cache.contains(bad, "output")
 
 
+async def test_an_invalid_output_is_a_failed_attempt_and_retried(registry: dagger_nb.TaskAgentRegistry) -> None:
+    # A language model may answer in the right shape the next time, so retries apply.
+    answers = iter([{"score": "high"}, {"score": 0.9}, {"score": "low"}, {"score": "low"}])
+    calls: list[str] = []
+
+    @dagger_nb.task_agent(name="judge", output_schema={"type": "object", "properties": {"score": {"type": "number"}}},
+                          registry=registry)
+    async def judge(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        calls.append(ctx.task_id)
+        return next(answers)
+
+    async with manager_for(registry, max_parallel_tasks=1) as manager:
+        second_try = manager.add_task("job", "second try", "judge", task_id="second-try", max_retries=1)
+        never = manager.add_task("job", "never", "judge", task_id="never", dependencies=[second_try], max_retries=1)
+        handle = manager.start_job("job")
+        report = await handle.wait()
+
+    assert calls == [second_try, second_try, never, never]
+    assert report.outcomes[second_try].status is dagger_nb.TaskStatus.COMPLETED
+    assert report.outcomes[second_try].output.data == {"score": 0.9}  # type: ignore[union-attr]
+    invalid = "agent 'judge' output schema: invalid payload at '$.score': 'low' is not of type 'number'"
+    assert report.outcomes[never].status is dagger_nb.TaskStatus.FAILED
+    assert report.outcomes[never].status_reason == invalid
+    retried = [(e.task_id, e.attempt) for e in handle.events.history if isinstance(e, dagger_nb.TaskRetrying)]
+    assert retried == [(second_try, 1), (never, 1)]
+
+
 async def test_non_dict_output_fails(registry: dagger_nb.TaskAgentRegistry) -> None:
     registry.register("number", lambda input, ctx: 42)
     async with manager_for(registry) as manager:
         task_id = manager.add_task("job", "n", "number")
         report = await manager.run_job("job")
     assert report.outcomes[task_id].status_reason == "agent 'number' returned int, expected a dict"
+
+
+async def test_sync_agents_run_in_a_worker_thread(registry: dagger_nb.TaskAgentRegistry) -> None:
+    threads: dict[str, int] = {}
+
+    @dagger_nb.task_agent(name="blocking", registry=registry)
+    def blocking(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        threads["sync"] = threading.get_ident()
+        return {}
+
+    @dagger_nb.task_agent(name="awaiting", registry=registry)
+    async def awaiting(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        threads["async"] = threading.get_ident()
+        return {}
+
+    async with manager_for(registry) as manager:
+        manager.add_task("job", "sync", "blocking")
+        manager.add_task("job", "async", "awaiting")
+        assert (await manager.run_job("job")).success
+
+    assert threads["async"] == threading.get_ident()
+    assert threads["sync"] != threading.get_ident()
 
 
 async def test_retries_until_success_then_give_up(registry: dagger_nb.TaskAgentRegistry) -> None:
@@ -263,7 +316,8 @@ async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegis
         manager.add_task("job", "r", "step", task_id="r")
         manager.update_task_status("r", dagger_nb.TaskStatus.REJECTED, "not wanted")
         manager.add_task("job", "after-r", "step", task_id="after-r", dependencies=["r"])
-        report = await manager.run_job("job")
+        handle = manager.start_job("job")
+        report = await handle.wait()
 
     assert sorted(ran) == ["a", "free"]
     reasons = {tid: (t.status, t.status_reason) for tid, t in report.outcomes.items()}
@@ -276,6 +330,10 @@ async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegis
         "after-r": (dagger_nb.TaskStatus.FAILED, "dependency r failed"),
     }
     assert report.status is dagger_nb.JobStatus.FAILED
+    failed = [(e.task_id, e.error) for e in handle.events.history if isinstance(e, dagger_nb.TaskFailed)]
+    assert sorted(failed) == sorted(
+        (tid, reason) for tid, (status, reason) in reasons.items() if status is dagger_nb.TaskStatus.FAILED
+    )
 
 
 async def test_accepted_satisfies_dependencies(registry: dagger_nb.TaskAgentRegistry) -> None:

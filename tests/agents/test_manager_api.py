@@ -219,6 +219,29 @@ def test_dot_graph_colours_edges_and_hierarchy(manager: dagger_nb.TaskManager) -
     assert quote(NASTY)[1:-1] in dot  # every piece of text goes through the shared DOT quoting
 
 
+#: The issue's colour for each status: green, red, blue, orange, grey, purple, brown.
+STATUS_FILL = {
+    dagger_nb.TaskStatus.COMPLETED: "#9be29b",
+    dagger_nb.TaskStatus.FAILED: "#f28b82",
+    dagger_nb.TaskStatus.IN_PROGRESS: "#8ab4f8",
+    dagger_nb.TaskStatus.BLOCKED: "#fbbc66",
+    dagger_nb.TaskStatus.PENDING: "#d9d9d9",
+    dagger_nb.TaskStatus.ACCEPTED: "#c58af9",
+    dagger_nb.TaskStatus.REJECTED: "#a0522d",
+}
+
+
+def test_dot_graph_colours_every_status(manager: dagger_nb.TaskManager) -> None:
+    assert set(STATUS_FILL) == set(dagger_nb.TaskStatus)
+    for status in dagger_nb.TaskStatus:
+        manager.add_task("job", str(status), "echo", task_id=f"t-{status}")
+        manager.update_task_status(f"t-{status}", status)
+    dot = manager.get_dot_graph("job")
+    for status, fill in STATUS_FILL.items():
+        line = next(line for line in dot.splitlines() if line.strip().startswith(f'"t-{status}" ['))
+        assert f'fillcolor="{fill}"' in line, (status, line)
+
+
 def test_dot_graph_of_all_jobs_uses_clusters(manager: dagger_nb.TaskManager) -> None:
     manager.add_task("a", "one", "echo")
     manager.add_task("b", "two", "echo")

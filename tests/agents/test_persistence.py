@@ -199,6 +199,37 @@ def test_a_file_from_before_the_state_columns_is_upgraded(tmp_path: Path) -> Non
         assert reopened.get_dependency_outputs("b") == [{"x": 1}]
 
 
+@pytest.mark.anyio
+async def test_a_change_is_in_the_file_before_anyone_hears_of_it(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    heard: list[tuple[str, str, str]] = []
+    reader = sqlite3.connect(db)  # another connection, as another process would read the file
+    try:
+        async with dagger_nb.TaskManager(db, registry=echo_registry(), heartbeat_interval=None) as manager:
+            first = manager.add_task("job", "first", "echo", {"n": 1})
+            manager.add_task("job", "second", "echo", {"n": 2}, dependencies=[first])
+            handle = manager.start_job("job")
+
+            def check(event: object) -> None:
+                if isinstance(event, dagger_nb.TaskStarted | dagger_nb.TaskCompleted):
+                    (stored,) = reader.execute(
+                        "SELECT status FROM agent_tasks WHERE task_id = ?", (event.task_id,)
+                    ).fetchone()
+                    heard.append((type(event).__name__, event.task_id, stored))
+
+            handle.events.add_listener(check)
+            report = await handle.wait()
+        (journal_mode,) = reader.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        reader.close()
+
+    assert report.success
+    assert journal_mode == "wal"
+    assert [(kind, stored) for kind, _, stored in heard] == [
+        ("TaskStarted", "in_progress"), ("TaskCompleted", "completed"),
+    ] * 2
+
+
 def wait_for_lines(path: Path, count: int, process: subprocess.Popen[bytes], deadline: float) -> None:
     """Watch another process's side-effect file (polling is the only way to observe it)."""
     while time.monotonic() < deadline:
@@ -248,11 +279,14 @@ def test_sigkill_partway_then_resume_runs_no_completed_task_twice(tmp_path: Path
             file.write(f"{ctx.task_id}\n")
         return {"n": input["n"]}
 
-    with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
-        for task_id in in_progress_at_crash:
-            task = manager.get_task(task_id)
-            assert task is not None and task.status is dagger_nb.TaskStatus.PENDING and task.retry_count == 1
-        report = manager.run_job_sync("crash")
+    async def resume() -> dagger_nb.JobReport:
+        async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
+            for task_id in in_progress_at_crash:
+                task = manager.get_task(task_id)
+                assert task is not None and task.status is dagger_nb.TaskStatus.PENDING and task.retry_count == 1
+            return await manager.start_job("crash").wait()
+
+    report = anyio.run(resume)
 
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert len(report.outcomes) == crash_job.TASKS
