@@ -500,6 +500,8 @@ def _picked(picks: tuple[_Pick, ...], upstream: tuple[_Done, ...]) -> dict[str, 
             return str(error)
         if output not in outputs:
             return f"node '{node}' did not produce '{output}'"
+        if is_dask_collection(outputs[output]):  # the notebook has it computed on the cluster first
+            return f"node '{node}' returned a Dask collection as '{output}'"
         values[argument] = outputs[output]
     return values
 

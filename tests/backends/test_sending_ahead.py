@@ -22,6 +22,7 @@ from tests.backends.test_dask_backend import held_keys, receive, scheduler_keys,
 from tests.dag.helpers import executor_with, workflow
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 pytestmark = pytest.mark.anyio
 
@@ -169,6 +170,17 @@ async def test_a_result_left_on_the_cluster_makes_the_node_sent_ahead_run_anew(
     # sent ahead, it could not take a future from n0's result on the worker; the notebook handed it on
     assert sends == [("load", ()), ("count", ("n0",)), ("count", ())]
     assert report.outcomes["n1"].attempts == 1
+
+
+async def test_a_collection_in_a_result_reaches_the_node_sent_ahead_computed(
+    registry: ActionRegistry, backend: DaskBackend, sends: list[Any]
+) -> None:
+    registry.register("plan", lambda: dask.delayed(sum)([1, 2, 3]))  # lazy, returned by a worker
+    registry.register("use", lambda x: (type(x).__name__, x))
+    report = await executor_with(registry, chain("lazy", "plan", "use"), backend=backend).execute_dag("lazy")
+    assert report.success, report.error
+    assert report.cache.get("n1", "result") == ("int", 6)  # as when the node waits for its turn
+    assert sends == [("plan", ()), ("use", ("n0",)), ("use", ())]
 
 
 async def test_cancelling_a_run_cancels_the_calls_sent_ahead(
