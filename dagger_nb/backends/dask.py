@@ -443,7 +443,7 @@ def _run_sync(
         result = fn(*args, **kwargs, **picked, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = anyio.run(_awaited, result)
-        held = bool(distributed.futures_of(result))
+        held = _holds_futures(result)
         if held:
             distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
@@ -475,7 +475,7 @@ async def _run_async(
         with anyio.CancelScope() as scope:
             _RUNNING[key] = scope
             result = await fn(*args, **kwargs, **picked, **extra)
-        held = not scope.cancelled_caught and bool(distributed.futures_of(result))
+        held = not scope.cancelled_caught and _holds_futures(result)
         if held:
             await distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
@@ -486,6 +486,21 @@ async def _run_async(
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
     return _Done(None if held else result, address, cache.writes if cache is not None else [], held)
+
+
+def _holds_futures(value: Any) -> bool:
+    """Whether ``value`` holds Dask futures: ``distributed.futures_of`` would walk a value that
+    contains itself forever, and its worker with it."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if type(item) in (list, tuple, set, frozenset, dict):
+            if id(item) not in seen:
+                seen.add(id(item))
+                stack.extend(item.values() if type(item) is dict else item)
+        elif isinstance(item, distributed.Future) or (is_dask_collection(item) and distributed.futures_of(item)):
+            return True
+    return False
 
 
 def _picked(picks: tuple[_Pick, ...], upstream: tuple[_Done, ...]) -> dict[str, Any] | str:

@@ -1,17 +1,83 @@
-"""Task agents on a real Dask cluster: the same jobs, the agents run in worker processes."""
+"""Task agents on a real Dask cluster: the same jobs, the agents run in worker processes.
+
+The task manager's behavioural tests (tests/agents) whose agents keep no state
+in the test's process are rerun here as they are, every manager they build
+given the Dask backend; the tests below them cover what only a cluster shows.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import dagger_nb
+import tests.agents.test_execution as execution_tests
+import tests.agents.test_persistence as persistence_tests
 from dagger_nb import NeedsDependencies, TaskStatus
+from dagger_nb.backends.dask import DaskBackend
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def registry() -> dagger_nb.TaskAgentRegistry:
+    """The task agents' registry (the executor's ``registry`` fixture is an ``ActionRegistry``)."""
+    return dagger_nb.TaskAgentRegistry()
+
+
+@pytest.fixture(autouse=True)
+def on_dask(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, dask_client: Any) -> Iterator[None]:
+    """Every ``dagger_nb.TaskManager`` a test builds runs its agents on the cluster (and does)."""
+    backend = DaskBackend(dask_client)
+    calls: list[str] = []
+    call = DaskBackend.call
+
+    async def counted(self: DaskBackend, name: str, *args: Any, **options: Any) -> Any:
+        calls.append(name)
+        return await call(self, name, *args, **options)
+
+    class OnDask(dagger_nb.TaskManager):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("backend", backend)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(DaskBackend, "call", counted)
+    monkeypatch.setattr(dagger_nb, "TaskManager", OnDask)
+    yield
+    if request.node.name not in RUN_NO_AGENT:
+        assert calls, "the test ran no agent through the Dask backend"
+
+
+# the input is refused before the agent would run; the task recovered BLOCKED never runs; no job
+RUN_NO_AGENT = {
+    "test_input_schema_rejection_skips_the_agent",
+    "test_in_progress_tasks_are_recovered[at-most-once]",
+    "test_a_backend_without_call_is_refused",
+}
+
+# execution
+test_blocked_without_live_work_ends_the_job_failed = execution_tests.test_blocked_without_live_work_ends_the_job_failed
+test_input_schema_rejection_skips_the_agent = execution_tests.test_input_schema_rejection_skips_the_agent
+test_output_schema_rejection_fails_the_task = execution_tests.test_output_schema_rejection_fails_the_task
+test_non_dict_output_fails = execution_tests.test_non_dict_output_fails
+test_accepted_satisfies_dependencies = execution_tests.test_accepted_satisfies_dependencies
+test_events_replay_to_late_subscribers = execution_tests.test_events_replay_to_late_subscribers
+test_tasks_added_while_running_are_announced = execution_tests.test_tasks_added_while_running_are_announced
+test_allowed_agents_leave_others_pending = execution_tests.test_allowed_agents_leave_others_pending
+test_start_job_needs_a_running_loop = execution_tests.test_start_job_needs_a_running_loop
+test_run_job_sync_inside_a_running_loop = execution_tests.test_run_job_sync_inside_a_running_loop
+test_waited_callbacks_run_in_the_waiting_task = execution_tests.test_waited_callbacks_run_in_the_waiting_task
+# persistence
+test_every_change_is_in_the_file_and_reloads = persistence_tests.test_every_change_is_in_the_file_and_reloads
+test_in_progress_tasks_are_recovered = persistence_tests.test_in_progress_tasks_are_recovered
+test_unserialisable_output_fails_with_a_db = persistence_tests.test_unserialisable_output_fails_with_a_db
+test_a_change_is_in_the_file_before_anyone_hears_of_it = (
+    persistence_tests.test_a_change_is_in_the_file_before_anyone_hears_of_it
+)
 
 
 def planner(input: dict[str, Any], ctx: Any) -> dict[str, Any]:

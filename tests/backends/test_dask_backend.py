@@ -366,6 +366,21 @@ async def test_futures_and_collections_in_inputs_reach_actions_as_data(
     assert report.cache.get("total", "result") == ("DataFrame", 499500 + 6)
 
 
+async def test_a_result_that_contains_itself_comes_back(registry: ActionRegistry, backend: DaskBackend) -> None:
+    def self_containing() -> dict:
+        value: dict = {}
+        value["self"] = value
+        return value
+
+    registry.register("loop", self_containing)
+    with anyio.fail_after(30):  # the worker used to walk it forever, looking for futures
+        report = await executor_with(registry, workflow("loop", {"id": "loop", "action": "loop"}),
+                                     backend=backend).execute_dag("loop")
+    assert report.success, report.error
+    value = report.cache.get("loop", "self")  # a mapping's keys are the node's outputs
+    assert value["self"] is value
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_an_action_on_a_worker_can_leave_its_output_on_the_cluster(
     registry: ActionRegistry, backend: DaskBackend, kind: str
