@@ -478,8 +478,12 @@ class JobRun:
             self._reconsider(tasks[task_id])
 
     def _deps_done(self, task: Task) -> bool:
+        # a loop, not all() over a generator: called for every task at least twice
         tasks = self.manager._tasks
-        return all(tasks[dep].status in DONE for dep in task.dependencies)
+        for dep in task.dependencies:  # noqa: SIM110
+            if tasks[dep].status not in DONE:
+                return False
+        return True
 
     def _runnable(self, task: Task) -> bool:
         if self.allowed_agents is not None and task.agent not in self.allowed_agents:
@@ -497,11 +501,12 @@ class JobRun:
     ) -> None:
         """Change the task's state (and ``output``, or the output already set and
         ``stored_output``, its JSON); only the state columns are written."""
-        now = self._now or utc_now()
-        if output is None:
-            assign(task, status=status, status_reason=reason, updated_at=now)
-        else:
-            assign(task, status=status, status_reason=reason, updated_at=now, output=output)
+        fields = task.__dict__  # assign() inlined: this runs at least twice per task
+        fields["status"] = status
+        fields["status_reason"] = reason
+        fields["updated_at"] = self._now or utc_now()
+        if output is not None:
+            fields["output"] = output
         if self.manager._store is not None:
             if output is not None:
                 stored_output = output_json(output)

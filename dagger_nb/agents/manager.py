@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import random
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -33,7 +34,7 @@ from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
-from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, utc_now
+from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, new_task, utc_now
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
 from dagger_nb.agents.store import UNCHANGED, TaskStore
@@ -45,6 +46,13 @@ T = TypeVar("T")
 
 Durability = Literal["at_least_once", "at_most_once"]
 RESTARTED = "Task was in progress during system restart"
+
+# Generated task ids need to be unique, not unpredictable: a generator seeded from os.urandom
+# costs no system call per task. A private one, so that a notebook's random.seed(42) cannot
+# make a rerun generate the ids its database already holds; reseeded in a forked child.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_random_bits = _ids.getrandbits
 
 
 class TaskManager:
@@ -322,10 +330,15 @@ class TaskManager:
 
     # -- the one seam where an agent is called (a backend plugs in here) ------------------
 
-    async def _call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+    def _call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Awaitable[Any]:
+        # A local async agent's own coroutine is returned, not wrapped in another one:
+        # the runner awaits one per task.
+        if self.backend is None and agent.is_async:
+            return agent.fn(payload, ctx)
+        return self._call_elsewhere(agent, payload, ctx)
+
+    async def _call_elsewhere(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
         if self.backend is None:
-            if agent.is_async:
-                return await agent.fn(payload, ctx)
             return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
         runner = run_async_agent if agent.is_async else run_sync_agent
         outcome, value, changes = await self.backend.call(
@@ -357,26 +370,24 @@ class TaskManager:
         if agent not in self.registry:
             raise AgentNotFound(agent, self.registry.names())
         if task_id is None:
-            task_id = f"task-{os.urandom(6).hex()}"
+            task_id = f"task-{_random_bits(48):012x}"
         problems = self._task_problems(job_id, task_id, dependencies, parent)
         if problems:
             raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
-        now = utc_now()
         try:
-            task = Task(
-                job_id=job_id,
-                task_id=task_id,
-                parent_task_id=parent,
+            task = new_task(
+                job_id,
+                task_id,
                 description=description,
-                acceptance_criteria=acceptance_criteria,
                 agent=agent,
-                dependencies=list(dict.fromkeys(dependencies)),
                 input={} if input is None else input,
+                dependencies=list(dict.fromkeys(dependencies)),
+                parent=parent,
                 task_type=task_type,
                 timeout=timeout,
                 max_retries=max_retries,
-                created_at=now,
-                updated_at=now,
+                acceptance_criteria=acceptance_criteria,
+                now=utc_now(),
             )
         except ValidationError as error:
             details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +91,87 @@ class Task(BaseModel):
     summary: str | None = None
 
 
+def new_task(
+    job_id: str,
+    task_id: str,
+    *,
+    description: str,
+    agent: str,
+    input: dict[str, Any],
+    dependencies: list[str],
+    parent: str | None,
+    task_type: TaskType,
+    timeout: float | None,
+    max_retries: int,
+    acceptance_criteria: str | None,
+    now: datetime,
+) -> Task:
+    """A new pending task, equal to ``Task(...)`` with these fields (``pydantic.ValidationError``
+    if one is invalid).
+
+    Every task of a job goes through here, and pydantic's validator costs about five
+    times the exact-type checks below, so arguments that already have their field's
+    type are taken as they are; anything else (``"task"`` for a ``TaskType``, an int
+    timeout, a str subclass, a wrong type) goes through pydantic, which converts or
+    rejects it. The input dict is copied either way.
+    """
+    if (
+        type(job_id) is str
+        and type(task_id) is str
+        and type(description) is str
+        and type(agent) is str
+        and (parent is None or type(parent) is str)
+        and (acceptance_criteria is None or type(acceptance_criteria) is str)
+        and type(task_type) is TaskType
+        and (timeout is None or (type(timeout) is float and timeout > 0))
+        and type(max_retries) is int
+        and max_retries >= 0
+        and type(input) is dict
+        and all(type(key) is str for key in input)
+        and all(type(dep) is str for dep in dependencies)
+    ):
+        fields = {
+            "job_id": job_id,
+            "task_id": task_id,
+            "parent_task_id": parent,
+            "description": description,
+            "acceptance_criteria": acceptance_criteria,
+            "agent": agent,
+            "status": TaskStatus.PENDING,
+            "status_reason": None,
+            "dependencies": list(dependencies),
+            "input": dict(input),
+            "output": None,
+            "task_type": task_type,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry_count": 0,
+            "created_at": now,
+            "updated_at": now,
+            "summary": None,
+        }
+        return _unvalidated(Task, fields, set(_NEW_TASK_FIELDS_SET))
+    return Task(
+        job_id=job_id,
+        task_id=task_id,
+        parent_task_id=parent,
+        description=description,
+        acceptance_criteria=acceptance_criteria,
+        agent=agent,
+        dependencies=dependencies,
+        input=input,
+        task_type=task_type,
+        timeout=timeout,
+        max_retries=max_retries,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+# The fields new_task() passes to Task(): pydantic records them as set.
+_NEW_TASK_FIELDS_SET = frozenset(Task.model_fields) - {"status", "status_reason", "output", "retry_count", "summary"}
+
+
 def snapshot(task: Task) -> Task:
     """A copy of ``task`` that later changes to the original do not reach.
 
@@ -102,12 +183,7 @@ def snapshot(task: Task) -> Task:
     fields = dict(task.__dict__)
     fields["dependencies"] = list(fields["dependencies"])
     fields["input"] = dict(fields["input"])
-    copy = _new(Task)
-    _setattr(copy, "__dict__", fields)
-    _setattr(copy, "__pydantic_fields_set__", set(task.__pydantic_fields_set__))
-    _setattr(copy, "__pydantic_extra__", None)
-    _setattr(copy, "__pydantic_private__", None)
-    return copy
+    return _unvalidated(Task, fields, set(task.__pydantic_fields_set__))
 
 
 def assign(task: Task, **changes: Any) -> None:
@@ -120,12 +196,20 @@ def assign(task: Task, **changes: Any) -> None:
 
 def completed_output(data: dict[str, Any]) -> TaskOutput:
     """``TaskOutput(success=True, data=data)`` for a dict already checked, built without validation."""
-    output = _new(TaskOutput)
-    _setattr(output, "__dict__", {"success": True, "data": data, "error": None})
-    _setattr(output, "__pydantic_fields_set__", {"success", "data"})
-    _setattr(output, "__pydantic_extra__", None)
-    _setattr(output, "__pydantic_private__", None)
-    return output
+    return _unvalidated(TaskOutput, {"success": True, "data": data, "error": None}, {"success", "data"})
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _unvalidated(model: type[M], fields: dict[str, Any], fields_set: set[str]) -> M:
+    """An instance of ``model`` holding ``fields`` (every field, of the right types) as they are."""
+    instance = _new(model)
+    _setattr(instance, "__dict__", fields)
+    _setattr(instance, "__pydantic_fields_set__", fields_set)
+    _setattr(instance, "__pydantic_extra__", None)
+    _setattr(instance, "__pydantic_private__", None)
+    return instance
 
 
 _new = object.__new__

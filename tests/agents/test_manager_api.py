@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import re
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 import dagger_nb
+from dagger_nb.agents.model import Task, TaskType, new_task
 from dagger_nb.graph import dot_available, quote
 
 
@@ -46,6 +50,66 @@ def test_generated_ids_are_unique(manager: dagger_nb.TaskManager) -> None:
     assert len(ids) == 50
 
 
+def test_generated_ids_do_not_follow_the_notebooks_random_seed(manager: dagger_nb.TaskManager) -> None:
+    # a notebook that seeds random at the top must not regenerate ids its database already holds
+    random.seed(42)
+    first = manager.add_task("job", "a", "echo")
+    random.seed(42)
+    assert manager.add_task("job", "b", "echo") != first
+
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+PLAIN = {
+    "description": "d", "agent": "echo", "input": {"n": 1, "nested": {"a": [1]}}, "dependencies": ["up"],
+    "parent": None, "task_type": TaskType.TASK, "timeout": None, "max_retries": 0, "acceptance_criteria": None,
+}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="plain"),
+        pytest.param({"parent": "p", "acceptance_criteria": "ok", "timeout": 2.5, "max_retries": 3}, id="every-field"),
+        pytest.param({"task_type": "subtask"}, id="type-as-text"),
+        pytest.param({"timeout": 5}, id="int-timeout"),
+        pytest.param({"description": TaskType.STORY}, id="str-subclass"),
+    ],
+)
+def test_new_task_equals_the_validated_model(changes: dict) -> None:
+    arguments = {**PLAIN, **changes}
+    built = new_task("job", "t", now=NOW, **arguments)
+    expected = Task(
+        job_id="job", task_id="t", created_at=NOW, updated_at=NOW, parent_task_id=arguments.pop("parent"), **arguments
+    )
+    assert built.model_dump() == expected.model_dump()
+    assert built.model_fields_set == expected.model_fields_set
+    assert {name: type(value) for name, value in built} == {name: type(value) for name, value in expected}
+    assert built.input is not PLAIN["input"]  # copied, as pydantic copies it
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"timeout": -1.0}, r"timeout\n  Input should be greater than 0", id="negative"),
+        pytest.param({"timeout": float("nan")}, r"timeout\n  Input should be greater than 0", id="nan"),
+        pytest.param({"input": {1: "x"}}, r"input\.1\.\[key\]\n  Input should be a valid string", id="int-key"),
+        pytest.param({"dependencies": [None]}, r"dependencies\.0\n  Input should be a valid string", id="dependency"),
+        pytest.param({"task_type": "epic"}, r"task_type\n  Input should be", id="type"),
+    ],
+)
+def test_new_task_rejects_what_the_model_rejects(changes: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        new_task("job", "t", now=NOW, **{**PLAIN, **changes})
+
+
+def test_the_input_is_copied_when_added(manager: dagger_nb.TaskManager) -> None:
+    payload = {"n": 1}
+    task_id = manager.add_task("job", "a", "echo", payload)
+    payload["n"] = 2
+    task = manager.get_task(task_id)
+    assert task is not None and task.input == {"n": 1}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -81,7 +145,7 @@ def test_generated_ids_are_unique(manager: dagger_nb.TaskManager) -> None:
             "unknown agent 'nobody' \\(registered: echo, planner, writer\\)",
             id="unknown-agent",
         ),
-        pytest.param({"timeout": -1}, dagger_nb.TaskError, "timeout: Input should be greater than 0", id="timeout"),
+        pytest.param({"timeout": -1}, dagger_nb.TaskError, r"timeout: Input should be greater than 0", id="timeout"),
         pytest.param(
             {"max_retries": -1},
             dagger_nb.TaskError,
