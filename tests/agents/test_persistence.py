@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import json.encoder
 import os
 import signal
 import sqlite3
@@ -11,12 +13,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 import dagger_nb
+from dagger_nb.agents import _runner
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_SCRIPT = Path(__file__).with_name("crash_job.py")
@@ -135,6 +139,35 @@ def test_unserialisable_output_fails_with_a_db(tmp_path: Path, make_output: Call
         report = manager.run_job_sync("job")
     assert report.outcomes[task_id].status is dagger_nb.TaskStatus.FAILED
     assert report.outcomes[task_id].status_reason == f"output of agent 'objecty' cannot be stored as JSON: {why}"
+
+
+def _other_signature(*arguments: Any) -> Any:
+    raise TypeError(f"expected 10 arguments, got {len(arguments)}")
+
+
+@pytest.mark.parametrize(
+    "c_make_encoder",
+    [
+        pytest.param(json.encoder.c_make_encoder, id="this-python"),
+        pytest.param(None, id="no-c-encoder"),
+        pytest.param(_other_signature, id="other-signature"),
+    ],
+)
+def test_outputs_are_stored_as_json_dumps_writes_them(
+    monkeypatch: pytest.MonkeyPatch, c_make_encoder: Callable[..., Any] | None
+) -> None:
+    output = {"text": "é\n", "values": [1, 2.5, None, False, float("nan")], "nested": {"deep": {"a": []}}}
+    expected = json.dumps(output)
+    monkeypatch.setattr(json.encoder, "c_make_encoder", c_make_encoder)
+    encode = _runner._json_encoder()
+    monkeypatch.undo()  # json's own encoder must work again to be the fallback
+    falls_back = getattr(encode, "__func__", None) is json.JSONEncoder.encode
+    assert falls_back is (c_make_encoder is not json.encoder.c_make_encoder)
+    assert encode(output) == expected
+    with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
+        encode({"tags": {"a"}})
+    with pytest.raises(RecursionError):
+        encode(_cyclic())
 
 
 def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
