@@ -199,10 +199,10 @@ def completed_output(data: dict[str, Any]) -> TaskOutput:
     return _unvalidated(TaskOutput, {"success": True, "data": data, "error": None}, {"success", "data"})
 
 
-M = TypeVar("M", bound=BaseModel)
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
-def _unvalidated(model: type[M], fields: dict[str, Any], fields_set: set[str]) -> M:
+def _unvalidated(model: type[_Model], fields: dict[str, Any], fields_set: set[str]) -> _Model:
     """An instance of ``model`` holding ``fields`` (every field, of the right types) as they are."""
     instance = _new(model)
     _setattr(instance, "__dict__", fields)

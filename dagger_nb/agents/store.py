@@ -124,6 +124,8 @@ class TaskStore:
         self._mutex = threading.Lock()
         for pragma in STORE_PRAGMAS:
             self._connection.execute(pragma)
+        # save() reuses one cursor: Connection.execute makes a new one per statement
+        self._cursor = self._connection.cursor()
         self._upgrade()
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
@@ -205,22 +207,20 @@ class TaskStore:
         self._written += _COMMIT_BYTES * (1 + rows // 8)
         job_rows = [(job_id, str(status)) for job_id, status in jobs]
         with self._mutex:
-            connection = self._connection
+            cursor = self._cursor
             try:
-                connection.execute("BEGIN IMMEDIATE")
+                cursor.execute("BEGIN IMMEDIATE")
                 try:
                     if task_rows:
-                        connection.executemany(_UPSERT_TASK, task_rows)
+                        cursor.executemany(_UPSERT_TASK, task_rows)
                     if state_rows:
-                        connection.executemany(_UPDATE_STATE, state_rows)
+                        cursor.executemany(_UPDATE_STATE, state_rows)
                     if job_rows:
-                        connection.executemany(
-                            "INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows
-                        )
+                        cursor.executemany("INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows)
                 except BaseException:
-                    connection.execute("ROLLBACK")
+                    cursor.execute("ROLLBACK")
                     raise
-                connection.execute("COMMIT")
+                cursor.execute("COMMIT")
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot write tasks to '{self.path}': {error}") from error
         if self._written >= CHECKPOINT_BYTES:
