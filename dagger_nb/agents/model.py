@@ -115,7 +115,27 @@ def new_task(
     timeout, a str subclass, a wrong type) goes through pydantic, which converts or
     rejects it. The input dict is copied either way.
     """
-    if (
+    fields: dict[str, Any] = {  # every field, in the model's order
+        "job_id": job_id,
+        "task_id": task_id,
+        "parent_task_id": parent,
+        "description": description,
+        "acceptance_criteria": acceptance_criteria,
+        "agent": agent,
+        "status": TaskStatus.PENDING,
+        "status_reason": None,
+        "dependencies": dependencies,
+        "input": input,
+        "output": None,
+        "task_type": task_type,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "retry_count": 0,
+        "created_at": now,
+        "updated_at": now,
+        "summary": None,
+    }
+    if not (
         type(job_id) is str
         and type(task_id) is str
         and type(description) is str
@@ -130,46 +150,15 @@ def new_task(
         and all(type(key) is str for key in input)
         and all(type(dep) is str for dep in dependencies)
     ):
-        fields = {
-            "job_id": job_id,
-            "task_id": task_id,
-            "parent_task_id": parent,
-            "description": description,
-            "acceptance_criteria": acceptance_criteria,
-            "agent": agent,
-            "status": TaskStatus.PENDING,
-            "status_reason": None,
-            "dependencies": list(dependencies),
-            "input": dict(input),
-            "output": None,
-            "task_type": task_type,
-            "timeout": timeout,
-            "max_retries": max_retries,
-            "retry_count": 0,
-            "created_at": now,
-            "updated_at": now,
-            "summary": None,
-        }
-        return _unvalidated(Task, fields, set(_NEW_TASK_FIELDS_SET))
-    return Task(
-        job_id=job_id,
-        task_id=task_id,
-        parent_task_id=parent,
-        description=description,
-        acceptance_criteria=acceptance_criteria,
-        agent=agent,
-        dependencies=dependencies,
-        input=input,
-        task_type=task_type,
-        timeout=timeout,
-        max_retries=max_retries,
-        created_at=now,
-        updated_at=now,
-    )
+        return Task.model_validate({name: fields[name] for name in _GIVEN})
+    fields["dependencies"] = list(dependencies)
+    fields["input"] = dict(input)
+    return _unvalidated(Task, fields, set(_GIVEN))
 
 
-# The fields new_task() passes to Task(): pydantic records them as set.
-_NEW_TASK_FIELDS_SET = frozenset(Task.model_fields) - {"status", "status_reason", "output", "retry_count", "summary"}
+# The fields new_task() takes from its arguments (and the clock): pydantic records exactly
+# these as set, not the defaults, so a task built either way has the same model_fields_set.
+_GIVEN = frozenset(Task.model_fields) - {"status", "status_reason", "output", "retry_count", "summary"}
 
 
 def snapshot(task: Task) -> Task:
