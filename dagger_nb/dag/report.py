@@ -16,7 +16,9 @@ from dagger_nb.graph import STATUS_COLOURS
 NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled"]
 
-FRAME_COLUMNS = ["node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error"]
+FRAME_COLUMNS = [
+    "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker"
+]
 
 
 @dataclass(slots=True)
@@ -75,9 +77,10 @@ class ExecutionReport:
         return counts
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per node: ``node, action, status, attempts, started_at, finished_at, duration_s, error``."""
+        """One row per node: ``node, action, status, attempts, started_at, finished_at, duration_s, error,
+        worker`` (where the last attempt ran: a Dask worker's address, None in this process)."""
         rows = [
-            (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error)
+            (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error, o.worker)
             for o in self.outcomes.values()
         ]
         frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
@@ -107,19 +110,23 @@ def report_html(report: ExecutionReport, *, limit: int = 200) -> str:
     )
     if report.error:
         header += f"<br><span style='color:#b3261e'>{e(report.error)}</span>"
+    shown = list(report.outcomes.values())[:limit]
+    on_workers = any(outcome.worker for outcome in shown)  # a column only when a backend said where
     rows = []
-    for outcome in list(report.outcomes.values())[:limit]:
+    for outcome in shown:
         colour = STATUS_COLOURS.get(outcome.status, "#fff")
         duration = "" if outcome.duration_s is None else f"{outcome.duration_s:.3f}"
+        worker = f"<td>{e(outcome.worker or '')}</td>" if on_workers else ""
         rows.append(
             f"<tr><td>{e(outcome.node)}</td><td>{e(outcome.action)}</td>"
             f"<td style='background:{colour}'>{e(outcome.status)}</td><td>{outcome.attempts}</td>"
-            f"<td>{duration}</td><td>{e(outcome.error or '')}</td></tr>"
+            f"<td>{duration}</td><td>{e(outcome.error or '')}</td>{worker}</tr>"
         )
     more = len(report.outcomes) - limit
     footer = f"<p>… and {more} more nodes</p>" if more > 0 else ""
     return (
         f"<div class='dagger-report'><p>{header}</p><table><thead><tr><th>node</th><th>action</th>"
-        f"<th>status</th><th>attempts</th><th>duration (s)</th><th>error</th></tr></thead>"
+        f"<th>status</th><th>attempts</th><th>duration (s)</th><th>error</th>"
+        f"{'<th>worker</th>' if on_workers else ''}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>{footer}</div>"
     )

@@ -82,6 +82,10 @@ async def test_chain_runs_on_workers_with_one_key_prefix_per_action(
     keys = [report.cache.get(n, "key") for n in ("one", "two")]
     assert [dask.utils.key_split(key) for key in keys] == ["add", "add"] and keys[0] != keys[1]
     assert {o.worker for o in report.outcomes.values()} <= workers(dask_client)
+    # where each node ran is in the report's table and its HTML, as on the dashboard
+    assert set(report.to_frame()["worker"]) == {o.worker for o in report.outcomes.values()}
+    html = report._repr_html_()
+    assert "<th>worker</th>" in html and all(f"<td>{o.worker}</td>" in html for o in report.outcomes.values())
 
 
 async def test_async_actions_run_on_the_worker_loop_and_sync_ones_in_its_threads(

@@ -75,11 +75,13 @@ async def test_report_frame_and_html(registry: ActionRegistry) -> None:
     report = await executor_with(registry, spec).execute_dag("table")
     frame = report.to_frame()
     assert list(frame.columns) == ["node", "action", "status", "attempts", "started_at", "finished_at",
-                                   "duration_s", "error"]
+                                   "duration_s", "error", "worker"]
     assert list(frame["status"]) == ["succeeded", "failed"]
+    assert frame["worker"].isna().all()  # this process: no worker column in the HTML either
     assert str(frame["started_at"].dtype).startswith("datetime64") and (frame["duration_s"] >= 0).all()
     html = report._repr_html_()
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<th>worker</th>" not in html
     assert report.counts() == {"succeeded": 1, "failed": 1}
     assert "run" in repr(report) and "1 failed" in repr(report)
 
