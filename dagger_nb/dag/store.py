@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS dag_nodes (
     run_id TEXT NOT NULL REFERENCES dag_runs(run_id) ON DELETE CASCADE, node TEXT NOT NULL,
     action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, retry_messages TEXT NOT NULL,
     error TEXT, started_at REAL, finished_at REAL, notes TEXT NOT NULL, position INTEGER NOT NULL,
-    PRIMARY KEY (run_id, node)
+    worker TEXT, PRIMARY KEY (run_id, node)
 );
 CREATE TABLE IF NOT EXISTS dag_cache (
     run_id TEXT NOT NULL REFERENCES dag_runs(run_id) ON DELETE CASCADE, namespace TEXT NOT NULL,
@@ -46,6 +46,10 @@ class RunStore:
         self.path = os.fspath(path)
         self._connection = open_database(self.path, schema=SCHEMA)
         self._lock = threading.Lock()
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(dag_nodes)")}
+        if "worker" not in columns:  # a file written before nodes recorded their worker
+            with self._connection:
+                self._connection.execute("ALTER TABLE dag_nodes ADD COLUMN worker TEXT")
 
     def close(self) -> None:
         """Close the connection."""
@@ -57,7 +61,7 @@ class RunStore:
         run_id = report.run_id
         node_rows = [
             (run_id, o.node, o.action, o.status, o.attempts, json.dumps(o.retry_messages), o.error,
-             o.started_at, o.finished_at, json.dumps(o.notes), position)
+             o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker)
             for position, o in enumerate(report.outcomes.values())
         ]
         namespaces = {"inputs", *report.outcomes}
@@ -74,7 +78,7 @@ class RunStore:
                  report.finished_at, report.spec.model_dump_json(exclude_unset=True), report.to_dot()),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
-            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows)
+            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows)
             connection.execute("DELETE FROM dag_cache WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
 
@@ -109,8 +113,8 @@ class RunStore:
             if row is None:
                 return None
             nodes = self._connection.execute(
-                "SELECT node, action, status, attempts, retry_messages, error, started_at, finished_at, notes "
-                "FROM dag_nodes WHERE run_id = ? ORDER BY position", (run_id,)
+                "SELECT node, action, status, attempts, retry_messages, error, started_at, finished_at, notes, "
+                "worker FROM dag_nodes WHERE run_id = ? ORDER BY position", (run_id,)
             ).fetchall()
             values = self._connection.execute(
                 "SELECT namespace, key, format, value FROM dag_cache WHERE run_id = ?", (run_id,)
@@ -118,8 +122,8 @@ class RunStore:
         spec = WorkflowSpec.model_validate_json(row[0])
         outcomes = {
             node: NodeOutcome(node, action, status, attempts, json.loads(retries), error, started, finished,
-                              json.loads(notes))
-            for node, action, status, attempts, retries, error, started, finished, notes in nodes
+                              json.loads(notes), worker)
+            for node, action, status, attempts, retries, error, started, finished, notes, worker in nodes
         }
         cache = Cache()
         for namespace, key, fmt, blob in values:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from dagger_nb import ActionRegistry, DagExecutor
+from dagger_nb.dag import store
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
@@ -125,6 +127,34 @@ async def test_every_run_is_recorded_with_outcomes_and_cache(tmp_path: Path) -> 
     assert stored.outcomes["b"].error == report.outcomes["b"].error
     assert stored.cache.get("inputs", "who") == "me"
     pd.testing.assert_frame_equal(stored.cache.get("f", "result"), pd.DataFrame({"a": [1]}))
+
+
+async def test_where_each_node_ran_is_stored(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("one", lambda: 1)
+    executor = executor_with(registry, workflow("placed", {"id": "n", "action": "one"}), db=tmp_path / "runs.db")
+    report = await executor.execute_dag("placed")
+    report.outcomes["n"].worker = "tcp://10.0.0.7:40123"  # as a Dask backend records it
+    executor._store.save_run(report)  # type: ignore[union-attr]
+    executor.close()
+
+    stored = DagExecutor(db=tmp_path / "runs.db")._store.load_run(  # type: ignore[union-attr]
+        report.run_id, config_for=lambda spec: spec.config
+    )
+    assert stored is not None and stored.outcomes["n"].worker == "tcp://10.0.0.7:40123"
+
+
+def test_a_runs_file_from_before_the_worker_column_still_opens(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as connection:
+        connection.executescript(store.SCHEMA.replace("    worker TEXT, PRIMARY KEY", "    PRIMARY KEY"))
+        connection.execute("INSERT INTO dag_runs VALUES ('r1', 'w', 'succeeded', NULL, 1.0, 2.0, ?, 'digraph {}')",
+                           (workflow("w", {"id": "n", "action": "one"}).model_dump_json(),))
+        connection.execute("INSERT INTO dag_nodes VALUES ('r1', 'n', 'one', 'succeeded', 1, '[]', NULL, 1.0, 2.0, "
+                           "'[]', 0)")
+    connection.close()
+    stored = store.RunStore(db).load_run("r1", config_for=lambda spec: spec.config)
+    assert stored is not None and stored.outcomes["n"].status == "succeeded" and stored.outcomes["n"].worker is None
 
 
 async def test_resume_needs_the_actions_registered_again(tmp_path: Path) -> None:
