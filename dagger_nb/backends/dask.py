@@ -38,6 +38,7 @@ import contextlib
 import inspect
 import threading
 import traceback
+import warnings
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ import anyio
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import NodeContext, node_outputs
-from dagger_nb.errors import ActionError, BackendUnavailable, DaggerError, NotSentAhead
+from dagger_nb.errors import ActionError, BackendUnavailable, DaggerError, DaggerWarning, NotSentAhead
 
 _IMPORT_ERROR: ImportError | None = None
 try:
@@ -351,9 +352,18 @@ class DaskBackend:
             return
         self._plugin_ready = anyio.Event()
         try:
-            await self._on_client_loop(_register, self.client, _CancelAsyncActions())
+            allowed_failures = await self._on_client_loop(_register, self.client, _CancelAsyncActions())
         finally:
             self._plugin_ready.set()
+        if allowed_failures:
+            warnings.warn(
+                f"the Dask scheduler reruns a task whose worker died up to {allowed_failures} times "
+                "(distributed.scheduler.allowed-failures) before the node's attempt sees the death, so "
+                "try_count does not decide alone; create the scheduler with allowed-failures=0 "
+                "(see docs/dask.md, 'A worker that dies')",
+                DaggerWarning,
+                stacklevel=2,
+            )
 
     async def _on_client_loop(self, fn: Any, *args: Any) -> Any:
         """Await ``fn(*args)`` on the client's loop: ours for an asynchronous client, else its thread's.
@@ -458,8 +468,14 @@ async def _take_over(client: Any, name: str) -> Any:
     return result
 
 
-async def _register(client: Any, plugin: Any) -> None:
+async def _register(client: Any, plugin: Any) -> int | None:
+    """Register ``plugin`` on the workers; the scheduler's allowed-failures, None if it cannot tell."""
     await client.register_plugin(plugin, name=PLUGIN_NAME)
+    try:
+        # a lambda: pickled by value, so the scheduler needs no dagger-nb to run it
+        return int(await client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures))
+    except Exception:  # a scheduler that runs no client code, or another distributed
+        return None
 
 
 _MISSING: Any = object()

@@ -316,6 +316,31 @@ async def test_on_failure_stop_cancels_the_other_running_node_on_the_cluster(
 
 # -- a worker dies mid-action ------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("allowed_failures", [3, 0])
+async def test_a_scheduler_that_reruns_dead_workers_tasks_is_warned_about(
+    registry: ActionRegistry, allowed_failures: int, recwarn: pytest.WarningsRecorder
+) -> None:
+    registry.register("one", lambda: 1)
+    spec = workflow("w", {"id": "n", "action": "one"})
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        cluster = await distributed.LocalCluster(
+            n_workers=1, processes=False, dashboard_address=None, asynchronous=True
+        )
+    async with cluster, distributed.Client(cluster, asynchronous=True) as client:
+        executor = executor_with(registry, spec, backend=DaskBackend(client))
+        assert (await executor.execute_dag("w")).success
+        assert (await executor.execute_dag("w")).success  # checked once per backend
+    warned = [str(w.message) for w in recwarn if issubclass(w.category, dagger_nb.DaggerWarning)]
+    if allowed_failures:
+        assert warned == [
+            "the Dask scheduler reruns a task whose worker died up to 3 times (distributed.scheduler.allowed-failures) "
+            "before the node's attempt sees the death, so try_count does not decide alone; create the scheduler "
+            "with allowed-failures=0 (see docs/dask.md, 'A worker that dies')"
+        ]
+    else:
+        assert warned == []
+
+
 async def test_a_worker_killed_mid_action_is_a_failed_attempt_retried_on_another_worker(
     registry: ActionRegistry, backend: DaskBackend, dask_client: Any
 ) -> None:
