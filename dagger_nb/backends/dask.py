@@ -4,11 +4,9 @@
 >>> client = Client()                                       # doctest: +SKIP
 >>> executor = DagExecutor(registry, backend=DaskBackend(client))  # doctest: +SKIP
 
-Each attempt of a node becomes one Dask task whose key is
+Each attempt of a node becomes one ``client.submit`` whose key is
 ``f"{action}-{uuid}"``: one Dask key prefix per action, as Dask expects. The
-nodes the executor sends ahead in one scheduling step go to the scheduler as one
-graph (one update instead of one per ``client.submit``). The rules, in short
-(docs/dask.md has the long form):
+rules, in short (docs/dask.md has the long form):
 
 * async actions run on the worker's event loop, sync ones in its thread pool;
   ``inline=True`` actions are glue and stay on the notebook's loop;
@@ -36,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import threading
-import traceback
 import warnings
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -56,13 +52,6 @@ try:
     from dask import is_dask_collection
 except ImportError as error:  # the optional extra is not installed
     _IMPORT_ERROR = error
-try:
-    # What Client.submit builds its graph of: Dask's private modules, so a Dask without
-    # them (older than 2025.1) is served too, one client.submit per call (see _flush).
-    from dask._expr import LLGExpr
-    from dask._task_spec import Task, TaskRef, parse_input
-except ImportError:
-    LLGExpr = None  # type: ignore[misc,assignment]
 _PluginBase: Any = distributed.WorkerPlugin if _IMPORT_ERROR is None else object
 
 if TYPE_CHECKING:
@@ -92,9 +81,6 @@ class DaskBackend:
         self.run_inline_locally = run_inline_locally
         self._plugin_ready: anyio.Event | None = None
         self._gatherer = _Gatherer(client)
-        #: calls from :meth:`send` not submitted yet: they go to the scheduler together (see _flush)
-        self._unsent: list[Sent] = []
-        self._unsent_lock = threading.Lock()
 
     async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
         """Submit ``action.fn(**kwargs)`` to the cluster and return its result here."""
@@ -105,7 +91,7 @@ class DaskBackend:
         computed: dict[int, Any] = {}  # a collection both in the inputs and in ctx is computed once
         remote_ctx = self._remote_context(ctx, computed) if ctx is not None else None
         await self._register_plugin()
-        sent = self._submit(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, computed=computed)
+        sent = self._send(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, computed=computed)
         done = await self._receive(sent, outcome)
         if ctx is not None:
             for namespace, name, value in done.writes:
@@ -120,10 +106,10 @@ class DaskBackend:
         ``outcome``, any object with a ``worker`` attribute, learns where it ran.
         """
         await self._register_plugin()
-        done = await self._receive(self._submit(name, fn, args, {}, None, is_async=is_async, computed={}), outcome)
+        done = await self._receive(self._send(name, fn, args, {}, None, is_async=is_async, computed={}), outcome)
         return done.result
 
-    def _call_of(
+    def _send(
         self,
         name: str,
         fn: Any,
@@ -134,103 +120,19 @@ class DaskBackend:
         is_async: bool,
         computed: dict[int, Any],
         picks: tuple[_Pick, ...] = (),
-        upstream: tuple[Sent, ...] = (),
+        upstream: tuple[Any, ...] = (),
     ) -> Sent:
-        """The call, ready to submit: its key and the wrapper's arguments."""
         args = tuple(self._on_cluster(value, computed) for value in args)
         kwargs = {key: self._on_cluster(value, computed) for key, value in kwargs.items()}
         key = f"{name}-{uuid4().hex}"
         runner = _run_async if is_async else _run_sync
-        return Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
-
-    def _submit(self, *call: Any, **options: Any) -> Sent:
-        """Submit one call now, alone (a call the caller awaits at once: nothing to batch it with)."""
-        sent = self._call_of(*call, **options)
-        self._submit_alone(sent)
-        return sent
-
-    def _submit_alone(self, sent: Sent) -> None:
-        assert sent.call is not None
-        runner, key, *arguments = sent.call
-        upstream = tuple(call.future for call in sent.upstream)
         # The upstream futures go last, unnested: Dask handles top-level futures fastest.
-        sent.future = self.client.submit(runner, key, *arguments, *upstream, key=key, pure=False)
-        sent.call, sent.upstream = None, ()
-
-    def _flush(self) -> None:
-        """Submit every call :meth:`send` has made since the last flush, as one graph.
-
-        Each ``client.submit`` is one graph update for the scheduler, which hands
-        each update to a thread and back: the nodes sent in one scheduling step
-        (a fan-out's thousand children) go in one update instead. The graph holds
-        the same tasks ``client.submit`` makes, under the same keys; a call waiting
-        for another one in the same graph names its key. Called at the end of the
-        step (the loop's next turn) and before any call is awaited or cancelled.
-        """
-        with self._unsent_lock:
-            calls, self._unsent = self._unsent, []
-        calls = [sent for sent in calls if not _lost(sent)]
-        if len(calls) > 1 and LLGExpr is not None:
-            batch = {id(sent) for sent in calls}
-            try:
-                graph = {}
-                for sent in calls:
-                    assert sent.call is not None
-                    runner, *arguments = sent.call
-                    upstream = (TaskRef(call.key) if id(call) in batch else call.future for call in sent.upstream)
-                    graph[sent.key] = Task(
-                        sent.key, runner, *map(parse_input, arguments), *map(parse_input, upstream)
-                    )
-                # As Client.submit does: a random token, where tokenizing the graph would pickle every action.
-                expression = LLGExpr(graph, _determ_token=uuid4().hex)
-                futures = self.client.get(expression, [sent.key for sent in calls], sync=False, fifo_timeout="100 ms")
-            except Exception as error:  # say, an input that does not pickle: each call alone, so only its node fails
-                _forget_frames(error)
-                # under new keys: the futures the client made for the graph release theirs when collected
-                for sent in calls:
-                    _new_key(sent)
-            else:
-                for sent, future in zip(calls, futures, strict=True):
-                    sent.future = future
-                    sent.call, sent.upstream = None, ()
-                return
-        for sent in calls:
-            if not _lost(sent):
-                try:
-                    self._submit_alone(sent)
-                except Exception as error:  # its node's attempt fails with it, when it is received
-                    _forget_frames(error)
-                    sent.error = error
-                    sent.call, sent.upstream = None, ()
-
-    def _unsent_call(self, sent: Sent) -> None:
-        """Queue ``sent`` for the next :meth:`_flush`, at the latest on the loop's next turn."""
-        with self._unsent_lock:
-            self._unsent.append(sent)
-            first = len(self._unsent) == 1
-        if first:
-            try:
-                asyncio.get_running_loop().call_soon(self._flush)
-            except RuntimeError:  # no loop here: nothing will come to batch it with
-                self._flush()
-
-    async def _flushed(self, calls: list[Sent]) -> None:
-        """Once the calls are submitted: the flush :meth:`send` scheduled runs first, from the loop.
-
-        From the loop, not from here: a failed submit's error (logged by Dask, kept for its
-        node) holds the frames above the flush, and this caller's would hold its futures.
-        """
-        if any(sent.call is not None for sent in calls):
-            with anyio.CancelScope(shield=True):
-                await asyncio.sleep(0)
-            if any(sent.call is not None for sent in calls):  # sent from another loop
-                self._flush()
+        future = self.client.submit(
+            runner, key, fn, args, kwargs, remote_ctx, picks, *upstream, key=key, pure=False
+        )
+        return Sent(future)
 
     async def _receive(self, sent: Sent, outcome: Any) -> _Done:
-        await self._flushed([sent])
-        if sent.error is not None:
-            error, sent.error = sent.error, None
-            raise error
         future = sent.future
         if future is None:
             raise RuntimeError("this call was received or discarded already")
@@ -289,12 +191,10 @@ class DaskBackend:
         after = after or {}
         position = {node: index for index, node in enumerate(after)}
         indexed = tuple((name, position[node], node, declared, output) for name, node, declared, output in picks)
-        sent = self._call_of(
+        return self._send(
             action.name, action.fn, (), kwargs, None, is_async=action.is_async, computed={},
-            picks=indexed, upstream=tuple(after.values()),
+            picks=indexed, upstream=tuple(sent.future for sent in after.values()),
         )
-        self._unsent_call(sent)
-        return sent
 
     async def receive(self, sent: Sent, *, outcome: NodeOutcome | None = None) -> Any:
         """The result of a call from :meth:`send` (cancelling the await cancels the call)."""
@@ -304,10 +204,9 @@ class DaskBackend:
     async def discard(self, calls: Iterable[Sent]) -> None:
         """Cancel calls sent ahead that will never be received."""
         calls = list(calls)
-        await self._flushed(calls)
         futures = [sent.future for sent in calls if sent.future is not None]
         for sent in calls:
-            sent.future, sent.error = None, None
+            sent.future = None
         if futures:
             await self._on_client_loop(_cancel, self.client, futures)
 
@@ -483,44 +382,9 @@ _MISSING: Any = object()
 
 @dataclass(slots=True, eq=False)
 class Sent:
-    """A call made by :meth:`DaskBackend.send`: its Dask future once submitted, None again once
-    received or discarded."""
+    """A call submitted by :meth:`DaskBackend.send`: its Dask future, None once received or discarded."""
 
     future: Any
-    key: str = ""
-    #: the wrapper's arguments, until the call is submitted
-    call: tuple[Any, ...] | None = None
-    #: the calls whose results it takes, until it is submitted
-    upstream: tuple[Sent, ...] = ()
-    #: why it could not be submitted: :meth:`DaskBackend.receive` raises it
-    error: Exception | None = None
-
-
-def _forget_frames(error: BaseException) -> None:
-    """Let the frames of a failed submit go of their locals: the futures there would stay alive, and their
-    keys on the cluster, for as long as anything holds the error (a log record, a stored error)."""
-    traceback.clear_frames(error.__traceback__)
-    context = error.__context__
-    while context is not None:  # the errors Dask's pickling fallbacks raised on the way
-        traceback.clear_frames(context.__traceback__)
-        context = context.__context__
-
-
-def _new_key(sent: Sent) -> None:
-    assert sent.call is not None
-    runner, key, *arguments = sent.call
-    sent.key = f"{key.rpartition('-')[0]}-{uuid4().hex}"
-    sent.call = (runner, sent.key, *arguments)
-
-
-def _lost(sent: Sent) -> bool:
-    """Whether a call waits for one that could not be submitted: then it is not, either."""
-    lost = next((call for call in sent.upstream if call.error is not None), None)
-    if lost is None:
-        return False
-    sent.error = NotSentAhead(f"a call it waits for could not be sent: {lost.error}")
-    sent.call, sent.upstream = None, ()
-    return True
 
 
 #: ``(argument, upstream node id, the node's declared outputs, output name)``

@@ -9,7 +9,6 @@ Actions run in other processes, so they report through the cluster
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry
-from dagger_nb.backends import dask as dask_backend
 from dagger_nb.backends.dask import DaskBackend
 from tests.backends.test_dask_backend import held_keys, receive, scheduler_keys, unique
 from tests.dag.helpers import executor_with, workflow
@@ -247,72 +245,3 @@ async def test_nodes_with_a_timeout_or_taking_ctx_wait_for_their_turn(
     assert report.cache.get("d", "result") == 4
     # b (timeout: its clock starts on its turn) is sent on its turn; c goes ahead of b; d (ctx) is invoked
     assert sends == [("one", ()), ("add_one", ()), ("add_one", ("b",))]
-
-
-@pytest.mark.parametrize("private_modules", [True, False], ids=["one-graph", "dask-without-private-modules"])
-async def test_the_nodes_sent_in_one_step_reach_the_scheduler_as_one_graph(
-    registry: ActionRegistry,
-    backend: DaskBackend,
-    dask_client: Any,
-    sends: list[Any],
-    monkeypatch: pytest.MonkeyPatch,
-    private_modules: bool,
-) -> None:
-    if not private_modules:  # an older Dask: the same run, one client.submit per call
-        monkeypatch.setattr(dask_backend, "LLGExpr", None)
-    updates: list[list[str]] = []
-    submit, get = dask_client.submit, dask_client.get
-
-    def one(fn: Any, *args: Any, key: str, **options: Any) -> Any:
-        updates.append([key])
-        return submit(fn, *args, key=key, **options)
-
-    def graph(dsk: Any, keys: list[str], **options: Any) -> Any:
-        updates.append(list(keys))
-        return get(dsk, keys, **options)
-
-    monkeypatch.setattr(dask_client, "submit", one)
-    monkeypatch.setattr(dask_client, "get", graph)
-    registry.register("one", lambda: 1)
-    registry.register("add_one", lambda x: x + 1)
-    registry.register("total", lambda **parts: sum(parts.values()))
-    leaves = [
-        {"id": f"leaf{i}", "action": "add_one", "inputs": [{"name": "x", "reference": "root.result"}]}
-        for i in range(5)
-    ]
-    sink = {"id": "sink", "action": "total",
-            "inputs": [{"name": f"p{i}", "reference": f"leaf{i}.result"} for i in range(5)]}
-    spec = workflow("wide", {"id": "root", "action": "one"}, *leaves, sink)
-    report = await executor_with(registry, spec, backend=backend).execute_dag("wide")
-    assert report.success, report.error
-    assert report.cache.get("sink", "result") == 10
-    assert len(sends) == 7
-    # the root, its five leaves and the sink waiting for them: one graph update, the usual keys
-    assert [len(keys) for keys in updates] == ([7] if private_modules else [1] * 7)
-    assert sorted(key.split("-")[0] for keys in updates for key in keys) == ["add_one"] * 5 + ["one", "total"]
-    assert all(report.outcomes[node].worker is not None for node in report.outcomes)
-    assert not [key for prefix in ("one-", "add_one-", "total-") for key in held_keys(dask_client, prefix)]
-
-
-async def test_a_node_sent_ahead_whose_input_does_not_pickle_fails_alone(
-    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
-) -> None:
-    registry.register("one", lambda: 1)
-    registry.register("add", lambda x, y: x + y)
-    spec = workflow(
-        "unpicklable",
-        {"id": "root", "action": "one"},
-        {"id": "bad", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.lock"}]},
-        {"id": "good", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
-        on_failure="continue", max_attempts=2, retry_strategy="Immediate",
-    )
-    executor = executor_with(registry, spec, backend=backend)
-    with anyio.fail_after(30):
-        report = await executor.execute_dag("unpicklable", inputs={"lock": threading.Lock(), "two": 2})
-    assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
-    assert report.cache.get("good", "result") == 3
-    assert report.outcomes["bad"].attempts == 2 and "Could not serialize" in (report.outcomes["bad"].error or "")
-    assert [name for name, _ in sends][:3] == ["one", "add", "add"]  # all three went in one step
-    assert not held_keys(dask_client, "one-") and not held_keys(dask_client, "add-")
