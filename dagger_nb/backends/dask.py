@@ -257,8 +257,8 @@ class DaskBackend:
         if allowed_failures:
             warnings.warn(
                 f"the Dask scheduler reruns a task whose worker died up to {allowed_failures} times "
-                "(distributed.scheduler.allowed-failures) before the node's attempt sees the death, so "
-                "try_count does not decide alone; create the scheduler with allowed-failures=0 "
+                "(distributed.scheduler.allowed-failures) before the attempt sees the death, so a node's "
+                "try_count (a task's max_retries) does not decide alone; create the scheduler with allowed-failures=0 "
                 "(see docs/dask.md, 'A worker that dies')",
                 DaggerWarning,
                 stacklevel=2,

@@ -334,8 +334,8 @@ async def test_a_scheduler_that_reruns_dead_workers_tasks_is_warned_about(
     if allowed_failures:
         assert warned == [
             "the Dask scheduler reruns a task whose worker died up to 3 times (distributed.scheduler.allowed-failures) "
-            "before the node's attempt sees the death, so try_count does not decide alone; create the scheduler "
-            "with allowed-failures=0 (see docs/dask.md, 'A worker that dies')"
+            "before the attempt sees the death, so a node's try_count (a task's max_retries) does not decide alone; "
+            "create the scheduler with allowed-failures=0 (see docs/dask.md, 'A worker that dies')"
         ]
     else:
         assert warned == []
