@@ -41,6 +41,22 @@ def open_database(path: str | os.PathLike[str], *, schema: str = "") -> sqlite3.
     return connection
 
 
+def add_missing_columns(connection: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Upgrade a file written by an older version: add each of ``columns`` (name: SQL type)
+    that ``table`` lacks, in one transaction. Existing rows get NULL there."""
+    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    missing = [(name, kind) for name, kind in columns.items() if name not in present]
+    if missing:
+        connection.execute("BEGIN IMMEDIATE")  # explicit: our connections are in autocommit mode
+        try:
+            for name, kind in missing:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+
 def _existing_folder(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.parent and not target.parent.exists():

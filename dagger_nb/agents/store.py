@@ -45,7 +45,7 @@ from pydantic_core import PydanticSerializationError
 
 from dagger_nb.agents.model import JobStatus, Task, TaskOutput
 from dagger_nb.errors import StorageError
-from dagger_nb.storage import ProcessLock, open_database
+from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agent_tasks (
@@ -126,20 +126,11 @@ class TaskStore:
             self._connection.execute(pragma)
         # save() reuses one cursor: Connection.execute makes a new one per statement
         self._cursor = self._connection.cursor()
-        self._upgrade()
+        add_missing_columns(self._connection, "agent_tasks", _ADDED_COLUMNS)  # a file from before them
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
         self._encoded: dict[int, tuple[object, Row]] = {}
         self._stamp: tuple[datetime | None, int] = (None, 0)  # the last time converted, and its value
-
-    def _upgrade(self) -> None:
-        """Add the state columns to a table created before they existed."""
-        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(agent_tasks)")}
-        missing = [(name, kind) for name, kind in _ADDED_COLUMNS.items() if name not in columns]
-        if missing:
-            with self._connection:  # one transaction
-                for name, kind in missing:
-                    self._connection.execute(f"ALTER TABLE agent_tasks ADD COLUMN {name} {kind}")
 
     def load(self) -> tuple[list[tuple[int, Task]], dict[str, JobStatus]]:
         """Every stored ``(seq, task)`` in creation order, and every job's last status."""

@@ -19,7 +19,7 @@ from dagger_nb.cache import Cache
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import DagConfig, WorkflowSpec
-from dagger_nb.storage import open_database
+from dagger_nb.storage import add_missing_columns, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dag_runs (
@@ -46,10 +46,8 @@ class RunStore:
         self.path = os.fspath(path)
         self._connection = open_database(self.path, schema=SCHEMA)
         self._lock = threading.Lock()
-        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(dag_nodes)")}
-        if "worker" not in columns:  # a file written before nodes recorded their worker
-            with self._connection:
-                self._connection.execute("ALTER TABLE dag_nodes ADD COLUMN worker TEXT")
+        # a file written before nodes recorded their worker
+        add_missing_columns(self._connection, "dag_nodes", {"worker": "TEXT"})
 
     def close(self) -> None:
         """Close the connection."""
