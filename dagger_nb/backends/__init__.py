@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Iterable
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -51,8 +52,20 @@ class SendsAhead(Protocol):
         """Whether ``action`` can go through :meth:`send` (else :meth:`Backend.invoke` runs it)."""
         ...
 
-    def send(self, action: Action, kwargs: dict[str, Any], *, after: Any = None, picks: tuple[Any, ...] = ()) -> Any:
-        """Submit the call now and return a handle for :meth:`receive`."""
+    def send(
+        self,
+        action: Action,
+        kwargs: dict[str, Any],
+        *,
+        after: Any = None,
+        picks: tuple[Any, ...] = (),
+        batch: Any = None,
+    ) -> Any:
+        """Submit the call (now, or with ``batch`` when it ends) and return a handle for :meth:`receive`."""
+        ...
+
+    def batch(self) -> AbstractContextManager[Any]:
+        """A batch for :meth:`send`: its calls are submitted together when the ``with`` block ends."""
         ...
 
     def receive(self, sent: Any, *, outcome: NodeOutcome | None = None) -> Awaitable[Any]:

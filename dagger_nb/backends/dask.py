@@ -4,8 +4,10 @@
 >>> client = Client()                                       # doctest: +SKIP
 >>> executor = DagExecutor(registry, backend=DaskBackend(client))  # doctest: +SKIP
 
-Each attempt of a node becomes one ``client.submit`` whose key is
+Each attempt of a node becomes one Dask task whose key is
 ``f"{action}-{uuid}"``: one Dask key prefix per action, as Dask expects. The
+nodes the executor sends ahead together (a fan-out's children) reach the
+scheduler as one graph, one update instead of one per ``client.submit``. The
 rules, in short (docs/dask.md has the long form):
 
 * async actions run on the worker's event loop, sync ones in its thread pool;
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import traceback
 import warnings
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,6 +55,13 @@ try:
     from dask import is_dask_collection
 except ImportError as error:  # the optional extra is not installed
     _IMPORT_ERROR = error
+try:
+    # What Client.submit builds its one-task graph of; private, so a Dask without them
+    # gets one client.submit per call (see SendBatch.submit).
+    from dask._expr import LLGExpr
+    from dask._task_spec import Task, TaskRef, parse_input
+except ImportError:
+    LLGExpr = None  # type: ignore[misc,assignment]
 _PluginBase: Any = distributed.WorkerPlugin if _IMPORT_ERROR is None else object
 
 if TYPE_CHECKING:
@@ -120,19 +130,42 @@ class DaskBackend:
         is_async: bool,
         computed: dict[int, Any],
         picks: tuple[_Pick, ...] = (),
-        upstream: tuple[Any, ...] = (),
+        after: tuple[Sent, ...] = (),
+        batch: SendBatch | None = None,
     ) -> Sent:
+        """Submit the call now, or when ``batch`` ends if one is given."""
         args = tuple(self._on_cluster(value, computed) for value in args)
         kwargs = {key: self._on_cluster(value, computed) for key, value in kwargs.items()}
         key = f"{name}-{uuid4().hex}"
         runner = _run_async if is_async else _run_sync
+        # An upstream call already submitted is waited for through its future, taken now (the
+        # notebook lets go of it once received); one in the same batch, through its key.
+        upstream = tuple(call.future if call.future is not None else call for call in after)
+        sent = Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
+        if batch is None:
+            try:
+                self._submit_alone(sent)
+            except Exception as error:  # say, an input that does not pickle
+                _forget_locals(error)
+                raise
+        else:
+            batch.calls.append(sent)
+        return sent
+
+    def _submit_alone(self, sent: Sent) -> None:
+        assert sent.call is not None
+        runner, key, *arguments = sent.call
+        upstream = [call.future if isinstance(call, Sent) else call for call in sent.upstream]
+        if None in upstream:
+            raise RuntimeError(f"call {key} waits for a call that was not submitted, or was received already")
         # The upstream futures go last, unnested: Dask handles top-level futures fastest.
-        future = self.client.submit(
-            runner, key, fn, args, kwargs, remote_ctx, picks, *upstream, key=key, pure=False
-        )
-        return Sent(future)
+        sent.future = self.client.submit(runner, key, *arguments, *upstream, key=key, pure=False)
+        sent.call, sent.upstream = None, ()
 
     async def _receive(self, sent: Sent, outcome: Any) -> _Done:
+        if sent.missed is not None:
+            missed, sent.missed = sent.missed, None
+            raise NotSentAhead(missed)
         future = sent.future
         if future is None:
             raise RuntimeError("this call was received or discarded already")
@@ -146,6 +179,10 @@ class DaskBackend:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
             future = None  # the exception's traceback holds this frame (see _Gatherer.result)
+            if sent.in_graph and _rejected_graph(exception):
+                # The scheduler failed the whole graph this call went in (for another call's input,
+                # most likely): it never ran. Sent anew, alone, it fails only if it is the cause.
+                raise NotSentAhead(f"the scheduler rejected the graph it was sent in: {exception}") from None
             raise
         finally:
             # Let go of the future: one the notebook still holds stays in the cluster's memory
@@ -177,8 +214,9 @@ class DaskBackend:
         *,
         after: Mapping[str, Sent] | None = None,
         picks: tuple[Pick, ...] = (),
+        batch: SendBatch | None = None,
     ) -> Sent:
-        """Submit ``action.fn(**kwargs)`` now and return at once; :meth:`receive` awaits it.
+        """Submit ``action.fn(**kwargs)`` and return at once; :meth:`receive` awaits it.
 
         ``after`` maps node ids to calls already sent whose results this one
         waits for on the cluster, and ``picks`` names the keyword arguments taken
@@ -187,14 +225,26 @@ class DaskBackend:
         without a round trip through the notebook. Actions taking ``ctx`` cannot
         be sent this way. If a pick is missing from its node's result, the call
         fails with :class:`NotSentAhead` and the executor runs the node anew.
+
+        With ``batch`` (from :meth:`batch`) the call is submitted when the batch
+        ends, in one graph with the batch's other calls.
         """
         after = after or {}
         position = {node: index for index, node in enumerate(after)}
         indexed = tuple((name, position[node], node, declared, output) for name, node, declared, output in picks)
         return self._send(
             action.name, action.fn, (), kwargs, None, is_async=action.is_async, computed={},
-            picks=indexed, upstream=tuple(sent.future for sent in after.values()),
+            picks=indexed, after=tuple(after.values()), batch=batch,
         )
+
+    def batch(self) -> SendBatch:
+        """A batch for :meth:`send`: its calls go to the scheduler in one graph when the ``with`` block ends.
+
+        >>> with backend.batch() as batch:                               # doctest: +SKIP
+        ...     first = backend.send(action, {"x": 1}, batch=batch)
+        ...     second = backend.send(action, {}, after={"a": first}, picks=picks, batch=batch)
+        """
+        return SendBatch(self)
 
     async def receive(self, sent: Sent, *, outcome: NodeOutcome | None = None) -> Any:
         """The result of a call from :meth:`send` (cancelling the await cancels the call)."""
@@ -206,7 +256,7 @@ class DaskBackend:
         calls = list(calls)
         futures = [sent.future for sent in calls if sent.future is not None]
         for sent in calls:
-            sent.future = None
+            sent.future, sent.missed = None, None
         if futures:
             await self._on_client_loop(_cancel, self.client, futures)
 
@@ -382,9 +432,131 @@ _MISSING: Any = object()
 
 @dataclass(slots=True, eq=False)
 class Sent:
-    """A call submitted by :meth:`DaskBackend.send`: its Dask future, None once received or discarded."""
+    """A call made by :meth:`DaskBackend.send`: its Dask future once submitted, None again once
+    received or discarded."""
 
     future: Any
+    key: str = ""
+    #: the wrapper's arguments until the call is submitted
+    call: tuple[Any, ...] | None = None
+    #: the futures of the calls it waits for, or those calls themselves while in the same batch
+    upstream: tuple[Any, ...] = ()
+    #: submitted in one graph with other calls
+    in_graph: bool = False
+    #: why it could not be submitted: :meth:`DaskBackend.receive` raises :class:`NotSentAhead` with it
+    missed: str | None = None
+
+
+class SendBatch:
+    """Calls :meth:`DaskBackend.send` made in one ``with`` block, submitted together when it ends.
+
+    Each ``client.submit`` is one graph update for the scheduler, which hands
+    every update to a thread and back; a fan-out's thousand children sent in one
+    step go in one update instead, as the same tasks under the same keys. The
+    block is synchronous (no ``await`` inside), so no call of a batch can be
+    received, cancelled or discarded before the batch is submitted.
+    """
+
+    def __init__(self, backend: DaskBackend) -> None:
+        self._backend = backend
+        self.calls: list[Sent] = []
+
+    def __enter__(self) -> SendBatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.submit()
+
+    def submit(self) -> None:
+        """Submit the calls sent so far (as one graph when there are several), and start anew."""
+        calls, sent_so_far, self.calls = [], self.calls, []
+        in_batch: set[Sent] = set()
+        for sent in sent_so_far:  # in the order sent: a call comes after those it waits for
+            # one it waits for that is neither submitted nor in this batch missed earlier
+            if any(isinstance(call, Sent) and call not in in_batch for call in sent.upstream):
+                _miss(sent, "a call it waits for could not be submitted")
+            else:
+                calls.append(sent)
+                in_batch.add(sent)
+        if len(calls) > 1 and LLGExpr is not None:
+            if self._submit_graph(calls):
+                return
+            for sent in calls:  # the client registered the graph's keys before it failed: new ones
+                _rekey(sent)
+        for sent in calls:
+            _submit_alone_or_miss(self._backend, sent)
+
+    def _submit_graph(self, calls: list[Sent]) -> bool:
+        """Submit ``calls`` as one graph; False if the client cannot (say, an input does not pickle)."""
+        try:
+            futures = self._backend.client.get(
+                _graph(calls), [sent.key for sent in calls], sync=False, fifo_timeout="100 ms"
+            )
+        except Exception as error:  # each call alone then, so that only the culprit misses
+            _forget_locals(error)
+            return False
+        for sent, future in zip(calls, futures, strict=True):
+            sent.future, sent.in_graph = future, True
+            sent.call, sent.upstream = None, ()
+        return True
+
+
+def _graph(calls: list[Sent]) -> Any:
+    """The tasks Client.submit would make for ``calls``, as one graph; a call waiting for another
+    in the graph names its key."""
+    tasks = {}
+    for sent in calls:
+        assert sent.call is not None
+        runner, *arguments = sent.call
+        upstream = (TaskRef(call.key) if isinstance(call, Sent) else call for call in sent.upstream)
+        tasks[sent.key] = Task(sent.key, runner, *map(parse_input, arguments), *map(parse_input, upstream))
+    # A random token, as Client.submit gives: tokenizing the graph would pickle every action.
+    return LLGExpr(tasks, _determ_token=uuid4().hex)
+
+
+def _submit_alone_or_miss(backend: DaskBackend, sent: Sent) -> None:
+    """Submit ``sent`` alone; if that fails, it is a miss: its node is sent anew when its turn comes
+    (and fails then, with its actual inputs, if they are the cause). The error is kept as text:
+    its traceback would hold the call's inputs, and the batch's."""
+    try:
+        backend._submit_alone(sent)
+    except Exception as error:
+        _forget_locals(error)
+        _miss(sent, f"it could not be submitted: {error}")
+
+
+def _miss(sent: Sent, why: str) -> None:
+    sent.missed = why
+    sent.call, sent.upstream = None, ()
+
+
+def _forget_locals(error: BaseException) -> None:
+    """Clear the locals of the (finished) frames a failed submit left in ``error``: they hold the
+    futures of the call and of those it waits for, whose keys would stay on the cluster for as long
+    as anything keeps the error (Dask logs it: a handler may keep the record)."""
+    seen: BaseException | None = error
+    while seen is not None:  # with the errors Dask's pickling fallbacks raised on the way
+        traceback.clear_frames(seen.__traceback__)
+        seen = seen.__context__
+
+
+def _rekey(sent: Sent) -> None:
+    assert sent.call is not None
+    runner, key, *arguments = sent.call
+    sent.key = f"{key.rpartition('-')[0]}-{uuid4().hex}"
+    sent.call = (runner, sent.key, *arguments)
+
+
+def _rejected_graph(exception: BaseException) -> bool:
+    """Whether the scheduler failed the call, unrun, with every call of the graph it came in: it
+    could not load the graph, or one of the graph's inputs was gone ("lost dependencies")."""
+    if isinstance(exception, distributed.client.FutureCancelledError):
+        return exception.reason == "lost dependencies"
+    return (
+        isinstance(exception, RuntimeError)
+        and not hasattr(exception, _WORKER_ATTRIBUTE)
+        and "deserialization of the task graph" in str(exception)
+    )
 
 
 #: ``(argument, upstream node id, the node's declared outputs, output name)``

@@ -23,7 +23,8 @@ What keeps the behaviour the same as the local backend's:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
@@ -55,6 +56,7 @@ class Ahead:
         self._no_room: deque[str] = deque()  # could have gone ahead when the run had no room
         self._unused: list[Any] = []  # calls made ahead that will not be received
         self._over: set[str] = set()  # nodes whose latest call has returned or failed
+        self._batch: Any = None  # the backend's batch the calls being made go in, while one is open
 
     def call(self, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int) -> Awaitable[Any] | None:
         """The awaitable of this attempt through the backend's calls, or None when it cannot go that way."""
@@ -67,12 +69,13 @@ class Ahead:
             if attempt == 1 and all(self._sent.get(dep) is call for dep, call in awaited.items()):
                 return self._receive(node.id, sent, action, kwargs, outcome)
             self._unused.append(sent)  # a dependency was retried since: send it anew
-        sent = self._send_now(node.id, action, kwargs)
-        self._count(node.id)
+        with self._batched():
+            sent = self._send_now(node.id, action, kwargs)
+            self._count(node.id)
         return self._receive(node.id, sent, action, kwargs, outcome)
 
     def _send_now(self, node_id: str, action: Action, kwargs: dict[str, Any]) -> Any:
-        sent = self._sent[node_id] = self._backend.send(action, kwargs)
+        sent = self._sent[node_id] = self._backend.send(action, kwargs, batch=self._batch)
         self._over.discard(node_id)
         return sent
 
@@ -91,13 +94,15 @@ class Ahead:
 
     def succeeded(self, node_id: str) -> None:
         """``node_id`` succeeded (perhaps without being sent: run locally, or before a resume)."""
-        self._count(node_id)
+        with self._batched():
+            self._count(node_id)
 
     def released(self, node_id: str) -> None:
         """``node_id``'s dependencies are all done: if it went ahead, it no longer holds room."""
         if node_id in self._early:
             self.waiting -= 1
-            self._make_room()
+            with self._batched():
+                self._make_room()
 
     def skipped(self, node_id: str) -> None:
         """``node_id`` will not run (a dependency failed): its call, if made ahead, is not needed."""
@@ -105,7 +110,8 @@ class Ahead:
         if early is not None:
             self._unused.append(early[0])
             self.waiting -= 1
-            self._make_room()
+            with self._batched():
+                self._make_room()
 
     async def close(self) -> None:
         """Cancel every call that was never received, and let go of them all."""
@@ -117,6 +123,22 @@ class Ahead:
         await self._backend.discard(unused)
 
     # -- deciding what goes ahead -----------------------------------------------------------------
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """The calls made inside reach the cluster together, when the outermost block ends.
+
+        A block never awaits, so none of its calls is received or cancelled before it is submitted.
+        """
+        if self._batch is not None:
+            yield
+            return
+        with self._backend.batch() as batch:
+            self._batch = batch
+            try:
+                yield
+            finally:
+                self._batch = None
 
     def _count(self, node_id: str) -> None:
         """``node_id`` was sent or succeeded: its dependents may now go ahead (and theirs, and so on)."""
@@ -179,7 +201,7 @@ class Ahead:
         }
         if not self._over.isdisjoint(awaited):
             return False  # a dependency's call failed and it waits for its retry: no call to wait for
-        sent = self._backend.send(action, kwargs, after=awaited, picks=picks)
+        sent = self._backend.send(action, kwargs, after=awaited, picks=picks, batch=self._batch)
         self._sent[node_id] = sent
         self._early[node_id] = (sent, awaited)
         self.waiting += 1

@@ -9,6 +9,7 @@ Actions run in other processes, so they report through the cluster
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry
+from dagger_nb.backends import dask as dask_backend
 from dagger_nb.backends.dask import DaskBackend
+from dagger_nb.errors import NotSentAhead
 from tests.backends.test_dask_backend import held_keys, receive, scheduler_keys, unique
 from tests.dag.helpers import executor_with, workflow
 
@@ -245,3 +248,168 @@ async def test_nodes_with_a_timeout_or_taking_ctx_wait_for_their_turn(
     assert report.cache.get("d", "result") == 4
     # b (timeout: its clock starts on its turn) is sent on its turn; c goes ahead of b; d (ctx) is invoked
     assert sends == [("one", ()), ("add_one", ()), ("add_one", ("b",))]
+
+
+def fan_out_and_in(name: str, width: int, **config: Any) -> Any:
+    """root -> ``width`` leaves adding one to its result -> a sink totalling them."""
+    leaves = [
+        {"id": f"leaf{i}", "action": "add_one", "inputs": [{"name": "x", "reference": "root.result"}]}
+        for i in range(width)
+    ]
+    sink = {"id": "sink", "action": "total",
+            "inputs": [{"name": f"p{i}", "reference": f"leaf{i}.result"} for i in range(width)]}
+    return workflow(name, {"id": "root", "action": "one"}, *leaves, sink, **config)
+
+
+@pytest.fixture
+def graph_updates(dask_client: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The keys of every graph the client sends the scheduler, one list per update."""
+    updates: list[list[str]] = []
+    submit, get = dask_client.submit, dask_client.get
+
+    def one(fn: Any, *args: Any, key: str, **options: Any) -> Any:
+        updates.append([key])
+        return submit(fn, *args, key=key, **options)
+
+    def graph(dsk: Any, keys: list[str], **options: Any) -> Any:
+        updates.append(list(keys))
+        return get(dsk, keys, **options)
+
+    monkeypatch.setattr(dask_client, "submit", one)
+    monkeypatch.setattr(dask_client, "get", graph)
+    return updates
+
+
+@pytest.mark.parametrize("private_modules", [True, False], ids=["one-graph", "dask-without-private-modules"])
+async def test_the_nodes_sent_in_one_step_reach_the_scheduler_as_one_graph(
+    registry: ActionRegistry,
+    backend: DaskBackend,
+    dask_client: Any,
+    sends: list[Any],
+    graph_updates: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    private_modules: bool,
+) -> None:
+    if not private_modules:  # an older Dask: the same run, one client.submit per call
+        monkeypatch.setattr(dask_backend, "LLGExpr", None)
+    registry.register("one", lambda: 1)
+    registry.register("add_one", lambda x: x + 1)
+    registry.register("total", lambda **parts: sum(parts.values()))
+    report = await executor_with(registry, fan_out_and_in("wide", 5), backend=backend).execute_dag("wide")
+    assert report.success, report.error
+    assert report.cache.get("sink", "result") == 10
+    assert len(sends) == 7
+    # the root, its five leaves and the sink waiting for them: one graph update, the usual keys
+    assert [len(keys) for keys in graph_updates] == ([7] if private_modules else [1] * 7)
+    assert sorted(key.split("-")[0] for keys in graph_updates for key in keys) == ["add_one"] * 5 + ["one", "total"]
+    assert all(report.outcomes[node].worker is not None for node in report.outcomes)
+    assert not [key for prefix in ("one-", "add_one-", "total-") for key in held_keys(dask_client, prefix)]
+
+
+async def test_a_node_sent_ahead_whose_input_does_not_pickle_fails_alone(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, sends: list[Any]
+) -> None:
+    registry.register("one", lambda: 1)
+    registry.register("add", lambda x, y: x + y)
+    spec = workflow(
+        "unpicklable",
+        {"id": "root", "action": "one"},
+        {"id": "bad", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.lock"}]},
+        {"id": "good", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
+        on_failure="continue", max_attempts=2, retry_strategy="Immediate",
+    )
+    executor = executor_with(registry, spec, backend=backend)
+    with anyio.fail_after(30):
+        report = await executor.execute_dag("unpicklable", inputs={"lock": threading.Lock(), "two": 2})
+    assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
+    assert report.cache.get("good", "result") == 3
+    assert report.outcomes["bad"].attempts == 2
+    assert "Could not serialize" in (report.outcomes["bad"].error or "")
+    assert [name for name, _ in sends][:3] == ["one", "add", "add"]  # all three went in one step
+    assert not held_keys(dask_client, "one-") and not held_keys(dask_client, "add-")
+
+
+def _fail_to_load() -> Any:
+    raise ValueError("this input cannot be loaded on the scheduler")
+
+
+class LoadsNowhere:
+    """Pickles fine in the notebook, fails to unpickle anywhere else (a scheduler without its module)."""
+
+    def __reduce__(self) -> Any:
+        return (_fail_to_load, ())
+
+
+async def test_a_graph_the_scheduler_rejects_fails_only_the_node_whose_input_caused_it(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, graph_updates: list[list[str]]
+) -> None:
+    registry.register("one", lambda: 1)
+    registry.register("add", lambda x, y: x + y)
+    spec = workflow(
+        "rejected",
+        {"id": "root", "action": "one"},
+        {"id": "bad", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.odd"}]},
+        {"id": "good", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
+        on_failure="continue", max_attempts=1,
+    )
+    executor = executor_with(registry, spec, backend=backend)
+    with anyio.fail_after(30):
+        report = await executor.execute_dag("rejected", inputs={"odd": LoadsNowhere(), "two": 2})
+    assert len(graph_updates[0]) == 3  # the three went together, and the scheduler failed all three
+    assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
+    assert [report.outcomes[node].attempts for node in ("root", "bad", "good")] == [1, 1, 1]
+    assert report.cache.get("good", "result") == 3
+    assert "deserialization of the task graph" in (report.outcomes["bad"].error or "")
+    assert not held_keys(dask_client, "one-") and not held_keys(dask_client, "add-")
+
+
+async def test_a_call_waiting_for_one_that_could_not_be_submitted_misses_too(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    registry.register("one", lambda: 1)
+    registry.register("add", lambda x, y: x + y)
+    one, add = registry.get("one"), registry.get("add")
+    await backend.prepare()
+    picks = (("x", "bad", (), "result"),)
+    with backend.batch() as batch:
+        root = backend.send(one, {}, batch=batch)
+        bad = backend.send(add, {"y": threading.Lock()}, after={"root": root}, picks=(("x", "root", (), "result"),),
+                           batch=batch)
+        in_same_batch = backend.send(add, {"y": 1}, after={"bad": bad}, picks=picks, batch=batch)
+    with backend.batch() as batch:  # a later step, as when the run had no room before
+        in_later_batch = backend.send(add, {"y": 2}, after={"bad": bad}, picks=picks, batch=batch)
+    assert await backend.receive(root) == 1
+    for call in (bad, in_same_batch, in_later_batch):
+        with pytest.raises(NotSentAhead):  # each is sent anew, alone, when its turn comes
+            await backend.receive(call)
+    assert not held_keys(dask_client, "one-") and not held_keys(dask_client, "add-")
+
+
+async def test_a_graph_cancelled_for_one_lost_input_fails_only_the_node_that_took_it(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, graph_updates: list[list[str]]
+) -> None:
+    registry.register("one", lambda: 1)
+    registry.register("add", lambda x, y: x + y)
+    gone = dask_client.submit(int, 5, key=unique("gone"), pure=False)
+    dask_client.cancel([gone])  # the future is still here, its key no longer on the scheduler
+    graph_updates.clear()
+    spec = workflow(
+        "lost",
+        {"id": "root", "action": "one"},
+        {"id": "bad", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.gone"}]},
+        {"id": "good", "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
+        on_failure="continue", max_attempts=1,
+    )
+    executor = executor_with(registry, spec, backend=backend)
+    with anyio.fail_after(30):
+        report = await executor.execute_dag("lost", inputs={"gone": gone, "two": 2})
+    assert len(graph_updates[0]) == 3
+    assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
+    assert report.cache.get("good", "result") == 3
+    assert "lost dependencies" in (report.outcomes["bad"].error or "")
