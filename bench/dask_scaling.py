@@ -192,7 +192,7 @@ def main() -> None:
     failures: list[str] = []
     # allowed-failures=0, as docs/dask.md advises (DaskBackend warns otherwise)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         registry, spec = cpu_workflow(args.nodes, loops)

@@ -22,7 +22,7 @@ def dask_cluster() -> Iterator[Any]:
     # rerun silently by the scheduler, so the executor counts it as a failed attempt.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
         )
     try:
         yield cluster

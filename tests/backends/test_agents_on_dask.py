@@ -7,6 +7,7 @@ given the Dask backend; the tests below them cover what only a cluster shows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import tests.agents.test_execution as execution_tests
 import tests.agents.test_persistence as persistence_tests
 from dagger_nb import NeedsDependencies, TaskStatus
 from dagger_nb.backends.dask import DaskBackend
+from tests.backends.test_dask_backend import scheduler_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -147,3 +149,52 @@ async def test_schema_rejection_and_manager_access_fail_clearly(dask_client: Any
 def test_a_backend_without_call_is_refused() -> None:
     with pytest.raises(dagger_nb.TaskError, match="backend must be a DaskBackend"):
         dagger_nb.TaskManager(backend=object())
+
+
+async def hang_on_attempts(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Hangs on the worker for the first ``input["hangs"]`` attempts (until cancelled there)."""
+    if ctx.attempt <= input["hangs"]:
+        await asyncio.sleep(3600)
+    return {"attempt": ctx.attempt}
+
+
+def leftover_keys(client: Any, prefix: str) -> list[str]:
+    return [key for key in scheduler_keys(client) if key.startswith(prefix)]
+
+
+async def test_a_timeout_bounds_each_attempt_on_the_cluster(dask_client: Any) -> None:
+    registry = dagger_nb.TaskAgentRegistry()
+    dagger_nb.task_agent(name="hang_on_attempts", registry=registry)(hang_on_attempts)
+    async with dagger_nb.TaskManager(registry=registry) as manager:
+        # a second: the attempt's clock covers the round trip to the worker
+        recovers = manager.add_task("job", "recovers", "hang_on_attempts", {"hangs": 1}, timeout=1, max_retries=1)
+        hangs = manager.add_task("job", "hangs", "hang_on_attempts", {"hangs": 9}, timeout=1)
+        report = await manager.run_job("job")
+    assert report.outcomes[recovers].status is TaskStatus.COMPLETED
+    assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
+    assert (report.outcomes[hangs].status, report.outcomes[hangs].status_reason) == (
+        TaskStatus.FAILED, "Timeout after 1s"
+    )
+    assert not leftover_keys(dask_client, "hang_on_attempts-")  # the timed-out attempts were cancelled there
+
+
+async def test_a_stalled_job_is_terminated_and_its_running_agent_cancelled_on_the_cluster(dask_client: Any) -> None:
+    registry = dagger_nb.TaskAgentRegistry()
+    dagger_nb.task_agent(name="hang_on_attempts", registry=registry)(hang_on_attempts)
+    async with dagger_nb.TaskManager(
+        registry=registry,
+        heartbeat_interval=0.5,
+        stall_action=dagger_nb.StallAction.TERMINATE_JOB,
+        max_parallel_tasks=1,
+    ) as manager:
+        hang = {"hangs": 9}
+        manager.add_task("job", "running", "hang_on_attempts", hang, task_id="running")
+        manager.add_task("job", "waiting", "hang_on_attempts", hang, task_id="waiting", dependencies=["running"])
+        handle = manager.start_job("job")
+        report = await handle.wait()
+    assert report.status is dagger_nb.JobStatus.FAILED
+    reasons = {tid: (task.status, task.status_reason) for tid, task in report.outcomes.items()}
+    assert reasons == {tid: (TaskStatus.FAILED, "Job terminated due to inactivity") for tid in ("running", "waiting")}
+    stalls = [event for event in handle.events.history if isinstance(event, dagger_nb.JobStalled)]
+    assert [(set(stall.stalled_tasks), stall.action) for stall in stalls] == [({"running", "waiting"}, "terminate_job")]
+    assert not leftover_keys(dask_client, "hang_on_attempts-")

@@ -324,7 +324,7 @@ async def test_a_scheduler_that_reruns_dead_workers_tasks_is_warned_about(
     spec = workflow("w", {"id": "n", "action": "one"})
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         cluster = await distributed.LocalCluster(
-            n_workers=1, processes=False, dashboard_address=None, asynchronous=True
+            n_workers=1, processes=False, dashboard_address=":0", asynchronous=True
         )
     async with cluster, distributed.Client(cluster, asynchronous=True) as client:
         executor = executor_with(registry, spec, backend=DaskBackend(client))
