@@ -40,8 +40,9 @@ class SendsAhead(Protocol):
 
     The executor then sends a node as soon as every dependency is sent (not
     done): the cluster starts it when they finish, without a round trip through
-    the notebook. :class:`DaskBackend` is one; the executor's side is in
-    ``dagger_nb/dag/scheduler.py``.
+    the notebook; the calls of one scheduling step go in one :meth:`batch`.
+    :class:`DaskBackend` is one; the executor's side is in ``dagger_nb/dag/ahead.py``.
+    A backend lacking any of these methods is run through :meth:`Backend.invoke` only.
     """
 
     async def prepare(self) -> None:

@@ -34,8 +34,10 @@ functions defined in a notebook cell work.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
+import threading
 import traceback
 import warnings
 from collections.abc import Awaitable, Iterable, Mapping
@@ -89,7 +91,8 @@ class DaskBackend:
             )
         self.client = client
         self.run_inline_locally = run_inline_locally
-        self._plugin_ready: anyio.Event | None = None
+        self._plugin_ready: concurrent.futures.Future[None] | None = None
+        self._plugin_lock = threading.Lock()
         self._gatherer = _Gatherer(client)
 
     async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
@@ -133,34 +136,57 @@ class DaskBackend:
         after: tuple[Sent, ...] = (),
         batch: SendBatch | None = None,
     ) -> Sent:
-        """Submit the call now, or when ``batch`` ends if one is given."""
-        args = tuple(self._on_cluster(value, computed) for value in args)
-        kwargs = {key: self._on_cluster(value, computed) for key, value in kwargs.items()}
+        """Submit the call now, or when ``batch`` ends if one is given.
+
+        What fails is raised here without a batch; with one, the call misses (see
+        :meth:`SendBatch.submit`), so that only its own node sees the error.
+        """
         key = f"{name}-{uuid4().hex}"
+        try:
+            sent = self._call(key, fn, args, kwargs, remote_ctx, is_async, computed, picks, after)
+            if batch is None:
+                self._submit_alone(sent)
+        except Exception as error:  # say, an input that does not pickle, or a collection that does not compute
+            _forget_locals(error)  # the finished frames'; this one's futures are the computed collections'
+            computed.clear()
+            if batch is None:
+                raise
+            sent = Sent(None, key)
+            _miss(sent, f"it could not be submitted: {error}")
+        if batch is not None and sent.missed is None:
+            batch.calls.append(sent)
+        return sent
+
+    def _call(
+        self,
+        key: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        remote_ctx: dict[str, Any] | None,
+        is_async: bool,
+        computed: dict[int, Any],
+        picks: tuple[_Pick, ...],
+        after: tuple[Sent, ...],
+    ) -> Sent:
+        """The call, ready to submit: a Dask collection in its inputs is being computed on the cluster."""
+        args = tuple(self._on_cluster(value, computed) for value in args)
+        kwargs = {name: self._on_cluster(value, computed) for name, value in kwargs.items()}
         runner = _run_async if is_async else _run_sync
         # An upstream call already submitted is waited for through its future, taken now (the
         # notebook lets go of it once received); one in the same batch, through its key.
         upstream = tuple(call.future if call.future is not None else call for call in after)
-        sent = Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
-        if batch is None:
-            try:
-                self._submit_alone(sent)
-            except Exception as error:  # say, an input that does not pickle
-                _forget_locals(error)
-                raise
-        else:
-            batch.calls.append(sent)
-        return sent
+        return Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
 
     def _submit_alone(self, sent: Sent) -> None:
         assert sent.call is not None
         runner, key, *arguments = sent.call
         upstream = [call.future if isinstance(call, Sent) else call for call in sent.upstream]
-        if None in upstream:
+        if any(future is None for future in upstream):
             raise RuntimeError(f"call {key} waits for a call that was not submitted, or was received already")
+        sent.call, sent.upstream = None, ()  # submitted or failed, the Sent holds neither any more
         # The upstream futures go last, unnested: Dask handles top-level futures fastest.
         sent.future = self.client.submit(runner, key, *arguments, *upstream, key=key, pure=False)
-        sent.call, sent.upstream = None, ()
 
     async def _receive(self, sent: Sent, outcome: Any) -> _Done:
         if sent.missed is not None:
@@ -169,6 +195,7 @@ class DaskBackend:
         future = sent.future
         if future is None:
             raise RuntimeError("this call was received or discarded already")
+        rejected: str | None = None
         try:
             done: _Done = await self._on_client_loop(self._gatherer.result, future)
         except anyio.get_cancelled_exc_class():
@@ -179,15 +206,18 @@ class DaskBackend:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
             future = None  # the exception's traceback holds this frame (see _Gatherer.result)
-            if sent.in_graph and _rejected_graph(exception):
-                # The scheduler failed the whole graph this call went in (for another call's input,
-                # most likely): it never ran. Sent anew, alone, it fails only if it is the cause.
-                raise NotSentAhead(f"the scheduler rejected the graph it was sent in: {exception}") from None
-            raise
+            if not (sent.in_graph and _rejected_graph(exception)):
+                raise
+            rejected = str(exception)
         finally:
             # Let go of the future: one the notebook still holds stays in the cluster's memory
             # (and the client announces it again on every get_dataset, even once cancelled).
             sent.future = None
+        if rejected is not None:
+            # The scheduler failed the whole graph this call went in (for another call's input, most
+            # likely): it never ran. Sent anew, alone, it fails only if it is the cause. Raised out
+            # here, where the scheduler's error (and what its traceback holds) is gone.
+            raise NotSentAhead(f"the scheduler rejected the graph it was sent in: {rejected}")
         if done.missed is not None:
             raise NotSentAhead(done.missed)
         if done.held:
@@ -295,15 +325,25 @@ class DaskBackend:
         }
 
     async def _register_plugin(self) -> None:
-        """Once per backend, before the first submit (concurrent first calls wait for it)."""
-        if self._plugin_ready is not None:
-            await self._plugin_ready.wait()
+        """Once per backend, before the first submit; concurrent first calls wait for it, from
+        any thread's loop (a notebook's run and a script's private loop may share the backend)."""
+        ready = self._plugin_ready
+        if ready is not None and ready.done():
             return
-        self._plugin_ready = anyio.Event()
+        with self._plugin_lock:
+            first = self._plugin_ready is None
+            if first:
+                self._plugin_ready = concurrent.futures.Future()
+            ready = self._plugin_ready
+        assert ready is not None
+        if not first:
+            # shielded: cancelling this wait must not cancel the registration the others wait for
+            await asyncio.shield(asyncio.wrap_future(ready))
+            return
         try:
             allowed_failures = await self._on_client_loop(_register, self.client, _CancelAsyncActions())
         finally:
-            self._plugin_ready.set()
+            ready.set_result(None)
         if allowed_failures:
             warnings.warn(
                 f"the Dask scheduler reruns a task whose worker died up to {allowed_failures} times "
@@ -372,7 +412,12 @@ class _Gatherer:
             return value
         exception = await future.exception(asynchronous=True)
         if exception is None:  # cancelled (Dask raises its own error), or finished after all
-            return await future
+            try:
+                return await future
+            except Exception as error:  # cancelled: the error must not hold the future (see below)
+                del future
+                _forget_locals(error)
+                raise
         traceback = await future.traceback(asynchronous=True)
         # Dask keeps the exception: a traceback through frames holding the future would keep the
         # future, hence its key on the cluster, alive for as long as the client lives.

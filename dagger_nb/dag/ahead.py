@@ -69,7 +69,7 @@ class Ahead:
             if attempt == 1 and all(self._sent.get(dep) is call for dep, call in awaited.items()):
                 return self._receive(node.id, sent, action, kwargs, outcome)
             self._unused.append(sent)  # a dependency was retried since: send it anew
-        with self._batched():
+        with self.batched():
             sent = self._send_now(node.id, action, kwargs)
             self._count(node.id)
         return self._receive(node.id, sent, action, kwargs, outcome)
@@ -94,14 +94,14 @@ class Ahead:
 
     def succeeded(self, node_id: str) -> None:
         """``node_id`` succeeded (perhaps without being sent: run locally, or before a resume)."""
-        with self._batched():
+        with self.batched():
             self._count(node_id)
 
     def released(self, node_id: str) -> None:
         """``node_id``'s dependencies are all done: if it went ahead, it no longer holds room."""
         if node_id in self._early:
             self.waiting -= 1
-            with self._batched():
+            with self.batched():
                 self._make_room()
 
     def skipped(self, node_id: str) -> None:
@@ -110,7 +110,7 @@ class Ahead:
         if early is not None:
             self._unused.append(early[0])
             self.waiting -= 1
-            with self._batched():
+            with self.batched():
                 self._make_room()
 
     async def close(self) -> None:
@@ -125,10 +125,12 @@ class Ahead:
     # -- deciding what goes ahead -----------------------------------------------------------------
 
     @contextmanager
-    def _batched(self) -> Iterator[None]:
-        """The calls made inside reach the cluster together, when the outermost block ends.
+    def batched(self) -> Iterator[None]:
+        """The calls made inside (by this object's methods) reach the cluster together, when the
+        outermost block ends: the executor wraps a whole scheduling step in one.
 
-        A block never awaits, so none of its calls is received or cancelled before it is submitted.
+        A block must never await, so that none of its calls is received or cancelled before it is
+        submitted.
         """
         if self._batch is not None:
             yield

@@ -227,8 +227,20 @@ class Scheduler:
         await self._after_failure(run, node, outcome)
 
     def _release_dependents(self, run: Run, node_id: str) -> None:
-        waiting = run.waiting
         ahead = run.ahead
+        if ahead is None:
+            newly_ready = self._ready_dependents(run, node_id, None)
+        else:
+            with ahead.batched():  # whatever this sends ahead reaches the cluster as one graph
+                newly_ready = self._ready_dependents(run, node_id, ahead)
+                ahead.succeeded(node_id)
+        if newly_ready:
+            # This worker takes one ready node itself; more workers start only for the rest.
+            self.schedule(run, newly_ready, taking_one=True)
+
+    def _ready_dependents(self, run: Run, node_id: str, ahead: Ahead | None) -> int:
+        """Count ``node_id`` as done for its dependents; how many of them became ready."""
+        waiting = run.waiting
         newly_ready = 0
         for dependent in run.dependents[node_id]:
             waiting[dependent] -= 1
@@ -237,11 +249,7 @@ class Scheduler:
                     ahead.released(dependent)
                 run.ready.append(dependent)
                 newly_ready += 1
-        if ahead is not None:
-            ahead.succeeded(node_id)
-        if newly_ready:
-            # This worker takes one ready node itself; more workers start only for the rest.
-            self.schedule(run, newly_ready, taking_one=True)
+        return newly_ready
 
     def _call(
         self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int, *, handler: bool = False
@@ -291,6 +299,13 @@ class Scheduler:
             outcome.notes.append(f"failure handler '{name}' failed: {describe_error(exception)}")
 
     def _skip_downstream(self, run: Run, failed: str) -> None:
+        if run.ahead is None:
+            self._skip_all_downstream(run, failed)
+        else:
+            with run.ahead.batched():  # the room freed may let other nodes go ahead: together
+                self._skip_all_downstream(run, failed)
+
+    def _skip_all_downstream(self, run: Run, failed: str) -> None:
         queue = deque(run.dependents[failed])
         while queue:
             node_id = queue.popleft()

@@ -413,3 +413,6 @@ async def test_a_graph_cancelled_for_one_lost_input_fails_only_the_node_that_too
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert report.cache.get("good", "result") == 3
     assert "lost dependencies" in (report.outcomes["bad"].error or "")
+    gone.release()
+    # no future of the cancelled graph is left (the client would announce it again on every get_dataset)
+    assert not [key for prefix in ("one-", "add-", "gone-") for key in held_keys(dask_client, prefix)]
