@@ -5,7 +5,9 @@ a node is submitted as soon as every dependency is *sent*, naming the calls
 whose results it takes: the cluster starts it the moment they finish, with no
 round trip through the notebook between the two. The executor still runs the
 node as before (events, retries, timeouts, outcome): when the node's turn
-comes, its worker receives the call already made instead of making one.
+comes, its worker receives the call already made instead of making one. The
+calls made in one scheduling step go to the backend as one batch (for Dask, one
+graph update instead of one per call).
 
 What keeps the behaviour the same as the local backend's:
 
@@ -122,8 +124,6 @@ class Ahead:
         self._no_room.clear()
         await self._backend.discard(unused)
 
-    # -- deciding what goes ahead -----------------------------------------------------------------
-
     @contextmanager
     def batched(self) -> Iterator[None]:
         """The calls made inside (by this object's methods) reach the cluster together, when the
@@ -141,6 +141,8 @@ class Ahead:
                 yield
             finally:
                 self._batch = None
+
+    # -- deciding what goes ahead -----------------------------------------------------------------
 
     def _count(self, node_id: str) -> None:
         """``node_id`` was sent or succeeded: its dependents may now go ahead (and theirs, and so on)."""
