@@ -142,13 +142,22 @@ class DaskBackend:
         :meth:`SendBatch.submit`), so that only its own node sees the error.
         """
         key = f"{name}-{uuid4().hex}"
+        upstream: tuple[Any, ...] = ()
         try:
-            sent = self._call(key, fn, args, kwargs, remote_ctx, is_async, computed, picks, after)
+            args = tuple(self._on_cluster(value, computed) for value in args)
+            kwargs = {argument: self._on_cluster(value, computed) for argument, value in kwargs.items()}
+            runner = _run_async if is_async else _run_sync
+            # An upstream call already submitted is waited for through its future, taken now (the
+            # notebook lets go of it once received); one in the same batch, through its key.
+            upstream = tuple(call.future if call.future is not None else call for call in after)
+            sent = Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
             if batch is None:
                 self._submit_alone(sent)
         except Exception as error:  # say, an input that does not pickle, or a collection that does not compute
-            _forget_locals(error)  # the finished frames'; this one's futures are the computed collections'
-            computed.clear()
+            # The error's traceback holds the frames: what they hold of the call's futures must go.
+            _forget_locals(error)  # the finished ones
+            computed.clear()  # this one's: the computed collections', the inputs holding them, the upstream's
+            args, kwargs, upstream = (), {}, ()
             if batch is None:
                 raise
             sent = Sent(None, key)
@@ -156,27 +165,6 @@ class DaskBackend:
         if batch is not None and sent.missed is None:
             batch.calls.append(sent)
         return sent
-
-    def _call(
-        self,
-        key: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        remote_ctx: dict[str, Any] | None,
-        is_async: bool,
-        computed: dict[int, Any],
-        picks: tuple[_Pick, ...],
-        after: tuple[Sent, ...],
-    ) -> Sent:
-        """The call, ready to submit: a Dask collection in its inputs is being computed on the cluster."""
-        args = tuple(self._on_cluster(value, computed) for value in args)
-        kwargs = {name: self._on_cluster(value, computed) for name, value in kwargs.items()}
-        runner = _run_async if is_async else _run_sync
-        # An upstream call already submitted is waited for through its future, taken now (the
-        # notebook lets go of it once received); one in the same batch, through its key.
-        upstream = tuple(call.future if call.future is not None else call for call in after)
-        return Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
 
     def _submit_alone(self, sent: Sent) -> None:
         assert sent.call is not None

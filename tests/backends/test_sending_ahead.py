@@ -261,6 +261,16 @@ def fan_out_and_in(name: str, width: int, **config: Any) -> Any:
     return workflow(name, {"id": "root", "action": "one"}, *leaves, sink, **config)
 
 
+def root_with_a_bad_and_a_good_leaf(name: str, **config: Any) -> Any:
+    """root -> bad (adding the run input ``bad``) and good (adding the run input ``two``), sent in one step."""
+    leaves = [
+        {"id": leaf, "action": "add",
+         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": f"inputs.{given}"}]}
+        for leaf, given in (("bad", "bad"), ("good", "two"))
+    ]
+    return workflow(name, {"id": "root", "action": "one"}, *leaves, on_failure="continue", **config)
+
+
 @pytest.fixture
 def graph_updates(dask_client: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The keys of every graph the client sends the scheduler, one list per update."""
@@ -311,18 +321,10 @@ async def test_a_node_sent_ahead_whose_input_does_not_pickle_fails_alone(
 ) -> None:
     registry.register("one", lambda: 1)
     registry.register("add", lambda x, y: x + y)
-    spec = workflow(
-        "unpicklable",
-        {"id": "root", "action": "one"},
-        {"id": "bad", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.lock"}]},
-        {"id": "good", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
-        on_failure="continue", max_attempts=2, retry_strategy="Immediate",
-    )
+    spec = root_with_a_bad_and_a_good_leaf("unpicklable", max_attempts=2, retry_strategy="Immediate")
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("unpicklable", inputs={"lock": threading.Lock(), "two": 2})
+        report = await executor.execute_dag("unpicklable", inputs={"bad": threading.Lock(), "two": 2})
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert report.cache.get("good", "result") == 3
     assert report.outcomes["bad"].attempts == 2
@@ -347,18 +349,10 @@ async def test_a_graph_the_scheduler_rejects_fails_only_the_node_whose_input_cau
 ) -> None:
     registry.register("one", lambda: 1)
     registry.register("add", lambda x, y: x + y)
-    spec = workflow(
-        "rejected",
-        {"id": "root", "action": "one"},
-        {"id": "bad", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.odd"}]},
-        {"id": "good", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
-        on_failure="continue", max_attempts=1,
-    )
+    spec = root_with_a_bad_and_a_good_leaf("rejected", max_attempts=1)
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("rejected", inputs={"odd": LoadsNowhere(), "two": 2})
+        report = await executor.execute_dag("rejected", inputs={"bad": LoadsNowhere(), "two": 2})
     assert len(graph_updates[0]) == 3  # the three went together, and the scheduler failed all three
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert [report.outcomes[node].attempts for node in ("root", "bad", "good")] == [1, 1, 1]
@@ -397,18 +391,10 @@ async def test_a_graph_cancelled_for_one_lost_input_fails_only_the_node_that_too
     gone = dask_client.submit(int, 5, key=unique("gone"), pure=False)
     dask_client.cancel([gone])  # the future is still here, its key no longer on the scheduler
     graph_updates.clear()
-    spec = workflow(
-        "lost",
-        {"id": "root", "action": "one"},
-        {"id": "bad", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.gone"}]},
-        {"id": "good", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.two"}]},
-        on_failure="continue", max_attempts=1,
-    )
+    spec = root_with_a_bad_and_a_good_leaf("lost", max_attempts=1)
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("lost", inputs={"gone": gone, "two": 2})
+        report = await executor.execute_dag("lost", inputs={"bad": gone, "two": 2})
     assert len(graph_updates[0]) == 3
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert report.cache.get("good", "result") == 3
