@@ -47,14 +47,10 @@ def add_missing_columns(connection: sqlite3.Connection, table: str, columns: dic
     present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
     missing = [(name, kind) for name, kind in columns.items() if name not in present]
     if missing:
-        connection.execute("BEGIN IMMEDIATE")  # explicit: our connections are in autocommit mode
-        try:
+        with connection:  # commits, or rolls back on an error, the transaction begun explicitly
+            connection.execute("BEGIN IMMEDIATE")  # our connections are in autocommit mode
             for name, kind in missing:
                 connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
 
 
 def _existing_folder(path: str | os.PathLike[str]) -> Path:

@@ -150,7 +150,7 @@ class DaskBackend:
             # An upstream call already submitted is waited for through its future, taken now (the
             # notebook lets go of it once received); one in the same batch, through its key.
             upstream = tuple(call.future if call.future is not None else call for call in after)
-            sent = Sent(None, key, (runner, key, fn, args, kwargs, remote_ctx, picks), upstream)
+            sent = Sent(None, key, (runner, fn, args, kwargs, remote_ctx, picks), upstream)
             if batch is None:
                 self._submit_alone(sent)
         except Exception as error:  # say, an input that does not pickle, or a collection that does not compute
@@ -168,13 +168,13 @@ class DaskBackend:
 
     def _submit_alone(self, sent: Sent) -> None:
         assert sent.call is not None
-        runner, key, *arguments = sent.call
+        runner, *arguments = sent.call
         upstream = [call.future if isinstance(call, Sent) else call for call in sent.upstream]
         if any(future is None for future in upstream):
-            raise RuntimeError(f"call {key} waits for a call that was not submitted, or was received already")
+            raise RuntimeError(f"call {sent.key} waits for a call that was not submitted, or was received already")
         sent.call, sent.upstream = None, ()  # submitted or failed, the Sent holds neither any more
         # The upstream futures go last, unnested: Dask handles top-level futures fastest.
-        sent.future = self.client.submit(runner, key, *arguments, *upstream, key=key, pure=False)
+        sent.future = self.client.submit(runner, sent.key, *arguments, *upstream, key=sent.key, pure=False)
 
     async def _receive(self, sent: Sent, outcome: Any) -> _Done:
         if sent.missed is not None:
@@ -470,7 +470,7 @@ class Sent:
 
     future: Any
     key: str = ""
-    #: the wrapper's arguments until the call is submitted
+    #: the wrapper and its arguments but the key, until the call is submitted
     call: tuple[Any, ...] | None = None
     #: the futures of the calls it waits for, or those calls themselves while in the same batch
     upstream: tuple[Any, ...] = ()
@@ -505,7 +505,7 @@ class SendBatch:
         calls, sent_so_far, self.calls = [], self.calls, []
         in_batch: set[Sent] = set()
         for sent in sent_so_far:  # in the order sent: a call comes after those it waits for
-            # one it waits for that is neither submitted nor in this batch missed earlier
+            # (those already submitted are futures here): one not in the batch missed
             if any(isinstance(call, Sent) and call not in in_batch for call in sent.upstream):
                 _miss(sent, "a call it waits for could not be submitted")
             else:
@@ -515,7 +515,7 @@ class SendBatch:
             if self._submit_graph(calls):
                 return
             for sent in calls:  # the client registered the graph's keys before it failed: new ones
-                _rekey(sent)
+                sent.key = f"{sent.key.rpartition('-')[0]}-{uuid4().hex}"
         for sent in calls:
             _submit_alone_or_miss(self._backend, sent)
 
@@ -542,7 +542,7 @@ def _graph(calls: list[Sent]) -> Any:
         assert sent.call is not None
         runner, *arguments = sent.call
         upstream = (TaskRef(call.key) if isinstance(call, Sent) else call for call in sent.upstream)
-        tasks[sent.key] = Task(sent.key, runner, *map(parse_input, arguments), *map(parse_input, upstream))
+        tasks[sent.key] = Task(sent.key, runner, sent.key, *map(parse_input, arguments), *map(parse_input, upstream))
     # A random token, as Client.submit gives: tokenizing the graph would pickle every action.
     return LLGExpr(tasks, _determ_token=uuid4().hex)
 
@@ -571,13 +571,6 @@ def _forget_locals(error: BaseException) -> None:
     while seen is not None:  # with the errors Dask's pickling fallbacks raised on the way
         traceback.clear_frames(seen.__traceback__)
         seen = seen.__context__
-
-
-def _rekey(sent: Sent) -> None:
-    assert sent.call is not None
-    runner, key, *arguments = sent.call
-    sent.key = f"{key.rpartition('-')[0]}-{uuid4().hex}"
-    sent.call = (runner, sent.key, *arguments)
 
 
 def _rejected_graph(exception: BaseException) -> bool:

@@ -96,15 +96,13 @@ class Ahead:
 
     def succeeded(self, node_id: str) -> None:
         """``node_id`` succeeded (perhaps without being sent: run locally, or before a resume)."""
-        with self.batched():
-            self._count(node_id)
+        self._count(node_id)
 
     def released(self, node_id: str) -> None:
         """``node_id``'s dependencies are all done: if it went ahead, it no longer holds room."""
         if node_id in self._early:
             self.waiting -= 1
-            with self.batched():
-                self._make_room()
+            self._make_room()
 
     def skipped(self, node_id: str) -> None:
         """``node_id`` will not run (a dependency failed): its call, if made ahead, is not needed."""
@@ -112,8 +110,7 @@ class Ahead:
         if early is not None:
             self._unused.append(early[0])
             self.waiting -= 1
-            with self.batched():
-                self._make_room()
+            self._make_room()
 
     async def close(self) -> None:
         """Cancel every call that was never received, and let go of them all."""
@@ -127,7 +124,8 @@ class Ahead:
     @contextmanager
     def batched(self) -> Iterator[None]:
         """The calls made inside (by this object's methods) reach the cluster together, when the
-        outermost block ends: the executor wraps a whole scheduling step in one.
+        outermost block ends: the executor wraps each scheduling step that may send in one (a
+        call outside a block is submitted at once).
 
         A block must never await, so that none of its calls is received or cancelled before it is
         submitted.

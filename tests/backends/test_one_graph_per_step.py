@@ -18,7 +18,12 @@ import pytest
 from dagger_nb import ActionRegistry
 from dagger_nb.backends.dask import DaskBackend
 from tests.backends.test_dask_backend import held_keys
-from tests.backends.test_sending_ahead import LoadsNowhere, fan_out_and_in, graph_updates  # noqa: F401 - fixture
+from tests.backends.test_sending_ahead import (  # noqa: F401 - graph_updates is a fixture
+    LoadsNowhere,
+    fan_out_and_in,
+    graph_updates,
+    root_with_leaves,
+)
 from tests.dag.helpers import executor_with, workflow
 
 distributed = pytest.importorskip("distributed")
@@ -199,18 +204,12 @@ async def test_both_kinds_of_bad_input_in_one_step(
 ) -> None:
     registry.register("one", lambda: 1)
     registry.register("add", lambda x, y: x + 1)
-    spec = workflow(
+    spec = root_with_leaves(
         "both",
-        {"id": "root", "action": "one"},
-        {"id": "lock", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.lock"}]},
-        {"id": "odd", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": "inputs.odd"}]},
-        {"id": "good", "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "value": 1}]},
+        {"lock": {"reference": "inputs.lock"}, "odd": {"reference": "inputs.odd"}, "good": {"value": 1}},
         {"id": "sink", "action": "add",
          "inputs": [{"name": "x", "reference": "good.result"}, {"name": "y", "value": 1}]},
-        on_failure="continue", max_attempts=1,
+        max_attempts=1,
     )
     with anyio.fail_after(30):
         report = await executor_with(registry, spec, backend=backend).execute_dag(
@@ -230,12 +229,9 @@ async def test_no_key_left_on_the_scheduler_after_rejected_and_missed_graphs(
     registry.register("addz", lambda x, y: x + 1)
     gone = dask_client.submit(int, 5, key=f"gone-{os.urandom(4).hex()}", pure=False)
     dask_client.cancel([gone])
-    spec = workflow(
-        "leftovers",
-        {"id": "root", "action": "one"},
-        *[{"id": f"n{i}", "action": "addz", "inputs": [{"name": "x", "reference": "root.result"},
-                                                      {"name": "y", "reference": f"inputs.v{i}"}]} for i in range(4)],
-        on_failure="continue", max_attempts=2, retry_strategy="Immediate",
+    spec = root_with_leaves(
+        "leftovers", {f"n{i}": {"reference": f"inputs.v{i}"} for i in range(4)}, action="addz",
+        max_attempts=2, retry_strategy="Immediate",
     )
     inputs = {"v0": LoadsNowhere(), "v1": threading.Lock(), "v2": gone, "v3": 3}
     with anyio.fail_after(30):

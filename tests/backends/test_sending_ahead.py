@@ -261,14 +261,20 @@ def fan_out_and_in(name: str, width: int, **config: Any) -> Any:
     return workflow(name, {"id": "root", "action": "one"}, *leaves, sink, **config)
 
 
-def root_with_a_bad_and_a_good_leaf(name: str, **config: Any) -> Any:
-    """root -> bad (adding the run input ``bad``) and good (adding the run input ``two``), sent in one step."""
+def root_with_leaves(name: str, ys: dict[str, dict[str, Any]], *more: dict[str, Any], action: str = "add",
+                     **config: Any) -> Any:
+    """root (action ``one``) -> a leaf per entry of ``ys`` taking root's result as ``x`` and the entry
+    (an input's ``reference`` or ``value``) as ``y``, sent in one step; then ``more`` nodes."""
     leaves = [
-        {"id": leaf, "action": "add",
-         "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "reference": f"inputs.{given}"}]}
-        for leaf, given in (("bad", "bad"), ("good", "two"))
+        {"id": leaf, "action": action, "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", **y}]}
+        for leaf, y in ys.items()
     ]
-    return workflow(name, {"id": "root", "action": "one"}, *leaves, on_failure="continue", **config)
+    return workflow(name, {"id": "root", "action": "one"}, *leaves, *more, on_failure="continue", **config)
+
+
+def root_with_a_bad_and_a_good_leaf(name: str, **config: Any) -> Any:
+    """root -> bad (adding the run input ``bad``) and good (adding the run input ``two``)."""
+    return root_with_leaves(name, {"bad": {"reference": "inputs.bad"}, "good": {"reference": "inputs.two"}}, **config)
 
 
 @pytest.fixture
