@@ -69,16 +69,19 @@ class Cache:
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._retained: dict[str, int] = {}
         self._bytes = 0
-        self._limited = self.config.max_entries is not None or self.config.max_memory_mb is not None
+        self._sized = self.config.max_memory_mb is not None
+        self._limited = self._sized or self.config.max_entries is not None
 
     def insert(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` under ``(namespace, key)``, replacing any previous value."""
-        size = _size_of(value) if self.config.max_memory_mb is not None else 0
+        size = _size_of(value) if self._sized else 0
+        entry = _Entry(value, time.time(), size)
+        slot = (namespace, key)
         with self._lock:
-            previous = self._entries.pop((namespace, key), None)
+            previous = self._entries.pop(slot, None)
             if previous is not None:
                 self._bytes -= previous.size
-            self._entries[(namespace, key)] = _Entry(value, time.time(), size)
+            self._entries[slot] = entry
             self._bytes += size
             if self._limited:
                 self._evict()

@@ -412,7 +412,7 @@ class JobRun:
         assign(task, output=completed_output(output))
         self._set(task, TaskStatus.COMPLETED, None, stored_output=stored_output)
         self.manager.cache.insert(task.task_id, "output", output)
-        self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output))
+        self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
 
     def _fail(self, task: Task, reason: str) -> None:
@@ -526,7 +526,9 @@ class JobRun:
             self._set(task, TaskStatus.IN_PROGRESS, None)
             self._running.add(task_id)
             starts.append(task_id)
-            self._pending_events.append(TaskStarted(self.job_id, task_id, task.agent, task.retry_count + 1))
+            self._pending_events.append(
+                TaskStarted(self.job_id, task_id, task.agent, task.retry_count + 1, timestamp=task.updated_at)
+            )
         return starts
 
     # -- stall detection ------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Events a running job emits, in order, to :meth:`JobHandle.subscribe`.
 
 Each is a small record with the ``job_id``, the ``task_id`` where one applies,
-and a UTC ``timestamp``; every subscriber gets the same record, so read it and
-never modify it. A task event is emitted only once the change
+and a UTC ``timestamp`` (for a task's start and completion, the time of the
+change, equal to the task's ``updated_at``); every subscriber gets the same
+record, so read it and never modify it. A task event is emitted only once the change
 it reports is durable (with a database), so a dashboard never shows a state
 the store could lose.
 """

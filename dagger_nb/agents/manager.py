@@ -37,7 +37,7 @@ from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, new_task, utc_now
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
-from dagger_nb.agents.store import UNCHANGED, TaskStore
+from dagger_nb.agents.store import UNCHANGED, StateRow, TaskStore
 from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, NeedsDependencies, TaskError
@@ -100,8 +100,8 @@ class TaskManager:
         self._dependents: dict[str, list[str]] = {}
         self._job_status: dict[str, JobStatus] = {}
         self._dirty: dict[str, Task] = {}
-        #: tasks whose state columns changed (their output's new JSON, or UNCHANGED)
-        self._dirty_states: dict[str, str] = {}
+        #: the new state columns of tasks a running job changed
+        self._dirty_states: dict[str, StateRow] = {}
         self._dirty_jobs: dict[str, JobStatus] = {}
         self._flush_pending = False
         self._runs: dict[str, JobRun] = {}
@@ -494,11 +494,19 @@ class TaskManager:
         if self._store is not None:
             self._dirty[task.task_id] = task
 
-    def _state_changed(self, task: Task, stored_output: str) -> None:
-        """A running job changed ``task``'s state columns (and its output, unless ``UNCHANGED``)."""
-        if stored_output is UNCHANGED and task.task_id in self._dirty_states:
-            return  # keep the output an earlier change of this round wrote
-        self._dirty_states[task.task_id] = stored_output
+    def _state_changed(self, task: Task, stored_output: str | None) -> None:
+        """A running job changed ``task``'s state columns (and its output, unless ``UNCHANGED``).
+
+        The row is built now, not at the flush: the runner changes a task's state
+        through here only, so nothing can change it in between without another call.
+        """
+        assert self._store is not None
+        task_id = task.task_id
+        if stored_output is UNCHANGED:
+            earlier = self._dirty_states.get(task_id)
+            if earlier is not None and earlier[4]:
+                stored_output = earlier[5]  # keep the output an earlier change of this round wrote
+        self._dirty_states[task_id] = self._store.state_row(self._seq[task_id], task, stored_output)
 
     def _set_job_status(self, job_id: str, status: JobStatus) -> None:
         self._job_status[job_id] = status
@@ -515,10 +523,10 @@ class TaskManager:
         jobs, self._dirty_jobs = self._dirty_jobs, {}
         try:
             self._store.save(
-                ((self._seq[tid], task) for tid, task in tasks.items()),
+                ((self._seq[tid], task) for tid, task in tasks.items()) if tasks else (),
                 jobs.items(),
                 # a whole row written in this transaction already holds the task's state
-                states=((self._seq[tid], self._tasks[tid], out) for tid, out in states.items() if tid not in tasks),
+                states=[row for tid, row in states.items() if tid not in tasks] if tasks else states.values(),
             )
         except BaseException:
             self._dirty = {**tasks, **self._dirty}

@@ -36,7 +36,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,8 +86,10 @@ _UPDATE_STATE = (
 )
 
 Row = tuple[int, str, str, str, str, str | None, int, int, str | None]
+#: ``(status, status_reason, retry_count, updated_at_us, output changed (1/0), output, seq)``
+StateRow = tuple[str, str | None, int, int, int, str | None, int]
 
-#: ``output`` of :meth:`TaskStore.save`'s state changes when the task's output did not change.
+#: ``output`` of :meth:`TaskStore.state_row` when the task's output did not change.
 UNCHANGED: Any = object()
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -174,28 +176,27 @@ class TaskStore:
         self._encoded[seq] = (task.updated_at, row)
         return row
 
+    def state_row(self, seq: int, task: Task, output: str | None) -> StateRow:
+        """The state columns of ``task`` as :meth:`save` writes them; ``output`` is the output
+        column's new text, or :data:`UNCHANGED` to keep the stored one."""
+        return (
+            str(task.status), task.status_reason, task.retry_count, self._microseconds(task.updated_at),
+            # 1/0, not True/False: sqlite3 runs its adapter lookup for every bool it binds
+            0 if output is UNCHANGED else 1, None if output is UNCHANGED else output, seq,
+        )
+
     def save(
         self,
         tasks: Iterable[tuple[int, Task]],
         jobs: Iterable[tuple[str, JobStatus]] = (),
         *,
-        states: Iterable[tuple[int, Task, str | None]] = (),
+        states: Collection[StateRow] = (),
     ) -> None:
         """Write, in one committed transaction: whole ``(seq, task)`` rows, ``(job_id, status)``
-        pairs, and ``states``: ``(seq, task, output)`` triples that change only the state columns
-        (``output`` is the output column's new text, or :data:`UNCHANGED`)."""
+        pairs, and ``states``, rows from :meth:`state_row` that change only the state columns."""
         task_rows = [self.encode(seq, task) for seq, task in tasks]
         self._encoded.clear()
-        state_rows = [
-            (
-                str(task.status), task.status_reason, task.retry_count, self._microseconds(task.updated_at),
-                # 1/0, not True/False: sqlite3 runs its adapter lookup for every bool it binds
-                0 if output is UNCHANGED else 1, None if output is UNCHANGED else output, seq,
-            )
-            for seq, task, output in states
-        ]
-        rows = len(task_rows) + len(state_rows)
-        self._written += _COMMIT_BYTES * (1 + rows // 8)
+        self._written += _COMMIT_BYTES * (1 + (len(task_rows) + len(states)) // 8)
         job_rows = [(job_id, str(status)) for job_id, status in jobs]
         with self._mutex:
             cursor = self._cursor
@@ -204,8 +205,8 @@ class TaskStore:
                 try:
                     if task_rows:
                         cursor.executemany(_UPSERT_TASK, task_rows)
-                    if state_rows:
-                        cursor.executemany(_UPDATE_STATE, state_rows)
+                    if states:
+                        cursor.executemany(_UPDATE_STATE, states)
                     if job_rows:
                         cursor.executemany("INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows)
                 except BaseException:
