@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dagger_nb.dag.spec import InputSpec, NodeSpec, OutputSpec
-from dagger_nb.dag.validation import REFERENCE_PATTERN, find_cycles
+from dagger_nb.dag.validation import REFERENCE_PATTERN, find_cycles, reference_hint
 from dagger_nb.errors import GraphChangeError
 
 SUPERVISOR_ACTION = "supervisor_step"
@@ -121,14 +121,16 @@ def _check_links(nodes: list[NodeSpec], existing: Mapping[str, NodeSpec]) -> Ite
             if item.reference is None:
                 continue
             if not REFERENCE_PATTERN.match(item.reference):
-                yield f"node '{node.id}': input '{item.name}' has a malformed reference '{item.reference}'"
+                yield (f"node '{node.id}': input '{item.name}' has a malformed reference '{item.reference}'"
+                       f"{reference_hint(item.reference, known)}")
                 continue
             source = item.source
             assert source is not None
             if source[0] == "inputs":
                 continue
             if source[0] not in known:
-                yield f"node '{node.id}': input '{item.name}' references unknown node '{source[0]}'"
+                yield (f"node '{node.id}': input '{item.name}' references unknown node '{source[0]}'"
+                       f"{reference_hint(item.reference, known)}")
                 continue
             declared = {output.name for output in known[source[0]].outputs}
             if declared and source[1] not in declared:

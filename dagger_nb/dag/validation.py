@@ -63,13 +63,14 @@ def _check_reference(
         return
     if not REFERENCE_PATTERN.match(reference):
         yield (f"input '{name}' has a malformed reference '{reference}' "
-               "(expected 'inputs.KEY' or 'NODE.OUTPUT')", index, key)
+               f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, outputs)}", index, key)
         return
     node_id, dot, output = reference.partition(".")
     if not dot or node_id == "inputs":
         return
     if node_id not in outputs:
-        yield (f"input '{name}' references unknown node '{node_id}' (known: {known})", index, key)
+        yield (f"input '{name}' references unknown node '{node_id}' (known: {known})"
+               f"{reference_hint(reference, outputs)}", index, key)
         return
     declared = outputs[node_id]
     if declared and output not in declared:
@@ -77,6 +78,19 @@ def _check_reference(
                f"(declared: {', '.join(sorted(declared))})", index, key)
     if node_id not in edges:
         edges.append(node_id)
+
+
+def reference_hint(reference: str, node_ids: Collection[str]) -> str:
+    """A hint when ``reference`` was meant for a node whose id a reference cannot name.
+
+    Dependencies name a node by its whole id, but a reference splits at the first
+    '.' and allows no whitespace, so such a node is valid yet out of its reach.
+    """
+    for node_id in node_ids:
+        if reference.startswith(f"{node_id}.") and ("." in node_id or any(c.isspace() for c in node_id)):
+            what = "'.'" if "." in node_id else "whitespace"
+            return f"; node '{node_id}' cannot be referenced because its id contains {what}: rename it"
+    return ""
 
 
 def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:

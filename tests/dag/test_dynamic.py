@@ -126,10 +126,16 @@ async def test_sync_actions_can_add_nodes_from_their_thread(registry: ActionRegi
         ),
         ([{"action": "add", "inputs": {"a": 3}}], r"input 'a' must be a reference .* or \{'value': \.\.\.\}, got 3"),
         ([{"action": "add", "inputs": {"a": "ghost.out"}}], "references unknown node 'ghost'"),
+        (
+            [{"action": "add", "id": "a.b"}, {"action": "add", "inputs": {"a": "a.b.out"}}],
+            "references unknown node 'a'; node 'a.b' cannot be referenced because its id contains '.': rename it",
+        ),
         ([{"action": "add", "speed": 3}], r"unknown argument\(s\) speed"),
         ([{"action": "add", "id": "ok"}, {"action": "nope"}], "unknown action 'nope'"),
     ],
-    ids=["action", "duplicate", "dependency", "cycle", "bad-input", "unknown-ref", "argument", "atomic"],
+    ids=[
+        "action", "duplicate", "dependency", "cycle", "bad-input", "unknown-ref", "dotted-id-ref", "argument", "atomic"
+    ],
 )
 async def test_add_node_errors_reach_the_action_and_add_nothing(
     registry: ActionRegistry, requests: list[dict[str, object]], message: str

@@ -468,6 +468,33 @@ PROBLEMS = [
         id="unknown-node-reference",
     ),
     pytest.param(
+        NODE_A + "  - id: load.csv\n    action: y\n  - id: b\n    action: y\n    inputs:\n      - name: d\n"
+        "        reference: load.csv.rows\n",
+        None,
+        [
+            (
+                11,
+                "<string>:11: workflow 'w', node 'b': input 'd' references unknown node 'load' (known: a, "
+                "load.csv, b); node 'load.csv' cannot be referenced because its id contains '.': rename it",
+            )
+        ],
+        id="reference-to-a-dotted-node-id",
+    ),
+    pytest.param(
+        NODE_A + "  - id: load csv\n    action: y\n  - id: b\n    action: y\n    inputs:\n      - name: d\n"
+        "        reference: load csv.rows\n",
+        None,
+        [
+            (
+                11,
+                "<string>:11: workflow 'w', node 'b': input 'd' has a malformed reference 'load csv.rows' "
+                "(expected 'inputs.KEY' or 'NODE.OUTPUT'); node 'load csv' cannot be referenced because its id "
+                "contains whitespace: rename it",
+            )
+        ],
+        id="reference-to-a-node-id-with-a-space",
+    ),
+    pytest.param(
         NODE_A + "    outputs:\n      - name: rows\n      - name: cols\n"
         "  - id: b\n    action: y\n    inputs:\n      - name: d\n        reference: a.colour\n",
         None,
