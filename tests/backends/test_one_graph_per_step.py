@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from dagger_nb import ActionRegistry
+from dagger_nb import ActionRegistry, ExecutionReport
 from dagger_nb.backends.dask import DaskBackend
 from tests.backends.test_dask_backend import held_keys
 from tests.backends.test_sending_ahead import (  # noqa: F401 - graph_updates is a fixture
@@ -35,6 +35,18 @@ def _arith(registry: ActionRegistry) -> None:
     registry.register("one", lambda: 1)
     registry.register("add_one", lambda x: x + 1)
     registry.register("total", lambda **parts: sum(parts.values()))
+
+
+async def run_within(seconds: float, registry: ActionRegistry, spec: Any, backend: DaskBackend,
+                     **inputs: Any) -> ExecutionReport:
+    """Run ``spec`` on ``backend`` with ``inputs``, failing the test if that takes over ``seconds``."""
+    with anyio.fail_after(seconds):
+        return await executor_with(registry, spec, backend=backend).execute_dag(spec.name, inputs=inputs)
+
+
+def attempts(report: ExecutionReport) -> dict[str, tuple[str, int]]:
+    """Each node's ``(status, attempts)``."""
+    return {node: (outcome.status, outcome.attempts) for node, outcome in report.outcomes.items()}
 
 
 # -- asynchronous client -----------------------------------------------------------------------------
@@ -96,12 +108,8 @@ async def test_an_uncomputable_collection_input_of_a_node_sent_ahead_fails_only_
          "inputs": [{"name": "x", "reference": "root.result"}, {"name": "y", "value": 2}]},
         on_failure="continue", max_attempts=2, retry_strategy="Immediate",
     )
-    with anyio.fail_after(30):
-        report = await executor_with(registry, spec, backend=backend).execute_dag(
-            "uncomputable", inputs={"lazy": _lock_holder()}
-        )
-    statuses = {node: (outcome.status, outcome.attempts) for node, outcome in report.outcomes.items()}
-    assert statuses == {"root": ("succeeded", 1), "bad": ("failed", 2), "good": ("succeeded", 1)}
+    report = await run_within(30, registry, spec, backend, lazy=_lock_holder())
+    assert attempts(report) == {"root": ("succeeded", 1), "bad": ("failed", 2), "good": ("succeeded", 1)}
     assert "Could not serialize" in (report.outcomes["bad"].error or "")
     assert len(os.listdir(marker)) == 1  # root ran once
 
@@ -123,8 +131,7 @@ async def test_hundreds_of_joins_sent_ahead_all_get_their_inputs(
         nodes.append({"id": f"b{i}", "action": "add", "inputs": [
             {"name": "v", "reference": f"a{i}.v"}, {"name": "w", "reference": f"c{i}.result"}]})
     spec = workflow("late", *nodes, on_failure="continue", max_attempts=1)
-    with anyio.fail_after(120):
-        report = await executor_with(registry, spec, backend=backend).execute_dag("late")
+    report = await run_within(120, registry, spec, backend)
     failed = {k: o.error for k, o in report.outcomes.items() if o.status != "succeeded"}
     assert not failed, list(failed.items())[:3]
 
@@ -147,10 +154,7 @@ async def test_an_uncomputable_input_of_a_node_sent_ahead_when_another_succeeds_
             {"name": "z", "reference": "inputs.lazy"}]},
         on_failure="continue", max_attempts=1,
     )
-    with anyio.fail_after(30):
-        report = await executor_with(registry, spec, backend=backend).execute_dag(
-            "crash", inputs={"lazy": _lock_holder()}
-        )
+    report = await run_within(30, registry, spec, backend, lazy=_lock_holder())
     assert report.outcomes["d"].status == "failed"
 
 
@@ -188,10 +192,7 @@ async def test_rejected_graph_whose_culprit_is_the_node_sent_on_its_turn(
           for i in range(4)],
         on_failure="continue", max_attempts=2, retry_strategy="Immediate",
     )
-    with anyio.fail_after(30):
-        report = await executor_with(registry, spec, backend=backend).execute_dag(
-            "root-culprit", inputs={"odd": LoadsNowhere()}
-        )
+    report = await run_within(30, registry, spec, backend, odd=LoadsNowhere())
     root = report.outcomes["root"]
     assert (root.status, root.attempts) == ("failed", 2), (root.status, root.attempts, root.error)
     assert "deserialization of the task graph" in (root.error or "")
@@ -211,10 +212,8 @@ async def test_both_kinds_of_bad_input_in_one_step(
          "inputs": [{"name": "x", "reference": "good.result"}, {"name": "y", "value": 1}]},
         max_attempts=1,
     )
-    with anyio.fail_after(30):
-        report = await executor_with(registry, spec, backend=backend).execute_dag(
-            "both", inputs={"lock": threading.Lock(), "odd": LoadsNowhere()})
-    got = {n: (o.status, o.attempts) for n, o in report.outcomes.items()}
+    report = await run_within(30, registry, spec, backend, lock=threading.Lock(), odd=LoadsNowhere())
+    got = attempts(report)
     assert got == {"root": ("succeeded", 1), "lock": ("failed", 1), "odd": ("failed", 1),
                    "good": ("succeeded", 1), "sink": ("succeeded", 1)}, got
     assert not held_keys(dask_client, "one-") and not held_keys(dask_client, "add-")
@@ -234,9 +233,8 @@ async def test_no_key_left_on_the_scheduler_after_rejected_and_missed_graphs(
         max_attempts=2, retry_strategy="Immediate",
     )
     inputs = {"v0": LoadsNowhere(), "v1": threading.Lock(), "v2": gone, "v3": 3}
-    with anyio.fail_after(30):
-        report = await executor_with(registry, spec, backend=backend).execute_dag("leftovers", inputs=inputs)
-    got = {n: (o.status, o.attempts) for n, o in report.outcomes.items()}
+    report = await run_within(30, registry, spec, backend, **inputs)
+    got = attempts(report)
     assert got["n3"] == ("succeeded", 1) and got["root"] == ("succeeded", 1), got
     assert [got[f"n{i}"] for i in range(3)] == [("failed", 2)] * 3, got
     left = [k for k in scheduler_keys(dask_client) if k.startswith(("one-", "addz-"))]
