@@ -83,10 +83,11 @@ class _Result:
 class _Worker:
     """A long-lived worker's mailbox: the scheduler hands it one task id at a time."""
 
-    __slots__ = ("_arrived", "_task_id")
+    __slots__ = ("_arrived", "_new_event", "_task_id")
 
-    def __init__(self) -> None:
-        self._arrived = anyio.Event()
+    def __init__(self, new_event: Callable[[], anyio.Event]) -> None:
+        self._new_event = new_event
+        self._arrived = new_event()
         self._task_id = ""
 
     def hand(self, task_id: str) -> None:
@@ -95,7 +96,7 @@ class _Worker:
 
     async def next(self) -> str:
         await self._arrived.wait()
-        self._arrived = anyio.Event()
+        self._arrived = self._new_event()
         return self._task_id
 
 
@@ -118,6 +119,7 @@ class JobRun:
         self._pending_events: list[JobEvent] = []
         self._now: datetime | None = None  # the time of the changes of the round under way
         self._wake: anyio.Event | None = None
+        self._new_event: Callable[[], anyio.Event] = anyio.Event
         self._change_waiter: anyio.Event | None = None
         self._last_change = 0.0
         self._watched = manager.heartbeat_interval is not None
@@ -179,13 +181,16 @@ class JobRun:
         return self._finish(status)
 
     async def _main(self) -> JobStatus:
-        self._wake = anyio.Event()
+        # The running backend's event class, called directly: anyio.Event() looks the
+        # backend up on every call, and a run makes one or two events per task.
+        self._new_event = type(anyio.Event())
+        self._wake = self._new_event()
         self._last_change = anyio.current_time()
         self.manager._set_job_status(self.job_id, JobStatus.RUNNING)
         self._initial_scan()
         async with anyio.create_task_group() as group:
             for _ in range(self.manager.max_parallel_tasks):
-                worker = _Worker()
+                worker = _Worker(self._new_event)
                 self._idle.append(worker)
                 group.start_soon(self._worker, worker)
             if self.manager.heartbeat_interval is not None:
@@ -210,7 +215,7 @@ class JobRun:
             if not self._has_news():
                 assert self._wake is not None
                 await self._wake.wait()
-                self._wake = anyio.Event()
+                self._wake = self._new_event()
 
     def _has_news(self) -> bool:
         return bool(self._results or self._added or self._changed or self._pending_events)

@@ -504,8 +504,8 @@ class TaskManager:
         task_id = task.task_id
         if stored_output is UNCHANGED:
             earlier = self._dirty_states.get(task_id)
-            if earlier is not None and earlier[4]:
-                stored_output = earlier[5]  # keep the output an earlier change of this round wrote
+            if earlier is not None:
+                stored_output = earlier[2]  # keep the output an earlier change of this round wrote
         self._dirty_states[task_id] = self._store.state_row(self._seq[task_id], task, stored_output)
 
     def _set_job_status(self, job_id: str, status: JobStatus) -> None:

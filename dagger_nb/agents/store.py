@@ -72,22 +72,52 @@ STORE_PRAGMAS = ("PRAGMA wal_autocheckpoint=0",)
 STATE_FIELDS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output"}
 _ADDED_COLUMNS = {"status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT"}
 
-_UPSERT_TASK = (
-    "INSERT INTO agent_tasks (seq, task_id, job_id, status, data, status_reason, retry_count, updated_at_us, output) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(seq) DO UPDATE SET status = excluded.status, "
-    "data = excluded.data, status_reason = excluded.status_reason, retry_count = excluded.retry_count, "
-    "updated_at_us = excluded.updated_at_us, output = excluded.output"
+# NULL is written into the statement rather than bound: for every None it binds, sqlite3
+# looks for an adapter and builds (and drops) an AttributeError, which costs as much as
+# binding all the other values of a row. So each statement comes in a variant per column
+# that may be NULL (_UPSERT, _UPDATE).
+_TASK_COLUMNS = (
+    "seq", "task_id", "job_id", "status", "data", "status_reason", "retry_count", "updated_at_us", "output",
 )
-# One statement for both kinds of state change (the output column is kept unless the fifth
-# parameter says otherwise): a chain commits every task, so each call per commit counts.
-_UPDATE_STATE = (
-    "UPDATE agent_tasks SET status = ?, status_reason = ?, retry_count = ?, updated_at_us = ?, "
-    "output = CASE WHEN ? THEN ? ELSE output END WHERE seq = ?"
-)
+_STATE_COLUMNS = ("status", "status_reason", "retry_count", "updated_at_us", "output")
 
-Row = tuple[int, str, str, str, str, str | None, int, int, str | None]
-#: ``(status, status_reason, retry_count, updated_at_us, output changed (1/0), output, seq)``
-StateRow = tuple[str, str | None, int, int, int, str | None, int]
+
+def _upsert_task(null: frozenset[str]) -> str:
+    values = ", ".join("NULL" if column in null else "?" for column in _TASK_COLUMNS)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in _TASK_COLUMNS[3:])
+    return (
+        f"INSERT INTO agent_tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({values}) "
+        f"ON CONFLICT(seq) DO UPDATE SET {updates}"
+    )
+
+
+def _update_state(null: frozenset[str], keep: frozenset[str]) -> str:
+    updates = ", ".join(
+        f"{column} = {'NULL' if column in null else '?'}" for column in _STATE_COLUMNS if column not in keep
+    )
+    return f"UPDATE agent_tasks SET {updates} WHERE seq = ?"
+
+
+_NO_REASON = frozenset({"status_reason"})
+_NO_OUTPUT = frozenset({"output"})
+_NEITHER = _NO_REASON | _NO_OUTPUT
+_UPSERT = {
+    (True, True): _upsert_task(_NEITHER),
+    (True, False): _upsert_task(_NO_REASON),
+    (False, True): _upsert_task(_NO_OUTPUT),
+    (False, False): _upsert_task(frozenset()),
+}
+_UPDATE = {  # by (no reason, output kept); an output of None is bound
+    (True, True): _update_state(_NO_REASON, keep=_NO_OUTPUT),
+    (True, False): _update_state(_NO_REASON, keep=frozenset()),
+    (False, True): _update_state(frozenset(), keep=_NO_OUTPUT),
+    (False, False): _update_state(frozenset(), keep=frozenset()),
+}
+
+#: A task's whole row: ``(statement, parameters)`` (its columns but the NULL ones).
+Row = tuple[str, tuple[Any, ...]]
+#: New state columns of a task: ``(statement, parameters, output column's new text or UNCHANGED)``.
+StateRow = tuple[str, tuple[Any, ...], Any]
 
 #: ``output`` of :meth:`TaskStore.state_row` when the task's output did not change.
 UNCHANGED: Any = object()
@@ -169,21 +199,30 @@ class TaskStore:
             output = output_json(task.output)
         except PydanticSerializationError as error:
             raise ValueError(str(error)) from None
-        row = (
+        reason = task.status_reason
+        values: tuple[Any, ...] = (
             seq, task.task_id, task.job_id, str(task.status), data,
-            task.status_reason, task.retry_count, microseconds(task.updated_at), output,
+            *(() if reason is None else (reason,)), task.retry_count, microseconds(task.updated_at),
+            *(() if output is None else (output,)),
         )
+        row = (_UPSERT[reason is None, output is None], values)
         self._encoded[seq] = (task.updated_at, row)
         return row
 
-    def state_row(self, seq: int, task: Task, output: str | None) -> StateRow:
+    def state_row(self, seq: int, task: Task, output: Any) -> StateRow:
         """The state columns of ``task`` as :meth:`save` writes them; ``output`` is the output
         column's new text, or :data:`UNCHANGED` to keep the stored one."""
-        return (
-            str(task.status), task.status_reason, task.retry_count, self._microseconds(task.updated_at),
-            # 1/0, not True/False: sqlite3 runs its adapter lookup for every bool it binds
-            0 if output is UNCHANGED else 1, None if output is UNCHANGED else output, seq,
-        )
+        status, reason = str(task.status), task.status_reason
+        retry_count, updated = task.retry_count, self._microseconds(task.updated_at)
+        kept = output is UNCHANGED
+        statement = _UPDATE[reason is None, kept]
+        if reason is None:
+            if kept:
+                return statement, (status, retry_count, updated, seq), output
+            return statement, (status, retry_count, updated, output, seq), output
+        if kept:
+            return statement, (status, reason, retry_count, updated, seq), output
+        return statement, (status, reason, retry_count, updated, output, seq), output
 
     def save(
         self,
@@ -204,9 +243,10 @@ class TaskStore:
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
                     if task_rows:
-                        cursor.executemany(_UPSERT_TASK, task_rows)
-                    if states:
-                        cursor.executemany(_UPDATE_STATE, states)
+                        for statement, rows in _by_statement(task_rows).items():
+                            cursor.executemany(statement, rows)
+                    for statement, values, _ in states:
+                        cursor.execute(statement, values)
                     if job_rows:
                         cursor.executemany("INSERT OR REPLACE INTO agent_jobs (job_id, status) VALUES (?, ?)", job_rows)
                 except BaseException:
@@ -231,6 +271,13 @@ class TaskStore:
         with self._mutex:
             self._connection.close()
         self._lock.release()
+
+
+def _by_statement(rows: list[Row]) -> dict[str, list[tuple[Any, ...]]]:
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for statement, values in rows:
+        grouped.setdefault(statement, []).append(values)
+    return grouped
 
 
 #: Bytes written (roughly) between two background checkpoints.

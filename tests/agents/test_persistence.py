@@ -202,6 +202,31 @@ def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
     assert reloaded[after_bad].status_reason == f"dependency {bad} failed"
 
 
+def test_statuses_set_after_a_run_reload_with_their_reasons_and_outputs(tmp_path: Path) -> None:
+    # A change through the manager rewrites the task's whole row; with and without a
+    # reason, and with and without an output, each reloads as it was set.
+    db = tmp_path / "tasks.db"
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        accepted = manager.add_task("job", "accepted", "echo", {"n": 1})
+        rejected = manager.add_task("job", "rejected", "echo", {"n": 2})
+        blocked = manager.add_task("job", "never run", "echo", {"n": 3})
+        manager.update_task_status(blocked, "blocked", "waiting for a human")
+        manager.run_job_sync("job")
+        manager.update_task_status(accepted, dagger_nb.TaskStatus.ACCEPTED)
+        manager.update_task_status(rejected, dagger_nb.TaskStatus.REJECTED, "not what was asked")
+        before = {task.task_id: task for task in manager.tasks("job")}
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
+        after = {task.task_id: task for task in reopened.tasks("job")}
+    assert after == before
+    assert (after[accepted].status, after[accepted].status_reason) == ("accepted", None)
+    assert after[accepted].output == dagger_nb.TaskOutput(success=True, data={"n": 1})
+    assert (after[rejected].status, after[rejected].status_reason) == ("rejected", "not what was asked")
+    assert after[rejected].output == dagger_nb.TaskOutput(success=True, data={"n": 2})
+    assert (after[blocked].status, after[blocked].status_reason, after[blocked].output) == (
+        "blocked", "waiting for a human", None,
+    )
+
+
 def test_a_file_from_before_the_state_columns_is_upgraded(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     done = dagger_nb.TaskOutput(success=True, data={"x": 1})
