@@ -78,9 +78,10 @@ class Cache:
         entry = _Entry(value, time.time(), size)
         slot = (namespace, key)
         with self._lock:
-            previous = self._entries.pop(slot, None)
+            previous = self._entries.get(slot)
             if previous is not None:
                 self._bytes -= previous.size
+                del self._entries[slot]  # written again below: the newest entry goes last
             self._entries[slot] = entry
             self._bytes += size
             if self._limited:

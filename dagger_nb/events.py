@@ -41,13 +41,29 @@ class EventStream(Generic[E]):
         if self.closed:
             raise RuntimeError("emit() called on a closed event stream")
         self.history.append(event)
-        for listener in list(self._listeners) if self._listeners else ():
+        if self._listeners:
+            self._notify_listeners(event)
+        self._wake()
+
+    def _notify_listeners(self, event: E) -> None:
+        for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception as error:  # a dashboard's bug must not break the run that emits
                 self._listeners.remove(listener)
                 warnings.warn(f"event listener {listener!r} raised {error!r}; it was removed",
-                              DaggerWarning, stacklevel=2)
+                              DaggerWarning, stacklevel=3)
+
+    def emit_many(self, events: list[E]) -> None:
+        """:meth:`emit` each of ``events`` in order, waking subscribers once at the end."""
+        if self.closed:
+            raise RuntimeError("emit_many() called on a closed event stream")
+        if self._listeners:
+            for event in events:
+                self.history.append(event)
+                self._notify_listeners(event)
+        else:
+            self.history.extend(events)
         self._wake()
 
     def close(self) -> None:

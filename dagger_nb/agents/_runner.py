@@ -238,9 +238,9 @@ class JobRun:
         return starts
 
     def _emit_pending(self) -> None:
-        events, self._pending_events = self._pending_events, []
-        for event in events:
-            self.events.emit(event)
+        if self._pending_events:
+            events, self._pending_events = self._pending_events, []
+            self.events.emit_many(events)
 
     def _finish(self, status: JobStatus) -> JobReport:
         manager = self.manager
@@ -284,8 +284,9 @@ class JobRun:
                 if not starts:
                     break
                 task_id = starts[0]
-                for other in starts[1:]:
-                    self._idle.pop().hand(other)
+                if len(starts) > 1:
+                    for other in starts[1:]:
+                        self._idle.pop().hand(other)
                 inline += 1
                 if inline % _FAIRNESS == 0:
                     await anyio.lowlevel.checkpoint()
@@ -414,8 +415,7 @@ class JobRun:
             self._fail(task, result.value)
 
     def _complete(self, task: Task, output: dict[str, Any], stored_output: str | None) -> None:
-        assign(task, output=completed_output(output))
-        self._set(task, TaskStatus.COMPLETED, None, stored_output=stored_output)
+        self._set(task, TaskStatus.COMPLETED, None, output=completed_output(output), stored_output=stored_output)
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
@@ -506,8 +506,8 @@ class JobRun:
         output: TaskOutput | None = None,
         stored_output: str | None = None,
     ) -> None:
-        """Change the task's state (and ``output``, or the output already set and
-        ``stored_output``, its JSON); only the state columns are written."""
+        """Change the task's state (and its ``output``, whose JSON is ``stored_output`` when
+        known already); only the state columns are written."""
         fields = task.__dict__  # assign() inlined: this runs at least twice per task
         fields["status"] = status
         fields["status_reason"] = reason
@@ -515,7 +515,7 @@ class JobRun:
         if output is not None:
             fields["output"] = output
         if self.manager._store is not None:
-            if output is not None:
+            if output is not None and stored_output is None:
                 stored_output = output_json(output)
             self.manager._state_changed(task, UNCHANGED if stored_output is None else stored_output)
 
