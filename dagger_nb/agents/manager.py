@@ -165,25 +165,23 @@ class TaskManager:
         running, the task is picked up at once.
         """
         return self._on_loop(
-            partial(
-                self._add_task,
-                job_id,
-                description,
-                agent,
-                input,
-                tuple(dependencies),
-                parent,
-                task_type,
-                task_id,
-                timeout,
-                max_retries,
-                acceptance_criteria,
-            )
+            self._add_task,
+            job_id,
+            description,
+            agent,
+            input,
+            tuple(dependencies),
+            parent,
+            task_type,
+            task_id,
+            timeout,
+            max_retries,
+            acceptance_criteria,
         )
 
     def add_dependency(self, task_id: str, depends_on: str) -> None:
         """Make ``task_id`` wait for ``depends_on`` (:class:`DependencyCycleError` lists a cycle)."""
-        self._on_loop(partial(self._add_dependency, task_id, depends_on))
+        self._on_loop(self._add_dependency, task_id, depends_on)
 
     def update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None = None) -> None:
         """Set a task's status (accept or reject it, block it, reset it to pending, ...).
@@ -191,7 +189,7 @@ class TaskManager:
         Setting the running task ``BLOCKED`` from its own agent parks it like
         :class:`NeedsDependencies`. In a running job the change is picked up at once.
         """
-        self._on_loop(partial(self._update_task_status, task_id, status, reason))
+        self._on_loop(self._update_task_status, task_id, status, reason)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -609,11 +607,11 @@ class TaskManager:
         if self._loop_users == 0:
             self._loop_thread = self._loop_token = None
 
-    def _on_loop(self, call: Callable[[], T]) -> T:
-        """Run ``call`` on the running jobs' loop thread (sync agents call in from worker threads)."""
+    def _on_loop(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the running jobs' loop thread (sync agents call in from worker threads)."""
         if self._loop_token is None or threading.get_ident() == self._loop_thread:
-            return call()
-        return anyio.from_thread.run_sync(call, token=self._loop_token)
+            return call(*args)
+        return anyio.from_thread.run_sync(call, *args, token=self._loop_token)
 
 
 _Job = Callable[[], Coroutine[Any, Any, None]]
