@@ -60,6 +60,8 @@ class EventStream(Generic[E]):
             raise RuntimeError("emit_many() called on a closed event stream")
         if self._listeners:
             for event in events:
+                if self.closed:  # a listener closed it
+                    raise RuntimeError("emit_many() called on a closed event stream")
                 self.history.append(event)
                 self._notify_listeners(event)
         else:

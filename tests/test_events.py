@@ -53,3 +53,11 @@ def test_emit_many_on_a_closed_stream_is_an_error() -> None:
     stream.close()
     with pytest.raises(RuntimeError, match="closed event stream"):
         stream.emit_many([1])
+
+
+def test_emit_many_stops_where_a_listener_closed_the_stream() -> None:
+    stream: EventStream[int] = EventStream()
+    stream.add_listener(lambda event: stream.close() if event == 1 else None)
+    with pytest.raises(RuntimeError, match="closed event stream"):
+        stream.emit_many([1, 2])
+    assert stream.history == [1]

@@ -284,9 +284,8 @@ class JobRun:
                 if not starts:
                     break
                 task_id = starts[0]
-                if len(starts) > 1:
-                    for other in starts[1:]:
-                        self._idle.pop().hand(other)
+                for other in starts[1:]:
+                    self._idle.pop().hand(other)
                 inline += 1
                 if inline % _FAIRNESS == 0:
                     await anyio.lowlevel.checkpoint()

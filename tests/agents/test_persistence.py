@@ -182,15 +182,20 @@ def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
             raise RuntimeError("first attempt fails")
         return {"ok": [1, 2.5, "three", None], "nested": {"a": True}}
 
+    def waits(input: dict, ctx: object) -> dict:
+        raise dagger_nb.NeedsDependencies("waiting for a human")
+
     registry.register("flaky", flaky)
     registry.register("broken", lambda input, ctx: 1 / 0)
+    registry.register("waits", waits)
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         good = manager.add_task("job", "retried then ok", "flaky", {"n": 1}, max_retries=1)
         bad = manager.add_task("job", "always fails", "broken")
         after_bad = manager.add_task("job", "never runs", "flaky", dependencies=[bad])
+        parked = manager.add_task("job", "blocked by its agent", "waits")
         manager.run_job_sync("job")
         before = manager.tasks("job")
-    assert stored_statuses(db) == {good: "completed", bad: "failed", after_bad: "failed"}
+    assert stored_statuses(db) == {good: "completed", bad: "failed", after_bad: "failed", parked: "blocked"}
     with dagger_nb.TaskManager(db, registry=registry) as reopened:
         assert reopened.tasks("job") == before
         reloaded = {task.task_id: task for task in reopened.tasks("job")}
@@ -200,6 +205,7 @@ def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
     )
     assert reloaded[bad].output is not None and reloaded[bad].output.error == reloaded[bad].status_reason
     assert reloaded[after_bad].status_reason == f"dependency {bad} failed"
+    assert (reloaded[parked].status_reason, reloaded[parked].output) == ("waiting for a human", None)
 
 
 def test_statuses_set_after_a_run_reload_with_their_reasons_and_outputs(tmp_path: Path) -> None:
