@@ -22,10 +22,9 @@ def test_emit_many_calls_listeners_per_event_in_order_and_drops_a_failing_one() 
     stream.emit(0)
     with pytest.warns(DaggerWarning, match="raised ValueError\\('listener bug'\\); it was removed"):
         stream.emit_many([1, 2, 3])
-    stream.emit_many([4])
-    assert heard == [0, 1, 2, 3, 4]
-    assert stream.history == [0, 1, 2, 3, 4]
-    assert stream._listeners == [heard.append]
+    stream.emit_many([4, 2])  # the failing listener is gone: no second warning (warnings are errors here)
+    assert heard == [0, 1, 2, 3, 4, 2]
+    assert stream.history == [0, 1, 2, 3, 4, 2]
 
 
 @pytest.mark.anyio

@@ -82,8 +82,9 @@ _TASK_COLUMNS = (
 _STATE_COLUMNS = ("status", "status_reason", "retry_count", "updated_at_us", "output")
 
 
-def _upsert_task(null: frozenset[str]) -> str:
-    values = ", ".join("NULL" if column in null else "?" for column in _TASK_COLUMNS)
+def _upsert_task(no_reason: bool, no_output: bool) -> str:
+    null = {"status_reason": no_reason, "output": no_output}
+    values = ", ".join("NULL" if null.get(column) else "?" for column in _TASK_COLUMNS)
     updates = ", ".join(f"{column} = excluded.{column}" for column in _TASK_COLUMNS[3:])
     return (
         f"INSERT INTO agent_tasks ({', '.join(_TASK_COLUMNS)}) VALUES ({values}) "
@@ -91,28 +92,17 @@ def _upsert_task(null: frozenset[str]) -> str:
     )
 
 
-def _update_state(null: frozenset[str], keep: frozenset[str]) -> str:
+def _update_state(no_reason: bool, output_kept: bool) -> str:
+    columns = _STATE_COLUMNS[:-1] if output_kept else _STATE_COLUMNS
     updates = ", ".join(
-        f"{column} = {'NULL' if column in null else '?'}" for column in _STATE_COLUMNS if column not in keep
+        f"{column} = {'NULL' if no_reason and column == 'status_reason' else '?'}" for column in columns
     )
     return f"UPDATE agent_tasks SET {updates} WHERE seq = ?"
 
 
-_NO_REASON = frozenset({"status_reason"})
-_NO_OUTPUT = frozenset({"output"})
-_NEITHER = _NO_REASON | _NO_OUTPUT
-_UPSERT = {
-    (True, True): _upsert_task(_NEITHER),
-    (True, False): _upsert_task(_NO_REASON),
-    (False, True): _upsert_task(_NO_OUTPUT),
-    (False, False): _upsert_task(frozenset()),
-}
-_UPDATE = {  # by (no reason, output kept)
-    (True, True): _update_state(_NO_REASON, keep=_NO_OUTPUT),
-    (True, False): _update_state(_NO_REASON, keep=frozenset()),
-    (False, True): _update_state(frozenset(), keep=_NO_OUTPUT),
-    (False, False): _update_state(frozenset(), keep=frozenset()),
-}
+_VARIANTS = ((True, True), (True, False), (False, True), (False, False))
+_UPSERT = {variant: _upsert_task(*variant) for variant in _VARIANTS}  # by (no reason, no output)
+_UPDATE = {variant: _update_state(*variant) for variant in _VARIANTS}  # by (no reason, output kept)
 
 #: A task's whole row: ``(statement, parameters)`` (its columns but the NULL ones).
 Row = tuple[str, tuple[Any, ...]]
@@ -216,6 +206,7 @@ class TaskStore:
         retry_count, updated = task.retry_count, self._microseconds(task.updated_at)
         kept = output is UNCHANGED
         statement = _UPDATE[reason is None, kept]
+        # one tuple literal per variant rather than one built up: this runs twice per task
         if reason is None:
             if kept:
                 return statement, (status, retry_count, updated, seq), output
