@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dagger_nb.agents.model import Task
+from dagger_nb.agents.model import TaskRecord
 from dagger_nb.graph import STATUS_COLOURS, Digraph
 
 #: Task fill colours; pending tasks are grey so they stand out from the white background.
 TASK_COLOURS = {**STATUS_COLOURS, "pending": "#d9d9d9"}
 
 
-def job_graph(jobs: dict[str, list[Task]], *, name: str | None) -> str:
+def job_graph(jobs: dict[str, list[TaskRecord]], *, name: str | None) -> str:
     """DOT for ``jobs`` (job id → tasks); with several jobs each one is a labelled cluster."""
     dot = Digraph(name or "task jobs", rankdir="TB")
     for job_id, tasks in jobs.items():

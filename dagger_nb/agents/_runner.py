@@ -45,10 +45,9 @@ from dagger_nb.agents.model import (
     BROKEN,
     DONE,
     JobStatus,
-    Task,
     TaskOutput,
+    TaskRecord,
     TaskStatus,
-    assign,
     completed_output,
     snapshot,
     utc_now,
@@ -369,7 +368,7 @@ class JobRun:
             changed = True
         return changed
 
-    def _apply_change(self, task: Task, status: TaskStatus | None, reason: str | None) -> None:
+    def _apply_change(self, task: TaskRecord, status: TaskStatus | None, reason: str | None) -> None:
         if status is not None:
             self._pending_events.append(self._status_event(task.task_id, status, reason))
         if task.task_id in self._running:
@@ -406,25 +405,25 @@ class JobRun:
             self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
             self._after_block(task, result.dependencies)
         elif result.kind is _Kind.ERROR and task.retry_count < task.max_retries:
-            assign(task, retry_count=task.retry_count + 1)
+            task.retry_count += 1
             self._set(task, TaskStatus.PENDING, f"attempt {task.retry_count} failed: {result.value}")
             self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
             self._fail(task, result.value)
 
-    def _complete(self, task: Task, output: dict[str, Any], stored_output: str | None) -> None:
+    def _complete(self, task: TaskRecord, output: dict[str, Any], stored_output: str | None) -> None:
         self._set(task, TaskStatus.COMPLETED, None, output=completed_output(output), stored_output=stored_output)
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
 
-    def _fail(self, task: Task, reason: str) -> None:
+    def _fail(self, task: TaskRecord, reason: str) -> None:
         self._set(task, TaskStatus.FAILED, reason, output=TaskOutput(success=False, error=reason))
         self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
         self._cascade(task)
 
-    def _after_block(self, task: Task, dependencies_at_start: list[str]) -> None:
+    def _after_block(self, task: TaskRecord, dependencies_at_start: list[str]) -> None:
         """A blocked task runs again once its dependencies are done (now, if they already are)."""
         tasks = self.manager._tasks
         broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
@@ -433,14 +432,14 @@ class JobRun:
         elif task.dependencies is not dependencies_at_start and self._deps_done(task):
             self._unblock(task)
 
-    def _unblock(self, task: Task) -> None:
+    def _unblock(self, task: TaskRecord) -> None:
         self._set(task, TaskStatus.PENDING, "dependencies completed")
         self._pending_events.append(
             TaskStatusChanged(self.job_id, task.task_id, TaskStatus.PENDING, "dependencies completed")
         )
         self._reconsider(task)
 
-    def _release_dependents(self, task: Task) -> None:
+    def _release_dependents(self, task: TaskRecord) -> None:
         tasks = self.manager._tasks
         for dependent_id in self.manager._dependents.get(task.task_id, ()):
             dependent = tasks[dependent_id]
@@ -453,7 +452,7 @@ class JobRun:
             elif self.allowed_agents is None or dependent.agent in self.allowed_agents:
                 self._ready.append(dependent_id)  # pending, every dependency done: ready
 
-    def _cascade(self, failed: Task) -> None:
+    def _cascade(self, failed: TaskRecord) -> None:
         tasks = self.manager._tasks
         stack = [failed]
         while stack:
@@ -467,7 +466,7 @@ class JobRun:
                 self._pending_events.append(TaskFailed(self.job_id, dependent_id, reason))
                 stack.append(dependent)
 
-    def _reconsider(self, task: Task) -> None:
+    def _reconsider(self, task: TaskRecord) -> None:
         """Queue ``task`` if it can run, or fail it if a dependency failed."""
         if task.task_id in self._running or task.status not in _WAITING:
             return
@@ -483,7 +482,7 @@ class JobRun:
         for task_id in list(self.manager._jobs[self.job_id]):
             self._reconsider(tasks[task_id])
 
-    def _deps_done(self, task: Task) -> bool:
+    def _deps_done(self, task: TaskRecord) -> bool:
         # a loop, not all() over a generator: called for every task at least twice
         tasks = self.manager._tasks
         for dep in task.dependencies:  # noqa: SIM110
@@ -491,14 +490,14 @@ class JobRun:
                 return False
         return True
 
-    def _runnable(self, task: Task) -> bool:
+    def _runnable(self, task: TaskRecord) -> bool:
         if self.allowed_agents is not None and task.agent not in self.allowed_agents:
             return False
         return self._deps_done(task)
 
     def _set(
         self,
-        task: Task,
+        task: TaskRecord,
         status: TaskStatus,
         reason: str | None,
         *,
@@ -507,12 +506,11 @@ class JobRun:
     ) -> None:
         """Change the task's state (and its ``output``, whose JSON is ``stored_output`` when
         known already); only the state columns are written."""
-        fields = task.__dict__  # assign() inlined: this runs at least twice per task
-        fields["status"] = status
-        fields["status_reason"] = reason
-        fields["updated_at"] = self._now or utc_now()
+        task.status = status
+        task.status_reason = reason
+        task.updated_at = self._now or utc_now()
         if output is not None:
-            fields["output"] = output
+            task.output = output
         if self.manager._store is not None:
             if output is not None and stored_output is None:
                 stored_output = output_json(output)
@@ -580,6 +578,7 @@ class JobRun:
 
 
 _FAIRNESS = 8  # inline tasks between two checkpoints
+
 
 def _json_encoder() -> Callable[[Any], str]:
     """json.dumps without its per-call cycle check (a third of its cost on a small output: a

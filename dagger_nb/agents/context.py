@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dagger_nb.agents.model import Task, TaskType, snapshot
+from dagger_nb.agents.model import Task, TaskRecord, TaskType, snapshot
 
 if TYPE_CHECKING:
     from dagger_nb.agents.manager import TaskManager
@@ -21,7 +21,7 @@ class TaskContext:
 
     __slots__ = ("_live", "attempt", "job_id", "manager", "task_id")
 
-    def __init__(self, manager: TaskManager, task: Task, *, attempt: int) -> None:
+    def __init__(self, manager: TaskManager, task: TaskRecord, *, attempt: int) -> None:
         self.manager = manager
         self._live = task
         #: The running task's id.

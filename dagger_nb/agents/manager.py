@@ -34,7 +34,17 @@ from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
-from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, new_task, utc_now
+from dagger_nb.agents.model import (
+    DONE,
+    JobStatus,
+    Task,
+    TaskRecord,
+    TaskStatus,
+    TaskType,
+    new_task,
+    snapshot,
+    utc_now,
+)
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
 from dagger_nb.agents.store import UNCHANGED, StateRow, TaskStore
@@ -93,13 +103,13 @@ class TaskManager:
         self.backend = None if isinstance(backend, LocalBackend) else backend
         if self.backend is not None and not callable(getattr(self.backend, "call", None)):
             raise TaskError(f"backend must be a DaskBackend (or None for this process), got {backend!r}")
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, TaskRecord] = {}
         self._seq: dict[str, int] = {}
         self._next_seq = 0
         self._jobs: dict[str, list[str]] = {}
         self._dependents: dict[str, list[str]] = {}
         self._job_status: dict[str, JobStatus] = {}
-        self._dirty: dict[str, Task] = {}
+        self._dirty: dict[str, TaskRecord] = {}
         #: the new state columns of tasks a running job changed
         self._dirty_states: dict[str, StateRow] = {}
         self._dirty_jobs: dict[str, JobStatus] = {}
@@ -196,15 +206,15 @@ class TaskManager:
     def get_task(self, task_id: str) -> Task | None:
         """A snapshot of the task, or ``None`` if there is no such task."""
         task = self._tasks.get(task_id)
-        return None if task is None else task.model_copy(deep=True)
+        return None if task is None else snapshot(task).model_copy(deep=True)
 
     def tasks(self, job_id: str | None = None) -> list[Task]:
         """Snapshots of every task (of ``job_id``), in creation order."""
-        return [task.model_copy(deep=True) for task in self._iter_tasks(job_id)]
+        return [snapshot(task).model_copy(deep=True) for task in self._iter_tasks(job_id)]
 
     def tasks_frame(self, job_id: str | None = None) -> pd.DataFrame:
         """One row per task (of ``job_id``), one column per :class:`Task` field."""
-        return tasks_to_frame(list(self._iter_tasks(job_id)))
+        return tasks_to_frame([snapshot(task) for task in self._iter_tasks(job_id)])
 
     def jobs(self) -> list[str]:
         """Every job id, in the order jobs were created."""
@@ -219,7 +229,7 @@ class TaskManager:
         """The job's first ``OBJECTIVE`` task, or ``None``."""
         for task in self._iter_tasks(job_id):
             if task.task_type is TaskType.OBJECTIVE:
-                return task.model_copy(deep=True)
+                return snapshot(task).model_copy(deep=True)
         return None
 
     def get_dependency_outputs(self, task_id: str) -> list[dict[str, Any]]:
@@ -424,7 +434,7 @@ class TaskManager:
             problems.append(f"unknown parent task '{parent}'")
         return problems
 
-    def _insert(self, task: Task, seq: int) -> None:
+    def _insert(self, task: TaskRecord, seq: int) -> None:
         self._tasks[task.task_id] = task
         self._seq[task.task_id] = seq
         self._next_seq = max(self._next_seq, seq + 1)
@@ -480,19 +490,19 @@ class TaskManager:
         self._touch(task)
         self._changed(task, status, reason)
 
-    def _changed(self, task: Task, status: TaskStatus | None, reason: str | None) -> None:
+    def _changed(self, task: TaskRecord, status: TaskStatus | None, reason: str | None) -> None:
         run = self._runs.get(task.job_id)
         if run is not None:
             run.note_changed(task.task_id, status, reason)
         else:
             self._flush_soon()
 
-    def _touch(self, task: Task) -> None:
+    def _touch(self, task: TaskRecord) -> None:
         task.updated_at = utc_now()
         if self._store is not None:
             self._dirty[task.task_id] = task
 
-    def _state_changed(self, task: Task, stored_output: str | None) -> None:
+    def _state_changed(self, task: TaskRecord, stored_output: str | None) -> None:
         """A running job changed ``task``'s state columns (and its output, unless ``UNCHANGED``).
 
         The row is built now, not at the flush: the runner changes a task's state
@@ -567,7 +577,7 @@ class TaskManager:
         self._job_status.update(jobs)
         self._flush()
 
-    def _require(self, task_id: str) -> Task:
+    def _require(self, task_id: str) -> TaskRecord:
         task = self._tasks.get(task_id)
         if task is None:
             raise TaskError(f"unknown task '{task_id}'")
@@ -579,7 +589,7 @@ class TaskManager:
             raise TaskError(f"unknown job '{job_id}' (known: {known})")
         return self._jobs[job_id]
 
-    def _iter_tasks(self, job_id: str | None) -> Iterable[Task]:
+    def _iter_tasks(self, job_id: str | None) -> Iterable[TaskRecord]:
         if job_id is None:
             return self._tasks.values()
         return [self._tasks[tid] for tid in self._require_job(job_id)]

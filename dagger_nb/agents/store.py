@@ -19,14 +19,16 @@ place and tasks created together share pages: keyed by the text task id with
 ``INSERT OR REPLACE``, a two-row commit cost four times as much.
 
 What a running job changes (status, reason, retry count, time of the change,
-output) has its own columns; every other field is in one JSON column, ``data``,
-written when the task is added or changed through the manager. So starting a
-task writes four small values instead of re-encoding the whole task, and
-completing it adds the output's JSON, which the runner encodes anyway to check
-that the output can be stored. (Binding one column per field costs more than
-pydantic's JSON encoder, so the fields that rarely change stay in ``data``.)
+output) has its own columns, and so has the creation time; every other field
+is in one JSON column, ``data``, written when the task is added or changed
+through the manager. So starting a task writes four small values instead of
+re-encoding the whole task, and completing it adds the output's JSON, which
+the runner encodes anyway to check that the output can be stored. (Binding one
+column per field costs more than encoding them as one JSON object, so the
+fields that rarely change stay in ``data``; the times are integers because
+writing an aware ``datetime`` as ISO text costs more than the rest of the row.)
 A database written before these columns existed is upgraded when opened; its
-rows keep everything in ``data`` until they next change.
+rows keep those fields in ``data`` until they next change.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
-from dagger_nb.agents.model import JobStatus, Task, TaskOutput
+from dagger_nb.agents.model import JobStatus, Task, TaskOutput, TaskRecord
 from dagger_nb.errors import StorageError
 from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
 
@@ -57,7 +60,8 @@ CREATE TABLE IF NOT EXISTS agent_tasks (
     status_reason TEXT,
     retry_count INTEGER,
     updated_at_us INTEGER,
-    output TEXT
+    output TEXT,
+    created_at_us INTEGER
 );
 CREATE TABLE IF NOT EXISTS agent_jobs (
     job_id TEXT PRIMARY KEY,
@@ -68,9 +72,13 @@ CREATE TABLE IF NOT EXISTS agent_jobs (
 #: Set on top of :data:`dagger_nb.storage.PRAGMAS`: checkpoints run in a background thread.
 STORE_PRAGMAS = ("PRAGMA wal_autocheckpoint=0",)
 
-#: The fields a running job changes, each in its own column; ``data`` holds the others.
-STATE_FIELDS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output"}
-_ADDED_COLUMNS = {"status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT"}
+#: The fields with columns of their own (what a running job changes, and the creation
+#: time); the ``data`` column's JSON holds the others.
+OWN_COLUMNS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output", "created_at"}
+_ADDED_COLUMNS = {
+    "status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT",
+    "created_at_us": "INTEGER",
+}
 
 # NULL is written into the statement rather than bound: for every None it binds, sqlite3
 # looks for an adapter and builds (and drops) an AttributeError, about 3,300 instructions
@@ -78,6 +86,7 @@ _ADDED_COLUMNS = {"status_reason": "TEXT", "retry_count": "INTEGER", "updated_at
 # NULL (_UPSERT, _UPDATE).
 _TASK_COLUMNS = (
     "seq", "task_id", "job_id", "status", "data", "status_reason", "retry_count", "updated_at_us", "output",
+    "created_at_us",
 )
 _STATE_COLUMNS = ("status", "status_reason", "retry_count", "updated_at_us", "output")
 
@@ -126,9 +135,11 @@ def output_json(output: TaskOutput | None) -> str | None:
     return None if output is None else _OUTPUT_JSON(output).decode()
 
 
-# The models' serializers called directly: ``model_dump_json`` wraps them in a Python
+# Pydantic's serializers called directly: ``model_dump_json`` wraps them in a Python
 # function whose argument handling costs half as much again as the encoding itself.
-_TASK_JSON = Task.__pydantic_serializer__.to_json
+# The live task record is serialised as it is, rather than its Task snapshot, whose
+# making would cost more than the encoding.
+_RECORD_JSON = TypeAdapter(TaskRecord).serializer.to_json
 _OUTPUT_JSON = TaskOutput.__pydantic_serializer__.to_json
 
 
@@ -154,20 +165,22 @@ class TaskStore:
         self._encoded: dict[int, tuple[object, Row]] = {}
         self._stamp: tuple[datetime | None, int] = (None, 0)  # the last time converted, and its value
 
-    def load(self) -> tuple[list[tuple[int, Task]], dict[str, JobStatus]]:
+    def load(self) -> tuple[list[tuple[int, TaskRecord]], dict[str, JobStatus]]:
         """Every stored ``(seq, task)`` in creation order, and every job's last status."""
         with self._mutex:
             try:
                 rows = self._connection.execute(
-                    "SELECT seq, data, status, status_reason, retry_count, updated_at_us, output "
+                    "SELECT seq, data, status, status_reason, retry_count, updated_at_us, output, created_at_us "
                     "FROM agent_tasks ORDER BY seq"
                 ).fetchall()
                 jobs = self._connection.execute("SELECT job_id, status FROM agent_jobs").fetchall()
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot read tasks from '{self.path}': {error}") from error
         tasks = []
-        for seq, data, status, reason, retry_count, updated_at_us, output in rows:
+        for seq, data, status, reason, retry_count, updated_at_us, output, created_at_us in rows:
             fields = json.loads(data)
+            if created_at_us is not None:  # else a row from before that column: in data
+                fields["created_at"] = _EPOCH + created_at_us * _MICROSECOND
             if updated_at_us is not None:  # else a row written before the state columns: all in data
                 fields.update(
                     status=status,
@@ -176,30 +189,30 @@ class TaskStore:
                     updated_at=_EPOCH + updated_at_us * _MICROSECOND,
                     output=None if output is None else json.loads(output),
                 )
-            tasks.append((seq, Task.model_validate(fields)))
+            tasks.append((seq, TaskRecord.of(Task.model_validate(fields))))
         return tasks, {job_id: JobStatus(status) for job_id, status in jobs}
 
-    def encode(self, seq: int, task: Task) -> Row:
+    def encode(self, seq: int, task: TaskRecord) -> Row:
         """The whole row for ``task`` (kept until the task changes); ``ValueError`` if it is not JSON-able."""
         cached = self._encoded.get(seq)
         if cached is not None and cached[0] is task.updated_at:
             return cached[1]
         try:
-            data = _TASK_JSON(task, exclude=STATE_FIELDS).decode()
+            data = _RECORD_JSON(task, exclude=OWN_COLUMNS).decode()
             output = output_json(task.output)
         except PydanticSerializationError as error:
             raise ValueError(str(error)) from None
         reason = task.status_reason
         values: tuple[Any, ...] = (
             seq, task.task_id, task.job_id, str(task.status), data,
-            *(() if reason is None else (reason,)), task.retry_count, microseconds(task.updated_at),
-            *(() if output is None else (output,)),
+            *(() if reason is None else (reason,)), task.retry_count, self._microseconds(task.updated_at),
+            *(() if output is None else (output,)), self._microseconds(task.created_at),
         )
         row = (_UPSERT[reason is None, output is None], values)
         self._encoded[seq] = (task.updated_at, row)
         return row
 
-    def state_row(self, seq: int, task: Task, output: Any) -> StateRow:
+    def state_row(self, seq: int, task: TaskRecord, output: Any) -> StateRow:
         """The state columns of ``task`` as :meth:`save` writes them; ``output`` is the output
         column's new text, or :data:`UNCHANGED` to keep the stored one."""
         status, reason = str(task.status), task.status_reason
@@ -217,7 +230,7 @@ class TaskStore:
 
     def save(
         self,
-        tasks: Iterable[tuple[int, Task]],
+        tasks: Iterable[tuple[int, TaskRecord]],
         jobs: Iterable[tuple[str, JobStatus]] = (),
         *,
         states: Collection[StateRow] = (),

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 import dagger_nb
-from dagger_nb.agents.model import Task, TaskType, new_task
+from dagger_nb.agents.model import Task, TaskType, new_task, snapshot
 from dagger_nb.graph import dot_available, quote
 
 
@@ -77,14 +77,14 @@ PLAIN = {
 )
 def test_new_task_equals_the_validated_model(changes: dict) -> None:
     arguments = {**PLAIN, **changes}
-    built = new_task("job", "t", now=NOW, **arguments)
+    record = new_task("job", "t", now=NOW, **arguments)
+    built = snapshot(record)
     expected = Task(
         job_id="job", task_id="t", created_at=NOW, updated_at=NOW, parent_task_id=arguments.pop("parent"), **arguments
     )
-    assert built.model_dump() == expected.model_dump()
-    assert built.model_fields_set == expected.model_fields_set
+    assert built == expected
     assert {name: type(value) for name, value in built} == {name: type(value) for name, value in expected}
-    assert built.input is not PLAIN["input"]  # copied, as pydantic copies it
+    assert record.input is not PLAIN["input"]  # copied, as pydantic copies it
 
 
 @pytest.mark.parametrize(

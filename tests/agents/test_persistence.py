@@ -365,11 +365,33 @@ def test_sigkill_partway_then_resume_runs_no_completed_task_twice(tmp_path: Path
     }
 
 
-def test_input_that_cannot_be_stored_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("make_input", "why"),
+    [
+        (lambda: {"thing": object()}, "Unable to serialize unknown type: <class 'object'>"),
+        (lambda: {"me": _cyclic()}, "Error serializing to JSON: ValueError: Circular reference detected (id repeated)"),
+    ],
+)
+def test_input_that_cannot_be_stored_is_refused(tmp_path: Path, make_input: Callable[[], dict], why: str) -> None:
     with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=echo_registry()) as manager:
-        with pytest.raises(dagger_nb.TaskError, match="cannot add task 't' to job 'job': input cannot be stored"):
-            manager.add_task("job", "bad", "echo", {"thing": object()}, task_id="t")
+        with pytest.raises(dagger_nb.TaskError) as caught:
+            manager.add_task("job", "bad", "echo", make_input(), task_id="t")
+        assert str(caught.value) == f"cannot add task 't' to job 'job': input cannot be stored as JSON: {why}"
         assert manager.tasks() == []
+
+
+def test_the_creation_time_reloads_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        task_id = manager.add_task("job", "a", "echo", {"n": 1})
+        manager.update_task_status(task_id, "blocked", "later")  # a second whole row, later
+        before = manager.get_task(task_id)
+    assert before is not None and before.created_at < before.updated_at
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
+        after = reopened.get_task(task_id)
+    assert after is not None
+    assert (after.created_at, after.updated_at) == (before.created_at, before.updated_at)
+    assert after.created_at.tzinfo is not None
 
 
 @pytest.mark.anyio
