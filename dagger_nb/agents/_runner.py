@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -59,11 +58,21 @@ from dagger_nb.events import EventStream
 if TYPE_CHECKING:
     from dagger_nb.agents.manager import TaskManager
 
+# Python 3.11's EnumType defines __getattr__, so no read of a member (TaskStatus.PENDING)
+# is specialised: each costs about a thousand instructions, and the runner tests and sets
+# statuses several times per task. Hence module-level names.
+PENDING, IN_PROGRESS, COMPLETED, FAILED, BLOCKED = (
+    TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.BLOCKED,
+)
+
 TERMINATED = "Job terminated due to inactivity"
 CANCELLED_WHILE_RUNNING = "job cancelled while the task was running"
 
 
-class _Kind(Enum):
+class _Kind:
+    """What an attempt came to: plain strings, since an Enum member costs three times as much
+    to read in Python 3.11 (see the status names below)."""
+
     OK = "ok"
     BLOCK = "block"
     ERROR = "error"  # a failed attempt: retried while retries are left
@@ -73,7 +82,7 @@ class _Kind(Enum):
 @dataclass(slots=True)
 class _Result:
     task_id: str
-    kind: _Kind
+    kind: str  # a _Kind
     value: Any
     dependencies: list[str]  # the task's dependency list when the attempt started
     stored_output: str | None = None  # an OK output's JSON for the database (None without one)
@@ -246,10 +255,10 @@ class JobRun:
         if status is JobStatus.CANCELLED:
             for task_id in self._running:
                 task = manager._tasks[task_id]
-                if task.status is TaskStatus.IN_PROGRESS:
-                    self._set(task, TaskStatus.PENDING, CANCELLED_WHILE_RUNNING)
+                if task.status is IN_PROGRESS:
+                    self._set(task, PENDING, CANCELLED_WHILE_RUNNING)
                     self._pending_events.append(
-                        TaskStatusChanged(self.job_id, task_id, TaskStatus.PENDING, CANCELLED_WHILE_RUNNING)
+                        TaskStatusChanged(self.job_id, task_id, PENDING, CANCELLED_WHILE_RUNNING)
                     )
         manager._set_job_status(self.job_id, status)
         manager._runs.pop(self.job_id, None)
@@ -381,11 +390,11 @@ class JobRun:
             self._reconsider(task)
 
     def _status_event(self, task_id: str, status: TaskStatus, reason: str | None) -> JobEvent:
-        if status is TaskStatus.BLOCKED:
+        if status is BLOCKED:
             return TaskBlocked(self.job_id, task_id, reason or "")
-        if status is TaskStatus.FAILED:
+        if status is FAILED:
             return TaskFailed(self.job_id, task_id, reason or "")
-        if status is TaskStatus.COMPLETED:
+        if status is COMPLETED:
             output = self.manager._tasks[task_id].output
             return TaskCompleted(self.job_id, task_id, output.data if output else None)
         return TaskStatusChanged(self.job_id, task_id, status, reason)
@@ -393,33 +402,33 @@ class JobRun:
     def _apply_result(self, result: _Result) -> None:
         self._running.discard(result.task_id)
         task = self.manager._tasks[result.task_id]
-        if task.status is TaskStatus.BLOCKED:
+        if task.status is BLOCKED:
             self._after_block(task, result.dependencies)
             return
-        if task.status is not TaskStatus.IN_PROGRESS:
+        if task.status is not IN_PROGRESS:
             return  # someone else decided (terminated, set through the manager)
         if result.kind is _Kind.OK:
             self._complete(task, result.value, result.stored_output)
         elif result.kind is _Kind.BLOCK:
-            self._set(task, TaskStatus.BLOCKED, result.value)
+            self._set(task, BLOCKED, result.value)
             self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
             self._after_block(task, result.dependencies)
         elif result.kind is _Kind.ERROR and task.retry_count < task.max_retries:
             task.retry_count += 1
-            self._set(task, TaskStatus.PENDING, f"attempt {task.retry_count} failed: {result.value}")
+            self._set(task, PENDING, f"attempt {task.retry_count} failed: {result.value}")
             self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
             self._fail(task, result.value)
 
     def _complete(self, task: TaskRecord, output: dict[str, Any], stored_output: str | None) -> None:
-        self._set(task, TaskStatus.COMPLETED, None, output=completed_output(output), stored_output=stored_output)
+        self._set(task, COMPLETED, None, output=completed_output(output), stored_output=stored_output)
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
 
     def _fail(self, task: TaskRecord, reason: str) -> None:
-        self._set(task, TaskStatus.FAILED, reason, output=TaskOutput(success=False, error=reason))
+        self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason))
         self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
         self._cascade(task)
 
@@ -433,9 +442,9 @@ class JobRun:
             self._unblock(task)
 
     def _unblock(self, task: TaskRecord) -> None:
-        self._set(task, TaskStatus.PENDING, "dependencies completed")
+        self._set(task, PENDING, "dependencies completed")
         self._pending_events.append(
-            TaskStatusChanged(self.job_id, task.task_id, TaskStatus.PENDING, "dependencies completed")
+            TaskStatusChanged(self.job_id, task.task_id, PENDING, "dependencies completed")
         )
         self._reconsider(task)
 
@@ -447,7 +456,7 @@ class JobRun:
                 continue
             if not self._deps_done(dependent):
                 continue
-            if dependent.status is TaskStatus.BLOCKED:
+            if dependent.status is BLOCKED:
                 self._unblock(dependent)
             elif self.allowed_agents is None or dependent.agent in self.allowed_agents:
                 self._ready.append(dependent_id)  # pending, every dependency done: ready
@@ -462,7 +471,7 @@ class JobRun:
                 if dependent_id in self._running or dependent.status not in _WAITING:
                     continue
                 reason = f"dependency {upstream.task_id} failed"
-                self._set(dependent, TaskStatus.FAILED, reason, output=TaskOutput(success=False, error=reason))
+                self._set(dependent, FAILED, reason, output=TaskOutput(success=False, error=reason))
                 self._pending_events.append(TaskFailed(self.job_id, dependent_id, reason))
                 stack.append(dependent)
 
@@ -474,7 +483,7 @@ class JobRun:
         broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
         if broken is not None:
             self._fail(task, f"dependency {broken} failed")
-        elif task.status is TaskStatus.PENDING and self._runnable(task):
+        elif task.status is PENDING and self._runnable(task):
             self._ready.append(task.task_id)
 
     def _initial_scan(self) -> None:
@@ -523,9 +532,9 @@ class JobRun:
         while self._ready and len(self._running) < limit:
             task_id = self._ready.popleft()
             task = tasks[task_id]
-            if task.status is not TaskStatus.PENDING or task_id in self._running or not self._runnable(task):
+            if task.status is not PENDING or task_id in self._running or not self._runnable(task):
                 continue
-            self._set(task, TaskStatus.IN_PROGRESS, None)
+            self._set(task, IN_PROGRESS, None)
             self._running.add(task_id)
             starts.append(task_id)
             self._pending_events.append(
@@ -558,8 +567,8 @@ class JobRun:
         if action is StallAction.TERMINATE_JOB:
             for task_id in stalled:
                 task = tasks[task_id]
-                if task.status in (TaskStatus.PENDING, TaskStatus.IN_PROGRESS):
-                    self._set(task, TaskStatus.FAILED, TERMINATED, output=TaskOutput(success=False, error=TERMINATED))
+                if task.status in (PENDING, IN_PROGRESS):
+                    self._set(task, FAILED, TERMINATED, output=TaskOutput(success=False, error=TERMINATED))
                     self._pending_events.append(TaskFailed(self.job_id, task_id, TERMINATED))
             self._terminated = True
         elif action is StallAction.NOTIFY_PLANNING_AGENT:
@@ -607,5 +616,5 @@ def _describe(error: Exception) -> str:
     return str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}"
 
 
-_WAITING = frozenset({TaskStatus.PENDING, TaskStatus.BLOCKED})
-_STALLABLE = frozenset({TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED})
+_WAITING = frozenset({PENDING, BLOCKED})
+_STALLABLE = frozenset({PENDING, IN_PROGRESS, BLOCKED})
