@@ -72,9 +72,6 @@ CREATE TABLE IF NOT EXISTS agent_jobs (
 #: Set on top of :data:`dagger_nb.storage.PRAGMAS`: checkpoints run in a background thread.
 STORE_PRAGMAS = ("PRAGMA wal_autocheckpoint=0",)
 
-#: The fields with columns of their own (what a running job changes, and the creation
-#: time); the ``data`` column's JSON holds the others.
-OWN_COLUMNS: set[str] = {"status", "status_reason", "retry_count", "updated_at", "output", "created_at"}
 _ADDED_COLUMNS = {
     "status_reason": "TEXT", "retry_count": "INTEGER", "updated_at_us": "INTEGER", "output": "TEXT",
     "created_at_us": "INTEGER",
@@ -135,11 +132,30 @@ def output_json(output: TaskOutput | None) -> str | None:
     return None if output is None else _OUTPUT_JSON(output).decode()
 
 
+def _data_fields(task: TaskRecord) -> dict[str, Any]:
+    """The fields of ``task`` the ``data`` column holds: all but those with columns of
+    their own (what a running job changes, and the creation time)."""
+    return {
+        "job_id": task.job_id,
+        "task_id": task.task_id,
+        "parent_task_id": task.parent_task_id,
+        "description": task.description,
+        "acceptance_criteria": task.acceptance_criteria,
+        "agent": task.agent,
+        "dependencies": task.dependencies,
+        "input": task.input,
+        # as its text: pydantic serialises an Enum member through Python, which cost as
+        # much as the rest of the row
+        "task_type": task.task_type._value_,
+        "timeout": task.timeout,
+        "max_retries": task.max_retries,
+        "summary": task.summary,
+    }
+
+
 # Pydantic's serializers called directly: ``model_dump_json`` wraps them in a Python
 # function whose argument handling costs half as much again as the encoding itself.
-# The live task record is serialised as it is, rather than its Task snapshot, whose
-# making would cost more than the encoding.
-_RECORD_JSON = TypeAdapter(TaskRecord).serializer.to_json
+_DATA_JSON = TypeAdapter(dict[str, Any]).serializer.to_json
 _OUTPUT_JSON = TaskOutput.__pydantic_serializer__.to_json
 
 
@@ -198,7 +214,7 @@ class TaskStore:
         if cached is not None and cached[0] is task.updated_at:
             return cached[1]
         try:
-            data = _RECORD_JSON(task, exclude=OWN_COLUMNS).decode()
+            data = _DATA_JSON(_data_fields(task)).decode()
             output = output_json(task.output)
         except PydanticSerializationError as error:
             raise ValueError(str(error)) from None
