@@ -39,7 +39,7 @@ from dagger_nb.agents.events import (
     TaskStarted,
     TaskStatusChanged,
 )
-from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction
+from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction, TaskOutcomes
 from dagger_nb.agents.model import (
     BROKEN,
     DONE,
@@ -48,7 +48,7 @@ from dagger_nb.agents.model import (
     TaskRecord,
     TaskStatus,
     completed_output,
-    snapshot,
+    field_values,
     utc_now,
 )
 from dagger_nb.agents.store import UNCHANGED, output_json
@@ -268,7 +268,8 @@ class JobRun:
             self._emit_pending()
             self.events.emit(JobFinished(self.job_id, status))
             self.events.close()
-            outcomes = {tid: snapshot(manager._tasks[tid]) for tid in manager._jobs[self.job_id]}
+            tasks = manager._tasks
+            outcomes = TaskOutcomes({tid: field_values(tasks[tid]) for tid in manager._jobs[self.job_id]})
             self.report = JobReport(self.job_id, status, outcomes, self.started_at, utc_now())
             if self._finished is not None:
                 self._finished.set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -12,7 +12,7 @@ import anyio
 import pandas as pd
 
 from dagger_nb.agents.events import JobEvent
-from dagger_nb.agents.model import DONE, TASK_FIELDS, JobStatus, Task, TaskStatus, utc_now
+from dagger_nb.agents.model import DONE, TASK_FIELDS, JobStatus, Task, TaskStatus, task_from_values, utc_now
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -41,13 +41,44 @@ def tasks_to_frame(tasks: list[Task]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(TASK_FIELDS))
 
 
+class TaskOutcomes(Mapping[str, Task]):
+    """Task id → the :class:`Task` as it was when the job ended (:attr:`JobReport.outcomes`).
+
+    The runner keeps each task's field values at the end of the job, one C call per
+    task, and a task's :class:`Task` is made when it is first read (then kept): a
+    model instance costs four times as much, and whoever ran the job may read only
+    its status or a few of its tasks.
+    """
+
+    __slots__ = ("_tasks", "_values")
+
+    def __init__(self, values: dict[str, tuple[Any, ...]]) -> None:
+        self._values = values
+        self._tasks: dict[str, Task] = {}
+
+    def __getitem__(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            task = self._tasks[task_id] = task_from_values(self._values[task_id])
+        return task
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 @dataclass(slots=True)
 class JobReport:
     """How a job run ended: its ``status`` and every task as it was at the end."""
 
     job_id: str
     status: JobStatus
-    outcomes: dict[str, Task] = field(default_factory=dict)
+    outcomes: Mapping[str, Task] = field(default_factory=dict)
     started_at: datetime = field(default_factory=utc_now)
     finished_at: datetime = field(default_factory=utc_now)
 

@@ -223,6 +223,27 @@ def test_snapshots_do_not_leak_changes(manager: dagger_nb.TaskManager) -> None:
     assert manager.get_task("a").dependencies == []  # type: ignore[union-attr]
 
 
+def test_a_report_keeps_every_task_as_it_was_when_the_job_ended(manager: dagger_nb.TaskManager) -> None:
+    manager.add_task("job", "a", "echo", {"k": [1]}, task_id="a")
+    manager.add_task("job", "b", "echo", task_id="b", dependencies=["a"])
+    report = manager.run_job_sync("job")
+    at_the_end = manager.tasks("job")
+    manager.update_task_status("a", "rejected", "not what was asked")
+    manager.add_task("job", "c", "echo", task_id="c")
+    manager.add_dependency("b", "c")
+    assert list(report.outcomes) == ["a", "b"] and len(report.outcomes) == 2
+    assert report.outcomes == {task.task_id: task for task in at_the_end}
+    assert (report.outcomes["a"].status, report.outcomes["b"].dependencies) == ("completed", ["a"])
+    assert report.outcomes["a"] is report.outcomes["a"]  # made once, then kept
+    report.outcomes["a"].input["k"] = [2]
+    report.outcomes["b"].dependencies.append("x")
+    assert report.outcomes["a"].input == {"k": [2]}  # the report's own copy changed ...
+    assert manager.get_task("a").input == {"k": [1]}  # type: ignore[union-attr]  # ... not the task
+    assert manager.get_task("b").dependencies == ["a", "c"]  # type: ignore[union-attr]
+    assert "'a': Task(" in repr(report.outcomes)
+    assert report.counts() == {dagger_nb.TaskStatus.COMPLETED: 2}
+
+
 def test_tasks_frame_has_one_row_per_task_and_every_field(manager: dagger_nb.TaskManager) -> None:
     manager.add_objective("job", "o", "planner")
     manager.add_task("job", "t", "echo")
