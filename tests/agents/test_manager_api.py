@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 import dagger_nb
-from dagger_nb.agents.model import Task, TaskType, new_task, snapshot
+from dagger_nb.agents.model import Task, TaskRecord, TaskType, new_task, snapshot
 from dagger_nb.graph import dot_available, quote
 
 
@@ -63,6 +64,10 @@ PLAIN = {
     "description": "d", "agent": "echo", "input": {"n": 1, "nested": {"a": [1]}}, "dependencies": ["up"],
     "parent": None, "task_type": TaskType.TASK, "timeout": None, "max_retries": 0, "acceptance_criteria": None,
 }
+
+
+def test_the_manager_record_has_exactly_the_task_fields() -> None:
+    assert [field.name for field in dataclasses.fields(TaskRecord)] == list(Task.model_fields)
 
 
 @pytest.mark.parametrize(
