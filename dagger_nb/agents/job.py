@@ -62,6 +62,9 @@ class TaskOutcomes(Mapping[str, Task]):
             task = self._tasks[task_id] = task_from_values(self._values[task_id])
         return task
 
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._values  # without making the Task
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 

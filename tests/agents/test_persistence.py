@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +262,48 @@ def test_a_file_from_before_the_state_columns_is_upgraded(tmp_path: Path) -> Non
     with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
         assert reopened.tasks("job") == finished
         assert reopened.get_dependency_outputs("b") == [{"x": 1}]
+
+
+def test_every_task_field_is_stored_in_data_or_a_column_of_its_own(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        manager.add_task("job", "a", "echo", {"n": 1}, task_id="a")
+    connection = sqlite3.connect(db)
+    try:
+        (data,) = connection.execute("SELECT data FROM agent_tasks").fetchone()
+    finally:
+        connection.close()
+    own_columns = {"status", "status_reason", "retry_count", "updated_at", "output", "created_at"}
+    assert set(json.loads(data)) == set(dagger_nb.Task.model_fields) - own_columns
+
+
+def test_a_file_from_before_the_creation_time_column_reloads(tmp_path: Path) -> None:
+    # the layout of the previous version: state columns, the creation time inside data
+    db = tmp_path / "previous.db"
+    created = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    task = dagger_nb.Task(job_id="job", task_id="a", description="from before", agent="echo", input={"n": 1},
+                          task_type=dagger_nb.TaskType.STORY, created_at=created, updated_at=created)
+    data = task.model_dump_json(exclude={"status", "status_reason", "retry_count", "updated_at", "output"})
+    connection = sqlite3.connect(db)
+    with connection:
+        connection.executescript(
+            "CREATE TABLE agent_tasks (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, job_id TEXT NOT NULL, "
+            "status TEXT NOT NULL, data TEXT NOT NULL, status_reason TEXT, retry_count INTEGER, "
+            "updated_at_us INTEGER, output TEXT);"
+            "CREATE TABLE agent_jobs (job_id TEXT PRIMARY KEY, status TEXT NOT NULL);"
+        )
+        connection.execute(
+            "INSERT INTO agent_tasks VALUES (0, 'a', 'job', 'pending', ?, NULL, 0, ?, NULL)",
+            (data, int(created.timestamp() * 1_000_000)),
+        )
+    connection.close()
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        assert manager.tasks("job") == [task]
+        assert manager.run_job_sync("job").success
+        finished = manager.tasks("job")
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
+        assert reopened.tasks("job") == finished
+        assert finished[0].created_at == created
 
 
 @pytest.mark.anyio
