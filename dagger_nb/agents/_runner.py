@@ -41,8 +41,13 @@ from dagger_nb.agents.events import (
 )
 from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction, TaskOutcomes
 from dagger_nb.agents.model import (
+    BLOCKED,
     BROKEN,
+    COMPLETED,
     DONE,
+    FAILED,
+    IN_PROGRESS,
+    PENDING,
     JobStatus,
     TaskOutput,
     TaskRecord,
@@ -58,20 +63,13 @@ from dagger_nb.events import EventStream
 if TYPE_CHECKING:
     from dagger_nb.agents.manager import TaskManager
 
-# Python 3.11's EnumType defines __getattr__, so no read of a member (TaskStatus.PENDING)
-# is specialised: each costs about a thousand instructions, and the runner tests and sets
-# statuses several times per task. Hence module-level names.
-PENDING, IN_PROGRESS, COMPLETED, FAILED, BLOCKED = (
-    TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.BLOCKED,
-)
-
 TERMINATED = "Job terminated due to inactivity"
 CANCELLED_WHILE_RUNNING = "job cancelled while the task was running"
 
 
 class _Kind:
     """What an attempt came to: plain strings, since an Enum member costs three times as much
-    to read in Python 3.11 (see the status names below)."""
+    to read in Python 3.11 (see PENDING in agents/model.py)."""
 
     OK = "ok"
     BLOCK = "block"

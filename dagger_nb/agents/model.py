@@ -54,7 +54,12 @@ DONE = frozenset({TaskStatus.COMPLETED, TaskStatus.ACCEPTED})
 BROKEN = frozenset({TaskStatus.FAILED, TaskStatus.REJECTED})
 
 
-_PENDING = TaskStatus.PENDING  # read once: see PENDING in agents/_runner.py
+# Python 3.11's EnumType defines __getattr__, so no read of a member (TaskStatus.PENDING)
+# is specialised: each costs about a thousand instructions, and a job's run tests and sets
+# statuses several times per task. Its hot paths use these module-level names.
+PENDING, IN_PROGRESS, COMPLETED, FAILED, BLOCKED = (
+    TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.BLOCKED,
+)
 
 
 def utc_now() -> datetime:
@@ -197,7 +202,7 @@ def new_task(
     task.description = description
     task.acceptance_criteria = acceptance_criteria
     task.agent = agent
-    task.status = _PENDING
+    task.status = PENDING
     task.status_reason = None
     task.dependencies = list(dependencies)
     task.input = dict(input)
