@@ -15,6 +15,7 @@ floor with one. Run: ``python bench/pubsub_throughput.py``.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,7 +106,8 @@ def report(label: str, messages: int, seconds: float) -> float:
     return rate
 
 
-async def main() -> None:
+async def main() -> int:
+    """Run the four variants (and the SQLite log); 0 if the targets are met, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--no-db", action="store_true", help="skip the informative SQLite run")
@@ -131,7 +133,8 @@ async def main() -> None:
         f"ratio with schema:    {schema_ratio:.2f}x the floor (target >= 0.50x) "
         f"{'OK' if schema_ratio >= 0.5 else 'MISSED'}"
     )
+    return 0 if plain_ratio >= 0.33 and schema_ratio >= 0.5 else 1
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    sys.exit(anyio.run(main))
