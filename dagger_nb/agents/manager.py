@@ -206,11 +206,11 @@ class TaskManager:
     def get_task(self, task_id: str) -> Task | None:
         """A snapshot of the task, or ``None`` if there is no such task."""
         task = self._tasks.get(task_id)
-        return None if task is None else snapshot(task).model_copy(deep=True)
+        return None if task is None else snapshot(task, deep=True)
 
     def tasks(self, job_id: str | None = None) -> list[Task]:
         """Snapshots of every task (of ``job_id``), in creation order."""
-        return [snapshot(task).model_copy(deep=True) for task in self._iter_tasks(job_id)]
+        return [snapshot(task, deep=True) for task in self._iter_tasks(job_id)]
 
     def tasks_frame(self, job_id: str | None = None) -> pd.DataFrame:
         """One row per task (of ``job_id``), one column per :class:`Task` field."""
@@ -229,7 +229,7 @@ class TaskManager:
         """The job's first ``OBJECTIVE`` task, or ``None``."""
         for task in self._iter_tasks(job_id):
             if task.task_type is TaskType.OBJECTIVE:
-                return snapshot(task).model_copy(deep=True)
+                return snapshot(task, deep=True)
         return None
 
     def get_dependency_outputs(self, task_id: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ task's live state in a :class:`TaskRecord` and hands out snapshots of it.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,9 +226,14 @@ def _all_str(items: Iterable[object]) -> bool:
     return True
 
 
-def snapshot(task: TaskRecord) -> Task:
-    """A :class:`Task` holding ``task``'s fields now, which later changes to ``task`` do not reach."""
-    return task_from_values(field_values(task))
+def snapshot(task: TaskRecord, *, deep: bool = False) -> Task:
+    """A :class:`Task` holding ``task``'s fields now, which later changes to ``task`` do not reach.
+
+    With ``deep=True`` nested values (the input's, the output) are copies too, so
+    nothing a caller does to the snapshot reaches the manager's task.
+    """
+    values = field_values(task)
+    return task_from_values(copy.deepcopy(values) if deep else values)
 
 
 def task_from_values(values: tuple[Any, ...]) -> Task:
