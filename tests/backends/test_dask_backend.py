@@ -433,6 +433,64 @@ async def test_an_action_on_a_worker_can_leave_its_output_on_the_cluster(
     assert report.cache.get("count", "result") == 10
 
 
+# -- how results come back ------------------------------------------------------------------------------
+
+def transfers_out(client: Any) -> int:
+    """How many times the workers have sent data to anyone (the notebook's gathers included)."""
+    return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_count_total).values())
+
+
+async def test_small_results_come_back_without_a_request_to_the_workers(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    async def later(i: int) -> dict[str, int]:
+        return {"square": i * i}
+
+    registry.register("square", lambda i: {"square": i * i})
+    registry.register("later", later)
+    # independent nodes: no data moves between workers, so any transfer would be a gather
+    nodes = [{"id": f"{action}{i}", "action": action, "inputs": [{"name": "i", "value": i}]}
+             for i in range(6) for action in ("square", "later")]
+    before = transfers_out(dask_client)
+    report = await executor_with(registry, workflow("small", *nodes), backend=backend).execute_dag("small")
+    assert report.success, report.error
+    assert [report.cache.get(f"{action}{i}", "square") for i in range(6) for action in ("square", "later")] == [
+        i * i for i in range(6) for _ in range(2)
+    ]
+    assert transfers_out(dask_client) == before  # each came pushed, through the scheduler
+
+
+async def test_a_big_result_is_fetched_from_its_worker_not_pushed(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any
+) -> None:
+    from dagger_nb.backends.dask import PUSH_LIMIT
+
+    registry.register("blob", lambda size: b"x" * size)
+    spec = workflow(
+        "sizes",
+        {"id": "small", "action": "blob", "inputs": [{"name": "size", "value": 10}]},
+        {"id": "big", "action": "blob", "inputs": [{"name": "size", "value": 4 * PUSH_LIMIT}]},
+    )
+    before = transfers_out(dask_client)
+    report = await executor_with(registry, spec, backend=backend).execute_dag("sizes")
+    assert report.cache.get("big", "result") == b"x" * 4 * PUSH_LIMIT
+    assert report.cache.get("small", "result") == b"x" * 10
+    assert transfers_out(dask_client) == before + 1
+    # what the scheduler keeps of the pushes (its last 1000 events per topic) stays small
+    events = dask_client.get_events(backend._gatherer.topic)
+    assert len(events) == 1 and len(events[0][1][1]) <= PUSH_LIMIT
+
+
+def test_the_gatherer_keeps_a_bounded_number_of_pushed_results(dask_client: Any) -> None:
+    from dagger_nb.backends import dask as dask_backend
+
+    gatherer = dask_backend._Gatherer(dask_client)
+    for i in range(dask_backend._PUSHED_LIMIT + 10):  # pushed for calls nobody receives (say, discarded)
+        gatherer.pushed(f"key-{i}", b"payload")
+    assert len(gatherer._pushed) == dask_backend._PUSHED_LIMIT
+    assert "key-0" not in gatherer._pushed and f"key-{dask_backend._PUSHED_LIMIT + 9}" in gatherer._pushed
+
+
 # -- the building block for other callers (task agents) ----------------------------------------------------
 
 async def test_call_runs_a_positional_function_on_the_cluster_and_records_the_worker(
