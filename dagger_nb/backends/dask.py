@@ -48,7 +48,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -166,7 +165,7 @@ class DaskBackend:
             # An upstream call already submitted is waited for through its future, taken now (the
             # notebook lets go of it once received); one in the same batch, through its key.
             upstream = tuple(call.future if call.future is not None else call for call in after)
-            sent = Sent(None, key, (runner, self._gatherer.topic, fn, args, kwargs, remote_ctx, picks), upstream)
+            sent = Sent(None, key, (runner, self._gatherer.push_to, fn, args, kwargs, remote_ctx, picks), upstream)
             if batch is None:
                 self._submit_alone(sent)
         except Exception as error:  # say, an input that does not pickle, or a collection that does not compute
@@ -391,15 +390,17 @@ class _Gatherer:
     """Brings attempts' results back to the notebook, on the client's loop.
 
     A small result comes pushed: the worker logs it, pickled, as an event on
-    this gatherer's topic as the task ends, and the scheduler forwards it on the
+    the client's topic as the task ends, and the scheduler forwards it on the
     stream it already keeps to the client, just ahead of the news that the task
     finished. That saves the request the client would make to a worker whose
     thread may be holding the GIL: on two shared cores, that request and its
     answer cost the notebook's process and the worker more CPU than the event
     (about a fifth of both, per trivial node). A pushed result is used once Dask
-    reports its future finished (so the future is let go of as before), or at
-    once if it came before anyone waited for it (a node sent ahead). At most
-    ``_PUSHED_LIMIT`` are kept, the oldest dropped first: its waiter gathers it.
+    reports its future finished, so the future is let go of as before and a
+    task that Dask fails after all (its worker died just after the push) fails
+    as before. At most ``_PUSHED_LIMIT`` are kept, the oldest dropped first: its
+    waiter gathers it. One topic per client, whose events name their gatherer,
+    so that the scheduler keeps at most one topic's last events per client.
 
     Any other result is gathered: every future that finished since the last
     batch comes back in one ``gather`` (measured on ``fanout_1000``: a fifth less
@@ -410,7 +411,10 @@ class _Gatherer:
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        self.topic = f"dagger-nb-results-{uuid4().hex}"
+        self.topic = f"dagger-nb-results-{client.id}"
+        #: what a worker needs to push to this gatherer: the topic, and this gatherer's name on it
+        self.push_to = (self.topic, uuid4().hex)
+        _GATHERERS[self.push_to[1]] = self
         self._finished: Any = None  # a distributed.as_completed, made on the client's loop
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._pump: asyncio.Task[None] | None = None
@@ -424,9 +428,8 @@ class _Gatherer:
 
     async def result(self, future: Any) -> Any:
         """What ``await future`` returns (or raises). Call on the client's loop."""
-        payload = self._pushed.pop(future.key, None)
-        if payload is not None:
-            value = _unpickled(payload)
+        if future.status == "finished" and future.key in self._pushed:  # sent ahead, done meanwhile
+            value = _unpickled(self._pushed.pop(future.key))
             if value is not _AWAIT_ALONE:
                 return value
         waiter = asyncio.get_running_loop().create_future()
@@ -497,12 +500,16 @@ class _Pushed:
     payload: bytes
 
 
-def _deliver_push(gatherer: weakref.ref[_Gatherer], event: tuple[float, Any]) -> None:
-    """The client's handler for a gatherer's topic (weak: the client outlives backends)."""
-    target = gatherer()
-    if target is not None:
-        key, payload = event[1]
-        target.pushed(key, payload)
+#: Every live gatherer by its name on its client's topic (weak: a client outlives its backends).
+_GATHERERS: weakref.WeakValueDictionary[str, _Gatherer] = weakref.WeakValueDictionary()
+
+
+def _deliver_push(event: tuple[float, Any]) -> None:
+    """The client's handler for its topic of pushed results: to the gatherer the event names."""
+    name, key, payload = event[1]
+    gatherer = _GATHERERS.get(name)
+    if gatherer is not None:
+        gatherer.pushed(key, payload)
 
 
 def _unpickled(payload: bytes) -> Any:
@@ -532,7 +539,7 @@ async def _register(client: Any, plugin: Any, gatherer: _Gatherer) -> int | None
     """Subscribe ``gatherer`` to its pushed results and register ``plugin`` on the workers; the
     scheduler's allowed-failures, None if it cannot tell."""
     # Before any submit, on the same stream: the scheduler subscribes us before a task can push.
-    client.subscribe_topic(gatherer.topic, partial(_deliver_push, weakref.ref(gatherer)))
+    client.subscribe_topic(gatherer.topic, _deliver_push)  # the same handler for every backend
     await client.register_plugin(plugin, name=PLUGIN_NAME)
     try:
         # a lambda: pickled by value, so the scheduler needs no dagger-nb to run it
@@ -721,7 +728,7 @@ def _worker_address() -> str | None:
 
 def _run_sync(
     key: str,
-    topic: str,
+    push_to: tuple[str, str],
     fn: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -746,7 +753,7 @@ def _run_sync(
         _tag(exception, address)
         raise
     writes = cache.writes if cache is not None else []
-    return _push_if_small(key, topic, _Done(None if held else result, address, writes, held))
+    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held))
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -755,7 +762,7 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
 
 async def _run_async(
     key: str,
-    topic: str,
+    push_to: tuple[str, str],
     fn: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -784,10 +791,10 @@ async def _run_async(
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
     writes = cache.writes if cache is not None else []
-    return _push_if_small(key, topic, _Done(None if held else result, address, writes, held))
+    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held))
 
 
-def _push_if_small(key: str, topic: str, done: _Done) -> _Done:
+def _push_if_small(key: str, push_to: tuple[str, str], done: _Done) -> _Done:
     """``done``, also pushed to the notebook (see :class:`_Gatherer`) if it pickles small."""
     if done.worker is None:  # not on a worker: a test calling the wrapper
         return done
@@ -798,7 +805,8 @@ def _push_if_small(key: str, topic: str, done: _Done) -> _Done:
     except Exception:  # say, a value that contains itself; Dask reports what matters as usual
         return done
     if len(payload) <= PUSH_LIMIT:
-        distributed.get_worker().log_event(topic, [key, payload])
+        topic, gatherer = push_to
+        distributed.get_worker().log_event(topic, [gatherer, key, payload])
     return done
 
 

@@ -477,8 +477,57 @@ async def test_a_big_result_is_fetched_from_its_worker_not_pushed(
     assert report.cache.get("small", "result") == b"x" * 10
     assert transfers_out(dask_client) == before + 1
     # what the scheduler keeps of the pushes (its last 1000 events per topic) stays small
-    events = dask_client.get_events(backend._gatherer.topic)
-    assert len(events) == 1 and len(events[0][1][1]) <= PUSH_LIMIT
+    events = [message for _, message in dask_client.get_events(backend._gatherer.topic)]
+    assert all(len(payload) <= PUSH_LIMIT for _, _, payload in events)
+    assert len([name for name, _, _ in events if name == backend._gatherer.push_to[1]]) == 1
+
+
+async def test_a_pushed_result_nobody_kept_is_fetched(
+    registry: ActionRegistry, backend: DaskBackend, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagger_nb.backends import dask as dask_backend
+
+    monkeypatch.setattr(dask_backend, "_PUSHED_LIMIT", 0)  # every push dropped as it comes
+    registry.register("square", lambda i: i * i)
+    nodes = [{"id": f"n{i}", "action": "square", "inputs": [{"name": "i", "value": i}]} for i in range(4)]
+    before = transfers_out(dask_client)
+    report = await executor_with(registry, workflow("dropped", *nodes), backend=backend).execute_dag("dropped")
+    assert [report.cache.get(f"n{i}", "result") for i in range(4)] == [0, 1, 4, 9]
+    assert transfers_out(dask_client) > before  # fetched (in batches: one request may bring several)
+
+
+def test_a_task_that_dask_fails_after_its_push_fails(backend: DaskBackend, dask_client: Any) -> None:
+    # The window (a worker dying between the push and its report) is too short to hit for real:
+    # a pushed result arrives for a task Dask reports as failed.
+    from dagger_nb.backends import dask as dask_backend
+
+    future = dask_client.submit(divmod, 1, 0, pure=False)
+    distributed.wait(future)
+    done = dask_backend._Done({"result": 1}, None, [])
+    backend._gatherer.pushed(future.key, dask_backend.dask_pickle.dumps(done))
+    with pytest.raises(ZeroDivisionError):
+        dask_client.sync(backend._gatherer.result, future)
+
+
+async def test_backends_sharing_a_client_each_get_their_own_results(
+    registry: ActionRegistry, dask_client: Any
+) -> None:
+    registry.register("tag", lambda text, i: f"{text}{i}")
+    reports: dict[str, Any] = {}
+
+    async def run(text: str) -> None:
+        inputs = [{"name": "text", "value": text}]
+        nodes = [{"id": f"n{i}", "action": "tag", "inputs": [*inputs, {"name": "i", "value": i}]} for i in range(6)]
+        executor = executor_with(registry, workflow(text, *nodes), backend=DaskBackend(dask_client))
+        reports[text] = await executor.execute_dag(text)
+
+    before = transfers_out(dask_client)
+    async with anyio.create_task_group() as group:
+        for text in ("a", "b"):
+            group.start_soon(run, text)
+    for text, report in reports.items():
+        assert [report.cache.get(f"n{i}", "result") for i in range(6)] == [f"{text}{i}" for i in range(6)]
+    assert transfers_out(dask_client) == before  # both backends' results came pushed, on the client's one topic
 
 
 def test_the_gatherer_keeps_a_bounded_number_of_pushed_results(dask_client: Any) -> None:
