@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 #: Name of the worker plugin that lets a cancelled future cancel its async action.
 PLUGIN_NAME = "dagger-nb-cancel"
 #: The largest result, pickled, that a worker pushes to the notebook with the task's end; a bigger
-#: one is fetched from the worker. The scheduler keeps the last 1000 events of each backend's topic
+#: one is fetched from the worker. The scheduler keeps the last 1000 events of each client's topic
 #: (Dask's ``distributed.admin.low-level-log-length``), so this bounds what it holds for us.
 PUSH_LIMIT = 4096
 _WORKER_ATTRIBUTE = "_dagger_nb_worker"
