@@ -444,8 +444,6 @@ class _Gatherer:
         finally:
             self._waiters.pop(future.key, None)
             self._pushed.pop(future.key, None)  # pushed after a cancel, or too late for the pump
-        if isinstance(value, _Pushed):
-            value = _unpickled(value.payload)
         if value is not _AWAIT_ALONE:
             return value
         exception = await future.exception(asynchronous=True)
@@ -473,7 +471,7 @@ class _Gatherer:
                 if future.status != "finished":
                     self._resolve(future, _AWAIT_ALONE)
                 elif future.key in self._pushed:
-                    self._resolve(future, _Pushed(self._pushed.pop(future.key)))
+                    self._resolve(future, _unpickled(self._pushed.pop(future.key)))
                 else:
                     finished.append(future)
             if not finished:
@@ -493,11 +491,6 @@ class _Gatherer:
 
 #: How many pushed results a gatherer keeps for their waiters (at most PUSH_LIMIT bytes each).
 _PUSHED_LIMIT = 1024
-
-
-@dataclass(slots=True)
-class _Pushed:
-    payload: bytes
 
 
 #: Every live gatherer by its name on its client's topic (weak: a client outlives its backends).
