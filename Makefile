@@ -19,8 +19,9 @@ graphviz:
 
 setup: $(STAMP) graphviz
 
+# The demo writes its files into demo-output/ (git-ignored) and prints where they are.
 demo: setup
-	$(BIN)/python -m dagger_nb.examples.demo
+	$(BIN)/python -m dagger_nb.examples.demo --out demo-output
 
 test: setup
 	bash scripts/ensure-chromium.sh
