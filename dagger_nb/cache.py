@@ -21,12 +21,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from dagger_nb.errors import CacheKeyError, DaggerError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _MISSING: Any = object()
 
@@ -53,6 +55,9 @@ class _Entry:
 
 
 def _size_of(value: Any) -> int:
+    pd = sys.modules.get("pandas")  # a value cannot be a DataFrame before pandas is imported
+    if pd is None:
+        return sys.getsizeof(value)
     if isinstance(value, pd.DataFrame):
         return int(value.memory_usage(deep=True).sum())
     if isinstance(value, pd.Series):
@@ -172,6 +177,8 @@ class Cache:
                 (ns, key, entry.value, type(entry.value).__name__, entry.updated_at)
                 for (ns, key), entry in self._entries.items()
             ]
+        import pandas as pd
+
         frame = pd.DataFrame(rows, columns=["namespace", "key", "value", "type", "updated_at"])
         frame["updated_at"] = pd.to_datetime(frame["updated_at"], unit="s", utc=True)
         return frame

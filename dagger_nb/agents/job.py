@@ -9,13 +9,14 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import pandas as pd
 
 from dagger_nb.agents.events import JobEvent
 from dagger_nb.agents.model import DONE, TASK_FIELDS, JobStatus, Task, TaskStatus, task_from_values, utc_now
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from dagger_nb.agents._runner import JobRun
 
 
@@ -37,6 +38,8 @@ StallHandler = StallAction | Callable[[str], Any]
 
 def tasks_to_frame(tasks: list[Task]) -> pd.DataFrame:
     """One row per task with every :class:`Task` field as a column (``output`` as a dict)."""
+    import pandas as pd
+
     rows = [task.model_dump() for task in tasks]
     return pd.DataFrame(rows, columns=list(TASK_FIELDS))
 

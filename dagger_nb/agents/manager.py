@@ -21,12 +21,11 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import pandas as pd
 from pydantic import ValidationError
 
 from dagger_nb._sync import run_sync
@@ -51,6 +50,9 @@ from dagger_nb.agents.store import UNCHANGED, StateRow, TaskStore
 from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, NeedsDependencies, TaskError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 

@@ -31,10 +31,9 @@ import os
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import pandas as pd
 
 from dagger_nb._background import BackgroundGroup
 from dagger_nb._sync import run_sync
@@ -68,6 +67,9 @@ from dagger_nb.errors import (
     WorkflowSpecError,
 )
 from dagger_nb.schema import compile_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DagExecutor:
@@ -358,6 +360,8 @@ class DagExecutor:
         if self._store is not None:
             for row in self._store.run_rows():
                 rows.setdefault(row["run_id"], row)
+        import pandas as pd
+
         frame = pd.DataFrame(list(rows.values()), columns=_RUN_COLUMNS)
         for column in ("started_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)

@@ -7,8 +7,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-import pandas as pd
-
 from dagger_nb.dag.events import DagEvent, NodeFailed, NodeStarted, NodeSucceeded, RunFinished
 from dagger_nb.dag.report import ExecutionReport
 from dagger_nb.dag.spec import WorkflowSpec
@@ -69,6 +67,8 @@ class ProgressLine:
 
 def report_table(report: ExecutionReport) -> str:
     """The outcome table as text: node, action, status, attempts, seconds, error."""
+    import pandas as pd
+
     frame = report.to_frame()[["node", "action", "status", "attempts", "duration_s", "error"]]
     frame["duration_s"] = frame["duration_s"].map(lambda s: "" if pd.isna(s) else f"{s:.3f}")
     frame["error"] = frame["error"].fillna("")

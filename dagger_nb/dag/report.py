@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.spec import WorkflowSpec
 from dagger_nb.graph import STATUS_COLOURS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled"]
@@ -83,6 +84,8 @@ class ExecutionReport:
             (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error, o.worker)
             for o in self.outcomes.values()
         ]
+        import pandas as pd
+
         frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
         for column in ("started_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)

@@ -15,10 +15,9 @@ import secrets
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import pandas as pd
 from pydantic import ValidationError
 
 from dagger_nb._sync import run_sync
@@ -56,6 +55,9 @@ from dagger_nb.pubsub.handle import PubSubHandle
 from dagger_nb.pubsub.message import Message, new_message_id, utc_now
 from dagger_nb.pubsub.store import MessageLog, Snapshot
 from dagger_nb.schema import compile_schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _not_json(error: ValidationError, channel: str) -> SchemaValidationError:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from dagger_nb.graph import STATUS_COLOURS, Digraph
 from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HISTORY_COLUMNS = ["message_id", "timestamp", "channel", "source", "payload", "delivered_to"]
 DEAD_LETTER_COLUMNS = ["message_id", "channel", "agent", "reason"]
@@ -29,6 +31,8 @@ CHANNEL_COLUMNS = ["channel", "schema", "subscribers", "publishers", "messages"]
 
 def history_frame(records: Iterable[Record], channel: str | None) -> pd.DataFrame:
     """One row per message, in publish order."""
+    import pandas as pd
+
     rows = []
     for record in records:
         message = record.message
@@ -50,6 +54,8 @@ def history_frame(records: Iterable[Record], channel: str | None) -> pd.DataFram
 
 def dead_letter_frame(dead: Iterable[DeadLetter]) -> pd.DataFrame:
     """One row per dead letter, oldest first."""
+    import pandas as pd
+
     rows = [(letter.message_id, letter.channel, letter.agent, letter.reason) for letter in dead]
     return pd.DataFrame(rows, columns=DEAD_LETTER_COLUMNS)
 
@@ -63,6 +69,8 @@ def node_status(node: Node, *, running: bool) -> str:
 
 def agent_frame(nodes: Iterable[Node], *, running: bool) -> pd.DataFrame:
     """One row per registered node."""
+    import pandas as pd
+
     rows = [
         (
             node.node_id,
@@ -86,6 +94,8 @@ def agent_frame(nodes: Iterable[Node], *, running: bool) -> pd.DataFrame:
 
 def channel_frame(channels: Iterable[Channel], nodes: Iterable[Node]) -> pd.DataFrame:
     """One row per channel."""
+    import pandas as pd
+
     nodes = list(nodes)
     rows = [
         (
