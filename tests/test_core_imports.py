@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -110,3 +111,102 @@ def test_workflow_spec_api_is_exported(resources: Path) -> None:
     assert spec.name in {workflow.name for workflow in dagger_nb.load_workflows(resources)}
     with pytest.raises(dagger_nb.WorkflowSpecError, match=r"^x\.yaml: file not found$"):
         dagger_nb.load_workflow("x.yaml")
+
+
+HEAVY = ("pandas", "jsonschema", "graphviz", "IPython", "ipywidgets")
+
+LIGHT_RUN = textwrap.dedent(
+    """
+    import sys
+
+    import dagger_nb
+
+    def loaded():
+        return sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2].split(",")))
+
+    assert loaded() == [], ("import", loaded())
+    registry = dagger_nb.ActionRegistry()
+    registry.register("add_numbers", lambda num1, num2: num1 + num2)
+    registry.register("square_number", lambda num: num * num)
+    registry.register("triple_number", lambda num: 3 * num)
+    registry.register("failure_function1", lambda: None)
+    registry.register("failure_function2", lambda: None)
+    executor = dagger_nb.DagExecutor(registry)
+    executor.load_yaml_file(sys.argv[1] + "/chain_3.yaml")
+    report = executor.run("chain_3", inputs={"num1": 1, "num2": 2})
+    assert report.status == "succeeded", report.status
+    assert report.cache.get("node3", "tripled_result") == 27
+    assert loaded() == [], ("run", loaded())
+    report.to_frame()  # asked for a frame: pandas arrives now
+    assert loaded() == ["pandas"], ("frame", loaded())
+    print("light ok")
+    """
+)
+
+
+def test_import_and_a_three_node_run_load_no_heavy_library(resources: Path) -> None:
+    """The import and a first workflow run stay fast: pandas, jsonschema, graphviz and the
+    notebook layer are imported only when something needs them."""
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT_RUN, str(resources), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "light ok\n", "")
+
+
+VALIDATE = textwrap.dedent(
+    """
+    import sys
+
+    from dagger_nb.cli import main
+
+    code = main(["validate", sys.argv[1]])
+    print(code, sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2].split(","))))
+    """
+)
+
+
+def test_cli_validate_loads_no_heavy_library(resources: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", VALIDATE, str(resources / "chain_3.yaml"), ",".join(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout
+
+
+@pytest.mark.parametrize("name", ["Cache", "DagExecutor", "TaskManager", "PubSub", "CacheKeyError"])
+def test_lazy_names_are_the_real_objects(name: str) -> None:
+    module = {"Cache": "cache", "DagExecutor": "dag", "TaskManager": "agents", "PubSub": "pubsub"}
+    source = importlib.import_module("dagger_nb." + module.get(name, "errors"))
+    assert getattr(dagger_nb, name) is getattr(source, name)
+    assert name in dir(dagger_nb)
+
+
+ATTRIBUTES = "import dagger_nb; print(dagger_nb.dag.DagExecutor.__name__, dagger_nb.errors.DaggerError)"
+
+
+def test_subpackages_are_reachable_as_attributes() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import dagger_nb; print(dagger_nb.dag.DagExecutor.__name__, dagger_nb.errors.DaggerError)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout == "DagExecutor <class 'dagger_nb.errors.DaggerError'>\n", result.stderr
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
+        dagger_nb.NoSuchThing  # noqa: B018
