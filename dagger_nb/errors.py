@@ -166,12 +166,20 @@ class StorageError(DaggerError, RuntimeError):
 
 
 class DatabaseInUse(StorageError):
-    """Another live process already has ``path`` open for writing."""
+    """Another live process already has ``path`` open for writing.
 
-    def __init__(self, path: str) -> None:
+    ``pid`` is that process's id, or None when the system does not say;
+    ``resolved`` is the file ``path`` leads to when it is a link.
+    """
+
+    def __init__(self, path: str, *, pid: int | None = None, resolved: str | None = None) -> None:
         self.path = path
+        self.pid = pid
+        self.resolved = resolved
+        where = f"'{path}'" if resolved in (None, path) else f"'{path}' (the file '{resolved}')"
+        holder = f"PID {pid}" if pid is not None else "PID unknown"
         super().__init__(
-            f"database '{path}' is in use by another live process; close that process "
+            f"database {where} is in use by another live process ({holder}); close that process "
             "or use another file"
         )
 

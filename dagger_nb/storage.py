@@ -4,17 +4,22 @@ Every database is opened in WAL mode with ``synchronous=NORMAL``: a committed
 transaction survives a crash of the process (what the task manager promises),
 and readers never block the writer. :class:`ProcessLock` lets one live process
 at a time write to a file, so a second manager gets a clear error instead of
-interleaving its writes with the first one's.
+interleaving its writes with the first one's; within one process, a new store
+on a file takes it over from the earlier one (a re-run notebook cell).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from dagger_nb.errors import DatabaseInUse, StorageError
+from dagger_nb.errors import DaggerWarning, DatabaseInUse, StorageError
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
 
@@ -60,27 +65,215 @@ def _existing_folder(path: str | os.PathLike[str]) -> Path:
     return target
 
 
-class ProcessLock:
-    """An exclusive advisory lock on ``<path>.lock`` held while the owner lives.
+_FileKey = tuple[int, int]  # (st_dev, st_ino): the file itself, whatever path leads to it
 
-    The operating system releases it when the process dies, even by SIGKILL, so
-    a crashed process never locks its successor out.
+# Descriptors this process opened on database files, one per file, kept open while the
+# file exists: closing any descriptor of a file drops every POSIX lock this process
+# holds on it, and those are SQLite's own locks (other processes' connections rely on
+# them to know the file is in use, e.g. before deleting its WAL on close).
+_descriptors: dict[_FileKey, int] = {}
+_holders: dict[_FileKey, ProcessLock] = {}
+_registry_guard = threading.Lock()  # guards the two dicts; never held while calling out
+_acquiring = threading.RLock()  # one acquisition (take-over included) at a time
+
+
+class ProcessLock:
+    """An exclusive lock on the database file at ``path``, held while its owner lives.
+
+    The lock is an ``flock`` on the file itself (created if missing), so a
+    symlink or a hard link to a held file meets the same lock. SQLite's own
+    locks are POSIX record locks, which do not conflict with it: connections to
+    the file keep working while it is held. The operating system releases it
+    when the process dies, even by SIGKILL, so a crashed process never locks
+    its successor out.
+
+    Held by another live process: :class:`DatabaseInUse` naming that process's
+    PID. Held by an earlier instance in this process (a re-run notebook cell):
+    the earlier holder's ``on_takeover()`` is called to close its store cleanly,
+    a :class:`DaggerWarning` says so, and the lock passes to the new one.
+    ``owner`` is a short noun for these messages ("TaskManager", "PubSub").
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        owner: str,
+        on_takeover: Callable[[], None] | None = None,
+    ) -> None:
         self.path = str(_existing_folder(path))
-        try:
-            self._file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the lock's life
-        except OSError as error:
-            raise StorageError(f"cannot open database '{self.path}': {error.strerror or error}") from None
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise DatabaseInUse(self.path) from None
+        self.owner = owner
+        self._on_takeover = on_takeover
+        self._released = False
+        with _acquiring:
+            self._key, self._fd = _descriptor_for(self.path)
+            with _registry_guard:
+                earlier = _holders.get(self._key)
+            if earlier is not None:
+                earlier._hand_over()
+                warnings.warn(
+                    f"{owner} took over '{self.path}' from an earlier {earlier.owner} in this "
+                    "process; the earlier one was closed",
+                    DaggerWarning,
+                    stacklevel=3,
+                )
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                resolved = os.path.realpath(self.path)
+                raise DatabaseInUse(self.path, pid=_holder_pid(self._key, resolved), resolved=resolved) from None
+            with _registry_guard:
+                _holders[self._key] = self
+            _write_pid_note(self.path, self._key)
+
+    @property
+    def held(self) -> bool:
+        """Whether this instance still holds the lock (False once released or taken over)."""
+        return not self._released
 
     def release(self) -> None:
-        """Give the lock up; safe to call twice."""
-        if not self._file.closed:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
+        """Give the lock up; safe to call twice, and after a take-over."""
+        with _registry_guard:
+            if self._released:
+                return
+            self._released = True
+            if _holders.get(self._key) is not self:
+                return
+            del _holders[self._key]
+            _remove_pid_note(self.path, self._key)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _hand_over(self) -> None:
+        """Close the store holding this lock (its ``on_takeover``), then release the lock."""
+        try:
+            if self._on_takeover is not None:
+                self._on_takeover()
+        except Exception as error:  # the new owner gets the file either way
+            warnings.warn(
+                f"closing the earlier {self.owner} on '{self.path}' failed: {error!r}",
+                DaggerWarning,
+                stacklevel=4,
+            )
+        finally:
+            self.release()
+
+
+def _descriptor_for(path: str) -> tuple[_FileKey, int]:
+    """The descriptor this process keeps on the file at ``path``, opening (and creating) it
+    if needed; the key says which file it is, whichever path led there."""
+    _forget_deleted_files()
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        status = None
+    except OSError as error:
+        raise StorageError(f"cannot open database '{path}': {error.strerror or error}") from None
+    if status is not None:
+        key = (status.st_dev, status.st_ino)
+        with _registry_guard:
+            if key in _descriptors:
+                return key, _descriptors[key]
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise StorageError(f"cannot open database '{path}': {error.strerror or error}") from None
+    status = os.fstat(descriptor)
+    key = (status.st_dev, status.st_ino)
+    with _registry_guard:
+        if key in _descriptors:  # opened by another thread meanwhile: keep both open (see above)
+            _strays.append(descriptor)
+            return key, _descriptors[key]
+        _descriptors[key] = descriptor
+    return key, descriptor
+
+
+_strays: list[int] = []
+_LOCK_TABLE = "/proc/locks"  # Linux: every flock with its holder's PID and file
+
+
+def _forget_deleted_files() -> None:
+    """Close the descriptors of files deleted since (nobody can reach their locks any more)."""
+    with _registry_guard:
+        for key, descriptor in list(_descriptors.items()):
+            if key in _holders:
+                continue
+            try:
+                gone = os.fstat(descriptor).st_nlink == 0
+            except OSError:
+                gone = True
+            if gone:
+                del _descriptors[key]
+                os.close(descriptor)
+
+
+def _pid_note_path(path: str) -> str:
+    return os.path.realpath(path) + ".lock"
+
+
+def _write_pid_note(path: str, key: _FileKey) -> None:
+    """Leave this process's PID beside the file, for systems without ``/proc/locks``."""
+    try:
+        with open(_pid_note_path(path), "w", encoding="ascii") as note:
+            note.write(f"{os.getpid()} {key[0]} {key[1]}\n")
+    except OSError:
+        pass  # only an error message's detail depends on it
+
+
+def _remove_pid_note(path: str, key: _FileKey) -> None:
+    note = _pid_note_path(path)
+    if _read_pid_note(note, key) == os.getpid():
+        with contextlib.suppress(OSError):
+            os.unlink(note)
+
+
+def _read_pid_note(note: str, key: _FileKey) -> int | None:
+    try:
+        with open(note, encoding="ascii") as handle:
+            pid, device, inode = (int(field) for field in handle.read().split())
+    except (OSError, ValueError):
+        return None
+    return pid if (device, inode) == key else None
+
+
+def _holder_pid(key: _FileKey, resolved: str) -> int | None:
+    """The PID of the process holding the flock on the file ``key``, when it can be known."""
+    device = f"{os.major(key[0]):02x}:{os.minor(key[0]):02x}:{key[1]}"
+    try:
+        with open(_LOCK_TABLE, encoding="ascii") as table:
+            for line in table:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 8445 fe:00:2147684 0 EOF"; blocked waiters are "->"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+                    pid = int(fields[4])
+                    if pid > 0:
+                        return pid
+    except (OSError, ValueError):
+        pass
+    pid = _read_pid_note(resolved + ".lock", key)
+    if pid is not None and _alive(pid):
+        return pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _forget_parent_locks() -> None:
+    """In a forked child: the inherited descriptors share the parent's locks, so drop them
+    and open fresh ones when this process takes a lock of its own."""
+    for descriptor in [*_descriptors.values(), *_strays]:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _descriptors.clear()
+    _holders.clear()
+    _strays.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_locks)

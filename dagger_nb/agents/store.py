@@ -164,7 +164,7 @@ class TaskStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._lock = ProcessLock(path)
+        self._lock = ProcessLock(path, owner="TaskManager")
         try:
             self._connection = open_database(path, schema=SCHEMA)
         except BaseException:

@@ -84,7 +84,7 @@ class MessageLog:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._lock = ProcessLock(path)  # before touching the file: another live process may own it
+        self._lock = ProcessLock(path, owner="PubSub")  # before touching the file: another live process may own it
         try:
             self._connection = open_database(path, schema=SCHEMA)
         except BaseException:
