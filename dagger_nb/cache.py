@@ -40,11 +40,15 @@ class CacheConfig(BaseModel):
     namespace is retained (a pending node still needs it).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Built on first validation: a cache without limits never pays for the validator.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     max_entries: int | None = Field(default=None, ge=1)
     max_memory_mb: float | None = Field(default=None, gt=0)
     eviction: Literal["lru"] = "lru"
+
+
+_UNLIMITED = CacheConfig.model_construct()  # the defaults, which need no validation
 
 
 @dataclass(slots=True)
@@ -69,7 +73,7 @@ class Cache:
     """Values keyed by ``(namespace, key)``; safe to use from several threads."""
 
     def __init__(self, config: CacheConfig | None = None) -> None:
-        self.config = config or CacheConfig()
+        self.config = config or _UNLIMITED
         self._lock = threading.RLock()
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._retained: dict[str, int] = {}
