@@ -24,6 +24,7 @@ SCRIPTS = [
     pytest.param(
         "dag_overhead.py", ["--repeat", "1", "--memory-nodes", "2000"], "fanout_2000", id="dag_overhead"
     ),
+    pytest.param("startup.py", ["--rounds", "1"], "3-node first result", id="startup"),
     pytest.param(
         "dask_scaling.py",
         ["--repeat", "1", "--nodes", "4", "--fanout", "20"],
