@@ -1,13 +1,17 @@
-"""What every dashboard shares: its panels, the throttled redraw, the graph policy, escaping.
+"""What every dashboard shares: its panels, the throttled redraw, the clock, the graph policy, escaping.
 
-A dashboard is a ``VBox`` of stock widgets: a header, a progress bar, a table,
-an optional agent panel, the graph, an error panel and a Cancel button. Events
-only mark it dirty; :meth:`Dashboard.draw` rebuilds the panels at most
-``1 / interval`` times a second, and once more, at once, when the work ends.
+A dashboard is a ``VBox`` of stock widgets: a header, a segmented progress bar,
+a table, an optional agent panel, the graph, a timeline, an error panel and a
+Cancel button. Events only mark it dirty; :meth:`Dashboard.draw` rebuilds the
+panels at most ``1 / interval`` times a second (a trailing redraw follows the
+last event of a burst), at least every ``tick`` seconds while the work runs (so
+the clock moves when nothing happens), and once more, at once, when it ends.
+The graph is rendered by Graphviz in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import html
@@ -24,10 +28,14 @@ from dagger_nb.notebook._throttle import Throttle
 
 escape = html.escape
 
-#: Above this many nodes the graph is drawn only when the work ends (in a worker thread).
+#: Above this many nodes the graph is redrawn only every ``GRAPH_SLOW_INTERVAL`` seconds (and at the end).
 GRAPH_LIVE_LIMIT = 300
 #: Seconds between two live renderings of the graph (Graphviz is slower than the other panels).
-GRAPH_INTERVAL = 1.0
+GRAPH_INTERVAL = 0.5
+#: Seconds between two renderings of a graph above ``GRAPH_LIVE_LIMIT`` nodes.
+GRAPH_SLOW_INTERVAL = 5.0
+#: Seconds between two redraws while the work runs and no event comes (the clock's tick).
+TICK = 0.5
 
 
 def badge(status: str) -> str:
@@ -57,7 +65,7 @@ def table_html(columns: Sequence[str], rows: Iterable[Sequence[object]], *, stat
         cells = []
         for index, value in enumerate(row):
             text = "" if value is None else str(value)
-            style = "padding:0 8px"
+            style = "padding:0 8px" if index else "padding:0 8px;white-space:nowrap"
             if index == status_column:
                 style += f";background:{STATUS_COLOURS.get(text, '#fff')}"
             cells.append(f"<td style='{style}'>{escape(_shorten(text))}</td>")
@@ -93,13 +101,14 @@ def graph_html(dot: str) -> str:
         return _dot_fallback(str(error), dot)
     except (DaggerError, OSError) as error:
         return _dot_fallback(f"Graphviz could not draw the graph: {error}", dot)
-    return f"<div class='dagger-svg' style='overflow:auto;max-height:480px'>{_fit_width(svg)}</div>"
+    return f"<div class='dagger-svg' style='overflow:auto'>{_fit_width(svg)}</div>"
 
 
 def _fit_width(svg: str) -> str:
-    """Drop the XML prolog; a graph wider than the panel is scaled down to fit (never up)."""
+    """Drop the XML prolog; a graph wider or taller than the panel is scaled down to fit it whole
+    (never up), so no node of a wide fan-out hides behind a scroll bar."""
     svg = svg[svg.find("<svg") :]
-    return svg.replace("<svg", '<svg style="max-width:100%;height:auto"', 1)
+    return svg.replace("<svg", '<svg style="max-width:100%;max-height:560px;height:auto"', 1)
 
 
 def _dot_fallback(note: str, dot: str) -> str:
@@ -110,11 +119,17 @@ def _dot_fallback(note: str, dot: str) -> str:
 
 
 class GraphPanel:
-    """Keeps an ``HTML`` widget showing the graph, re-rendered as the size allows.
+    """Keeps an ``HTML`` widget showing the graph, rendered by Graphviz in a worker thread.
 
-    Up to ``live_limit`` nodes the graph is re-rendered at most every
-    ``interval`` seconds while the work goes on; above, only once when it ends,
-    in a worker thread so the run is never held up by Graphviz.
+    :meth:`update` is called at every redraw with the DOT source (a function,
+    evaluated on the caller's thread so it reads a consistent state) and a
+    ``version`` that changes when the state does. A render starts at once when
+    the last one started at least ``interval`` seconds ago (``slow_interval``
+    above ``live_limit`` nodes, and never sooner than four times the last
+    render's duration); otherwise a timer on the loop starts it when allowed,
+    so the graph catches up with the last event even when no other event
+    comes. ``final`` renders at once; an older render finishing later never
+    overwrites a newer one.
     """
 
     def __init__(
@@ -122,94 +137,161 @@ class GraphPanel:
         *,
         live_limit: int = GRAPH_LIVE_LIMIT,
         interval: float = GRAPH_INTERVAL,
+        slow_interval: float = GRAPH_SLOW_INTERVAL,
         layout: widgets.Layout | None = None,
     ) -> None:
         self.widget = widgets.HTML(layout=layout or widgets.Layout(width="100%"))
         self.widget.add_class("dagger-graph")
         self.live_limit = live_limit
         self.interval = interval
+        self.slow_interval = slow_interval
+        #: renders shown so far
         self.renders = 0
-        self._last = -float("inf")
-        self._thread: threading.Thread | None = None
+        #: the version of the state the shown graph was rendered from
+        self.shown_version: object = None
+        self._lock = threading.Lock()
+        self._started = 0  # sequence number of the latest render started
+        self._applied = 0  # sequence number of the render shown
+        self._version: object = None  # version of the latest render started
+        self._last_start = -float("inf")
+        self._last_duration = 0.0
+        self._threads: list[threading.Thread] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._pending: tuple[Callable[[], str], object, int] | None = None
 
-    def update(self, dot: Callable[[], str], nodes: int, *, final: bool) -> None:
-        """Re-render if the policy allows it now (always when ``final`` for small graphs)."""
-        if nodes > self.live_limit:
-            if final:
-                self._render_in_thread(dot)
-            elif not self.widget.value:
-                self.widget.value = (
-                    f"<div class='dagger-graph-note'>The graph of {nodes} nodes is drawn when the work ends "
-                    f"(live drawing stops above {self.live_limit} nodes).</div>"
-                )
+    @property
+    def busy(self) -> bool:
+        """True while a render runs or waits for its turn."""
+        return self._timer is not None or any(thread.is_alive() for thread in self._threads)
+
+    def update(self, dot: Callable[[], str], nodes: int, *, final: bool, version: object = None) -> None:
+        """Render the graph of ``version`` now or as soon as the policy allows (at once when ``final``)."""
+        if not final and version is not None and version == self._version:
             return
-        now = time.monotonic()
-        if final or now - self._last >= self.interval:
-            self._last = now
-            self.renders += 1
-            self.widget.value = graph_html(dot())
+        interval = self.interval if nodes <= self.live_limit else self.slow_interval
+        interval = max(interval, 4 * self._last_duration)
+        wait = self._last_start + interval - time.monotonic()
+        if final or wait <= 0:
+            self._cancel_timer()
+            self._start(dot(), version)
+            return
+        self._pending = (dot, version, nodes)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop to wait on: render now rather than never
+                self._start(dot(), version)
+                return
+            self._timer = loop.call_later(wait, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            dot, version, nodes = pending
+            self.update(dot, nodes, final=False, version=version)
+
+    def _cancel_timer(self) -> None:
+        self._pending = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for a large graph being drawn in the background."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait for the renders started so far (a test, or a cell about to re-send the final state)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
 
-    def _render_in_thread(self, dot: Callable[[], str]) -> None:
-        context = contextvars.copy_context()
+    def close(self) -> None:
+        """Start nothing more."""
+        self._cancel_timer()
+
+    def _start(self, dot: str, version: object) -> None:
+        self._started += 1
+        sequence = self._started
+        self._version = version
+        self._last_start = time.monotonic()
+        context = contextvars.copy_context()  # widget updates belong to the cell that showed the dashboard
 
         def render() -> None:
-            value = graph_html(dot())
-            self.renders += 1
-            self.widget.value = value
+            began = time.monotonic()
+            value = graph_html(dot)
+            self._last_duration = time.monotonic() - began
+            with self._lock:
+                if sequence > self._applied:
+                    self._applied = sequence
+                    self.renders += 1
+                    self.shown_version = version
+                    self.widget.value = value
 
-        self._thread = threading.Thread(target=context.run, args=(render,), name="dagger-nb graph", daemon=True)
-        self._thread.start()
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
+        thread = threading.Thread(target=context.run, args=(render,), name="dagger-nb graph", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
 
 class Dashboard(widgets.VBox):
-    """Base of the live dashboards: panels, throttled redraw, final state, Cancel button.
+    """Base of the live dashboards: panels, throttled redraw, clock tick, final state, Cancel button.
 
     Subclasses implement :meth:`draw` (called at most ``1 / interval`` times a
-    second, and once at the end) and :meth:`cancel`.
+    second, at least every ``tick`` seconds while the work runs, and once at
+    the end) and :meth:`cancel`.
     """
 
     def __init__(
         self,
         *,
         interval: float = 0.25,
+        tick: float = TICK,
         graph_live_limit: int = GRAPH_LIVE_LIMIT,
         graph_interval: float = GRAPH_INTERVAL,
         table_rows: int = 20,
         agent_panel: bool = False,
         progress: bool = True,
+        timeline: bool = False,
         cancellable: bool = True,
     ) -> None:
         # One Layout for every full-width panel: a dashboard is cheap to create (see the benchmark).
         full_width = widgets.Layout(width="100%")
         self.header = widgets.HTML(layout=full_width)
         self.header.add_class("dagger-header")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=full_width)
+        self.progress = widgets.HTML(layout=full_width)
+        self.progress.add_class("dagger-progress")
         self.table = widgets.HTML(layout=full_width)
         self.table.add_class("dagger-table")
         self.agent_panel = widgets.HTML(layout=full_width) if agent_panel else None
         if self.agent_panel is not None:
             self.agent_panel.add_class("dagger-agents")
         self.graph = GraphPanel(live_limit=graph_live_limit, interval=graph_interval, layout=full_width)
+        self.legend = widgets.HTML(layout=full_width)
+        self.legend.add_class("dagger-legend-panel")
+        self.timeline = widgets.HTML(layout=full_width) if timeline else None
+        if self.timeline is not None:
+            self.timeline.add_class("dagger-timeline-panel")
         self.errors = widgets.HTML(layout=full_width)
         self.errors.add_class("dagger-errors")
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop")
         self.cancel_button.add_class("dagger-cancel")
         self.cancel_button.on_click(lambda _button: self.cancel())
         self.table_rows = table_rows
+        self.tick = tick
         self.finished = False
+        self.closed = False
         self.events_seen = 0
+        #: How many redraws the clock's tick asked for.
+        self.ticks = 0
         #: The last exception raised while drawing (shown in the error panel), if any.
         self.draw_error: Exception | None = None
         self._throttle = Throttle(self._redraw, interval=interval)
+        self._tick_timer: asyncio.TimerHandle | None = None
         panels: list[Any] = [self.header, self.progress, self.table] if progress else [self.header, self.table]
         if self.agent_panel is not None:
             panels.append(self.agent_panel)
-        panels += [self.graph.widget, self.errors]
+        panels += [self.graph.widget, self.legend]
+        if self.timeline is not None:
+            panels.append(self.timeline)
+        panels.append(self.errors)
         if cancellable:
             panels.append(self.cancel_button)
         super().__init__(children=panels, layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
@@ -237,30 +319,69 @@ class Dashboard(widgets.VBox):
         """An event arrived: O(1), the redraw comes later (at most every ``interval`` seconds)."""
         self.events_seen += 1
         self._throttle.poke()
+        if self._tick_timer is None:
+            self.start_clock()
+
+    def start_clock(self) -> None:
+        """Redraw at least every ``tick`` seconds until the work ends (needs a running loop)."""
+        if self._tick_timer is not None or self.finished or self.closed or self.tick <= 0:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop here: the first event (emitted on the work's loop) starts it
+        self._tick_timer = loop.call_later(self.tick, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._tick_timer = None
+        if self.finished or self.closed:
+            return
+        self.ticks += 1
+        self._throttle.dirty = True
+        self._throttle.poke()
+        self.start_clock()
+
+    def _stop_clock(self) -> None:
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+            self._tick_timer = None
 
     def finish(self) -> None:
         """The work ended: draw the final state at once and disable Cancel."""
         self.finished = True
+        self._stop_clock()
         self.cancel_button.disabled = True
         self.cancel_button.layout.display = "none"
         self._throttle.dirty = True
         self._throttle.flush()
 
+    def resume(self) -> None:
+        """The work goes on again (a resumed run): show Cancel, tick the clock."""
+        self.finished = False
+        self.cancel_button.disabled = False
+        self.cancel_button.layout.display = None
+        self.start_clock()
+
     def send_final_state(self) -> None:
         """Re-send every panel's state from the calling cell (headless runners record it there)."""
+        self.graph.join(timeout=5)
         for widget in self._widgets():
             widget.send_state()
         self.send_state()
 
     def close(self) -> None:
         """Stop redrawing and close the widgets."""
+        self.closed = True
+        self._stop_clock()
         self._throttle.cancel()
+        self.graph.close()
         for child in self._widgets():
             child.close()
         super().close()
 
     def _widgets(self) -> list[widgets.Widget]:
-        panels = [self.header, self.progress, self.table, self.agent_panel, self.graph.widget, self.errors]
+        panels = [self.header, self.progress, self.table, self.agent_panel, self.graph.widget, self.legend,
+                  self.timeline, self.errors]
         return [panel for panel in panels if panel is not None] + [self.cancel_button]
 
     def _redraw(self) -> None:

@@ -6,13 +6,17 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb.export import legend_html, one_line, progress_of, segmented_bar_html, short_id
 from dagger_nb.notebook._dashboard import Dashboard, errors_html, header_html, table_html
 
 if TYPE_CHECKING:
     from dagger_nb.agents import JobHandle, Task, TaskManager
     from dagger_nb.pubsub import PubSub, PubSubHandle
 
-_TASK_COLUMNS = ("task", "agent", "status", "description", "reason")
+_TASK_COLUMNS = ("task", "id", "agent", "status", "reason")
+_TASK_LEGEND = ("pending", "in_progress", "completed", "failed", "blocked", "accepted", "rejected")
+_JOB_EDGES = (("solid", "depends on"), ("dashed", "parent → subtask"))
+_BUS_EDGES = (("solid", "channel → subscriber"), ("dashed", "agent publishes → channel"))
 _TASK_ORDER = {"failed": 0, "rejected": 0, "in_progress": 1, "blocked": 2, "completed": 3, "accepted": 3,
                "pending": 4}
 
@@ -36,15 +40,19 @@ class JobDashboard(Dashboard):
         self.add_class("dagger-job-dashboard")
         self._started = time.time()
         self._ended: float | None = None
+        #: The job's final status, from its ``JobFinished`` event (before the handle has its report).
+        self.final_status: str | None = None
         if handle is not None and not handle.done:
             handle.events.add_listener(self._on_event)
             self.refresh()
+            self.start_clock()
         else:
             self.finish()
 
     def _on_event(self, event: object) -> None:
         if type(event).__name__ == "JobFinished":
             self._ended = time.time()
+            self.final_status = str(getattr(event, "status", "")) or None
             self.finish()
         else:
             self.changed()
@@ -69,28 +77,36 @@ class JobDashboard(Dashboard):
         counts: dict[str, int] = {}
         for task in tasks:
             counts[str(task.status)] = counts.get(str(task.status), 0) + 1
-        status = str(self.handle.status) if self.handle is not None else str(
-            self.manager.job_status(self.job_id) or "pending"
-        )
+        if self.final_status is not None:
+            status = self.final_status
+        elif self.handle is not None:
+            status = str(self.handle.status)
+        else:
+            status = str(self.manager.job_status(self.job_id) or "pending")
+        status = getattr(status, "value", status)
         end = self._ended or time.time()
-        self.header.value = header_html(f"job {self.job_id}", status, counts, end - self._started)
-        self.progress.max = max(len(tasks), 1)
-        self.progress.value = counts.get("completed", 0) + counts.get("accepted", 0)
-        self.progress.bar_style = "danger" if counts.get("failed") else "success" if status == "completed" else "info"
+        elapsed = end - self._started
+        self.header.value = header_html(f"job {self.job_id}", status, counts, elapsed)
+        self.progress.value = segmented_bar_html(
+            progress_of(counts, len(tasks), elapsed=elapsed, running=not final), unit="tasks"
+        )
         self.table.value = self._table(tasks)
         assert self.agent_panel is not None
         self.agent_panel.value = _agents_html(tasks)
         broken = [(t.task_id, t.status_reason or str(t.status)) for t in tasks
                   if str(t.status) in ("failed", "rejected")]
         self.errors.value = errors_html(broken)
-        self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final)
+        self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final,
+                          version=self.events_seen)
+        self.legend.value = legend_html(_TASK_LEGEND, edges=_JOB_EDGES)
 
     def _table(self, tasks: list[Task]) -> str:
         ordered = list(tasks)
         if len(ordered) > self.table_rows:
             ordered.sort(key=lambda t: (_TASK_ORDER.get(str(t.status), 9), -t.updated_at.timestamp()))
         shown = ordered[: self.table_rows]
-        rows = [(t.task_id, t.agent, str(t.status), t.description, t.status_reason or "") for t in shown]
+        rows = [(one_line(t.description, 80), short_id(t.task_id), t.agent, str(t.status),
+                 one_line(t.status_reason or "", 100)) for t in shown]
         return table_html(_TASK_COLUMNS, rows, status_column=2, more=len(ordered) - len(shown))
 
 
@@ -110,10 +126,11 @@ def _agents_html(tasks: list[Task]) -> str:
     for agent, row in sorted(per.items()):
         last = row["last"]
         message = last.status_reason or last.summary or (
-            str(last.output.data) if last.output is not None and last.output.data else "")
+            last.output.data if last.output is not None and last.output.data else "")
         state = "running" if row["in_progress"] else "idle"
+        label = short_id(last.task_id)
         rows.append((agent, state, row["in_progress"], row["pending"], row["done"], row["failed"],
-                     f"{last.task_id}: {message}" if message else last.task_id))
+                     f"{label}: {one_line(message)}" if message else label))
     return table_html(("agent", "state", "running", "waiting", "completed", "failed", "last message"),
                       rows, status_column=1, more=0)
 
@@ -129,10 +146,10 @@ class PubSubMonitor(Dashboard):
         super().__init__(agent_panel=True, progress=False, **options)
         self.cancel_button.description = "Stop"
         self.pubsub = pubsub
-        self.handle = handle
+        self.handle = handle if handle is not None else getattr(pubsub, "_handle", None)
         self.add_class("dagger-pubsub-monitor")
         self._recent: deque[tuple[str, str, str, str]] = deque(maxlen=self.table_rows)
-        self._payloads: dict[str, str] = {}
+        self._payloads: dict[str, Any] = {}
         self._last: dict[str, str] = {}
         self._problems: deque[tuple[str, str]] = deque(maxlen=50)
         self._messages = 0
@@ -140,27 +157,41 @@ class PubSubMonitor(Dashboard):
             self._note(event)
         pubsub.events.add_listener(self._on_event)
         self.refresh()
+        if self.running:
+            self.start_clock()
+        else:
+            self.finish()
 
     def _on_event(self, event: object) -> None:
         self._note(event)
-        if type(event).__name__ == "DeliveryStopped":
+        kind = type(event).__name__
+        if kind == "DeliveryStopped":
+            self.finish()
+        elif kind == "DeliveryStarted" and self.finished:
+            self.resume()
             self.refresh()
         else:
             self.changed()
+
+    @property
+    def running(self) -> bool:
+        """True while the bus delivers, or its background delivery is starting."""
+        handle = self.handle
+        return self.pubsub.running or (handle is not None and not handle.done and not self.finished)
 
     def _note(self, event: Any) -> None:
         kind = type(event).__name__
         if kind == "MessagePublished":
             message = event.message
-            payload = str(message.payload)
             self._messages += 1
-            self._recent.appendleft((message.message_id, message.channel, str(message.source or ""), payload))
-            self._payloads[message.message_id] = payload
+            self._recent.appendleft((short_id(message.message_id), message.channel, str(message.source or ""),
+                                     one_line(message.payload)))
+            self._payloads[message.message_id] = message.payload
             if len(self._payloads) > 4 * self.table_rows:
                 self._payloads.pop(next(iter(self._payloads)))
         elif kind == "MessageDelivered":
             payload = self._payloads.get(event.message_id, event.message_id)
-            self._last[event.node_id] = f"#{event.channel}: {payload}"
+            self._last[event.node_id] = f"#{event.channel}: {one_line(payload)}"
         elif kind in ("HandlerFailed", "MessageRejected"):
             self._problems.append((f"{event.node_id} on #{event.channel}", event.reason))
 
@@ -178,7 +209,8 @@ class PubSubMonitor(Dashboard):
     def draw(self, *, final: bool) -> None:
         """Rebuild the panels from the bus's state."""
         agents = self.pubsub.agents()
-        status = "running" if self.pubsub.running else "stopped"
+        running = self.running
+        status = "running" if running else "stopped"
         counts = {"messages": self._messages, "agents": len(agents), "dead letters": len(self._problems)}
         self.header.value = header_html("pub/sub", status, counts, None)
         self.table.value = table_html(("message", "channel", "source", "payload"), list(self._recent),
@@ -193,8 +225,10 @@ class PubSubMonitor(Dashboard):
         self.agent_panel.value = table_html(("agent", "state", "queued", "handled", "failed", "last message"),
                                             rows, status_column=1, more=0)
         self.errors.value = errors_html(list(self._problems))
-        self.graph.update(self.pubsub.get_dot_graph, len(agents), final=not self.pubsub.running)
-        self.cancel_button.disabled = not self.pubsub.running
+        self.graph.update(self.pubsub.get_dot_graph, len(agents), final=final or not running,
+                          version=(self.events_seen, len(agents)))
+        self.legend.value = legend_html((), edges=_BUS_EDGES)
+        self.cancel_button.disabled = not running
 
 
 __all__ = ["JobDashboard", "PubSubMonitor"]

@@ -4,8 +4,9 @@
 >>> dashboard                          # doctest: +SKIP
 
 Each one updates from its source's events at most 4 times a second (however
-fast events arrive), always shows the final state when the work ends, and
-escapes every piece of text it shows.
+fast events arrive), catches up with the last event within a second even when
+no other event comes, ticks its clock while the work runs, always shows the
+final state when the work ends, and escapes every piece of text it shows.
 """
 
 from __future__ import annotations
@@ -15,60 +16,92 @@ from typing import Any
 
 from dagger_nb.dag import ExecutionReport, RunFinished, RunHandle
 from dagger_nb.dag.dot import workflow_dot
-from dagger_nb.notebook._dashboard import Dashboard, errors_html, header_html, table_html
+from dagger_nb.dag.events import NodeRetrying
+from dagger_nb.export import (
+    errors_list_html,
+    format_seconds,
+    legend_html,
+    progress_of,
+    run_spans,
+    segmented_bar_html,
+    timeline_svg,
+)
+from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
 from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
+from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_progress_html, collapsed_dot
 
 _ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "skipped": 4, "pending": 5}
 _NODE_COLUMNS = ("node", "action", "status", "attempts", "duration (s)", "error")
-_DONE = ("succeeded", "failed", "skipped", "cancelled")
+_LEGEND = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
 
 
 class RunDashboard(Dashboard):
-    """A live view of one DAG run: header, progress, node table, open questions, status graph, errors, Cancel.
+    """A live view of one DAG run: header, progress, node table, open questions, status graph, timeline,
+    errors with their tracebacks, Cancel.
 
     Nodes added while the run goes on (``ctx.add_node``, hooks, supervisor
     steps) join the table, the progress bar and the graph at the next redraw.
     Each question the run asks (``ctx.ask_human``) gets a form made from its
     schema in ``questions``; Submit calls ``handle.respond`` and a refused
     answer shows its reason next to the form. The table has a ``worker``
-    column when some node ran on a Dask worker.
+    column when some node ran on a Dask worker. A node waiting for its next
+    attempt reads "retrying in 1.6s (attempt 2 of 3)" with the last error.
+    When the run is resumed the dashboard follows it.
 
     ``interval`` is the shortest time between two redraws (0.25 s: at most 4 a
     second). The node table shows the ``table_rows`` most interesting nodes
-    (failed, running, then the latest finished). The graph is re-drawn live up
-    to ``graph_live_limit`` nodes (at most every ``graph_interval`` seconds),
-    above that only when the run ends.
+    (failed, running, then the latest finished). Above ``collapse_limit`` nodes
+    the graph shows one box per action (its nodes counted per status) and a
+    per-action progress panel appears.
     """
 
-    def __init__(self, handle: RunHandle, **options: Any) -> None:
+    def __init__(self, handle: RunHandle, *, collapse_limit: int = COLLAPSE_LIMIT, **options: Any) -> None:
+        options.setdefault("timeline", True)
         super().__init__(**options)
         self.handle = handle
+        self.collapse_limit = collapse_limit
         #: The open questions, one form each.
         self.questions = QuestionsPanel(handle.respond)
         children: list[Any] = list(self.children)  # type: ignore[has-type]
         children.insert(children.index(self.table) + 1, self.questions)
         self.children = children
-        self.progress.max = max(len(handle.spec.nodes), 1)
+        #: node -> (when the next attempt starts, its number, the last error) while a retry waits
+        self.retrying: dict[str, tuple[float, int, str]] = {}
         self.add_class("dagger-run-dashboard")
         handle.add_waited_callback(self.send_final_state)
+        follow = getattr(handle, "follow", handle.add_listener)
         if handle.done:
             self.finish()
+            follow(self._on_event)  # a resume of this run brings it back to life
         else:
-            handle.add_listener(self._on_event)
+            follow(self._on_event)
             self.refresh()
+            self.start_clock()
 
     def _on_event(self, event: object) -> None:
         # Called for every event of the run: keep it O(1) and cheap (see Dashboard.changed).
-        if event.__class__ is RunFinished:
+        cls = event.__class__
+        if cls is RunFinished:
             self.finish()
             return
+        if self.finished:  # the run was resumed
+            self.retrying.clear()
+            self.resume()
+        if cls is NodeRetrying:
+            self.retrying[event.node] = (  # type: ignore[attr-defined]
+                event.timestamp + event.delay, event.attempt + 1, event.error  # type: ignore[attr-defined]
+            )
+        elif self.retrying:
+            self.retrying.pop(getattr(event, "node", ""), None)
         self.events_seen += 1
         throttle = self._throttle
         if throttle.pending:
             throttle.dirty = True
         else:
             throttle.poke()
+        if self._tick_timer is None:
+            self.start_clock()
 
     def cancel(self) -> None:
         """Cancel the run."""
@@ -83,30 +116,50 @@ class RunDashboard(Dashboard):
         report = self.handle.report or self.handle.snapshot()
         outcomes = report.outcomes
         counts = report.counts()
-        finished = sum(counts.get(status, 0) for status in _DONE)
-        self.header.value = header_html(
-            f"{report.workflow} · run {report.run_id}", report.status, counts, _elapsed(report),
-            extra=report.error or "",
-        )
-        self.progress.max = max(len(outcomes), 1)
-        self.progress.value = finished
-        self.progress.bar_style = _bar_style(report.status, counts)
+        elapsed = _elapsed(report)
+        failed = [o for o in list(outcomes.values()) if o.status == "failed"]
+        # A node's failure is told in the error panel: the header names only other causes.
+        extra = report.error if report.error and not failed else ""
+        self.header.value = header_html(f"{report.workflow} · run {report.run_id}", report.status, counts,
+                                        elapsed, extra=extra or "")
+        running = report.status in ("running", "pending")
+        self.progress.value = segmented_bar_html(progress_of(counts, len(outcomes), elapsed=elapsed,
+                                                             running=running))
         self.table.value = self._table(report)
-        failed = [(o.node, o.error or "failed") for o in outcomes.values() if o.status == "failed"]
-        self.errors.value = errors_html(failed)
+        self.errors.value = errors_list_html(
+            [(o.node, o.error or "failed", getattr(o, "traceback", None)) for o in failed]
+        )
         self.questions.sync([] if self.handle.done else self.handle.questions())
-        self.graph.update(lambda: workflow_dot(report.spec, outcomes), len(outcomes), final=final)
+        collapsed = len(outcomes) > self.collapse_limit
+        if collapsed:
+            self.graph.update(lambda: collapsed_dot(report.spec, outcomes), len(outcomes), final=final,
+                              version=self.events_seen)
+            self.legend.value = legend_html(_LEGEND) + action_progress_html(report.spec, outcomes)
+        else:
+            self.graph.update(lambda: workflow_dot(report.spec, outcomes), len(outcomes), final=final,
+                              version=self.events_seen)
+            self.legend.value = legend_html(_LEGEND)
+        if self.timeline is not None:
+            self.timeline.value = timeline_svg(run_spans(report), now=time.time() if running else report.finished_at)
 
     def _table(self, report: ExecutionReport) -> str:
         outcomes = list(report.outcomes.values())
         if len(outcomes) > self.table_rows:
             outcomes.sort(key=lambda o: (_ORDER.get(o.status, 9), -(o.finished_at or o.started_at or 0)))
         shown = outcomes[: self.table_rows]
-        rows: list[tuple[object, ...]] = [
-            (o.node, o.action, o.status, o.attempts,
-             "" if o.duration_s is None else f"{o.duration_s:.3f}", o.error or "")
-            for o in shown
-        ]
+        now = time.time()
+        rows: list[tuple[object, ...]] = []
+        for o in shown:
+            status, error = o.status, o.error or ""
+            waiting = self.retrying.get(o.node) if o.status == "running" else None
+            if waiting is not None:
+                at, attempt, last_error = waiting
+                node = next((n for n in report.spec.nodes if n.id == o.node), None)
+                of = f" of {node.attempts(report.spec.config)}" if node is not None else ""
+                status = "retrying"
+                error = f"retrying in {format_seconds(max(at - now, 0.0))} (attempt {attempt}{of}): {last_error}"
+            rows.append((o.node, o.action, status, o.attempts,
+                         "" if o.duration_s is None else f"{o.duration_s:.3f}", _first_line(error)))
         columns: tuple[str, ...] = _NODE_COLUMNS
         if any(o.worker for o in outcomes):  # where each node ran on Dask (empty for local ones)
             columns += ("worker",)
@@ -118,20 +171,17 @@ class RunDashboard(Dashboard):
         return [*super()._widgets(), *forms, self.questions]
 
 
+def _first_line(text: str, limit: int = 100) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _elapsed(report: ExecutionReport) -> float | None:
     if report.started_at is None:
         return None
-    return (report.finished_at or time.time()) - report.started_at
-
-
-def _bar_style(status: str, counts: dict[str, int]) -> str:
-    if status == "succeeded":
-        return "success"
-    if counts.get("failed") or status == "failed":
-        return "danger"
-    if status in ("cancelled", "paused"):
-        return "warning"
-    return "info"
+    # A resumed run keeps its earlier finish time until it ends again.
+    end = time.time() if report.status in ("running", "pending") else report.finished_at or time.time()
+    return end - report.started_at
 
 
 __all__ = ["JobDashboard", "PubSubMonitor", "RunDashboard"]

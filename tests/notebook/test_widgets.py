@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import itertools
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -30,6 +32,29 @@ def chain(name: str, action: str, length: int, **config: Any) -> WorkflowSpec:
     for i in range(1, length):
         nodes.append({"id": f"n{i}", "action": action, "inputs": [{"name": "x", "reference": f"n{i - 1}.result"}]})
     return WorkflowSpec.model_validate({"name": name, "nodes": nodes, "config": config})
+
+
+def bar(dashboard: Any) -> dict[str, int]:
+    """The progress bar's segments (status -> count) and its ``done``/``total`` numbers."""
+    value = dashboard.progress.value
+    counts = {status: int(count) for count, status in re.findall(r"title='(\d+) (\w+)'", value)}
+    done, total = re.search(r"(\d+)/(\d+) ", value).groups()  # type: ignore[union-attr]
+    return {**counts, "done": int(done), "total": int(total)}
+
+
+def node_label(svg: str, node: str) -> str:
+    """The text Graphviz drew in ``node``'s box."""
+    start = svg.index(f"<title>{node}</title>")
+    return " ".join(re.findall(r">([^<]+)</text>", svg[start: svg.index("</g>", start)]))
+
+
+async def until(check: Any, seconds: float, message: str) -> float:
+    """Poll ``check()`` until true (or fail after ``seconds``); returns how long it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, message
+        await anyio.sleep(0.01)
+    return time.monotonic() - start
 
 
 def all_text(dashboard: Any) -> str:
@@ -92,13 +117,14 @@ async def test_header_and_table_follow_the_run(executor: DagExecutor) -> None:
     assert "pending" in dashboard.table.value
     await started.wait()
     dashboard.refresh()
-    assert "running" in dashboard.header.value and dashboard.progress.value == 0
+    assert "running" in dashboard.header.value and bar(dashboard) == {"running": 1, "done": 0, "total": 3}
     gate.set()
     report = await handle.wait()
     assert report.status == "succeeded"
     assert dashboard.finished and dashboard.cancel_button.disabled
-    assert dashboard.progress.value == 3 and dashboard.progress.bar_style == "success"
+    assert bar(dashboard) == {"succeeded": 3, "done": 3, "total": 3} and "ETA" not in dashboard.progress.value
     assert dashboard.table.value.count("succeeded") == 3
+    dashboard.graph.join(timeout=30)
     assert "<svg" in dashboard.graph.widget.value
     dashboard.close()
 
@@ -178,22 +204,29 @@ async def test_graph_without_graphviz_shows_a_note_and_the_dot(
     dashboard.close()
 
 
-async def test_large_graphs_are_drawn_once_at_the_end(executor: DagExecutor) -> None:
+async def test_large_graphs_are_redrawn_less_often_and_never_stale_at_the_end(executor: DagExecutor) -> None:
     gate = anyio.Event()
+    started = anyio.Event()
 
     async def step(x: int = 0) -> int:
+        started.set()
         await gate.wait()
         return x
 
     executor.registry.register("step", step)
     executor.add_workflow(chain("big", "step", 3))
     handle = executor.start("big")
-    dashboard = RunDashboard(handle, graph_live_limit=2)
-    assert "drawn when the work ends" in dashboard.graph.widget.value
+    dashboard = RunDashboard(handle, graph_live_limit=2)  # 3 nodes: redrawn at most every 5 s
+    await started.wait()
+    dashboard.refresh()
+    dashboard.graph.join(timeout=30)
+    assert dashboard.graph.renders == 1 and dashboard.graph.busy  # the redraw waits for its turn
     gate.set()
     await handle.wait()
     dashboard.graph.join(timeout=30)
-    assert "<svg" in dashboard.graph.widget.value and dashboard.graph.renders == 1
+    svg = dashboard.graph.widget.value
+    assert all("succeeded" in node_label(svg, f"n{i}") for i in range(3))
+    assert dashboard.graph.renders == 2 and not dashboard.graph.busy
     dashboard.close()
 
 
@@ -341,16 +374,16 @@ async def test_nodes_added_while_the_run_goes_on_join_the_table_and_graph(execut
 
     handle = executor.start_agent_dag("grow")
     dashboard = RunDashboard(handle, interval=0)
-    assert "search_web" not in dashboard.table.value and dashboard.progress.max == 1
+    assert "search_web" not in dashboard.table.value and bar(dashboard)["total"] == 1
     await tool_started.wait()
     dashboard.refresh()
     assert "search_web" in dashboard.table.value and "running" in dashboard.table.value
-    assert dashboard.progress.max == 2 and dashboard.progress.value == 1
+    assert bar(dashboard)["total"] == 2 and bar(dashboard)["done"] == 1
     gate.set()
     report = await handle.wait()
     dashboard.graph.join(timeout=30)
     assert report.success and dashboard.table.value.count("succeeded") == 2
-    assert "search_web" in dashboard.graph.widget.value and dashboard.progress.value == 2
+    assert "search_web" in dashboard.graph.widget.value and bar(dashboard)["done"] == 2
     dashboard.close()
 
 
@@ -462,3 +495,155 @@ async def test_a_worker_column_appears_only_when_a_node_ran_on_a_worker(executor
     assert "<th style='text-align:left;padding:0 8px'>worker</th>" in dashboard.table.value
     assert "tcp://10.0.0.7:40123" in dashboard.table.value
     dashboard.close()
+
+
+# -- current, always ----------------------------------------------------------------------------
+
+
+async def test_the_graph_shows_a_running_node_within_a_second_without_a_further_event(
+    executor: DagExecutor,
+) -> None:
+    gate = anyio.Event()
+    b_started: list[float] = []
+
+    async def quick(x: int = 0) -> int:
+        return x + 1
+
+    async def slow(x: int = 0) -> int:
+        b_started.append(time.monotonic())
+        await gate.wait()
+        return x + 1
+
+    executor.registry.register("quick", quick)
+    executor.registry.register("slow", slow)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "abc", "nodes": [
+        {"id": "a", "action": "quick"},
+        {"id": "b", "action": "slow", "inputs": [{"name": "x", "reference": "a.result"}]},
+        {"id": "c", "action": "quick", "inputs": [{"name": "x", "reference": "b.result"}]},
+    ]}))
+    handle = executor.start("abc")
+    dashboard = RunDashboard(handle)
+    await until(lambda: b_started, 10, "b never started")
+    # b's start is the last event for a while: the graph must still catch up with it
+    took = await until(lambda: "<title>b</title>" in dashboard.graph.widget.value
+                       and "running" in node_label(dashboard.graph.widget.value, "b"), 5, "the graph stayed stale")
+    assert time.monotonic() - b_started[0] <= 1.0, f"the graph showed b running {took:.2f}s after it started"
+    assert "succeeded" in node_label(dashboard.graph.widget.value, "a")
+    assert "b" in dashboard.table.value and "running" in dashboard.table.value
+    gate.set()
+    await handle.wait()
+    dashboard.graph.join(timeout=30)
+    assert "succeeded" in node_label(dashboard.graph.widget.value, "c")
+    dashboard.close()
+
+
+async def test_the_clock_ticks_while_a_node_runs_and_nothing_else_happens(executor: DagExecutor) -> None:
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    async def wait_for_gate() -> int:
+        started.set()
+        await gate.wait()
+        return 1
+
+    executor.registry.register("long", wait_for_gate)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "l", "nodes": [{"id": "a", "action": "long"}]}))
+    handle = executor.start("l")
+    dashboard = RunDashboard(handle)
+    await started.wait()
+    changes: list[float] = []
+    dashboard.header.observe(lambda _change: changes.append(time.monotonic()), names="value")
+    events = dashboard.events_seen
+    since = time.monotonic()
+
+    def clock() -> float:
+        match = re.search(r" · (\d+\.\d)s", dashboard.header.value)
+        return float(match.group(1)) if match else 0.0
+
+    await until(lambda: clock() >= 2.0, 5, "the clock did not reach 2.0s")
+    assert dashboard.events_seen == events  # no event came: the ticks alone moved the clock
+    gaps = [b - a for a, b in itertools.pairwise([since, *changes])]
+    assert len(changes) >= 2 and max(gaps) <= 1.0, gaps
+    gate.set()
+    await handle.wait()
+    final = dashboard.header.value
+    assert dashboard.finished and "succeeded" in final
+    ticks = dashboard.ticks
+    await anyio.sleep(2 * dashboard.tick)  # time passing, to show that nothing redraws any more
+    assert dashboard.ticks == ticks and dashboard.header.value == final
+    dashboard.close()
+
+
+async def test_a_resumed_run_is_followed_by_its_first_dashboard(executor: DagExecutor) -> None:
+    broken = [True]
+
+    async def flaky() -> int:
+        if broken[0]:
+            raise KeyError("body")
+        return 1
+
+    executor.registry.register("flaky", flaky)
+    executor.add_workflow(WorkflowSpec.model_validate({
+        "name": "p", "nodes": [{"id": "a", "action": "flaky"}], "config": {"on_failure": "pause", "max_attempts": 1}}))
+    handle = executor.start("p")
+    dashboard = RunDashboard(handle)
+    report = await handle.wait()
+    assert report.status == "paused" and "paused" in dashboard.header.value and dashboard.finished
+    broken[0] = False
+    resumed = executor.start_resume(handle.run_id)
+    report = await resumed.wait()
+    assert report.status == "succeeded"
+    assert dashboard.finished and "succeeded" in dashboard.header.value and "paused" not in dashboard.header.value
+    assert bar(dashboard) == {"succeeded": 1, "done": 1, "total": 1}
+    dashboard.close()
+
+
+async def test_a_job_dashboard_reaches_its_final_state_without_anyone_awaiting_it() -> None:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+
+    registry = TaskAgentRegistry()
+
+    async def work(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"body": {"text": "line one\nline two", "n": 1}}
+
+    registry.register("work", work)
+    async with TaskManager(registry=registry) as manager:
+        manager.add_objective("j", "one step", "work")
+        handle = manager.start_job("j")
+        dashboard = JobDashboard(manager, "j", handle=handle)
+        finished = anyio.Event()
+        handle.events.add_listener(lambda e: type(e).__name__ == "JobFinished" and finished.set())
+        await finished.wait()
+        assert dashboard.finished and "completed" in dashboard.header.value
+        assert "running" not in dashboard.header.value
+        assert bar(dashboard)["done"] == 1
+        panel = dashboard.agent_panel.value  # type: ignore[union-attr]
+        assert "\\n" not in panel and '{"body": {"text": "line one line two", "n": 1}}' in html.unescape(panel)
+        await handle.wait()
+        dashboard.close()
+
+
+async def test_a_pubsub_monitor_reads_running_right_after_start_and_stopped_after_stop() -> None:
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+
+    registry = PubSubAgentRegistry()
+    handled = anyio.Event()
+
+    @pubsub_agent("echo", subscribe=["in"], registry=registry)
+    async def echo(message: Any, ctx: Any) -> None:
+        handled.set()
+
+    bus = PubSub(registry=registry)
+    bus.register("echo")
+    handle = bus.start()
+    monitor = PubSubMonitor(bus, handle=handle)
+    assert "running" in monitor.header.value and not monitor.finished
+    await bus.publish("in", {"a": 1})
+    await handled.wait()
+    bus.stop()
+    await handle.wait()
+    assert monitor.finished and "stopped" in monitor.header.value
+    monitor.graph.join(timeout=30)
+    assert "<svg" in monitor.graph.widget.value
+    bus.close()
+    monitor.close()

@@ -1,0 +1,280 @@
+"""HTML pieces shared by the live dashboards and exported reports, and the export itself.
+
+Everything here is plain text in, escaped HTML or SVG out (no IPython, no
+ipywidgets, no pandas at import time): the notebook dashboards draw their
+progress bar, timeline and error panel with these functions, and
+:func:`report_to_html` / :func:`report_to_json` write a finished run as a
+self-contained page or a JSON document.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dagger_nb.graph import STATUS_COLOURS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dagger_nb.dag.report import ExecutionReport
+
+escape = html.escape
+
+#: The order of a progress bar's segments; each status in its graph colour.
+SEGMENTS = ("succeeded", "failed", "skipped", "cancelled", "running")
+#: Task statuses counted as one of :data:`SEGMENTS`.
+TASK_SEGMENT = {"completed": "succeeded", "accepted": "succeeded", "failed": "failed", "rejected": "failed",
+                "cancelled": "cancelled", "in_progress": "running", "blocked": "skipped"}
+_DONE = ("succeeded", "failed", "skipped", "cancelled")
+
+
+def short_id(text: str, length: int = 8) -> str:
+    """The first ``length`` characters of a long id (a UUID), enough to tell ids apart in a table."""
+    return text if len(text) <= length + 1 else text[:length] + "…"
+
+
+def one_line(value: Any, limit: int = 120) -> str:
+    """``value`` as one line of compact JSON (text as it is), cut to ``limit`` characters."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(_squash(value), ensure_ascii=False, default=str, separators=(", ", ": "))
+        except (TypeError, ValueError):
+            text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _squash(value: Any, depth: int = 0) -> Any:
+    """``value`` with the line breaks inside its texts turned into spaces (for one line of JSON)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if depth > 20:
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _squash(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_squash(item, depth + 1) for item in value]
+    return value
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far some work is: counts per segment, total, elapsed seconds, whether it still runs."""
+
+    counts: dict[str, int]
+    total: int
+    elapsed: float | None
+    running: bool
+
+    @property
+    def done(self) -> int:
+        """Items that ended, in any way."""
+        return sum(self.counts.get(status, 0) for status in _DONE)
+
+    @property
+    def rate(self) -> float | None:
+        """Items ended per second so far (None before the first one)."""
+        if not self.elapsed or not self.done:
+            return None
+        return self.done / self.elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (None when unknown or finished)."""
+        rate = self.rate
+        if not self.running or rate is None or self.total <= self.done:
+            return None
+        return (self.total - self.done) / rate
+
+
+def progress_of(statuses: Mapping[str, int], total: int, *, elapsed: float | None, running: bool) -> Progress:
+    """A :class:`Progress` from counts per node or task status (task statuses are mapped to segments)."""
+    counts: dict[str, int] = {}
+    for status, count in statuses.items():
+        segment = status if status in SEGMENTS else TASK_SEGMENT.get(status)
+        if segment is not None:
+            counts[segment] = counts.get(segment, 0) + count
+    return Progress(counts, total, elapsed, running)
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.4s``, ``12.0s``, ``3m05s``, ``1h02m``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def segmented_bar_html(progress: Progress, *, unit: str = "nodes", height: int = 14) -> str:
+    """A bar with one segment per status in its colour, and ``done/total · rate · ETA`` beside it."""
+    total = max(progress.total, 1)
+    segments = []
+    for status in SEGMENTS:
+        count = progress.counts.get(status, 0)
+        if count:
+            width = 100.0 * count / total
+            segments.append(
+                f"<div class='dagger-seg dagger-seg-{status}' title='{count} {status}' "
+                f"style='width:{width:.3f}%;background:{STATUS_COLOURS[status]}'></div>"
+            )
+    words = [f"{progress.done}/{progress.total} {escape(unit)}"]
+    if progress.elapsed is not None:
+        words.append(format_seconds(progress.elapsed))
+    if progress.rate is not None:
+        words.append(f"{progress.rate:.3g} {escape(unit)}/s")
+    if progress.eta is not None:
+        words.append(f"ETA {format_seconds(progress.eta)}")
+    return (
+        f"<div class='dagger-bar-line' style='display:flex;align-items:center;gap:8px'>"
+        f"<div class='dagger-bar' style='display:flex;flex:1;height:{height}px;border:1px solid #bbb;"
+        f"border-radius:3px;overflow:hidden;background:#fff'>{''.join(segments)}</div>"
+        f"<span class='dagger-bar-text' style='white-space:nowrap;font-size:12px'>{' · '.join(words)}</span></div>"
+    )
+
+
+def legend_html(statuses: Iterable[str], *, edges: Sequence[tuple[str, str]] = ()) -> str:
+    """A line naming each status colour and, given ``(style, meaning)`` pairs, each edge style."""
+    items = [
+        f"<span style='display:inline-block;width:10px;height:10px;border:1px solid #999;"
+        f"background:{STATUS_COLOURS.get(status, '#fff')};margin:0 3px 0 8px'></span>{escape(status)}"
+        for status in statuses
+    ]
+    for style, meaning in edges:
+        border = "dashed" if style == "dashed" else "dotted" if style == "dotted" else "solid"
+        items.append(
+            f"<span style='display:inline-block;width:18px;border-top:2px {border} #555;margin:0 3px 3px 10px'>"
+            f"</span>{escape(meaning)}"
+        )
+    return f"<div class='dagger-legend' style='font-size:11px;color:#444'>{''.join(items)}</div>"
+
+
+def traceback_details(subject: str, message: str, traceback: str | None) -> str:
+    """One error: its subject and text once, the traceback folded under it."""
+    head = f"<b>{escape(subject)}</b>: <span style='white-space:pre-wrap'>{escape(message)}</span>"
+    if not traceback:
+        return f"<li>{head}</li>"
+    return (
+        f"<li><details class='dagger-traceback'><summary>{head}</summary>"
+        f"<pre style='font-size:11px;white-space:pre-wrap;margin:2px 0 6px 0'>{escape(traceback)}</pre>"
+        f"</details></li>"
+    )
+
+
+def errors_list_html(errors: Sequence[tuple[str, str, str | None]], *, limit: int = 20) -> str:
+    """``(subject, message, traceback)`` triples as a list, tracebacks folded; empty when none."""
+    if not errors:
+        return ""
+    items = "".join(traceback_details(*error) for error in errors[:limit])
+    more = f"<li>… and {len(errors) - limit} more</li>" if len(errors) > limit else ""
+    return f"<div style='color:#b3261e'><b>Errors</b><ul style='margin:0'>{items}{more}</ul></div>"
+
+
+# -- timeline ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Span:
+    """One bar of a timeline: ``name`` ran from ``start`` to ``end`` (None: still running)."""
+
+    name: str
+    group: str
+    status: str
+    start: float
+    end: float | None
+
+
+def assign_lanes(spans: Sequence[Span]) -> list[int]:
+    """A lane per span so that spans in one lane never overlap (the worker slot each one used)."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i].start)
+    lane_free: list[float] = []
+    lanes = [0] * len(spans)
+    for index in order:
+        span = spans[index]
+        lane = next((i for i, free_at in enumerate(lane_free) if free_at <= span.start), len(lane_free))
+        if lane == len(lane_free):
+            lane_free.append(0.0)
+        lanes[index] = lane
+        lane_free[lane] = math.inf if span.end is None else span.end
+    return lanes
+
+
+def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int = 900, lane_height: int = 16,
+                 max_lanes: int = 40) -> str:
+    """A Gantt chart of ``spans`` as inline SVG, one lane per worker slot; empty when nothing started."""
+    if not spans:
+        return ""
+    now = time.time() if now is None else now
+    lanes = assign_lanes(spans)
+    origin = min(span.start for span in spans)
+    end = max([now if span.end is None else span.end for span in spans] + [origin + 1e-3])
+    scale = (width - 60) / (end - origin)
+    shown_lanes = min(max(lanes) + 1, max_lanes)
+    height = shown_lanes * lane_height + 20
+    bars = []
+    for span, lane in zip(spans, lanes, strict=True):
+        if lane >= max_lanes:
+            continue
+        x = 50 + (span.start - origin) * scale
+        bar_width = max(((now if span.end is None else span.end) - span.start) * scale, 1.5)
+        colour = STATUS_COLOURS.get(span.status, "#ddd")
+        label = f"{span.name} ({span.group}): {span.status}"
+        if span.end is not None:
+            label += f", {span.end - span.start:.3f}s"
+        bars.append(
+            f"<rect class='dagger-span' x='{x:.1f}' y='{lane * lane_height + 2}' width='{bar_width:.1f}' "
+            f"height='{lane_height - 4}' fill='{colour}' stroke='#666' stroke-width='0.5'>"
+            f"<title>{escape(label)}</title></rect>"
+        )
+    axis = (
+        f"<text x='50' y='{height - 4}' font-size='10'>0s</text>"
+        f"<text x='{width - 10}' y='{height - 4}' font-size='10' text-anchor='end'>"
+        f"{escape(format_seconds(end - origin))}</text>"
+    )
+    lane_labels = "".join(
+        f"<text x='2' y='{lane * lane_height + lane_height - 4}' font-size='10' fill='#666'>slot {lane + 1}</text>"
+        for lane in range(shown_lanes)
+    )
+    more = len(set(lanes)) - shown_lanes
+    note = f"<div style='font-size:11px;color:#666'>… and {more} more lanes</div>" if more > 0 else ""
+    return (
+        f"<div class='dagger-timeline'><svg xmlns='http://www.w3.org/2000/svg' width='100%' "
+        f"viewBox='0 0 {width} {height}' preserveAspectRatio='none' style='max-width:{width}px'>"
+        f"{lane_labels}{''.join(bars)}{axis}</svg>{note}</div>"
+    )
+
+
+def run_spans(report: ExecutionReport) -> list[Span]:
+    """The started nodes of a run as timeline spans."""
+    spans = []
+    for outcome in list(report.outcomes.values()):
+        if outcome.started_at is not None:
+            spans.append(Span(outcome.node, outcome.action, outcome.status, outcome.started_at,
+                              outcome.finished_at if outcome.status != "running" else None))
+    return spans
+
+
+def timeline_frame(report: ExecutionReport) -> pd.DataFrame:
+    """One row per started node: ``node, action, status, lane, start, finish, duration_s`` (times UTC)."""
+    import pandas as pd
+
+    spans = run_spans(report)
+    lanes = assign_lanes(spans)
+    frame = pd.DataFrame(
+        [(s.name, s.group, s.status, lane, s.start, s.end, None if s.end is None else s.end - s.start)
+         for s, lane in zip(spans, lanes, strict=True)],
+        columns=["node", "action", "status", "lane", "start", "finish", "duration_s"],
+    )
+    for column in ("start", "finish"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    return frame.sort_values("start", kind="stable").reset_index(drop=True)
