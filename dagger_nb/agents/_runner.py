@@ -15,18 +15,15 @@ than a per-worker event once several workers wait on it).
 from __future__ import annotations
 
 import inspect
-import json
-import json.encoder
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
-from dagger_nb.agents.context import TaskContext
+from dagger_nb.agents._attempt import Kind, Result, run_attempt
 from dagger_nb.agents.events import (
     JobEvent,
     JobFinished,
@@ -40,6 +37,7 @@ from dagger_nb.agents.events import (
     TaskStatusChanged,
 )
 from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction, TaskOutcomes
+from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.model import (
     BLOCKED,
     BROKEN,
@@ -57,7 +55,6 @@ from dagger_nb.agents.model import (
     utc_now,
 )
 from dagger_nb.agents.store import UNCHANGED, output_json
-from dagger_nb.errors import DaggerError, NeedsDependencies
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -65,25 +62,6 @@ if TYPE_CHECKING:
 
 TERMINATED = "Job terminated due to inactivity"
 CANCELLED_WHILE_RUNNING = "job cancelled while the task was running"
-
-
-class _Kind:
-    """What an attempt came to: plain strings, since an Enum member costs three times as much
-    to read in Python 3.11 (see PENDING in agents/model.py)."""
-
-    OK = "ok"
-    BLOCK = "block"
-    ERROR = "error"  # a failed attempt: retried while retries are left
-    FATAL = "fatal"  # retrying cannot help (invalid input, unknown agent)
-
-
-@dataclass(slots=True)
-class _Result:
-    task_id: str
-    kind: str  # a _Kind
-    value: Any
-    dependencies: list[str]  # the task's dependency list when the attempt started
-    stored_output: str | None = None  # an OK output's JSON for the database (None without one)
 
 
 class _Worker:
@@ -119,7 +97,12 @@ class JobRun:
         self._ready: deque[str] = deque()
         self._running: set[str] = set()
         self._idle: list[_Worker] = []
-        self._results: list[_Result] = []
+        self._results: list[Result] = []
+        #: the journals of the attempts under way (see agents/journal.py)
+        self._journals: dict[str, AttemptJournal] = {}
+        #: tasks whose next attempt waits for the abandoned thread of a timed-out one: their reason
+        self._waiting: dict[str, str] = {}
+        self._returned: list[str] = []
         self._added: list[str] = []
         self._changed: list[tuple[str, TaskStatus | None, str | None]] = []
         self._pending_events: list[JobEvent] = []
@@ -144,6 +127,15 @@ class JobRun:
     def note_changed(self, task_id: str, status: TaskStatus | None, reason: str | None = None) -> None:
         """A task's status (or, with ``status=None``, its dependencies) changed through the manager."""
         self._changed.append((task_id, status, reason))
+        self._wakeup()
+
+    def journal_of(self, task_id: str) -> AttemptJournal | None:
+        """The journal of the running attempt of ``task_id``, if one runs."""
+        return self._journals.get(task_id)
+
+    def note_thread_returned(self, task_id: str) -> None:
+        """The abandoned thread of a timed-out attempt of ``task_id`` has returned."""
+        self._returned.append(task_id)
         self._wakeup()
 
     async def wait_finished(self) -> None:
@@ -216,7 +208,7 @@ class JobRun:
         while True:
             for task_id in self._round():
                 self._idle.pop().hand(task_id)
-            if self._terminated or not (self._running or self._has_news()):
+            if self._terminated or not (self._running or self._has_news() or self._waiting):
                 return
             if not self._has_news():
                 assert self._wake is not None
@@ -224,7 +216,7 @@ class JobRun:
                 self._wake = self._new_event()
 
     def _has_news(self) -> bool:
-        return bool(self._results or self._added or self._changed or self._pending_events)
+        return bool(self._results or self._added or self._changed or self._pending_events or self._returned)
 
     def _round(self) -> list[str]:
         """Apply news, start ready tasks, commit, then announce; returns the tasks to start."""
@@ -250,6 +242,9 @@ class JobRun:
 
     def _finish(self, status: JobStatus) -> JobReport:
         manager = self.manager
+        for journal in self._journals.values():  # attempts that will not end leave nothing
+            journal.discard(manager)
+        self._journals.clear()
         if status is JobStatus.CANCELLED:
             for task_id in self._running:
                 task = manager._tasks[task_id]
@@ -280,7 +275,8 @@ class JobRun:
             task_id = await worker.next()
             inline = 0
             while True:
-                result = await self._attempt(task_id)
+                journal = self._journals[task_id] = AttemptJournal(task_id)
+                result = await run_attempt(self.manager, task_id, journal)
                 self._results.append(result)  # not before the await: _apply swaps the list
                 if len(self._running) > 1 or self._terminated:
                     break  # the scheduler batches the results of parallel tasks
@@ -290,59 +286,15 @@ class JobRun:
                 starts = self._round()
                 if not starts:
                     break
+                retry = starts[0] == task_id
                 task_id = starts[0]
                 for other in starts[1:]:
                     self._idle.pop().hand(other)
                 inline += 1
-                if inline % _FAIRNESS == 0:
+                if retry or inline % _FAIRNESS == 0:  # a retry always lets cancellation in
                     await anyio.lowlevel.checkpoint()
             self._idle.append(worker)
             self._wakeup()
-
-    async def _attempt(self, task_id: str) -> _Result:
-        manager = self.manager
-        task = manager._tasks[task_id]
-        dependencies = task.dependencies
-        try:
-            agent = manager.registry.get(task.agent)
-            if agent.input_schema is not None:
-                agent.input_schema.validate(task.input)
-        except DaggerError as error:
-            return _Result(task_id, _Kind.FATAL, str(error), dependencies)
-        ctx = TaskContext(manager, task, attempt=task.retry_count + 1)
-        payload = dict(task.input)
-        try:
-            if task.timeout is None:
-                output = await manager._call_agent(agent, payload, ctx)
-            else:
-                with anyio.move_on_after(task.timeout) as scope:
-                    output = await manager._call_agent(agent, payload, ctx)
-                if scope.cancelled_caught:
-                    return _Result(task_id, _Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies)
-            output, stored = self._check_output(agent.name, agent.output_schema, output)
-        except NeedsDependencies as error:
-            return _Result(task_id, _Kind.BLOCK, error.reason, dependencies)
-        except Exception as error:
-            return _Result(task_id, _Kind.ERROR, _describe(error), dependencies)
-        return _Result(task_id, _Kind.OK, output, dependencies, stored)
-
-    def _check_output(self, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:
-        """The output, and with a database the ``TaskOutput`` JSON to store (strict JSON: a set or
-        a date is refused rather than stored as something else)."""
-        if output is None:
-            output = {}
-        if not isinstance(output, dict):
-            raise DaggerError(f"agent '{agent}' returned {type(output).__name__}, expected a dict")
-        if schema is not None:
-            schema.validate(output)
-        if self.manager._store is None:
-            return output, None
-        try:
-            data = _encode_json(output)
-        except (TypeError, ValueError, RecursionError) as error:
-            why = "it contains itself or nests too deeply" if isinstance(error, RecursionError) else error
-            raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {why}") from None
-        return output, f'{{"success": true, "data": {data}, "error": null}}'
 
     # -- applying news --------------------------------------------------------------------
 
@@ -351,18 +303,8 @@ class JobRun:
         if self._added:
             added, self._added = self._added, []
             for task_id in added:
-                task = self.manager._tasks[task_id]
-                self._pending_events.append(
-                    TaskAdded(
-                        self.job_id,
-                        task_id,
-                        task.description,
-                        task.agent,
-                        task.parent_task_id,
-                        tuple(task.dependencies),
-                    )
-                )
-                self._reconsider(task)
+                self._announce(self.manager._tasks[task_id])
+                self._reconsider(self.manager._tasks[task_id])
             changed = True
         if self._changed:
             notes, self._changed = self._changed, []
@@ -374,7 +316,19 @@ class JobRun:
             for result in results:
                 self._apply_result(result)
             changed = True
+        if self._returned:
+            returned, self._returned = self._returned, []
+            for task_id in returned:
+                self._thread_returned(self.manager._tasks[task_id])
+            changed = True
         return changed
+
+    def _announce(self, task: TaskRecord) -> None:
+        self._pending_events.append(
+            TaskAdded(
+                self.job_id, task.task_id, task.description, task.agent, task.parent_task_id, tuple(task.dependencies)
+            )
+        )
 
     def _apply_change(self, task: TaskRecord, status: TaskStatus | None, reason: str | None) -> None:
         if status is not None:
@@ -398,23 +352,47 @@ class JobRun:
             return TaskCompleted(self.job_id, task_id, output.data if output else None)
         return TaskStatusChanged(self.job_id, task_id, status, reason)
 
-    def _apply_result(self, result: _Result) -> None:
+    def _apply_result(self, result: Result) -> None:
         self._running.discard(result.task_id)
         task = self.manager._tasks[result.task_id]
+        journal = self._journals.pop(result.task_id, None)
+        added = self._adopt(task, journal) if journal is not None else ()
+        try:
+            self._apply_outcome(task, result)
+        finally:
+            for task_id in added:
+                self._reconsider(self.manager._tasks[task_id])
+
+    def _adopt(self, task: TaskRecord, journal: AttemptJournal) -> list[str]:
+        """Make what the ended attempt added part of the job: written in this round's transaction,
+        with the attempt's outcome."""
+        added = journal.commit(self.manager)
+        for task_id in added:
+            self._announce(self.manager._tasks[task_id])
+        if journal.blocked is not None and task.status is IN_PROGRESS:
+            self._set(task, BLOCKED, journal.blocked)
+            self._pending_events.append(TaskBlocked(self.job_id, task.task_id, journal.blocked))
+        return added
+
+    def _apply_outcome(self, task: TaskRecord, result: Result) -> None:
         if task.status is BLOCKED:
             self._after_block(task, result.dependencies)
             return
         if task.status is not IN_PROGRESS:
             return  # someone else decided (terminated, set through the manager)
-        if result.kind is _Kind.OK:
+        if result.kind is Kind.OK:
             self._complete(task, result.value, result.stored_output)
-        elif result.kind is _Kind.BLOCK:
+        elif result.kind is Kind.BLOCK:
             self._set(task, BLOCKED, result.value)
             self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
             self._after_block(task, result.dependencies)
-        elif result.kind is _Kind.ERROR and task.retry_count < task.max_retries:
+        elif result.kind is Kind.ERROR and task.retry_count < task.max_retries:
             task.retry_count += 1
-            self._set(task, PENDING, f"attempt {task.retry_count} failed: {result.value}")
+            reason = f"attempt {task.retry_count} failed: {result.value}"
+            if task.task_id in self.manager._abandoned:
+                self._waiting[task.task_id] = reason
+                reason += f"; attempt {task.retry_count + 1} waits for the abandoned thread of this one to return"
+            self._set(task, PENDING, reason)
             self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
@@ -425,6 +403,13 @@ class JobRun:
         self.manager.cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
+
+    def _thread_returned(self, task: TaskRecord) -> None:
+        reason = self._waiting.pop(task.task_id, None)
+        if reason is not None and task.status is PENDING and task.task_id not in self._running:
+            self._set(task, PENDING, reason)
+            self._pending_events.append(TaskStatusChanged(self.job_id, task.task_id, PENDING, reason))
+            self._reconsider(task)
 
     def _fail(self, task: TaskRecord, reason: str) -> None:
         self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason))
@@ -476,7 +461,7 @@ class JobRun:
 
     def _reconsider(self, task: TaskRecord) -> None:
         """Queue ``task`` if it can run, or fail it if a dependency failed."""
-        if task.task_id in self._running or task.status not in _WAITING:
+        if task.task_id in self._running or task.status not in _WAITING or task.task_id in self._waiting:
             return
         tasks = self.manager._tasks
         broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
@@ -533,6 +518,9 @@ class JobRun:
             task = tasks[task_id]
             if task.status is not PENDING or task_id in self._running or not self._runnable(task):
                 continue
+            if task_id in self.manager._abandoned:  # its timed-out attempt's thread still runs
+                self._waiting.setdefault(task_id, task.status_reason or "")
+                continue
             self._set(task, IN_PROGRESS, None)
             self._running.add(task_id)
             starts.append(task_id)
@@ -586,33 +574,6 @@ class JobRun:
 
 
 _FAIRNESS = 8  # inline tasks between two checkpoints
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """json.dumps without its per-call cycle check (a third of its cost on a small output: a
-    cyclic output ends in RecursionError instead) and, where Python has its C encoder, without
-    building that encoder and a closure on every call (half of what is left)."""
-    encoder = json.JSONEncoder(check_circular=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return encoder.encode
-    try:  # the arguments JSONEncoder.iterencode passes it, in this Python
-        chunks = make(None, encoder.default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-        if "".join(chunks(_SAMPLE, 0)) != encoder.encode(_SAMPLE):
-            return encoder.encode
-    except TypeError:  # another Python's signature
-        return encoder.encode
-    join = "".join
-    return lambda value: join(chunks(value, 0))
-
-
-_SAMPLE = {"text": "\u00e9\n\"", "numbers": [1, 2.5, float("inf"), None, True], "nested": {"a": []}}
-_encode_json = _json_encoder()
-
-
-def _describe(error: Exception) -> str:
-    """Our errors are complete sentences; anything else is prefixed with its type."""
-    return str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}"
 
 
 _WAITING = frozenset({PENDING, BLOCKED})

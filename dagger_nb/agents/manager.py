@@ -15,11 +15,10 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import random
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -30,9 +29,12 @@ from pydantic import ValidationError
 
 from dagger_nb._sync import run_sync
 from dagger_nb.agents._dot import job_graph
+from dagger_nb.agents._graph import dependency_path, retry_problem, task_problems
+from dagger_nb.agents._host import _Host
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
+from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.model import (
     DONE,
     JobStatus,
@@ -117,11 +119,13 @@ class TaskManager:
         self._dirty_jobs: dict[str, JobStatus] = {}
         self._flush_pending = False
         self._runs: dict[str, JobRun] = {}
+        #: tasks whose timed-out attempt's thread still runs (added and removed from any thread)
+        self._abandoned: set[str] = set()
         self._host: _Host | None = None
         self._loop_users = 0
         self._loop_thread: int | None = None
         self._loop_token: Any = None
-        self._store = TaskStore(db) if db is not None else None
+        self._store = TaskStore(db, on_takeover=self._taken_over) if db is not None else None
         if self._store is not None:
             self._load()
 
@@ -322,6 +326,33 @@ class TaskManager:
                 await run.wait_finished()
         self.close()
 
+    def _taken_over(self) -> None:
+        """A newer TaskManager in this process opened our file (a re-run cell): cancel our jobs,
+        then flush and close the store, so nothing of ours is written after the newer one loaded it."""
+        host, self._host = self._host, None
+        runs = list(self._runs.values())
+
+        def cancel() -> None:
+            if host is not None:
+                host.close()
+            for run in runs:
+                run.cancel()
+
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if host is not None and host.loop is not here and host.loop.is_running():
+            host.loop.call_soon_threadsafe(cancel)  # cancel scopes belong to their loop's thread
+        else:
+            cancel()
+        if self._store is not None:
+            try:
+                self._flush()
+            finally:
+                store, self._store = self._store, None
+                store.close()
+
     def __enter__(self) -> TaskManager:
         return self
 
@@ -374,14 +405,20 @@ class TaskManager:
         timeout: float | None,
         max_retries: int,
         acceptance_criteria: str | None,
+        journal: AttemptJournal | None = None,
     ) -> str:
+        """With ``journal`` (an attempt's), the task exists in memory but joins the graph,
+        and the database, only when the attempt ends (see :mod:`dagger_nb.agents.journal`)."""
         if not job_id:
             raise TaskError("job id must not be empty")
         if agent not in self.registry:
             raise AgentNotFound(agent, self.registry.names())
         if task_id is None:
             task_id = f"task-{_random_bits(48):012x}"
-        problems = self._task_problems(job_id, task_id, dependencies, parent)
+        problems = task_problems(self._tasks, job_id, task_id, dependencies, parent)
+        retries = retry_problem(max_retries)
+        if retries is not None:
+            problems.append(retries)
         if problems:
             raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
         try:
@@ -410,6 +447,11 @@ class TaskManager:
                 raise TaskError(
                     f"cannot add task '{task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
                 ) from None
+        if journal is not None:
+            self._insert(task, seq, linked=False)
+            journal.added.append(task_id)
+            return task_id
+        if self._store is not None:
             self._dirty[task_id] = task
         self._insert(task, seq)
         run = self._runs.get(job_id)
@@ -419,32 +461,27 @@ class TaskManager:
             self._flush_soon()
         return task_id
 
-    def _task_problems(self, job_id: str, task_id: str, dependencies: tuple[str, ...], parent: str | None) -> list[str]:
-        problems = []
-        if not task_id:
-            problems.append("task id must not be empty")
-        elif task_id in self._tasks:
-            problems.append(f"task id '{task_id}' already exists (in job '{self._tasks[task_id].job_id}')")
-        for dep in dependencies:
-            if dep == task_id:
-                problems.append(f"task '{task_id}' cannot depend on itself")
-            elif dep not in self._tasks:
-                problems.append(f"unknown dependency '{dep}'")
-            elif self._tasks[dep].job_id != job_id:
-                problems.append(f"dependency '{dep}' belongs to another job ('{self._tasks[dep].job_id}')")
-        if parent is not None and parent not in self._tasks:
-            problems.append(f"unknown parent task '{parent}'")
-        return problems
-
-    def _insert(self, task: TaskRecord, seq: int) -> None:
+    def _insert(self, task: TaskRecord, seq: int, *, linked: bool = True) -> None:
         self._tasks[task.task_id] = task
         self._seq[task.task_id] = seq
         self._next_seq = max(self._next_seq, seq + 1)
         self._jobs.setdefault(task.job_id, []).append(task.task_id)
+        if linked:
+            self._link(task)
+
+    def _link(self, task: TaskRecord) -> None:
+        """Make ``task`` one of its dependencies' dependents (so finishing them releases it)."""
         for dep in task.dependencies:
             self._dependents.setdefault(dep, []).append(task.task_id)
 
-    def _add_dependency(self, task_id: str, depends_on: str) -> None:
+    def _forget(self, task_id: str) -> None:
+        """Remove an unlinked, unwritten task (of an attempt that will not end)."""
+        task = self._tasks.pop(task_id)
+        del self._seq[task_id]
+        self._jobs[task.job_id].remove(task_id)
+        self._dirty.pop(task_id, None)
+
+    def _add_dependency(self, task_id: str, depends_on: str, journal: AttemptJournal | None = None) -> None:
         task = self._require(task_id)
         upstream = self._require(depends_on)
         if task_id == depends_on:
@@ -455,30 +492,20 @@ class TaskManager:
             )
         if depends_on in task.dependencies:
             return
-        path = self._path(depends_on, task_id)
+        path = dependency_path(self._tasks, depends_on, task_id)
         if path is not None:
             raise DependencyCycleError([task_id, *path])
+        if journal is None:  # the running task's own agent, through the manager: part of its attempt
+            run = self._runs.get(task.job_id)
+            journal = None if run is None else run.journal_of(task_id)
+        if journal is not None and journal.task_id == task_id:
+            if not journal.depends_on(depends_on):
+                journal.dependencies.append(depends_on)
+            return
         task.dependencies = [*task.dependencies, depends_on]
         self._dependents.setdefault(depends_on, []).append(task_id)
         self._touch(task)
         self._changed(task, None, None)
-
-    def _path(self, start: str, goal: str) -> list[str] | None:
-        """A dependency path ``start -> ... -> goal``, if ``start`` (transitively) depends on ``goal``."""
-        parents: dict[str, str | None] = {start: None}
-        stack = [start]
-        while stack:
-            current = stack.pop()
-            if current == goal:
-                path = [current]
-                while (previous := parents[path[-1]]) is not None:
-                    path.append(previous)
-                return path[::-1]
-            for dep in self._tasks[current].dependencies:
-                if dep not in parents:
-                    parents[dep] = current
-                    stack.append(dep)
-        return None
 
     def _update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None) -> None:
         task = self._require(task_id)
@@ -487,6 +514,11 @@ class TaskManager:
         except ValueError:
             known = ", ".join(member.value for member in TaskStatus)
             raise TaskError(f"unknown task status {status!r} (known: {known})") from None
+        run = self._runs.get(task.job_id)
+        journal = None if run is None else run.journal_of(task_id)
+        if journal is not None and status is TaskStatus.BLOCKED:
+            journal.blocked = reason or "blocked by its agent"  # parks it when the attempt ends
+            return
         task.status = status
         task.status_reason = reason
         self._touch(task)
@@ -510,7 +542,8 @@ class TaskManager:
         The row is built now, not at the flush: the runner changes a task's state
         through here only, so nothing can change it in between without another call.
         """
-        assert self._store is not None
+        if self._store is None:  # a newer manager took the file over: its state is no longer ours
+            return
         task_id = task.task_id
         if stored_output is UNCHANGED:
             earlier = self._dirty_states.get(task_id)
@@ -579,6 +612,12 @@ class TaskManager:
         self._job_status.update(jobs)
         self._flush()
 
+    def _thread_returned(self, task_id: str) -> None:
+        task = self._tasks.get(task_id)
+        run = None if task is None else self._runs.get(task.job_id)
+        if run is not None:
+            run.note_thread_returned(task_id)
+
     def _require(self, task_id: str) -> TaskRecord:
         task = self._tasks.get(task_id)
         if task is None:
@@ -624,52 +663,3 @@ class TaskManager:
         if self._loop_token is None or threading.get_ident() == self._loop_thread:
             return call(*args)
         return anyio.from_thread.run_sync(call, *args, token=self._loop_token)
-
-
-_Job = Callable[[], Coroutine[Any, Any, None]]
-
-
-class _Host:
-    """Owns the jobs started in the background on one event loop, in one task group."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._send, self._receive = anyio.create_memory_object_stream[_Job](math.inf)
-        self._scope: anyio.CancelScope | None = None
-        self._accepting = True
-        self._task = loop.create_task(self._main(), name="dagger-nb task jobs")
-
-    async def _main(self) -> None:
-        with self._receive:
-            async with anyio.create_task_group() as group:
-                self._scope = group.cancel_scope
-                async for job in self._receive:
-                    group.start_soon(job)
-
-    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True when this host runs on ``loop`` and still accepts jobs."""
-        return self.loop is loop and self._accepting and not self._task.done()
-
-    def submit(self, job: _Job) -> None:
-        """Run ``job()`` in the host's task group."""
-        self._send.send_nowait(job)
-
-    def close(self) -> None:
-        """Stop accepting jobs and cancel the running ones (without waiting)."""
-        self._accepting = False
-        self._send.close()
-        if self._scope is not None:
-            self._scope.cancel()
-        else:
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel the running jobs and wait until they ended."""
-        self.close()
-        if asyncio.get_running_loop() is not self.loop:
-            return
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            if not self._task.cancelled():
-                raise

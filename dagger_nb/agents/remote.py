@@ -99,7 +99,7 @@ def replay(changes: list[Change], ctx: TaskContext) -> None:
         if kind == "add_task":
             ctx.add_task(**arguments)
         else:
-            ctx.manager.add_dependency(ctx.task_id, arguments["depends_on"])
+            ctx.depend_on(arguments["depends_on"])
 
 
 def run_sync_agent(fn: Any, payload: dict[str, Any], ctx: RemoteTaskContext) -> tuple[str, Any, list[Change]]:

@@ -154,8 +154,26 @@ def test_the_input_is_copied_when_added(manager: dagger_nb.TaskManager) -> None:
         pytest.param(
             {"max_retries": -1},
             dagger_nb.TaskError,
-            "max_retries: Input should be greater than or equal to 0",
+            "max_retries must be a whole number from 0 to 1,000, got -1",
             id="retries",
+        ),
+        pytest.param(
+            {"max_retries": 1001},
+            dagger_nb.TaskError,
+            "max_retries must be a whole number from 0 to 1,000, got 1001",
+            id="retries-above-bound",
+        ),
+        pytest.param(
+            {"max_retries": 10**30},
+            dagger_nb.TaskError,
+            "max_retries must be a whole number from 0 to 1,000, got 1000000000000000000000000000000",
+            id="retries-huge",
+        ),
+        pytest.param(
+            {"max_retries": True},
+            dagger_nb.TaskError,
+            "max_retries must be a whole number from 0 to 1,000, got True",
+            id="retries-boolean",
         ),
     ],
 )

@@ -21,7 +21,7 @@ import anyio.lowlevel
 import pytest
 
 import dagger_nb
-from dagger_nb.agents import _runner
+from dagger_nb.agents import _attempt
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_SCRIPT = Path(__file__).with_name("crash_job.py")
@@ -160,7 +160,7 @@ def test_outputs_are_stored_as_json_dumps_writes_them(
     output = {"text": "é\n", "values": [1, 2.5, None, False, float("nan")], "nested": {"deep": {"a": []}}}
     expected = json.dumps(output)
     monkeypatch.setattr(json.encoder, "c_make_encoder", c_make_encoder)
-    encode = _runner._json_encoder()
+    encode = _attempt._json_encoder()
     monkeypatch.undo()  # json's own encoder must work again to be the fallback
     falls_back = getattr(encode, "__func__", None) is json.JSONEncoder.encode
     assert falls_back is (c_make_encoder is not json.encoder.c_make_encoder)
