@@ -647,3 +647,61 @@ async def test_a_pubsub_monitor_reads_running_right_after_start_and_stopped_afte
     assert "<svg" in monitor.graph.widget.value
     bus.close()
     monitor.close()
+
+
+# -- progress and labels ------------------------------------------------------------------------
+
+
+def test_progress_rate_and_eta() -> None:
+    from dagger_nb.export import progress_of, segmented_bar_html
+
+    progress = progress_of({"completed": 3, "failed": 1, "in_progress": 2, "pending": 4}, 10,
+                           elapsed=8.0, running=True)
+    assert progress.counts == {"succeeded": 3, "failed": 1, "running": 2} and progress.done == 4
+    assert progress.rate == 0.5 and progress.eta == 12.0
+    html_bar = segmented_bar_html(progress, unit="tasks")
+    assert "4/10 tasks · 8.0s · 0.5 tasks/s · ETA 12.0s" in html_bar
+    assert "width:30.000%;background:#9be29b" in html_bar and "width:10.000%;background:#f28b82" in html_bar
+    finished = progress_of({"succeeded": 10}, 10, elapsed=5.0, running=False)
+    assert finished.eta is None and "ETA" not in segmented_bar_html(finished)
+
+
+async def test_one_failed_node_of_four_is_one_red_segment_not_a_red_bar(executor: DagExecutor) -> None:
+    def ok() -> int:
+        return 1
+
+    def broken() -> int:
+        raise KeyError("body")
+
+    executor.registry.register("ok", ok)
+    executor.registry.register("broken", broken)
+    nodes = [{"id": f"ok{i}", "action": "ok"} for i in range(3)] + [{"id": "bad", "action": "broken"}]
+    executor.add_workflow(WorkflowSpec.model_validate(
+        {"name": "four", "nodes": nodes, "config": {"on_failure": "pause", "max_attempts": 1}}))
+    handle = executor.start("four")
+    dashboard = RunDashboard(handle)
+    report = await handle.wait()
+    assert report.status == "paused"
+    assert bar(dashboard) == {"succeeded": 3, "failed": 1, "done": 4, "total": 4}
+    assert "width:75.000%" in dashboard.progress.value and "width:25.000%" in dashboard.progress.value
+    # the error is told once, in the error panel, not again in the header
+    assert "KeyError" not in dashboard.header.value and "KeyError" in dashboard.errors.value
+    dashboard.close()
+
+
+async def test_task_rows_show_the_description_and_a_short_id() -> None:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+
+    registry = TaskAgentRegistry()
+    registry.register("work", lambda input, ctx: {"ok": True})
+    async with TaskManager(registry=registry) as manager:
+        manager.add_objective("j", "summarise the quarterly report", "work")
+        handle = manager.start_job("j")
+        dashboard = JobDashboard(manager, "j", handle=handle)
+        await handle.wait()
+        (task,) = manager.tasks("j")
+        assert "summarise the quarterly report" in dashboard.table.value
+        if len(task.task_id) > 9:
+            assert task.task_id not in dashboard.table.value and task.task_id[:8] + "…" in dashboard.table.value
+        assert "white-space:nowrap" in dashboard.table.value
+        dashboard.close()
