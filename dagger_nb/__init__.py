@@ -224,6 +224,9 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext dagger_nb``: register the magics (IPython is imported only here)."""
+    from dagger_nb.schema import preload_jsonschema
+
+    preload_jsonschema()  # before the notebook layer's imports, so the two overlap
     from dagger_nb.notebook import load_ipython_extension as load
 
     load(ipython)

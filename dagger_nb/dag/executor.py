@@ -66,7 +66,7 @@ from dagger_nb.errors import (
     WorkflowNotFound,
     WorkflowSpecError,
 )
-from dagger_nb.schema import compile_schema
+from dagger_nb.schema import compile_schema_async
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -316,7 +316,7 @@ class DagExecutor:
         self, run: Run, node: str, prompt: str, *, schema: dict[str, Any] | str | None,
         timeout: float | None, default: Any,
     ) -> Any:
-        compiled = compile_schema(schema, where=f"answer to '{prompt}'")
+        compiled = await compile_schema_async(schema, where=f"answer to '{prompt}'")
         request = HumanRequest(run.run_id, node, prompt, compiled.schema if compiled else None, default,
                                compiled=compiled)
         run.questions[request.request_id] = request
