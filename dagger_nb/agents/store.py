@@ -38,7 +38,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,9 +162,9 @@ _OUTPUT_JSON = TaskOutput.__pydantic_serializer__.to_json
 class TaskStore:
     """The task manager's SQLite file, locked against other live processes while open."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, on_takeover: Callable[[], None] | None = None) -> None:
         self.path = str(path)
-        self._lock = ProcessLock(path, owner="TaskManager")
+        self._lock = ProcessLock(path, owner="TaskManager", on_takeover=on_takeover)
         try:
             self._connection = open_database(path, schema=SCHEMA)
         except BaseException:

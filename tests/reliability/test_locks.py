@@ -1,0 +1,208 @@
+"""The stores' process lock as a user meets it: re-running a notebook cell that opens a store
+takes the file over from the earlier instance, and a link to a file another process holds is
+refused with that process's PID."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import dagger_nb
+from dagger_nb.errors import DaggerWarning, DatabaseInUse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TAKE_OVER = r"{owner} took over '.*{name}' from an earlier {owner} in this process; the earlier one was closed"
+
+
+def stored_statuses(db: Path) -> dict[str, str]:
+    """Task statuses read straight from the file, as another process would."""
+    connection = sqlite3.connect(db)
+    try:
+        return dict(connection.execute("SELECT task_id, status FROM agent_tasks").fetchall())
+    finally:
+        connection.close()
+
+
+def echo_registry() -> dagger_nb.TaskAgentRegistry:
+    registry = dagger_nb.TaskAgentRegistry()
+    registry.register("echo", lambda input, ctx: input)
+    return registry
+
+
+# -- a re-run cell -------------------------------------------------------------------------
+
+
+def test_rerunning_a_task_manager_cell_takes_the_file_over(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    registry = echo_registry()
+    manager = dagger_nb.TaskManager(db, registry=registry)  # the cell, run once ...
+    manager.add_task("job", "first", "echo", {"n": 1}, task_id="first")
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="TaskManager", name=r"jobs\.db")):
+        manager = dagger_nb.TaskManager(db, registry=registry)  # ... and again
+    assert [task.task_id for task in manager.tasks("job")] == ["first"]
+    manager.add_task("job", "second", "echo", {"n": 2}, task_id="second")
+    report = manager.run_job_sync("job")
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert stored_statuses(db) == {"first": "completed", "second": "completed"}
+    manager.close()
+
+
+def test_a_take_over_through_a_symlink_is_the_same_file(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    first = dagger_nb.TaskManager(db, registry=echo_registry())
+    first.add_task("job", "t", "echo", task_id="t")
+    with pytest.warns(DaggerWarning, match="took over"):
+        second = dagger_nb.TaskManager(link, registry=echo_registry())
+    assert [task.task_id for task in second.tasks()] == ["t"]
+    second.close()
+
+
+@pytest.mark.anyio
+async def test_a_take_over_cancels_the_earlier_managers_running_job(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    started, cancelled, release = anyio.Event(), anyio.Event(), anyio.Event()
+    attempts: list[str] = []
+
+    async def slow(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        attempts.append(ctx.task_id)
+        started.set()
+        try:
+            await release.wait()
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+        return {"done": True}
+
+    registry = echo_registry()
+    registry.register("slow", slow)
+    first = dagger_nb.TaskManager(db, registry=registry)
+    first.add_task("job", "blocking", "slow", task_id="blocking")
+    first.add_task("job", "after", "echo", {"x": 1}, task_id="after", dependencies=["blocking"])
+    handle = first.start_job("job")  # background work on this loop, as a notebook cell does
+    with anyio.fail_after(30):
+        await started.wait()
+
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="TaskManager", name=r"jobs\.db")):
+        second = dagger_nb.TaskManager(db, registry=registry)  # the re-run cell, in sync code on the loop
+    with anyio.fail_after(30):
+        await cancelled.wait()  # the earlier job was cancelled, not left running
+        while not handle.done:
+            await anyio.sleep(0.01)
+    release.set()  # an earlier attempt still running would now complete and write
+    for _ in range(20):
+        await anyio.lowlevel.checkpoint()
+    # the attempt in flight when the file changed hands runs again in the new manager
+    blocking = second.get_task("blocking")
+    assert blocking is not None and blocking.status is dagger_nb.TaskStatus.PENDING
+    assert stored_statuses(db) == {"blocking": "pending", "after": "pending"}
+
+    report = await second.run_job("job")
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert attempts == ["blocking", "blocking"]
+    assert stored_statuses(db) == {"blocking": "completed", "after": "completed"}
+    await second.aclose()
+    assert stored_statuses(db) == {"blocking": "completed", "after": "completed"}
+
+
+# -- another process, through links ---------------------------------------------------------
+
+HOLDERS = {
+    "TaskManager": "import dagger_nb; store = dagger_nb.TaskManager(sys.argv[1])",
+    "PubSub": "import dagger_nb; store = dagger_nb.PubSub(db=sys.argv[1])",
+}
+OPENERS: dict[str, Callable[[Path], Any]] = {
+    "TaskManager": lambda path: dagger_nb.TaskManager(path),
+    "PubSub": lambda path: dagger_nb.PubSub(db=path),
+}
+
+
+@pytest.fixture
+def held_by_another_process(tmp_path: Path) -> Iterator[Callable[[str, Path], int]]:
+    """Start a process that opens a store on a file and keeps it open; returns its PID."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def hold(kind: str, path: Path) -> int:
+        program = f"import sys\n{HOLDERS[kind]}\nprint('ready', flush=True)\nsys.stdin.read()\n"
+        process = subprocess.Popen(
+            [sys.executable, "-c", program, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            text=True,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()  # blocks until the store is open
+        assert line.strip() == "ready", f"{kind} holder did not start: {line!r}"
+        return process.pid
+
+    yield hold
+    for process in processes:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        process.wait(timeout=60)
+        process.stdout.close()
+
+
+def _link(kind: str, target: Path, folder: Path) -> Path:
+    folder.mkdir()
+    link = folder / "same.db"
+    if kind == "symlink":
+        link.symlink_to(target)
+    else:
+        os.link(target, link)
+    return link
+
+
+@pytest.mark.parametrize("store", ["TaskManager", "PubSub"])
+@pytest.mark.parametrize("link_kind", ["symlink", "hard link"])
+def test_a_link_to_a_file_another_process_holds_is_refused(
+    tmp_path: Path, held_by_another_process: Callable[[str, Path], int], store: str, link_kind: str
+) -> None:
+    db = tmp_path / "store.db"
+    pid = held_by_another_process(store, db)
+    link = _link(link_kind, db, tmp_path / "elsewhere")
+    with pytest.raises(DatabaseInUse, match=rf"in use by another live process \(PID {pid}\)") as caught:
+        OPENERS[store](link)
+    assert caught.value.pid == pid and str(link) in str(caught.value)
+
+
+@pytest.mark.parametrize("store", ["TaskManager", "PubSub"])
+def test_the_file_another_process_holds_is_refused_by_its_own_path(
+    tmp_path: Path, held_by_another_process: Callable[[str, Path], int], store: str
+) -> None:
+    db = tmp_path / "store.db"
+    pid = held_by_another_process(store, db)
+    with pytest.raises(DatabaseInUse, match=rf"'{db}' is in use by another live process \(PID {pid}\)"):
+        OPENERS[store](db)
+
+
+def test_a_sigkilled_holders_file_opens_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    program = textwrap.dedent(
+        """
+        import os, signal, sys
+        import dagger_nb
+        registry = dagger_nb.TaskAgentRegistry()
+        registry.register("echo", lambda input, ctx: input)
+        manager = dagger_nb.TaskManager(sys.argv[1], registry=registry)
+        manager.add_task("job", "t", "echo", task_id="t")
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program, str(db)], cwd=ROOT, timeout=60)
+    assert result.returncode == -9
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
+        assert manager.run_job_sync("job").status is dagger_nb.JobStatus.COMPLETED
