@@ -14,6 +14,7 @@ from dagger_nb.dag.events import (
     NodeSkipped,
     NodeStarted,
     NodeSucceeded,
+    NodeWaiting,
     RunFinished,
 )
 from dagger_nb.dag.executor import DagExecutor
@@ -54,6 +55,7 @@ __all__ = [
     "NodeSpec",
     "NodeStarted",
     "NodeSucceeded",
+    "NodeWaiting",
     "OnFailure",
     "OutputSpec",
     "RetryStrategy",

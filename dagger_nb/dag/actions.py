@@ -77,8 +77,14 @@ def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[s
     """The cache entries a node's action ``result`` makes, by output name.
 
     One declared output takes the whole result; several take the same keys of a
-    mapping; with none declared, a mapping's keys are the outputs, and any other
+    mapping; with none declared, a mapping's keys are the outputs and the whole
+    mapping is also ``result`` (unless one of its keys is ``result``), and any other
     value is ``result``. ``None`` makes no output. Raises :class:`ActionError`.
+
+    >>> node_outputs("cfg", (), {"rate": 0.1})
+    {'rate': 0.1, 'result': {'rate': 0.1}}
+    >>> node_outputs("cfg", (), {"result": 1, "extra": 2})
+    {'result': 1, 'extra': 2}
     """
     if result is None:
         return {}
@@ -92,10 +98,15 @@ def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[s
             )
         missing = [name for name in declared if name not in result]
         if missing:
-            raise ActionError(f"action result is missing declared output(s): {', '.join(missing)}")
+            present = ", ".join(str(key) for key in list(result)[:8]) or "nothing"
+            raise ActionError(
+                f"action result is missing declared output(s): {', '.join(missing)} (it holds: {present})"
+            )
         return {str(key): value for key, value in result.items()}
     if isinstance(result, Mapping):
-        return {str(key): value for key, value in result.items()}
+        outputs = {str(key): value for key, value in result.items()}
+        outputs.setdefault("result", result)
+        return outputs
     return {"result": result}
 
 

@@ -40,6 +40,18 @@ class NodeRetrying:
 
 
 @dataclass(slots=True)
+class NodeWaiting:
+    """The next attempt of ``node`` waits for attempt ``abandoned_attempt``, abandoned after its
+    timeout, to return from its thread (two attempts of one node never run at once)."""
+
+    run_id: str
+    node: str
+    abandoned_attempt: int
+    reason: str
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(slots=True)
 class NodeSucceeded:
     """``node`` finished after ``attempts`` attempts, producing ``outputs``."""
 
@@ -52,13 +64,14 @@ class NodeSucceeded:
 
 @dataclass(slots=True)
 class NodeFailed:
-    """``node`` failed for good with ``error``."""
+    """``node`` failed for good with ``error``; ``traceback`` is its last attempt's, trimmed to the user's frames."""
 
     run_id: str
     node: str
     attempts: int
     error: str
     timestamp: float = field(default_factory=time)
+    traceback: str | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +142,7 @@ class RunFinished:
 DagEvent = (
     NodeStarted
     | NodeRetrying
+    | NodeWaiting
     | NodeSucceeded
     | NodeFailed
     | NodeSkipped

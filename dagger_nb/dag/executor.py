@@ -79,6 +79,15 @@ class DagExecutor:
     ``config`` is a base :class:`DagConfig` that a workflow's own ``config:``
     keys override; ``db`` is a SQLite file recording every run; ``backend`` is where
     actions run (default: this process; see :class:`dagger_nb.DaskBackend`).
+
+    With ``db``, each node's outcome and outputs are committed as it finishes: after a
+    crash, :meth:`resume` re-runs only the nodes that had not finished (at most those
+    running at the crash), and the run reads ``interrupted`` in :meth:`runs`. The
+    executor holds the file's lock while it is open: another process opening it gets
+    :class:`DatabaseInUse` naming the holder; in this process a new executor on the same
+    file takes it over (the earlier one's runs are cancelled and its store closed), so
+    re-running a notebook cell works. A failed write (a full disk) ends the run
+    ``failed`` with the :class:`StorageError` naming the file.
     """
 
     def __init__(
@@ -96,7 +105,7 @@ class DagExecutor:
         self._runs: dict[str, Run] = {}
         self._latest: dict[str, str] = {}
         self._plans: dict[str, tuple[WorkflowSpec, Plan]] = {}
-        self._store = RunStore(db) if db is not None else None
+        self._store = RunStore(db, on_takeover=self._taken_over) if db is not None else None
         self._background = BackgroundGroup("DagExecutor")
         self._hooks: list[Callable[[DagEvent, RunHandle], object]] = []
         self._scheduler = Scheduler(self)
@@ -181,8 +190,8 @@ class DagExecutor:
         return run_sync(partial(self.execute_dag, name, cache, inputs=inputs))
 
     async def resume(self, run_id: str) -> ExecutionReport:
-        """Continue a paused, failed or cancelled run: succeeded nodes keep their outputs,
-        the others run again with the actions as registered now."""
+        """Continue a paused, failed, cancelled or interrupted run: succeeded nodes keep their
+        outputs, the others run again with the actions as registered now."""
         run = self._resumable(run_id)
         return await self._scheduler.drive(run)
 
@@ -348,7 +357,16 @@ class DagExecutor:
         self.close()
 
     def close(self) -> None:
-        """Close the database (background runs must have ended)."""
+        """Close the database and give its lock up (background runs must have ended)."""
+        if self._store is not None:
+            self._store.close()
+
+    def _taken_over(self) -> None:
+        """A later executor of this process opened the same file: stop this one's runs, close it."""
+        for run in self._runs.values():
+            if run.status == "running":
+                run.notes.append("a later DagExecutor of this process took its run store over")
+                run.cancel()
         if self._store is not None:
             self._store.close()
 
@@ -420,10 +438,15 @@ class DagExecutor:
                 self._runs[run_id] = run
         if run is None:
             raise RunNotFound(run_id)
-        if run.status not in ("paused", "failed", "cancelled"):
+        if run.status == "running":
+            raise ExecutionError(
+                f"run '{run_id}' of workflow '{run.spec.name}' is still running in this process "
+                f"(pid {os.getpid()}); wait for it or cancel it before resuming"
+            )
+        if run.status not in ("paused", "failed", "cancelled", "interrupted"):
             raise ExecutionError(
                 f"run '{run_id}' of workflow '{run.spec.name}' is {run.status}; "
-                "only paused, failed or cancelled runs can be resumed"
+                "only paused, failed, cancelled or interrupted runs can be resumed"
             )
         run.status = "running"  # a second resume of the same run is refused from here on
         if run.iteration_limit_hit:

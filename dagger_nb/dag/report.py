@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
-RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled"]
+#: ``interrupted``: the store says running, but the process that ran it is gone (resume it)
+RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"]
 
 FRAME_COLUMNS = [
     "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker"
@@ -37,6 +38,10 @@ class NodeOutcome:
     notes: list[str] = field(default_factory=list)
     #: where the last attempt ran, when the backend knows (a Dask worker's address)
     worker: str | None = None
+    #: the last failed attempt's traceback, trimmed to the user's frames
+    traceback: str | None = None
+    #: what the action printed or logged, one line each (bounded: see ``dagger_nb._capture``)
+    logs: list[str] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:

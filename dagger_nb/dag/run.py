@@ -19,12 +19,14 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
-from dagger_nb.errors import ExecutionError
+from dagger_nb.errors import ExecutionError, StorageError
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
     from dagger_nb.dag.ahead import Ahead
+    from dagger_nb.dag.attempts import AbandonedAttempt
     from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.journal import NodeJournal
 
 T = TypeVar("T")
 
@@ -119,10 +121,17 @@ class Run:
         self._limited_cache = cache.config.max_entries is not None or cache.config.max_memory_mb is not None
         self._released: set[str] = set()
         self.waited_callbacks: list[Callable[[], object]] = []
+        #: listeners kept across resumes (each resume starts a new event stream)
+        self.followers: list[Callable[[DagEvent], object]] = []
         self.notes: list[str] = []
         self.id_counters: dict[str, int] = {}
         self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in spec.nodes)
         self.iteration_limit = config.max_iterations
+        #: commits each finished node when the executor has a store (set while the run is driven)
+        self.journal: NodeJournal | None = None
+        #: node id -> finished attempts of a sync action abandoned after a timeout and still running
+        self.abandoned: dict[str, AbandonedAttempt] = {}
+        self._positions: dict[str, int] = {}
         if self._limited_cache:
             cache.retain("inputs")
             for node_id, outcome in self.outcomes.items():
@@ -162,6 +171,8 @@ class Run:
             if self.waiting[node.id] == 0 and self.outcomes[node.id].status == "pending"
         )
         self.events: EventStream[DagEvent] = EventStream()
+        for follower in self.followers:
+            self.events.add_listener(follower)
         self.failed: list[str] = []
         self.workers = 0
         self.stopping = False
@@ -171,10 +182,18 @@ class Run:
         self.group: WorkerGroup | None = None
         self.late_hooks: list[tuple[Any, Awaitable[object], str]] = []
         self.iteration_limit_hit = False
+        #: the first failure to write to the run store: the run ends ``failed`` with it
+        self.storage_failure: StorageError | None = None
         self.waiting_for_human: str | None = None
         self.questions: dict[str, HumanRequest] = {}
         #: calls sent to the backend before their inputs finished (backends that can: Dask)
         self.ahead: Ahead | None = None
+
+    def position(self, node_id: str) -> int:
+        """``node_id``'s place in the workflow (the order its outcome is listed in)."""
+        if len(self._positions) != len(self.spec.nodes):
+            self._positions = {node.id: index for index, node in enumerate(self.spec.nodes)}
+        return self._positions[node_id]
 
     def grow(self, nodes: list[NodeSpec]) -> list[str]:
         """Add checked ``nodes`` to the running workflow; returns the ids that are ready at once."""
@@ -302,7 +321,8 @@ class RunHandle:
 
     @property
     def status(self) -> RunStatus:
-        """``pending``, ``running``, ``succeeded``, ``failed``, ``paused`` or ``cancelled``."""
+        """``pending``, ``running``, ``succeeded``, ``failed``, ``paused``, ``cancelled`` or
+        ``interrupted`` (a stored run whose process died)."""
         return self._run.status
 
     @property
@@ -329,6 +349,11 @@ class RunHandle:
 
     def add_listener(self, listener: Any) -> None:
         """Call ``listener(event)`` synchronously for each future event."""
+        self._run.events.add_listener(listener)
+
+    def follow(self, listener: Callable[[DagEvent], object]) -> None:
+        """Like :meth:`add_listener`, and the listener stays on when the run is resumed (dashboards)."""
+        self._run.followers.append(listener)
         self._run.events.add_listener(listener)
 
     async def wait(self) -> ExecutionReport:

@@ -9,6 +9,7 @@ anyio task costs far more than running a trivial action.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections import deque
 from collections.abc import Awaitable
 from functools import partial
@@ -17,10 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._capture import LogBuffer, start_capture, stop_capture
+from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
-from dagger_nb.backends import SendsAhead
+from dagger_nb.backends import LocalBackend, SendsAhead
 from dagger_nb.dag.actions import Action, NodeContext, node_outputs
 from dagger_nb.dag.ahead import Ahead
+from dagger_nb.dag.attempts import AbandonedAttempt, RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
     NodeCancelled,
@@ -32,10 +36,11 @@ from dagger_nb.dag.events import (
     RunFinished,
 )
 from dagger_nb.dag.human import PauseForHuman
+from dagger_nb.dag.journal import NodeJournal
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
-from dagger_nb.errors import DaggerError, NodeTimeout
+from dagger_nb.errors import DaggerError, DaggerWarning, NodeTimeout, StorageError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
@@ -59,8 +64,14 @@ class Scheduler:
         run.started_at = run.started_at or time()
         if self.executor._hooks:
             run.events.add_listener(partial(self.executor._call_hooks, run))
-        if self.executor._store is not None:
-            await anyio.to_thread.run_sync(self.executor._store.save_run, run.snapshot())
+        store = self.executor._store
+        if store is not None:
+            try:
+                await anyio.to_thread.run_sync(store.save_run, run.snapshot())
+            except StorageError as failure:
+                run.storage_failure = failure
+                return await self._finish(run, "failed", str(failure))
+            run.journal = NodeJournal(store, run)
         status: RunStatus
         try:
             backend = self.executor.backend
@@ -82,7 +93,9 @@ class Scheduler:
             with anyio.CancelScope(shield=True):
                 await self._finish(run, "cancelled", "the run was cancelled")
             raise
-        if run.cancel_requested:
+        if run.storage_failure is not None:
+            status, error = "failed", str(run.storage_failure)
+        elif run.cancel_requested:
             status, error = "cancelled", "the run was cancelled"
         elif deadline.cancelled_caught:
             status = "failed"
@@ -111,7 +124,8 @@ class Scheduler:
                 outcome.finished_at = time()
         report = run.finish(status, error)
         if self.executor._store is not None:
-            await anyio.to_thread.run_sync(self.executor._store.save_run, report)
+            with anyio.CancelScope(shield=True):
+                report = await self._record_end(run, report)
         self._announce(run, report)
         late, run.late_hooks = run.late_hooks, []
         for hook, pending, event in late:
@@ -121,11 +135,32 @@ class Scheduler:
                 report.notes.append(f"hook {hook_name(hook)} failed on {event}: {describe_error(failure)}")
         return report
 
+    async def _record_end(self, run: Run, report: ExecutionReport) -> ExecutionReport:
+        """Write the ended run; if that fails, the run ends ``failed`` with the storage error."""
+        store = self.executor._store
+        assert store is not None
+        journal, run.journal = run.journal, None
+        committed = journal.committed if journal is not None else set()
+        try:
+            await anyio.to_thread.run_sync(partial(store.save_run, report, skip_namespaces=committed))
+        except StorageError as failure:
+            run.storage_failure = run.storage_failure or failure
+            report = run.finish("failed", str(run.storage_failure))
+            try:  # a smaller write may still fit
+                await anyio.to_thread.run_sync(store.mark_ended, run.run_id, "failed", report.error,
+                                               report.finished_at)
+            except StorageError as again:
+                report.notes.append(f"the end of the run could not be recorded: {again}")
+        return report
+
     def drop(self, run: Run) -> None:
         """A background run closed before it started ends ``cancelled``."""
         report = run.finish("cancelled", "the run was cancelled before it started")
         if self.executor._store is not None:
-            self.executor._store.save_run(report)
+            try:
+                self.executor._store.save_run(report)
+            except StorageError as failure:
+                report.notes.append(f"the run could not be recorded: {failure}")
         self._announce(run, report)
         for _, pending, _ in run.late_hooks:
             if inspect.iscoroutine(pending):
@@ -178,7 +213,11 @@ class Scheduler:
         run.keep_outputs(node_id)
         emit = run.events.emit
         attempts = node.attempts(run.config)
+        retries = RetryLog(outcome)
         error = ""
+        logs = LogBuffer()  # what the action prints or logs, kept on the outcome
+        outcome.logs, outcome.traceback = logs.lines, None
+        written: list[str] = []
         try:
             for attempt in range(1, attempts + 1):
                 if attempt > 1:
@@ -186,16 +225,24 @@ class Scheduler:
                     emit(NodeRetrying(run.run_id, node_id, attempt - 1, error, delay))
                     if delay:
                         await anyio.sleep(delay)
+                    else:  # even an action failing without awaiting lets cancel() and timeouts in
+                        await anyio.lowlevel.checkpoint()
+                if node_id in run.abandoned:
+                    await wait_for_abandoned(run, node_id, outcome, attempt)
                 outcome.attempts = attempt
                 emit(NodeStarted(run.run_id, node_id, attempt))
                 try:
                     action = self.executor.registry.get(node.action)
                     kwargs = _resolve_inputs(run, node_id)
-                    result = await self._call(run, node, action, kwargs, attempt)
-                    outputs = _store_outputs(run, node, result)
+                    capture = start_capture(logs)
+                    try:
+                        result = await self._call(run, node, action, kwargs, attempt)
+                    finally:
+                        stop_capture(capture)
+                    outputs, written = _store_outputs(run, node, action, result)
                 except _InputMissing as missing:
                     error = str(missing)
-                    outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                    retries.add(attempt, error)
                     break
                 except PauseForHuman as pause:
                     # Nobody answered: the node goes back to pending and asks again on resume.
@@ -205,12 +252,19 @@ class Scheduler:
                     return
                 except Exception as exception:  # an action's failure is the node's, never the executor's
                     error = describe_error(exception)
-                    outcome.retry_messages.append(f"Attempt {attempt} failed: {error}")
+                    outcome.traceback = format_failure(exception)
+                    retries.add(attempt, error)
                     continue
                 outcome.status = "succeeded"
                 outcome.finished_at = time()
+                if written:
+                    outcome.notes.append(_kept_message(node_id, written))
+                if run.journal is not None and not await self._commit(run, node_id, outputs, action.takes_ctx):
+                    return
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
                 emit(NodeSucceeded(run.run_id, node_id, attempt, outputs))
+                if written:
+                    warnings.warn(_kept_message(node_id, written), DaggerWarning, stacklevel=1)
                 return
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
@@ -221,10 +275,25 @@ class Scheduler:
         finally:
             run.done_with_inputs(node_id)
         outcome.status = "failed"
-        outcome.error = f"Failed after {outcome.attempts} attempts. Last error: {error}"
+        outcome.error = f"Failed after {plural(outcome.attempts, 'attempt')}. Last error: {error}"
         outcome.finished_at = time()
-        emit(NodeFailed(run.run_id, node_id, outcome.attempts, outcome.error))
+        if run.journal is not None and not await self._commit(run, node_id, None, False):
+            return
+        emit(NodeFailed(run.run_id, node_id, outcome.attempts, outcome.error, traceback=outcome.traceback))
         await self._after_failure(run, node, outcome)
+
+    async def _commit(self, run: Run, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool) -> bool:
+        """Commit the finished node; False (and the run stops, to end ``failed``) if storage failed."""
+        assert run.journal is not None
+        try:
+            await run.journal.commit(node_id, outputs, whole_namespace=whole_namespace)
+        except StorageError as failure:
+            run.storage_failure = run.storage_failure or failure
+            run.stopping = True
+            if run.group is not None:
+                run.group.cancel_scope.cancel()
+            return False
+        return True
 
     def _release_dependents(self, run: Run, node_id: str) -> None:
         ahead = run.ahead
@@ -264,9 +333,15 @@ class Scheduler:
         call = None
         if run.ahead is not None and not handler:
             call = run.ahead.call(node, action, kwargs, attempt)
+        thread = None
         if call is None:
+            if (node.timeout is not None and not handler and not action.is_async and not action.inline
+                    and isinstance(self.executor.backend, LocalBackend)):
+                # its thread outlives a timeout: the next attempt waits for it
+                thread = AbandonedAttempt(attempt)
+                action = thread.track(action)
             call = self.executor.backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
-        return call if node.timeout is None else _with_timeout(call, node)
+        return call if node.timeout is None else _with_timeout(call, node, run, thread)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
         run.failed.append(node.id)
@@ -321,10 +396,15 @@ class Scheduler:
             queue.extend(run.dependents[node_id])
 
 
-async def _with_timeout(call: Awaitable[Any], node: NodeSpec) -> Any:
+async def _with_timeout(call: Awaitable[Any], node: NodeSpec, run: Run, thread: AbandonedAttempt | None) -> Any:
     assert node.timeout is not None
+    if thread is not None:
+        run.abandoned[node.id] = thread  # until it returns: no other attempt of the node may start
     with anyio.move_on_after(node.timeout) as scope:
-        return await call
+        result = await call
+        if thread is not None:
+            del run.abandoned[node.id]
+        return result
     if scope.cancelled_caught:
         raise NodeTimeout(node.id, node.timeout)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -355,17 +435,43 @@ def _resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
                 raise _InputMissing(
                     f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
                 )
-            raise _InputMissing(f"input '{name}' references '{reference}', which node '{namespace}' did not produce")
+            raise _InputMissing(
+                f"input '{name}' references '{reference}', which node '{namespace}' did not produce "
+                f"({_produced(run, namespace)})"
+            )
         kwargs[name] = value
     return kwargs
 
 
-def _store_outputs(run: Run, node: NodeSpec, result: Any) -> dict[str, Any]:
+def _produced(run: Run, node_id: str) -> str:
+    outcome = run.outcomes.get(node_id)
+    if outcome is not None and outcome.status != "succeeded":
+        return f"it is {outcome.status}"
+    keys = sorted(run.cache.namespace(node_id))
+    if not keys:
+        return "it produced nothing"
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    return f"it produced: {shown}"
+
+
+def _store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
+    """Store ``result`` as the node's outputs; returns them and the keys the action had written
+    itself (through ``ctx``), which its return value does not overwrite."""
     outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     cache = run.cache
+    written = [key for key in outputs if cache.contains(node.id, key)] if action.takes_ctx else []
     for key, value in outputs.items():
-        cache.insert(node.id, key, value)
-    return outputs
+        if key in written:
+            outputs[key] = cache.get(node.id, key)
+        else:
+            cache.insert(node.id, key, value)
+    return outputs, written
+
+
+def _kept_message(node_id: str, written: list[str]) -> str:
+    keys = ", ".join(f"'{key}'" for key in written)
+    return (f"node '{node_id}': the action wrote {keys} to the cache itself and also returned a value "
+            f"for {'it' if len(written) == 1 else 'them'}; the value it wrote is kept")
 
 
 def hook_name(hook: Any) -> str:

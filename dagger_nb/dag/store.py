@@ -1,9 +1,18 @@
 """SQLite record of DAG runs: outcomes, DOT and the cache values that can be stored.
 
+A run is written whole when it starts and ends, and each node's outcome and
+outputs are committed as the node finishes (:meth:`RunStore.commit_nodes`, fed
+by :class:`dagger_nb.dag.journal.NodeJournal`), so after a crash a resume re-runs
+only the nodes that had not finished. The store holds the file's process lock
+(:class:`dagger_nb.storage.ProcessLock`) while it is open: one live process at a
+time records runs in a file, and a run left ``running`` by a process that is gone
+reads ``interrupted``.
+
 Values are stored as JSON when they can be, else pickled (DataFrames and other
 Python objects); a value that cannot be pickled either is left out, and a
 resumed run then reports the input that needs it as not produced. Pickles are
 only ever read from the user's own database file: treat it like any pickle file.
+Every failure to write or read the file is a :class:`StorageError` naming it.
 """
 
 from __future__ import annotations
@@ -11,15 +20,20 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pydantic
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import DagConfig, WorkflowSpec
-from dagger_nb.storage import add_missing_columns, open_database
+from dagger_nb.errors import DatabaseInUse, StorageError
+from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dag_runs (
@@ -38,50 +52,123 @@ CREATE TABLE IF NOT EXISTS dag_cache (
 );
 """
 
+_RUN_STATUSES = {"pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"}
+_NODE_STATUSES = {"pending", "running", "succeeded", "failed", "skipped", "cancelled"}
+
+#: one finished node for :meth:`RunStore.commit_nodes`: its outcome, its position in the
+#: workflow, and its cache namespace's values (None: leave the stored values as they are)
+NodeRecord = tuple[NodeOutcome, int, "dict[str, Any] | None"]
+
 
 class RunStore:
-    """Reads and writes runs in one SQLite file; safe to call from worker threads."""
+    """Reads and writes runs in one SQLite file; safe to call from worker threads.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Holds the file's process lock until :meth:`close`; ``on_takeover`` is called when a
+    later store of this process takes the file over (it must close this one).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, on_takeover: Callable[[], None] | None = None
+    ) -> None:
         self.path = os.fspath(path)
-        self._connection = open_database(self.path, schema=SCHEMA)
+        try:
+            self._process_lock = ProcessLock(self.path, owner="DagExecutor", on_takeover=on_takeover)
+        except DatabaseInUse as error:
+            error.args = (
+                f"{error}. Its runs are recorded by that process: a run there cannot be resumed "
+                "or listed from here until it ends",
+            )
+            raise
+        self.closed = False
+        try:
+            self._connection = open_database(self.path, schema=SCHEMA)
+            with self._storage_errors("open"):
+                # files written before nodes recorded their worker, and runs their owner
+                add_missing_columns(self._connection, "dag_nodes", {"worker": "TEXT"})
+                add_missing_columns(self._connection, "dag_runs", {"owner_pid": "INTEGER"})
+        except BaseException:
+            self._process_lock.release()
+            raise
         self._lock = threading.Lock()
-        # a file written before nodes recorded their worker
-        add_missing_columns(self._connection, "dag_nodes", {"worker": "TEXT"})
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and give the file's lock up; safe to call twice."""
         with self._lock:
-            self._connection.close()
+            if not self.closed:
+                self.closed = True
+                self._connection.close()
+        self._process_lock.release()
 
-    def save_run(self, report: ExecutionReport) -> None:
-        """Insert or replace everything known about ``report``'s run, in one transaction."""
+    # -- writing ---------------------------------------------------------------------------------
+
+    def save_run(self, report: ExecutionReport, *, skip_namespaces: Iterable[str] = ()) -> None:
+        """Insert or replace everything known about ``report``'s run, in one transaction.
+
+        The cache values of ``skip_namespaces`` (already committed with their nodes) are left as stored.
+        """
         run_id = report.run_id
-        node_rows = [
-            (run_id, o.node, o.action, o.status, o.attempts, json.dumps(o.retry_messages), o.error,
-             o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker)
-            for position, o in enumerate(report.outcomes.values())
-        ]
-        namespaces = {"inputs", *report.outcomes}
+        node_rows = [_node_row(run_id, o, position) for position, o in enumerate(report.outcomes.values())]
+        skipped = set(skip_namespaces)
+        namespaces = {"inputs", *report.outcomes} - skipped
         cache_rows = [
             (run_id, ns, key, *encoded)
             for ns, key, value in report.cache.items()
             if ns in namespaces and (encoded := _encode(value)) is not None
         ]
-        with self._lock, self._connection as connection:
-            connection.execute("BEGIN")
+        spec_json = report.spec.model_dump_json(exclude_unset=True)
+        dot = report.to_dot()
+        with self._write("record run", run_id) as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO dag_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # an upsert: replacing the row would delete the run's nodes and values (ON DELETE CASCADE)
+                "INSERT INTO dag_runs (run_id, workflow, status, error, started_at, finished_at, "
+                "spec, dot, owner_pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "workflow = excluded.workflow, status = excluded.status, error = excluded.error, "
+                "started_at = excluded.started_at, finished_at = excluded.finished_at, spec = excluded.spec, "
+                "dot = excluded.dot, owner_pid = excluded.owner_pid",
                 (run_id, report.workflow, report.status, report.error, report.started_at,
-                 report.finished_at, report.spec.model_dump_json(exclude_unset=True), report.to_dot()),
+                 report.finished_at, spec_json, dot, os.getpid()),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows)
-            connection.execute("DELETE FROM dag_cache WHERE run_id = ?", (run_id,))
+            if skipped:
+                connection.executemany(
+                    "DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", [(run_id, ns) for ns in namespaces]
+                )
+            else:
+                connection.execute("DELETE FROM dag_cache WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
 
+    def commit_nodes(self, run_id: str, records: list[NodeRecord], *, spec: WorkflowSpec | None = None) -> None:
+        """Commit finished nodes (and the grown workflow ``spec``, if given) in one transaction."""
+        node_rows = [_node_row(run_id, outcome, position) for outcome, position, _ in records]
+        replaced = [(run_id, outcome.node) for outcome, _, values in records if values is not None]
+        cache_rows = [
+            (run_id, outcome.node, key, *encoded)
+            for outcome, _, values in records if values
+            for key, value in values.items() if (encoded := _encode(value)) is not None
+        ]
+        spec_json = spec.model_dump_json(exclude_unset=True) if spec is not None else None
+        with self._write("record nodes of run", run_id) as connection:
+            if spec_json is not None:
+                connection.execute("UPDATE dag_runs SET spec = ? WHERE run_id = ?", (spec_json, run_id))
+            connection.executemany("INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   node_rows)
+            connection.executemany("DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", replaced)
+            connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
+
+    def mark_ended(self, run_id: str, status: str, error: str | None, finished_at: float | None) -> None:
+        """Record only the end of run ``run_id`` (when writing the whole run failed)."""
+        with self._write("record the end of run", run_id) as connection:
+            connection.execute(
+                "UPDATE dag_runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
+                (status, error, finished_at, run_id),
+            )
+
+    # -- reading ---------------------------------------------------------------------------------
+
     def run_rows(self) -> list[dict[str, Any]]:
-        """One summary row per stored run."""
+        """One summary row per stored run; a run left ``running`` reads ``interrupted`` (this
+        store holds the file's lock, so no other live process is running it)."""
         query = (
             "SELECT r.run_id, r.workflow, r.status, r.started_at, r.finished_at, "
             "(SELECT COUNT(*) FROM dag_nodes n WHERE n.run_id = r.run_id), "
@@ -89,22 +176,42 @@ class RunStore:
             "r.error FROM dag_runs r"
         )
         columns = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
-        with self._lock:
-            return [dict(zip(columns, row, strict=True)) for row in self._connection.execute(query)]
+        with self._read("list the runs"):
+            rows = [dict(zip(columns, row, strict=True)) for row in self._connection.execute(query)]
+        for row in rows:
+            if row["status"] not in _RUN_STATUSES or not isinstance(row["run_id"], str):
+                raise StorageError(
+                    f"run store '{self.path}': run '{row['run_id']}' has an unknown status {row['status']!r}"
+                )
+            if row["status"] == "running":
+                row["status"] = "interrupted"
+        return rows
 
     def dot(self, name_or_run_id: str) -> str | None:
         """DOT of run ``name_or_run_id``, or of the latest stored run of that workflow."""
-        with self._lock:
+        with self._read("read a run's graph"):
             row = self._connection.execute(
-                "SELECT dot FROM dag_runs WHERE run_id = ? OR workflow = ? "
+                "SELECT dot, status, run_id FROM dag_runs WHERE run_id = ? OR workflow = ? "
                 "ORDER BY run_id = ? DESC, started_at DESC LIMIT 1",
                 (name_or_run_id, name_or_run_id, name_or_run_id),
             ).fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        if row[1] == "running":  # interrupted: the DOT of its start is stale, the node rows are not
+            run = self.load_run(str(row[2]), config_for=lambda spec: spec.config)
+            if run is not None:
+                return run.snapshot().to_dot()
+        if not isinstance(row[0], str):
+            raise StorageError(f"run store '{self.path}': run '{row[2]}' has no readable graph")
+        return row[0]
 
     def load_run(self, run_id: str, *, config_for: Callable[[WorkflowSpec], DagConfig]) -> Run | None:
-        """Rebuild run ``run_id`` (spec, outcomes, cache) so it can be resumed; None if unknown."""
-        with self._lock:
+        """Rebuild run ``run_id`` (spec, outcomes, cache) so it can be resumed; None if unknown.
+
+        A run the store says is running was interrupted (its process is gone): it reads
+        ``interrupted`` and can be resumed.
+        """
+        with self._read(f"read run '{run_id}'"):
             row = self._connection.execute(
                 "SELECT spec, status, error, started_at, finished_at FROM dag_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
@@ -117,21 +224,101 @@ class RunStore:
             values = self._connection.execute(
                 "SELECT namespace, key, format, value FROM dag_cache WHERE run_id = ?", (run_id,)
             ).fetchall()
-        spec = WorkflowSpec.model_validate_json(row[0])
-        outcomes = {
-            node: NodeOutcome(node, action, status, attempts, json.loads(retries), error, started, finished,
-                              json.loads(notes), worker)
-            for node, action, status, attempts, retries, error, started, finished, notes, worker in nodes
-        }
+        where = f"run store '{self.path}', run '{run_id}'"
+        try:
+            spec = WorkflowSpec.model_validate_json(row[0])
+        except (pydantic.ValidationError, ValueError, TypeError) as error:
+            raise StorageError(f"{where}: its workflow cannot be read: {_first_line(error)}") from None
+        outcomes = {}
+        for fields in nodes:
+            outcome = _outcome(fields, where)
+            outcomes[outcome.node] = outcome
+        if set(outcomes) != {node.id for node in spec.nodes}:
+            raise StorageError(f"{where}: its node rows do not match its workflow's nodes")
         cache = Cache()
         for namespace, key, fmt, blob in values:
-            cache.insert(namespace, key, json.loads(blob) if fmt == "json" else pickle.loads(blob))
+            cache.insert(str(namespace), str(key), _decode(fmt, blob, f"{where}, value '{namespace}.{key}'"))
         run = Run(spec, config=config_for(spec), cache=cache, run_id=run_id, outcomes=outcomes)
-        run.status, run.error, run.started_at, run.finished_at = row[1], row[2], row[3], row[4]
+        status = row[1]
+        if status not in _RUN_STATUSES:
+            raise StorageError(f"{where}: unknown status {status!r}")
+        run.status, run.error, run.started_at, run.finished_at = status, row[2], row[3], row[4]
         if run.status == "running":
-            # The process that ran it died: it can be resumed like a cancelled run.
-            run.status = "cancelled"
+            run.status = "interrupted"
         return run
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self, what: str, run_id: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self.closed:
+                raise StorageError(f"cannot {what} '{run_id}' in '{self.path}': the run store is closed")
+            try:
+                with self._connection as connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    yield connection
+            except sqlite3.Error as error:
+                raise StorageError(f"cannot {what} '{run_id}' in '{self.path}': {error}") from None
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[None]:
+        with self._lock:
+            if self.closed:
+                raise StorageError(f"cannot {what} from '{self.path}': the run store is closed")
+            try:
+                yield
+            except sqlite3.Error as error:
+                raise StorageError(f"cannot {what} from run store '{self.path}': {error}") from None
+
+    @contextmanager
+    def _storage_errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as error:
+            self._connection.close()
+            raise StorageError(f"cannot {what} run store '{self.path}': {error}") from None
+
+
+def _node_row(run_id: str, o: NodeOutcome, position: int) -> tuple[Any, ...]:
+    return (run_id, o.node, o.action, o.status, o.attempts, json.dumps(o.retry_messages), o.error,
+            o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker)
+
+
+def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
+    node, action, status, attempts, retries, error, started, finished, notes, worker = fields
+    try:
+        retry_messages, note_list = json.loads(retries), json.loads(notes)
+        if (
+            not isinstance(node, str) or not isinstance(action, str) or status not in _NODE_STATUSES
+            or not isinstance(attempts, int) or not _texts(retry_messages) or not _texts(note_list)
+            or not all(v is None or isinstance(v, int | float) for v in (started, finished))
+            or not all(v is None or isinstance(v, str) for v in (error, worker))
+        ):
+            raise ValueError("a field has the wrong type")
+    except (ValueError, TypeError) as problem:
+        raise StorageError(f"{where}: the row of node {node!r} is damaged: {_first_line(problem)}") from None
+    return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _decode(fmt: Any, blob: Any, where: str) -> Any:
+    try:
+        if fmt == "json":
+            return json.loads(blob)
+        if fmt == "pickle":
+            return pickle.loads(blob)
+    except Exception as error:  # an unpicklable blob can raise anything its classes raise
+        raise StorageError(f"{where} cannot be read: {type(error).__name__}: {_first_line(error)}") from None
+    raise StorageError(f"{where} has an unknown format {fmt!r}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _encode(value: Any) -> tuple[str, bytes] | None:
@@ -139,7 +326,7 @@ def _encode(value: Any) -> tuple[str, bytes] | None:
         text = json.dumps(value)
         if json.loads(text) == value:  # tuples, int-keyed dicts, NaN... would come back changed
             return "json", text.encode()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         pass
     try:
         return "pickle", pickle.dumps(value)

@@ -193,7 +193,7 @@ async def test_failed_attempts_still_record_the_worker(
     registry.register("bad", lambda: 1 / 0)
     spec = workflow("bad", {"id": "n", "action": "bad", "onfailure": False}, on_failure="stop")
     outcome = (await executor_with(registry, spec, backend=backend).execute_dag("bad")).outcomes["n"]
-    assert outcome.error == "Failed after 1 attempts. Last error: ZeroDivisionError: division by zero"
+    assert outcome.error == "Failed after 1 attempt. Last error: ZeroDivisionError: division by zero"
     assert outcome.worker in workers(dask_client)
 
 
@@ -248,7 +248,7 @@ async def test_a_timeout_cancels_the_future_and_the_async_action_on_the_worker(
     spec = workflow("slow", {"id": "h", "action": "hang", "timeout": 0.5, "onfailure": False}, on_failure="stop")
     with anyio.fail_after(1.5):  # reported within a second of the timeout
         report = await executor_with(registry, spec, backend=backend).execute_dag("slow")
-    assert report.outcomes["h"].error == "Failed after 1 attempts. Last error: Timeout after 0.5s"
+    assert report.outcomes["h"].error == "Failed after 1 attempt. Last error: Timeout after 0.5s"
     assert await receive(queue) == "hang cancelled"  # the action's coroutine was cancelled on its worker
     assert not [key for key in scheduler_keys(dask_client) if key.startswith("hang-")]
 
@@ -308,7 +308,7 @@ async def test_on_failure_stop_cancels_the_other_running_node_on_the_cluster(
         on_failure="stop", max_parallel_nodes=2,
     )
     report = await executor_with(registry, spec, backend=backend).execute_dag("stop")
-    assert report.error == "node 'bad' failed: Failed after 1 attempts. Last error: RuntimeError: broken"
+    assert report.error == "node 'bad' failed: Failed after 1 attempt. Last error: RuntimeError: broken"
     statuses = {n: o.status for n, o in report.outcomes.items()}
     assert statuses == {"slow": "cancelled", "bad": "failed", "later": "pending"}
     assert await receive(cancelled) == "slow cancelled"

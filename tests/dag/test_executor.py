@@ -136,11 +136,13 @@ async def test_parallel_execution_disabled_runs_one_node_at_a_time(registry: Act
         ([{"name": "total"}], 42, {"total": 42}),
         ([{"name": "total"}], {"a": 1}, {"total": {"a": 1}}),
         ([{"name": "x"}, {"name": "y"}], {"x": 1, "y": 2, "z": 3}, {"x": 1, "y": 2, "z": 3}),
-        ([], {"k": "v"}, {"k": "v"}),
+        ([], {"k": "v"}, {"k": "v", "result": {"k": "v"}}),
+        ([], {"result": 1, "k": "v"}, {"result": 1, "k": "v"}),
         ([], 7, {"result": 7}),
         ([], None, {}),
     ],
-    ids=["one-output", "one-output-mapping", "several", "none-mapping", "none-scalar", "none-none"],
+    ids=["one-output", "one-output-mapping", "several", "none-mapping", "none-mapping-with-result", "none-scalar",
+             "none-none"],
 )
 async def test_return_value_is_stored_by_declared_outputs(
     registry: ActionRegistry, outputs: list[dict[str, str]], returned: object, expected: dict[str, object]
@@ -162,7 +164,7 @@ async def test_missing_declared_output_fails_the_node_naming_it(registry: Action
     report = await executor_with(registry, spec).execute_dag("out")
     assert report.status == "failed"
     assert report.outcomes["p"].error == (
-        "Failed after 1 attempts. Last error: action result is missing declared output(s): y"
+        "Failed after 1 attempt. Last error: action result is missing declared output(s): y (it holds: x)"
     )
 
 
@@ -338,7 +340,7 @@ async def test_timeout_also_bounds_blocking_sync_actions(registry: ActionRegistr
         outcome = (await executor_with(registry, spec).execute_dag("blocking")).outcomes["b"]
     finally:
         release.set()
-    assert outcome.error == "Failed after 1 attempts. Last error: Timeout after 0.05s"
+    assert outcome.error == "Failed after 1 attempt. Last error: Timeout after 0.05s"
 
 
 async def test_run_timeout_cancels_running_nodes_and_fails_the_run(registry: ActionRegistry) -> None:
@@ -394,7 +396,7 @@ async def test_on_failure_stop_cancels_running_nodes_and_starts_nothing(registry
     )
     report = await executor_with(registry, spec).execute_dag("stop")
     assert report.status == "failed"
-    assert report.error == "node 'bad' failed: Failed after 1 attempts. Last error: RuntimeError: broken"
+    assert report.error == "node 'bad' failed: Failed after 1 attempt. Last error: RuntimeError: broken"
     statuses = {node: o.status for node, o in report.outcomes.items()}
     assert statuses == {"slow": "cancelled", "bad": "failed", "later": "pending", "queued": "pending"}
 
@@ -516,7 +518,7 @@ async def test_failing_failure_handler_is_noted_and_never_hides_the_error(regist
         "handled", {"id": "n", "action": "bad", "failure": "handler", "onfailure": False}, on_failure="stop"
     )
     outcome = (await executor_with(registry, spec).execute_dag("handled")).outcomes["n"]
-    assert outcome.error == "Failed after 1 attempts. Last error: RuntimeError: original"
+    assert outcome.error == "Failed after 1 attempt. Last error: RuntimeError: original"
     assert outcome.notes == ["failure handler 'handler' failed: ValueError: handler broke"]
 
 
@@ -549,7 +551,8 @@ async def test_unproduced_reference_fails_without_retry_naming_input_and_referen
     report = await executor_with(registry, spec).execute_dag("gap")
     assert report.outcomes["use"].attempts == 1
     assert report.outcomes["use"].error == (
-        "Failed after 1 attempts. Last error: input 'value' references 'src.rows', which node 'src' did not produce"
+        "Failed after 1 attempt. Last error: input 'value' references 'src.rows', which node 'src' did not "
+        "produce (it produced nothing)"
     )
     assert report.outcomes["arg"].error.endswith(
         "input 'value' references run input 'missing' ('inputs.missing'), which was not given"
@@ -576,7 +579,7 @@ async def test_action_unregistered_after_loading_fails_the_node(registry: Action
     executor = executor_with(registry, spec)
     registry.unregister("temp")
     report = await executor.execute_dag("gone")
-    assert report.outcomes["n"].error == "Failed after 1 attempts. Last error: unknown action 'temp' (registered: none)"
+    assert report.outcomes["n"].error == "Failed after 1 attempt. Last error: unknown action 'temp' (registered: none)"
 
 
 async def test_unknown_or_empty_workflow_is_a_clear_error(registry: ActionRegistry) -> None:

@@ -169,7 +169,7 @@ async def test_resume_needs_the_actions_registered_again(tmp_path: Path) -> None
     resumed = await fresh.resume(report.run_id)
     assert resumed.status == "paused"
     assert (
-        resumed.outcomes["n"].error == "Failed after 1 attempts. Last error: unknown action 'fail' (registered: none)"
+        resumed.outcomes["n"].error == "Failed after 1 attempt. Last error: unknown action 'fail' (registered: none)"
     )
 
 

@@ -1,0 +1,90 @@
+"""Commit each finished node of a run as it finishes, nodes finishing together in one transaction.
+
+A worker that finishes a node awaits :meth:`NodeJournal.commit` before the node's
+dependents are released, so after a crash the store knows every node whose
+effects anyone could have seen: a resume re-runs at most the nodes that were in
+flight (running, or waiting for their commit) when the process died.
+
+Group commit: the first worker to arrive writes (in a thread, off the event
+loop) every node queued so far; workers arriving while it writes queue for the
+next transaction, which the same writer starts as soon as the first ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from dagger_nb.errors import StorageError
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.run import Run
+    from dagger_nb.dag.spec import WorkflowSpec
+    from dagger_nb.dag.store import NodeRecord, RunStore
+
+
+class NodeJournal:
+    """The committed state of one run's finished nodes; used only on the run's loop."""
+
+    def __init__(self, store: RunStore, run: Run) -> None:
+        self._store = store
+        self._run = run
+        self._queue: list[tuple[str, dict[str, Any] | None, bool]] = []
+        self._batch_done = anyio.Event()
+        self._writing = False
+        self._written_spec: WorkflowSpec = run.spec
+        #: namespaces whose values are committed (the end of the run need not write them again)
+        self.committed: set[str] = set()
+        #: the first failure to write: every later commit raises it too
+        self.failure: StorageError | None = None
+
+    async def commit(
+        self, node_id: str, outputs: dict[str, Any] | None, *, whole_namespace: bool = False
+    ) -> None:
+        """Commit ``node_id``'s outcome and ``outputs`` (None: keep the stored values); returns
+        once they are in the file.
+
+        ``whole_namespace``: the action could write to the cache itself (it took ``ctx``), so its
+        whole namespace is stored rather than only what it returned. Raises :class:`StorageError`.
+        Not cancellable: a finished node is recorded or the write has failed.
+        """
+        if self.failure is not None:
+            raise self.failure
+        self._queue.append((node_id, outputs, whole_namespace))
+        with anyio.CancelScope(shield=True):
+            if self._writing:
+                done = self._batch_done
+                await done.wait()
+            else:
+                await self._write_all()
+        if self.failure is not None:
+            raise self.failure
+
+    async def _write_all(self) -> None:
+        self._writing = True
+        try:
+            while self._queue:
+                queued, self._queue = self._queue, []
+                done, self._batch_done = self._batch_done, anyio.Event()
+                try:
+                    records = [self._record(*item) for item in queued]
+                    spec = self._run.spec if self._run.spec is not self._written_spec else None
+                    if self.failure is None:
+                        await anyio.to_thread.run_sync(self._commit, records, spec)
+                        self._written_spec = spec or self._written_spec
+                        self.committed.update(node for node, outputs, whole in queued if outputs is not None or whole)
+                except StorageError as error:
+                    self.failure = error
+                finally:
+                    done.set()
+        finally:
+            self._writing = False
+
+    def _commit(self, records: list[NodeRecord], spec: WorkflowSpec | None) -> None:
+        self._store.commit_nodes(self._run.run_id, records, spec=spec)
+
+    def _record(self, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool) -> NodeRecord:
+        run = self._run
+        values = run.cache.namespace(node_id) if whole_namespace else outputs
+        return run.outcomes[node_id], run.position(node_id), values
