@@ -243,16 +243,12 @@ def _holder_pid(key: _FileKey, resolved: str) -> int | None:
             for line in table:
                 fields = line.split()
                 # "1: FLOCK  ADVISORY  WRITE 8445 fe:00:2147684 0 EOF"; blocked waiters are "->"
-                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
-                    pid = int(fields[4])
-                    if pid > 0:
-                        return pid
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device and int(fields[4]) > 0:
+                    return int(fields[4])
     except (OSError, ValueError):
         pass
-    pid = _read_pid_note(resolved + ".lock", key)
-    if pid is not None and _alive(pid):
-        return pid
-    return None
+    noted = _read_pid_note(resolved + ".lock", key)
+    return noted if noted is not None and _alive(noted) else None
 
 
 def _alive(pid: int) -> bool:
