@@ -102,7 +102,7 @@ class Cache:
             entry = self._entries.get((namespace, key))
             if entry is None:
                 if default is _MISSING:
-                    raise CacheKeyError(namespace, key)
+                    raise self._missing(namespace, key)
                 return default
             if self._limited:
                 self._entries.move_to_end((namespace, key))
@@ -113,7 +113,7 @@ class Cache:
         :class:`CacheKeyError` if the namespace holds nothing."""
         values = self.namespace(namespace)
         if not values:
-            raise CacheKeyError(namespace)
+            raise self._missing(namespace)
         return values
 
     def contains(self, namespace: str, key: str) -> bool:
@@ -225,6 +225,13 @@ class Cache:
     def __repr__(self) -> str:
         return f"<Cache {len(self)} values in {len(self.namespaces())} namespaces>"
 
+    def _missing(self, namespace: str, key: str | None = None) -> CacheKeyError:
+        """The error for a miss, naming what the namespace (or else the cache) holds."""
+        with self._lock:
+            keys = [k for ns, k in self._entries if ns == namespace]
+            namespaces = [] if keys else list(dict.fromkeys(ns for ns, _ in self._entries))
+        return CacheKeyError(namespace, key, held_keys=keys, held_namespaces=namespaces)
+
     def _evict(self) -> None:
         max_entries = self.config.max_entries
         max_bytes = None if self.config.max_memory_mb is None else self.config.max_memory_mb * 1024 * 1024
@@ -269,4 +276,4 @@ def parse_input_from_name(cache: Cache, name: str, inputs: list[Any]) -> Any:
             return spec.value
         namespace, _, key = spec.reference.partition(".")
         return cache.get(namespace, key)
-    raise CacheKeyError("inputs", name)
+    raise CacheKeyError("inputs", name, held_keys=[spec.name for spec in inputs])

@@ -139,15 +139,43 @@ class NodeTimeout(DaggerError, TimeoutError):
 
 
 class CacheKeyError(DaggerError, _KeyErrorMessage):
-    """``key`` is not in cache namespace ``namespace`` (``key=None``: the namespace holds nothing)."""
+    """``key`` is not in cache namespace ``namespace`` (``key=None``: the namespace holds nothing).
 
-    def __init__(self, namespace: str, key: str | None = None) -> None:
+    The message says what is there instead (a few names and a count): ``held_keys``, the
+    namespace's keys, and ``held_namespaces``, the cache's namespaces when that one is empty.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        key: str | None = None,
+        *,
+        held_keys: Sequence[str] = (),
+        held_namespaces: Sequence[str] = (),
+    ) -> None:
         self.namespace = namespace
         self.key = key
+        self.held_keys = tuple(held_keys)
+        self.held_namespaces = tuple(held_namespaces)
         if key is None:
-            super().__init__(f"cache has no namespace '{namespace}'")
+            message = f"cache has no namespace '{namespace}'"
         else:
-            super().__init__(f"cache has no key '{key}' in namespace '{namespace}'")
+            held = _some(self.held_keys, "key") if self.held_keys else "nothing"
+            message = f"cache has no key '{key}' in namespace '{namespace}', which holds {held}"
+        if not self.held_keys:  # a mistyped namespace: say which ones exist
+            held = _some(self.held_namespaces, "namespace") if self.held_namespaces else None
+            message += f"; the cache holds {held}" if held else "; the cache is empty"
+        super().__init__(message)
+
+
+def _some(names: Sequence[str], noun: str, *, shown: int = 5) -> str:
+    """``key 'a'``, ``keys 'a', 'b'`` or ``12 keys: 'a', ... and 7 more``: bounded for a message."""
+    listed = ", ".join(f"'{name}'" for name in names[:shown])
+    if len(names) == 1:
+        return f"{noun} {listed}"
+    if len(names) <= shown:
+        return f"{noun}s {listed}"
+    return f"{len(names)} {noun}s: {listed} and {len(names) - shown} more"
 
 
 class GraphvizNotFound(DaggerError, RuntimeError):

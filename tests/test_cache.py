@@ -7,7 +7,7 @@ import threading
 import pandas as pd
 import pytest
 
-from dagger_nb import Cache, CacheConfig, CacheKeyError, DaggerError
+from dagger_nb import Cache, CacheConfig, CacheKeyError, DaggerError, InputSpec, get_value, parse_input_from_name
 
 
 def test_insert_get_namespace_len_and_clear() -> None:
@@ -25,9 +25,58 @@ def test_insert_get_namespace_len_and_clear() -> None:
 
 
 def test_missing_key_names_namespace_and_key() -> None:
-    with pytest.raises(CacheKeyError, match="^cache has no key 'rows' in namespace 'load'$") as caught:
+    with pytest.raises(
+        CacheKeyError, match="^cache has no key 'rows' in namespace 'load', which holds nothing; the cache is empty$"
+    ) as caught:
         Cache().get("load", "rows")
     assert isinstance(caught.value, KeyError) and caught.value.namespace == "load"
+
+
+def test_a_missing_key_lists_what_the_namespace_holds() -> None:
+    cache = Cache()
+    cache.insert("cfg", "model", "m")
+    with pytest.raises(CacheKeyError, match="^cache has no key 'result' in namespace 'cfg', which holds key 'model'$"):
+        cache.get("cfg", "result")
+    cache.insert("cfg", "temperature", 0.2)
+    with pytest.raises(CacheKeyError, match="which holds keys 'model', 'temperature'$") as caught:
+        get_value(cache, "cfg", "result")
+    assert caught.value.held_keys == ("model", "temperature")
+
+
+def test_the_listing_is_bounded_on_a_namespace_with_many_keys() -> None:
+    cache = Cache()
+    for i in range(10_000):
+        cache.insert("wide", f"key{i}", i)
+    with pytest.raises(CacheKeyError) as caught:
+        cache.get("wide", "result")
+    message = str(caught.value)
+    assert message.endswith("which holds 10000 keys: 'key0', 'key1', 'key2', 'key3', 'key4' and 9995 more")
+    assert len(message) < 200
+
+
+def test_a_mistyped_namespace_lists_the_namespaces() -> None:
+    cache = Cache()
+    cache.insert("load", "rows", 3)
+    cache.insert("clean", "rows", 2)
+    with pytest.raises(
+        CacheKeyError,
+        match="^cache has no key 'rows' in namespace 'laod', which holds nothing; "
+        "the cache holds namespaces 'load', 'clean'$",
+    ):
+        cache.get("laod", "rows")
+    with pytest.raises(
+        CacheKeyError, match="^cache has no namespace 'lod'; the cache holds namespaces 'load', 'clean'$"
+    ):
+        cache["lod"]
+
+
+def test_an_unknown_input_name_lists_the_node_inputs() -> None:
+    inputs = [InputSpec(name="topic", value="bees"), InputSpec(name="limit", reference="inputs.limit")]
+    with pytest.raises(
+        CacheKeyError, match="^cache has no key 'nam' in namespace 'inputs', which holds keys 'topic', 'limit'$"
+    ):
+        parse_input_from_name(Cache(), "nam", inputs)
+    assert parse_input_from_name(Cache(), "topic", inputs) == "bees"
 
 
 def test_indexing_reads_a_namespace() -> None:
@@ -36,7 +85,9 @@ def test_indexing_reads_a_namespace() -> None:
     assert cache["task-1"]["output"] == {"answer": 42}
     cache["task-1"]["output"] = "changed"  # a copy: the cache keeps its value
     assert cache.get("task-1", "output") == {"answer": 42}
-    with pytest.raises(CacheKeyError, match="^cache has no namespace 'task-2'$") as caught:
+    with pytest.raises(
+        CacheKeyError, match="^cache has no namespace 'task-2'; the cache holds namespace 'task-1'$"
+    ) as caught:
         cache["task-2"]
     assert isinstance(caught.value, KeyError) and caught.value.key is None
 
@@ -64,8 +115,12 @@ def test_json_round_trip_in_the_rust_layout() -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("{", "cache JSON is invalid"), ("[]", "must be an object of namespaces"),
-     ('{"ns": 1}', "namespace 'ns' must be an object"), ('{"ns": {"k": 1}}', "entry 'ns.k' must be an object")],
+    [
+        ("{", "cache JSON is invalid"),
+        ("[]", "must be an object of namespaces"),
+        ('{"ns": 1}', "namespace 'ns' must be an object"),
+        ('{"ns": {"k": 1}}', "entry 'ns.k' must be an object"),
+    ],
     ids=["syntax", "not-object", "namespace", "entry"],
 )
 def test_from_json_errors(text: str, message: str) -> None:

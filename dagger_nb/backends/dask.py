@@ -829,7 +829,9 @@ def _picked(picks: tuple[_Pick, ...], upstream: tuple[_Done, ...]) -> dict[str, 
         except ActionError as error:
             return str(error)
         if output not in outputs:
-            return f"node '{node}' did not produce '{output}'"
+            produced = ", ".join(f"'{name}'" for name in list(outputs)[:5]) or "nothing"
+            more = f" and {len(outputs) - 5} more" if len(outputs) > 5 else ""
+            return f"node '{node}' did not produce '{output}' (it produced {produced}{more})"
         if is_dask_collection(outputs[output]):  # the notebook has it computed on the cluster first
             return f"node '{node}' returned a Dask collection as '{output}'"
         values[argument] = outputs[output]
