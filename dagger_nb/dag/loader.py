@@ -16,10 +16,13 @@ dagger_nb.errors.WorkflowSpecError: <string>:3: workflow 'demo', node 'a': unkno
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import gc
 import os
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,15 +36,41 @@ from dagger_nb.errors import Problem, WorkflowSpecError
 Location = tuple[Any, ...]
 M = TypeVar("M", bound=BaseModel)
 _UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNPARSED: Any = object()
+
+#: Longest workflow text read, in characters.
+MAX_DOCUMENT_CHARS = 32 * 1024 * 1024
+#: Deepest nesting of mappings and lists (a workflow itself needs 5 levels; the rest is for literals).
+MAX_DEPTH = 100
+#: How many values YAML aliases (``*name``) may add to a document when they are expanded.
+MAX_ALIAS_EXPANSION = 100_000
+#: Longest number literal, in characters.
+MAX_NUMBER_CHARS = 100
+#: Problems listed for one file; the rest are counted.
+MAX_PROBLEMS = 50
+# A parse error found by libyaml is re-read by the pure-Python parser (whose messages are clearer
+# and the same whether libyaml is installed or not) when it lies this close to the start.
+_REPARSE_WITHIN = 200_000
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_LONG_NUMBER = re.compile(f"[-+0-9a-fA-FxXoO_:.]{{{MAX_NUMBER_CHARS + 1}}}")
 
 
 class _SpecLoader(yaml.SafeLoader):
     """The safe loader plus exactly the retry-strategy tags of Rust Dagger files."""
 
 
-def _tagged(kind: str) -> Callable[[_SpecLoader, yaml.Node], dict[str, Any]]:
-    def construct(loader: _SpecLoader, node: yaml.Node) -> dict[str, Any]:
+_FastLoader: type[Any] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CSpecLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+        """The same as :class:`_SpecLoader` with libyaml's C parser (nodes keep their lines)."""
+
+    _FastLoader = _CSpecLoader
+
+
+def _tagged(kind: str) -> Callable[[Any, yaml.Node], dict[str, Any]]:
+    def construct(loader: Any, node: yaml.Node) -> dict[str, Any]:
         if isinstance(node, yaml.MappingNode):
             return {kind: loader.construct_mapping(node, deep=True)}
         if isinstance(node, yaml.ScalarNode) and loader.construct_scalar(node) in ("", None):
@@ -54,7 +83,22 @@ def _tagged(kind: str) -> Callable[[_SpecLoader, yaml.Node], dict[str, Any]]:
 
 
 for _tag in ("Immediate", "Linear", "Exponential"):
-    _SpecLoader.add_constructor(f"!{_tag}", _tagged(_tag))
+    for _loader in (_SpecLoader, _FastLoader):
+        if _loader is not None:
+            _loader.add_constructor(f"!{_tag}", _tagged(_tag))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Parsing makes hundreds of thousands of containers that all live on: each cyclic collection
+    # would walk them all again, which makes big files load in quadratic time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_workflow(
@@ -107,10 +151,21 @@ def parse_workflow(
     names its workflow on the magic line).
     """
     document = _Document(text, path=path, line_offset=line_offset)
-    spec = document.build(actions=actions, default_name=default_name)
+    with _collector_paused():
+        spec = document.build(actions=actions, default_name=default_name)
+        document.root = None  # the node tree goes before the collector resumes and has to walk it
     if document.problems or spec is None:
-        raise WorkflowSpecError(sorted(document.problems, key=lambda p: (p.path or "", p.line or 0)))
+        raise WorkflowSpecError(_capped(sorted(document.problems, key=lambda p: (p.path or "", p.line or 0))))
     return spec
+
+
+def _capped(problems: list[Problem]) -> list[Problem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    left_out = len(problems) - MAX_PROBLEMS
+    first = problems[0]
+    summary = f"{left_out} more problem{'s' if left_out > 1 else ''} not shown (fix these first)"
+    return [*problems[:MAX_PROBLEMS], Problem(first.path, None, first.workflow, None, summary)]
 
 
 def _read_source(source: str | os.PathLike[str]) -> tuple[str, str]:
@@ -145,20 +200,49 @@ class _Document:
         self.text = text
         self.path = path
         self.line_offset = line_offset
-        self.lines: dict[Location, int] = {}
+        self.root: yaml.Node | None = None
         self.problems: list[Problem] = []
         self.workflow: str | None = None
-        self.duplicate_keys: list[tuple[Location, int, str]] = []
+        self.duplicate_keys: list[tuple[int, int, str]] = []  # mapping's mark line, line, message
 
     def problem(self, message: str, *, at: Location = (), node: str | None = None) -> None:
         self.problems.append(Problem(self.path, self.line_of(at), self.workflow, node, message))
 
+    def text_problem(self, line: int | None, message: str) -> None:
+        """A problem of the text itself, found before there is a workflow to name."""
+        shown = None if line is None else line + self.line_offset
+        self.problems.append(Problem(self.path, shown, None, None, message))
+
     def line_of(self, location: Location) -> int | None:
-        for end in range(len(location), -1, -1):
-            line = self.lines.get(tuple(location[:end]))
-            if line is not None:
-                return line
-        return None
+        """The line of the deepest part of ``location`` found in the document (a key's own line)."""
+        node = self.root
+        if node is None:
+            return None
+        line = node.start_mark.line + 1
+        for part in location:
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value in (part, str(part)):
+                        line, node = key_node.start_mark.line + 1, value_node
+                        break
+                else:
+                    break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line + self.line_offset
+
+    def node_index_at(self, mark_line: int) -> int | None:
+        """The index of the node written around ``mark_line`` (a 0-based YAML mark line), if any."""
+        nodes = None if self.root is None else _value_of(self.root, "nodes")
+        if not isinstance(nodes, yaml.SequenceNode) or not nodes.value:
+            return None
+        if not nodes.value[0].start_mark.line <= mark_line <= nodes.end_mark.line:
+            return None
+        starts = [item.start_mark.line for item in nodes.value]
+        return bisect.bisect_right(starts, mark_line) - 1
 
     def build(self, *, actions: Collection[str] | None, default_name: str | None) -> WorkflowSpec | None:
         data = self._parse()
@@ -169,8 +253,8 @@ class _Document:
                 data = {"name": default_name, **data}
             if isinstance(data.get("name"), str):
                 self.workflow = data["name"]
-        for where, line, message in self.duplicate_keys:
-            owner = _node_id(data, where) if isinstance(data, dict) else None
+        for mapping_line, line, message in self.duplicate_keys:
+            owner = _node_id(data, self.node_index_at(mapping_line))
             self.problems.append(Problem(self.path, line, self.workflow, owner, message))
         if not isinstance(data, dict):
             self.problem(f"a workflow must be a mapping with 'name' and 'nodes', got {_kind(data)}")
@@ -184,8 +268,9 @@ class _Document:
         spec = (workflow or WorkflowSpec(name=self.workflow or "workflow")).model_copy(
             update={"config": config or DagConfig(), "nodes": [node for _, node, _ in nodes]}
         )
-        for message, index, key in check_workflow(spec, actions=actions):
-            if index is not None and nodes[index][2] and key == ("action",):
+        partial = {position for position, (_, _, complete) in enumerate(nodes) if not complete}
+        for message, index, key in check_workflow(spec, actions=actions, partial=partial):
+            if index is not None and spec.nodes[index].action == _NO_ACTION and key == ("action",):
                 continue
             location: Location = ("nodes", nodes[index][0], *key) if index is not None else key
             node_id = spec.nodes[index].id if index is not None else None
@@ -194,16 +279,59 @@ class _Document:
 
     def _parse(self) -> Any:
         """The document's data, or ``_UNPARSED`` after recording why it could not be read."""
-        loader: _SpecLoader | None = None
+        if len(self.text) > MAX_DOCUMENT_CHARS:
+            line = self.text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
+            self.text_problem(line, f"the document is longer than {MAX_DOCUMENT_CHARS:,} characters; "
+                                    "split the workflow or load its data at run time")
+            return _UNPARSED
+        loader = self._compose()
+        if loader is None:
+            return _UNPARSED
+        try:
+            if self.root is None:
+                self.text_problem(None, "the document is empty; a workflow needs 'name' and 'nodes'")
+                return _UNPARSED
+            if not _Bounds(self).check(self.root):
+                return _UNPARSED
+            return loader.construct_document(self.root)
+        except yaml.YAMLError as error:
+            self._yaml_problem(error)
+        except (ValueError, RecursionError) as error:
+            self.text_problem(None, f"invalid YAML: {error}")
+        finally:
+            loader.dispose()
+        return _UNPARSED
+
+    def _compose(self) -> Any:
+        """A loader holding the document's node tree in ``self.root``, or None after a problem."""
+        if _FastLoader is not None:
+            loader = None
+            try:
+                loader = _FastLoader(self.text)
+                self.root = loader.get_single_node()
+                return loader
+            except yaml.MarkedYAMLError as error:
+                mark = error.problem_mark or error.context_mark
+                if mark is not None and mark.index > _REPARSE_WITHIN:
+                    self._yaml_problem(error)
+                    loader.dispose()  # type: ignore[union-attr]
+                    return None
+            except (yaml.YAMLError, UnicodeEncodeError):
+                pass  # the pure-Python parser below names the position of the unreadable character
+            if loader is not None:
+                loader.dispose()
         try:
             loader = _SpecLoader(self.text)
-            root = loader.get_single_node()
-            if root is None:
-                self.problem("the document is empty; a workflow needs 'name' and 'nodes'")
-                return _UNPARSED
-            self._index(root, ())
-            return loader.construct_document(root)
-        except yaml.MarkedYAMLError as error:
+            self.root = loader.get_single_node()
+            return loader
+        except yaml.YAMLError as error:
+            self._yaml_problem(error)
+        except RecursionError:
+            self.text_problem(None, f"invalid YAML: nested more than {MAX_DEPTH} levels deep")
+        return None
+
+    def _yaml_problem(self, error: yaml.YAMLError) -> None:
+        if isinstance(error, yaml.MarkedYAMLError):
             mark = error.problem_mark or error.context_mark
             reason = " ".join(part for part in (error.context, error.problem) if part)
             unknown_tag = _UNKNOWN_TAG.search(reason)
@@ -211,54 +339,19 @@ class _Document:
                 tag = unknown_tag.group(1).replace("tag:yaml.org,2002:", "!!")
                 reason = f"unsupported YAML tag '{tag}' (allowed: !Immediate, !Linear, !Exponential)"
             if mark is None:
-                self.problems.append(Problem(self.path, None, None, None, f"invalid YAML: {reason}"))
+                self.text_problem(None, f"invalid YAML: {reason}")
             else:
-                self.problems.append(
-                    Problem(self.path, mark.line + 1 + self.line_offset, None, None,
-                            f"invalid YAML (column {mark.column + 1}): {reason}")
-                )
-        except yaml.reader.ReaderError as error:
-            line = self.text.count("\n", 0, error.position) + 1 + self.line_offset
-            self.problems.append(Problem(self.path, line, None, None,
-                                         f"invalid YAML: character {error.character!r} is not allowed"))
-        except yaml.YAMLError as error:
-            self.problems.append(Problem(self.path, None, None, None, f"invalid YAML: {error}"))
-        except RecursionError:
-            self.problems.append(Problem(self.path, None, None, None, "invalid YAML: nested too deeply"))
-        finally:
-            if loader is not None:
-                loader.dispose()
-        return _UNPARSED
-
-    def _index(self, root: yaml.Node, location: Location) -> None:
-        # Iterative walk: arbitrarily deep YAML must not exhaust the stack.
-        stack: list[tuple[yaml.Node, Location]] = [(root, location)]
-        seen: set[int] = set()
-        while stack:
-            node, where = stack.pop()
-            self.lines.setdefault(where, node.start_mark.line + 1 + self.line_offset)
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            if isinstance(node, yaml.MappingNode):
-                keys_seen: dict[Any, int] = {}
-                for key_node, value_node in node.value:
-                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                    line = key_node.start_mark.line + 1 + self.line_offset
-                    if key is not None and key in keys_seen:
-                        message = f"duplicate key '{key}' (first at line {keys_seen[key]})"
-                        self.duplicate_keys.append(((*where, key), line, message))
-                    elif key is not None:
-                        keys_seen[key] = line
-                    self.lines.setdefault((*where, key), line)
-                    stack.append((value_node, (*where, key)))
-            elif isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    stack.append((item, (*where, index)))
+                self.text_problem(mark.line + 1, f"invalid YAML (column {mark.column + 1}): {reason}")
+        elif isinstance(error, yaml.reader.ReaderError):
+            line = self.text.count("\n", 0, error.position) + 1
+            self.text_problem(line, f"invalid YAML: character {error.character!r} is not allowed")
+        else:
+            self.text_problem(None, f"invalid YAML: {error}")
 
     def _nodes(self, raw: Any) -> list[tuple[int, NodeSpec, bool]]:
-        """``(index in file, node, is_placeholder)``; a node that failed validation
-        but has an id becomes a placeholder so references to it are not reported twice."""
+        """``(index in file, node, complete)``: a node that failed validation but has an id
+        is kept without its bad parts, so its references and dependencies are still checked
+        (and references to it are not reported as unknown); ``complete`` is False then."""
         if raw is None:
             return []
         if not isinstance(raw, list):
@@ -268,20 +361,21 @@ class _Document:
         for index, item in enumerate(raw):
             node = self._validate(NodeSpec, item, at=("nodes", index))
             if node is not None:
-                nodes.append((index, node, False))
-            elif isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
-                dependencies = item.get("dependencies")
-                if not (isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies)):
-                    dependencies = []
-                nodes.append((index, NodeSpec(id=item["id"], action="?", dependencies=dependencies), True))
+                nodes.append((index, node, True))
+                continue
+            salvaged = _salvage(item, self.failed_at)
+            if salvaged is not None:
+                nodes.append((index, salvaged, False))
         return nodes
 
     def _validate(self, model: type[M], raw: Any, *, at: Location) -> M | None:
         node_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+        self.failed_at: list[Location] = []
         try:
             return model.model_validate(raw)
         except ValidationError as error:
             for detail in error.errors():
+                self.failed_at.append(tuple(detail["loc"]))
                 location = (*at, *detail["loc"])
                 self.problem(_describe(model, detail, at), at=location, node=node_id)
         except RecursionError:
@@ -289,13 +383,173 @@ class _Document:
         return None
 
 
-def _node_id(data: dict[str, Any], location: Location) -> str | None:
-    nodes = data.get("nodes")
-    if len(location) > 2 and location[0] == "nodes" and isinstance(nodes, list):
-        index = location[1]
-        if isinstance(index, int) and index < len(nodes) and isinstance(nodes[index], dict):
-            node_id = nodes[index].get("id")
-            return node_id if isinstance(node_id, str) else None
+_NO_ACTION = "?"
+
+
+def _salvage(item: Any, failed_at: list[Location]) -> NodeSpec | None:
+    """``item`` as a node without the keys (or inputs) that failed validation; None without an id."""
+    if not (isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]):
+        return None
+    trimmed = dict(item)
+    for loc in failed_at:
+        if not loc:
+            continue
+        key = loc[0]
+        inputs = trimmed.get("inputs")
+        if key == "inputs" and len(loc) > 1 and isinstance(loc[1], int) and isinstance(inputs, list):
+            # Keep positions (problems point at them by index) with an input that refers to nothing.
+            trimmed["inputs"] = [*inputs[: loc[1]], {"name": "?", "value": None}, *inputs[loc[1] + 1 :]]
+        else:
+            trimmed.pop(key, None)
+    trimmed.setdefault("action", _NO_ACTION)
+    try:
+        return NodeSpec.model_validate(trimmed)
+    except (ValidationError, RecursionError):
+        dependencies = item.get("dependencies")
+        if not (isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies)):
+            dependencies = []
+        return NodeSpec(id=item["id"], action=_NO_ACTION, dependencies=dependencies)
+
+
+class _Bounds:
+    """Checks what a document may expand to, on the YAML nodes, before anything is constructed."""
+
+    def __init__(self, document: _Document) -> None:
+        self.document = document
+        self.ok = True
+
+    def fail(self, node: yaml.Node, message: str, *, line: int | None = None) -> None:
+        self.ok = False
+        self.document.text_problem(line if line is not None else node.start_mark.line + 1, message)
+
+    def check(self, root: yaml.Node) -> bool:
+        """Depth, duplicate keys, lone surrogates, over-long numbers; then aliases, if any."""
+        text = self.document.text
+        # Aliases need an anchor ('&'); lone surrogates an escape; long numbers a long run of digits.
+        # Most files have none of these, and the walk below is then at its leanest.
+        may_share = "&" in text
+        scalars = "\\u" in text or "\\U" in text or _LONG_NUMBER.search(text) is not None
+        mapping, scalar, limit = yaml.MappingNode, yaml.ScalarNode, MAX_DEPTH
+        seen: set[int] = set()
+        shared = False
+        stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            node, depth = pop()
+            if may_share:
+                if id(node) in seen:
+                    shared = True
+                    continue
+                seen.add(id(node))
+            kind = type(node)
+            if kind is scalar:
+                if scalars:
+                    self.scalar(node)
+            elif depth > limit:
+                self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
+                return False
+            elif kind is mapping:
+                pairs = node.value
+                if len(pairs) > 1 and len({key.value for key, _ in pairs if type(key) is scalar}) < len(pairs):
+                    self.duplicates(node)
+                for key_node, value_node in pairs:
+                    if type(key_node) is not scalar or scalars:
+                        push((key_node, depth + 1))
+                    push((value_node, depth + 1))
+            else:
+                stack.extend([(item, depth + 1) for item in node.value])
+        if self.ok and shared:
+            self.aliases(root, unique=len(seen))
+        return self.ok
+
+    def scalar(self, node: yaml.Node) -> None:
+        value = node.value
+        if not value.isascii():
+            surrogate = _SURROGATE.search(value)
+            if surrogate:
+                self.fail(node, f"text contains a lone surrogate {surrogate.group()!r}, which cannot be "
+                                "encoded as UTF-8 (write the character itself, or a \\U escape)")
+        elif len(value) > MAX_NUMBER_CHARS and node.tag in _NUMBER_TAGS:
+            self.fail(node, f"a number longer than {MAX_NUMBER_CHARS} characters ({len(value):,})")
+
+    def duplicates(self, node: yaml.MappingNode) -> None:
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1 + self.document.line_offset
+            if key_node.value in first:
+                message = f"duplicate key '{key_node.value}' (first at line {first[key_node.value]})"
+                self.document.duplicate_keys.append((node.start_mark.line, line, message))
+            else:
+                first[key_node.value] = line
+
+    def aliases(self, root: yaml.Node, *, unique: int) -> None:
+        """Expanded size and depth through aliases, in one post-order pass over the shared nodes."""
+        limit = unique + MAX_ALIAS_EXPANSION
+        done: dict[int, tuple[int, int]] = {}  # size, height
+        totals: dict[int, list[int]] = {id(root): [1, 0]}
+        stack: list[tuple[yaml.Node, Iterator[tuple[yaml.Node, int]]]] = [(root, _children(root))]
+        while stack:
+            node, children = stack[-1]
+            step = next(children, None)
+            if step is None:
+                stack.pop()
+                size, height = totals.pop(id(node))
+                height += 1
+                if size > limit:
+                    self.fail(node, f"YAML aliases expand this value past {MAX_ALIAS_EXPANSION:,} "
+                                    "extra values (an alias bomb?)")
+                    return
+                if height > MAX_DEPTH:
+                    self.fail(node, f"nested more than {MAX_DEPTH} levels deep once its aliases are expanded")
+                    return
+                done[id(node)] = (size, height)
+                if stack:
+                    parent = totals[id(stack[-1][0])]
+                    parent[0] += size
+                    parent[1] = max(parent[1], height)
+                continue
+            child, line = step
+            if id(child) in totals:
+                self.fail(child, "a YAML alias refers to a value that contains it (a recursive alias)",
+                          line=line)
+                return
+            if id(child) in done:
+                size, height = done[id(child)]
+                parent = totals[id(node)]
+                parent[0] += size
+                parent[1] = max(parent[1], height)
+            else:
+                totals[id(child)] = [1, 0]
+                stack.append((child, _children(child)))
+
+
+def _children(node: yaml.Node) -> Iterator[tuple[yaml.Node, int]]:
+    """Each child of ``node`` with the line it is written on."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            yield key_node, line
+            yield value_node, line
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield item, item.start_mark.line + 1
+
+
+def _value_of(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                return value_node
+    return None
+
+
+def _node_id(data: Any, index: int | None) -> str | None:
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if index is not None and isinstance(nodes, list) and index < len(nodes) and isinstance(nodes[index], dict):
+        node_id = nodes[index].get("id")
+        return node_id if isinstance(node_id, str) else None
     return None
 
 
@@ -305,7 +559,7 @@ def _describe(model: type[BaseModel], detail: Any, at: Location) -> str:
     if detail["type"] == "extra_forbidden" and loc:
         key = str(loc[-1])
         owner = _model_at(model, loc[:-1])
-        return f"unknown {section}key '{key}'{_suggestion(key, owner.model_fields if owner else ())}"
+        return f"unknown {section}key '{_short(key)}'{_suggestion(key, owner.model_fields if owner else ())}"
     if detail["type"] == "missing":
         return f"missing required {section}key '{_dotted(loc)}'"
     if detail["type"] == "model_type" and not loc:
@@ -315,10 +569,24 @@ def _describe(model: type[BaseModel], detail: Any, at: Location) -> str:
         message = message[len("Value error, "):]
     message = message[:1].lower() + message[1:]
     got = detail.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) else f" (got {_shown(got)})"
     if not loc:
         return message
     return f"{section}key '{_dotted(loc)}': {message}{shown}"
+
+
+def _shown(value: Any) -> str:
+    try:
+        return _short(repr(value))
+    except ValueError:  # an integer too long to print
+        return f"a {type(value).__name__}"
+
+
+def _short(text: str, *, limit: int = 60) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}... ({len(text):,} characters)"
 
 
 def _model_at(model: type[BaseModel], loc: Location) -> type[BaseModel] | None:

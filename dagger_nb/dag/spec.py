@@ -14,17 +14,72 @@ load unchanged, including the ``!Linear`` / ``!Exponential`` retry tags.
 
 from __future__ import annotations
 
+import functools
 import graphlib
+import types
+import typing
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_serializer,
+    model_validator,
+)
 
 from dagger_nb.errors import DaggerError
 
+#: Upper bound of ``try_count`` and ``config.max_attempts``: more attempts than this is a typo.
+MAX_ATTEMPTS = 1000
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # YAML's `true` is a bool, and bool is an int to Python: `timeout: true` must not mean 1 s.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Finite = Annotated[float, BeforeValidator(_not_a_boolean), AllowInfNan(False)]
+
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Bytes (YAML `!!binary`) in a literal must not stop the run store from writing the spec as JSON.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_bytes="base64")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any) -> Any:
+        # Rust files write `max_attempts: null` for "not set": a null optional key takes its default.
+        if isinstance(value, dict):
+            defaulted = _defaulted_when_null(cls)
+            if any(value.get(key, 0) is None for key in defaulted):
+                value = {key: item for key, item in value.items() if not (item is None and key in defaulted)}
+        return value
+
+
+@functools.cache
+def _defaulted_when_null(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` that have a default but whose type does not accept None."""
+    return frozenset(
+        name
+        for name, field in model.model_fields.items()
+        if not field.is_required() and not _accepts_none(field.annotation)
+    )
+
+
+def _accepts_none(annotation: Any) -> bool:
+    if annotation is Any or annotation is None or annotation is type(None):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_accepts_none(arg) for arg in typing.get_args(annotation))
+    return False
 
 
 class OnFailure(StrEnum):
@@ -69,10 +124,10 @@ class RetryStrategy(_Spec):
     """
 
     kind: Literal["immediate", "linear", "exponential"] = "exponential"
-    delay_secs: float = Field(default=1.0, ge=0)
-    initial_delay_secs: float = Field(default=2.0, ge=0)
-    max_delay_secs: float = Field(default=60.0, ge=0)
-    multiplier: float = Field(default=2.0, ge=1.0)
+    delay_secs: Finite = Field(default=1.0, ge=0, le=86400)
+    initial_delay_secs: Finite = Field(default=2.0, ge=0, le=86400)
+    max_delay_secs: Finite = Field(default=60.0, ge=0, le=86400)
+    multiplier: Finite = Field(default=2.0, ge=1.0, le=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -103,7 +158,7 @@ class RetryStrategy(_Spec):
         }
 
     def delay(self, *, attempt: int) -> float:
-        """Seconds to wait before ``attempt`` (2 for the first retry)."""
+        """Finite to wait before ``attempt`` (2 for the first retry)."""
         if attempt <= 1 or self.kind == "immediate":
             return 0.0
         if self.kind == "linear":
@@ -118,19 +173,19 @@ class RetryStrategy(_Spec):
 class DagConfig(_Spec):
     """Run-wide settings; every field has a default, so ``config:`` is optional."""
 
-    max_attempts: int = Field(default=3, ge=1)
+    max_attempts: Count = Field(default=3, ge=1, le=MAX_ATTEMPTS)
     on_failure: OnFailure = OnFailure.PAUSE
-    timeout_seconds: float | None = Field(default=3600, gt=0, le=86400)
-    max_iterations: int = Field(default=50, ge=1, le=1000)
+    timeout_seconds: Finite | None = Field(default=3600, gt=0, le=86400)
+    max_iterations: Count = Field(default=50, ge=1, le=1000)
     retry_strategy: RetryStrategy = Field(default_factory=RetryStrategy)
     enable_parallel_execution: bool = True
-    max_parallel_nodes: int = Field(default=8, ge=1)
-    review_frequency: int | None = Field(default=5, ge=1)
-    human_wait_minutes: float | None = Field(default=None, gt=0)
+    max_parallel_nodes: Count = Field(default=8, ge=1, le=100_000)
+    review_frequency: Count | None = Field(default=5, ge=1, le=1_000_000)
+    human_wait_minutes: Finite | None = Field(default=None, gt=0, le=43200)
     human_timeout_action: HumanTimeoutAction = HumanTimeoutAction.AUTOPILOT
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Count | None = Field(default=None, ge=1, le=10**15)
     enable_incremental_cache: bool = False
-    cache_snapshot_interval: float = Field(default=60, gt=0)
+    cache_snapshot_interval: Finite = Field(default=60, gt=0, le=86400)
 
     @property
     def parallelism(self) -> int:
@@ -186,9 +241,9 @@ class NodeSpec(_Spec):
     failure: str | None = None
     onfailure: bool = True
     description: str | None = None
-    timeout: float | None = Field(default=None, gt=0)
-    try_count: int | None = Field(default=None, ge=1)
-    instructions: str | None = None
+    timeout: Finite | None = Field(default=None, gt=0, le=604800)
+    try_count: Count | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
+    instructions: str | list[str] | None = None
 
     @property
     def failure_handler(self) -> str | None:
@@ -211,7 +266,7 @@ class WorkflowSpec(_Spec):
     version: str | None = None
     signature: str | None = None
     tags: list[str] = Field(default_factory=list)
-    instructions: str | None = None
+    instructions: str | list[str] | None = None
     config: DagConfig = Field(default_factory=DagConfig)
     nodes: list[NodeSpec] = Field(default_factory=list)
 
@@ -228,7 +283,7 @@ class WorkflowSpec(_Spec):
         for node in self.nodes:
             if node.id == node_id:
                 return node
-        known = ", ".join(node.id for node in self.nodes) or "none"
+        known = brief_list([node.id for node in self.nodes])
         raise DaggerError(f"workflow '{self.name}' has no node '{node_id}' (known: {known})")
 
     def dependencies(self, node_id: str) -> list[str]:
@@ -263,6 +318,18 @@ class WorkflowSpec(_Spec):
                 if item.reference is None:
                     item_data["value"] = item.value
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def brief_list(names: Sequence[str], *, limit: int = 6) -> str:
+    """At most ``limit`` of ``names``, comma-separated, then how many were left out.
+
+    >>> brief_list(["a", "b"]), brief_list([str(n) for n in range(10)], limit=3), brief_list([])
+    ('a, b', '0, 1, 2 and 7 more', 'none')
+    """
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 def node_dependencies(node: NodeSpec) -> list[str]:

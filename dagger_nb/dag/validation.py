@@ -2,24 +2,46 @@
 
 :func:`check_workflow` yields ``(message, node_index, key)`` so the loader can
 attach the line of the offending key; :func:`find_cycles` is also used when
-nodes are added to a running workflow.
+nodes are added to a running workflow. Every check is one pass over the nodes
+with dict and set look-ups, so a workflow with N nodes and E edges costs O(N + E).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dagger_nb.dag.spec import WorkflowSpec
+from dagger_nb.dag.spec import NodeSpec, WorkflowSpec, brief_list
 
 REFERENCE_PATTERN = re.compile(r"^[^\s.]+(\.\S+)?$")
 
 Finding = tuple[str, int | None, tuple[Any, ...]]
 
+#: "did you mean" is worked out for this many unknown names per workflow: each look-up
+#: compares the name with every node id, and a file full of typos must still load fast.
+SUGGESTION_BUDGET = 10
 
-def check_workflow(spec: WorkflowSpec, *, actions: Collection[str] | None = None) -> Iterator[Finding]:
-    """Yield every semantic problem of ``spec`` as ``(message, node_index, key_path)``."""
+
+def check_workflow(
+    spec: WorkflowSpec,
+    *,
+    actions: Collection[str] | None = None,
+    partial: Collection[int] = (),
+) -> Iterator[Finding]:
+    """Yield every semantic problem of ``spec`` as ``(message, node_index, key_path)``.
+
+    ``actions`` are the registered action names. When it is an
+    :class:`~dagger_nb.ActionRegistry` or a mapping of names to functions, each
+    node's inputs are also checked against its action's signature: an input the
+    function cannot take (no such parameter, no ``**kwargs``, no ``ctx`` to read it
+    through) and a required parameter no input gives. ``partial`` lists the indexes
+    of nodes that failed validation in part: their inputs are incomplete, so their
+    signature is not checked.
+    """
     first_index: dict[str, int] = {}
     for index, node in enumerate(spec.nodes):
         if node.id in first_index:
@@ -27,26 +49,52 @@ def check_workflow(spec: WorkflowSpec, *, actions: Collection[str] | None = None
                    index, ("id",))
         else:
             first_index[node.id] = index
-    known = ", ".join(first_index) or "none"
+    names = _Names(list(first_index))
     outputs = {node.id: {output.name for output in node.outputs} for node in spec.nodes}
-    graph: dict[str, list[str]] = {node_id: [] for node_id in first_index}
+    graph: dict[str, dict[str, None]] = {node_id: {} for node_id in first_index}
+    signatures = _Signatures(actions)
+    skip_signature = set(partial)
     for index, node in enumerate(spec.nodes):
-        edges = graph[node.id] if first_index[node.id] == index else []
+        edges = graph[node.id] if first_index[node.id] == index else {}
         for position, dependency in enumerate(node.dependencies):
             if dependency not in first_index:
-                yield (f"dependency '{dependency}' is not a node (known: {known})",
+                yield (f"dependency '{dependency}' is not a node{names.known(dependency)}",
                        index, ("dependencies", position))
             else:
-                edges.append(dependency)
+                edges[dependency] = None
         for position, spec_input in enumerate(node.inputs):
             yield from _check_reference(spec_input.name, spec_input.reference, index=index,
                                         key=("inputs", position, "reference"),
-                                        known=known, outputs=outputs, edges=edges)
-        if actions is not None and node.action not in actions:
-            registered = ", ".join(sorted(actions)) or "none"
+                                        names=names, outputs=outputs, edges=edges)
+        if actions is not None and node.action not in signatures.names:
+            registered = brief_list(sorted(signatures.names))
             yield (f"unknown action '{node.action}' (registered: {registered})", index, ("action",))
-    for cycle in find_cycles({node_id: list(dict.fromkeys(deps)) for node_id, deps in graph.items()}):
+        elif index not in skip_signature:
+            yield from _check_signature(node, index, signatures.of(node.action))
+    for cycle in find_cycles({node_id: list(deps) for node_id, deps in graph.items()}):
         yield (f"dependency cycle: {' -> '.join(cycle)}", first_index[cycle[0]], ("dependencies",))
+
+
+class _Names:
+    """The node ids, for "(known: ...)" and "did you mean" in problem messages."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.brief = brief_list(ids)
+        self.suggestions_left = SUGGESTION_BUDGET
+
+    def known(self, name: str) -> str:
+        """`` (did you mean 'x'? known: ...)`` naming a handful of ids and counting the rest."""
+        close = self._close(name) if len(self.ids) > 6 else None
+        hint = f"did you mean '{close}'? " if close else ""
+        return f" ({hint}known: {self.brief})"
+
+    def _close(self, name: str) -> str | None:
+        if self.suggestions_left <= 0:
+            return None
+        self.suggestions_left -= 1
+        matches = difflib.get_close_matches(name, self.ids, n=1, cutoff=0.75)
+        return matches[0] if matches else None
 
 
 def _check_reference(
@@ -55,9 +103,9 @@ def _check_reference(
     *,
     index: int,
     key: tuple[Any, ...],
-    known: str,
+    names: _Names,
     outputs: Mapping[str, set[str]],
-    edges: list[str],
+    edges: dict[str, None],
 ) -> Iterator[Finding]:
     if reference is None:
         return
@@ -69,15 +117,14 @@ def _check_reference(
     if not dot or node_id == "inputs":
         return
     if node_id not in outputs:
-        yield (f"input '{name}' references unknown node '{node_id}' (known: {known})"
+        yield (f"input '{name}' references unknown node '{node_id}'{names.known(node_id)}"
                f"{reference_hint(reference, outputs)}", index, key)
         return
     declared = outputs[node_id]
     if declared and output not in declared:
         yield (f"input '{name}' references output '{output}' that node '{node_id}' does not declare "
-               f"(declared: {', '.join(sorted(declared))})", index, key)
-    if node_id not in edges:
-        edges.append(node_id)
+               f"(declared: {brief_list(sorted(declared))})", index, key)
+    edges[node_id] = None
 
 
 def reference_hint(reference: str, node_ids: Collection[str]) -> str:
@@ -85,12 +132,84 @@ def reference_hint(reference: str, node_ids: Collection[str]) -> str:
 
     Dependencies name a node by its whole id, but a reference splits at the first
     '.' and allows no whitespace, so such a node is valid yet out of its reach.
+    Only the prefixes of ``reference`` are looked up, so a set or dict of ids keeps
+    this independent of the number of nodes.
     """
-    for node_id in node_ids:
-        if reference.startswith(f"{node_id}.") and ("." in node_id or any(c.isspace() for c in node_id)):
+    end = reference.find(".")
+    while end > 0:
+        node_id = reference[:end]
+        if node_id in node_ids and ("." in node_id or any(c.isspace() for c in node_id)):
             what = "'.'" if "." in node_id else "whitespace"
             return f"; node '{node_id}' cannot be referenced because its id contains {what}: rename it"
+        end = reference.find(".", end + 1)
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    """What a node's inputs must match in its action's parameters."""
+
+    takes_any: bool
+    parameters: tuple[str, ...]
+    required: tuple[str, ...]
+
+
+class _Signatures:
+    """The registered action names and, when the functions are known, their signatures."""
+
+    def __init__(self, actions: Collection[str] | None) -> None:
+        self.names: Collection[str] = () if actions is None else _as_set(actions)
+        lookup = getattr(actions, "get", None)
+        self._lookup: Callable[[str], Any] | None = lookup if callable(lookup) else None
+        self._cache: dict[str, _Signature | None] = {}
+
+    def of(self, action: str) -> _Signature | None:
+        if self._lookup is None or action not in self.names:
+            return None
+        if action not in self._cache:
+            self._cache[action] = _signature(self._lookup(action))
+        return self._cache[action]
+
+
+def _as_set(actions: Collection[str]) -> Collection[str]:
+    return actions if isinstance(actions, set | frozenset | Mapping) else set(actions)
+
+
+def _signature(registered: Any) -> _Signature | None:
+    fn = getattr(registered, "fn", registered)
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    named = [p for p in parameters if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)]
+    # `ctx` is the NodeContext, which also carries every input: such an action may read its inputs there.
+    takes_any = any(p.kind is kinds.VAR_KEYWORD or p.name == "ctx" for p in parameters)
+    required = tuple(
+        p.name for p in parameters
+        if p.default is p.empty and p.name != "ctx" and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+    )
+    return _Signature(takes_any, tuple(p.name for p in named), required)
+
+
+def _check_signature(node: NodeSpec, index: int, signature: _Signature | None) -> Iterator[Finding]:
+    if signature is None:
+        return
+    given = {spec_input.name for spec_input in node.inputs}
+    if not signature.takes_any:
+        accepted = set(signature.parameters)
+        for position, spec_input in enumerate(node.inputs):
+            if spec_input.name not in accepted:
+                close = difflib.get_close_matches(spec_input.name, signature.parameters, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                yield (f"input '{spec_input.name}' is not a parameter of action '{node.action}' "
+                       f"({hint}parameters: {brief_list(signature.parameters)})",
+                       index, ("inputs", position, "name"))
+    for parameter in signature.required:
+        if parameter not in given:
+            yield (f"action '{node.action}' needs '{parameter}', which no input of this node gives "
+                   f"(inputs: {brief_list([spec_input.name for spec_input in node.inputs])})",
+                   index, ("action",))
 
 
 def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:

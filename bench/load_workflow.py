@@ -1,0 +1,107 @@
+"""Loading big workflows: libyaml's C parser against the pure-Python one, in the same run.
+
+Each shape is a YAML text of N nodes: ``chain`` (each node depends on the one
+before and reads its output) and ``fanout`` (one source, N-2 nodes reading it,
+one sink reading all of them: a node with N-2 inputs). The time is
+``load_workflow(text)`` as a user waits for it: parse, check every problem,
+build the spec. The pure-Python parser is timed too (up to ``--python-up-to``
+nodes: it takes minutes at 50k), and the ratio printed.
+
+Targets: the 10k-node load under 1 s with libyaml, and at least 3x faster than
+with the pure-Python parser. Exit 1 when one is missed.
+Run: ``python bench/load_workflow.py``; a quick smoke run:
+``python bench/load_workflow.py --sizes 200 1000 --rounds 1 --target-size 1000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from dagger_nb.dag import loader
+from dagger_nb.dag.loader import load_workflow
+
+TARGET_SECONDS = 1.0
+TARGET_RATIO = 3.0
+
+
+def chain(nodes: int) -> str:
+    lines = [f"name: chain_{nodes}", "nodes:", "  - {id: n0, action: step}"]
+    for index in range(1, nodes):
+        lines += [
+            f"  - id: n{index}",
+            "    action: step",
+            f"    dependencies: [n{index - 1}]",
+            "    inputs:",
+            f"      - {{name: x, reference: n{index - 1}.result}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def fanout(nodes: int) -> str:
+    middle = nodes - 2
+    lines = [f"name: fanout_{nodes}", "nodes:", "  - {id: source, action: step}"]
+    lines += [f"  - {{id: m{index}, action: step, dependencies: [source]}}" for index in range(middle)]
+    lines += ["  - id: sink", "    action: gather", "    inputs:"]
+    lines += [f"      - {{name: x{index}, reference: m{index}.result}}" for index in range(middle)]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def pure_python_parser() -> Iterator[None]:
+    fast, loader._FastLoader = loader._FastLoader, None
+    try:
+        yield
+    finally:
+        loader._FastLoader = fast
+
+
+def seconds(text: str, rounds: int) -> float:
+    """Median seconds of ``load_workflow(text)`` over ``rounds``."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        load_workflow(text)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 50_000])
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many loads per size")
+    parser.add_argument("--python-up-to", type=int, default=10_000, help="largest size timed with pure Python")
+    parser.add_argument("--target-size", type=int, default=10_000, help="the size the targets apply to")
+    args = parser.parse_args()
+    if loader._FastLoader is None:
+        print("libyaml is not installed: only the pure-Python parser is available. MISSED")
+        return 1
+    shapes: dict[str, Callable[[int], str]] = {"chain": chain, "fanout": fanout}
+    missed: list[str] = []
+    for size in args.sizes:
+        for shape, make in shapes.items():
+            text = make(size)
+            fast = seconds(text, args.rounds)
+            line = f"{shape}_{size}: {len(text) / 1e6:.1f} MB, libyaml {fast:.3f} s"
+            if size <= args.python_up_to:
+                with pure_python_parser():
+                    slow = seconds(text, 1)
+                ratio = slow / fast
+                line += f", pure Python {slow:.3f} s, ratio {ratio:.1f}x"
+                if size == args.target_size and ratio < TARGET_RATIO:
+                    missed.append(f"{shape}_{size} ratio {ratio:.1f}x < {TARGET_RATIO}x")
+            if size == args.target_size and fast > TARGET_SECONDS:
+                missed.append(f"{shape}_{size} load {fast:.3f} s > {TARGET_SECONDS} s")
+            print(line, flush=True)
+    verdict = "MISSED: " + "; ".join(missed) if missed else "met"
+    print(f"targets: {args.target_size}-node load < {TARGET_SECONDS} s and >= {TARGET_RATIO}x pure Python: "
+          f"{verdict}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
