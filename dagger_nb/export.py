@@ -180,6 +180,29 @@ def errors_list_html(errors: Sequence[tuple[str, str, str | None]], *, limit: in
     return f"<div style='color:#b3261e'><b>Errors</b><ul style='margin:0'>{items}{more}</ul></div>"
 
 
+def logs_html(outcomes: Iterable[Any], *, nodes: int = 10, lines: int = 20) -> str:
+    """The last ``lines`` log lines of up to ``nodes`` nodes that printed or logged (running ones first,
+    then the latest finished), each folded under its node's name; escaped."""
+    talking = [o for o in outcomes if o.logs]
+    if not talking:
+        return ""
+    talking.sort(key=lambda o: (o.status != "running", -(o.finished_at or o.started_at or 0)))
+    items = []
+    for outcome in talking[:nodes]:
+        shown = outcome.logs[-lines:]
+        hidden = len(outcome.logs) - len(shown)
+        text = "\n".join(shown) if not hidden else f"… {hidden} earlier lines\n" + "\n".join(shown)
+        opened = " open" if outcome.status == "running" else ""
+        items.append(
+            f"<details class='dagger-node-logs'{opened}><summary>{escape(outcome.node)} "
+            f"<span style='color:#666'>({len(outcome.logs)} lines, {escape(outcome.status)})</span></summary>"
+            f"<pre style='font-size:11px;white-space:pre-wrap;margin:2px 0 6px 0'>{escape(text)}</pre></details>"
+        )
+    more = f"<div style='color:#666'>… and {len(talking) - nodes} more nodes with logs</div>" if len(
+        talking) > nodes else ""
+    return f"<div><b>Logs</b>{''.join(items)}{more}</div>"
+
+
 # -- timeline ------------------------------------------------------------------------------------
 
 

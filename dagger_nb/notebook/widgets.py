@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import ipywidgets as widgets
+
 from dagger_nb.dag import ExecutionReport, RunFinished, RunHandle
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.events import NodeRetrying
@@ -21,6 +23,7 @@ from dagger_nb.export import (
     errors_list_html,
     format_seconds,
     legend_html,
+    logs_html,
     progress_of,
     run_spans,
     segmented_bar_html,
@@ -63,8 +66,12 @@ class RunDashboard(Dashboard):
         self.collapse_limit = collapse_limit
         #: The open questions, one form each.
         self.questions = QuestionsPanel(handle.respond)
+        #: What the nodes printed or logged, folded per node.
+        self.logs = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.logs.add_class("dagger-logs")
         children: list[Any] = list(self.children)  # type: ignore[has-type]
         children.insert(children.index(self.table) + 1, self.questions)
+        children.insert(children.index(self.errors) + 1, self.logs)
         self.children = children
         #: node -> (when the next attempt starts, its number, the last error) while a retry waits
         self.retrying: dict[str, tuple[float, int, str]] = {}
@@ -129,6 +136,7 @@ class RunDashboard(Dashboard):
         self.errors.value = errors_list_html(
             [(o.node, o.error or "failed", getattr(o, "traceback", None)) for o in failed]
         )
+        self.logs.value = logs_html(list(outcomes.values()))
         self.questions.sync([] if self.handle.done else self.handle.questions())
         collapsed = len(outcomes) > self.collapse_limit
         if collapsed:
@@ -168,7 +176,7 @@ class RunDashboard(Dashboard):
 
     def _widgets(self) -> list[Any]:
         forms = [widget for form in self.questions.forms.values() for widget in (*form.widgets(), form)]
-        return [*super()._widgets(), *forms, self.questions]
+        return [*super()._widgets(), *forms, self.questions, self.logs]
 
 
 def _first_line(text: str, limit: int = 100) -> str:

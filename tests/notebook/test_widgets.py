@@ -705,3 +705,33 @@ async def test_task_rows_show_the_description_and_a_short_id() -> None:
             assert task.task_id not in dashboard.table.value and task.task_id[:8] + "…" in dashboard.table.value
         assert "white-space:nowrap" in dashboard.table.value
         dashboard.close()
+
+
+# -- tracebacks and logs --------------------------------------------------------------------------
+
+
+async def test_a_failed_cell_defined_action_shows_its_folded_traceback_and_its_logs(
+    executor: DagExecutor, shell: Any
+) -> None:
+    shell.run_cell(
+        "def parse_request():\n"
+        "    print('parsing <request>')\n"
+        "    payload = {}\n"
+        "    return payload['body']\n",
+        store_history=True,
+    )
+    executor.registry.register("parse", shell.user_ns["parse_request"])
+    executor.add_workflow(WorkflowSpec.model_validate(
+        {"name": "tb", "nodes": [{"id": "p", "action": "parse"}], "config": {"max_attempts": 1}}))
+    handle = executor.start("tb")
+    dashboard = RunDashboard(handle)
+    report = await handle.wait()
+    trace = report.outcomes["p"].traceback
+    assert trace is not None and "Cell In[" in trace and "return payload['body']" in trace
+    errors = dashboard.errors.value
+    assert "<details class='dagger-traceback'><summary><b>p</b>" in errors
+    assert html.escape(trace) in errors and "dagger_nb" not in errors
+    assert errors.count("Last error: KeyError") == 1 and "KeyError" not in dashboard.header.value
+    assert report.outcomes["p"].logs == ["parsing <request>"]
+    assert "parsing &lt;request&gt;" in dashboard.logs.value and "<request>" not in dashboard.logs.value
+    dashboard.close()

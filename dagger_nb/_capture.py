@@ -1,0 +1,149 @@
+"""Per-node logs: what an action prints or logs, kept with the node that produced it.
+
+A context variable names the buffer of the node (or task) being run; it follows
+the action into the tasks it starts and into the worker thread of a sync
+action (anyio copies the context). Two taps read it:
+
+- ``sys.stdout`` and ``sys.stderr`` are wrapped once (on the first capture) in
+  a tee that still writes everything where it went before (the cell's output)
+  and also adds each complete line to the current buffer, if any;
+- a log-record factory adds each log record that a logger lets through to the
+  current buffer (handlers are untouched, so logging reaches the cell as today).
+
+Buffers are bounded (``max_lines`` lines of at most ``max_chars`` characters;
+later lines are counted, not kept).
+
+>>> buffer = LogBuffer()
+>>> with capture_into(buffer):
+...     print("hello from a node")
+hello from a node
+>>> buffer.lines
+['hello from a node']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+#: Lines kept per node by default.
+MAX_LINES = 200
+#: Characters kept per line by default.
+MAX_CHARS = 1000
+
+
+class LogBuffer:
+    """The bounded log lines of one node; ``dropped`` counts the lines beyond ``max_lines``."""
+
+    __slots__ = ("_partial", "dropped", "lines", "max_chars", "max_lines")
+
+    def __init__(self, *, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS,
+                 lines: list[str] | None = None) -> None:
+        self.lines: list[str] = [] if lines is None else lines
+        self.max_lines = max_lines
+        self.max_chars = max_chars
+        self.dropped = 0
+        self._partial: dict[str, str] = {}
+
+    def add_line(self, line: str) -> None:
+        """Keep ``line`` (cut to ``max_chars``) unless the buffer is full."""
+        if len(self.lines) >= self.max_lines:
+            self.dropped += 1
+            return
+        self.lines.append(line if len(line) <= self.max_chars else line[: self.max_chars - 1] + "…")
+
+    def write(self, stream: str, text: str) -> None:
+        """Add ``text`` written to ``stream`` (``stdout``/``stderr``), one line at a time."""
+        pending = self._partial.pop(stream, "") + text
+        *complete, rest = pending.split("\n")
+        for line in complete:
+            self.add_line(line)
+        if rest:
+            self._partial[stream] = rest
+
+    def close(self) -> None:
+        """Keep the unfinished lines too, and say how many lines were dropped."""
+        for rest in self._partial.values():
+            self.add_line(rest)
+        self._partial.clear()
+        if self.dropped:
+            self.lines.append(f"… {self.dropped} more lines not kept")
+            self.dropped = 0
+
+
+_current: contextvars.ContextVar[LogBuffer | None] = contextvars.ContextVar("dagger_nb_log_buffer", default=None)
+_install_lock = threading.Lock()
+_factory_installed = False
+
+
+class _Tee:
+    """Writes through to ``stream`` and adds the text to the current node's buffer."""
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self._name = name
+
+    def write(self, text: str) -> int:
+        buffer = _current.get()
+        if buffer is not None and isinstance(text, str):
+            buffer.write(self._name, text)
+        return self._stream.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _install() -> None:
+    global _factory_installed
+    with _install_lock:
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not None and not isinstance(stream, _Tee):
+                setattr(sys, name, _Tee(stream, name))
+        if not _factory_installed:
+            previous = logging.getLogRecordFactory()
+
+            def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                buffer = _current.get()
+                if buffer is not None:
+                    with contextlib.suppress(Exception):  # a bad format string must not break the caller
+                        buffer.add_line(f"{record.levelname}:{record.name}: {record.getMessage()}")
+                return record
+
+            logging.setLogRecordFactory(record_factory)
+            _factory_installed = True
+
+
+def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | None]:
+    """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
+    if not (isinstance(sys.stdout, _Tee) and isinstance(sys.stderr, _Tee) and _factory_installed):
+        _install()
+    return _current.set(buffer)
+
+
+def stop_capture(token: contextvars.Token[LogBuffer | None]) -> None:
+    """Undo :func:`start_capture` and keep the buffer's unfinished lines."""
+    buffer = _current.get()
+    _current.reset(token)
+    if buffer is not None:
+        buffer.close()
+
+
+@contextlib.contextmanager
+def capture_into(buffer: LogBuffer) -> Iterator[LogBuffer]:
+    """``with capture_into(buffer):`` prints and log records inside go to ``buffer`` too."""
+    token = start_capture(buffer)
+    try:
+        yield buffer
+    finally:
+        stop_capture(token)
