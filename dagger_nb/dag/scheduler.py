@@ -93,7 +93,7 @@ class Scheduler:
             with anyio.CancelScope(shield=True):
                 await self._finish(run, "cancelled", "the run was cancelled")
             raise
-        if run.storage_failure is not None:
+        if run.storage_failure is not None and not run.cancel_requested:
             status, error = "failed", str(run.storage_failure)
         elif run.cancel_requested:
             status, error = "cancelled", "the run was cancelled"
@@ -141,6 +141,9 @@ class Scheduler:
         assert store is not None
         journal, run.journal = run.journal, None
         committed = journal.committed if journal is not None else set()
+        if store.closed:  # taken over by a later executor, or closed: the run is not a storage failure
+            report.notes.append(f"the end of the run was not recorded: the run store '{store.path}' was closed")
+            return report
         try:
             await anyio.to_thread.run_sync(partial(store.save_run, report, skip_namespaces=committed))
         except StorageError as failure:

@@ -482,7 +482,7 @@ async def test_on_failure_pause_lets_running_nodes_finish_and_resume_reruns_the_
     assert resumed.run_id == report.run_id and resumed.status == "succeeded"
     assert resumed.cache.get("after", "result") == "after fixed"
     assert runs == {"steady": 1, "after": 1}
-    with pytest.raises(ExecutionError, match="is succeeded; only paused, failed or cancelled runs"):
+    with pytest.raises(ExecutionError, match="is succeeded; only paused, failed, cancelled or interrupted runs"):
         await executor.resume(report.run_id)
 
 
@@ -561,14 +561,17 @@ async def test_unproduced_reference_fails_without_retry_naming_input_and_referen
 
 async def test_action_exceptions_never_escape_the_executor(registry: ActionRegistry) -> None:
     registry.register("bad", _raise(ZeroDivisionError("division by zero")))
-    registry.register("needs_more", lambda needed: needed, inline=True)
+    registry.register("needs_more", lambda other: other, inline=True)
     spec = workflow(
         "errors",
         {"id": "a", "action": "bad", "onfailure": False},
         {"id": "b", "action": "needs_more", "inputs": [{"name": "other", "value": 1}], "onfailure": False},
         on_failure="continue",
     )
-    report = await executor_with(registry, spec).execute_dag("errors")
+    executor = executor_with(registry, spec)
+    # Redefined after loading (as a notebook cell may do), so the load-time signature check passed.
+    registry.register("needs_more", lambda needed: needed, inline=True)
+    report = await executor.execute_dag("errors")
     assert report.outcomes["a"].error.endswith("ZeroDivisionError: division by zero")
     assert "missing 1 required positional argument: 'needed'" in report.outcomes["b"].error
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from contextlib import closing
 from pathlib import Path
 
+import anyio
 import pandas as pd
 import pytest
 
 from dagger_nb import ActionRegistry, DagExecutor
 from dagger_nb.dag import store
+from dagger_nb.errors import DaggerWarning, DatabaseInUse, StorageError
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
@@ -192,3 +197,194 @@ async def test_async_with_closes_the_database(tmp_path: Path) -> None:
 
     with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
         ex._store._connection.execute("SELECT 1")  # type: ignore[union-attr]
+
+
+# -- durability: per-node commits, interrupted runs, locks ----------------------------------------
+
+KILLABLE = """
+import os, sys, time
+import dagger_nb
+
+registry = dagger_nb.ActionRegistry()
+marker = sys.argv[2]
+
+def first():
+    with open(marker + ".first", "a") as log:
+        log.write("ran\\n")
+    return 41
+
+def second(value):
+    open(marker, "w").close()
+    time.sleep(3600)
+
+registry.register("first", first)
+registry.register("second", second)
+executor = dagger_nb.DagExecutor(registry, db=sys.argv[1])
+executor.load_yaml('''
+name: killed
+nodes:
+  - {id: a, action: first}
+  - {id: b, action: second, inputs: [{name: value, reference: a.result}]}
+''')
+executor.run("killed")
+"""
+
+
+def _start_killable(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    db, marker = tmp_path / "runs.db", tmp_path / "waiting"
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(db), str(marker)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert child.poll() is None and time.monotonic() < deadline, "the child did not reach node b"
+        time.sleep(0.01)
+    return child, db, marker
+
+
+def test_a_killed_run_reads_interrupted_and_resumes_only_unfinished_nodes(tmp_path: Path) -> None:
+    child, db, _ = _start_killable(tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+
+    registry = ActionRegistry()
+    registry.register("first", lambda: 1 / 0)  # must not run again: its result is in the file
+    registry.register("second", lambda value: value + 1)
+    executor = DagExecutor(registry, db=db)
+    runs = executor.runs()
+    assert runs["status"].tolist() == ["interrupted"]
+    assert 'fillcolor="#' in executor.serialize_tree_to_dot(runs["run_id"][0])
+    report = executor.resume_sync(runs["run_id"][0])
+    assert report.status == "succeeded" and report.cache.get("b", "result") == 42
+    assert (tmp_path / "waiting.first").read_text() == "ran\n"
+    assert executor.runs()["status"].tolist() == ["succeeded"]
+    executor.close()
+
+
+def test_a_run_of_a_live_process_cannot_be_opened_elsewhere(tmp_path: Path) -> None:
+    child, db, _ = _start_killable(tmp_path)
+    try:
+        with pytest.raises(DatabaseInUse, match=rf"PID {child.pid}.*cannot be resumed") as refused:
+            DagExecutor(db=db)
+        assert refused.value.pid == child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+async def test_each_node_is_in_the_file_as_soon_as_it_finishes(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    release = anyio.Event()
+
+    async def wait() -> str:
+        await release.wait()
+        return "late"
+
+    registry.register("early", lambda: {"rows": 3})
+    registry.register("wait", wait)
+    spec = workflow("steps", {"id": "e", "action": "early"}, {"id": "w", "action": "wait", "dependencies": ["e"]})
+    executor = executor_with(registry, spec, db=tmp_path / "runs.db")
+    handle = executor.start("steps")
+
+    def stored() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        with closing(sqlite3.connect(tmp_path / "runs.db")) as connection:
+            nodes = connection.execute("SELECT node, status FROM dag_nodes ORDER BY position").fetchall()
+            values = connection.execute("SELECT namespace, key FROM dag_cache WHERE namespace != 'inputs' "
+                                        "ORDER BY key").fetchall()
+        return nodes, values
+
+    with anyio.fail_after(10):
+        while handle.snapshot().outcomes["w"].status != "running":
+            await anyio.sleep(0.005)
+    assert stored() == ([("e", "succeeded"), ("w", "pending")], [("e", "result"), ("e", "rows")])
+    release.set()
+    await handle
+    assert stored()[0] == [("e", "succeeded"), ("w", "succeeded")]
+    executor.close()
+
+
+async def test_re_running_the_cell_that_opens_the_store_takes_it_over(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("forever", anyio.sleep_forever)
+    spec = workflow("long", {"id": "f", "action": "forever"})
+    first = executor_with(registry, spec, db=tmp_path / "runs.db")
+    handle = first.start("long")
+    with anyio.fail_after(10):
+        while handle.status != "running":
+            await anyio.sleep(0.005)
+
+    with pytest.warns(DaggerWarning, match="DagExecutor took over"):
+        second = executor_with(registry, spec, db=tmp_path / "runs.db")
+    with anyio.fail_after(10):
+        report = await handle
+    assert report.status == "cancelled"
+    assert any("took its run store over" in note for note in report.notes)
+    assert second.runs()["status"].tolist() == ["interrupted"]  # the earlier one could not record its end
+    with pytest.raises(StorageError, match="closed"):
+        first._store.run_rows()  # type: ignore[union-attr]
+    second.close()
+
+
+# -- damaged and foreign files ----------------------------------------------------------------------
+
+
+def _recorded(tmp_path: Path) -> tuple[Path, str]:
+    registry = ActionRegistry()
+    registry.register("frame", lambda: pd.DataFrame({"a": [1]}))
+    registry.register("two", lambda: 2)
+    spec = workflow("kept", {"id": "f", "action": "frame"}, {"id": "t", "action": "two"})
+    executor = executor_with(registry, spec, db=tmp_path / "runs.db")
+    report = executor.run("kept")
+    executor.close()
+    return tmp_path / "runs.db", report.run_id
+
+
+MISSING_CLASS_PICKLE = b"cnowhere\nGone\n(tR.".hex()  # protocol 0: call nowhere.Gone()
+DAMAGE = {
+    "node status": "UPDATE dag_nodes SET status = 'exploded' WHERE node = 't'",
+    "retry messages": "UPDATE dag_nodes SET retry_messages = '[1, 2' WHERE node = 't'",
+    "notes type": "UPDATE dag_nodes SET notes = '{\"a\": 1}' WHERE node = 't'",
+    "attempts type": "UPDATE dag_nodes SET attempts = 'many' WHERE node = 't'",
+    "garbage pickle": "UPDATE dag_cache SET value = X'80049500' WHERE namespace = 'f'",
+    "pickle of a missing class": f"UPDATE dag_cache SET value = X'{MISSING_CLASS_PICKLE}' WHERE namespace = 'f'",
+    "json value": "UPDATE dag_cache SET value = '{oops' WHERE namespace = 't'",
+    "value format": "UPDATE dag_cache SET format = 'yaml' WHERE namespace = 't'",
+    "workflow json": "UPDATE dag_runs SET spec = '{\"name\": 3}'",
+    "missing node row": "DELETE FROM dag_nodes WHERE node = 't'",
+    "run status": "UPDATE dag_runs SET status = 'weird'",
+    "foreign schema": "ALTER TABLE dag_nodes RENAME COLUMN error TO problem",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_every_read_of_a_damaged_file_is_a_storage_error_naming_file_and_run(tmp_path: Path, damage: str) -> None:
+    db, run_id = _recorded(tmp_path)
+    with closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute(damage)
+
+    executor = DagExecutor(ActionRegistry(), db=db)
+    with pytest.raises(StorageError) as raised:
+        executor.runs()
+        executor.resume_sync(run_id)
+    assert str(db) in str(raised.value) and run_id in str(raised.value), raised.value
+    executor.close()
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000], ids=["text", "torn"]
+)
+def test_a_file_that_is_not_a_run_store_is_refused_naming_it(tmp_path: Path, content: bytes) -> None:
+    db = tmp_path / "runs.db"
+    db.write_bytes(content)
+    with pytest.raises(StorageError, match=str(db)):
+        DagExecutor(db=db)
+
+
+def test_a_foreign_table_of_the_same_name_is_refused_naming_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("CREATE TABLE dag_runs (id INTEGER PRIMARY KEY, payload BLOB)")
+        connection.execute("INSERT INTO dag_runs VALUES (1, x'00')")
+    executor = DagExecutor(db=db)
+    with pytest.raises(StorageError, match=str(db)):
+        executor.runs()
+    executor.close()
