@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -301,3 +302,86 @@ def timeline_frame(report: ExecutionReport) -> pd.DataFrame:
     for column in ("start", "finish"):
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     return frame.sort_values("start", kind="stable").reset_index(drop=True)
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+_PAGE_STYLE = (
+    "body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}"
+    "table.nodes{border-collapse:collapse;font-size:13px}"
+    "table.nodes td,table.nodes th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}"
+    "h2{font-size:16px;margin-top:24px}"
+)
+
+
+def _node_record(outcome: Any) -> dict[str, Any]:
+    return {
+        "node": outcome.node, "action": outcome.action, "status": outcome.status, "attempts": outcome.attempts,
+        "started_at": outcome.started_at, "finished_at": outcome.finished_at, "duration_s": outcome.duration_s,
+        "error": outcome.error, "traceback": getattr(outcome, "traceback", None),
+        "logs": list(getattr(outcome, "logs", [])), "retry_messages": list(outcome.retry_messages),
+        "notes": list(outcome.notes), "worker": outcome.worker,
+    }
+
+
+def report_to_json(report: ExecutionReport, *, indent: int | None = 2) -> str:
+    """The run as JSON: its status, times and error, and each node's outcome with traceback and logs.
+
+    Outputs are not included (they are arbitrary objects; they stay in the run's cache).
+    """
+    document = {
+        "run_id": report.run_id, "workflow": report.workflow, "status": report.status, "error": report.error,
+        "started_at": report.started_at, "finished_at": report.finished_at, "notes": list(report.notes),
+        "counts": report.counts(), "nodes": [_node_record(o) for o in list(report.outcomes.values())],
+    }
+    return json.dumps(document, indent=indent, default=str, ensure_ascii=False)
+
+
+def _graph_section(dot: str) -> str:
+    from dagger_nb.errors import DaggerError
+    from dagger_nb.graph import render_svg
+
+    try:
+        svg = render_svg(dot)
+    except (DaggerError, OSError) as error:
+        return f"<p>The graph could not be drawn ({escape(str(error))}); its DOT:</p><pre>{escape(dot)}</pre>"
+    svg = svg[svg.find("<svg"):]
+    return svg.replace("<svg", '<svg style="max-width:100%;height:auto"', 1)
+
+
+def report_to_html(report: ExecutionReport, path: str | os.PathLike[str] | None = None) -> str:
+    """A self-contained HTML page of the run (header, progress, node table, graph, timeline, errors with
+    their tracebacks, logs), every text escaped; also written to ``path`` when given. Returns the page."""
+    outcomes = list(report.outcomes.values())
+    elapsed = None if report.started_at is None or report.finished_at is None else (
+        report.finished_at - report.started_at)
+    progress = progress_of(report.counts(), len(outcomes), elapsed=elapsed, running=False)
+    rows = "".join(
+        f"<tr><td>{escape(o.node)}</td><td>{escape(o.action)}</td>"
+        f"<td style='background:{STATUS_COLOURS.get(o.status, '#fff')}'>{escape(o.status)}</td>"
+        f"<td>{o.attempts}</td><td>{'' if o.duration_s is None else f'{o.duration_s:.3f}'}</td>"
+        f"<td>{escape(o.error or '')}</td></tr>"
+        for o in outcomes
+    )
+    failed = [(o.node, o.error or "failed", getattr(o, "traceback", None)) for o in outcomes if o.status == "failed"]
+    started = "" if report.started_at is None else time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.started_at))
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{escape(report.workflow)} · run {escape(report.run_id)}</title><style>{_PAGE_STYLE}</style>"
+        f"</head><body><h1>{escape(report.workflow)} <small>run {escape(report.run_id)}</small></h1>"
+        f"<p class='status'><b>{escape(report.status)}</b> · started {escape(started)}"
+        f"{' · ' + escape(report.error) if report.error else ''}</p>"
+        f"{segmented_bar_html(progress)}"
+        f"<h2>Nodes</h2><table class='nodes'><thead><tr><th>node</th><th>action</th><th>status</th>"
+        f"<th>attempts</th><th>duration (s)</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<h2>Graph</h2>{_graph_section(report.to_dot())}"
+        f"<h2>Timeline</h2>{timeline_svg(run_spans(report), now=report.finished_at) or '<p>No node ran.</p>'}"
+        f"<h2>Errors</h2>{errors_list_html(failed, limit=len(failed) or 1) or '<p>None.</p>'}"
+        f"<h2>Logs</h2>{logs_html(outcomes, nodes=len(outcomes) or 1, lines=200) or '<p>None.</p>'}"
+        f"</body></html>"
+    )
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(page)
+    return page

@@ -735,3 +735,67 @@ async def test_a_failed_cell_defined_action_shows_its_folded_traceback_and_its_l
     assert report.outcomes["p"].logs == ["parsing <request>"]
     assert "parsing &lt;request&gt;" in dashboard.logs.value and "<request>" not in dashboard.logs.value
     dashboard.close()
+
+
+# -- big runs and the timeline ---------------------------------------------------------------------
+
+
+async def test_a_big_fan_out_collapses_into_one_box_per_action_and_names_its_failed_nodes(
+    executor: DagExecutor,
+) -> None:
+    def source() -> int:
+        return 1
+
+    def fan(x: int, i: int) -> int:
+        if i in (7, 41):
+            raise ValueError(f"item {i} is broken")
+        return x + i
+
+    executor.registry.register("source", source)
+    executor.registry.register("fan", fan)
+    nodes: list[dict[str, Any]] = [{"id": "src", "action": "source"}]
+    nodes += [{"id": f"fan_{i}", "action": "fan",
+               "inputs": [{"name": "x", "reference": "src.result"}, {"name": "i", "value": i}]} for i in range(100)]
+    executor.add_workflow(WorkflowSpec.model_validate(
+        {"name": "fanout", "nodes": nodes, "config": {"on_failure": "continue", "max_attempts": 1}}))
+    handle = executor.start("fanout")
+    dashboard = RunDashboard(handle)
+    await handle.wait()
+    dashboard.graph.join(timeout=60)
+    svg = dashboard.graph.widget.value
+    assert re.findall(r"<title>(action:\w+)</title>", svg) == ["action:source", "action:fan"]  # not 101 boxes
+    fan_box = node_label(svg, "action:fan")
+    assert "fan (100 nodes)" in fan_box and "98 succeeded · 2 failed" in fan_box
+    assert "failed: fan_7, fan_41" in fan_box
+    progress = dashboard.legend.value
+    assert progress.count("<tr>") == 2 and "title='98 succeeded'" in progress and "title='2 failed'" in progress
+    assert "dagger-legend" in progress and "failed" in progress
+    assert "<b>fan_7</b>" in dashboard.errors.value and "<b>fan_41</b>" in dashboard.errors.value
+    dashboard.close()
+
+
+async def test_the_timeline_shows_running_and_finished_nodes_live(executor: DagExecutor) -> None:
+    gate = anyio.Event()
+    started = anyio.Event()
+
+    async def quick() -> int:
+        return 1
+
+    async def slow() -> int:
+        started.set()
+        await gate.wait()
+        return 1
+
+    executor.registry.register("quick", quick)
+    executor.registry.register("slow", slow)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "tl", "nodes": [
+        {"id": "q", "action": "quick"}, {"id": "s", "action": "slow"}]}))
+    handle = executor.start("tl")
+    dashboard = RunDashboard(handle, interval=0)
+    await started.wait()
+    await until(lambda: "q (quick): succeeded" in (dashboard.timeline.value or ""), 5, "no finished bar")  # type: ignore[union-attr]
+    assert "s (slow): running" in dashboard.timeline.value  # type: ignore[union-attr]
+    gate.set()
+    await handle.wait()
+    assert "s (slow): succeeded" in dashboard.timeline.value  # type: ignore[union-attr]
+    dashboard.close()

@@ -1,0 +1,84 @@
+"""A finished run as a timeline frame, a self-contained HTML page and JSON."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from dagger_nb import ActionRegistry, DagExecutor, WorkflowSpec
+from dagger_nb.export import Span, assign_lanes
+
+pytestmark = pytest.mark.anyio
+
+XSS = "<script>alert(1)</script>"
+
+
+async def run_mixed() -> Any:
+    async def quick(x: int = 0) -> int:
+        print(f"quick got {x} {XSS}")
+        await anyio.sleep(0.01)
+        return x + 1
+
+    def broken(x: int = 0) -> int:
+        raise KeyError(XSS)
+
+    async with DagExecutor(ActionRegistry()) as executor:
+        executor.registry.register("quick", quick)
+        executor.registry.register("broken", broken)
+        executor.add_workflow(WorkflowSpec.model_validate({"name": "mixed", "nodes": [
+            {"id": "a", "action": "quick"},
+            {"id": "b", "action": "quick", "inputs": [{"name": "x", "reference": "a.result"}]},
+            {"id": "c", "action": "quick", "inputs": [{"name": "x", "reference": "a.result"}]},
+            {"id": "bad", "action": "broken", "inputs": [{"name": "x", "reference": "a.result"}]},
+            {"id": "after", "action": "quick", "inputs": [{"name": "x", "reference": "bad.result"}]},
+        ], "config": {"on_failure": "continue", "max_attempts": 1}}))
+        return await executor.execute_dag("mixed")
+
+
+def test_lanes_never_overlap() -> None:
+    spans = [Span("a", "x", "succeeded", 0, 2), Span("b", "x", "succeeded", 1, 3), Span("c", "x", "succeeded", 2, 4),
+             Span("d", "x", "running", 3.5, None), Span("e", "x", "succeeded", 4, 5)]
+    assert assign_lanes(spans) == [0, 1, 0, 1, 0]
+
+
+async def test_timeline_frame_has_one_row_per_started_node() -> None:
+    report = await run_mixed()
+    frame = report.timeline()
+    assert list(frame.columns) == ["node", "action", "status", "lane", "start", "finish", "duration_s"]
+    assert set(frame["node"]) == {"a", "b", "c", "bad"}  # 'after' was skipped: it never started
+    assert frame.iloc[0]["node"] == "a" and (frame["finish"] >= frame["start"]).all()
+    for lane, rows in frame.groupby("lane"):
+        ordered = rows.sort_values("start")
+        starts, finishes = list(ordered["start"]), list(ordered["finish"])
+        assert all(start >= finish for start, finish in zip(starts[1:], finishes[:-1], strict=True)), lane
+
+
+async def test_html_export_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    report = await run_mixed()
+    path = tmp_path / "run.html"
+    page = report.to_html(path)
+    assert path.read_text(encoding="utf-8") == page
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page and "http" not in page.replace(
+        "http://www.w3.org", "")
+    assert html.escape(XSS) in page
+    assert "<h2>Graph</h2><svg" in page or "could not be drawn" in page
+    assert "class='dagger-timeline'" in page and page.count("class='dagger-span'") == 4
+    assert "<details class='dagger-traceback'><summary><b>bad</b>" in page and "in broken" in page
+    assert "quick got 1" in page
+    assert re.search(r"title='3 succeeded'.*title='1 failed'.*title='1 skipped'", page)
+
+
+async def test_json_export_round_trips_the_outcomes() -> None:
+    report = await run_mixed()
+    document = json.loads(report.to_json())
+    assert document["workflow"] == "mixed" and document["status"] == "failed"
+    nodes = {node["node"]: node for node in document["nodes"]}
+    assert nodes["bad"]["status"] == "failed" and nodes["bad"]["traceback"].endswith(f"KeyError: '{XSS}'")
+    assert nodes["b"]["logs"] == [f"quick got 1 {XSS}"] and nodes["after"]["status"] == "skipped"
+    assert document["counts"] == {"succeeded": 3, "failed": 1, "skipped": 1}
