@@ -257,6 +257,9 @@ class JobRun:
         manager._runs.pop(self.job_id, None)
         try:
             manager._flush()
+        except BaseException:
+            self._pending_events.clear()  # a change that could not be written is never announced
+            raise
         finally:
             self._emit_pending()
             self.events.emit(JobFinished(self.job_id, status))

@@ -310,8 +310,10 @@ class TaskManager:
             self._host.close()
             self._host = None
         if self._store is not None:
-            self._flush()
-            self._store.close()
+            try:
+                self._flush()
+            finally:  # released even when the last changes cannot be written (a full disk)
+                self._store.close()
 
     async def aclose(self) -> None:
         """Cancel background jobs, wait for them to end, and release the database."""
