@@ -158,7 +158,8 @@ class RunDashboard(Dashboard):
         now = time.time()
         rows: list[tuple[object, ...]] = []
         for o in shown:
-            status, error = o.status, o.error or ""
+            status: str = o.status
+            error = o.error or ""
             waiting = self.retrying.get(o.node) if o.status == "running" else None
             if waiting is not None:
                 at, attempt, last_error = waiting

@@ -799,3 +799,31 @@ async def test_the_timeline_shows_running_and_finished_nodes_live(executor: DagE
     await handle.wait()
     assert "s (slow): succeeded" in dashboard.timeline.value  # type: ignore[union-attr]
     dashboard.close()
+
+
+async def test_a_node_waiting_for_its_next_attempt_says_so(executor: DagExecutor) -> None:
+    from dagger_nb.dag.events import NodeRetrying
+
+    calls: list[int] = []
+
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 2:
+            raise KeyError("body")
+        return 1
+
+    executor.registry.register("flaky", flaky)
+    executor.add_workflow(WorkflowSpec.model_validate({
+        "name": "r", "nodes": [{"id": "a", "action": "flaky"}],
+        "config": {"max_attempts": 3, "retry_strategy": {"Linear": {"delay_secs": 1.5}}}}))
+    handle = executor.start("r")
+    dashboard = RunDashboard(handle, interval=0)
+    retrying = anyio.Event()
+    handle.add_listener(lambda event: isinstance(event, NodeRetrying) and retrying.set())
+    await retrying.wait()
+    dashboard.refresh()
+    table = html.unescape(dashboard.table.value)
+    assert re.search(r"retrying in 1\.[0-5]s \(attempt 2 of 3\): KeyError: 'body'", table), table
+    report = await handle.wait()
+    assert report.success and "retrying" not in dashboard.table.value
+    dashboard.close()
