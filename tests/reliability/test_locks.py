@@ -116,15 +116,71 @@ async def test_a_take_over_cancels_the_earlier_managers_running_job(tmp_path: Pa
     assert stored_statuses(db) == {"blocking": "completed", "after": "completed"}
 
 
+def dag_registry(gate: anyio.Event, started: anyio.Event, ran: list[str]) -> dagger_nb.ActionRegistry:
+    registry = dagger_nb.ActionRegistry()
+
+    async def wait_for_gate() -> str:
+        ran.append("slow")
+        started.set()
+        await gate.wait()
+        return "slow done"
+
+    registry.register("slow", wait_for_gate)
+    registry.register("quick", lambda: ran.append("quick") or "quick done")
+    return registry
+
+
+DAG = {"name": "nightly", "nodes": [{"id": "slow", "action": "slow"}, {"id": "quick", "action": "quick"}]}
+
+
+def test_rerunning_a_dag_executor_cell_takes_the_file_over(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    ran: list[str] = []
+    gate = anyio.Event()
+    executor = dagger_nb.DagExecutor(dag_registry(gate, anyio.Event(), ran), db=db)
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="DagExecutor", name=r"runs\.db")):
+        executor = dagger_nb.DagExecutor(dagger_nb.ActionRegistry(), db=db)
+    executor.registry.register("quick", lambda: "quick done")
+    executor.add_workflow(dagger_nb.WorkflowSpec.model_validate({**DAG, "nodes": DAG["nodes"][1:]}))
+    assert executor.run("nightly").status == "succeeded"
+    assert list(executor.runs()["status"]) == ["succeeded"]
+    executor.close()
+
+
+@pytest.mark.anyio
+async def test_a_take_over_cancels_the_earlier_executors_running_run(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    ran: list[str] = []
+    gate, started = anyio.Event(), anyio.Event()
+    first = dagger_nb.DagExecutor(dag_registry(gate, started, ran), db=db)
+    first.add_workflow(dagger_nb.WorkflowSpec.model_validate(DAG))
+    handle = first.start("nightly")
+    with anyio.fail_after(30):
+        await started.wait()
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="DagExecutor", name=r"runs\.db")):
+        second = dagger_nb.DagExecutor(dag_registry(anyio.Event(), anyio.Event(), []), db=db)
+    with anyio.fail_after(30):
+        report = await handle.wait()
+    assert report.status == "cancelled", (report.error, report.notes)
+    gate.set()
+    for _ in range(20):
+        await anyio.lowlevel.checkpoint()
+    (row,) = second.runs().itertuples()
+    assert row.run_id == report.run_id and row.status != "running"  # nothing of the earlier run left live
+    second.close()
+
+
 # -- another process, through links ---------------------------------------------------------
 
 HOLDERS = {
     "TaskManager": "import dagger_nb; store = dagger_nb.TaskManager(sys.argv[1])",
     "PubSub": "import dagger_nb; store = dagger_nb.PubSub(db=sys.argv[1])",
+    "DagExecutor": "import dagger_nb; store = dagger_nb.DagExecutor(db=sys.argv[1])",
 }
 OPENERS: dict[str, Callable[[Path], Any]] = {
     "TaskManager": lambda path: dagger_nb.TaskManager(path),
     "PubSub": lambda path: dagger_nb.PubSub(db=path),
+    "DagExecutor": lambda path: dagger_nb.DagExecutor(db=path),
 }
 
 
@@ -166,7 +222,7 @@ def _link(kind: str, target: Path, folder: Path) -> Path:
     return link
 
 
-@pytest.mark.parametrize("store", ["TaskManager", "PubSub"])
+@pytest.mark.parametrize("store", list(HOLDERS))
 @pytest.mark.parametrize("link_kind", ["symlink", "hard link"])
 def test_a_link_to_a_file_another_process_holds_is_refused(
     tmp_path: Path, held_by_another_process: Callable[[str, Path], int], store: str, link_kind: str
@@ -179,7 +235,7 @@ def test_a_link_to_a_file_another_process_holds_is_refused(
     assert caught.value.pid == pid and str(link) in str(caught.value)
 
 
-@pytest.mark.parametrize("store", ["TaskManager", "PubSub"])
+@pytest.mark.parametrize("store", list(HOLDERS))
 def test_the_file_another_process_holds_is_refused_by_its_own_path(
     tmp_path: Path, held_by_another_process: Callable[[str, Path], int], store: str
 ) -> None:
