@@ -8,12 +8,19 @@ run dashboard's table while the run goes on, then checks that the dashboard
 rendered as a widget (not its text repr), that its table changed over time,
 that the graph SVG is there, and that no cell shows an error. It saves a
 screenshot in its temporary folder (and in ``$DAGGER_NB_SCREENSHOT_DIR`` when set).
+
+A second test runs a 3-node chain whose middle node takes 4 s, next to a node
+that fails at once: about 2 s in, the screenshot and the DOM must show the
+middle node running in the graph and a clock past 1.5 s (the graph and the
+clock are current without any further event), and the failed node's
+traceback unfolds on a click.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -41,6 +48,32 @@ LAB_SETTINGS = {
                                                                    "scrollPastEnd": False},
 }
 RUN_TABLE = ".dagger-run-dashboard .dagger-table"
+CHAIN_NOTEBOOK = "chain.ipynb"
+CHAIN_CELLS = [
+    "%load_ext dagger_nb\n"
+    "import anyio\n"
+    "import dagger_nb.notebook\n"
+    "from dagger_nb.dag import WorkflowSpec\n"
+    "from dagger_nb.notebook import RunDashboard\n"
+    "session = dagger_nb.notebook.session()",
+    "%%dagger_action\n"
+    "async def step(x=0, seconds=0.0):\n"
+    "    await anyio.sleep(seconds)\n"
+    "    return x + 1",
+    "%%dagger_action\n"
+    "def parse_request(request=None):\n"
+    "    print('parsing the request')\n"
+    "    return {}['body']",
+    "spec = WorkflowSpec.model_validate({'name': 'chain', 'config': {'on_failure': 'continue', 'max_attempts': 1},\n"
+    "    'nodes': [{'id': 'a', 'action': 'step', 'inputs': [{'name': 'seconds', 'value': 0.2}]},\n"
+    "              {'id': 'b', 'action': 'step', 'inputs': [{'name': 'x', 'reference': 'a.result'},\n"
+    "                                                       {'name': 'seconds', 'value': 4.0}]},\n"
+    "              {'id': 'c', 'action': 'step', 'inputs': [{'name': 'x', 'reference': 'b.result'}]},\n"
+    "              {'id': 'parse', 'action': 'parse_request'}]})\n"
+    "session.executor.add_workflow(spec)\n"
+    "run = session.start_run('chain')\n"
+    "RunDashboard(run)",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -90,6 +123,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    (root / CHAIN_NOTEBOOK).write_text(json.dumps(chain_notebook()))
     settings = tmp_path / "settings"
     for name, data in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -210,3 +244,76 @@ def save_screenshot(page: object, path: Path) -> Path:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
     return path
+
+
+def chain_notebook() -> dict[str, object]:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {}, "outputs": [],
+              "source": source} for i, source in enumerate(CHAIN_CELLS)]
+    return {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+JS_CHAIN = """() => {
+  const board = document.querySelector('.dagger-run-dashboard');
+  if (!board) return null;
+  const header = board.querySelector('.dagger-header').textContent;
+  const nodes = {};
+  for (const g of board.querySelectorAll('.dagger-graph svg g.node')) {
+    const title = g.querySelector('title');
+    nodes[title ? title.textContent : '?'] = Array.from(g.querySelectorAll('text')).map(t => t.textContent).join(' ');
+  }
+  return {header, nodes, table: board.querySelector('.dagger-table').textContent};
+}"""
+
+
+def clock_of(header: str) -> float:
+    match = re.search(r" · (\d+\.\d)s", header)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_running_chain_shows_its_middle_node_running_and_a_ticking_clock(
+    lab: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, token, _root = lab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            page.set_default_timeout(90_000)
+            page.goto(f"{url}/lab/tree/{CHAIN_NOTEBOOK}?token={token}&reset")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+            wait_until(page, lambda st: st["kernel"] == "Idle", 90, "the kernel never became idle")
+            page.evaluate("() => window.jupyterapp.commands.execute('runmenu:run-all')")
+            deadline = time.monotonic() + 90
+            state = None
+            while True:  # about 2 s into the run, with b (4 s long) still running
+                state = page.evaluate(JS_CHAIN)
+                if state and clock_of(state["header"]) >= 1.8:
+                    break
+                assert time.monotonic() < deadline, f"the run's clock never reached 1.8 s: {state}"
+                time.sleep(0.05)
+            shot = tmp_path / "chain-running.png"
+            save_screenshot(page, shot)
+            state = page.evaluate(JS_CHAIN)
+            assert "running" in state["header"] and 1.5 < clock_of(state["header"]) < 4.0, state
+            assert "succeeded" in state["nodes"]["a"], state
+            assert "running" in state["nodes"]["b"], state  # the graph is current, not a stale picture
+            assert "pending" in state["nodes"]["c"], state
+            # the failed node's traceback is folded under its error, and unfolds on a click
+            summary = page.locator(".dagger-run-dashboard .dagger-errors details.dagger-traceback summary")
+            summary.first.click()
+            trace = page.locator(".dagger-run-dashboard .dagger-errors details[open] pre").first.inner_text()
+            assert "Cell In[" in trace and "return {}['body']" in trace and trace.strip().endswith("KeyError: 'body'")
+            logs = page.locator(".dagger-run-dashboard .dagger-logs").inner_text()
+            assert "parse" in logs
+            wait_until(page, lambda st: not any(p == "[*]:" for p in st["prompts"]), 60, "the cells never ran")
+            final_deadline = time.monotonic() + 30
+            while "succeeded" not in (page.evaluate(JS_CHAIN) or {}).get("nodes", {}).get("c", ""):
+                assert time.monotonic() < final_deadline, page.evaluate(JS_CHAIN)
+                time.sleep(0.2)
+            assert "failed" in page.evaluate(JS_CHAIN)["header"]
+        finally:
+            browser.close()
