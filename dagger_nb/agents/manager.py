@@ -127,7 +127,11 @@ class TaskManager:
         self._loop_token: Any = None
         self._store = TaskStore(db, on_takeover=self._taken_over) if db is not None else None
         if self._store is not None:
-            self._load()
+            try:
+                self._load()
+            except BaseException:  # a damaged file: release it
+                self._store.close()
+                raise
 
     # -- building jobs --------------------------------------------------------------------
 

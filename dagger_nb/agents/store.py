@@ -43,7 +43,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from dagger_nb.agents.model import JobStatus, Task, TaskOutput, TaskRecord
@@ -171,11 +171,16 @@ class TaskStore:
             self._lock.release()
             raise
         self._mutex = threading.Lock()
-        for pragma in STORE_PRAGMAS:
-            self._connection.execute(pragma)
-        # save() reuses one cursor: Connection.execute makes a new one per statement
-        self._cursor = self._connection.cursor()
-        add_missing_columns(self._connection, "agent_tasks", _ADDED_COLUMNS)  # a file from before them
+        try:
+            for pragma in STORE_PRAGMAS:
+                self._connection.execute(pragma)
+            # save() reuses one cursor: Connection.execute makes a new one per statement
+            self._cursor = self._connection.cursor()
+            add_missing_columns(self._connection, "agent_tasks", _ADDED_COLUMNS)  # a file from before them
+        except sqlite3.Error as error:  # a damaged file, or another program's table of that name
+            self._connection.close()
+            self._lock.release()
+            raise StorageError(f"cannot open tasks in '{self.path}': {error}") from error
         self._checkpointer = _Checkpointer(self.path)
         self._written = 0
         self._encoded: dict[int, tuple[object, Row]] = {}
@@ -190,23 +195,53 @@ class TaskStore:
                     "FROM agent_tasks ORDER BY seq"
                 ).fetchall()
                 jobs = self._connection.execute("SELECT job_id, status FROM agent_jobs").fetchall()
-            except sqlite3.DatabaseError as error:
+            except sqlite3.Error as error:
                 raise StorageError(f"cannot read tasks from '{self.path}': {error}") from error
-        tasks = []
-        for seq, data, status, reason, retry_count, updated_at_us, output, created_at_us in rows:
+        tasks = [(row[0], self._task_of(row)) for row in rows]
+        _check_links(self.path, tasks)
+        statuses = {}
+        for job_id, status in jobs:
+            try:
+                statuses[job_id] = JobStatus(status)
+            except ValueError:
+                known = ", ".join(member.value for member in JobStatus)
+                raise StorageError(
+                    f"cannot read tasks from '{self.path}': job {job_id!r} has unknown status {status!r} "
+                    f"(known: {known})"
+                ) from None
+        return tasks, statuses
+
+    def _task_of(self, row: tuple[Any, ...]) -> TaskRecord:
+        """The task stored in ``row``; :class:`StorageError` naming the file and the row if it is damaged."""
+        seq, data, status, reason, retry_count, updated_at_us, output, created_at_us = row
+        part = "data"
+        try:
             fields = json.loads(data)
+            if not isinstance(fields, dict):
+                raise TypeError(f"expected a JSON object, got {type(fields).__name__}")
             if created_at_us is not None:  # else a row from before that column: in data
+                part = "created_at_us"
                 fields["created_at"] = _EPOCH + created_at_us * _MICROSECOND
             if updated_at_us is not None:  # else a row written before the state columns: all in data
+                part = "updated_at_us"
+                updated_at = _EPOCH + updated_at_us * _MICROSECOND
+                part = "output"
                 fields.update(
                     status=status,
                     status_reason=reason,
                     retry_count=retry_count,
-                    updated_at=_EPOCH + updated_at_us * _MICROSECOND,
+                    updated_at=updated_at,
                     output=None if output is None else json.loads(output),
                 )
-            tasks.append((seq, TaskRecord.of(Task.model_validate(fields))))
-        return tasks, {job_id: JobStatus(status) for job_id, status in jobs}
+            part = "task"
+            return TaskRecord.of(Task.model_validate(fields))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'task'}: {e['msg']}" for e in error.errors()[:5])
+            raise StorageError(f"cannot read tasks from '{self.path}': row {seq}{_named(data)}: {problems}") from None
+        except (ValueError, TypeError, OverflowError) as error:
+            raise StorageError(
+                f"cannot read tasks from '{self.path}': row {seq}{_named(data)}: {part} is damaged: {error}"
+            ) from None
 
     def encode(self, seq: int, task: TaskRecord) -> Row:
         """The whole row for ``task`` (kept until the task changes); ``ValueError`` if it is not JSON-able."""
@@ -291,6 +326,35 @@ class TaskStore:
         with self._mutex:
             self._connection.close()
         self._lock.release()
+
+
+def _named(data: object) -> str:
+    """`` (task 'x')`` when the damaged row's data still names its task."""
+    try:
+        task_id = json.loads(data)["task_id"]  # type: ignore[arg-type]
+    except Exception:  # a best effort, for the message only
+        return ""
+    return f" (task {task_id!r})" if isinstance(task_id, str) else ""
+
+
+def _check_links(path: str, tasks: list[tuple[int, TaskRecord]]) -> None:
+    """Every task id once, every dependency and parent a task of the file."""
+    seen: dict[str, int] = {}
+    for seq, task in tasks:
+        if task.task_id in seen:
+            raise StorageError(
+                f"cannot read tasks from '{path}': row {seq}: task id {task.task_id!r} is also row {seen[task.task_id]}"
+            )
+        seen[task.task_id] = seq
+    for seq, task in tasks:
+        missing = [dep for dep in task.dependencies if dep not in seen]
+        if task.parent_task_id is not None and task.parent_task_id not in seen:
+            missing.append(task.parent_task_id)
+        if missing:
+            raise StorageError(
+                f"cannot read tasks from '{path}': row {seq} (task {task.task_id!r}) refers to tasks the file "
+                f"does not hold: {', '.join(map(repr, missing[:5]))}"
+            )
 
 
 def _by_statement(rows: list[Row]) -> dict[str, list[tuple[Any, ...]]]:

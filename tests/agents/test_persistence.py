@@ -106,17 +106,6 @@ def test_in_progress_tasks_are_recovered(
         assert report.status is expected
 
 
-def test_second_manager_on_the_same_file_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "tasks.db"
-    with (
-        dagger_nb.TaskManager(db, registry=echo_registry()),
-        pytest.raises(dagger_nb.DatabaseInUse, match="is in use by another live process"),
-    ):
-        dagger_nb.TaskManager(db, registry=echo_registry())
-    with dagger_nb.TaskManager(db, registry=echo_registry()) as again:
-        assert again.tasks() == []
-
-
 def _cyclic() -> dict:
     output: dict = {}
     output["self"] = output
