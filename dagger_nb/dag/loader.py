@@ -312,9 +312,11 @@ class _Document:
                 return loader
             except yaml.MarkedYAMLError as error:
                 mark = error.problem_mark or error.context_mark
+                if mark is not None and "maximum nesting depth" in str(error.problem):
+                    self.text_problem(mark.line + 1, f"nested more than {MAX_DEPTH} levels deep")
+                    return None
                 if mark is not None and mark.index > _REPARSE_WITHIN:
                     self._yaml_problem(error)
-                    loader.dispose()  # type: ignore[union-attr]
                     return None
             except (yaml.YAMLError, UnicodeEncodeError):
                 pass  # the pure-Python parser below names the position of the unreadable character
