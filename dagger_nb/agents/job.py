@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb.agents._report import report_html, tasks_to_frame
 from dagger_nb.agents.events import JobEvent
-from dagger_nb.agents.model import DONE, TASK_FIELDS, JobStatus, Task, TaskStatus, task_from_values, utc_now
+from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, task_from_values, utc_now
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -34,14 +35,6 @@ class StallAction(StrEnum):
 PLANNING_AGENT = "planning_agent"
 
 StallHandler = StallAction | Callable[[str], Any]
-
-
-def tasks_to_frame(tasks: list[Task]) -> pd.DataFrame:
-    """One row per task with every :class:`Task` field as a column (``output`` as a dict)."""
-    import pandas as pd
-
-    rows = [task.model_dump() for task in tasks]
-    return pd.DataFrame(rows, columns=list(TASK_FIELDS))
 
 
 class TaskOutcomes(Mapping[str, Task]):
@@ -104,13 +97,29 @@ class JobReport:
         """Task id → reason, for every task that did not complete."""
         return {tid: task.status_reason for tid, task in self.outcomes.items() if task.status not in DONE}
 
+    @property
+    def objective(self) -> Task | None:
+        """The job's first ``OBJECTIVE`` task as it ended, or None."""
+        return next((task for task in self.outcomes.values() if task.task_type is TaskType.OBJECTIVE), None)
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The objective's output data: what the job produced (None unless the objective completed)."""
+        objective = self.objective
+        if objective is None or objective.status not in DONE or objective.output is None:
+            return None
+        return objective.output.data
+
     def to_frame(self) -> pd.DataFrame:
-        """One row per task, the same columns as :meth:`TaskManager.tasks_frame`."""
+        """One row per task, the same flat columns as :meth:`TaskManager.tasks_frame`."""
         return tasks_to_frame(list(self.outcomes.values()))
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={count}" for status, count in self.counts().items())
         return f"<JobReport {self.job_id!r} {self.status} ({counts})>"
+
+    def _repr_html_(self) -> str:
+        return report_html(self)
 
 
 class JobHandle:

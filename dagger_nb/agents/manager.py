@@ -31,9 +31,10 @@ from dagger_nb._sync import run_sync
 from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._graph import dependency_path, retry_problem, task_problems
 from dagger_nb.agents._host import _Host
+from dagger_nb.agents._report import tasks_to_frame
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.context import TaskContext
-from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler, tasks_to_frame
+from dagger_nb.agents.job import JobHandle, JobReport, StallAction, StallHandler
 from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.model import (
     DONE,
@@ -223,7 +224,8 @@ class TaskManager:
         return [snapshot(task, deep=True) for task in self._iter_tasks(job_id)]
 
     def tasks_frame(self, job_id: str | None = None) -> pd.DataFrame:
-        """One row per task (of ``job_id``), one column per :class:`Task` field."""
+        """One row per task (of ``job_id``), flat columns (statuses as text, ids comma-separated,
+        input and output data as JSON text, the output's error on its own)."""
         return tasks_to_frame([snapshot(task) for task in self._iter_tasks(job_id)])
 
     def jobs(self) -> list[str]:

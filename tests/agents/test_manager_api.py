@@ -268,15 +268,16 @@ def test_a_report_keeps_every_task_as_it_was_when_the_job_ended(manager: dagger_
     assert report.counts() == {dagger_nb.TaskStatus.COMPLETED: 2}
 
 
-def test_tasks_frame_has_one_row_per_task_and_every_field(manager: dagger_nb.TaskManager) -> None:
-    manager.add_objective("job", "o", "planner")
-    manager.add_task("job", "t", "echo")
+def test_tasks_frame_has_one_row_per_task_and_flat_columns(manager: dagger_nb.TaskManager) -> None:
+    objective = manager.add_objective("job", "o", "planner", {"topic": "bees"})
+    manager.add_task("job", "t", "echo", task_id="t", dependencies=[objective], parent=objective)
     manager.add_task("other", "x", "echo")
     frame = manager.tasks_frame("job")
     assert list(frame.columns) == [
         "job_id",
         "task_id",
         "parent_task_id",
+        "task_type",
         "description",
         "acceptance_criteria",
         "agent",
@@ -285,7 +286,7 @@ def test_tasks_frame_has_one_row_per_task_and_every_field(manager: dagger_nb.Tas
         "dependencies",
         "input",
         "output",
-        "task_type",
+        "error",
         "timeout",
         "max_retries",
         "retry_count",
@@ -295,6 +296,17 @@ def test_tasks_frame_has_one_row_per_task_and_every_field(manager: dagger_nb.Tas
     ]
     assert len(frame) == 2
     assert list(frame["status"]) == ["pending", "pending"]
+    assert list(frame["task_type"]) == ["objective", "task"]
+    row = frame.iloc[1]
+    assert (row["dependencies"], row["parent_task_id"], row["input"]) == (objective, objective, "{}")
+    assert frame.iloc[0]["input"] == '{"topic": "bees"}'
+    for column in frame.columns:  # plain values only: text, numbers, times, missing
+        for value in frame[column]:
+            assert value is None or type(value).__name__ in {"str", "int", "float", "Timestamp", "NaTType"}, (
+                column,
+                value,
+            )
+    assert str(frame["created_at"].dt.tz) == "UTC"
     assert len(manager.tasks_frame()) == 3
     with pytest.raises(dagger_nb.TaskError, match="unknown job 'nope' \\(known: job, other\\)"):
         manager.tasks_frame("nope")
@@ -365,3 +377,27 @@ def test_dot_graph_with_nasty_text_renders(manager: dagger_nb.TaskManager) -> No
     manager.add_task("job", NASTY, "echo", task_id="<img src=x onerror=alert(1)>")
     svg = dagger_nb.render_svg(manager.get_dot_graph("job"))
     assert "&lt;img src=x onerror=alert(1)&gt;" in svg
+
+
+def test_a_report_gives_the_objectives_result_and_escaped_html() -> None:
+    registry = dagger_nb.TaskAgentRegistry()
+    registry.register("echo", lambda input, ctx: {"essay": input["text"]})
+    registry.register("fails", lambda input, ctx: 1 / 0)
+    with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
+        manager.add_objective("job", "<b>write</b>", "echo", {"text": "<script>alert(1)</script>"}, task_id="<goal>")
+        manager.add_task("job", "a side task", "echo", {"text": "side"})
+        report = manager.run_job_sync("job")
+        manager.add_objective("broken", "never", "fails")
+        broken = manager.run_job_sync("broken")
+    assert report.result == {"essay": "<script>alert(1)</script>"}
+    assert report.objective is not None and report.objective.task_id == "<goal>"
+    assert broken.result is None  # the objective did not complete
+    page = report._repr_html_()
+    assert "<script>" not in page and "<b>write" not in page and "<goal>" not in page
+    assert "&lt;b&gt;write&lt;/b&gt;" in page and "&lt;goal&gt;" in page
+    assert "job job</b>: " in page and ">completed</span> (2 completed)" in page
+    assert "ZeroDivisionError: division by zero" in broken._repr_html_()
+    frame = report.to_frame()
+    assert frame.loc[frame["task_id"] == "<goal>", "output"].item() == '{"essay": "<script>alert(1)</script>"}'
+    assert broken.to_frame()["error"].item() == "ZeroDivisionError: division by zero"
+
