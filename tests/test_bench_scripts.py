@@ -21,18 +21,14 @@ SCRIPTS = [
     pytest.param("task_throughput.py", ["--repeats", "1"], "targets: db >= 0.5x floor", id="task_throughput"),
     pytest.param("pubsub_throughput.py", ["--messages", "500"], "ratio with schema:", id="pubsub_throughput"),
     pytest.param("dashboard_overhead.py", ["--nodes", "50", "--repeat", "1"], "with dashboard:", id="dashboard"),
-    pytest.param(
-        "dag_overhead.py", ["--repeat", "1", "--memory-nodes", "2000"], "fanout_2000", id="dag_overhead"
-    ),
+    pytest.param("dag_overhead.py", ["--small"], "fanout_2000: peak traced memory", id="dag_overhead"),
     pytest.param("startup.py", ["--rounds", "1"], "3-node first result", id="startup"),
     pytest.param(
         "dask_scaling.py",
         ["--repeat", "1", "--nodes", "4", "--fanout", "20"],
         "fanout_20 (22 nodes): client.submit",
         id="dask_scaling",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("distributed") is None, reason="needs the dask extra"
-        ),
+        marks=pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs the dask extra"),
     ),
 ]
 
