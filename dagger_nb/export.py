@@ -36,8 +36,12 @@ _DONE = ("succeeded", "failed", "skipped", "cancelled")
 
 
 def short_id(text: str, length: int = 8) -> str:
-    """The first ``length`` characters of a long id (a UUID), enough to tell ids apart in a table."""
-    return text if len(text) <= length + 1 else text[:length] + "…"
+    """A long id cut to ``length`` characters (after a word prefix such as ``task-``), enough to tell
+    ids apart in a table: ``3f2a9c1b…``, ``task-5af02c1e…``."""
+    prefix, dash, rest = text.partition("-")
+    if not (dash and prefix.isalpha()):
+        prefix, dash, rest = "", "", text
+    return text if len(rest) <= length + 1 else f"{prefix}{dash}{rest[:length]}…"
 
 
 def one_line(value: Any, limit: int = 120) -> str:

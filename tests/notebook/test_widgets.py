@@ -18,6 +18,8 @@ from dagger_nb import ActionRegistry, DagExecutor, NodeContext, WorkflowSpec
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.events import HumanInputRequested
 from dagger_nb.errors import GraphvizNotFound
+from dagger_nb.export import short_id
+from dagger_nb.graph import STATUS_COLOURS
 from dagger_nb.notebook._throttle import Throttle
 from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
 
@@ -299,6 +301,7 @@ async def test_job_dashboard_follows_a_job() -> None:
         text = all_text(dashboard)
         assert "<img" not in text and "&lt;img" in dashboard.errors.value
         assert "work" in dashboard.agent_panel.value  # type: ignore[union-attr]
+        dashboard.graph.join(timeout=30)
         assert "<svg" in dashboard.graph.widget.value
         assert dashboard.finished
         dashboard.close()
@@ -329,6 +332,7 @@ async def test_pubsub_monitor_shows_messages_agents_and_failures() -> None:
     assert "shout" in monitor.agent_panel.value  # type: ignore[union-attr]
     assert "&lt;img" in monitor.errors.value
     assert "<img" not in all_text(monitor) and "<IMG" not in all_text(monitor)
+    monitor.graph.join(timeout=30)
     assert "<svg" in monitor.graph.widget.value
     bus.close()
     monitor.close()
@@ -652,6 +656,12 @@ async def test_a_pubsub_monitor_reads_running_right_after_start_and_stopped_afte
 # -- progress and labels ------------------------------------------------------------------------
 
 
+def test_short_ids_keep_a_word_prefix() -> None:
+    assert short_id("task-5af02c1e9b7d4e0f") == "task-5af02c1e…"
+    assert short_id("3f2a9c1b-7d4e-4a2b-9c1d-0e5f6a7b8c9d") == "3f2a9c1b…"
+    assert short_id("short") == "short"
+
+
 def test_progress_rate_and_eta() -> None:
     from dagger_nb.export import progress_of, segmented_bar_html
 
@@ -701,9 +711,9 @@ async def test_task_rows_show_the_description_and_a_short_id() -> None:
         await handle.wait()
         (task,) = manager.tasks("j")
         assert "summarise the quarterly report" in dashboard.table.value
-        if len(task.task_id) > 9:
-            assert task.task_id not in dashboard.table.value and task.task_id[:8] + "…" in dashboard.table.value
+        assert task.task_id not in dashboard.table.value and short_id(task.task_id) in dashboard.table.value
         assert "white-space:nowrap" in dashboard.table.value
+        assert f"background:{STATUS_COLOURS['completed']}'>completed<" in dashboard.table.value
         dashboard.close()
 
 
