@@ -77,3 +77,56 @@ def test_signature_is_inspected_once() -> None:
     action = dagger_nb.dag.actions.Action.wrap("act", act)
     assert action.takes_ctx and action.is_async and action.parameters == {"x", "ctx"}
     assert not action.takes_any_keyword
+
+
+# -- what a node stores ------------------------------------------------------------------------------
+
+pytest_anyio = pytest.mark.anyio
+
+
+@pytest_anyio
+async def test_a_value_the_action_wrote_itself_is_not_overwritten_by_its_return_value() -> None:
+    from dagger_nb.cache import insert_value
+    from tests.dag.helpers import executor_with, workflow
+
+    registry = ActionRegistry()
+
+    def rust_style(ctx):  # as the ports of the Rust examples write it
+        insert_value(ctx.cache, ctx.node, "output", "written")
+        ctx.output("other", 7)
+        return {"output": "returned", "extra": 1}
+
+    registry.register("rust_style", rust_style)
+    registry.register("show", lambda value: f"got {value}")
+    spec = workflow(
+        "ported",
+        {"id": "r", "action": "rust_style"},
+        {"id": "s", "action": "show", "inputs": [{"name": "value", "reference": "r.output"}]},
+    )
+    with pytest.warns(dagger_nb.DaggerWarning, match=r"node 'r': the action wrote 'output' to the cache itself"):
+        report = await executor_with(registry, spec).execute_dag("ported")
+    assert report.cache.get("r", "output") == "written"
+    assert report.cache.get("r", "other") == 7 and report.cache.get("r", "extra") == 1
+    assert report.cache.get("s", "result") == "got written"
+    assert any("the value it wrote is kept" in note for note in report.outcomes["r"].notes)
+
+
+@pytest_anyio
+async def test_a_missing_reference_says_what_the_node_did_produce() -> None:
+    from tests.dag.helpers import executor_with, workflow
+
+    registry = ActionRegistry()
+    registry.register("cfg", lambda: {"rate": 0.1, "size": 3})
+    registry.register("use", lambda value: value)
+    spec = workflow(
+        "cfg",
+        {"id": "cfg", "action": "cfg"},
+        {"id": "u", "action": "use", "inputs": [{"name": "value", "reference": "cfg.rates"}]},
+        on_failure="continue",
+    )
+    report = await executor_with(registry, spec).execute_dag("cfg")
+    assert report.cache.get("cfg", "result") == {"rate": 0.1, "size": 3}
+    assert report.outcomes["u"].error == (
+        "Failed after 1 attempt. Last error: input 'value' references 'cfg.rates', which node 'cfg' did not "
+        "produce (it produced: rate, result, size)"
+    )

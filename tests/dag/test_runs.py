@@ -9,6 +9,7 @@ import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry, ExecutionError, RunNotFound
+from dagger_nb.dag import NodeWaiting
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
@@ -296,3 +297,106 @@ def test_interrupting_a_synchronous_run_inside_a_loop_cancels_it() -> None:
     result = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=30,
                             check=False)
     assert result.stdout.strip() == "interrupted ['a'] cancelled", result.stderr
+
+
+# -- attempts: never two at once, never a frozen loop --------------------------------------------
+
+
+async def test_attempts_of_a_timed_out_sync_action_never_overlap() -> None:
+    registry = ActionRegistry()
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0, "calls": 0}
+
+    def slow() -> None:
+        with lock:
+            running["now"] += 1
+            running["calls"] += 1
+            running["most"] = max(running["most"], running["now"])
+        threading.Event().wait(0.5)  # the slow work itself, longer than the node's timeout
+        with lock:
+            running["now"] -= 1
+
+    registry.register("slow", slow)
+    spec = workflow("slow", {"id": "s", "action": "slow", "timeout": 0.1, "try_count": 4},
+                    retry_strategy="Immediate")
+    executor = executor_with(registry, spec)
+    handle = executor.start("slow")
+    seen: list[tuple[object, ...]] = []
+
+    def listen(event: object) -> None:
+        if isinstance(event, dagger_nb.NodeRetrying):
+            # recorded as timed out at once: the abandoned attempt is still in its thread
+            seen.append(("retrying while the attempt still runs", running["now"]))
+        elif isinstance(event, NodeWaiting):
+            notes = handle.snapshot().outcomes["s"].notes
+            seen.append(("waiting", event.abandoned_attempt, bool(notes) and "waits for attempt" in notes[-1]))
+
+    handle.add_listener(listen)
+    with anyio.fail_after(20):
+        report = await handle
+    assert running["most"] == 1 and running["calls"] == 4
+    outcome = report.outcomes["s"]
+    assert outcome.status == "failed" and outcome.attempts == 4
+    assert outcome.retry_messages == [f"Attempt {n} failed: Timeout after 0.1s" for n in range(1, 5)]
+    assert seen == [
+        ("retrying while the attempt still runs", 1), ("waiting", 1, True),
+        ("retrying while the attempt still runs", 1), ("waiting", 2, True),
+        ("retrying while the attempt still runs", 1), ("waiting", 3, True),
+    ]
+    assert sum("returned from its thread" in note for note in outcome.notes) == 3
+
+
+async def test_immediate_retries_of_an_action_that_never_awaits_can_be_cancelled_at_once() -> None:
+    registry = ActionRegistry()
+
+    async def fail_at_once() -> None:
+        raise RuntimeError("no")
+
+    registry.register("fail", fail_at_once)
+    spec = workflow("busy", {"id": "f", "action": "fail", "try_count": 1000}, retry_strategy="Immediate")
+    executor = executor_with(registry, spec)
+    handle = executor.start("busy")
+
+    def cancel_on_attempt_20(event: object) -> None:
+        if isinstance(event, dagger_nb.NodeRetrying) and event.attempt == 20:
+            handle.cancel()
+
+    handle.add_listener(cancel_on_attempt_20)
+    with anyio.fail_after(5):
+        report = await handle
+    assert report.status == "cancelled"
+    assert report.outcomes["f"].attempts < 25  # not after the last of the 1,000 attempts
+
+
+async def test_the_run_timeout_stops_a_retry_loop_that_never_awaits() -> None:
+    registry = ActionRegistry()
+
+    async def busy_fail() -> None:
+        threading.Event().wait(0.002)  # blocks the loop a little, as a CPU-bound step does
+        raise RuntimeError("no")
+
+    registry.register("fail", busy_fail)
+    spec = workflow("busy", {"id": "f", "action": "fail", "try_count": 1000}, retry_strategy="Immediate",
+                    timeout_seconds=0.1)
+    started = anyio.current_time()
+    report = await executor_with(registry, spec).execute_dag("busy")
+    assert report.status == "failed" and "timed out" in (report.error or "")
+    assert anyio.current_time() - started < 1.0  # 1,000 attempts take over 2 s
+    assert report.outcomes["f"].attempts < 500
+
+
+async def test_retry_messages_keep_the_first_and_last_attempts_and_count_the_rest() -> None:
+    registry = ActionRegistry()
+    calls = iter(range(1, 1000))
+    registry.register("fail", lambda: (_ for _ in ()).throw(RuntimeError(f"call {next(calls)}")), inline=True)
+    spec = workflow("many", {"id": "f", "action": "fail", "try_count": 50}, retry_strategy="Immediate")
+    report = await executor_with(registry, spec).execute_dag("many")
+    messages = report.outcomes["f"].retry_messages
+    assert messages == [
+        "Attempt 1 failed: RuntimeError: call 1",
+        "Attempt 2 failed: RuntimeError: call 2",
+        "Attempt 3 failed: RuntimeError: call 3",
+        "... 42 more attempts failed (not shown)",
+        *(f"Attempt {n} failed: RuntimeError: call {n}" for n in range(46, 51)),
+    ]
+    assert report.outcomes["f"].error == "Failed after 50 attempts. Last error: RuntimeError: call 50"
