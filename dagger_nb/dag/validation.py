@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ Finding = tuple[str, int | None, tuple[Any, ...]]
 #: "did you mean" is worked out for this many unknown names per workflow: each look-up
 #: compares the name with every node id, and a file full of typos must still load fast.
 SUGGESTION_BUDGET = 10
+#: How many names a "known: ..." list shows before counting the rest.
+BRIEF = 6
 
 
 def check_workflow(
@@ -49,13 +52,14 @@ def check_workflow(
                    index, ("id",))
         else:
             first_index[node.id] = index
-    names = _Names(list(first_index))
-    outputs = {node.id: {output.name for output in node.outputs} for node in spec.nodes}
-    graph: dict[str, dict[str, None]] = {node_id: {} for node_id in first_index}
+    names = _Names(first_index)
+    # Only what exists is built (no empty set or dict per node): a big workflow then costs O(N + E).
+    declared = {node.id: {output.name for output in node.outputs} for node in spec.nodes if node.outputs}
+    graph: dict[str, dict[str, None]] = {}
     signatures = _Signatures(actions)
     skip_signature = set(partial)
     for index, node in enumerate(spec.nodes):
-        edges = graph[node.id] if first_index[node.id] == index else {}
+        edges: dict[str, None] = {}
         for position, dependency in enumerate(node.dependencies):
             if dependency not in first_index:
                 yield (f"dependency '{dependency}' is not a node{names.known(dependency)}",
@@ -63,9 +67,12 @@ def check_workflow(
             else:
                 edges[dependency] = None
         for position, spec_input in enumerate(node.inputs):
-            yield from _check_reference(spec_input.name, spec_input.reference, index=index,
-                                        key=("inputs", position, "reference"),
-                                        names=names, outputs=outputs, edges=edges)
+            if spec_input.reference is not None:
+                yield from _check_reference(spec_input.name, spec_input.reference, index=index,
+                                            key=("inputs", position, "reference"),
+                                            names=names, declared=declared, edges=edges)
+        if edges and first_index[node.id] == index:
+            graph[node.id] = edges
         if actions is not None and node.action not in signatures.names:
             registered = brief_list(sorted(signatures.names))
             yield (f"unknown action '{node.action}' (registered: {registered})", index, ("action",))
@@ -78,52 +85,54 @@ def check_workflow(
 class _Names:
     """The node ids, for "(known: ...)" and "did you mean" in problem messages."""
 
-    def __init__(self, ids: list[str]) -> None:
-        self.ids = ids
-        self.brief = brief_list(ids)
+    def __init__(self, index: dict[str, int]) -> None:
+        self.index = index
         self.suggestions_left = SUGGESTION_BUDGET
+        self._brief: str | None = None
 
     def known(self, name: str) -> str:
         """`` (did you mean 'x'? known: ...)`` naming a handful of ids and counting the rest."""
-        close = self._close(name) if len(self.ids) > 6 else None
+        if self._brief is None:
+            self._brief = ", ".join(itertools.islice(self.index, BRIEF)) or "none"
+            if len(self.index) > BRIEF:
+                self._brief += f" and {len(self.index) - BRIEF} more"
+        close = self._close(name) if len(self.index) > BRIEF else None
         hint = f"did you mean '{close}'? " if close else ""
-        return f" ({hint}known: {self.brief})"
+        return f" ({hint}known: {self._brief})"
 
     def _close(self, name: str) -> str | None:
         if self.suggestions_left <= 0:
             return None
         self.suggestions_left -= 1
-        matches = difflib.get_close_matches(name, self.ids, n=1, cutoff=0.75)
+        matches = difflib.get_close_matches(name, self.index, n=1, cutoff=0.75)
         return matches[0] if matches else None
 
 
 def _check_reference(
     name: str,
-    reference: str | None,
+    reference: str,
     *,
     index: int,
     key: tuple[Any, ...],
     names: _Names,
-    outputs: Mapping[str, set[str]],
+    declared: Mapping[str, set[str]],
     edges: dict[str, None],
 ) -> Iterator[Finding]:
-    if reference is None:
-        return
     if not REFERENCE_PATTERN.match(reference):
         yield (f"input '{name}' has a malformed reference '{reference}' "
-               f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, outputs)}", index, key)
+               f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, names.index)}", index, key)
         return
     node_id, dot, output = reference.partition(".")
     if not dot or node_id == "inputs":
         return
-    if node_id not in outputs:
+    if node_id not in names.index:
         yield (f"input '{name}' references unknown node '{node_id}'{names.known(node_id)}"
-               f"{reference_hint(reference, outputs)}", index, key)
+               f"{reference_hint(reference, names.index)}", index, key)
         return
-    declared = outputs[node_id]
-    if declared and output not in declared:
+    outputs = declared.get(node_id)
+    if outputs and output not in outputs:
         yield (f"input '{name}' references output '{output}' that node '{node_id}' does not declare "
-               f"(declared: {brief_list(sorted(declared))})", index, key)
+               f"(declared: {brief_list(sorted(outputs))})", index, key)
     edges[node_id] = None
 
 
@@ -206,7 +215,10 @@ def _check_signature(node: NodeSpec, index: int, signature: _Signature | None) -
                        f"({hint}parameters: {brief_list(signature.parameters)})",
                        index, ("inputs", position, "name"))
     for parameter in signature.required:
-        if parameter not in given:
+        if parameter in given and parameter not in signature.parameters:
+            yield (f"action '{node.action}' takes '{parameter}' by position only, which an input cannot give",
+                   index, ("action",))
+        elif parameter not in given:
             yield (f"action '{node.action}' needs '{parameter}', which no input of this node gives "
                    f"(inputs: {brief_list([spec_input.name for spec_input in node.inputs])})",
                    index, ("action",))

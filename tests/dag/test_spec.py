@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+from pydantic import ValidationError
+
+from dagger_nb.dag.actions import ActionRegistry
+from dagger_nb.dag.executor import DagExecutor
+from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import (
+    MAX_ATTEMPTS,
     DagConfig,
     HumanTimeoutAction,
     InputSpec,
@@ -14,7 +21,8 @@ from dagger_nb.dag.spec import (
     RetryStrategy,
     WorkflowSpec,
 )
-from dagger_nb.errors import DaggerError
+from dagger_nb.dag.validation import check_workflow
+from dagger_nb.errors import DaggerError, WorkflowSpecError
 
 
 def _workflow(*nodes: NodeSpec, name: str = "w") -> WorkflowSpec:
@@ -367,3 +375,205 @@ def test_version_number_kept_as_text() -> None:
 def test_to_yaml_leaves_out_defaults() -> None:
     spec = _workflow(NodeSpec(id="a", action="load"))
     assert spec.to_yaml() == "name: w\nnodes:\n- id: a\n  action: load\n"
+
+
+# --- the Rust format: null means default, instructions as a list ------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "max_attempts",
+        "max_iterations",
+        "on_failure",
+        "retry_strategy",
+        "enable_parallel_execution",
+        "max_parallel_nodes",
+        "human_timeout_action",
+        "enable_incremental_cache",
+        "cache_snapshot_interval",
+    ],
+)
+def test_null_config_key_means_its_default(key: str) -> None:
+    assert DagConfig.model_validate({key: None}) == DagConfig()
+    assert load_workflow(f"name: w\nconfig:\n  {key}: null\nnodes: []\n").config == DagConfig()
+
+
+@pytest.mark.parametrize(("key", "value"), [("timeout_seconds", None), ("review_frequency", None)])
+def test_null_keeps_its_meaning_where_null_is_a_value(key: str, value: None) -> None:
+    # `timeout_seconds: null` is "no run timeout", not the default hour.
+    assert getattr(DagConfig.model_validate({key: None}), key) is value
+
+
+def test_null_node_keys_mean_their_defaults() -> None:
+    node = NodeSpec.model_validate(
+        {"id": "a", "action": "x", "dependencies": None, "inputs": None, "outputs": None, "onfailure": None}
+    )
+    assert node == NodeSpec(id="a", action="x")
+
+
+@pytest.mark.parametrize("instructions", ["one text", ["first", "second"], []])
+def test_instructions_are_text_or_a_list_kept_as_given(instructions: str | list[str]) -> None:
+    spec = WorkflowSpec(
+        name="w", instructions=instructions, nodes=[NodeSpec(id="a", action="x", instructions=instructions)]
+    )
+    reloaded = load_workflow(spec.to_yaml())
+    assert reloaded.instructions == instructions
+    assert reloaded.nodes[0].instructions == instructions
+
+
+def test_instructions_list_in_yaml() -> None:
+    spec = load_workflow("name: w\ninstructions:\n  - Be brief.\n  - Cite.\nnodes:\n  - {id: a, action: x}\n")
+    assert spec.instructions == ["Be brief.", "Cite."]
+    assert "instructions:\n- Be brief.\n- Cite.\n" in spec.to_yaml()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"timeout": True}, "a boolean is not a number"),
+        ({"try_count": False}, "a boolean is not a number"),
+        ({"try_count": 1001}, "less than or equal to 1000"),
+        ({"try_count": 10**400}, "less than or equal to 1000"),
+        ({"timeout": float("inf")}, "finite number"),
+    ],
+)
+def test_node_numbers_are_numbers_within_bounds(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        NodeSpec.model_validate({"id": "a", "action": "x", **raw})
+
+
+def test_attempt_bounds_accept_the_bound_itself() -> None:
+    assert NodeSpec(id="a", action="x", try_count=MAX_ATTEMPTS).try_count == 1000
+    assert DagConfig(max_attempts=MAX_ATTEMPTS).max_attempts == 1000
+
+
+def test_unknown_node_list_is_brief() -> None:
+    spec = WorkflowSpec(name="w", nodes=[NodeSpec(id=f"n{i}", action="x") for i in range(1000)])
+    with pytest.raises(DaggerError, match=r"\(known: n0, n1, n2, n3, n4, n5 and 994 more\)$"):
+        spec.node("zz")
+
+
+# --- inputs checked against the action's signature --------------------------------------------
+
+
+def _registry() -> ActionRegistry:
+    registry = ActionRegistry()
+    registry.register("greet", lambda name, greeting="hello": f"{greeting} {name}")
+    registry.register("anything", lambda **kwargs: kwargs)
+    registry.register("rusty", lambda ctx: None)
+    registry.register("positional", lambda x, /: x)
+    return registry
+
+
+SIGNATURE = [
+    pytest.param("greet", "{name: name, value: bees}", None, id="exact"),
+    pytest.param("greet", "{name: name, value: b}, {name: greeting, value: hi}", None, id="with-default"),
+    pytest.param(
+        "greet",
+        "{name: nam, value: bees}",
+        [
+            (5, "input 'nam' is not a parameter of action 'greet' (did you mean 'name'? parameters: name, greeting)"),
+            (4, "action 'greet' needs 'name', which no input of this node gives (inputs: nam)"),
+        ],
+        id="misspelt-input",
+    ),
+    pytest.param(
+        "greet",
+        "",
+        [(4, "action 'greet' needs 'name', which no input of this node gives (inputs: none)")],
+        id="missing",
+    ),
+    pytest.param("anything", "{name: whatever, value: 1}", None, id="kwargs-takes-anything"),
+    pytest.param("rusty", "{name: whatever, value: 1}", None, id="ctx-reads-inputs-itself"),
+    pytest.param(
+        "positional",
+        "{name: x, value: 1}",
+        [
+            (5, "input 'x' is not a parameter of action 'positional' (parameters: none)"),
+            (4, "action 'positional' takes 'x' by position only, which an input cannot give"),
+        ],
+        id="positional-only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("action", "inputs", "expected"), SIGNATURE)
+def test_inputs_are_checked_against_the_action_signature(
+    action: str, inputs: str, expected: list[tuple[int, str]] | None
+) -> None:
+    text = f"name: w\nnodes:\n  - id: a\n    action: {action}\n    inputs: [{inputs}]\n"
+    if expected is None:
+        load_workflow(text, actions=_registry())
+        return
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(text, actions=_registry())
+    assert sorted((p.line, p.message) for p in caught.value.problems) == sorted(expected)
+
+
+def test_signature_is_checked_for_a_mapping_of_functions_and_not_for_names() -> None:
+    text = "name: w\nnodes:\n  - {id: a, action: greet, inputs: [{name: nam, value: 1}]}\n"
+    with pytest.raises(WorkflowSpecError, match="input 'nam' is not a parameter"):
+        load_workflow(text, actions={"greet": lambda name: name})
+    load_workflow(text, actions=["greet"])  # names only: nothing to check against
+
+
+def test_executor_checks_signatures_when_loading() -> None:
+    executor = DagExecutor(_registry())
+    with pytest.raises(WorkflowSpecError, match="<string>:3: workflow 'w', node 'a': input 'nam' is not a param"):
+        executor.load_yaml("name: w\nnodes:\n  - {id: a, action: greet, inputs: [{name: nam, value: 1}]}\n")
+
+
+def test_a_node_with_an_unknown_key_still_gets_every_other_check() -> None:
+    text = (
+        "name: w\nnodes:\n  - id: a\n    action: greet\n    colour: red\n    dependencies: [ghost]\n"
+        "    inputs:\n      - {name: nam, reference: nowhere.out}\n      - {name: bad}\n"
+    )
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(text, actions=_registry())
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (5, "unknown key 'colour'"),
+        (6, "dependency 'ghost' is not a node (known: a)"),
+        (8, "input 'nam' references unknown node 'nowhere' (known: a)"),
+        (9, "key 'inputs[1]': input 'bad' needs a 'reference' or a 'value'"),
+    ]
+
+
+def test_a_node_with_a_bad_action_still_gets_its_references_checked() -> None:
+    text = "name: w\nnodes:\n  - id: a\n    action: 5\n    inputs: [{name: x, reference: zz.out}]\n"
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(text, actions=_registry())
+    assert [(p.line, p.message.split(" (")[0]) for p in caught.value.problems] == [
+        (4, "key 'action': input should be a valid string"),
+        (5, "input 'x' references unknown node 'zz'"),
+    ]
+
+
+# --- linear build -----------------------------------------------------------------------------
+
+
+def _fan_in(inputs: int) -> WorkflowSpec:
+    nodes = [NodeSpec(id=f"m{i}", action="x") for i in range(inputs)]
+    sink = NodeSpec(
+        id="sink",
+        action="x",
+        dependencies=[f"m{i}" for i in range(inputs)],
+        inputs=[InputSpec(name=f"x{i}", reference=f"m{i}.result") for i in range(inputs)],
+    )
+    return WorkflowSpec(name="fan_in", nodes=[*nodes, sink])
+
+
+def _check_seconds(spec: WorkflowSpec) -> float:
+    best = float("inf")
+    for _ in range(7):
+        started = time.perf_counter()
+        assert list(check_workflow(spec, actions=["x"])) == []
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_validation_is_linear_in_a_node_inputs() -> None:
+    small, big = _check_seconds(_fan_in(2000)), _check_seconds(_fan_in(20_000))
+    # 10x the inputs: a linear check takes about 10x; the old list look-ups took about 100x.
+    assert big < 20 * small, f"2k inputs {small:.4f} s, 20k inputs {big:.4f} s"
+    assert big < 1.0
