@@ -8,7 +8,7 @@ crash of the process. See ``docs/agents.md``.
 
 from __future__ import annotations
 
-from dagger_nb.agents.context import TaskContext
+from dagger_nb.agents.context import ChildTask, TaskContext
 from dagger_nb.agents.events import (
     JobEvent,
     JobFinished,
@@ -27,6 +27,7 @@ from dagger_nb.agents.model import JobStatus, Task, TaskOutput, TaskStatus, Task
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry, task_agent
 
 __all__ = [
+    "ChildTask",
     "JobEvent",
     "JobFinished",
     "JobHandle",
