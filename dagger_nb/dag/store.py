@@ -229,12 +229,15 @@ class RunStore:
             spec = WorkflowSpec.model_validate_json(row[0])
         except (pydantic.ValidationError, ValueError, TypeError) as error:
             raise StorageError(f"{where}: its workflow cannot be read: {_first_line(error)}") from None
-        outcomes = {}
+        stored = {}
         for fields in nodes:
             outcome = _outcome(fields, where)
-            outcomes[outcome.node] = outcome
-        if set(outcomes) != {node.id for node in spec.nodes}:
-            raise StorageError(f"{where}: its node rows do not match its workflow's nodes")
+            stored[outcome.node] = outcome
+        unknown = set(stored) - {node.id for node in spec.nodes}
+        if unknown:
+            raise StorageError(f"{where}: node rows {sorted(unknown)[:5]} are not nodes of its workflow")
+        # a node added while the run ran, which had not finished when it stopped, has no row yet
+        outcomes = {node.id: stored.get(node.id) or NodeOutcome(node.id, node.action) for node in spec.nodes}
         cache = Cache()
         for namespace, key, fmt, blob in values:
             cache.insert(str(namespace), str(key), _decode(fmt, blob, f"{where}, value '{namespace}.{key}'"))

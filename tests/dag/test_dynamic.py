@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -189,6 +191,43 @@ async def test_added_nodes_are_persisted_and_resumed(registry: ActionRegistry, t
     resumed = await restarted.resume(first.run_id)
     assert resumed.status == "succeeded" and resumed.cache.get("grown", "result") == 2
     assert list(resumed.outcomes) == ["plan", "grown"]
+
+
+async def test_a_run_that_grew_is_recorded_as_it_grows(registry: ActionRegistry, tmp_path: Path) -> None:
+    release = anyio.Event()
+
+    async def hold() -> str:
+        await release.wait()
+        return "held"
+
+    registry.register("hold", hold)
+
+    @dagger_nb.action(registry=registry)
+    async def plan(ctx: NodeContext) -> None:
+        ctx.add_node("multiply", id="done_early", inputs={"x": {"value": 4}})
+        ctx.add_node("hold", id="holding", dependencies=["done_early"])
+
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow("grow", {"id": "plan", "action": "plan"}), db=db)
+    handle = executor.start("grow")
+    with anyio.fail_after(10):
+        while "holding" not in handle.snapshot().outcomes or handle.snapshot().outcomes["holding"].status != "running":
+            await anyio.sleep(0.005)
+    # What a crash now would leave: a consistent copy of the file as it is.
+    crashed = tmp_path / "crashed.db"
+    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(crashed)) as copy:
+        source.backup(copy)
+    release.set()
+    await handle
+    executor.close()
+
+    restarted = DagExecutor(registry, db=crashed)
+    assert restarted.runs()["status"].tolist() == ["interrupted"]
+    registry.register("multiply", lambda x: pytest.fail("a finished grown node ran again"))
+    resumed = await restarted.resume(handle.run_id)
+    assert resumed.status == "succeeded" and list(resumed.outcomes) == ["plan", "done_early", "holding"]
+    assert resumed.cache.get("done_early", "result") == 8 and resumed.cache.get("holding", "result") == "held"
+    restarted.close()
 
 
 # -- supervisor loops ---------------------------------------------------------------------------------

@@ -349,7 +349,7 @@ DAMAGE = {
     "json value": "UPDATE dag_cache SET value = '{oops' WHERE namespace = 't'",
     "value format": "UPDATE dag_cache SET format = 'yaml' WHERE namespace = 't'",
     "workflow json": "UPDATE dag_runs SET spec = '{\"name\": 3}'",
-    "missing node row": "DELETE FROM dag_nodes WHERE node = 't'",
+    "foreign node row": "UPDATE dag_nodes SET node = 'stranger' WHERE node = 't'",
     "run status": "UPDATE dag_runs SET status = 'weird'",
     "foreign schema": "ALTER TABLE dag_nodes RENAME COLUMN error TO problem",
 }
