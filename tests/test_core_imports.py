@@ -181,6 +181,17 @@ def test_cli_validate_loads_no_heavy_library(resources: Path) -> None:
     assert result.stdout.splitlines()[-1] == "0 []", result.stdout
 
 
+def test_checking_a_workflow_does_not_load_the_executor(resources: Path) -> None:
+    program = (
+        "import sys\n"
+        "from dagger_nb.dag import load_workflow\n"
+        f"load_workflow({str(resources / 'diamond_4.yaml')!r})\n"
+        "print(sorted(n for n in ('dagger_nb.dag.executor', 'dagger_nb.dag.store', 'sqlite3') if n in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.stdout, result.stderr) == ("[]\n", "")
+
+
 @pytest.mark.parametrize("name", ["Cache", "DagExecutor", "TaskManager", "PubSub", "CacheKeyError"])
 def test_lazy_names_are_the_real_objects(name: str) -> None:
     module = {"Cache": "cache", "DagExecutor": "dag", "TaskManager": "agents", "PubSub": "pubsub"}
