@@ -359,7 +359,9 @@ class JobRun:
         self._running.discard(result.task_id)
         task = self.manager._tasks[result.task_id]
         journal = self._journals.pop(result.task_id, None)
-        added = self._adopt(task, journal) if journal is not None else ()
+        added: list[str] | tuple[()] = ()
+        if journal is not None and (journal.added or journal.dependencies or journal.blocked is not None):
+            added = self._adopt(task, journal)
         try:
             self._apply_outcome(task, result)
         finally:

@@ -2,8 +2,8 @@
 
 An agent on a Dask worker cannot reach the :class:`TaskManager` (it lives in the
 notebook). It gets a :class:`RemoteTaskContext` instead: the task's snapshot,
-its dependencies' outputs computed beforehand, and ``add_task``/``spawn`` that
-record the change with an id chosen on the worker. The manager replays the
+its dependencies' outputs computed beforehand, and ``add_task``/``spawn``/
+``depend_on``/``delegate`` that record the change with an id chosen on the worker. The manager replays the
 recorded changes after the agent returns (or raises :class:`NeedsDependencies`),
 so the job grows exactly as it would have locally. If the agent fails, its
 recorded changes are dropped with the failed attempt.
@@ -89,6 +89,27 @@ class RemoteTaskContext:
         self.changes.append(("add_dependency", {"depends_on": child}))
         return child
 
+    def depend_on(self, task_id: str) -> None:
+        """Record that the running task depends on ``task_id`` (see :meth:`TaskContext.depend_on`)."""
+        self.changes.append(("add_dependency", {"depends_on": task_id}))
+
+    def delegate(self, children: Any, *, wait: bool = True) -> Any:
+        """:meth:`TaskContext.delegate` on a worker: the children are added by the manager when the
+        agent returns; when the task runs again with every child done, their outputs."""
+        from dagger_nb.agents.context import _delegation, _keyed
+
+        keys, _ = _delegation(children)  # a bad child fails here, on the worker, naming its key
+        ids = [f"{self.task_id}/{key}" for key in keys]
+        dependencies = self.task.dependencies
+        if self._outputs is not None and all(child in dependencies for child in ids):
+            if not wait:
+                return _keyed(children, keys, ids)
+            return _keyed(children, keys, [self._outputs[dependencies.index(child)] for child in ids])
+        self.changes.append(("delegate", {"children": children}))
+        if not wait:
+            return _keyed(children, keys, ids)
+        raise NeedsDependencies(f"waiting for {len(ids)} delegated task{'s' if len(ids) != 1 else ''}")
+
     def __repr__(self) -> str:
         return f"<RemoteTaskContext task={self.task_id!r} job={self.job_id!r} attempt={self.attempt}>"
 
@@ -98,6 +119,8 @@ def replay(changes: list[Change], ctx: TaskContext) -> None:
     for kind, arguments in changes:
         if kind == "add_task":
             ctx.add_task(**arguments)
+        elif kind == "delegate":
+            ctx.delegate(arguments["children"], wait=False)
         else:
             ctx.depend_on(arguments["depends_on"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import re
 import sqlite3
 import threading
@@ -317,3 +318,31 @@ async def test_cancel_takes_effect_at_once_between_retries(registry: dagger_nb.T
     assert report.status is dagger_nb.JobStatus.CANCELLED
     assert attempts - at_cancel <= 1
     assert report.outcomes[task].status == "pending"
+
+
+class PicklingBackend:
+    """Runs agents here, but as a cluster backend would: the context crosses a pickle both ways."""
+
+    async def call(self, name: str, runner: Any, fn: Any, payload: dict, ctx: Any, *, is_async: bool) -> Any:
+        ctx = pickle.loads(pickle.dumps(ctx))
+        outcome = await runner(fn, payload, ctx) if is_async else runner(fn, payload, ctx)
+        return pickle.loads(pickle.dumps(outcome))
+
+
+async def test_delegate_works_for_agents_on_a_cluster_worker(registry: dagger_nb.TaskAgentRegistry) -> None:
+    leaf_agents(registry)
+    runs: list[int] = []
+
+    @dagger_nb.task_agent(name="planner", registry=registry)
+    async def planner(input: dict, ctx: Any) -> dict:
+        runs.append(ctx.attempt)
+        outputs = ctx.delegate([{"agent": "leaf", "input": {"n": n}} for n in range(3)])
+        return {"values": [out["n"] for out in outputs]}
+
+    async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=PicklingBackend()) as manager:
+        objective = manager.add_objective("job", "plan", "planner", task_id="goal")
+        report = await manager.run_job("job")
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert len(runs) == 2
+    assert report.outcomes[objective].output.data == {"values": [0, 10, 20]}
+    assert sorted(report.outcomes) == ["goal", "goal/0", "goal/1", "goal/2"]
