@@ -162,9 +162,10 @@ class CacheKeyError(DaggerError, _KeyErrorMessage):
         else:
             held = _some(self.held_keys, "key") if self.held_keys else "nothing"
             message = f"cache has no key '{key}' in namespace '{namespace}', which holds {held}"
-        if not self.held_keys:  # a mistyped namespace: say which ones exist
-            held = _some(self.held_namespaces, "namespace") if self.held_namespaces else None
-            message += f"; the cache holds {held}" if held else "; the cache is empty"
+        if not self.held_keys and self.held_namespaces:  # a mistyped namespace: say which ones exist
+            message += f"; the cache holds {_some(self.held_namespaces, 'namespace')}"
+        elif not self.held_keys:
+            message += "; the cache is empty"
         super().__init__(message)
 
 
