@@ -88,6 +88,10 @@ class DagExecutor:
     file takes it over (the earlier one's runs are cancelled and its store closed), so
     re-running a notebook cell works. A failed write (a full disk) ends the run
     ``failed`` with the :class:`StorageError` naming the file.
+
+    ``keep_runs`` bounds how many finished runs stay in memory (their reports, caches and
+    events); older ones are forgotten here and, with ``db``, still listed, drawn and
+    resumed from the file.
     """
 
     def __init__(
@@ -97,7 +101,11 @@ class DagExecutor:
         config: DagConfig | None = None,
         db: str | os.PathLike[str] | None = None,
         backend: Backend | None = None,
+        keep_runs: int = 100,
     ) -> None:
+        if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
+            raise ExecutionError(f"keep_runs must be a positive whole number, got {keep_runs!r}")
+        self.keep_runs = keep_runs
         self.registry = registry if registry is not None else default_registry
         self.backend: Backend = backend if backend is not None else LocalBackend()
         self.config = config
@@ -114,7 +122,7 @@ class DagExecutor:
 
     def load_yaml(self, text_or_path: str | os.PathLike[str]) -> WorkflowSpec:
         """Load a workflow from YAML text or a file, check its actions, and register it."""
-        spec = load_workflow(text_or_path, actions=self.registry.names())
+        spec = load_workflow(text_or_path, actions=self.registry)
         return self._register(spec)
 
     def load_yaml_file(self, path: str | os.PathLike[str]) -> WorkflowSpec:
@@ -127,7 +135,7 @@ class DagExecutor:
         """Register a workflow built in Python, after the same checks as a file gets."""
         problems = [
             Problem(None, None, spec.name, spec.nodes[index].id if index is not None else None, message)
-            for message, index, _ in check_workflow(spec, actions=self.registry.names())
+            for message, index, _ in check_workflow(spec, actions=self.registry)
         ]
         if problems:
             raise WorkflowSpecError(problems)
@@ -361,6 +369,14 @@ class DagExecutor:
         if self._store is not None:
             self._store.close()
 
+    def _forget_old_runs(self) -> None:
+        """Keep at most ``keep_runs`` finished runs in memory (the oldest go first)."""
+        finished = [run_id for run_id, run in self._runs.items() if run.report is not None]
+        for run_id in finished[: max(0, len(finished) - self.keep_runs)]:
+            run = self._runs.pop(run_id)
+            if self._latest.get(run.spec.name) == run_id:
+                del self._latest[run.spec.name]
+
     def _taken_over(self) -> None:
         """A later executor of this process opened the same file: stop this one's runs, close it."""
         for run in self._runs.values():
@@ -392,7 +408,7 @@ class DagExecutor:
         """
         run = self._runs.get(name_or_run_id)
         if run is None and name_or_run_id in self._latest:
-            run = self._runs[self._latest[name_or_run_id]]
+            run = self._runs.get(self._latest[name_or_run_id])
         if run is not None:
             return workflow_dot(run.spec, run.outcomes)
         if self._store is not None:

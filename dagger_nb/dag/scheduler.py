@@ -176,6 +176,7 @@ class Scheduler:
         run.events.close()
         if run.done is not None:
             run.done.set()
+        self.executor._forget_old_runs()
 
     def _add_workers(self, run: Run, wanted: int) -> None:
         if run.group is None:

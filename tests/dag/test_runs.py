@@ -400,3 +400,39 @@ async def test_retry_messages_keep_the_first_and_last_attempts_and_count_the_res
         *(f"Attempt {n} failed: RuntimeError: call {n}" for n in range(46, 51)),
     ]
     assert report.outcomes["f"].error == "Failed after 50 attempts. Last error: RuntimeError: call 50"
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+async def test_only_the_latest_finished_runs_stay_in_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import gc
+    import weakref
+
+    registry = ActionRegistry()
+    registry.register("big", lambda: bytearray(1_000_000))
+    registry.register("fail", lambda: 1 / 0)
+    spec = workflow("big", {"id": "b", "action": "big"})
+    failing = workflow("failing", {"id": "f", "action": "fail", "onfailure": False})
+    executor = executor_with(registry, spec, failing, db=tmp_path / "runs.db", keep_runs=2)
+    paused = (await executor.execute_dag("failing")).run_id
+    caches = []
+    for _ in range(4):
+        report = await executor.execute_dag("big")
+        caches.append(weakref.ref(report.cache))
+        del report
+    gc.collect()
+    assert [ref() is None for ref in caches] == [True, True, False, False]
+    assert len(executor._runs) == 2
+    with pytest.raises(RunNotFound):
+        executor.handle(paused)
+    assert len(executor.runs()) == 5  # the file still lists every run
+    assert "digraph" in executor.serialize_tree_to_dot(paused)
+    registry.register("fail", lambda: "fixed")
+    assert (await executor.resume(paused)).status == "succeeded"
+    executor.close()
+
+
+def test_keep_runs_must_be_a_positive_count() -> None:
+    with pytest.raises(ExecutionError, match="keep_runs must be a positive whole number, got 0"):
+        dagger_nb.DagExecutor(keep_runs=0)
