@@ -125,6 +125,9 @@ LIGHT_RUN = textwrap.dedent(
         return sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2].split(",")))
 
     assert loaded() == [], ("import", loaded())
+    from dagger_nb import Cache, PubSub, TaskManager, render_svg  # every paradigm's entry point
+
+    assert loaded() == [], ("paradigms", loaded())
     registry = dagger_nb.ActionRegistry()
     registry.register("add_numbers", lambda num1, num2: num1 + num2)
     registry.register("square_number", lambda num: num * num)
