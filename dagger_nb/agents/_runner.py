@@ -360,8 +360,10 @@ class JobRun:
         task = self.manager._tasks[result.task_id]
         journal = self._journals.pop(result.task_id, None)
         added: list[str] | tuple[()] = ()
-        if journal is not None and (journal.added or journal.dependencies or journal.blocked is not None):
-            added = self._adopt(task, journal)
+        if journal is not None:
+            if journal.added or journal.dependencies or journal.blocked is not None:
+                added = self._adopt(task, journal)
+            journal.closed = True
         try:
             self._apply_outcome(task, result)
         finally:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from dagger_nb.errors import TaskError
+
 if TYPE_CHECKING:
     from dagger_nb.agents.manager import TaskManager
 
@@ -33,6 +35,16 @@ class AttemptJournal:
     dependencies: list[str] = field(default_factory=list)
     #: the reason, when the agent set its own task ``BLOCKED`` through the manager
     blocked: str | None = None
+    #: set once committed or discarded: an abandoned thread's later changes are refused
+    closed: bool = False
+
+    def check_open(self) -> None:
+        """:class:`TaskError` if the attempt has ended (a timed-out sync agent's thread runs on)."""
+        if self.closed:
+            raise TaskError(
+                f"task '{self.task_id}': this attempt has ended (timed out or cancelled); "
+                "the tasks and dependencies it adds now are not kept"
+            )
 
     def depends_on(self, task_id: str) -> bool:
         """True when the attempt already made its task depend on ``task_id``."""
@@ -54,6 +66,7 @@ class AttemptJournal:
                 manager._dependents.setdefault(dep, []).append(self.task_id)
             manager._touch(task)
         added, self.added, self.dependencies = self.added, [], []
+        self.closed = True
         return added
 
     def discard(self, manager: TaskManager) -> None:
@@ -61,3 +74,4 @@ class AttemptJournal:
         for task_id in reversed(self.added):
             manager._forget(task_id)
         self.added, self.dependencies, self.blocked = [], [], None
+        self.closed = True

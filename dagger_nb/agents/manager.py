@@ -456,6 +456,7 @@ class TaskManager:
                     f"cannot add task '{task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
                 ) from None
         if journal is not None:
+            journal.check_open()
             self._insert(task, seq, linked=False)
             journal.added.append(task_id)
             return task_id
@@ -507,6 +508,7 @@ class TaskManager:
             run = self._runs.get(task.job_id)
             journal = None if run is None else run.journal_of(task_id)
         if journal is not None and journal.task_id == task_id:
+            journal.check_open()
             if not journal.depends_on(depends_on):
                 journal.dependencies.append(depends_on)
             return

@@ -346,3 +346,34 @@ async def test_delegate_works_for_agents_on_a_cluster_worker(registry: dagger_nb
     assert len(runs) == 2
     assert report.outcomes[objective].output.data == {"values": [0, 10, 20]}
     assert sorted(report.outcomes) == ["goal", "goal/0", "goal/1", "goal/2"]
+
+
+async def test_an_abandoned_thread_cannot_add_work_after_its_attempt_ended(
+    registry: dagger_nb.TaskAgentRegistry,
+) -> None:
+    leaf_agents(registry)
+    release = threading.Event()
+    late: list[str] = []
+
+    @dagger_nb.task_agent(name="slow", registry=registry)
+    def slow(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        if ctx.attempt == 1:
+            release.wait(10)
+            try:
+                ctx.add_task("too late", "leaf", {"n": 1})
+            except dagger_nb.TaskError as error:
+                late.append(str(error))
+        return {}
+
+    async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
+        task = manager.add_task("job", "slow", "slow", timeout=0.05, max_retries=1, task_id="slow")
+        handle = manager.start_job("job")
+        await wait_for(lambda: "waits for the abandoned thread" in (manager.get_task(task).status_reason or ""))
+        release.set()
+        report = await handle.wait()
+        assert [t.task_id for t in manager.tasks("job")] == ["slow"]
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert late == [
+        "task 'slow': this attempt has ended (timed out or cancelled); the tasks and dependencies it adds now "
+        "are not kept"
+    ]
