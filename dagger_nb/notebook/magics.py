@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,9 @@ from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import parse_workflow
 from dagger_nb.errors import DaggerError, GraphvizNotFound, Problem, SchemaValidationError, WorkflowSpecError
 from dagger_nb.graph import render_svg
+from dagger_nb.notebook._magic_args import parse_inputs, parse_mapping, parse_value, unquote
 from dagger_nb.notebook.session import Session, run_blocking
+from dagger_nb.schema import preload_jsonschema
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
@@ -42,7 +43,9 @@ class DaggerMagics(Magics):
     @magic_arguments()
     @argument("name", nargs="?", help="workflow name (default: the YAML's `name:`)")
     @argument("--run", action="store_true", help="start a run in the background with a live dashboard")
-    @argument("--inputs", metavar="EXPR", help="Python expression giving the run inputs (a dict)")
+    @argument("--inputs", nargs="+", action="extend", metavar="KEY=VALUE",
+              help="run inputs: KEY=VALUE pairs (VALUE read as JSON when it parses) or one mapping "
+                   "(\"{'x': 5}\", JSON, or a variable's name)")
     @argument("--wait", action="store_true", help="with --run: block until the run ends")
     @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
     @argument("--no-graph", action="store_true", help="do not display the structure graph")
@@ -55,7 +58,7 @@ class DaggerMagics(Magics):
 
         Example::
 
-            %%dagger_workflow sums --run --inputs "{'x': 5}"
+            %%dagger_workflow sums --run --inputs x=5
             nodes:
               - id: first
                 action: add
@@ -77,7 +80,7 @@ class DaggerMagics(Magics):
         if not args.no_graph:
             _display_graph(workflow_dot(spec))
         if args.run:
-            inputs = self._inputs(args.inputs)
+            inputs = self._inputs(args.inputs, "--inputs", line)
             self._start(lambda: self.session.start_run(spec.name, inputs=inputs), wait=args.wait, out=args.out)
 
     @magic_arguments()
@@ -98,8 +101,8 @@ class DaggerMagics(Magics):
 
     @magic_arguments()
     @argument("name", help="agent name")
-    @argument("--input-schema", metavar="EXPR", help="Python expression giving the input JSON Schema")
-    @argument("--output-schema", metavar="EXPR", help="Python expression giving the output JSON Schema")
+    @argument("--input-schema", metavar="MAPPING", help="the input JSON Schema (JSON, a dict literal or a variable)")
+    @argument("--output-schema", metavar="MAPPING", help="the output JSON Schema (JSON, a dict literal or a variable)")
     @cell_magic
     def dagger_agent(self, line: str, cell: str) -> None:
         """Run the cell and register the function it defines as task agent NAME (replacing it).
@@ -114,9 +117,10 @@ class DaggerMagics(Magics):
         _, fn = self._define_function(cell, None, what="agent", prefer=args.name)
         options: dict[str, Any] = {}
         if args.input_schema:
-            options["input_schema"] = self._eval(args.input_schema, "--input-schema")
+            options["input_schema"] = parse_mapping(args.input_schema, option="--input-schema", namespace=self._ns)
         if args.output_schema:
-            options["output_schema"] = self._eval(args.output_schema, "--output-schema")
+            options["output_schema"] = parse_mapping(args.output_schema, option="--output-schema",
+                                                     namespace=self._ns)
         from dagger_nb.agents import TaskAgent
 
         agent = _call(TaskAgent.from_function, fn, name=args.name, **options)
@@ -154,38 +158,86 @@ class DaggerMagics(Magics):
     # -- running -----------------------------------------------------------------------------
 
     @magic_arguments()
+    @argument("name", help="the new job's id")
+    @argument("--agent", required=True, help="the task agent that works on the objective")
+    @argument("--input", nargs="+", action="extend", metavar="KEY=VALUE",
+              help="the objective's input: KEY=VALUE pairs (VALUE read as JSON when it parses) or one mapping")
+    @argument("--allow", metavar="A,B", help="agents the job may use, comma-separated (default: all registered)")
+    @argument("--out", metavar="VAR", help="also store the JobHandle in VAR")
+    @cell_magic
+    def dagger_job(self, line: str, cell: str) -> None:
+        """Create task job NAME with one objective (the cell's text is its description) for agent
+        A, and start it in the background with a live dashboard (``_dagger_job`` holds the handle).
+
+        Example::
+
+            %%dagger_job essay --agent writer --input topic=bees words=300
+            Write a short essay on the topic.
+        """
+        args = parse_argstring(self.dagger_job, line)
+        description = cell.strip()
+        if not description:
+            raise UsageError("the cell is the objective's description: write what the job should achieve")
+        inputs = self._inputs(args.input, "--input", line) or {}
+        if args.out and not args.out.isidentifier():
+            raise UsageError(f"--out needs a Python name, got {args.out!r}")
+        allowed = [a.strip() for a in args.allow.split(",") if a.strip()] if args.allow else None
+        handle = _call(self.session.start_objective, args.name, description, agent=args.agent, input=inputs,
+                       allowed_agents=allowed)
+        from dagger_nb.notebook.widgets import JobDashboard
+
+        dashboard = JobDashboard(self.session.task_manager, args.name, handle=handle)
+        self.session.dashboards[args.name] = dashboard
+        self._store(handle, "_dagger_job", args.out)
+        display(dashboard)
+
+    @magic_arguments()
     @argument("name", help="workflow name")
-    @argument("--inputs", metavar="EXPR", help="Python expression giving the run inputs (a dict)")
+    @argument("--inputs", nargs="+", action="extend", metavar="KEY=VALUE",
+              help="run inputs: KEY=VALUE pairs (VALUE read as JSON when it parses) or one mapping "
+                   "(\"{'x': 5}\", JSON, or a variable's name)")
     @argument("--wait", action="store_true", help="block until the run ends")
     @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
     @line_magic
     def dagger_run(self, line: str) -> None:
         """Run workflow NAME in the background with a live dashboard (``_dagger_run`` holds the handle).
 
-        Example: ``%dagger_run sums --inputs "{'x': 5}" --wait``
+        Examples: ``%dagger_run sums --inputs x=5 --wait``, ``%dagger_run sums --inputs "{'x': 5}"``
         """
         args = parse_argstring(self.dagger_run, line)
-        inputs = self._inputs(args.inputs)
+        inputs = self._inputs(args.inputs, "--inputs", line)
         self._start(lambda: self.session.start_run(args.name, inputs=inputs), wait=args.wait, out=args.out)
 
     @magic_arguments()
-    @argument("run_id", help="id of a failed, paused or cancelled run")
+    @argument("run_id", nargs="?", help="id of a failed, paused or cancelled run "
+              "(default: the session's latest paused or failed run)")
     @argument("--wait", action="store_true", help="block until the run ends")
     @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
     @line_magic
     def dagger_resume(self, line: str) -> None:
         """Resume a run: succeeded nodes keep their outputs, the others run again with the
-        actions as registered now. Example: ``%dagger_resume 3f2a9c1b7d4e``"""
+        actions as registered now. Examples: ``%dagger_resume`` (the latest paused or failed
+        run of the session), ``%dagger_resume 3f2a9c1b7d4e``"""
         args = parse_argstring(self.dagger_resume, line)
-        self._start(lambda: self.session.start_resume(args.run_id), wait=args.wait, out=args.out)
+        run_id = args.run_id
+        if run_id is None:
+            latest = self.session.latest_resumable()
+            if latest is None:
+                raise UsageError("no paused or failed run in this session to resume; give a run id "
+                                 "(%dagger_runs lists the runs)")
+            run_id = latest.run_id
+        self._start(lambda: self.session.start_resume(run_id), wait=args.wait, out=args.out)
 
     @magic_arguments()
-    @argument("id", nargs="?", help="a run id or job id (default: the latest run)")
+    @argument("id", nargs="?", help="a run id, a job id, or `pubsub` (default: the latest run)")
     @line_magic
     def dagger_dashboard(self, line: str) -> None:
-        """Show a live dashboard for a run or a task job. Example: ``%dagger_dashboard my-job``"""
+        """Show a live dashboard for a run or a task job, or ``pubsub``: the session's bus monitor.
+
+        Examples: ``%dagger_dashboard my-job``, ``%dagger_dashboard pubsub``
+        """
         args = parse_argstring(self.dagger_dashboard, line)
-        from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
+        from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
 
         dashboard: Any
         key = args.id
@@ -194,9 +246,11 @@ class DaggerMagics(Magics):
             if latest is None:
                 raise UsageError("no run was started in this session yet; give a run or job id")
             dashboard, key = RunDashboard(latest), latest.run_id
-        elif args.id in self.session.runs or self._known_run(args.id):
+        elif args.id == "pubsub":
+            dashboard = PubSubMonitor(self.session.pubsub, handle=self.session.pubsub_handle)
+        elif self.session.knows_run(args.id):
             dashboard = RunDashboard(self.session.handle(args.id))
-        elif self.session._task_manager is not None and args.id in self.session.task_manager.jobs():
+        elif args.id in self.session.job_ids():
             dashboard = JobDashboard(self.session.task_manager, args.id, handle=self.session.jobs.get(args.id))
         else:
             raise UsageError(f"no run or job with id '{args.id}' in this session")
@@ -213,12 +267,11 @@ class DaggerMagics(Magics):
         if len(parts) < 3:
             raise UsageError("usage: %dagger_respond RUN_ID REQUEST_ID VALUE")
         run_id, request_id, text = parts
-        if run_id not in self.session.runs and not self._known_run(run_id):
+        if not self.session.knows_run(run_id):
             raise UsageError(f"no run with id '{run_id}' in this session")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = _unquote(text)
+        value = parse_value(text)
+        if isinstance(value, str):
+            value = unquote(value)
         try:
             self.session.handle(run_id).respond(request_id, value)
         except SchemaValidationError as error:
@@ -249,12 +302,10 @@ class DaggerMagics(Magics):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _known_run(self, run_id: str) -> bool:
-        try:
-            self.session.executor.handle(run_id)
-        except DaggerError:
-            return False
-        return True
+    @property
+    def _ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        return self.shell.user_ns
 
     def _start(self, start: Callable[[], RunHandle], *, wait: bool, out: str | None) -> None:
         from dagger_nb.notebook.widgets import RunDashboard
@@ -283,28 +334,17 @@ class DaggerMagics(Magics):
 
     def _publish(self, handle: RunHandle, dashboard: Any, out: str | None) -> None:
         self.session.dashboards[handle.run_id] = dashboard
-        assert self.shell is not None
-        self.shell.user_ns["_dagger_run"] = handle
+        self._store(handle, "_dagger_run", out)
+
+    def _store(self, handle: object, default: str, out: str | None) -> None:
+        self._ns[default] = handle
         if out:
             if not out.isidentifier():
                 raise UsageError(f"--out needs a Python name, got {out!r}")
-            self.shell.user_ns[out] = handle
+            self._ns[out] = handle
 
-    def _inputs(self, expression: str | None) -> Mapping[str, Any] | None:
-        if expression is None:
-            return None
-        value = self._eval(expression, "--inputs")
-        if not isinstance(value, Mapping):
-            raise UsageError(f"--inputs must give a mapping (a dict), got {type(value).__name__}")
-        return value
-
-    def _eval(self, expression: str, option: str) -> Any:
-        expression = _unquote(expression)
-        assert self.shell is not None
-        try:
-            return eval(expression, self.shell.user_global_ns, self.shell.user_ns)
-        except Exception as error:
-            raise UsageError(f"{option} {expression!r}: {type(error).__name__}: {error}") from None
+    def _inputs(self, tokens: list[str] | None, option: str, line: str) -> Mapping[str, Any] | None:
+        return parse_inputs(tokens, option=option, namespace=self._ns, line=line)
 
     def _define_function(
         self, cell: str, name: str | None, *, what: str, prefer: str | None = None
@@ -355,13 +395,6 @@ def _cell_problems(problems: list[Problem]) -> str:
     return "the workflow cell has problems:\n" + "\n".join(f"  {p}" for p in located)
 
 
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
 def _display_graph(dot: str) -> None:
     try:
         display(SVG(render_svg(dot)))
@@ -373,6 +406,7 @@ def _display_graph(dot: str) -> None:
 
 def load_magics(shell: InteractiveShell, session: Session) -> DaggerMagics:
     """Register the magics on ``shell``, working on ``session``."""
+    preload_jsonschema()  # the first schema a cell uses must not stall the kernel on the import
     magics = DaggerMagics(shell, session=session)
     shell.register_magics(magics)
     return magics

@@ -26,6 +26,7 @@ import pandas as pd
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag import ActionRegistry, DagExecutor, ExecutionReport, RunHandle, default_registry
+from dagger_nb.errors import RunNotFound
 
 if TYPE_CHECKING:
     from dagger_nb.agents import JobHandle, TaskAgentRegistry, TaskManager
@@ -136,6 +137,20 @@ class Session:
         """The most recently started run, or None."""
         return next(reversed(self.runs.values()), None)
 
+    def latest_resumable(self) -> RunHandle | None:
+        """The most recently started (or resumed) run of this session that is paused or failed, or None."""
+        return next((h for h in reversed(self.runs.values()) if h.status in ("paused", "failed")), None)
+
+    def knows_run(self, run_id: str) -> bool:
+        """Whether ``run_id`` is a run of this session (or of its executor's database)."""
+        if run_id in self.runs:
+            return True
+        try:
+            self.executor.handle(run_id)
+        except RunNotFound:
+            return False
+        return True
+
     def runs_frame(self) -> pd.DataFrame:
         """One row per run started in this session, newest first."""
         rows = []
@@ -170,6 +185,31 @@ class Session:
         handle = self.task_manager.start_job(job_id, allowed_agents=allowed_agents)
         self.jobs[job_id] = handle
         return handle
+
+    def job_ids(self) -> list[str]:
+        """The task jobs known to :attr:`task_manager` (none, without building it, before first use)."""
+        return self._task_manager.jobs() if self._task_manager is not None else []
+
+    def start_objective(
+        self,
+        job_id: str,
+        description: str,
+        *,
+        agent: str,
+        input: Mapping[str, Any] | None = None,
+        allowed_agents: Iterable[str] | None = None,
+    ) -> JobHandle:
+        """Create job ``job_id`` with one objective for ``agent`` and start it in the background.
+
+        A job id already used is refused (:class:`~dagger_nb.errors.TaskError`): a job keeps its tasks.
+        """
+        from dagger_nb.errors import TaskError
+
+        if job_id in self.job_ids():
+            raise TaskError(f"job '{job_id}' already exists (status: {self.task_manager.job_status(job_id)}); "
+                            "give the new job another name")
+        self.task_manager.add_objective(job_id, description, agent, dict(input or {}))
+        return self.start_job(job_id, allowed_agents=allowed_agents)
 
     def start_pubsub(self, *, timeout: float | None = None) -> PubSubHandle:
         """Start delivering :attr:`pubsub` messages in the background; returns at once."""

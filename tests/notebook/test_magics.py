@@ -165,8 +165,10 @@ async def test_usage_error_is_shown_without_traceback(
     "options, message",
     [
         ("--wait", "--inputs, --wait and --out need --run"),
-        ("--run --inputs undefined_name", "--inputs 'undefined_name': NameError"),
-        ("--run --inputs [1]", "--inputs must give a mapping \\(a dict\\), got list"),
+        ("--run --inputs undefined_name", "--inputs undefined_name: no variable named 'undefined_name'"),
+        ("--run --inputs [1]", "--inputs: '\\[1\\]' is not KEY=VALUE"),
+        ("--run --inputs \"[1]\"", "--inputs: '\\[1\\]' is not KEY=VALUE"),
+        ("--run --inputs \"{1: 2}\"", "every key of the mapping must be text"),
         ("--run --out 1x", "--out needs a Python name"),
         ("--bogus", "unrecognized arguments: --bogus"),
     ],
@@ -243,7 +245,8 @@ async def test_fix_an_action_and_resume(shell: InteractiveShell, magics: DaggerM
 
 @pytest.mark.parametrize(
     "line, message",
-    [("%dagger_resume nope", "no run with id 'nope'"), ("%dagger_resume", "the following arguments are required")],
+    [("%dagger_resume nope", "no run with id 'nope'"),
+     ("%dagger_resume", "no paused or failed run in this session to resume; give a run id")],
 )
 async def test_resume_usage_errors(shell: InteractiveShell, magics: DaggerMagics, line: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -254,7 +257,7 @@ async def test_resume_of_a_succeeded_run_is_a_usage_error(shell: InteractiveShel
     run(shell, ADD_ACTION)
     run(shell, sums("--no-graph --run --inputs \"{'x': 1}\" --wait"))
     shell.user_ns["rid"] = shell.user_ns["_dagger_run"].run_id
-    with pytest.raises(UsageError, match="is succeeded; only paused, failed or cancelled runs can be resumed"):
+    with pytest.raises(UsageError, match="is succeeded; only paused, failed"):
         run(shell, "%dagger_resume $rid")
 
 
@@ -482,3 +485,180 @@ async def test_session_starts_supervisor_loops_and_remembers_them(session: Sessi
     report = await handle.wait()
     assert report.success and list(report.outcomes) == ["supervisor_step_1", "supervisor_step_2", "supervisor_step_3"]
     assert session.cache.get("supervisor_step_3", "result") == 2
+
+
+# -- --inputs forms, %dagger_resume without an id, %%dagger_job, %dagger_dashboard pubsub ----------
+
+PACK = "%%dagger_action\ndef pack(**values):\n    return {'values': values}\n"
+PACK_FLOW = "%%dagger_workflow packed --no-graph\nnodes:\n  - {id: p, action: pack, inputs: [INPUTS]}\n"
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        "x=4",
+        "--input x=4",  # the CLI's spelling is accepted too
+        "{'x': 4}",  # the issue's unquoted mapping, split at its spaces by IPython
+        "\"{'x': 4}\"",
+        "'{\"x\": 4}'",
+        "params",
+        "$params",
+    ],
+)
+async def test_run_inputs_forms(shell: InteractiveShell, magics: DaggerMagics, inputs: str) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph"))
+    shell.user_ns["params"] = {"x": 4}
+    option = "" if inputs.startswith("--input ") else "--inputs "
+    run(shell, f"%dagger_run sums {option}{inputs} --wait")
+    assert shell.user_ns["_dagger_run"].status == "succeeded"
+    assert magics.session.cache.get("second", "result") == 15
+
+
+async def test_key_value_inputs_read_values_as_the_cli_does(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    run(shell, PACK)
+    names = ["n", "flag", "items", "word", "spaced", "quoted_json", "empty", "eq"]
+    refs = ", ".join(f"{{name: {name}, reference: inputs.{name}}}" for name in names)
+    run(shell, PACK_FLOW.replace("INPUTS", refs))
+    line = ("%dagger_run packed --wait --inputs n=3 flag=true items='[1, \"a\"]' word=bees "
+            "spaced=\"hello  world\" quoted_json='\"7\"' empty= eq=a=b")
+    run(shell, line)
+    values = magics.session.cache.get("p", "values")
+    assert values == {"n": 3, "flag": True, "items": [1, "a"], "word": "bees", "spaced": "hello  world",
+                      "quoted_json": "7", "empty": "", "eq": "a=b"}
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ("topic", "no variable named 'topic'"),
+        ("topic=bees oops", "'oops' is not KEY=VALUE"),
+        ("=bees", "'=bees' is not KEY=VALUE"),
+        ("a=1 a=2", "'a' is given twice"),
+        ("\"{'a': 1\"", "not a mapping literal"),
+        ("\"{'a': len('x')}\"", "not a mapping literal"),
+        ("'[1, 2]'", "is not KEY=VALUE"),
+        ("x='unclosed", "No closing quotation"),
+    ],
+)
+async def test_bad_inputs_show_both_forms(
+    shell: InteractiveShell, magics: DaggerMagics, inputs: str, message: str
+) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph"))
+    with pytest.raises(UsageError, match=message) as raised:
+        run(shell, f"%dagger_run sums --inputs {inputs}")
+    usage = str(raised.value)
+    assert "--inputs topic=bees rounds=3" in usage and "--inputs \"{'topic': 'bees', 'rounds': 3}\"" in usage
+    assert magics.session.runs == {}  # nothing started
+
+
+async def test_inputs_are_never_evaluated(shell: InteractiveShell, magics: DaggerMagics, tmp_path: object) -> None:
+    run(shell, ADD_ACTION)
+    run(shell, sums("--no-graph"))
+    shell.user_ns["marker"] = []
+    hostile = "\"{'x': marker.append(1) or 1}\""
+    with pytest.raises(UsageError, match="not a mapping literal"):
+        run(shell, f"%dagger_run sums --inputs {hostile}")
+    with pytest.raises(UsageError, match="not a mapping literal"):
+        run(shell, "%%dagger_agent a --input-schema \"{'type': marker.append(1)}\"\ndef a(input, ctx):\n    pass\n")
+    assert shell.user_ns["marker"] == []
+
+
+FAILING_FLOW = (
+    "%%dagger_workflow {name} --no-graph\nconfig: {{on_failure: Pause, max_attempts: 1}}\nnodes:\n"
+    "  - {{id: one, action: add, inputs: [{{name: a, value: 1}}, {{name: b, value: 2}}]}}\n"
+    "  - {{id: two, action: check, inputs: [{{name: x, reference: one.result}}]}}\n"
+)
+
+
+async def test_resume_without_an_id_takes_the_latest_paused_or_failed_run(
+    shell: InteractiveShell, magics: DaggerMagics
+) -> None:
+    run(shell, "%%dagger_action\ndef check(x):\n    raise ValueError(f'bad {x}')\n")
+    run(shell, ADD_ACTION)
+    run(shell, FAILING_FLOW.format(name="w1"))
+    run(shell, FAILING_FLOW.format(name="w2"))
+    run(shell, "%dagger_run w1 --wait")
+    older = shell.user_ns["_dagger_run"]
+    run(shell, "%dagger_run w2 --wait")
+    newer = shell.user_ns["_dagger_run"]
+    run(shell, sums("--no-graph --run --inputs x=1 --wait"))  # the latest run, but it succeeded
+    assert (older.status, newer.status) == ("paused", "paused")
+    run(shell, "%%dagger_action\ndef check(x):\n    return x * 10\n")
+    run(shell, "%dagger_resume --wait")
+    assert shell.user_ns["_dagger_run"].run_id == newer.run_id and newer.status == "succeeded"
+    run(shell, "%dagger_resume --wait")
+    assert shell.user_ns["_dagger_run"].run_id == older.run_id and older.status == "succeeded"
+    with pytest.raises(UsageError, match="no paused or failed run in this session to resume"):
+        run(shell, "%dagger_resume")
+
+
+ECHO_AGENT = "%%dagger_agent echo\nasync def echo(input, ctx):\n    return {'echo': input}\n"
+
+
+async def test_job_magic_creates_the_objective_and_starts_it_with_a_dashboard(
+    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    run(shell, ECHO_AGENT)
+    run(shell, "%%dagger_job essay --agent echo --input topic=bees words=300 --out mine\n"
+               "Write a short essay\non the topic.\n")
+    handle = shell.user_ns["_dagger_job"]
+    assert shell.user_ns["mine"] is handle
+    assert isinstance(shown[0], JobDashboard) and magics.session.dashboards["essay"] is shown[0]
+    await handle.wait()
+    objective = magics.session.task_manager.get_objective("essay")
+    assert objective is not None
+    assert objective.description == "Write a short essay\non the topic."
+    assert objective.input == {"topic": "bees", "words": 300}
+    assert objective.output is not None
+    assert objective.output.data["echo"] == {"topic": "bees", "words": 300}
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("%%dagger_job j --agent nobody\nDo it.\n", "nobody"),
+        ("%%dagger_job j --agent echo\n\n", "the cell is the objective's description"),
+        ("%%dagger_job j\nDo it.\n", "the following arguments are required: --agent"),
+        ("%%dagger_job j --agent echo --input x\nDo it.\n", "no variable named 'x'"),
+        ("%%dagger_job j --agent echo --out 1x\nDo it.\n", "--out needs a Python name"),
+    ],
+    ids=["unknown-agent", "empty-cell", "no-agent", "bad-input", "bad-out"],
+)
+async def test_job_magic_usage_errors(shell: InteractiveShell, magics: DaggerMagics, cell: str, message: str) -> None:
+    run(shell, ECHO_AGENT)
+    with pytest.raises(UsageError, match=message):
+        run(shell, cell)
+    assert magics.session.job_ids() == []  # nothing was created
+
+
+async def test_job_magic_rerun_refuses_an_existing_job(
+    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", lambda _: None)
+    run(shell, ECHO_AGENT)
+    cell = "%%dagger_job j1 --agent echo\nDo it.\n"
+    run(shell, cell)
+    await shell.user_ns["_dagger_job"].wait()
+    with pytest.raises(UsageError, match="job 'j1' already exists .*give the new job another name"):
+        run(shell, cell)
+    assert len(magics.session.task_manager.tasks("j1")) == 1
+
+
+async def test_dashboard_pubsub_shows_the_bus_monitor(
+    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagger_nb.notebook.widgets import PubSubMonitor
+
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
+    run(shell, "%%dagger_pubsub_agent shout --subscribe words --publish shouts\n"
+               "async def shout(message, ctx):\n    await ctx.publish('shouts', message.payload.upper())\n")
+    bus = magics.session.pubsub
+    await bus.publish("words", "hi")
+    await bus.run(until_idle=True)
+    run(shell, "%dagger_dashboard pubsub")
+    assert isinstance(shown[0], PubSubMonitor) and magics.session.dashboards["pubsub"] is shown[0]
