@@ -48,11 +48,11 @@ from dagger_nb.agents.model import (
     utc_now,
 )
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry
-from dagger_nb.agents.remote import RemoteTaskContext, replay, run_async_agent, run_sync_agent
+from dagger_nb.agents.remote import call_on_backend
 from dagger_nb.agents.store import UNCHANGED, StateRow, TaskStore
 from dagger_nb.backends import LocalBackend
 from dagger_nb.cache import Cache
-from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, NeedsDependencies, TaskError
+from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, TaskError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -389,14 +389,7 @@ class TaskManager:
     async def _call_elsewhere(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
         if self.backend is None:
             return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
-        runner = run_async_agent if agent.is_async else run_sync_agent
-        outcome, value, changes = await self.backend.call(
-            agent.name, runner, agent.fn, payload, RemoteTaskContext(ctx), is_async=agent.is_async
-        )
-        replay(changes, ctx)
-        if outcome == "blocked":
-            raise NeedsDependencies(value)
-        return value
+        return await call_on_backend(self.backend, agent, payload, ctx)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from dagger_nb.errors import DaggerError, NeedsDependencies
 
 if TYPE_CHECKING:
     from dagger_nb.agents.context import TaskContext
+    from dagger_nb.agents.registry import TaskAgent
 
 _CURRENT: Any = object()
 
@@ -112,6 +113,18 @@ class RemoteTaskContext:
 
     def __repr__(self) -> str:
         return f"<RemoteTaskContext task={self.task_id!r} job={self.job_id!r} attempt={self.attempt}>"
+
+
+async def call_on_backend(backend: Any, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+    """Run ``agent`` through ``backend`` (a :class:`dagger_nb.DaskBackend`) and replay what it changed."""
+    runner = run_async_agent if agent.is_async else run_sync_agent
+    outcome, value, changes = await backend.call(
+        agent.name, runner, agent.fn, payload, RemoteTaskContext(ctx), is_async=agent.is_async
+    )
+    replay(changes, ctx)
+    if outcome == "blocked":
+        raise NeedsDependencies(value)
+    return value
 
 
 def replay(changes: list[Change], ctx: TaskContext) -> None:
