@@ -224,12 +224,13 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext dagger_nb``: register the magics (IPython is imported only here)."""
+    from dagger_nb.notebook import load_ipython_extension as load
     from dagger_nb.schema import preload_jsonschema
 
-    preload_jsonschema()  # before the notebook layer's imports, so the two overlap
-    from dagger_nb.notebook import load_ipython_extension as load
-
     load(ipython)
+    # After the notebook layer's imports, not alongside them: two threads importing
+    # overlapping module graphs at once can meet a half-initialised module.
+    preload_jsonschema()
 
 
 __all__ = [
