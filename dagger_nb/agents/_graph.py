@@ -38,6 +38,13 @@ def retry_problem(max_retries: object) -> str | None:
     return None
 
 
+def timeout_problem(timeout: object) -> str | None:
+    """Why ``timeout`` is not a number of seconds (a boolean is not one), or None."""
+    if isinstance(timeout, bool):
+        return f"timeout must be a number of seconds (or None), got {timeout!r}"
+    return None
+
+
 def dependency_path(tasks: Mapping[str, TaskRecord], start: str, goal: str) -> list[str] | None:
     """A dependency path ``start -> ... -> goal``, if ``start`` (transitively) depends on ``goal``."""
     parents: dict[str, str | None] = {start: None}

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from dagger_nb._sync import run_sync
 from dagger_nb.agents._dot import job_graph
-from dagger_nb.agents._graph import dependency_path, retry_problem, task_problems
+from dagger_nb.agents._graph import dependency_path, retry_problem, task_problems, timeout_problem
 from dagger_nb.agents._host import _Host
 from dagger_nb.agents._report import tasks_to_frame
 from dagger_nb.agents._runner import JobRun
@@ -417,9 +417,7 @@ class TaskManager:
         if task_id is None:
             task_id = f"task-{_random_bits(48):012x}"
         problems = task_problems(self._tasks, job_id, task_id, dependencies, parent)
-        retries = retry_problem(max_retries)
-        if retries is not None:
-            problems.append(retries)
+        problems += filter(None, (retry_problem(max_retries), timeout_problem(timeout)))
         if problems:
             raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
         try:

@@ -170,6 +170,12 @@ def test_the_input_is_copied_when_added(manager: dagger_nb.TaskManager) -> None:
             id="retries-huge",
         ),
         pytest.param(
+            {"timeout": True},
+            dagger_nb.TaskError,
+            "timeout must be a number of seconds \\(or None\\), got True",
+            id="timeout-boolean",
+        ),
+        pytest.param(
             {"max_retries": True},
             dagger_nb.TaskError,
             "max_retries must be a whole number from 0 to 1,000, got True",
