@@ -380,11 +380,11 @@ class DagExecutor:
     def _taken_over(self) -> None:
         """A later executor of this process opened the same file: stop this one's runs, close it."""
         for run in self._runs.values():
-            if run.status == "running":
+            if run.status in ("pending", "running") and run.report is None:
                 run.notes.append("a later DagExecutor of this process took its run store over")
                 run.cancel()
         if self._store is not None:
-            self._store.close()
+            self._store.close(reason="a later DagExecutor of this process took the file over")
 
     # -- history ---------------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class Scheduler:
             try:
                 await anyio.to_thread.run_sync(store.save_run, run.snapshot())
             except StorageError as failure:
+                if run.cancel_requested:  # its executor was closed or taken over meanwhile
+                    return await self._finish(run, "cancelled", "the run was cancelled")
                 run.storage_failure = failure
                 return await self._finish(run, "failed", str(failure))
             run.journal = NodeJournal(store, run)

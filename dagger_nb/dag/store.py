@@ -80,6 +80,7 @@ class RunStore:
             )
             raise
         self.closed = False
+        self._closed_because = "it was closed"
         try:
             self._connection = open_database(self.path, schema=SCHEMA)
             with self._storage_errors("open"):
@@ -91,11 +92,15 @@ class RunStore:
             raise
         self._lock = threading.Lock()
 
-    def close(self) -> None:
-        """Close the connection and give the file's lock up; safe to call twice."""
+    def close(self, *, reason: str = "it was closed") -> None:
+        """Close the connection and give the file's lock up; safe to call twice.
+
+        ``reason`` ends the message of any later call ("the run store is closed: <reason>").
+        """
         with self._lock:
             if not self.closed:
                 self.closed = True
+                self._closed_because = reason
                 self._connection.close()
         self._process_lock.release()
 
@@ -256,7 +261,9 @@ class RunStore:
     def _write(self, what: str, run_id: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self.closed:
-                raise StorageError(f"cannot {what} '{run_id}' in '{self.path}': the run store is closed")
+                raise StorageError(
+                    f"cannot {what} '{run_id}' in '{self.path}': the run store is closed: {self._closed_because}"
+                )
             try:
                 with self._connection as connection:
                     connection.execute("BEGIN IMMEDIATE")
@@ -268,7 +275,7 @@ class RunStore:
     def _read(self, what: str) -> Iterator[None]:
         with self._lock:
             if self.closed:
-                raise StorageError(f"cannot {what} from '{self.path}': the run store is closed")
+                raise StorageError(f"cannot {what} from '{self.path}': the run store is closed: {self._closed_because}")
             try:
                 yield
             except sqlite3.Error as error:

@@ -309,7 +309,7 @@ async def test_re_running_the_cell_that_opens_the_store_takes_it_over(tmp_path: 
     first = executor_with(registry, spec, db=tmp_path / "runs.db")
     handle = first.start("long")
     with anyio.fail_after(10):
-        while handle.status != "running":
+        while handle.snapshot().outcomes["f"].status != "running":
             await anyio.sleep(0.005)
 
     with pytest.warns(DaggerWarning, match="DagExecutor took over"):
@@ -319,7 +319,7 @@ async def test_re_running_the_cell_that_opens_the_store_takes_it_over(tmp_path: 
     assert report.status == "cancelled"
     assert any("took its run store over" in note for note in report.notes)
     assert second.runs()["status"].tolist() == ["interrupted"]  # the earlier one could not record its end
-    with pytest.raises(StorageError, match="closed"):
+    with pytest.raises(StorageError, match="closed: a later DagExecutor of this process took the file over"):
         first._store.run_rows()  # type: ignore[union-attr]
     second.close()
 
@@ -388,3 +388,17 @@ def test_a_foreign_table_of_the_same_name_is_refused_naming_the_file(tmp_path: P
     with pytest.raises(StorageError, match=str(db)):
         executor.runs()
     executor.close()
+
+
+async def test_a_run_taken_over_before_it_was_recorded_ends_cancelled(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("one", lambda: 1)
+    spec = workflow("w", {"id": "n", "action": "one"})
+    first = executor_with(registry, spec, db=tmp_path / "runs.db")
+    handle = first.start("w")  # not started yet: the take-over comes before its first write
+    with pytest.warns(DaggerWarning, match="took over"):
+        second = executor_with(registry, spec, db=tmp_path / "runs.db")
+    with anyio.fail_after(10):
+        report = await handle
+    assert report.status == "cancelled" and report.counts() == {"pending": 1}
+    second.close()
