@@ -56,14 +56,28 @@ _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _LONG_NUMBER = re.compile(f"[-+0-9a-fA-FxXoO_:.]{{{MAX_NUMBER_CHARS + 1}}}")
 
 
-class _SpecLoader(yaml.SafeLoader):
+class _QuickResolver(yaml.resolver.Resolver):
+    """PyYAML's resolver, answering at once for the common case: a plain scalar whose first
+    character starts no implicit type (most ids and names), and every collection."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            resolvers = self.yaml_implicit_resolvers
+            if implicit[0] and value and value[0] not in resolvers and None not in resolvers:
+                return self.DEFAULT_SCALAR_TAG
+        elif not self.yaml_path_resolvers:
+            return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
+        return super().resolve(kind, value, implicit)
+
+
+class _SpecLoader(yaml.SafeLoader, _QuickResolver):
     """The safe loader plus exactly the retry-strategy tags of Rust Dagger files."""
 
 
 _FastLoader: type[Any] | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CSpecLoader(yaml.CSafeLoader):  # type: ignore[name-defined,misc]
+    class _CSpecLoader(yaml.CSafeLoader, _QuickResolver):
         """The same as :class:`_SpecLoader` with libyaml's C parser (nodes keep their lines)."""
 
     _FastLoader = _CSpecLoader
@@ -291,8 +305,14 @@ class _Document:
             if self.root is None:
                 self.text_problem(None, "the document is empty; a workflow needs 'name' and 'nodes'")
                 return _UNPARSED
-            if not _Bounds(self).check(self.root):
+            bounds = _Bounds(self)
+            if not bounds.check(self.root):
                 return _UNPARSED
+            if not bounds.shared:
+                try:
+                    return _construct_plain(loader, self.root)
+                except _NotPlain:
+                    pass
             return loader.construct_document(self.root)
         except yaml.YAMLError as error:
             self._yaml_problem(error)
@@ -419,6 +439,7 @@ class _Bounds:
     def __init__(self, document: _Document) -> None:
         self.document = document
         self.ok = True
+        self.shared = False
 
     def fail(self, node: yaml.Node, message: str, *, line: int | None = None) -> None:
         self.ok = False
@@ -460,6 +481,7 @@ class _Bounds:
                     push((value_node, depth + 1))
             else:
                 stack.extend([(item, depth + 1) for item in node.value])
+        self.shared = shared
         if self.ok and shared:
             self.aliases(root, unique=len(seen))
         return self.ok
@@ -474,7 +496,7 @@ class _Bounds:
         elif len(value) > MAX_NUMBER_CHARS and node.tag in _NUMBER_TAGS:
             self.fail(node, f"a number longer than {MAX_NUMBER_CHARS} characters ({len(value):,})")
 
-    def duplicates(self, node: yaml.MappingNode) -> None:
+    def duplicates(self, node: yaml.Node) -> None:
         first: dict[str, int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
@@ -525,6 +547,40 @@ class _Bounds:
             else:
                 totals[id(child)] = [1, 0]
                 stack.append((child, _children(child)))
+
+
+class _NotPlain(Exception):
+    """The document needs PyYAML's full constructor (merge keys, unhashable keys, unknown tags)."""
+
+
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+
+
+def _construct_plain(loader: Any, root: yaml.Node) -> Any:
+    """The same data as ``loader.construct_document(root)`` for a tree without shared nodes,
+    built directly: PyYAML's constructor costs several calls per value."""
+    constructors = loader.yaml_constructors
+    scalar, sequence, mapping = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+
+    def build(node: yaml.Node) -> Any:
+        kind, tag = type(node), node.tag
+        if kind is scalar and tag == _STR:
+            return node.value
+        if kind is sequence and tag == _SEQ:
+            return [build(item) for item in node.value]
+        if kind is mapping and tag == _MAP:
+            built: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag not in (_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:null",
+                                        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"):
+                    raise _NotPlain  # merge keys, `=` keys, collections as keys
+                built[build(key_node)] = build(value_node)
+            return built
+        if tag not in constructors:
+            raise _NotPlain
+        return loader.construct_object(node, deep=True)
+
+    return build(root)
 
 
 def _children(node: yaml.Node) -> Iterator[tuple[yaml.Node, int]]:

@@ -89,6 +89,7 @@ class _Names:
         self.index = index
         self.suggestions_left = SUGGESTION_BUDGET
         self._brief: str | None = None
+        self._alphabet: list[str] | None = None
 
     def known(self, name: str) -> str:
         """`` (did you mean 'x'? known: ...)`` naming a handful of ids and counting the rest."""
@@ -104,8 +105,23 @@ class _Names:
         if self.suggestions_left <= 0:
             return None
         self.suggestions_left -= 1
+        if len(self.index) > 200:  # difflib compares with every id: look up the ids one edit away instead
+            return self._one_edit_away(name)
         matches = difflib.get_close_matches(name, self.index, n=1, cutoff=0.75)
         return matches[0] if matches else None
+
+    def _one_edit_away(self, name: str) -> str | None:
+        if self._alphabet is None:
+            self._alphabet = sorted(set().union(*map(set, self.index)))
+        for position in range(len(name) + 1):
+            head, tail = name[:position], name[position:]
+            candidates = [head + tail[1:], head + tail[1:2] + tail[:1] + tail[2:]] if tail else []
+            candidates += [head + char + tail[1:] for char in self._alphabet] if tail else []
+            candidates += [head + char + tail for char in self._alphabet]
+            for candidate in candidates:
+                if candidate != name and candidate in self.index:
+                    return candidate
+        return None
 
 
 def _check_reference(
