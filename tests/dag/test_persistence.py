@@ -402,3 +402,35 @@ async def test_a_run_taken_over_before_it_was_recorded_ends_cancelled(tmp_path: 
         report = await handle
     assert report.status == "cancelled" and report.counts() == {"pending": 1}
     second.close()
+
+
+async def test_nodes_finishing_together_share_one_transaction(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    release = anyio.Event()
+
+    async def wait(index: int) -> int:
+        await release.wait()
+        return index
+
+    registry.register("wait", wait)
+    nodes = [{"id": f"n{index}", "action": "wait", "inputs": [{"name": "index", "value": index}]}
+             for index in range(50)]
+    executor = executor_with(registry, workflow("fan", *nodes, max_parallel_nodes=50), db=tmp_path / "runs.db")
+    assert executor._store is not None
+    transactions: list[int] = []
+    commit_nodes = executor._store.commit_nodes
+
+    def counted(run_id: str, records: list[object], **kwargs: object) -> None:
+        transactions.append(len(records))
+        commit_nodes(run_id, records, **kwargs)  # type: ignore[arg-type]
+
+    executor._store.commit_nodes = counted  # type: ignore[method-assign]
+    handle = executor.start("fan")
+    with anyio.fail_after(10):
+        while sum(o.status == "running" for o in handle.snapshot().outcomes.values()) < 50:
+            await anyio.sleep(0.005)
+    release.set()
+    report = await handle
+    assert report.success and sum(transactions) == 50
+    assert len(transactions) <= 3, transactions
+    executor.close()
