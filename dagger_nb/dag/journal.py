@@ -81,10 +81,15 @@ class NodeJournal:
         finally:
             self._writing = False
 
-    def _commit(self, records: list[NodeRecord], spec: WorkflowSpec | None) -> None:
-        self._store.commit_nodes(self._run.run_id, records, spec=spec)
+    def _commit(self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None) -> None:
+        # In the worker thread: copying a namespace scans the whole cache (it is thread-safe).
+        cache = self._run.cache
+        rows = [(outcome, position, cache.namespace(outcome.node) if whole else values)
+                for (outcome, position, values), whole in records]
+        self._store.commit_nodes(self._run.run_id, rows, spec=spec)
 
-    def _record(self, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool) -> NodeRecord:
+    def _record(
+        self, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool
+    ) -> tuple[NodeRecord, bool]:
         run = self._run
-        values = run.cache.namespace(node_id) if whole_namespace else outputs
-        return run.outcomes[node_id], run.position(node_id), values
+        return (run.outcomes[node_id], run.position(node_id), outputs), whole_namespace

@@ -15,7 +15,7 @@ import anyio
 import pandas as pd
 import pytest
 
-from dagger_nb import ActionRegistry, DagExecutor
+from dagger_nb import ActionRegistry, DagExecutor, NodeContext
 from dagger_nb.dag import store
 from dagger_nb.errors import DaggerWarning, DatabaseInUse, StorageError
 from tests.dag.helpers import executor_with, workflow
@@ -279,7 +279,11 @@ async def test_each_node_is_in_the_file_as_soon_as_it_finishes(tmp_path: Path) -
         await release.wait()
         return "late"
 
-    registry.register("early", lambda: {"rows": 3})
+    def early(ctx: NodeContext) -> dict[str, int]:
+        ctx.output("written", 5)  # what an action writes itself is committed with it
+        return {"rows": 3}
+
+    registry.register("early", early)
     registry.register("wait", wait)
     spec = workflow("steps", {"id": "e", "action": "early"}, {"id": "w", "action": "wait", "dependencies": ["e"]})
     executor = executor_with(registry, spec, db=tmp_path / "runs.db")
@@ -295,7 +299,7 @@ async def test_each_node_is_in_the_file_as_soon_as_it_finishes(tmp_path: Path) -
     with anyio.fail_after(10):
         while handle.snapshot().outcomes["w"].status != "running":
             await anyio.sleep(0.005)
-    assert stored() == ([("e", "succeeded"), ("w", "pending")], [("e", "result"), ("e", "rows")])
+    assert stored() == ([("e", "succeeded"), ("w", "pending")], [("e", "result"), ("e", "rows"), ("e", "written")])
     release.set()
     await handle
     assert stored()[0] == [("e", "succeeded"), ("w", "succeeded")]
