@@ -1,6 +1,7 @@
-"""The ``dagger-nb`` command: validate, draw and run workflow files.
+"""The ``dagger-nb`` command: validate, draw, run and resume workflow files.
 
-Every user mistake ends with a message and exit code 1, never a traceback.
+Every user mistake ends with a message and exit code 1 (2 for missing run inputs
+and bad usage), never a traceback; output to a closed pipe ends quietly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +21,12 @@ import anyio
 
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import load_workflow
+from dagger_nb.dag.spec import WorkflowSpec
 from dagger_nb.errors import DaggerError, WorkflowSpecError
 from dagger_nb.graph import render_svg
+
+#: Exit code of a run refused before it starts because run inputs are missing (argparse's usage code).
+MISSING_INPUTS = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.command(args))
+        code = int(args.command(args))
+        sys.stdout.flush()  # here, so a closed pipe is noticed while we can still end quietly
+        return code
+    except BrokenPipeError:
+        # The reader went away (`dagger-nb run --json | head -1`): what is left to write goes nowhere,
+        # and the interpreter's last flush must not report the closed pipe either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except DaggerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -41,8 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagger-nb", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check workflow files and report every problem")
+    validate = commands.add_parser("validate", help="check workflow files and report every problem, "
+                                                    "and list the run inputs each one needs")
     validate.add_argument("files", nargs="+", metavar="FILE", help="workflow YAML files")
+    validate.add_argument("--actions", action="append", default=[], metavar="PY_FILE_OR_MODULE",
+                          help="also check action names and each node's inputs against the signatures of the "
+                               "@dagger_nb.action functions this file or module registers (repeatable)")
     validate.set_defaults(command=_validate)
 
     graph = commands.add_parser("graph", help="draw a workflow's structure as DOT or SVG")
@@ -62,21 +80,59 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--show-cache", action="store_true", help="also print the cache as a table")
     run.add_argument("--svg", metavar="OUT", help="write the run's graph, coloured by status, as SVG")
     run.set_defaults(command=_run)
+
+    resume = commands.add_parser("resume", help="resume a paused or failed run recorded with --db")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the run to resume")
+    resume.add_argument("--db", required=True, metavar="PATH", help="the SQLite file the run was recorded in")
+    resume.add_argument("--actions", required=True, action="append", metavar="PY_FILE_OR_MODULE",
+                        help="the actions, as for run (fixed ones are used from now on; repeatable)")
+    resume.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    resume.add_argument("--show-cache", action="store_true", help="also print the cache as a table")
+    resume.add_argument("--svg", metavar="OUT", help="write the run's graph, coloured by status, as SVG")
+    resume.set_defaults(command=_resume, input=[])
     return parser
 
 
 def _validate(args: argparse.Namespace) -> int:
+    actions = None
+    if args.actions:
+        from dagger_nb.dag.actions import default_registry
+
+        for source in args.actions:
+            _import_actions(source)
+        actions = default_registry
     failed = False
     for file in args.files:
         try:
-            spec = load_workflow(Path(file))
+            spec = load_workflow(Path(file), actions=actions)
         except WorkflowSpecError as error:
             failed = True
             print(error, file=sys.stderr)
             continue
         count = len(spec.nodes)
-        print(f"{file}: ok: workflow '{spec.name}', {count} node{'' if count == 1 else 's'}")
+        checked = ", actions checked" if actions is not None else ""
+        print(f"{file}: ok: workflow '{spec.name}', {_plural(count, 'node')}{checked}")
+        needed = run_inputs(spec)
+        listed = ", ".join(f"{key} ({', '.join(nodes)})" for key, nodes in needed.items())
+        print(f"  run inputs: {listed or 'none'}")
     return 1 if failed else 0
+
+
+def run_inputs(spec: WorkflowSpec) -> dict[str, list[str]]:
+    """The run inputs ``spec`` reads (``inputs.KEY`` references), each with the nodes that read it."""
+    needed: dict[str, list[str]] = {}
+    for node in spec.nodes:
+        for item in node.inputs:
+            source = item.source
+            if source is not None and source[0] == "inputs":
+                readers = needed.setdefault(source[1], [])
+                if node.id not in readers:
+                    readers.append(node.id)
+    return needed
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -107,30 +163,76 @@ def _write(path: Path, text: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from dagger_nb.dag.actions import default_registry
     from dagger_nb.dag.executor import DagExecutor
-    from dagger_nb.dag.progress import ProgressLine, report_json, report_table
+    from dagger_nb.dag.progress import ProgressLine
 
     for source in args.actions:
         _import_actions(source)
     inputs = dict(_parse_input(item) for item in args.input)
     executor = DagExecutor(default_registry, db=args.db)
     spec = executor.load_yaml_file(args.file)
+    missing = {key: nodes for key, nodes in run_inputs(spec).items() if key not in inputs}
+    if missing:
+        executor.close()
+        print(f"error: workflow '{spec.name}' needs run inputs that were not given (nothing was run):",
+              file=sys.stderr)
+        for key, nodes in missing.items():
+            print(f"  {key}  (read by {', '.join(nodes)})", file=sys.stderr)
+        example = " ".join(f"--input {key}=VALUE" for key in missing)
+        print(f"give them with {example}", file=sys.stderr)
+        return MISSING_INPUTS
 
     async def run() -> Any:
         async with executor:
             handle = executor.start(spec.name, inputs=inputs)
             progress = ProgressLine(handle.spec, stream=sys.stderr)
             handle.add_listener(progress.on_event)
-            report = await handle
-            return report
+            return await handle
 
-    report = anyio.run(run)
-    executor.close()
+    try:
+        report = anyio.run(run)
+    finally:
+        executor.close()
+    return _show(report, args)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from dagger_nb.dag.actions import default_registry
+    from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.progress import ProgressLine
+
+    for source in args.actions:
+        _import_actions(source)
+    if not Path(args.db).is_file():
+        raise DaggerError(f"run database '{args.db}' not found")
+    executor = DagExecutor(default_registry, db=args.db)
+
+    async def resume() -> Any:
+        async with executor:
+            handle = executor.start_resume(args.run_id)
+            progress = ProgressLine(handle.spec, stream=sys.stderr)
+            handle.add_listener(progress.on_event)
+            return await handle
+
+    try:
+        report = anyio.run(resume)
+    finally:
+        executor.close()
+    return _show(report, args)
+
+
+def _show(report: Any, args: argparse.Namespace) -> int:
+    """Print ``report`` as ``args`` ask; the exit code: 0 when the run succeeded, else 1."""
+    from dagger_nb.dag.progress import report_json, report_table
+
+    ending = _ending(report, args)
     if args.json:
         print(report_json(report))
+        if ending:
+            print(ending, file=sys.stderr)
     else:
         print(report_table(report))
-        if report.error:
-            print(f"\n{report.status}: {report.error}")
+        if ending:
+            print(f"\n{ending}")
         if args.show_cache:
             print("\nCache:")
             print(_cache_table(report.cache))
@@ -138,6 +240,21 @@ def _run(args: argparse.Namespace) -> int:
         _write(Path(args.svg), render_svg(report.to_dot()))
         print(f"\nwrote {args.svg}", file=sys.stderr)
     return 0 if report.success else 1
+
+
+def _ending(report: Any, args: argparse.Namespace) -> str | None:
+    """The last line for a run that did not succeed: a paused run is a failure for a process,
+    with how to go on."""
+    if report.status != "paused":
+        return f"{report.status}: {report.error}" if report.error else None
+    if args.db:
+        command = ["dagger-nb", "resume", report.run_id, "--db", args.db]
+        for source in args.actions:
+            command += ["--actions", source]
+        how = f"resume with `{shlex.join(command)}` once the cause is fixed"
+    else:
+        how = "the run was not recorded; run again with --db FILE to be able to resume it"
+    return f"failed (paused: {how}): {report.error}"
 
 
 def _import_actions(source: str) -> None:

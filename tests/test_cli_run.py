@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +120,120 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "sales_pipeline.yaml: ok: workflow 'sales_report', 5 nodes" in result.stdout
     assert "revenue_by_region" in result.stdout and "Best region:" in result.stdout
     assert (tmp_path / "sales_pipeline.svg").read_text().count("<g id=\"node") == 5
+
+
+# -- missing inputs, paused runs and `resume`, closed pipes ---------------------------------------
+
+
+def test_missing_run_inputs_exit_2_before_anything_runs(files, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    db = tmp_path / "runs.db"
+    code = main(["run", str(workflow), "--actions", str(actions), "--input", "who=ann", "--db", str(db)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "error: workflow 'cli_demo' needs run inputs that were not given (nothing was run):",
+        "  times  (read by greet)",
+        "give them with --input times=VALUE",
+    ]
+    assert DagExecutor(db=db).runs().empty  # nothing started, nothing recorded
+
+
+PAUSING = """
+name: cli_pausing
+config: {on_failure: Pause, max_attempts: 1}
+nodes:
+  - {id: first, action: cli_step, inputs: [{name: x, reference: inputs.x}]}
+  - {id: second, action: cli_check, inputs: [{name: x, reference: first.result}]}
+"""
+PAUSING_ACTIONS = """
+import dagger_nb
+
+@dagger_nb.action
+def cli_step(x):
+    return x + 1
+
+@dagger_nb.action
+def cli_check(x):
+    {body}
+"""
+
+
+@pytest.fixture
+def pausing(tmp_path: Path):  # type: ignore[no-untyped-def]
+    workflow = tmp_path / "pausing.yaml"
+    workflow.write_text(PAUSING)
+    actions = tmp_path / "pausing_actions.py"
+    actions.write_text(PAUSING_ACTIONS.format(body="raise ValueError(f'bad {x}')"))
+    yield workflow, actions
+    for name in ("cli_step", "cli_check"):
+        if name in default_registry:
+            default_registry.unregister(name)
+
+
+def test_a_paused_run_fails_the_process_and_says_how_to_resume(pausing, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = pausing
+    db = tmp_path / "runs.db"
+    code = main(["run", str(workflow), "--actions", str(actions), "--input", "x=1", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert code == 1
+    reader = DagExecutor(db=db)
+    run_id = reader.runs()["run_id"][0]
+    reader.close()
+    command = f"dagger-nb resume {run_id} --db {db} --actions {actions}"
+    assert f"failed (paused: resume with `{command}` once the cause is fixed): node 'second' failed" in out
+    # The command it gives works once the action is fixed; the succeeded node is not run again.
+    actions.write_text(PAUSING_ACTIONS.format(body="return x * 10"))
+    code = main([*command.split()[1:], "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["status"] == "succeeded" and report["run_id"] == run_id
+    attempts = {o["node"]: o["attempts"] for o in report["outcomes"]}
+    assert attempts == {"first": 1, "second": 1}
+
+
+def test_a_paused_run_without_db_says_it_cannot_be_resumed(pausing, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = pausing
+    assert main(["run", str(workflow), "--actions", str(actions), "--input", "x=1", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == "paused"
+    assert "failed (paused: the run was not recorded; run again with --db FILE to be able to resume it)" in err
+
+
+def test_resume_mistakes_are_messages(pausing, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, actions = pausing
+    assert main(["resume", "abc", "--db", str(tmp_path / "none.db"), "--actions", str(actions)]) == 1
+    assert f"run database '{tmp_path / 'none.db'}' not found" in capsys.readouterr().err
+
+
+def _closed_pipe_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with its stdout a pipe nobody reads: closed before the child writes a byte."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = subprocess.run([sys.executable, "-m", "dagger_nb.cli", *argv], stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    return process
+
+
+def test_output_to_a_closed_pipe_ends_quietly(files) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    result = _closed_pipe_run(["run", str(workflow), "--actions", str(actions), "--input", "who=al",
+                               "--input", "times=1", "--json"])
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 1
+    result = _closed_pipe_run(["graph", str(workflow)])
+    assert result.stderr == "" and result.returncode == 1
+
+
+def test_run_json_piped_into_head_ends_quietly(files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    pipeline = (f"{shlex.quote(sys.executable)} -m dagger_nb.cli run {shlex.quote(str(workflow))} "
+                f"--actions {shlex.quote(str(actions))} --input who=al --input times=1 --json --show-cache "
+                "2>err.txt | head -1")
+    result = subprocess.run(["bash", "-c", pipeline], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.stdout == "{\n"
+    err = (tmp_path / "err.txt").read_text()
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ SMALL_DOT = """\
 digraph "small" {
   rankdir=LR;
   node [shape=box, style="rounded,filled", fontname="Helvetica", fillcolor="white"];
+  graph [label="small", labelloc="t", fontname="Helvetica"];
   "a" [label="a\\naction: load\\nRead it", tooltip="Read it"];
   "b" [label="b\\naction: clean", tooltip="b"];
   "a" -> "b";
@@ -79,8 +82,11 @@ def test_validate_ok_prints_one_summary_line_per_file(
     assert code == 0
     assert out.splitlines() == [
         f"{files[0]}: ok: workflow 'chain_3', 3 nodes",
+        "  run inputs: num1 (node1), num2 (node1)",
         f"{files[1]}: ok: workflow 'diamond_4', 4 nodes",
+        "  run inputs: path (load)",
         f"{files[2]}: ok: workflow 'empty_nodes', 0 nodes",
+        "  run inputs: none",
     ]
     assert err == ""
 
@@ -92,7 +98,7 @@ def test_validate_reports_every_problem_and_exits_1(
     bad = _write(tmp_path, "bad.yaml", BROKEN)
     code, out, err = _run(capsys, "validate", str(bad), str(good))
     assert code == 1
-    assert out.splitlines() == [f"{good}: ok: workflow 'small', 2 nodes"]
+    assert out.splitlines() == [f"{good}: ok: workflow 'small', 2 nodes", "  run inputs: none"]
     assert err.splitlines() == [
         f"{bad}:5: workflow 'broken', node 'a': unknown key 'dependecies' (did you mean 'dependencies'?)",
         f"{bad}:8: workflow 'broken', node 'b': dependency 'zz' is not a node (known: a, b)",
@@ -249,8 +255,8 @@ def test_graph_escapes_quotes_angles_ampersands_and_newlines(
     assert 'action: read <file> & "parse"' in texts
     assert "action: a>b" in texts
     assert "action: c&d" in texts
-    assert "first line second <b>line</b> & 'quotes' \"double\"" in texts
-    assert texts[texts.index('action: read <file> & "parse"') + 2 : texts.index("action: a>b")] == ["x", "y"]
+    assert "first line second <b>line</b> &" in texts and "'quotes' \"double\"" in texts  # wrapped
+    assert texts[texts.index('action: read <file> & "parse"') + 3 : texts.index("action: a>b")] == ["x", "y"]
     edges = [title.text for title in root.iter(f"{SVG}title") if title.text and "->" in title.text]
     assert len(edges) == 2
 
@@ -278,7 +284,7 @@ def test_console_script(resources: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert result.stdout == f"{good}: ok: workflow 'chain_3', 3 nodes\n"
+    assert result.stdout == f"{good}: ok: workflow 'chain_3', 3 nodes\n  run inputs: num1 (node1), num2 (node1)\n"
     assert result.stderr.splitlines() == [
         f"{bad}:5: workflow 'broken', node 'a': unknown key 'dependecies' (did you mean 'dependencies'?)",
         f"{bad}:8: workflow 'broken', node 'b': dependency 'zz' is not a node (known: a, b)",
@@ -293,3 +299,99 @@ def test_no_command_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.startswith("usage: dagger-nb")
     assert "Traceback" not in err
+
+
+# --- validate --actions, titles and wrapped descriptions -----------------------------------------
+
+ACTIONS = """
+import dagger_nb
+
+@dagger_nb.action
+def vcli_load(path):
+    return path
+
+@dagger_nb.action
+def vcli_clean(rows, *, strict=False):
+    return rows
+"""
+USES_ACTIONS = """\
+name: uses
+nodes:
+  - id: load
+    action: vcli_load
+    inputs: [{name: path, reference: inputs.path}]
+  - id: clean
+    action: vcli_clean
+    inputs: [{name: rows, reference: load.result}, {name: strict, reference: inputs.strict}]
+"""
+
+
+@pytest.fixture
+def actions_file(tmp_path: Path) -> Iterator[Path]:
+    from dagger_nb import default_registry
+
+    yield _write(tmp_path, "vcli_actions.py", ACTIONS)
+    for name in ("vcli_load", "vcli_clean"):
+        if name in default_registry:
+            default_registry.unregister(name)
+
+
+def test_validate_with_actions_checks_names_and_lists_run_inputs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, actions_file: Path
+) -> None:
+    good = _write(tmp_path, "uses.yaml", USES_ACTIONS)
+    code, out, err = _run(capsys, "validate", str(good), "--actions", str(actions_file))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{good}: ok: workflow 'uses', 2 nodes, actions checked",
+        "  run inputs: path (load), strict (clean)",
+    ]
+    typo = _write(tmp_path, "typo.yaml", USES_ACTIONS.replace("action: vcli_clean", "action: vcli_claen"))
+    code, out, err = _run(capsys, "validate", str(typo), "--actions", str(actions_file))
+    assert (code, out) == (1, "")
+    assert f"{typo}:7: workflow 'uses', node 'clean': unknown action 'vcli_claen'" in err
+    assert "vcli_clean" in err and "vcli_load" in err  # the registered ones are listed
+    # Without --actions, names are not checked: the same file is fine.
+    assert _run(capsys, "validate", str(typo))[0] == 0
+
+
+def test_validate_with_actions_checks_signatures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, actions_file: Path
+) -> None:
+    wrong = _write(tmp_path, "wrong.yaml", USES_ACTIONS.replace("{name: path,", "{name: pth,"))
+    code, out, err = _run(capsys, "validate", str(wrong), "--actions", str(actions_file))
+    assert (code, out) == (1, "")
+    assert "node 'load'" in err and "'pth'" in err and "Traceback" not in err
+
+
+def test_validate_with_a_missing_actions_file_is_a_message(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = _write(tmp_path, "small.yaml", SMALL)
+    code, out, err = _run(capsys, "validate", str(good), "--actions", str(tmp_path / "nope.py"))
+    assert (code, out) == (1, "")
+    assert err == f"error: actions file '{tmp_path / 'nope.py'}' not found\n"
+
+
+@needs_dot
+def test_graph_wraps_long_descriptions_and_has_a_title(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    long = " ".join(f"word{i:03d}" for i in range(38))  # about 300 characters, as in the issue
+    assert len(long) >= 300
+    text = f"name: wide\ndescription: {long}\nnodes:\n" + "".join(
+        f"  - {{id: n{i}, action: a, description: {long}}}\n" for i in range(3)
+    )
+    output = tmp_path / "wide.svg"
+    assert _run(capsys, "graph", str(_write(tmp_path, "wide.yaml", text)), "-o", str(output))[0] == 0
+    root = ElementTree.parse(output).getroot()
+    for node in (g for g in root.iter(f"{SVG}g") if g.get("class") == "node"):
+        box = next(node.iter(f"{SVG}path")).attrib["d"]
+        xs = [float(x) for x in re.findall(r"(-?[\d.]+),-?[\d.]+", box)]
+        assert max(xs) - min(xs) < 320, f"node box {max(xs) - min(xs)}pt wide"
+    assert float(root.attrib["width"].removesuffix("pt")) < 900
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert "wide" in texts  # the title
+    node_lines = [t for t in texts if t.startswith("word")]
+    assert node_lines and max(map(len, node_lines)) <= 80
+    assert any(t.endswith("…") for t in node_lines)  # cut, and says so
