@@ -76,6 +76,10 @@ class Digraph:
         suffix = f" [{rendered}]" if rendered else ""
         self._lines.append(f"{quote(tail)} -> {quote(head)}{suffix};")
 
+    def graph_attributes(self, **attrs: object) -> None:
+        """Set attributes of the whole graph (``label`` and ``labelloc`` for a title)."""
+        self._lines.append(f"graph [{_attributes(attrs)}];")
+
     def cluster(self, cluster_id: str, label: str, members: list[str]) -> None:
         """Group ``members`` in a labelled box."""
         inner = " ".join(f"{quote(member)};" for member in members)
