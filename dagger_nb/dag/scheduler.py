@@ -22,7 +22,7 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import LocalBackend, SendsAhead
-from dagger_nb.dag.actions import Action, NodeContext, node_outputs
+from dagger_nb.dag.actions import Action, NodeContext
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import AbandonedAttempt, RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
@@ -37,6 +37,7 @@ from dagger_nb.dag.events import (
 )
 from dagger_nb.dag.human import PauseForHuman
 from dagger_nb.dag.journal import NodeJournal
+from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
@@ -45,12 +46,7 @@ from dagger_nb.errors import DaggerError, DaggerWarning, NodeTimeout, StorageErr
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
 
-_MISSING: Any = object()
 _DISCARD_SECONDS = 2  # cancelling calls sent ahead must not hold up the end of a run on a lost cluster
-
-
-class _InputMissing(DaggerError):
-    """An input's reference was not produced; retrying cannot help."""
 
 
 class Scheduler:
@@ -239,14 +235,14 @@ class Scheduler:
                 emit(NodeStarted(run.run_id, node_id, attempt))
                 try:
                     action = self.executor.registry.get(node.action)
-                    kwargs = _resolve_inputs(run, node_id)
+                    kwargs = resolve_inputs(run, node_id)
                     capture = start_capture(logs)
                     try:
                         result = await self._call(run, node, action, kwargs, attempt)
                     finally:
                         stop_capture(capture)
-                    outputs, written = _store_outputs(run, node, action, result)
-                except _InputMissing as missing:
+                    outputs, written = store_outputs(run, node, action, result)
+                except InputMissing as missing:
                     error = str(missing)
                     retries.add(attempt, error)
                     break
@@ -264,13 +260,13 @@ class Scheduler:
                 outcome.status = "succeeded"
                 outcome.finished_at = time()
                 if written:
-                    outcome.notes.append(_kept_message(node_id, written))
+                    outcome.notes.append(kept_message(node_id, written))
                 if run.journal is not None and not await self._commit(run, node_id, outputs, action.takes_ctx):
                     return
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
                 emit(NodeSucceeded(run.run_id, node_id, attempt, outputs))
                 if written:
-                    warnings.warn(_kept_message(node_id, written), DaggerWarning, stacklevel=1)
+                    warnings.warn(kept_message(node_id, written), DaggerWarning, stacklevel=1)
                 return
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
@@ -426,58 +422,6 @@ def _iteration(node: NodeSpec) -> int:
         if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
             return item.value
     return 0
-
-
-def _resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    get = run.cache.get
-    for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
-        if namespace is None:
-            kwargs[name] = literal
-            continue
-        value = get(namespace, key, _MISSING)
-        if value is _MISSING:
-            if namespace == "inputs":
-                raise _InputMissing(
-                    f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
-                )
-            raise _InputMissing(
-                f"input '{name}' references '{reference}', which node '{namespace}' did not produce "
-                f"({_produced(run, namespace)})"
-            )
-        kwargs[name] = value
-    return kwargs
-
-
-def _produced(run: Run, node_id: str) -> str:
-    outcome = run.outcomes.get(node_id)
-    if outcome is not None and outcome.status != "succeeded":
-        return f"it is {outcome.status}"
-    keys = sorted(run.cache.namespace(node_id))
-    if not keys:
-        return "it produced nothing"
-    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-    return f"it produced: {shown}"
-
-
-def _store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
-    """Store ``result`` as the node's outputs; returns them and the keys the action had written
-    itself (through ``ctx``), which its return value does not overwrite."""
-    outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
-    cache = run.cache
-    written = [key for key in outputs if cache.contains(node.id, key)] if action.takes_ctx else []
-    for key, value in outputs.items():
-        if key in written:
-            outputs[key] = cache.get(node.id, key)
-        else:
-            cache.insert(node.id, key, value)
-    return outputs, written
-
-
-def _kept_message(node_id: str, written: list[str]) -> str:
-    keys = ", ".join(f"'{key}'" for key in written)
-    return (f"node '{node_id}': the action wrote {keys} to the cache itself and also returned a value "
-            f"for {'it' if len(written) == 1 else 'them'}; the value it wrote is kept")
 
 
 def hook_name(hook: Any) -> str:

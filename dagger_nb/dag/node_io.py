@@ -1,0 +1,74 @@
+"""What a node reads and stores: its inputs resolved from the cache, its outputs written back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dagger_nb.dag.actions import node_outputs
+from dagger_nb.errors import DaggerError
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.actions import Action
+    from dagger_nb.dag.run import Run
+    from dagger_nb.dag.spec import NodeSpec
+
+_MISSING: Any = object()
+
+
+class InputMissing(DaggerError):
+    """An input's reference was not produced; retrying cannot help."""
+
+
+def resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
+    """The keyword arguments of ``node_id``'s action; :class:`InputMissing` naming an input whose
+    reference was not produced (and what its node did produce)."""
+    kwargs: dict[str, Any] = {}
+    get = run.cache.get
+    for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
+        if namespace is None:
+            kwargs[name] = literal
+            continue
+        value = get(namespace, key, _MISSING)
+        if value is _MISSING:
+            if namespace == "inputs":
+                raise InputMissing(
+                    f"input '{name}' references run input '{key}' ('{reference}'), which was not given"
+                )
+            raise InputMissing(
+                f"input '{name}' references '{reference}', which node '{namespace}' did not produce "
+                f"({_produced(run, namespace)})"
+            )
+        kwargs[name] = value
+    return kwargs
+
+
+def _produced(run: Run, node_id: str) -> str:
+    outcome = run.outcomes.get(node_id)
+    if outcome is not None and outcome.status != "succeeded":
+        return f"it is {outcome.status}"
+    keys = sorted(run.cache.namespace(node_id))
+    if not keys:
+        return "it produced nothing"
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    return f"it produced: {shown}"
+
+
+def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
+    """Store ``result`` as the node's outputs; returns them and the keys the action had written
+    itself (through ``ctx``), which its return value does not overwrite."""
+    outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
+    cache = run.cache
+    written = [key for key in outputs if cache.contains(node.id, key)] if action.takes_ctx else []
+    for key, value in outputs.items():
+        if key in written:
+            outputs[key] = cache.get(node.id, key)
+        else:
+            cache.insert(node.id, key, value)
+    return outputs, written
+
+
+def kept_message(node_id: str, written: list[str]) -> str:
+    """The note (and warning) for output keys the action wrote itself and also returned."""
+    keys = ", ".join(f"'{key}'" for key in written)
+    return (f"node '{node_id}': the action wrote {keys} to the cache itself and also returned a value "
+            f"for {'it' if len(written) == 1 else 'them'}; the value it wrote is kept")
