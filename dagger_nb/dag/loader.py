@@ -220,7 +220,9 @@ class _Document:
         self.duplicate_keys: list[tuple[int, int, str]] = []  # mapping's mark line, line, message
 
     def problem(self, message: str, *, at: Location = (), node: str | None = None) -> None:
-        self.problems.append(Problem(self.path, self.line_of(at), self.workflow, node, message))
+        # Ids and names come from the file: a 10 MB id must not make a 10 MB message.
+        shown_node = None if node is None else _short(node, limit=80)
+        self.problems.append(Problem(self.path, self.line_of(at), self.workflow, shown_node, _short(message, limit=500)))
 
     def text_problem(self, line: int | None, message: str) -> None:
         """A problem of the text itself, found before there is a workflow to name."""
@@ -266,7 +268,7 @@ class _Document:
             if default_name is not None and "name" not in data:
                 data = {"name": default_name, **data}
             if isinstance(data.get("name"), str):
-                self.workflow = data["name"]
+                self.workflow = _short(data["name"], limit=80)
         for mapping_line, line, message in self.duplicate_keys:
             owner = _node_id(data, self.node_index_at(mapping_line))
             self.problems.append(Problem(self.path, line, self.workflow, owner, message))
@@ -366,7 +368,9 @@ class _Document:
                 self.text_problem(mark.line + 1, f"invalid YAML (column {mark.column + 1}): {reason}")
         elif isinstance(error, yaml.reader.ReaderError):
             line = self.text.count("\n", 0, error.position) + 1
-            self.text_problem(line, f"invalid YAML: character {error.character!r} is not allowed")
+            character = error.character
+            shown = f"U+{character:04X}" if isinstance(character, int) else repr(character)
+            self.text_problem(line, f"invalid YAML: character {shown} is not allowed")
         else:
             self.text_problem(None, f"invalid YAML: {error}")
 

@@ -1,6 +1,7 @@
 """Hostile and careless YAML: every case is one clean WorkflowSpecError with a line, quickly.
 
-And whatever does load can be dumped, pickled and stored as JSON.
+And whatever does load can be dumped, pickled and stored as JSON. Durations are CPU
+time of this process: the machine running the tests may be busy with other work.
 """
 
 from __future__ import annotations
@@ -94,10 +95,10 @@ HOSTILE = [
 
 @pytest.mark.parametrize(("text", "line", "message"), HOSTILE)
 def test_hostile_yaml_is_one_clean_problem_with_a_line(text: str, line: int | None, message: str) -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(WorkflowSpecError) as caught:
         load_workflow(text)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     problems = caught.value.problems
     assert len(problems) == 1, str(caught.value)
     assert message in problems[0].message
@@ -107,11 +108,35 @@ def test_hostile_yaml_is_one_clean_problem_with_a_line(text: str, line: int | No
     assert len(str(caught.value)) < 300  # bounded, whatever the size of the offending value
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (NODE + "    description: a\udc00b\n", 5, "invalid YAML: character U+DC00 is not allowed"),
+        (NODE + "    description: a\x00b\n", 5, "invalid YAML: character U+0000 is not allowed"),
+    ],
+    ids=["raw-surrogate-in-text", "nul"],
+)
+def test_unencodable_characters_in_the_text_are_a_problem_with_a_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(text)
+    assert [(problem.line, problem.message) for problem in caught.value.problems] == [(line, message)]
+
+
+def test_huge_names_make_short_messages() -> None:
+    text = f"name: {'w' * 5000}\nnodes:\n  - id: {'a' * 5000}\n    action: step\n    dependencies: [{'b' * 5000}]\n"
+    with pytest.raises(WorkflowSpecError) as caught:
+        load_workflow(text)
+    (problem,) = caught.value.problems
+    assert problem.line == 5
+    assert problem.message.startswith("dependency 'bbbb") and problem.message.endswith(" characters)")
+    assert len(str(caught.value)) < 800
+
+
 def test_many_typos_are_bounded_and_counted() -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     with pytest.raises(WorkflowSpecError) as caught:
         load_workflow(_typos(5000))
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     problems = caught.value.problems
     assert len(problems) == MAX_PROBLEMS + 1
     assert problems[0].message == (
@@ -248,10 +273,10 @@ def test_cli_refuses_hostile_files_quickly_with_a_line(
     actions = tmp_path / "actions.py"
     actions.write_text("import dagger_nb\n\n@dagger_nb.action\ndef step(v=None):\n    return v\n")
     argv = [command, str(path)] + (["--actions", str(actions)] if command == "run" else [])
-    started = time.perf_counter()
+    started = time.process_time()
     with _captured() as err:
         code = cli.main(argv)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert code == 1
     output = err.getvalue()
     assert f"{path}:{line}:" in output and message in output
