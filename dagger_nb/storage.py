@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -115,7 +116,7 @@ class ProcessLock:
                     f"{owner} took over '{self.path}' from an earlier {earlier.owner} in this "
                     "process; the earlier one was closed",
                     DaggerWarning,
-                    stacklevel=3,
+                    stacklevel=_outside_the_package(),
                 )
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -152,10 +153,20 @@ class ProcessLock:
             warnings.warn(
                 f"closing the earlier {self.owner} on '{self.path}' failed: {error!r}",
                 DaggerWarning,
-                stacklevel=4,
+                stacklevel=_outside_the_package(),
             )
         finally:
             self.release()
+
+
+def _outside_the_package() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside dagger_nb (the
+    user's cell), however deep inside the package the lock was taken."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _descriptor_for(path: str) -> tuple[_FileKey, int]:

@@ -47,8 +47,9 @@ def test_rerunning_a_task_manager_cell_takes_the_file_over(tmp_path: Path) -> No
     registry = echo_registry()
     manager = dagger_nb.TaskManager(db, registry=registry)  # the cell, run once ...
     manager.add_task("job", "first", "echo", {"n": 1}, task_id="first")
-    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="TaskManager", name=r"jobs\.db")):
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="TaskManager", name=r"jobs\.db")) as caught:
         manager = dagger_nb.TaskManager(db, registry=registry)  # ... and again
+    assert caught[0].filename == __file__  # the warning points at the cell, not at dagger_nb
     assert [task.task_id for task in manager.tasks("job")] == ["first"]
     manager.add_task("job", "second", "echo", {"n": 2}, task_id="second")
     report = manager.run_job_sync("job")
@@ -167,6 +168,77 @@ async def test_a_take_over_cancels_the_earlier_executors_running_run(tmp_path: P
         await anyio.lowlevel.checkpoint()
     (row,) = second.runs().itertuples()
     assert row.run_id == report.run_id and row.status != "running"  # nothing of the earlier run left live
+    second.close()
+
+
+def reader_registry(received: list[Any], gate: anyio.Event, blocked: anyio.Event, cancelled: anyio.Event) -> Any:
+    """A pub/sub registry with agent ``reader`` on ``news``: it records each payload, and on
+    ``"block"`` waits for ``gate`` (setting ``blocked``, and ``cancelled`` if cancelled there)."""
+    registry = dagger_nb.PubSubAgentRegistry()
+
+    @dagger_nb.pubsub_agent("reader", subscribe=["news"], registry=registry)
+    async def reader(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        received.append(message.payload)
+        if message.payload == "block":
+            blocked.set()
+            try:
+                await gate.wait()
+            except anyio.get_cancelled_exc_class():
+                cancelled.set()
+                raise
+
+    return registry
+
+
+def test_rerunning_a_pubsub_cell_takes_the_file_over(tmp_path: Path) -> None:
+    db = tmp_path / "bus.db"
+    received: list[Any] = []
+    registry = reader_registry(received, anyio.Event(), anyio.Event(), anyio.Event())
+    bus = dagger_nb.PubSub(db=db, registry=registry)
+    bus.register("reader")
+    bus.publish_sync("news", 1)
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="PubSub", name=r"bus\.db")):
+        bus = dagger_nb.PubSub(db=db, registry=registry)
+    assert bus.history()["payload"].tolist() == [1]
+    bus.register("reader")
+    bus.publish_sync("news", 2)
+    bus.run_sync(until_idle=True, timeout=30)
+    assert bus.is_idle() and received == [1, 2]
+    bus.close()
+
+
+@pytest.mark.anyio
+async def test_a_take_over_stops_the_earlier_bus_delivering(tmp_path: Path) -> None:
+    db = tmp_path / "bus.db"
+    received: list[Any] = []
+    gate, blocked, cancelled = anyio.Event(), anyio.Event(), anyio.Event()
+    registry = reader_registry(received, gate, blocked, cancelled)
+    first = dagger_nb.PubSub(db=db, registry=registry)
+    first.register("reader")
+    handle = first.start()  # delivering in the background on this loop, as in a notebook
+    await first.publish("news", 1)
+    await first.publish("news", "block")
+    with anyio.fail_after(30):
+        await blocked.wait()
+    await first.publish("news", 3)  # acknowledged, queued behind the blocked handler
+
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="PubSub", name=r"bus\.db")):
+        second = dagger_nb.PubSub(db=db, registry=registry)  # the re-run cell
+    with anyio.fail_after(30):
+        await cancelled.wait()  # the earlier handler was cancelled, not left running
+        while not handle.done:
+            await anyio.sleep(0.01)
+    assert first.closed
+    with pytest.raises(dagger_nb.ExecutionError, match="closed"):
+        await first.publish("news", "late")
+    gate.set()
+
+    assert second.history()["payload"].tolist() == [1, "block", 3]
+    second.register("reader")
+    with anyio.fail_after(30):
+        await second.run(until_idle=True)
+    # the message in flight at the take-over is delivered again, nothing else is
+    assert received == [1, "block", "block", 3]
     second.close()
 
 
