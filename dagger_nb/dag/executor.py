@@ -389,7 +389,12 @@ class DagExecutor:
     # -- history ---------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
-        """Every run of this executor (and, with ``db``, of earlier processes), newest first."""
+        """Every run of this executor (and, with ``db``, of earlier processes), newest first.
+
+        A stored run that reads ``running`` but is not running in this executor was
+        interrupted (its process died, or an earlier executor was closed mid-run): it is
+        listed ``interrupted`` and can be resumed.
+        """
         rows = {run.run_id: _run_row(run.snapshot()) for run in self._runs.values()}
         if self._store is not None:
             for row in self._store.run_rows():
