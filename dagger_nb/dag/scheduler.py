@@ -8,6 +8,7 @@ anyio task costs far more than running a trivial action.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from collections import deque
@@ -35,7 +36,7 @@ from dagger_nb.dag.events import (
     NodeSucceeded,
     RunFinished,
 )
-from dagger_nb.dag.human import PauseForHuman
+from dagger_nb.dag.human import PauseForHuman, review_due, review_point
 from dagger_nb.dag.journal import NodeJournal
 from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
@@ -94,7 +95,7 @@ class Scheduler:
         if run.storage_failure is not None and not run.cancel_requested:
             status, error = "failed", str(run.storage_failure)
         elif run.cancel_requested:
-            status, error = "cancelled", "the run was cancelled"
+            status, error = "cancelled", run.stop_reason or "the run was cancelled"
         elif deadline.cancelled_caught:
             status = "failed"
             error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
@@ -210,6 +211,12 @@ class Scheduler:
             run.stopping = True
             run.ready.appendleft(node_id)
             return
+        review_note = None
+        if node.action == SUPERVISOR_ACTION and review_due(_iteration(node), run.config.review_frequency):
+            review = await review_point(self.executor, run, node, _iteration(node))
+            if not review.go_on:
+                return
+            review_note = review.note
         outcome.status = "running"
         outcome.started_at = time()
         run.keep_outputs(node_id)
@@ -236,6 +243,8 @@ class Scheduler:
                 try:
                     action = self.executor.registry.get(node.action)
                     kwargs = resolve_inputs(run, node_id)
+                    if review_note is not None:
+                        kwargs["review_note"] = review_note
                     capture = start_capture(logs)
                     try:
                         result = await self._call(run, node, action, kwargs, attempt)
@@ -266,7 +275,8 @@ class Scheduler:
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
                 emit(NodeSucceeded(run.run_id, node_id, attempt, outputs))
                 if written:
-                    warnings.warn(kept_message(node_id, written), DaggerWarning, stacklevel=1)
+                    with contextlib.suppress(DaggerWarning):  # turned into an error, it must not break the run
+                        warnings.warn(kept_message(node_id, written), DaggerWarning, stacklevel=1)
                 return
         except anyio.get_cancelled_exc_class():
             outcome.status = "cancelled"
