@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import bisect
 import difflib
-import gc
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
-from dagger_nb.dag.validation import check_workflow
+from dagger_nb.dag.validation import check_workflow, collector_paused
 from dagger_nb.errors import Problem, WorkflowSpecError
 
 Location = tuple[Any, ...]
@@ -102,19 +100,6 @@ for _tag in ("Immediate", "Linear", "Exponential"):
             _loader.add_constructor(f"!{_tag}", _tagged(_tag))
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    # Parsing makes hundreds of thousands of containers that all live on: each cyclic collection
-    # would walk them all again, which makes big files load in quadratic time.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def load_workflow(
     source: str | os.PathLike[str], *, actions: Collection[str] | None = None
 ) -> WorkflowSpec:
@@ -165,7 +150,7 @@ def parse_workflow(
     names its workflow on the magic line).
     """
     document = _Document(text, path=path, line_offset=line_offset)
-    with _collector_paused():
+    with collector_paused():
         spec = document.build(actions=actions, default_name=default_name)
         document.root = None  # the node tree goes before the collector resumes and has to walk it
     if document.problems or spec is None:

@@ -9,10 +9,12 @@ with dict and set look-ups, so a workflow with N nodes and E edges costs O(N + E
 from __future__ import annotations
 
 import difflib
+import gc
 import inspect
 import itertools
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,22 @@ Finding = tuple[str, int | None, tuple[Any, ...]]
 SUGGESTION_BUDGET = 10
 #: How many names a "known: ..." list shows before counting the rest.
 BRIEF = 6
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a big workflow is read or checked.
+
+    Both make hundreds of thousands of objects that all live on, and each automatic
+    collection would walk them all again: big workflows would take quadratic time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_workflow(
@@ -45,6 +63,12 @@ def check_workflow(
     of nodes that failed validation in part: their inputs are incomplete, so their
     signature is not checked.
     """
+    with collector_paused():
+        findings = list(_findings(spec, actions, partial))
+    yield from findings
+
+
+def _findings(spec: WorkflowSpec, actions: Collection[str] | None, partial: Collection[int]) -> Iterator[Finding]:
     first_index: dict[str, int] = {}
     for index, node in enumerate(spec.nodes):
         if node.id in first_index:
@@ -78,7 +102,7 @@ def check_workflow(
             yield (f"unknown action '{node.action}' (registered: {registered})", index, ("action",))
         elif index not in skip_signature:
             yield from _check_signature(node, index, signatures.of(node.action))
-    for cycle in find_cycles({node_id: list(deps) for node_id, deps in graph.items()}):
+    for cycle in find_cycles(graph):
         yield (f"dependency cycle: {' -> '.join(cycle)}", first_index[cycle[0]], ("dependencies",))
 
 
@@ -240,7 +264,7 @@ def _check_signature(node: NodeSpec, index: int, signature: _Signature | None) -
                    index, ("action",))
 
 
-def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
     """Every elementary cycle found by one depth-first pass, each as ``[a, b, ..., a]``.
 
     ``graph`` maps a node to the nodes it depends on; a cycle is listed in
