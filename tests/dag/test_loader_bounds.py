@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dagger_nb import cli
+from dagger_nb import ActionRegistry, DagExecutor, cli
 from dagger_nb.dag import loader
 from dagger_nb.dag.loader import (
     MAX_DEPTH,
@@ -230,6 +230,17 @@ def test_shared_aliases_can_be_dumped() -> None:
         "name: w\nnodes:\n  - {id: a, action: step, inputs: [{name: v, value: &s [[1], [2]]}, {name: u, value: *s}]}\n"
     )
     _assert_storable(spec)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", LOADABLE)
+async def test_anything_that_loads_can_be_run_and_stored(value: str, tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("step", lambda v: None)
+    executor = DagExecutor(registry, db=tmp_path / "runs.db")
+    executor.load_yaml(VALUE + value + "\n")
+    report = await executor.execute_dag("w")
+    assert report.success, report.outcomes["a"].error
 
 
 def _assert_storable(spec: WorkflowSpec) -> None:
