@@ -177,6 +177,8 @@ class Run:
         self.workers = 0
         self.stopping = False
         self.cancel_requested = False
+        #: Why the run was cancelled, when a person said why (a review point's "stop").
+        self.stop_reason: str | None = None
         self.cancel_scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
         self.group: WorkerGroup | None = None
@@ -244,9 +246,12 @@ class Run:
         """How many nodes may run at once."""
         return self.config.parallelism
 
-    def cancel(self) -> None:
-        """Ask the run to end as ``cancelled``: running nodes are cancelled, nothing else starts."""
+    def cancel(self, *, reason: str | None = None) -> None:
+        """Ask the run to end as ``cancelled`` (with ``reason`` as its error, when given): running
+        nodes are cancelled, nothing else starts."""
         self.cancel_requested = True
+        if reason is not None:
+            self.stop_reason = reason
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 

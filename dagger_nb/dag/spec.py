@@ -180,7 +180,9 @@ class DagConfig(_Spec):
     retry_strategy: RetryStrategy = Field(default_factory=RetryStrategy)
     enable_parallel_execution: bool = True
     max_parallel_nodes: Count = Field(default=8, ge=1, le=100_000)
-    review_frequency: Count | None = Field(default=5, ge=1, le=1_000_000)
+    # None by default: a review point waits for a person (forever unless human_wait_minutes), so a
+    # supervisor loop only stops for reviews when asked to.
+    review_frequency: Count | None = Field(default=None, ge=1, le=1_000_000)
     human_wait_minutes: Finite | None = Field(default=None, gt=0, le=43200)
     human_timeout_action: HumanTimeoutAction = HumanTimeoutAction.AUTOPILOT
     max_tokens: Count | None = Field(default=None, ge=1, le=10**15)

@@ -47,7 +47,7 @@ def test_config_defaults_are_the_documented_ones() -> None:
     )
     assert config.enable_parallel_execution is True
     assert config.max_parallel_nodes == 8
-    assert config.review_frequency == 5
+    assert config.review_frequency is None
     assert config.human_wait_minutes is None
     assert config.human_timeout_action is HumanTimeoutAction.AUTOPILOT
     assert config.max_tokens is None
