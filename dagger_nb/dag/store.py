@@ -184,10 +184,11 @@ class RunStore:
         with self._read("list the runs"):
             rows = [dict(zip(columns, row, strict=True)) for row in self._connection.execute(query)]
         for row in rows:
+            where = f"run store '{self.path}', run '{row['run_id']}'"
             if row["status"] not in _RUN_STATUSES or not isinstance(row["run_id"], str):
-                raise StorageError(
-                    f"run store '{self.path}': run '{row['run_id']}' has an unknown status {row['status']!r}"
-                )
+                raise StorageError(f"{where}: unknown status {row['status']!r}")
+            if not _times(row["started_at"], row["finished_at"]) or not isinstance(row["workflow"], str):
+                raise StorageError(f"{where}: its row is damaged (a time or the workflow name has the wrong type)")
             if row["status"] == "running":
                 row["status"] = "interrupted"
         return rows
@@ -250,6 +251,8 @@ class RunStore:
         status = row[1]
         if status not in _RUN_STATUSES:
             raise StorageError(f"{where}: unknown status {status!r}")
+        if not _times(row[3], row[4]) or not (row[2] is None or isinstance(row[2], str)):
+            raise StorageError(f"{where}: its row is damaged (a time or the error has the wrong type)")
         run.status, run.error, run.started_at, run.finished_at = status, row[2], row[3], row[4]
         if run.status == "running":
             run.status = "interrupted"
@@ -302,13 +305,17 @@ def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
         if (
             not isinstance(node, str) or not isinstance(action, str) or status not in _NODE_STATUSES
             or not isinstance(attempts, int) or not _texts(retry_messages) or not _texts(note_list)
-            or not all(v is None or isinstance(v, int | float) for v in (started, finished))
+            or not _times(started, finished)
             or not all(v is None or isinstance(v, str) for v in (error, worker))
         ):
             raise ValueError("a field has the wrong type")
     except (ValueError, TypeError) as problem:
         raise StorageError(f"{where}: the row of node {node!r} is damaged: {_first_line(problem)}") from None
     return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker)
+
+
+def _times(*values: Any) -> bool:
+    return all(value is None or (isinstance(value, int | float) and not isinstance(value, bool)) for value in values)
 
 
 def _texts(value: Any) -> bool:
@@ -327,6 +334,9 @@ def _decode(fmt: Any, blob: Any, where: str) -> Any:
 
 
 def _first_line(error: BaseException) -> str:
+    if isinstance(error, pydantic.ValidationError) and error.errors():
+        first = error.errors()[0]
+        return f"{'.'.join(map(str, first['loc'])) or 'the document'}: {first['msg']}"
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
 

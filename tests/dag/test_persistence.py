@@ -355,6 +355,8 @@ DAMAGE = {
     "workflow json": "UPDATE dag_runs SET spec = '{\"name\": 3}'",
     "foreign node row": "UPDATE dag_nodes SET node = 'stranger' WHERE node = 't'",
     "run status": "UPDATE dag_runs SET status = 'weird'",
+    "run start time": "UPDATE dag_runs SET started_at = 'yesterday'",
+    "node end time": "UPDATE dag_nodes SET finished_at = X'00' WHERE node = 't'",
     "foreign schema": "ALTER TABLE dag_nodes RENAME COLUMN error TO problem",
 }
 
