@@ -16,7 +16,11 @@
     ├── StorageError (RuntimeError)         the SQLite file is unusable
     │   └── DatabaseInUse                   another live process holds the file
     ├── TaskError (ValueError)              a task manager call was given bad input
-    │   └── DependencyCycleError            a dependency would close a cycle
+    │   ├── DependencyCycleError            a dependency would close a cycle
+    │   ├── TaskNotFound (KeyError)         no task with that id
+    │   └── JobNotFound (KeyError)          no job with that id
+    ├── AgentError (RuntimeError)           a task agent broke the calling convention
+    ├── TokenBudgetExceeded (RuntimeError)  reported token usage passed max_tokens
     ├── AgentNotFound (KeyError)            no task or pub/sub agent under that name
     ├── InvalidSchemaError (ValueError)     a JSON Schema is itself invalid
     ├── SchemaValidationError (ValueError)  a payload does not match its schema
@@ -223,6 +227,37 @@ class DependencyCycleError(TaskError):
     def __init__(self, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
         super().__init__(f"dependency cycle: {' -> '.join(self.cycle)}")
+
+
+class TaskNotFound(TaskError, _KeyErrorMessage):
+    """No task has the id ``task_id`` (a ``KeyError`` too, and a ``TaskError`` as before)."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"unknown task '{task_id}'")
+
+
+class JobNotFound(TaskError, _KeyErrorMessage):
+    """No job has the id ``job_id`` (a ``KeyError`` too, and a ``TaskError`` as before)."""
+
+    def __init__(self, job_id: str, known: Iterable[str] = ()) -> None:
+        self.job_id = job_id
+        known = list(known)
+        super().__init__(f"unknown job '{job_id}' (known: {', '.join(known) if known else 'none'})")
+
+
+class AgentError(DaggerError, RuntimeError):
+    """A task agent broke the calling convention (returned something that is not a dict or
+    cannot be stored, or used what its context does not offer where it runs)."""
+
+
+class TokenBudgetExceeded(DaggerError, RuntimeError):
+    """A run's or a job's reported token usage, ``used``, passed its ``budget`` (``max_tokens``)."""
+
+    def __init__(self, used: int, budget: int) -> None:
+        self.used = used
+        self.budget = budget
+        super().__init__(f"token budget exceeded: {used} of {budget}")
 
 
 class AgentNotFound(DaggerError, _KeyErrorMessage):
