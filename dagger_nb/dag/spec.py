@@ -18,6 +18,7 @@ import functools
 import graphlib
 import types
 import typing
+import weakref
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -281,10 +282,15 @@ class WorkflowSpec(_Spec):
         return value
 
     def node(self, node_id: str) -> NodeSpec:
-        """The node called ``node_id``; :class:`DaggerError` listing the known ids if absent."""
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
+        """The node called ``node_id``; :class:`DaggerError` listing the known ids if absent.
+
+        A dict look-up (the index is rebuilt when ``nodes`` changes), so asking for every
+        node of a big workflow stays linear.
+        """
+        for fresh in (False, True):
+            position = _node_index(self, rebuild=fresh).get(node_id)
+            if position is not None and position < len(self.nodes) and self.nodes[position].id == node_id:
+                return self.nodes[position]
         known = brief_list([node.id for node in self.nodes])
         raise DaggerError(f"workflow '{self.name}' has no node '{node_id}' (known: {known})")
 
@@ -320,6 +326,25 @@ class WorkflowSpec(_Spec):
                 if item.reference is None:
                     item_data["value"] = item.value
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+# Kept beside the models, not in them: a cache inside a pydantic model would take part in ``==``.
+_NODE_INDEXES: dict[int, tuple[weakref.ref[WorkflowSpec], list[NodeSpec], int, dict[str, int]]] = {}
+
+
+def _node_index(spec: WorkflowSpec, *, rebuild: bool) -> dict[str, int]:
+    """``spec``'s node ids mapped to their first position in ``spec.nodes``."""
+    key = id(spec)
+    entry = _NODE_INDEXES.get(key)
+    nodes = spec.nodes
+    if not rebuild and entry is not None and entry[0]() is spec and entry[1] is nodes and entry[2] == len(nodes):
+        return entry[3]
+    index: dict[str, int] = {}
+    for position, node in enumerate(nodes):
+        index.setdefault(node.id, position)
+    reference = weakref.ref(spec, lambda _: _NODE_INDEXES.pop(key, None))
+    _NODE_INDEXES[key] = (reference, nodes, len(nodes), index)
+    return index
 
 
 def brief_list(names: Sequence[str], *, limit: int = 6) -> str:

@@ -577,3 +577,30 @@ def test_validation_is_linear_in_a_node_inputs() -> None:
     # 10x the inputs: a linear check takes about 10x; the old list look-ups took about 100x.
     assert big < 20 * small, f"2k inputs {small:.4f} s, 20k inputs {big:.4f} s"
     assert big < 1.0
+
+
+def test_node_lookup_follows_changes_to_the_node_list() -> None:
+    spec = WorkflowSpec(name="w", nodes=[NodeSpec(id=f"n{i}", action="x") for i in range(3)])
+    assert spec.node("n2").id == "n2"
+    spec.nodes.append(NodeSpec(id="late", action="x"))
+    spec.nodes[0] = NodeSpec(id="first", action="x")
+    assert spec.node("late").id == "late" and spec.node("first").id == "first"
+    with pytest.raises(DaggerError, match="has no node 'n0'"):
+        spec.node("n0")
+    copy = spec.model_copy(update={"nodes": [NodeSpec(id="only", action="x")]})
+    assert copy.node("only").id == "only"
+    with pytest.raises(DaggerError, match="has no node 'n1'"):
+        copy.node("n1")
+    assert spec == WorkflowSpec.model_validate(spec.model_dump())  # the index takes no part in ==
+
+
+def test_looking_up_every_node_is_linear() -> None:
+    def seconds(count: int) -> float:
+        spec = WorkflowSpec(name="w", nodes=[NodeSpec(id=f"n{i}", action="x") for i in range(count)])
+        started = time.perf_counter()
+        for node in spec.nodes:
+            spec.node(node.id)
+        return time.perf_counter() - started
+
+    small, big = min(seconds(2000) for _ in range(3)), min(seconds(20_000) for _ in range(3))
+    assert big < 20 * small, f"2k lookups {small:.4f} s, 20k lookups {big:.4f} s"
