@@ -98,9 +98,12 @@ def crash_matrix(*, kills: int, items: int, workdir: Path, seed: int) -> dict[st
         child.send_signal(signal.SIGKILL)
         child.wait()
         done_kills += 1
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_SECONDS,
-                           check=False)
-    if final.returncode != 0:
+    try:
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_SECONDS,
+                               check=False)
+        if final.returncode != 0:
+            stuck = 1
+    except subprocess.TimeoutExpired:  # a run that never ends is stuck
         stuck = 1
     lines = _read_log(log)
     values, run_status = _stored(db)
