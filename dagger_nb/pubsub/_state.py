@@ -6,7 +6,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from dagger_nb.pubsub.agent import PubSubAgent, PubSubContext
 from dagger_nb.pubsub.message import Message
@@ -22,6 +21,8 @@ class Record:
     delivered_to: list[str] = field(default_factory=list)
     #: Node ids that did not get it because it failed their input schema.
     rejected_by: list[str] = field(default_factory=list)
+    #: Its position in the log of a bus with ``db=`` (0 without one).
+    seq: int = 0
 
 
 @dataclass(slots=True)
@@ -54,11 +55,19 @@ class Node:
     node_id: str
     agent: PubSubAgent
     context: PubSubContext
-    send: MemoryObjectSendStream[Record]
-    receive: MemoryObjectReceiveStream[Record]
-    #: Messages owed to this node before anything in its stream (replays, interrupted ones).
+    #: How many records ``queue`` may hold, counting the places publishers reserved.
+    capacity: int
+    #: Records routed to it, in order.
+    queue: deque[Record] = field(default_factory=deque)
+    #: Places in ``queue`` promised to publishers whose message is being stored.
+    reserved: int = 0
+    #: Messages owed to this node before anything in its queue (replays, interrupted ones).
     backlog: deque[Record] = field(default_factory=deque)
-    #: Messages queued for it (backlog, stream, publishers waiting) and not yet handled.
+    #: With ``db=``: the log's messages up to ``replay_until`` that its agent may still be
+    #: owed are read from the file, a page at a time, after ``replay_after``.
+    replay_after: int = 0
+    replay_until: int = 0
+    #: Messages queued for it (backlog, queue, publishers waiting) and not yet handled.
     pending: int = 0
     delivered: int = 0
     failed: int = 0
@@ -77,3 +86,13 @@ class Node:
     def name(self) -> str:
         """The agent's name."""
         return self.agent.name
+
+    @property
+    def full(self) -> bool:
+        """True when a publisher must wait before routing another record here."""
+        return len(self.queue) + self.reserved >= self.capacity
+
+    @property
+    def replaying(self) -> bool:
+        """True while messages from the log may still be owed to it."""
+        return self.replay_after < self.replay_until

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import threading
-import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from dagger_nb.errors import (
 )
 from dagger_nb.events import EventStream
 from dagger_nb.pubsub import views
+from dagger_nb.pubsub._durable import Durability
 from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
 from dagger_nb.pubsub.agent import (
     PubSubAgent,
@@ -53,7 +53,6 @@ from dagger_nb.pubsub.events import (
 )
 from dagger_nb.pubsub.handle import PubSubHandle
 from dagger_nb.pubsub.message import Message, new_message_id, utc_now
-from dagger_nb.pubsub.store import MessageLog, Snapshot
 from dagger_nb.schema import compile_schema
 
 if TYPE_CHECKING:
@@ -74,21 +73,19 @@ def _not_json(error: ValidationError, channel: str) -> SchemaValidationError:
     return SchemaValidationError(problem, where=f"channel '{channel}'", path=path)
 
 
-def _close_streams(streams: list[Any]) -> None:
-    for stream in streams:
-        stream.close()
-    streams.clear()
-
-
 class PubSub:
     """Channels, the agents registered on them, and the delivery between them.
 
-    ``db`` (a SQLite path) makes every message and delivery durable;
+    ``db`` (a SQLite path) makes every message and delivery durable:
+    ``publish`` returns once its message is committed, and a subscriber's
+    progress is committed before it takes its next message;
     ``queue_size`` bounds each subscriber's queue; ``strict=True`` refuses
     channels that were not created with :meth:`create_channel`; ``registry``
     is where :meth:`register` looks agent names up (default
     :data:`~dagger_nb.pubsub.agent.default_pubsub_registry`); ``cache`` is
-    shared with every handler as ``ctx.cache``.
+    shared with every handler as ``ctx.cache``; ``stop_timeout`` is how many
+    seconds a stop waits for a sync handler's thread to return before it
+    gives up with a :class:`~dagger_nb.errors.DaggerWarning`.
     """
 
     def __init__(
@@ -99,6 +96,7 @@ class PubSub:
         strict: bool = False,
         registry: PubSubAgentRegistry | None = None,
         cache: Cache | None = None,
+        stop_timeout: float = 30.0,
     ) -> None:
         if not isinstance(queue_size, int) or queue_size < 1:
             raise PubSubError(f"queue_size must be a positive integer, got {queue_size!r}")
@@ -108,7 +106,7 @@ class PubSub:
         self.cache = Cache() if cache is None else cache
         #: Every event so far; see :meth:`subscribe_events`.
         self.events: EventStream[PubSubEvent] = EventStream()
-        self._dispatch = Dispatcher(self._on_outcome)
+        self._dispatch = Dispatcher(self._on_outcome, stop_timeout=stop_timeout)
         self._channels = self._dispatch.channels
         self._nodes = self._dispatch.nodes
         self._records = self._dispatch.records
@@ -117,16 +115,14 @@ class PubSub:
         self._running = False
         self._stop_reason = ""
         self._loop_thread: int | None = None
-        self._writer_wakeup: anyio.Event | None = None
+        self._run_ended: anyio.Event | None = None
         self._handle: PubSubHandle | None = None
         self._stop_early = False
         self._context_group: anyio.abc.TaskGroup | None = None
         self._closed = False
-        self._streams: list[Any] = []
-        weakref.finalize(self, _close_streams, self._streams)
-        self._log = MessageLog(db) if db is not None else None
-        if self._log is not None:
-            self._restore(self._log.load())
+        self._durable: Durability | None = None
+        if db is not None:
+            self._durable = Durability(db, self._dispatch, route=self._route, on_takeover=self._taken_over)
 
     # ----------------------------------------------------------------- channels
 
@@ -146,9 +142,8 @@ class PubSub:
             self.events.emit(ChannelCreated(name, compiled is not None))
         else:
             channel.schema = compiled
-        if self._log is not None:
-            self._log.add_channel(name, None if compiled is None else compiled.schema)
-            self._logged()
+        if self._durable is not None:
+            self._durable.add_channel(name, None if compiled is None else compiled.schema)
 
     def _channel(self, name: str) -> Channel:
         channel = self._channels.get(name)
@@ -180,15 +175,12 @@ class PubSub:
         node_id = f"{agent.name}_{secrets.token_hex(4)}"
         while node_id in self._dispatch.names:
             node_id = f"{agent.name}_{secrets.token_hex(4)}"
-        send, receive = anyio.create_memory_object_stream[Record](self.queue_size)
-        self._streams += (send, receive)
-        node = Node(node_id, agent, PubSubContext(self, agent, node_id), send, receive)
+        if self._durable is not None:
+            self._durable.add_node(node_id, agent.name)
+        node = Node(node_id, agent, PubSubContext(self, agent, node_id), capacity=self.queue_size)
         node.context._loop_thread = self._loop_thread
-        self._dispatch.attach(node)
+        self._dispatch.attach(node, replay_until=self._durable.last_seq if self._durable is not None else 0)
         self.events.emit(AgentRegistered(node_id, agent.name, agent.subscribe, agent.publish))
-        if self._log is not None:
-            self._log.add_node(node_id, agent.name)
-            self._logged()
         if self._task_group is not None and not self._dispatch.stopping:
             self._task_group.start_soon(self._dispatch.deliver, node, name=f"pubsub:{node_id}")
         return node_id
@@ -204,8 +196,6 @@ class PubSub:
         if node is None:
             raise AgentNotFound(node_id, self._nodes)
         self._dispatch.detach(node)
-        for stream in (node.send, node.receive):
-            self._streams.remove(stream)
         self.events.emit(AgentUnregistered(node_id, node.name))
 
     # ----------------------------------------------------------------- publishing
@@ -219,7 +209,11 @@ class PubSub:
         (:class:`~dagger_nb.errors.ChannelNotFound`). A channel schema is
         checked here: an invalid payload raises
         :class:`~dagger_nb.errors.SchemaValidationError` and nothing is
-        delivered. Waits while a subscriber's queue is full.
+        delivered. Waits while a subscriber's queue is full; cancelled there,
+        the message is neither recorded nor delivered. With ``db=`` it returns
+        once the message is committed, and a failed write raises
+        :class:`~dagger_nb.errors.StorageError` (the message is then neither
+        stored nor delivered).
         """
         return await self._publish(channel, payload, source, task_id)
 
@@ -237,10 +231,9 @@ class PubSub:
         # Nothing delivers while a script is blocked here: waiting for queue space would never end.
         existing = self._channels.get(channel)
         for node in existing.subscribers if existing is not None else ():
-            stats = node.send.statistics()
-            if node.node_id != source and stats.current_buffer_used >= stats.max_buffer_size:
+            if node.node_id != source and node.full:
                 raise PubSubError(
-                    f"the queue of '{node.node_id}' is full (queue_size={int(stats.max_buffer_size)}) and nothing "
+                    f"the queue of '{node.node_id}' is full (queue_size={node.capacity}) and nothing "
                     "is delivering; call run_sync() first or raise queue_size"
                 )
         return run_sync(self._publish, channel, payload, source, task_id)
@@ -269,15 +262,21 @@ class PubSub:
             )
         except ValidationError as error:
             raise _not_json(error, name) from None
+        durable = self._durable
+        payload_json = json.dumps(payload) if durable is not None else ""
+        targets = await self._dispatch.reserve(channel, source)
+        if durable is not None:
+            await durable.publish(message, payload_json, targets)
+            return message
         record = Record(message)
         self._records.append(record)
-        channel.messages += 1
-        if self._log is not None:
-            self._log.add_message(message, json.dumps(payload))
-            self._logged()
-        self.events.emit(MessagePublished(message))
-        await self._dispatch.route(channel, record)
+        self._route(record, targets)
         return message
+
+    def _route(self, record: Record, targets: list[Node]) -> None:
+        self._channels[record.message.channel].messages += 1
+        self.events.emit(MessagePublished(record.message))
+        self._dispatch.send(record, targets)
 
     # ----------------------------------------------------------------- delivery
 
@@ -307,6 +306,10 @@ class PubSub:
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         self._check_open()
+        while self._running and self._dispatch.stopping:  # a stopped run still winding down
+            if self._run_ended is None:
+                self._run_ended = anyio.Event()
+            await self._run_ended.wait()
         if self._running:
             raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
         if self._stop_early:
@@ -323,8 +326,6 @@ class PubSub:
                 self._task_group = group
                 for node in list(self._nodes.values()):
                     group.start_soon(self._dispatch.deliver, node, name=f"pubsub:{node.node_id}")
-                if self._log is not None:
-                    group.start_soon(self._write_batches, name="pubsub:log")
                 task_status.started()
                 with anyio.move_on_after(timeout):
                     if until_idle:
@@ -338,14 +339,16 @@ class PubSub:
                 group.cancel_scope.cancel()
         finally:
             self._task_group = None
-            self._writer_wakeup = None
             self._running = False
             self._dispatch.stopping = False
             self._set_loop_thread(None)
-            if self._log is not None:
-                self._log.flush()
+            if self._run_ended is not None:
+                self._run_ended.set()
+                self._run_ended = None
             if not self.events.closed:
                 self.events.emit(DeliveryStopped(self._stop_reason))
+            if self._durable is not None:
+                self._durable.flush()
 
     def start(self, *, timeout: float | None = None) -> PubSubHandle:
         """Deliver in the background on the running event loop (a notebook's) and return at once.
@@ -362,7 +365,8 @@ class PubSub:
                 "start() needs a running event loop (a notebook cell or async code); "
                 "in a script use run_sync()"
             ) from None
-        if self._running or (self._handle is not None and not self._handle.done):
+        winding_down = self._running and self._dispatch.stopping
+        if not winding_down and (self._running or (self._handle is not None and not self._handle.done)):
             raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
         handle = PubSubHandle(self)
         handle._start(loop, self._run(until_idle=False, timeout=timeout))
@@ -370,10 +374,16 @@ class PubSub:
         return handle
 
     def stop(self) -> None:
-        """End delivery now: running handlers are cancelled and no handler starts afterwards.
+        """End delivery now: no handler starts afterwards, and running async handlers are cancelled.
 
-        Call it from the event loop's thread. Messages not yet handled stay
-        queued for the next :meth:`run`. Does nothing when not delivering.
+        Call it from the event loop's thread. The run (``await handle``,
+        ``run()``) ends once every running handler has returned: a sync
+        handler's thread cannot be cancelled, so its call is waited for (up to
+        ``stop_timeout`` seconds, then a :class:`~dagger_nb.errors.DaggerWarning`
+        names it) and counts as handled. A :meth:`start` right after waits for
+        that end, so one message's handler never runs twice at once. Messages
+        not yet handled stay queued for the next :meth:`run`. Does nothing when
+        not delivering.
         """
         if not self._running:
             if self._handle is not None and not self._handle.done:
@@ -400,15 +410,10 @@ class PubSub:
     def _on_outcome(self, node: Node, record: Record, kind: str, reason: str, at: float) -> None:
         """The dispatcher is done with ``record`` for ``node``: log it, dead-letter it, tell dashboards."""
         message_id, channel, node_id = record.message.message_id, record.message.channel, node.node_id
-        log = self._log
-        if kind != "delivered":
+        if self._durable is not None:
+            self._durable.outcome(record, node, kind, reason, at)
+        elif kind != "delivered":
             self._dead.append(DeadLetter(message_id, channel, node_id, reason))
-            if log is not None:
-                log.add_dead_letter(message_id, channel, node_id, reason)
-        if log is not None:
-            if kind != "failed":
-                log.add_delivery(message_id, node_id, kind, at)
-            self._logged()
         if kind == "delivered":
             self.events.emit(MessageDelivered(message_id, channel, node_id, at))
         elif kind == "failed":
@@ -421,45 +426,6 @@ class PubSub:
         for node in self._nodes.values():
             node.context._loop_thread = thread
 
-    # ----------------------------------------------------------------- persistence
-
-    def _logged(self) -> None:
-        """Rows were added to the log: write them now, or wake the writer while delivering."""
-        if not self._running:
-            assert self._log is not None
-            self._log.flush()
-        elif self._writer_wakeup is not None:
-            self._writer_wakeup.set()
-            self._writer_wakeup = None
-
-    async def _write_batches(self) -> None:
-        log = self._log
-        assert log is not None
-        while True:
-            if not log.pending:
-                self._writer_wakeup = anyio.Event()
-                await self._writer_wakeup.wait()
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(log.write, log.take())
-
-    def _restore(self, snapshot: Snapshot) -> None:
-        for name, schema in snapshot.channels.items():
-            self._channels[name] = Channel(name, compile_schema(schema, where=f"channel '{name}'"))
-        self._dispatch.names.update(snapshot.nodes)
-        by_id: dict[str, Record] = {}
-        for message in snapshot.messages:
-            record = by_id[message.message_id] = Record(message)
-            self._records.append(record)
-            channel = self._channels.get(message.channel)
-            if channel is None:
-                channel = self._channels[message.channel] = Channel(message.channel)
-            channel.messages += 1
-        for message_id, node_id, outcome in snapshot.deliveries:
-            done = by_id.get(message_id)
-            if done is not None:
-                (done.delivered_to if outcome == "delivered" else done.rejected_by).append(node_id)
-        self._dead.extend(DeadLetter(*row) for row in snapshot.dead_letters)
-
     # ----------------------------------------------------------------- views
 
     def history(self, channel: str | None = None) -> pd.DataFrame:
@@ -469,10 +435,14 @@ class PubSub:
         """
         if channel is not None and self.strict and channel not in self._channels:
             raise ChannelNotFound(channel, self._channels)
+        if self._durable is not None:
+            return self._durable.history(channel)
         return views.history_frame(self._records, channel)
 
     def dead_letters(self) -> pd.DataFrame:
         """Messages an agent could not take: ``message_id, channel, agent, reason`` (agent = node id)."""
+        if self._durable is not None:
+            return views.dead_letter_frame(self._durable.dead_letters())
         return views.dead_letter_frame(self._dead)
 
     def agents(self) -> pd.DataFrame:
@@ -544,10 +514,23 @@ class PubSub:
         if self._running:
             raise ExecutionError("close() while delivering: call stop() and let the run end first")
         self._closed = True
-        _close_streams(self._streams)
-        if self._log is not None:
-            self._log.close()
+        if self._durable is not None:
+            self._durable.close()
         self.events.close()
+
+    def _taken_over(self) -> None:
+        """A newer PubSub of this process opened our file (a re-run cell): stop delivering, write
+        what is pending and close, so nothing of ours reaches the file after the newer one read it."""
+        if self._closed:
+            return
+        self.stop()  # running handlers are cancelled as soon as the loop runs again
+        self._closed = True
+        if self._durable is not None:
+            try:
+                self._durable.flush()  # settles the waiting publishers' tickets, unless a write is under way
+            finally:
+                self._durable.close()
+        # self.events stays open: a publish already past its checks still emits once it is stored
 
     @property
     def closed(self) -> bool:
@@ -562,5 +545,5 @@ class PubSub:
         state = "closed" if self._closed else "running" if self._running else "stopped"
         return (
             f"<PubSub {state}: {len(self._channels)} channels, {len(self._nodes)} agents, "
-            f"{len(self._records)} messages>"
+            f"{sum(channel.messages for channel in self._channels.values())} messages>"
         )

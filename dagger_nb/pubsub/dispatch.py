@@ -1,64 +1,81 @@
 """The delivery engine: routes records into subscriber queues and runs one task per subscriber.
 
-Every registration (node) owns a bounded anyio memory object stream and, while
-delivery runs, exactly one long-lived task that takes records from it in
-order and calls the agent's handler. Routing puts a record in the stream of
-every subscriber of its channel; a full stream makes the publisher wait
-(backpressure) instead of dropping anything. While one publisher of a channel
+Every registration (node) owns a bounded queue and, while delivery runs,
+exactly one long-lived task that takes records from it in order and calls the
+agent's handler. A publisher first reserves a place in the queue of every
+subscriber of its channel, waiting while any is full (backpressure, never
+loss); only then is its message recorded and routed to all of them at once,
+so a publisher cancelled while it waits leaves no trace, and one that got its
+places is delivered to every subscriber. While one publisher of a channel
 waits, the others line up behind it (a per-channel lock), so every subscriber
 sees the channel in the same order.
 
-Besides its stream a node has a ``backlog`` of records older than anything in
-the stream: what its agent missed while it was not registered (replayed on
-registration) and a record whose handler was interrupted by a stop. The
-delivery task empties the backlog first, so order is kept.
-
-Delivery tasks never block inside the stream's ``receive()``: they take with
-``receive_nowait()`` and otherwise wait on the node's ``ready`` event, so a
-cancelled task can never lose an item already handed to it.
+Besides its queue a node has a ``backlog`` of records older than anything in
+the queue: what its agent missed while it was not registered (replayed on
+registration; with ``db=`` read from the file a page at a time) and a record
+whose handler was interrupted by a stop. The delivery task empties the
+backlog first, so order is kept.
 
 ``outstanding`` counts records owed to nodes and not yet settled (handled,
-rejected, or abandoned with their node); zero means idle.
+rejected, or abandoned with their node), plus one per node still replaying
+from the file; zero means idle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import warnings
+from collections.abc import Awaitable, Callable
 from time import time
 
 import anyio
-from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, WouldBlock
 
-from dagger_nb.errors import SchemaValidationError
+from dagger_nb.errors import DaggerWarning, SchemaValidationError
 from dagger_nb.pubsub._state import Channel, Node, Record
-
-_STREAM_ERRORS = (BrokenResourceError, ClosedResourceError)
 
 #: ``outcome(node, record, kind, reason, at)`` with kind ``delivered``, ``failed`` or ``rejected``.
 Outcome = Callable[[Node, Record, str, str, float], None]
+#: ``fetch(node)``: the next page of records the log owes ``node`` (empty when it owes none).
+Fetch = Callable[[Node], Awaitable[list[Record]]]
 
 
 class Dispatcher:
-    """Channels, nodes and the records between them; knows nothing of schemas at publish or storage."""
+    """Channels, nodes and the records between them; knows nothing of schemas at publish or storage.
 
-    def __init__(self, outcome: Outcome) -> None:
+    ``persist`` (with ``db=``) returns once every outcome recorded so far is
+    committed; ``fetch`` pages owed records in from the log.
+    """
+
+    def __init__(self, outcome: Outcome, *, stop_timeout: float) -> None:
         self.channels: dict[str, Channel] = {}
         self.nodes: dict[str, Node] = {}
         #: Agent name of every node id ever seen (restored ones too).
         self.names: dict[str, str] = {}
+        #: Every record, without ``db=`` (with it, the log is the history).
         self.records: list[Record] = []
         self.outstanding = 0
         #: Set by a stop: delivery tasks start no new handler.
         self.stopping = False
+        self.stop_timeout = stop_timeout
+        self.persist: Callable[[], Awaitable[None]] | None = None
+        self.fetch: Fetch | None = None
         self._outcome = outcome
         self._idle: anyio.Event | None = None
 
     # ----------------------------------------------------------------- nodes
 
-    def attach(self, node: Node) -> None:
-        """Subscribe ``node`` to its channels (which must exist) and queue what its agent is owed."""
-        node.backlog.extend(self.owed(node))
-        node.pending = len(node.backlog)
+    def attach(self, node: Node, *, replay_until: int = 0) -> None:
+        """Subscribe ``node`` to its channels (which must exist) and queue what its agent is owed.
+
+        With ``replay_until`` (a log's last seq) the owed records are read
+        from the log by the delivery task instead of scanned from memory.
+        """
+        if self.fetch is not None:
+            node.replay_until = replay_until
+            node.pending = 1 if node.replaying else 0
+        else:
+            node.backlog.extend(self.owed(node))
+            node.pending = len(node.backlog)
         self.outstanding += node.pending
         self.nodes[node.node_id] = node
         self.names[node.node_id] = node.name
@@ -66,24 +83,22 @@ class Dispatcher:
             self.channels[name].subscribers.append(node)
 
     def detach(self, node: Node) -> None:
-        """Stop delivering to ``node``: close its queue, cancel its task, forget what it owed."""
+        """Stop delivering to ``node``: cancel its task, forget what it owed."""
         del self.nodes[node.node_id]
         node.removed = True
         for name in node.agent.subscribe:
             self.channels[name].subscribers.remove(node)
         self.outstanding -= node.pending
         node.pending = 0
+        node.queue.clear()
         self._check_idle()
-        node.send.close()
-        node.receive.close()
         self._wake(node)
-        if node.space is not None:
-            node.space.set()
+        self._room(node)
         if node.scope is not None:
             node.scope.cancel()
 
     def owed(self, node: Node) -> list[Record]:
-        """Records on the node's channels that no node of its agent name has handled or rejected.
+        """In memory: records on the node's channels that no node of its agent name has handled or rejected.
 
         The agent's own messages (from any node of that name) are never owed.
         """
@@ -101,59 +116,56 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- routing
 
-    async def route(self, channel: Channel, record: Record) -> None:
-        """Queue ``record`` for every subscriber of ``channel`` but its source; wait while a queue is full."""
-        source = record.message.source
-        targets = [node for node in channel.subscribers if node.node_id != source]
-        if not targets:
-            return
-        for node in targets:
-            node.pending += 1
-        self.outstanding += len(targets)
-        if not channel.blocked:
-            for index, node in enumerate(targets):
-                try:
-                    node.send.send_nowait(record)
-                except WouldBlock:
-                    await self._route_waiting(channel, record, targets[index:])
-                    return
-                except _STREAM_ERRORS:
-                    continue
-                if node.ready is not None:
-                    self._wake(node)
-            return
-        await self._route_waiting(channel, record, targets)
+    async def reserve(self, channel: Channel, source: str) -> list[Node]:
+        """Reserve a place for one record in every subscriber's queue but ``source``'s; wait while one is full.
 
-    async def _route_waiting(self, channel: Channel, record: Record, targets: list[Node]) -> None:
+        Nothing is reserved until every queue has room, so a cancelled wait
+        leaves nothing behind. Follow with :meth:`send` or :meth:`release`.
+        """
+        if not channel.blocked:
+            targets = self._try_reserve(channel, source)
+            if targets is not None:
+                return targets
         channel.blocked += 1
-        sent = 0
         try:
             if channel.lock is None:
                 channel.lock = anyio.Lock()
             async with channel.lock:
-                for node in targets:
-                    await self._send_waiting(node, record)
-                    sent += 1
-        except BaseException:
-            for node in targets[sent:]:
-                self.settle(node)
-            raise
+                while (targets := self._try_reserve(channel, source)) is None:
+                    full = next(node for node in channel.subscribers if node.full and node.node_id != source)
+                    if full.space is None:
+                        full.space = anyio.Event()
+                    await full.space.wait()
+                return targets
         finally:
             channel.blocked -= 1
 
-    async def _send_waiting(self, node: Node, record: Record) -> None:
-        while True:
-            try:
-                node.send.send_nowait(record)
-            except WouldBlock:
-                if node.space is None:
-                    node.space = anyio.Event()
-                await node.space.wait()
-                continue
-            except _STREAM_ERRORS:
-                return
-            self._wake(node)
-            return
+    def _try_reserve(self, channel: Channel, source: str) -> list[Node] | None:
+        targets = [node for node in channel.subscribers if node.node_id != source]
+        for node in targets:
+            if node.full:
+                return None
+        for node in targets:
+            node.reserved += 1
+            node.pending += 1
+        self.outstanding += len(targets)
+        return targets
+
+    def send(self, record: Record, targets: list[Node]) -> None:
+        """Put ``record`` in the queues reserved for it."""
+        for node in targets:
+            node.reserved -= 1
+            if not node.removed:
+                node.queue.append(record)
+                if node.ready is not None:
+                    self._wake(node)
+
+    def release(self, targets: list[Node]) -> None:
+        """Give back the places reserved for a record that will not be routed (its write failed)."""
+        for node in targets:
+            node.reserved -= 1
+            self.settle(node)
+            self._room(node)
 
     # ----------------------------------------------------------------- delivery
 
@@ -165,26 +177,39 @@ class Dispatcher:
             try:
                 while not (self.stopping or node.removed):
                     record = self._take(node)
-                    if record is None:
+                    if record is not None:
+                        await self._handle(node, record)
+                    elif node.replaying and self.fetch is not None:
+                        await self._replay(node, self.fetch)
+                    else:
                         node.ready = anyio.Event()
                         await node.ready.wait()
-                    else:
-                        await self._handle(node, record)
             finally:
                 node.active = False
                 node.scope = None
                 node.ready = None
 
+    async def _replay(self, node: Node, fetch: Fetch) -> None:
+        page = await fetch(node)
+        if node.removed:
+            return
+        if page:
+            node.replay_after = page[-1].seq
+            node.backlog.extend(page)
+            node.pending += len(page)
+            self.outstanding += len(page)
+        else:
+            node.replay_after = node.replay_until
+        if not node.replaying:
+            self.settle(node)  # the replay itself was one thing owed
+
     def _take(self, node: Node) -> Record | None:
         if node.backlog:
             return node.backlog.popleft()
-        try:
-            record = node.receive.receive_nowait()
-        except (WouldBlock, EndOfStream, ClosedResourceError):
+        if not node.queue:
             return None
-        if node.space is not None:
-            node.space.set()
-            node.space = None
+        record = node.queue.popleft()
+        self._room(node)
         return record
 
     async def _handle(self, node: Node, record: Record) -> None:
@@ -195,34 +220,85 @@ class Dispatcher:
             try:
                 schema.validate(message.payload)
             except SchemaValidationError as error:
-                record.rejected_by.append(node.node_id)
-                node.rejected += 1
-                node.last_message_at = now = time()
-                self._outcome(node, record, "rejected", str(error), now)
-            self.settle(node)
+                await self._settled(node, record, "rejected", str(error))
             return
         reason = ""
+        interrupted: BaseException | None = None
         node.in_handler = True
         try:
             if agent.is_async:
                 await agent.handler(message, node.context)
             else:
-                # On stop() a blocking handler is abandoned in its thread; the message is redelivered.
-                await anyio.to_thread.run_sync(agent.handler, message, node.context, abandon_on_cancel=True)
+                interrupted = await self._call_in_thread(node, record)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            node.failed += 1
         except BaseException:
             node.backlog.appendleft(record)
             raise
         finally:
             node.in_handler = False
-        record.delivered_to.append(node.node_id)
-        node.delivered += 1
+        with anyio.CancelScope(shield=interrupted is not None):
+            await self._settled(node, record, "delivered", reason)
+        if interrupted is not None:
+            raise interrupted
+
+    async def _call_in_thread(self, node: Node, record: Record) -> BaseException | None:
+        """Run a sync handler in a worker thread; on cancellation, wait for that thread to return.
+
+        Returns the cancellation to re-raise once the outcome is recorded (the
+        handler did run to its end), or raises the handler's own error.
+        """
+        ended = threading.Event()
+        raised: list[Exception] = []
+
+        def call() -> None:
+            try:
+                node.agent.handler(record.message, node.context)
+            except Exception as error:
+                raised.append(error)
+            finally:
+                ended.set()
+
+        try:
+            await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class() as cancelled:
+            with anyio.CancelScope(shield=True):
+                returned = await anyio.to_thread.run_sync(ended.wait, self.stop_timeout)
+            if not returned:
+                warnings.warn(
+                    f"pub/sub agent '{node.name}' (node {node.node_id}): its sync handler was still running "
+                    f"message {record.message.message_id} {self.stop_timeout} s after delivery stopped; "
+                    "the message is delivered again and may overlap that call",
+                    DaggerWarning,
+                    stacklevel=1,
+                )
+                raise
+            if raised:
+                raise raised[0] from None  # the outcome is recorded; the stop is re-raised by the caller
+            return cancelled
+        if raised:
+            raise raised[0]
+        return None
+
+    async def _settled(self, node: Node, record: Record, kind: str, reason: str) -> None:
+        """Record what became of ``record`` at ``node``, make it durable, then let the next one in."""
+        if kind == "rejected":
+            record.rejected_by.append(node.node_id)
+            node.rejected += 1
+        else:
+            record.delivered_to.append(node.node_id)
+            node.delivered += 1
+            if reason:
+                node.failed += 1
         node.last_message_at = now = time()
-        if reason:
-            self._outcome(node, record, "failed", reason, now)
-        self._outcome(node, record, "delivered", "", now)
+        if kind == "rejected":
+            self._outcome(node, record, kind, reason, now)
+        else:
+            if reason:
+                self._outcome(node, record, "failed", reason, now)
+            self._outcome(node, record, kind, "", now)
+        if self.persist is not None:
+            await self.persist()
         self.settle(node)
 
     def settle(self, node: Node) -> None:
@@ -252,3 +328,9 @@ class Dispatcher:
         if node.ready is not None:
             node.ready.set()
             node.ready = None
+
+    @staticmethod
+    def _room(node: Node) -> None:
+        if node.space is not None:
+            node.space.set()
+            node.space = None

@@ -1,10 +1,16 @@
 """The SQLite log of a bus with ``db=``: messages, deliveries, dead letters, agents, channels.
 
-Rows are collected in memory and written in batches, one transaction each:
-while delivery runs, a writer task flushes whatever accumulated since its last
-write (so a burst of messages costs a few transactions, not one each); outside
-a run every change is written at once. Reopening the file loads everything
-back, which is how ``history()`` survives a restart.
+The file is the bus's memory: a message is acknowledged to its publisher only
+once its row is committed (see :mod:`~dagger_nb.pubsub._commit`), a
+subscriber's progress is a ``pubsub_deliveries`` row committed before it
+takes its next message, and ``history()``, ``dead_letters()`` and the
+messages owed to a returning agent are read back from the file (a page at a
+time) instead of being kept in memory. Opening a log reads only the channels,
+the registrations and per-channel counts, so it costs the same for ten
+messages or a million.
+
+Every read of a damaged or foreign file raises
+:class:`~dagger_nb.errors.StorageError` naming the file and, where known, the row.
 """
 
 from __future__ import annotations
@@ -12,17 +18,24 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagger_nb.errors import StorageError
+from dagger_nb.pubsub._state import Node, Record
 from dagger_nb.pubsub.message import Message
 from dagger_nb.storage import ProcessLock, open_database
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pubsub_messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL UNIQUE,
     timestamp TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -50,30 +63,42 @@ CREATE TABLE IF NOT EXISTS pubsub_channels (
     name TEXT PRIMARY KEY,
     schema TEXT
 );
+CREATE INDEX IF NOT EXISTS pubsub_messages_by_channel ON pubsub_messages (channel, seq);
+CREATE INDEX IF NOT EXISTS pubsub_deliveries_by_message ON pubsub_deliveries (message_id);
+CREATE INDEX IF NOT EXISTS pubsub_nodes_by_agent ON pubsub_nodes (agent);
 """
+
+COLUMNS = {
+    "pubsub_messages": ("seq", "message_id", "timestamp", "channel", "source", "payload", "task_id"),
+    "pubsub_deliveries": ("message_id", "node_id", "outcome", "at"),
+    "pubsub_dead_letters": ("message_id", "channel", "agent", "reason"),
+    "pubsub_nodes": ("node_id", "agent"),
+    "pubsub_channels": ("name", "schema"),
+}
+_MESSAGE_COLUMNS = "seq, message_id, timestamp, channel, source, payload, task_id"
 
 
 @dataclass(slots=True)
-class Snapshot:
-    """Everything a log holds, in publish order, as loaded when the bus opens."""
+class Summary:
+    """What a bus needs from its log when it opens: small, whatever the log's length."""
 
-    messages: list[Message] = field(default_factory=list)
-    #: ``(message_id, node_id, outcome)`` with outcome ``delivered`` or ``rejected``.
-    deliveries: list[tuple[str, str, str]] = field(default_factory=list)
-    dead_letters: list[tuple[str, str, str, str]] = field(default_factory=list)
-    nodes: dict[str, str] = field(default_factory=dict)
     channels: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    nodes: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    last_seq: int = 0
 
 
 @dataclass(slots=True)
 class Batch:
-    """Rows waiting to be written."""
+    """Rows waiting to be written, and the records to route once their rows are committed."""
 
     messages: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     nodes: list[tuple[Any, ...]] = field(default_factory=list)
     channels: list[tuple[Any, ...]] = field(default_factory=list)
+    #: ``(record, nodes it is routed to)`` for each message row, in the same order.
+    routes: list[tuple[Record, list[Node]]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.deliveries or self.dead_letters or self.nodes or self.channels)
@@ -82,52 +107,150 @@ class Batch:
 class MessageLog:
     """An append-only SQLite log owned by one bus (and one live process) at a time."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, on_takeover: Callable[[], None] | None = None) -> None:
         self.path = str(path)
-        self._lock = ProcessLock(path, owner="PubSub")  # before touching the file: another live process may own it
+        # Before touching the file: another live process may own it.
+        self._lock = ProcessLock(path, owner="PubSub", on_takeover=on_takeover)
+        self._reads = threading.Lock()
+        self._writes = threading.RLock()  # close() on the loop thread waits for a write under way
         try:
             self._connection = open_database(path, schema=SCHEMA)
+            self._reader = open_database(path)
         except BaseException:
             self._lock.release()
             raise
         self.pending = Batch()
         self.closed = False
+        self.last_seq = 0
 
-    def load(self) -> Snapshot:
-        """Read the whole log back."""
-        snapshot = Snapshot()
-        query = self._connection.execute
-        for message_id, timestamp, channel, source, payload, task_id in query(
-            "SELECT message_id, timestamp, channel, source, payload, task_id"
-            " FROM pubsub_messages ORDER BY seq"
-        ):
-            snapshot.messages.append(
-                Message.model_construct(
-                    message_id=message_id,
-                    timestamp=datetime.fromisoformat(timestamp),
-                    source=source,
-                    channel=channel,
-                    payload=json.loads(payload),
-                    task_id=task_id,
-                )
+    # ----------------------------------------------------------------- reading
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._reads:
+            try:
+                yield self._reader
+            except sqlite3.Error as error:
+                raise StorageError(f"cannot read the pub/sub log '{self.path}': {error}") from None
+
+    def damaged(self, what: str, problem: object) -> StorageError:
+        """The error for a row of this file that cannot be read back."""
+        return StorageError(f"the pub/sub log '{self.path}' is damaged: {what}: {problem}")
+
+    def open(self) -> Summary:
+        """Check the file is a pub/sub log and read what the bus keeps in memory."""
+        summary = Summary()
+        with self._reading() as reader:
+            for table, expected in COLUMNS.items():
+                present = {row[1] for row in reader.execute(f"PRAGMA table_info({table})")}
+                missing = [name for name in expected if name not in present]
+                if missing:
+                    raise StorageError(
+                        f"'{self.path}' is not a dagger-nb pub/sub log: table {table} has no column "
+                        f"{', '.join(missing)}"
+                    )
+            for name, schema in reader.execute("SELECT name, schema FROM pubsub_channels ORDER BY rowid"):
+                summary.channels[name] = self._schema(name, schema)
+            summary.nodes = dict(reader.execute("SELECT node_id, agent FROM pubsub_nodes"))
+            summary.counts = dict(
+                reader.execute("SELECT channel, count(*) FROM pubsub_messages GROUP BY channel")
             )
-        snapshot.deliveries = list(
-            query("SELECT message_id, node_id, outcome FROM pubsub_deliveries ORDER BY rowid")
-        )
-        snapshot.dead_letters = list(
-            query("SELECT message_id, channel, agent, reason FROM pubsub_dead_letters ORDER BY rowid")
-        )
-        snapshot.nodes = dict(query("SELECT node_id, agent FROM pubsub_nodes"))
-        snapshot.channels = {
-            name: None if schema is None else json.loads(schema)
-            for name, schema in query("SELECT name, schema FROM pubsub_channels ORDER BY rowid")
-        }
-        return snapshot
+            (last,) = reader.execute("SELECT coalesce(max(seq), 0) FROM pubsub_messages").fetchone()
+        if not isinstance(last, int):
+            raise self.damaged("pubsub_messages", f"seq {last!r} is not an integer")
+        self.last_seq = summary.last_seq = last
+        return summary
 
-    def add_message(self, message: Message, payload_json: str) -> None:
-        """Queue a published message."""
+    def _schema(self, channel: str, text: Any) -> dict[str, Any] | None:
+        if text is None:
+            return None
+        try:
+            schema = json.loads(text)
+        except (TypeError, ValueError) as error:
+            raise self.damaged(f"pubsub_channels row '{channel}'", f"schema is not JSON ({error})") from None
+        if not isinstance(schema, dict):
+            raise self.damaged(f"pubsub_channels row '{channel}'", "schema is not a JSON object")
+        return schema
+
+    def _message(self, row: tuple[Any, ...]) -> Record:
+        seq, message_id, timestamp, channel, source, payload, task_id = row
+        where = f"pubsub_messages row {seq}"
+        try:
+            when = datetime.fromisoformat(timestamp)
+        except (TypeError, ValueError):
+            raise self.damaged(where, f"timestamp {timestamp!r} is not an ISO date") from None
+        try:
+            value = json.loads(payload)
+        except (TypeError, ValueError) as error:
+            raise self.damaged(where, f"payload is not JSON ({error})") from None
+        for name, text in (("message_id", message_id), ("channel", channel), ("source", source)):
+            if not isinstance(text, str):
+                raise self.damaged(where, f"{name} {text!r} is not text")
+        message = Message.model_construct(
+            message_id=message_id, timestamp=when, source=source, channel=channel, payload=value, task_id=task_id
+        )
+        return Record(message, seq=seq)
+
+    def owed(self, agent: str, channels: tuple[str, ...], *, after: int, until: int, limit: int) -> list[Record]:
+        """Up to ``limit`` messages after seq ``after`` (up to ``until``) on ``channels`` owed to ``agent``.
+
+        Owed: neither sent by a node of that agent nor handled or rejected by one.
+        """
+        marks = ", ".join("?" * len(channels))
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM pubsub_messages AS m"
+            f" WHERE seq > ? AND seq <= ? AND channel IN ({marks})"
+            " AND source NOT IN (SELECT node_id FROM pubsub_nodes WHERE agent = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM pubsub_deliveries AS d JOIN pubsub_nodes AS n USING (node_id)"
+            "  WHERE d.message_id = m.message_id AND n.agent = ?)"
+            " ORDER BY seq LIMIT ?"
+        )
+        with self._reading() as reader:
+            rows = reader.execute(query, (after, until, *channels, agent, agent, limit)).fetchall()
+        return [self._message(row) for row in rows]
+
+    def history_frame(self, channel: str | None) -> pd.DataFrame:
+        """Every committed message (or ``channel``'s) in publish order, with the nodes that handled it."""
+        import pandas as pd
+
+        from dagger_nb.pubsub.views import HISTORY_COLUMNS
+
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS}, (SELECT json_group_array(node_id) FROM (SELECT node_id"
+            " FROM pubsub_deliveries AS d WHERE d.message_id = m.message_id AND outcome = 'delivered'"
+            " ORDER BY rowid)) FROM pubsub_messages AS m"
+        )
+        parameters: tuple[str, ...] = ()
+        if channel is not None:
+            query, parameters = query + " WHERE channel = ?", (channel,)
+        rows = []
+        with self._reading() as reader:
+            for row in reader.execute(query + " ORDER BY seq", parameters):
+                message = self._message(row[:7]).message
+                delivered_to = json.loads(row[7])
+                rows.append(
+                    (message.message_id, message.timestamp, message.channel, message.source, message.payload,
+                     delivered_to)
+                )
+        frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        return frame
+
+    def dead_letter_rows(self) -> list[tuple[str, str, str, str]]:
+        """``(message_id, channel, agent, reason)`` of every committed dead letter, oldest first."""
+        with self._reading() as reader:
+            return list(
+                reader.execute("SELECT message_id, channel, agent, reason FROM pubsub_dead_letters ORDER BY rowid")
+            )
+
+    # ----------------------------------------------------------------- writing
+
+    def add_message(self, message: Message, payload_json: str, route: tuple[Record, list[Node]]) -> int:
+        """Queue a published message and what to do once it is stored; return its seq."""
+        self.last_seq += 1
         self.pending.messages.append(
             (
+                self.last_seq,
                 message.message_id,
                 message.timestamp.isoformat(),
                 message.channel,
@@ -136,6 +259,8 @@ class MessageLog:
                 message.task_id,
             )
         )
+        self.pending.routes.append(route)
+        return self.last_seq
 
     def add_delivery(self, message_id: str, node_id: str, outcome: str, at: float) -> None:
         """Queue the fact that ``node_id`` is done with ``message_id`` (``delivered`` or ``rejected``)."""
@@ -160,7 +285,13 @@ class MessageLog:
 
     def write(self, batch: Batch) -> None:
         """Write ``batch`` in one transaction (blocking: call it from a worker thread in a loop)."""
-        if not batch or self.closed:
+        with self._writes:
+            self._write(batch)
+
+    def _write(self, batch: Batch) -> None:
+        if self.closed:  # even an empty batch: its ticket's rows may have been lost with the close
+            raise StorageError(f"cannot write the pub/sub log '{self.path}': it is closed")
+        if not batch:
             return
         connection = self._connection
         try:
@@ -174,9 +305,7 @@ class MessageLog:
                 "INSERT OR IGNORE INTO pubsub_nodes (node_id, agent) VALUES (?, ?)", batch.nodes
             )
             connection.executemany(
-                "INSERT INTO pubsub_messages (message_id, timestamp, channel, source, payload, task_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                batch.messages,
+                f"INSERT INTO pubsub_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", batch.messages
             )
             connection.executemany(
                 "INSERT INTO pubsub_deliveries (message_id, node_id, outcome, at) VALUES (?, ?, ?, ?)",
@@ -192,17 +321,15 @@ class MessageLog:
                 connection.execute("ROLLBACK")
             raise StorageError(f"cannot write the pub/sub log '{self.path}': {error}") from error
 
-    def flush(self) -> None:
-        """Write every pending row now, on the calling thread."""
-        self.write(self.take())
-
     def close(self) -> None:
-        """Flush, close the file and release the process lock; safe to call twice."""
-        if self.closed:
-            return
-        try:
-            self.flush()
-        finally:
-            self.closed = True
-            self._connection.close()
-            self._lock.release()
+        """Write what is pending, close the file and release the process lock; safe to call twice."""
+        with self._writes:
+            if self.closed:
+                return
+            try:
+                self.write(self.take())
+            finally:
+                self.closed = True
+                self._connection.close()
+                self._reader.close()
+                self._lock.release()
