@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,96 @@ async def test_a_take_over_stops_the_earlier_bus_delivering(tmp_path: Path) -> N
         await second.run(until_idle=True)
     # the message in flight at the take-over is delivered again, nothing else is
     assert received == [1, "block", "block", 3]
+    second.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("round", range(12))
+async def test_a_take_over_mid_publish_loses_nothing_acknowledged(tmp_path: Path, round: int) -> None:
+    """Publishers keep publishing (group commits under way in worker threads) while the cell is
+    re-run: every publish that returned is in the file, and the others fail cleanly."""
+    db = tmp_path / "bus.db"
+    after = 40 + 97 * round  # take over at a different point of the stream each round
+    first = dagger_nb.PubSub(db=db)
+    acknowledged: list[str] = []
+    refused: list[BaseException] = []
+    enough = anyio.Event()
+
+    async def publisher(number: int) -> None:
+        for index in range(1_000_000):
+            try:
+                await first.publish("news", f"{number}-{index}")
+            except (dagger_nb.ExecutionError, dagger_nb.StorageError) as error:
+                refused.append(error)
+                return
+            acknowledged.append(f"{number}-{index}")
+            if len(acknowledged) >= after:
+                enough.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for number in range(4):
+                group.start_soon(publisher, number)
+            await enough.wait()
+            with pytest.warns(DaggerWarning, match="took over") as warned:
+                second = dagger_nb.PubSub(db=db)
+    assert [str(warning.message) for warning in warned if "failed" in str(warning.message)] == []
+    stored = set(second.history()["payload"].tolist())
+    assert [message for message in acknowledged if message not in stored] == []
+    assert len(refused) == 4  # every publisher was told, none hangs or sees a raw error
+    second.close()
+
+
+class _GatedConnection:
+    """The log's connection, holding a write begun on a worker thread open until ``resume``."""
+
+    def __init__(self, connection: sqlite3.Connection, in_write: threading.Event, resume: threading.Event) -> None:
+        self._connection, self._in_write, self._resume = connection, in_write, resume
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        result = self._connection.execute(sql, *args)
+        if sql == "BEGIN" and threading.current_thread() is not threading.main_thread():
+            self._in_write.set()
+            self._resume.wait(60)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+@pytest.mark.anyio
+async def test_a_take_over_waits_for_the_write_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The re-run cell closes the earlier bus while its group commit is mid-transaction in a
+    worker thread: the close waits for that write instead of colliding with it."""
+    db = tmp_path / "bus.db"
+    first = dagger_nb.PubSub(db=db)
+    await first.publish("news", "before")
+    log = first._durable.log  # type: ignore[union-attr]
+    in_write, resume = threading.Event(), threading.Event()
+    log._connection = _GatedConnection(log._connection, in_write, resume)
+    close = type(log).close
+
+    def close_then_let_the_write_finish(self: Any) -> None:
+        resume.set()  # from here on the worker may finish; a close not waiting for it has collided already
+        close(self)
+
+    outcome: list[Any] = []
+
+    async def publish() -> None:
+        try:
+            outcome.append(await first.publish("news", "in flight"))
+        except dagger_nb.StorageError as error:
+            outcome.append(error)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(publish)
+        await anyio.to_thread.run_sync(in_write.wait, 60)
+        monkeypatch.setattr(type(log), "close", close_then_let_the_write_finish)
+        with pytest.warns(DaggerWarning, match="took over") as warned:
+            second = dagger_nb.PubSub(db=db)
+    assert [str(warning.message) for warning in warned if "failed" in str(warning.message)] == []
+    assert isinstance(outcome[0], dagger_nb.Message)  # its commit finished, so it was acknowledged ...
+    assert second.history()["payload"].tolist() == ["before", "in flight"]  # ... and it is in the file
     second.close()
 
 
