@@ -112,14 +112,15 @@ async def test_channel_schemas_survive_a_restart(tmp_path: Path, registry: PubSu
     bus.close()
 
 
-def test_a_second_bus_on_the_same_file_is_refused_until_the_first_closes(
+def test_a_second_bus_on_the_same_file_takes_it_over_from_the_first(
     tmp_path: Path, registry: PubSubAgentRegistry
 ) -> None:
     db = tmp_path / "bus.db"
     first = dagger_nb.PubSub(db=db, registry=registry)
-    with pytest.raises(dagger_nb.DatabaseInUse, match="is in use by another live process"):
-        dagger_nb.PubSub(db=db, registry=registry)
-    first.close()
+    with pytest.warns(dagger_nb.DaggerWarning, match="took over .* the earlier one was closed"):
+        second = dagger_nb.PubSub(db=db, registry=registry)
+    assert first.closed and not second.closed
+    second.close()
     dagger_nb.PubSub(db=db, registry=registry).close()
 
 
