@@ -55,7 +55,7 @@ from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import Plan, Run, RunHandle
 from dagger_nb.dag.scheduler import Scheduler, describe_error, hook_name
 from dagger_nb.dag.spec import DagConfig, HumanTimeoutAction, InputSpec, NodeSpec, OnFailure, WorkflowSpec
-from dagger_nb.dag.store import RunStore
+from dagger_nb.dag.store import RunStore, runs_frame
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
     DaggerWarning,
@@ -395,16 +395,7 @@ class DagExecutor:
         interrupted (its process died, or an earlier executor was closed mid-run): it is
         listed ``interrupted`` and can be resumed.
         """
-        rows = {run.run_id: _run_row(run.snapshot()) for run in self._runs.values()}
-        if self._store is not None:
-            for row in self._store.run_rows():
-                rows.setdefault(row["run_id"], row)
-        import pandas as pd
-
-        frame = pd.DataFrame(list(rows.values()), columns=_RUN_COLUMNS)
-        for column in ("started_at", "finished_at"):
-            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
-        return frame.sort_values("started_at", ascending=False, ignore_index=True)
+        return runs_frame([run.snapshot() for run in self._runs.values()], self._store)
 
     def serialize_tree_to_dot(self, name_or_run_id: str) -> str:
         """DOT of run ``name_or_run_id``, or of the latest run of that workflow.
@@ -476,18 +467,3 @@ class DagExecutor:
         run.report = None
         run.reset()
         return run
-
-_RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
-
-
-def _run_row(report: ExecutionReport) -> dict[str, Any]:
-    return {
-        "run_id": report.run_id,
-        "workflow": report.workflow,
-        "status": report.status,
-        "started_at": report.started_at,
-        "finished_at": report.finished_at,
-        "nodes": len(report.outcomes),
-        "failed": sum(o.status == "failed" for o in report.outcomes.values()),
-        "error": report.error,
-    }

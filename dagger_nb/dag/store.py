@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
@@ -34,6 +34,9 @@ from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import DagConfig, WorkflowSpec
 from dagger_nb.errors import DatabaseInUse, StorageError
 from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dag_runs (
@@ -291,6 +294,31 @@ class RunStore:
         except sqlite3.Error as error:
             self._connection.close()
             raise StorageError(f"cannot {what} run store '{self.path}': {error}") from None
+
+
+RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
+
+
+def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.DataFrame:
+    """One row per run (``RUN_COLUMNS``), newest first: the ``live`` ones as they are now, then
+    the stored ones not among them."""
+    import pandas as pd
+
+    rows = {
+        report.run_id: {
+            "run_id": report.run_id, "workflow": report.workflow, "status": report.status,
+            "started_at": report.started_at, "finished_at": report.finished_at, "nodes": len(report.outcomes),
+            "failed": sum(o.status == "failed" for o in report.outcomes.values()), "error": report.error,
+        }
+        for report in live
+    }
+    if store is not None:
+        for row in store.run_rows():
+            rows.setdefault(row["run_id"], row)
+    frame = pd.DataFrame(list(rows.values()), columns=RUN_COLUMNS)
+    for column in ("started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    return frame.sort_values("started_at", ascending=False, ignore_index=True)
 
 
 def _node_row(run_id: str, o: NodeOutcome, position: int) -> tuple[Any, ...]:
