@@ -19,6 +19,7 @@ import pytest
 
 import dagger_nb
 from dagger_nb.errors import DaggerWarning, DatabaseInUse
+from dagger_nb.storage import ProcessLock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -425,3 +426,22 @@ def test_a_sigkilled_holders_file_opens_at_once(tmp_path: Path) -> None:
     assert result.returncode == -9
     with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
         assert manager.run_job_sync("job").status is dagger_nb.JobStatus.COMPLETED
+
+
+def test_a_full_disk_still_locks_and_names_the_holder(
+    small_tmpfs: Path, fill_disk: Callable[[Path], int], held_by_another_process: Callable[[str, Path], int]
+) -> None:
+    """On a full disk the PID note beside the file cannot be written: the lock still holds, and
+    the kernel's lock table still names the holder."""
+    db = small_tmpfs / "jobs.db"
+    db.touch()
+    fill_disk(small_tmpfs)
+    HOLDERS["lock"] = "from dagger_nb.storage import ProcessLock; lock = ProcessLock(sys.argv[1], owner='Test')"
+    try:
+        pid = held_by_another_process("lock", db)
+    finally:
+        del HOLDERS["lock"]
+    link = small_tmpfs / "link.db"
+    link.symlink_to(db)
+    with pytest.raises(DatabaseInUse, match=rf"\(PID {pid}\)"):
+        ProcessLock(link, owner="TaskManager")
