@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from dagger_nb.dag import loader
+from dagger_nb.dag import _yaml
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec
 from dagger_nb.dag.validation import check_workflow
@@ -85,11 +85,11 @@ def built_fanout(nodes: int) -> tuple[float, float]:
 
 @contextmanager
 def pure_python_parser() -> Iterator[None]:
-    fast, loader._FastLoader = loader._FastLoader, None
+    fast, _yaml.FastSpecLoader = _yaml.FastSpecLoader, None
     try:
         yield
     finally:
-        loader._FastLoader = fast
+        _yaml.FastSpecLoader = fast
 
 
 def seconds(text: str, rounds: int) -> float:
@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--target-size", type=int, default=10_000, help="the size the targets apply to")
     parser.add_argument("--built", type=int, default=100_000, help="nodes of the fan-out built in Python")
     args = parser.parse_args()
-    if loader._FastLoader is None:
+    if _yaml.FastSpecLoader is None:
         print("libyaml is not installed: only the pure-Python parser is available. MISSED")
         return 1
     shapes: dict[str, Callable[[int], str]] = {"chain": chain, "fanout": fanout}

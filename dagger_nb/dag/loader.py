@@ -20,13 +20,18 @@ import bisect
 import difflib
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dagger_nb.dag import _yaml
+from dagger_nb.dag._yaml import MAX_ALIAS_EXPANSION as MAX_ALIAS_EXPANSION
+from dagger_nb.dag._yaml import MAX_DEPTH as MAX_DEPTH
+from dagger_nb.dag._yaml import MAX_DOCUMENT_CHARS as MAX_DOCUMENT_CHARS
+from dagger_nb.dag._yaml import MAX_NUMBER_CHARS as MAX_NUMBER_CHARS
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
 from dagger_nb.dag.validation import check_workflow, collector_paused
 from dagger_nb.errors import Problem, WorkflowSpecError
@@ -34,70 +39,13 @@ from dagger_nb.errors import Problem, WorkflowSpecError
 Location = tuple[Any, ...]
 M = TypeVar("M", bound=BaseModel)
 _UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNPARSED: Any = object()
 
-#: Longest workflow text read, in characters.
-MAX_DOCUMENT_CHARS = 32 * 1024 * 1024
-#: Deepest nesting of mappings and lists (a workflow itself needs 5 levels; the rest is for literals).
-MAX_DEPTH = 100
-#: How many values YAML aliases (``*name``) may add to a document when they are expanded.
-MAX_ALIAS_EXPANSION = 100_000
-#: Longest number literal, in characters.
-MAX_NUMBER_CHARS = 100
 #: Problems listed for one file; the rest are counted.
 MAX_PROBLEMS = 50
 # A parse error found by libyaml is re-read by the pure-Python parser (whose messages are clearer
 # and the same whether libyaml is installed or not) when it lies this close to the start.
 _REPARSE_WITHIN = 200_000
-_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
-_LONG_NUMBER = re.compile(f"[-+0-9a-fA-FxXoO_:.]{{{MAX_NUMBER_CHARS + 1}}}")
-
-
-class _QuickResolver(yaml.resolver.Resolver):
-    """PyYAML's resolver, answering at once for the common case: a plain scalar whose first
-    character starts no implicit type (most ids and names), and every collection."""
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        if kind is yaml.ScalarNode:
-            resolvers = self.yaml_implicit_resolvers
-            if implicit[0] and value and value[0] not in resolvers and None not in resolvers:
-                return self.DEFAULT_SCALAR_TAG
-        elif not self.yaml_path_resolvers:
-            return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
-        return super().resolve(kind, value, implicit)
-
-
-class _SpecLoader(yaml.SafeLoader, _QuickResolver):
-    """The safe loader plus exactly the retry-strategy tags of Rust Dagger files."""
-
-
-_FastLoader: type[Any] | None = None
-if getattr(yaml, "__with_libyaml__", False):
-
-    class _CSpecLoader(yaml.CSafeLoader, _QuickResolver):
-        """The same as :class:`_SpecLoader` with libyaml's C parser (nodes keep their lines)."""
-
-    _FastLoader = _CSpecLoader
-
-
-def _tagged(kind: str) -> Callable[[Any, yaml.Node], dict[str, Any]]:
-    def construct(loader: Any, node: yaml.Node) -> dict[str, Any]:
-        if isinstance(node, yaml.MappingNode):
-            return {kind: loader.construct_mapping(node, deep=True)}
-        if isinstance(node, yaml.ScalarNode) and loader.construct_scalar(node) in ("", None):
-            return {kind: {}}
-        raise yaml.constructor.ConstructorError(
-            None, None, f"tag '!{kind}' takes a mapping of parameters", node.start_mark
-        )
-
-    return construct
-
-
-for _tag in ("Immediate", "Linear", "Exponential"):
-    for _loader in (_SpecLoader, _FastLoader):
-        if _loader is not None:
-            _loader.add_constructor(f"!{_tag}", _tagged(_tag))
 
 
 def load_workflow(
@@ -202,7 +150,7 @@ class _Document:
         self.root: yaml.Node | None = None
         self.problems: list[Problem] = []
         self.workflow: str | None = None
-        self.duplicate_keys: list[tuple[int, int, str]] = []  # mapping's mark line, line, message
+        self.duplicate_keys: list[tuple[int, int, str]] = []  # see Bounds.duplicates
 
     def problem(self, message: str, *, at: Location = (), node: str | None = None) -> None:
         # Ids and names come from the file: a 10 MB id must not make a 10 MB message.
@@ -237,7 +185,7 @@ class _Document:
 
     def node_index_at(self, mark_line: int) -> int | None:
         """The index of the node written around ``mark_line`` (a 0-based YAML mark line), if any."""
-        nodes = None if self.root is None else _value_of(self.root, "nodes")
+        nodes = None if self.root is None else _yaml.value_of(self.root, "nodes")
         if not isinstance(nodes, yaml.SequenceNode) or not nodes.value:
             return None
         if not nodes.value[0].start_mark.line <= mark_line <= nodes.end_mark.line:
@@ -280,9 +228,10 @@ class _Document:
 
     def _parse(self) -> Any:
         """The document's data, or ``_UNPARSED`` after recording why it could not be read."""
-        if len(self.text) > MAX_DOCUMENT_CHARS:
-            line = self.text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
-            self.text_problem(line, f"the document is longer than {MAX_DOCUMENT_CHARS:,} characters; "
+        limit = _yaml.MAX_DOCUMENT_CHARS
+        if len(self.text) > limit:
+            line = self.text.count("\n", 0, limit) + 1
+            self.text_problem(line, f"the document is longer than {limit:,} characters; "
                                     "split the workflow or load its data at run time")
             return _UNPARSED
         loader = self._compose()
@@ -292,13 +241,15 @@ class _Document:
             if self.root is None:
                 self.text_problem(None, "the document is empty; a workflow needs 'name' and 'nodes'")
                 return _UNPARSED
-            bounds = _Bounds(self)
-            if not bounds.check(self.root):
+            bounds = _yaml.Bounds(self.text, self.text_problem, line_offset=self.line_offset)
+            within = bounds.check(self.root)
+            self.duplicate_keys = bounds.duplicates
+            if not within:
                 return _UNPARSED
             if not bounds.shared:
                 try:
-                    return _construct_plain(loader, self.root)
-                except _NotPlain:
+                    return _yaml.construct_plain(loader, self.root)
+                except _yaml.NotPlain:
                     pass
             return loader.construct_document(self.root)
         except yaml.YAMLError as error:
@@ -311,10 +262,10 @@ class _Document:
 
     def _compose(self) -> Any:
         """A loader holding the document's node tree in ``self.root``, or None after a problem."""
-        if _FastLoader is not None:
+        if _yaml.FastSpecLoader is not None:
             loader = None
             try:
-                loader = _FastLoader(self.text)
+                loader = _yaml.FastSpecLoader(self.text)
                 self.root = loader.get_single_node()
                 return loader
             except yaml.MarkedYAMLError as error:
@@ -330,7 +281,7 @@ class _Document:
             if loader is not None:
                 loader.dispose()
         try:
-            loader = _SpecLoader(self.text)
+            loader = _yaml.SafeSpecLoader(self.text)
             self.root = loader.get_single_node()
             return loader
         except yaml.YAMLError as error:
@@ -420,176 +371,6 @@ def _salvage(item: Any, failed_at: list[Location]) -> NodeSpec | None:
         if not (isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies)):
             dependencies = []
         return NodeSpec(id=item["id"], action=_NO_ACTION, dependencies=dependencies)
-
-
-class _Bounds:
-    """Checks what a document may expand to, on the YAML nodes, before anything is constructed."""
-
-    def __init__(self, document: _Document) -> None:
-        self.document = document
-        self.ok = True
-        self.shared = False
-
-    def fail(self, node: yaml.Node, message: str, *, line: int | None = None) -> None:
-        self.ok = False
-        self.document.text_problem(line if line is not None else node.start_mark.line + 1, message)
-
-    def check(self, root: yaml.Node) -> bool:
-        """Depth, duplicate keys, lone surrogates, over-long numbers; then aliases, if any."""
-        text = self.document.text
-        # Aliases need an anchor ('&'); lone surrogates an escape; long numbers a long run of digits.
-        # Most files have none of these, and the walk below is then at its leanest.
-        may_share = "&" in text
-        scalars = "\\u" in text or "\\U" in text or _LONG_NUMBER.search(text) is not None
-        mapping, scalar, limit = yaml.MappingNode, yaml.ScalarNode, MAX_DEPTH
-        seen: set[int] = set()
-        shared = False
-        stack: list[tuple[yaml.Node, int]] = [(root, 1)]
-        pop, push = stack.pop, stack.append
-        while stack:
-            node, depth = pop()
-            if may_share:
-                if id(node) in seen:
-                    shared = True
-                    continue
-                seen.add(id(node))
-            kind = type(node)
-            if kind is scalar:
-                if scalars:
-                    self.scalar(node)
-            elif depth > limit:
-                self.fail(node, f"nested more than {MAX_DEPTH} levels deep")
-                return False
-            elif kind is mapping:
-                pairs = node.value
-                if len(pairs) > 1 and len({key.value for key, _ in pairs if type(key) is scalar}) < len(pairs):
-                    self.duplicates(node)
-                for key_node, value_node in pairs:
-                    if type(key_node) is not scalar or scalars:
-                        push((key_node, depth + 1))
-                    push((value_node, depth + 1))
-            else:
-                stack.extend([(item, depth + 1) for item in node.value])
-        self.shared = shared
-        if self.ok and shared:
-            self.aliases(root, unique=len(seen))
-        return self.ok
-
-    def scalar(self, node: yaml.Node) -> None:
-        value = node.value
-        if not value.isascii():
-            surrogate = _SURROGATE.search(value)
-            if surrogate:
-                self.fail(node, f"text contains a lone surrogate {surrogate.group()!r}, which cannot be "
-                                "encoded as UTF-8 (write the character itself, or a \\U escape)")
-        elif len(value) > MAX_NUMBER_CHARS and node.tag in _NUMBER_TAGS:
-            self.fail(node, f"a number longer than {MAX_NUMBER_CHARS} characters ({len(value):,})")
-
-    def duplicates(self, node: yaml.Node) -> None:
-        first: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            line = key_node.start_mark.line + 1 + self.document.line_offset
-            if key_node.value in first:
-                message = f"duplicate key '{key_node.value}' (first at line {first[key_node.value]})"
-                self.document.duplicate_keys.append((node.start_mark.line, line, message))
-            else:
-                first[key_node.value] = line
-
-    def aliases(self, root: yaml.Node, *, unique: int) -> None:
-        """Expanded size and depth through aliases, in one post-order pass over the shared nodes."""
-        limit = unique + MAX_ALIAS_EXPANSION
-        done: dict[int, tuple[int, int]] = {}  # size, height
-        totals: dict[int, list[int]] = {id(root): [1, 0]}
-        stack: list[tuple[yaml.Node, Iterator[tuple[yaml.Node, int]]]] = [(root, _children(root))]
-        while stack:
-            node, children = stack[-1]
-            step = next(children, None)
-            if step is None:
-                stack.pop()
-                size, height = totals.pop(id(node))
-                height += 1
-                if size > limit:
-                    self.fail(node, f"YAML aliases expand this value past {MAX_ALIAS_EXPANSION:,} "
-                                    "extra values (an alias bomb?)")
-                    return
-                if height > MAX_DEPTH:
-                    self.fail(node, f"nested more than {MAX_DEPTH} levels deep once its aliases are expanded")
-                    return
-                done[id(node)] = (size, height)
-                if stack:
-                    parent = totals[id(stack[-1][0])]
-                    parent[0] += size
-                    parent[1] = max(parent[1], height)
-                continue
-            child, line = step
-            if id(child) in totals:
-                self.fail(child, "a YAML alias refers to a value that contains it (a recursive alias)",
-                          line=line)
-                return
-            if id(child) in done:
-                size, height = done[id(child)]
-                parent = totals[id(node)]
-                parent[0] += size
-                parent[1] = max(parent[1], height)
-            else:
-                totals[id(child)] = [1, 0]
-                stack.append((child, _children(child)))
-
-
-class _NotPlain(Exception):
-    """The document needs PyYAML's full constructor (merge keys, unhashable keys, unknown tags)."""
-
-
-_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
-
-
-def _construct_plain(loader: Any, root: yaml.Node) -> Any:
-    """The same data as ``loader.construct_document(root)`` for a tree without shared nodes,
-    built directly: PyYAML's constructor costs several calls per value."""
-    constructors = loader.yaml_constructors
-    scalar, sequence, mapping = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
-
-    def build(node: yaml.Node) -> Any:
-        kind, tag = type(node), node.tag
-        if kind is scalar and tag == _STR:
-            return node.value
-        if kind is sequence and tag == _SEQ:
-            return [build(item) for item in node.value]
-        if kind is mapping and tag == _MAP:
-            built: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag not in (_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:null",
-                                        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"):
-                    raise _NotPlain  # merge keys, `=` keys, collections as keys
-                built[build(key_node)] = build(value_node)
-            return built
-        if tag not in constructors:
-            raise _NotPlain
-        return loader.construct_object(node, deep=True)
-
-    return build(root)
-
-
-def _children(node: yaml.Node) -> Iterator[tuple[yaml.Node, int]]:
-    """Each child of ``node`` with the line it is written on."""
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            yield key_node, line
-            yield value_node, line
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield item, item.start_mark.line + 1
-
-
-def _value_of(node: yaml.Node, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-                return value_node
-    return None
 
 
 def _node_id(data: Any, index: int | None) -> str | None:

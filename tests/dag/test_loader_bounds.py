@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dagger_nb import ActionRegistry, DagExecutor, cli
-from dagger_nb.dag import loader
+from dagger_nb.dag import _yaml
 from dagger_nb.dag.loader import (
     MAX_DEPTH,
     MAX_PROBLEMS,
@@ -168,13 +168,13 @@ def test_the_alias_limit_counts_expanded_values(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(WorkflowSpecError) as caught:
         load_workflow(_laughs(4))
     assert [problem.message for problem in caught.value.problems] == [f"unknown key 'lol{level}'" for level in range(5)]
-    monkeypatch.setattr(loader, "MAX_ALIAS_EXPANSION", 1000)
+    monkeypatch.setattr(_yaml, "MAX_ALIAS_EXPANSION", 1000)
     with pytest.raises(WorkflowSpecError, match="past 1,000 extra values"):
         load_workflow(_laughs(4))
 
 
 def test_a_document_over_the_size_limit_is_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loader, "MAX_DOCUMENT_CHARS", 100)
+    monkeypatch.setattr(_yaml, "MAX_DOCUMENT_CHARS", 100)
     text = NODE + "    description: " + "x" * 200 + "\n"
     with pytest.raises(WorkflowSpecError) as caught:
         parse_workflow(text, path="big.yaml")
@@ -192,7 +192,7 @@ def test_depth_at_the_limit_loads() -> None:
 def test_the_pure_python_parser_gives_the_same_problems(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [_laughs(9), VALUE + "&r [1, *r]\n", NODE + "    timeout: true\n", NODE + "  oops: [\n"]
     with_libyaml = [_problems(text) for text in texts]
-    monkeypatch.setattr(loader, "_FastLoader", None)
+    monkeypatch.setattr(_yaml, "FastSpecLoader", None)
     assert [_problems(text) for text in texts] == with_libyaml
 
 
