@@ -47,6 +47,7 @@ class Outcome:
 
     paradigm: str
     counts: dict[str, int] | None = None
+    kills_asked: int = 0
     seconds: float = 0.0
     skipped: str = ""
     error: str = ""
@@ -60,6 +61,8 @@ class Outcome:
             return []
         counts = self.counts
         found = []
+        if self.kills_asked > 0 and counts["kills"] == 0:
+            found.append("no kill landed: the matrix tested nothing")
         if counts["lost"] > 0:
             found.append(f"{counts['lost']} acknowledged items lost")
         if counts["stuck"] > 0:
@@ -110,7 +113,7 @@ def run_one(
     missing = [key for key in COUNTS if not isinstance(counts.get(key) if isinstance(counts, dict) else None, int)]
     if missing:
         return Outcome(paradigm, seconds=seconds, error=f"its counts lack {', '.join(missing)}: {counts!r}")
-    return Outcome(paradigm, counts={key: counts[key] for key in COUNTS}, seconds=seconds)
+    return Outcome(paradigm, counts={key: counts[key] for key in COUNTS}, seconds=seconds, kills_asked=kills)
 
 
 def render(outcomes: Sequence[Outcome]) -> str:
@@ -130,6 +133,9 @@ def render(outcomes: Sequence[Outcome]) -> str:
     for outcome in outcomes:
         if outcome.skipped:
             lines.append(f"{outcome.paradigm}: skipped: {outcome.skipped}")
+        if outcome.counts is not None and 0 < outcome.counts["kills"] < outcome.kills_asked:
+            landed, asked = outcome.counts["kills"], outcome.kills_asked
+            lines.append(f"{outcome.paradigm}: note: {landed} of {asked} kills landed before the work ended")
         for problem in outcome.problems:
             lines.append(f"{outcome.paradigm}: FAIL: {problem}")
     return "\n".join(lines)

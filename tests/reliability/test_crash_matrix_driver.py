@@ -73,6 +73,15 @@ def test_a_broken_promise_exits_1_and_says_which(
     assert "dag: FAIL" not in out and "pubsub: FAIL" not in out
 
 
+def test_a_matrix_where_no_kill_landed_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    modules = {"dag": scenario(kills=0), "agents": scenario(kills=1), "pubsub": scenario()}
+    assert driver.main(["--kills", "3", "--items", "10"], load=loader(modules)) == 1
+    out = capsys.readouterr().out
+    assert "dag: FAIL: no kill landed: the matrix tested nothing" in out
+    assert "agents: note: 1 of 3 kills landed before the work ended" in out
+    assert "agents: FAIL" not in out and "pubsub" in out
+
+
 def test_a_missing_scenario_is_skipped_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
     modules = {"dag": None, "agents": scenario(), "pubsub": scenario()}
     assert driver.main(["--kills", "1", "--items", "5"], load=loader(modules)) == 0
