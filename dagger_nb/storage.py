@@ -91,8 +91,10 @@ class ProcessLock:
     Held by another live process: :class:`DatabaseInUse` naming that process's
     PID. Held by an earlier instance in this process (a re-run notebook cell):
     the earlier holder's ``on_takeover()`` is called to close its store cleanly,
-    a :class:`DaggerWarning` says so, and the lock passes to the new one.
-    ``owner`` is a short noun for these messages ("TaskManager", "PubSub").
+    a :class:`DaggerWarning` says so, and the lock passes to the new one. So an
+    instance never released keeps the file (and stays reachable) until a later
+    one takes it over or the process ends. ``owner`` is a short noun for these
+    messages ("TaskManager", "PubSub").
     """
 
     def __init__(
