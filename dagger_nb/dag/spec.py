@@ -59,9 +59,10 @@ class _Spec(BaseModel):
     def _null_means_default(cls, value: Any) -> Any:
         # Rust files write `max_attempts: null` for "not set": a null optional key takes its default.
         if isinstance(value, dict):
-            defaulted = _defaulted_when_null(cls)
-            if any(value.get(key, 0) is None for key in defaulted):
-                value = {key: item for key, item in value.items() if not (item is None and key in defaulted)}
+            for item in value.values():  # `None in values()` would compare arrays and frames with ==
+                if item is None:
+                    defaulted = _defaulted_when_null(cls)
+                    return {key: item for key, item in value.items() if not (item is None and key in defaulted)}
         return value
 
 
