@@ -566,15 +566,16 @@ def _fan_in(inputs: int) -> WorkflowSpec:
 def _check_seconds(spec: WorkflowSpec) -> float:
     best = float("inf")
     for _ in range(7):
-        started = time.perf_counter()
+        started = time.process_time()
         assert list(check_workflow(spec, actions=["x"])) == []
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return best
 
 
 def test_validation_is_linear_in_a_node_inputs() -> None:
     small, big = _check_seconds(_fan_in(2000)), _check_seconds(_fan_in(20_000))
     # 10x the inputs: a linear check takes about 10x; the old list look-ups took about 100x.
+    # CPU time of this process: other work on a busy machine does not count.
     assert big < 20 * small, f"2k inputs {small:.4f} s, 20k inputs {big:.4f} s"
     assert big < 1.0
 
@@ -597,10 +598,10 @@ def test_node_lookup_follows_changes_to_the_node_list() -> None:
 def test_looking_up_every_node_is_linear() -> None:
     def seconds(count: int) -> float:
         spec = WorkflowSpec(name="w", nodes=[NodeSpec(id=f"n{i}", action="x") for i in range(count)])
-        started = time.perf_counter()
+        started = time.process_time()
         for node in spec.nodes:
             spec.node(node.id)
-        return time.perf_counter() - started
+        return time.process_time() - started
 
     small, big = min(seconds(2000) for _ in range(3)), min(seconds(20_000) for _ in range(3))
     assert big < 20 * small, f"2k lookups {small:.4f} s, 20k lookups {big:.4f} s"
