@@ -498,6 +498,7 @@ PACK_FLOW = "%%dagger_workflow packed --no-graph\nnodes:\n  - {id: p, action: pa
     [
         "x=4",
         "--input x=4",  # the CLI's spelling is accepted too
+        "--input x=4 --input unused=1",  # and repeated
         "{'x': 4}",  # the issue's unquoted mapping, split at its spaces by IPython
         "\"{'x': 4}\"",
         "'{\"x\": 4}'",
