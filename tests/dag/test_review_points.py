@@ -144,3 +144,18 @@ async def test_no_review_points_unless_review_frequency_is_set() -> None:
         report = await handle.wait()
     assert report.success and len(seen) == STEPS
     assert not [e async for e in handle.subscribe() if isinstance(e, HumanInputRequested)]
+
+
+async def test_a_stopped_run_resumes_from_the_reviewed_step_asking_again() -> None:
+    executor, seen = _loop(review_frequency=2)
+    async with executor:
+        handle = executor.start_agent_dag("count")
+        await _answer_reviews(handle, [{"decision": "stop"}])
+        stopped = await handle.wait()
+        assert stopped.status == "cancelled" and stopped.error is not None and "stopped by a person" in stopped.error
+        resumed = executor.start_resume(handle.run_id)
+        asked = await _answer_reviews(resumed, [{"decision": "approve"}, {"decision": "approve"}])
+        final = await resumed.wait()
+    assert final.status == "succeeded" and final.error is None
+    assert [event.node for event in asked] == ["supervisor_step_3", "supervisor_step_5"]
+    assert [iteration for iteration, _ in seen] == [0, 1, 2, 3, 4]
