@@ -203,6 +203,11 @@ def test_resume_mistakes_are_messages(pausing, tmp_path: Path, capsys) -> None: 
     _, actions = pausing
     assert main(["resume", "abc", "--db", str(tmp_path / "none.db"), "--actions", str(actions)]) == 1
     assert f"run database '{tmp_path / 'none.db'}' not found" in capsys.readouterr().err
+    db = tmp_path / "runs.db"
+    DagExecutor(db=db).close()
+    assert main(["resume", "abc", "--db", str(db), "--actions", str(actions)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "abc" in err and "Traceback" not in err
 
 
 def _closed_pipe_run(argv: list[str]) -> subprocess.CompletedProcess[str]:
