@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,37 +144,37 @@ async def dagger_run(executor: Any, shape: Shape) -> int:
     return int(report.cache.get(shape.sink, "result"))
 
 
-def child(contender: str, shape: Shape, warm: int) -> dict[str, Any]:
-    """Time build plus first run, then ``warm`` re-runs, of one contender in this process."""
+def steps(contender: str, shape: Shape) -> tuple[Callable[[], Any], Callable[[Any], int]]:
+    """How ``contender`` builds ``shape`` and runs what it built, with its imports done."""
     if contender == "bare":
-        start = time.perf_counter()
-        value = asyncio.run(bare_run(shape.dependencies, shape.sink))
-        first = time.perf_counter() - start
-        rerun = lambda: asyncio.run(bare_run(shape.dependencies, shape.sink))  # noqa: E731
-    elif contender == "dagger-nb":
+        return (lambda: shape.dependencies), lambda deps: asyncio.run(bare_run(deps, shape.sink))
+    if contender == "dagger-nb":
         # Imports are start-up, which bench/startup.py measures: load them before the clock,
         # anyio's asyncio backend included (anyio imports it on the first run).
         import anyio._backends._asyncio  # noqa: F401
 
         from dagger_nb import DagExecutor  # noqa: F401
 
-        start = time.perf_counter()
-        executor = dagger_build(shape)
-        value = asyncio.run(dagger_run(executor, shape))
-        first = time.perf_counter() - start
-        rerun = lambda: asyncio.run(dagger_run(executor, shape))  # noqa: E731
-    else:
-        import dask.threaded
+        return (lambda: dagger_build(shape)), lambda executor: asyncio.run(dagger_run(executor, shape))
+    import dask.threaded
 
-        start = time.perf_counter()
-        graph = {node: (combine_sync, *parents) for node, parents in shape.dependencies.items()}
-        value = dask.threaded.get(graph, shape.sink)
-        first = time.perf_counter() - start
-        rerun = lambda: dask.threaded.get(graph, shape.sink)  # noqa: E731
+    def graph() -> dict[str, tuple[Any, ...]]:
+        return {node: (combine_sync, *parents) for node, parents in shape.dependencies.items()}
+
+    return graph, lambda built: int(dask.threaded.get(built, shape.sink))
+
+
+def child(contender: str, shape: Shape, warm: int) -> dict[str, Any]:
+    """Time build plus first run, then ``warm`` re-runs, of one contender in this process."""
+    build, run = steps(contender, shape)
+    start = time.perf_counter()
+    built = build()
+    value = run(built)
+    first = time.perf_counter() - start
     warm_times = []
     for _ in range(warm):
         start = time.perf_counter()
-        if rerun() != value:
+        if run(built) != value:
             raise SystemExit(f"{contender} {shape.name}: a re-run gave another value")
         warm_times.append(time.perf_counter() - start)
     return {"first": first, "warm": statistics.median(warm_times) if warm_times else None, "value": value}
