@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS pubsub_channels (
     name TEXT PRIMARY KEY,
     schema TEXT
 );
-CREATE INDEX IF NOT EXISTS pubsub_messages_by_channel ON pubsub_messages (channel, seq);
 CREATE INDEX IF NOT EXISTS pubsub_deliveries_by_message ON pubsub_deliveries (message_id);
 CREATE INDEX IF NOT EXISTS pubsub_nodes_by_agent ON pubsub_nodes (agent);
 """
@@ -128,10 +127,15 @@ class MessageLog:
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._reads:
+            # Once closed (the lock released), frames stay readable through a short-lived connection.
+            reader = sqlite3.connect(self.path) if self.closed else self._reader
             try:
-                yield self._reader
+                yield reader
             except sqlite3.Error as error:
                 raise StorageError(f"cannot read the pub/sub log '{self.path}': {error}") from None
+            finally:
+                if reader is not self._reader:
+                    reader.close()
 
     def damaged(self, what: str, problem: object) -> StorageError:
         """The error for a row of this file that cannot be read back."""
