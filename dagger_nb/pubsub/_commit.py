@@ -24,13 +24,19 @@ if TYPE_CHECKING:
 
 
 class Ticket:
-    """The fate of one batch of rows: ``done`` once written or failed, ``error`` if it failed."""
+    """The fate of one batch of rows: ``done`` once written or failed.
 
-    __slots__ = ("done", "error")
+    ``error`` is set when none of its rows could be stored; ``messages_error``
+    when only its messages could not (the outcomes and registrations were
+    stored in a second transaction without them).
+    """
+
+    __slots__ = ("done", "error", "messages_error")
 
     def __init__(self) -> None:
         self.done = False
         self.error: StorageError | None = None
+        self.messages_error: StorageError | None = None
 
 
 class GroupCommit:
@@ -54,9 +60,10 @@ class GroupCommit:
         """The ticket of every row added since the last write took the pending ones."""
         return self._ticket
 
-    async def wait(self, ticket: Ticket) -> None:
+    async def wait(self, ticket: Ticket, *, message: bool = False) -> None:
         """Return once ``ticket``'s rows are committed; raise its ``StorageError`` if they could not be.
 
+        ``message=True`` for a publisher, whose message may fail alone.
         Shielded: a cancelled waiter still sees its rows' fate decided, so a
         message is either stored and routed or neither.
         """
@@ -70,6 +77,8 @@ class GroupCommit:
                     await self._write_pending()
         if ticket.error is not None:
             raise ticket.error
+        if message and ticket.messages_error is not None:
+            raise ticket.messages_error
 
     async def commit(self) -> None:
         """Store every row pending now."""
@@ -81,12 +90,9 @@ class GroupCommit:
             return
         ticket = self._ticket
         batch = self._begin()
-        try:
-            self._log.write(batch)
-        except StorageError as error:
-            self._end(batch, ticket, error)
-            raise
-        self._end(batch, ticket, None)
+        self._end(batch, ticket, self._write(batch, ticket))
+        if ticket.error is not None or ticket.messages_error is not None:
+            raise ticket.error or ticket.messages_error  # type: ignore[misc]
 
     async def _write_pending(self) -> None:
         self._writing = True
@@ -94,27 +100,36 @@ class GroupCommit:
         await anyio.lowlevel.checkpoint()
         ticket = self._ticket
         batch = self._begin()
-        error: StorageError | None = None
+        # On the loop's thread: a WAL commit without fsync costs less than the two thread
+        # hand-offs it would take to move it off, and every waiter sits behind it either way.
+        self._end(batch, ticket, self._write(batch, ticket))
+
+    def _write(self, batch: Batch, ticket: Ticket) -> bool:
+        """Write ``batch``; if that fails, its other rows without its messages. True if the messages were stored."""
         try:
-            # On the loop's thread: a WAL commit without fsync costs less than the two thread
-            # hand-offs it would take to move it off, and every waiter sits behind it either way.
             self._log.write(batch)
-        except StorageError as failure:
-            error = failure
-        finally:
-            self._end(batch, ticket, error)
+            return True
+        except StorageError as error:
+            if not batch.messages:
+                ticket.error = error
+                return False
+            ticket.messages_error = error
+        try:
+            self._log.write(batch.without_messages())
+        except StorageError as error:
+            ticket.error = error
+        return False
 
     def _begin(self) -> Batch:
         self._writing = True
         self._ticket = Ticket()
         return self._log.take()
 
-    def _end(self, batch: Batch, ticket: Ticket, error: StorageError | None) -> None:
+    def _end(self, batch: Batch, ticket: Ticket, stored: bool) -> None:
         self._writing = False
-        ticket.error = error
         ticket.done = True
         try:
-            if error is None:
+            if stored:
                 self._written(batch)
             else:
                 self._failed(batch)

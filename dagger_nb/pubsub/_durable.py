@@ -82,7 +82,7 @@ class Durability:
         """Record ``message`` and return once it is committed and routed to ``targets``."""
         record = Record(message)
         record.seq = self.log.add_message(message, payload_json, (record, targets))
-        await self.commit.wait(self.commit.ticket())
+        await self.commit.wait(self.commit.ticket(), message=True)
 
     def outcome(self, record: Record, node: Node, kind: str, reason: str, at: float) -> None:
         """Queue the rows for what became of ``record`` at ``node`` (committed by the dispatcher)."""
