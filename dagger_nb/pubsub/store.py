@@ -102,6 +102,12 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self.messages or self.deliveries or self.dead_letters or self.nodes or self.channels)
 
+    def without_messages(self) -> Batch:
+        """The same rows but the messages (to store outcomes when the messages cannot be)."""
+        return Batch(
+            deliveries=self.deliveries, dead_letters=self.dead_letters, nodes=self.nodes, channels=self.channels
+        )
+
 
 class MessageLog:
     """An append-only SQLite log owned by one bus (and one live process) at a time."""
