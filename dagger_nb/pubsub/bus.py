@@ -337,6 +337,10 @@ class PubSub:
                     self._stop_reason = "timeout"
                 self._dispatch.stopping = True
                 group.cancel_scope.cancel()
+        except BaseExceptionGroup as errors:  # a storage failure in a delivery task: raise it as itself
+            if len(errors.exceptions) == 1:
+                raise errors.exceptions[0] from None
+            raise
         finally:
             self._task_group = None
             self._running = False
