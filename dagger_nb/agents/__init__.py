@@ -8,7 +8,7 @@ crash of the process. See ``docs/agents.md``.
 
 from __future__ import annotations
 
-from dagger_nb.agents.context import ChildTask, TaskContext
+from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.events import (
     JobEvent,
     JobFinished,
@@ -21,10 +21,11 @@ from dagger_nb.agents.events import (
     TaskStarted,
     TaskStatusChanged,
 )
-from dagger_nb.agents.job import JobHandle, JobReport, StallAction
+from dagger_nb.agents.job import JobHandle, JobReport, JobUsage, StallAction
 from dagger_nb.agents.manager import TaskManager
 from dagger_nb.agents.model import JobStatus, Task, TaskOutput, TaskStatus, TaskType
 from dagger_nb.agents.registry import TaskAgent, TaskAgentRegistry, default_agent_registry, task_agent
+from dagger_nb.agents.spec import ChildTask, TaskSpec
 
 __all__ = [
     "ChildTask",
@@ -34,6 +35,7 @@ __all__ = [
     "JobReport",
     "JobStalled",
     "JobStatus",
+    "JobUsage",
     "StallAction",
     "Task",
     "TaskAdded",
@@ -46,6 +48,7 @@ __all__ = [
     "TaskManager",
     "TaskOutput",
     "TaskRetrying",
+    "TaskSpec",
     "TaskStarted",
     "TaskStatus",
     "TaskStatusChanged",

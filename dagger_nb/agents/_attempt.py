@@ -4,9 +4,9 @@ A sync agent runs in a worker thread, which cannot be stopped: when its
 attempt times out the thread is abandoned and runs on. The attempt is
 recorded as timed out at once, but the task's next attempt must not start
 until that thread has returned, or two attempts of one task would run at the
-same time. :func:`run_attempt` notes such a thread in the manager's
-``_abandoned`` set; the thread takes itself out when it returns and tells the
-job's run, which then lets the task start again.
+same time. :class:`AttemptRunner` notes such a thread in its ``abandoned``
+set; the thread takes itself out when it returns and tells the manager, which
+tells the job's run, which then lets the task start again.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import json
 import json.encoder
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +25,12 @@ import anyio.lowlevel
 
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.journal import AttemptJournal
-from dagger_nb.errors import DaggerError, NeedsDependencies
+from dagger_nb.agents.remote import call_on_backend
+from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies
 
 if TYPE_CHECKING:
+    from dagger_nb.agents._graph import TaskGraph
+    from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
     from dagger_nb.agents.registry import TaskAgent
 
@@ -52,89 +55,135 @@ class Result:
     journal: AttemptJournal | None = None  # what the attempt added, committed with its outcome
 
 
-async def run_attempt(manager: TaskManager, task_id: str, journal: AttemptJournal) -> Result:
-    """Run one attempt of ``task_id``; what it came to, never an exception (but cancellation)."""
-    task = manager._tasks[task_id]
-    dependencies = task.dependencies
-    try:
-        agent = manager.registry.get(task.agent)
-        if agent.input_schema is not None:
-            agent.input_schema.validate(task.input)
-    except DaggerError as error:
-        return Result(task_id, Kind.FATAL, str(error), dependencies, journal=journal)
-    ctx = TaskContext(manager, task, attempt=task.retry_count + 1, journal=journal)
-    payload = dict(task.input)
-    try:
-        if task.timeout is None:
-            output = await manager._call_agent(agent, payload, ctx)
-        else:
-            with anyio.move_on_after(task.timeout) as scope:
-                output = await _call_bounded(manager, agent, payload, ctx)
-            if scope.cancelled_caught:
-                return Result(task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies, journal=journal)
-        output, stored = check_output(manager, agent.name, agent.output_schema, output)
-    except NeedsDependencies as error:
-        return Result(task_id, Kind.BLOCK, error.reason, dependencies, journal=journal)
-    except Exception as error:
-        return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal)
-    return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal)
+class AttemptRunner:
+    """Runs attempts of a manager's tasks; the manager builds one and hands it to its job runs.
 
+    ``manager`` is read for its public settings (``registry``, ``backend``) and is
+    the agents' ``ctx.manager``; ``thread_returned(task_id)`` is called on the
+    loop when an abandoned thread returns.
+    """
 
-async def _call_bounded(manager: TaskManager, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
-    """The agent's call under a timeout: a local sync agent's thread is noted if it is abandoned."""
-    if manager.backend is not None or agent.is_async:
-        return await manager._call_agent(agent, payload, ctx)
-    task_id = ctx.task_id
-    state = _ThreadState()
-    token = anyio.lowlevel.current_token()
+    __slots__ = ("_graph", "_journal", "_manager", "_thread_returned", "abandoned")
 
-    def call() -> Any:
+    def __init__(
+        self, manager: TaskManager, graph: TaskGraph, journal: Journal, thread_returned: Callable[[str], None]
+    ) -> None:
+        self._manager = manager
+        self._graph = graph
+        self._journal = journal
+        self._thread_returned = thread_returned
+        #: tasks whose timed-out attempt's thread still runs (added and removed from any thread)
+        self.abandoned: set[str] = set()
+
+    async def run(self, task_id: str, journal: AttemptJournal) -> Result:
+        """Run one attempt of ``task_id``; what it came to, never an exception (but cancellation)."""
+        manager = self._manager
+        task = self._graph.tasks[task_id]
+        dependencies = task.dependencies
         try:
-            return agent.fn(payload, ctx)
-        finally:
-            with state.lock:
-                state.finished = True
-                abandoned = state.abandoned
-            if abandoned:
-                manager._abandoned.discard(task_id)
-                with contextlib.suppress(Exception):  # the loop may be gone: nothing waits then
-                    anyio.from_thread.run_sync(manager._thread_returned, task_id, token=token)
+            agent = manager.registry.get(task.agent)
+            if agent.input_schema is not None:
+                agent.input_schema.validate(task.input)
+        except DaggerError as error:
+            return Result(task_id, Kind.FATAL, str(error), dependencies, journal=journal)
+        ctx = TaskContext(manager, task, attempt=task.retry_count + 1, journal=journal)
+        payload = dict(task.input)
+        try:
+            if task.timeout is None:
+                output = await self.call_agent(agent, payload, ctx)
+            else:
+                with anyio.move_on_after(task.timeout) as scope:
+                    output = await self._call_bounded(agent, payload, ctx)
+                if scope.cancelled_caught:
+                    return Result(
+                        task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies, journal=journal
+                    )
+            output, stored = check_output(self._journal.store is not None, agent.name, agent.output_schema, output)
+        except NeedsDependencies as error:
+            return Result(task_id, Kind.BLOCK, error.reason, dependencies, journal=journal)
+        except Exception as error:
+            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal)
+        return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal)
 
-    try:
-        return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        with state.lock:
-            if not state.finished:
-                state.abandoned = True
-                manager._abandoned.add(task_id)
-        raise
+    def call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Awaitable[Any]:
+        """The one seam where an agent is called (a backend plugs in here)."""
+        # A local async agent's own coroutine is returned, not wrapped in another one:
+        # the runner awaits one per task.
+        if self._manager.backend is None and agent.is_async:
+            return agent.fn(payload, ctx)
+        return self._call_elsewhere(agent, payload, ctx)
+
+    async def _call_elsewhere(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        backend = self._manager.backend
+        if backend is None:
+            return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
+        return await call_on_backend(backend, agent, payload, ctx)
+
+    async def _call_bounded(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        """The agent's call under a timeout: a local sync agent's thread is noted if it is abandoned."""
+        if self._manager.backend is not None or agent.is_async:
+            return await self.call_agent(agent, payload, ctx)
+        task_id = ctx.task_id
+        state = _ThreadState()
+        token = anyio.lowlevel.current_token()
+        abandoned, thread_returned = self.abandoned, self._thread_returned
+
+        def call() -> Any:
+            with state.lock:
+                if state.ended:  # the attempt timed out before this thread got to it: not run at all
+                    return None
+                state.started = True
+            try:
+                return agent.fn(payload, ctx)
+            finally:
+                with state.lock:
+                    state.finished = True
+                    was_abandoned = state.abandoned
+                if was_abandoned:
+                    abandoned.discard(task_id)
+                    with contextlib.suppress(Exception):  # the loop may be gone: nothing waits then
+                        anyio.from_thread.run_sync(thread_returned, task_id, token=token)
+
+        try:
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            with state.lock:
+                state.ended = True
+                # A call that has not started never will (the worker skips a cancelled call, or
+                # call() sees ``ended``): only a started, unfinished one is abandoned and waited for.
+                if state.started and not state.finished:
+                    state.abandoned = True
+                    abandoned.add(task_id)
+            raise
 
 
 class _ThreadState:
-    __slots__ = ("abandoned", "finished", "lock")
+    __slots__ = ("abandoned", "ended", "finished", "lock", "started")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.started = False
         self.finished = False
+        self.ended = False
         self.abandoned = False
 
 
-def check_output(manager: TaskManager, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:
-    """The output, and with a database the ``TaskOutput`` JSON to store (strict JSON: a set or
-    a date is refused rather than stored as something else)."""
+def check_output(stored: bool, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:
+    """The output, and when ``stored`` (a database) the ``TaskOutput`` JSON to store (strict
+    JSON: a set or a date is refused rather than stored as something else)."""
     if output is None:
         output = {}
     if not isinstance(output, dict):
-        raise DaggerError(f"agent '{agent}' returned {type(output).__name__}, expected a dict")
+        raise AgentError(f"agent '{agent}' returned {type(output).__name__}, expected a dict")
     if schema is not None:
         schema.validate(output)
-    if manager._store is None:
+    if not stored:
         return output, None
     try:
         data = _encode_json(output)
     except (TypeError, ValueError, RecursionError) as error:
         why = "it contains itself or nests too deeply" if isinstance(error, RecursionError) else error
-        raise DaggerError(f"output of agent '{agent}' cannot be stored as JSON: {why}") from None
+        raise AgentError(f"output of agent '{agent}' cannot be stored as JSON: {why}") from None
     return output, f'{{"success": true, "data": {data}, "error": null}}'
 
 

@@ -1,13 +1,18 @@
-"""The task group that owns the jobs a :class:`TaskManager` started in the background on one loop."""
+"""Where a :class:`TaskManager`'s jobs run: the task group of background jobs, and the hop to their loop."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+T = TypeVar("T")
 
 _Job = Callable[[], Coroutine[Any, Any, None]]
 
@@ -56,3 +61,36 @@ class _Host:
         except asyncio.CancelledError:
             if not self._task.cancelled():
                 raise
+
+
+class LoopHop:
+    """Carries calls from worker threads (sync agents) to the thread of the loop the jobs run on.
+
+    Every job run enters it while it runs and leaves it when it ends; with no
+    run under way, or on the loop's own thread, a call runs where it is made.
+    """
+
+    __slots__ = ("_thread", "_token", "_users")
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._thread: int | None = None
+        self._token: Any = None
+
+    def enter(self) -> None:
+        """A job run starts on the current loop."""
+        self._users += 1
+        self._thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+
+    def leave(self) -> None:
+        """A job run ended."""
+        self._users -= 1
+        if self._users == 0:
+            self._thread = self._token = None
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the running jobs' loop thread."""
+        if self._token is None or threading.get_ident() == self._thread:
+            return fn(*args)
+        return anyio.from_thread.run_sync(fn, *args, token=self._token)

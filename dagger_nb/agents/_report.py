@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 FRAME_COLUMNS = [
     "job_id", "task_id", "parent_task_id", "task_type", "description", "acceptance_criteria", "agent",
     "status", "status_reason", "dependencies", "input", "output", "error", "timeout", "max_retries",
-    "retry_count", "created_at", "updated_at", "summary",
+    "retry_count", "created_at", "updated_at", "summary", "tokens", "cost", "models",
 ]
 
 
@@ -41,7 +41,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.acceptance_criteria, task.agent, str(task.status), task.status_reason, ", ".join(task.dependencies),
         _json(task.input), None if output is None or output.data is None else _json(output.data),
         None if output is None else output.error, task.timeout, task.max_retries, task.retry_count,
-        task.created_at, task.updated_at, task.summary,
+        task.created_at, task.updated_at, task.summary, task.tokens, task.cost, ", ".join(task.models),
     )
 
 

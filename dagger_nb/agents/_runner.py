@@ -10,29 +10,30 @@ pays one commit per round rather than one per change. Workers are
 through its own event: starting one anyio task per task would cost more than
 running a trivial agent (and a shared memory stream costs 3x more per hand-off
 than a per-worker event once several workers wait on it).
+
+What happens to the tasks themselves when one changes state (dependents
+released, failures cascaded, retries, the token budget) is in
+``_transitions.py``; the run holds no reference to the manager's internals:
+the manager hands it the task graph, the write-behind journal, the loop hop
+and the attempt runner.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections import deque
 from collections.abc import Callable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 
-from dagger_nb.agents._attempt import Kind, Result, run_attempt
+from dagger_nb.agents._attempt import Result
+from dagger_nb.agents._transitions import TaskTransitions
 from dagger_nb.agents.events import (
     JobEvent,
     JobFinished,
     JobStalled,
-    TaskAdded,
-    TaskBlocked,
-    TaskCompleted,
     TaskFailed,
-    TaskRetrying,
     TaskStarted,
     TaskStatusChanged,
 )
@@ -40,24 +41,23 @@ from dagger_nb.agents.job import PLANNING_AGENT, JobReport, StallAction, TaskOut
 from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.model import (
     BLOCKED,
-    BROKEN,
-    COMPLETED,
     DONE,
     FAILED,
     IN_PROGRESS,
     PENDING,
     JobStatus,
     TaskOutput,
-    TaskRecord,
     TaskStatus,
-    completed_output,
     field_values,
     utc_now,
 )
-from dagger_nb.agents.store import UNCHANGED, output_json
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
+    from dagger_nb.agents._attempt import AttemptRunner
+    from dagger_nb.agents._graph import TaskGraph
+    from dagger_nb.agents._host import LoopHop
+    from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
 
 TERMINATED = "Job terminated due to inactivity"
@@ -84,34 +84,54 @@ class _Worker:
         return self._task_id
 
 
-class JobRun:
-    """Runs one job once; :class:`JobHandle` wraps it for callers."""
+class JobRun(TaskTransitions):
+    """Runs one job once; :class:`JobHandle` wraps it for callers.
 
-    def __init__(self, manager: TaskManager, job_id: str, *, allowed_agents: frozenset[str] | None) -> None:
+    ``manager`` is read for its settings only (and its public ``add_task`` when a
+    stalled job asks the planning agent to re-plan); what the run changes it
+    reaches through ``graph``, ``journal``, ``hop`` and ``attempts``, and
+    ``on_end()`` tells the manager the run is over.
+    """
+
+    def __init__(
+        self,
+        manager: TaskManager,
+        job_id: str,
+        *,
+        allowed_agents: frozenset[str] | None,
+        graph: TaskGraph,
+        journal: Journal,
+        hop: LoopHop,
+        attempts: AttemptRunner,
+        on_end: Callable[[], object],
+    ) -> None:
+        super().__init__(
+            job_id,
+            graph=graph,
+            journal=journal,
+            attempts=attempts,
+            cache=manager.cache,
+            allowed_agents=allowed_agents,
+            max_tokens=manager.max_tokens,
+        )
         self.manager = manager
-        self.job_id = job_id
-        self.allowed_agents = allowed_agents
         self.events: EventStream[JobEvent] = EventStream()
         self.report: JobReport | None = None
         self.started_at = utc_now()
-        self._ready: deque[str] = deque()
-        self._running: set[str] = set()
+        self._hop = hop
+        self._on_end = on_end
+        self._max_parallel = manager.max_parallel_tasks
+        self._heartbeat = manager.heartbeat_interval
         self._idle: list[_Worker] = []
         self._results: list[Result] = []
-        #: the journals of the attempts under way (see agents/journal.py)
-        self._journals: dict[str, AttemptJournal] = {}
-        #: tasks whose next attempt waits for the abandoned thread of a timed-out one: their reason
-        self._waiting: dict[str, str] = {}
         self._returned: list[str] = []
         self._added: list[str] = []
         self._changed: list[tuple[str, TaskStatus | None, str | None]] = []
-        self._pending_events: list[JobEvent] = []
-        self._now: datetime | None = None  # the time of the changes of the round under way
         self._wake: anyio.Event | None = None
         self._new_event: Callable[[], anyio.Event] = anyio.Event
         self._change_waiter: anyio.Event | None = None
         self._last_change = 0.0
-        self._watched = manager.heartbeat_interval is not None
+        self._watched = self._heartbeat is not None
         self._terminated = False
         self._cancel_requested = False
         self._scope: anyio.CancelScope | None = None
@@ -159,8 +179,7 @@ class JobRun:
 
     async def run(self) -> JobReport:
         """Run the job until nothing is left to do, then return its report."""
-        manager = self.manager
-        manager._enter_loop()
+        self._hop.enter()
         try:
             with anyio.CancelScope() as self._scope:
                 if self._cancel_requested:
@@ -175,7 +194,7 @@ class JobRun:
             self._finish(JobStatus.FAILED)
             raise
         finally:
-            manager._leave_loop()
+            self._hop.leave()
         return self._finish(status)
 
     async def _main(self) -> JobStatus:
@@ -184,23 +203,23 @@ class JobRun:
         self._new_event = type(anyio.Event())
         self._wake = self._new_event()
         self._last_change = anyio.current_time()
-        self.manager._set_job_status(self.job_id, JobStatus.RUNNING)
+        self._set_job_status(JobStatus.RUNNING)
         self._initial_scan()
         async with anyio.create_task_group() as group:
-            for _ in range(self.manager.max_parallel_tasks):
+            for _ in range(self._max_parallel):
                 worker = _Worker(self._new_event)
                 self._idle.append(worker)
                 group.start_soon(self._worker, worker)
-            if self.manager.heartbeat_interval is not None:
+            if self._heartbeat is not None:
                 group.start_soon(self._watch)
             await self._schedule()
             group.cancel_scope.cancel()
         if self._terminated:
             return JobStatus.FAILED
-        tasks = self.manager._tasks
+        tasks = self._tasks
         return (
             JobStatus.COMPLETED
-            if all(tasks[tid].status in DONE for tid in self.manager._jobs[self.job_id])
+            if all(tasks[tid].status in DONE for tid in self._graph.jobs[self.job_id])
             else JobStatus.FAILED
         )
 
@@ -231,7 +250,7 @@ class JobRun:
             self._last_change = anyio.current_time()
             if self._change_waiter is not None:
                 self._change_waiter.set()
-        self.manager._flush()
+        self._journal.flush()
         self._emit_pending()
         return starts
 
@@ -240,23 +259,26 @@ class JobRun:
             events, self._pending_events = self._pending_events, []
             self.events.emit_many(events)
 
+    def _set_job_status(self, status: JobStatus) -> None:
+        self._graph.job_status[self.job_id] = status
+        self._journal.job_changed(self.job_id, status)
+
     def _finish(self, status: JobStatus) -> JobReport:
-        manager = self.manager
         for journal in self._journals.values():  # attempts that will not end leave nothing
-            journal.discard(manager)
+            journal.discard(self._graph, self._journal)
         self._journals.clear()
         if status is JobStatus.CANCELLED:
             for task_id in self._running:
-                task = manager._tasks[task_id]
+                task = self._tasks[task_id]
                 if task.status is IN_PROGRESS:
                     self._set(task, PENDING, CANCELLED_WHILE_RUNNING)
                     self._pending_events.append(
                         TaskStatusChanged(self.job_id, task_id, PENDING, CANCELLED_WHILE_RUNNING)
                     )
-        manager._set_job_status(self.job_id, status)
-        manager._runs.pop(self.job_id, None)
+        self._set_job_status(status)
+        self._on_end()
         try:
-            manager._flush()
+            self._journal.flush()
         except BaseException:
             self._pending_events.clear()  # a change that could not be written is never announced
             raise
@@ -264,9 +286,11 @@ class JobRun:
             self._emit_pending()
             self.events.emit(JobFinished(self.job_id, status))
             self.events.close()
-            tasks = manager._tasks
-            outcomes = TaskOutcomes({tid: field_values(tasks[tid]) for tid in manager._jobs[self.job_id]})
-            self.report = JobReport(self.job_id, status, outcomes, self.started_at, utc_now())
+            tasks = self._tasks
+            outcomes = TaskOutcomes({tid: field_values(tasks[tid]) for tid in self._graph.jobs[self.job_id]})
+            self.report = JobReport(
+                self.job_id, status, outcomes, self.started_at, utc_now(), tokens=self.tokens, cost=self.cost
+            )
             if self._finished is not None:
                 self._finished.set()
         return self.report
@@ -279,7 +303,7 @@ class JobRun:
             inline = 0
             while True:
                 journal = self._journals[task_id] = AttemptJournal(task_id)
-                result = await run_attempt(self.manager, task_id, journal)
+                result = await self._attempts.run(task_id, journal)
                 self._results.append(result)  # not before the await: _apply swaps the list
                 if len(self._running) > 1 or self._terminated:
                     break  # the scheduler batches the results of parallel tasks
@@ -306,13 +330,13 @@ class JobRun:
         if self._added:
             added, self._added = self._added, []
             for task_id in added:
-                self._announce(self.manager._tasks[task_id])
-                self._reconsider(self.manager._tasks[task_id])
+                self._announce(self._tasks[task_id])
+                self._reconsider(self._tasks[task_id])
             changed = True
         if self._changed:
             notes, self._changed = self._changed, []
             for task_id, status, reason in notes:
-                self._apply_change(self.manager._tasks[task_id], status, reason)
+                self._apply_change(self._tasks[task_id], status, reason)
             changed = True
         if self._results:
             results, self._results = self._results, []
@@ -322,210 +346,21 @@ class JobRun:
         if self._returned:
             returned, self._returned = self._returned, []
             for task_id in returned:
-                self._thread_returned(self.manager._tasks[task_id])
+                self._thread_returned(self._tasks[task_id])
             changed = True
         return changed
 
-    def _announce(self, task: TaskRecord) -> None:
-        self._pending_events.append(
-            TaskAdded(
-                self.job_id, task.task_id, task.description, task.agent, task.parent_task_id, tuple(task.dependencies)
-            )
-        )
-
-    def _apply_change(self, task: TaskRecord, status: TaskStatus | None, reason: str | None) -> None:
-        if status is not None:
-            self._pending_events.append(self._status_event(task.task_id, status, reason))
-        if task.task_id in self._running:
-            return
-        if task.status in DONE:
-            self._release_dependents(task)
-        elif task.status in BROKEN:
-            self._cascade(task)
-        else:
-            self._reconsider(task)
-
-    def _status_event(self, task_id: str, status: TaskStatus, reason: str | None) -> JobEvent:
-        if status is BLOCKED:
-            return TaskBlocked(self.job_id, task_id, reason or "")
-        if status is FAILED:
-            return TaskFailed(self.job_id, task_id, reason or "")
-        if status is COMPLETED:
-            output = self.manager._tasks[task_id].output
-            return TaskCompleted(self.job_id, task_id, output.data if output else None)
-        return TaskStatusChanged(self.job_id, task_id, status, reason)
-
-    def _apply_result(self, result: Result) -> None:
-        self._running.discard(result.task_id)
-        task = self.manager._tasks[result.task_id]
-        journal = self._journals.pop(result.task_id, None)
-        added: list[str] | tuple[()] = ()
-        if journal is not None:
-            if journal.added or journal.dependencies or journal.blocked is not None:
-                added = self._adopt(task, journal)
-            journal.closed = True
-        try:
-            self._apply_outcome(task, result)
-        finally:
-            for task_id in added:
-                self._reconsider(self.manager._tasks[task_id])
-
-    def _adopt(self, task: TaskRecord, journal: AttemptJournal) -> list[str]:
-        """Make what the ended attempt added part of the job: written in this round's transaction,
-        with the attempt's outcome."""
-        added = journal.commit(self.manager)
-        for task_id in added:
-            self._announce(self.manager._tasks[task_id])
-        if journal.blocked is not None and task.status is IN_PROGRESS:
-            self._set(task, BLOCKED, journal.blocked)
-            self._pending_events.append(TaskBlocked(self.job_id, task.task_id, journal.blocked))
-        return added
-
-    def _apply_outcome(self, task: TaskRecord, result: Result) -> None:
-        if task.status is BLOCKED:
-            self._after_block(task, result.dependencies)
-            return
-        if task.status is not IN_PROGRESS:
-            return  # someone else decided (terminated, set through the manager)
-        if result.kind is Kind.OK:
-            self._complete(task, result.value, result.stored_output)
-        elif result.kind is Kind.BLOCK:
-            self._set(task, BLOCKED, result.value)
-            self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
-            self._after_block(task, result.dependencies)
-        elif result.kind is Kind.ERROR and task.retry_count < task.max_retries:
-            task.retry_count += 1
-            reason = f"attempt {task.retry_count} failed: {result.value}"
-            if task.task_id in self.manager._abandoned:
-                self._waiting[task.task_id] = reason
-                reason += f"; attempt {task.retry_count + 1} waits for the abandoned thread of this one to return"
-            self._set(task, PENDING, reason)
-            self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
-            self._reconsider(task)
-        else:
-            self._fail(task, result.value)
-
-    def _complete(self, task: TaskRecord, output: dict[str, Any], stored_output: str | None) -> None:
-        self._set(task, COMPLETED, None, output=completed_output(output), stored_output=stored_output)
-        self.manager.cache.insert(task.task_id, "output", output)
-        self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
-        self._release_dependents(task)
-
-    def _thread_returned(self, task: TaskRecord) -> None:
-        reason = self._waiting.pop(task.task_id, None)
-        if reason is not None and task.status is PENDING and task.task_id not in self._running:
-            self._set(task, PENDING, reason)
-            self._pending_events.append(TaskStatusChanged(self.job_id, task.task_id, PENDING, reason))
-            self._reconsider(task)
-
-    def _fail(self, task: TaskRecord, reason: str) -> None:
-        self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason))
-        self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
-        self._cascade(task)
-
-    def _after_block(self, task: TaskRecord, dependencies_at_start: list[str]) -> None:
-        """A blocked task runs again once its dependencies are done (now, if they already are)."""
-        tasks = self.manager._tasks
-        broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
-        if broken is not None:
-            self._fail(task, f"dependency {broken} failed")
-        elif task.dependencies is not dependencies_at_start and self._deps_done(task):
-            self._unblock(task)
-
-    def _unblock(self, task: TaskRecord) -> None:
-        self._set(task, PENDING, "dependencies completed")
-        self._pending_events.append(
-            TaskStatusChanged(self.job_id, task.task_id, PENDING, "dependencies completed")
-        )
-        self._reconsider(task)
-
-    def _release_dependents(self, task: TaskRecord) -> None:
-        tasks = self.manager._tasks
-        for dependent_id in self.manager._dependents.get(task.task_id, ()):
-            dependent = tasks[dependent_id]
-            if dependent_id in self._running or dependent.status not in _WAITING:
-                continue
-            if not self._deps_done(dependent):
-                continue
-            if dependent.status is BLOCKED:
-                self._unblock(dependent)
-            elif self.allowed_agents is None or dependent.agent in self.allowed_agents:
-                self._ready.append(dependent_id)  # pending, every dependency done: ready
-
-    def _cascade(self, failed: TaskRecord) -> None:
-        tasks = self.manager._tasks
-        stack = [failed]
-        while stack:
-            upstream = stack.pop()
-            for dependent_id in self.manager._dependents.get(upstream.task_id, ()):
-                dependent = tasks[dependent_id]
-                if dependent_id in self._running or dependent.status not in _WAITING:
-                    continue
-                reason = f"dependency {upstream.task_id} failed"
-                self._set(dependent, FAILED, reason, output=TaskOutput(success=False, error=reason))
-                self._pending_events.append(TaskFailed(self.job_id, dependent_id, reason))
-                stack.append(dependent)
-
-    def _reconsider(self, task: TaskRecord) -> None:
-        """Queue ``task`` if it can run, or fail it if a dependency failed."""
-        if task.task_id in self._running or task.status not in _WAITING or task.task_id in self._waiting:
-            return
-        tasks = self.manager._tasks
-        broken = next((dep for dep in task.dependencies if tasks[dep].status in BROKEN), None)
-        if broken is not None:
-            self._fail(task, f"dependency {broken} failed")
-        elif task.status is PENDING and self._runnable(task):
-            self._ready.append(task.task_id)
-
-    def _initial_scan(self) -> None:
-        tasks = self.manager._tasks
-        for task_id in list(self.manager._jobs[self.job_id]):
-            self._reconsider(tasks[task_id])
-
-    def _deps_done(self, task: TaskRecord) -> bool:
-        # a loop, not all() over a generator: called for every task at least twice
-        tasks = self.manager._tasks
-        for dep in task.dependencies:  # noqa: SIM110
-            if tasks[dep].status not in DONE:
-                return False
-        return True
-
-    def _runnable(self, task: TaskRecord) -> bool:
-        if self.allowed_agents is not None and task.agent not in self.allowed_agents:
-            return False
-        return self._deps_done(task)
-
-    def _set(
-        self,
-        task: TaskRecord,
-        status: TaskStatus,
-        reason: str | None,
-        *,
-        output: TaskOutput | None = None,
-        stored_output: str | None = None,
-    ) -> None:
-        """Change the task's state (and its ``output``, whose JSON is ``stored_output`` when
-        known already); only the state columns are written."""
-        task.status = status
-        task.status_reason = reason
-        task.updated_at = self._now or utc_now()
-        if output is not None:
-            task.output = output
-        if self.manager._store is not None:
-            if output is not None and stored_output is None:
-                stored_output = output_json(output)
-            self.manager._state_changed(task, UNCHANGED if stored_output is None else stored_output)
-
     def _dispatch(self) -> list[str]:
         starts: list[str] = []
-        limit = self.manager.max_parallel_tasks
-        tasks = self.manager._tasks
+        limit = self._max_parallel
+        tasks = self._tasks
+        abandoned = self._attempts.abandoned
         while self._ready and len(self._running) < limit:
             task_id = self._ready.popleft()
             task = tasks[task_id]
             if task.status is not PENDING or task_id in self._running or not self._runnable(task):
                 continue
-            if task_id in self.manager._abandoned:  # its timed-out attempt's thread still runs
+            if task_id in abandoned:  # its timed-out attempt's thread still runs
                 self._waiting.setdefault(task_id, task.status_reason or "")
                 continue
             self._set(task, IN_PROGRESS, None)
@@ -539,7 +374,7 @@ class JobRun:
     # -- stall detection ------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        interval = self.manager.heartbeat_interval
+        interval = self._heartbeat
         assert interval is not None
         while True:
             deadline = self._last_change + interval
@@ -553,8 +388,8 @@ class JobRun:
 
     async def _on_stall(self) -> None:
         manager = self.manager
-        tasks = manager._tasks
-        stalled = tuple(tid for tid in manager._jobs[self.job_id] if tasks[tid].status in _STALLABLE)
+        tasks = self._tasks
+        stalled = tuple(tid for tid in self._graph.jobs[self.job_id] if tasks[tid].status in _STALLABLE)
         action = manager.stall_action
         name = str(action) if isinstance(action, StallAction) else getattr(action, "__name__", repr(action))
         self._pending_events.append(JobStalled(self.job_id, stalled, name))
@@ -583,5 +418,4 @@ class JobRun:
 _FAIRNESS = 8  # inline tasks between two checkpoints
 
 
-_WAITING = frozenset({PENDING, BLOCKED})
 _STALLABLE = frozenset({PENDING, IN_PROGRESS, BLOCKED})

@@ -5,33 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from dagger_nb.agents.journal import check_usage
 from dagger_nb.agents.model import DONE, Task, TaskRecord, TaskType, snapshot
+from dagger_nb.agents.spec import ChildTask, check_options, child_task_id
 from dagger_nb.errors import NeedsDependencies, TaskError
 
 if TYPE_CHECKING:
     from dagger_nb.agents.journal import AttemptJournal
     from dagger_nb.agents.manager import TaskManager
 
-_CURRENT: Any = object()
-
-
-class ChildTask(BaseModel):
-    """One child of :meth:`TaskContext.delegate` (a plain dict with these keys works too)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    agent: str
-    input: dict[str, Any] = Field(default_factory=dict)
-    #: defaults to the child's key in the delegation
-    description: str | None = None
-    #: keys of earlier children of the same delegation, or ids of tasks of the job
-    dependencies: list[str | int] = Field(default_factory=list)
-    task_type: TaskType = TaskType.SUBTASK
-    timeout: float | None = None
-    max_retries: int = 0
-    acceptance_criteria: str | None = None
+__all__ = ["ChildTask", "TaskContext"]
 
 
 class TaskContext:
@@ -65,42 +50,33 @@ class TaskContext:
         """The outputs of the task's dependencies, in dependency order (all must be completed)."""
         return self.manager.get_dependency_outputs(self.task_id)
 
-    def add_task(
-        self,
-        description: str,
-        agent: str,
-        input: dict[str, Any] | None = None,
-        *,
-        dependencies: tuple[str, ...] | list[str] = (),
-        parent: str | None = _CURRENT,
-        task_type: TaskType = TaskType.TASK,
-        task_id: str | None = None,
-        timeout: float | None = None,
-        max_retries: int = 0,
-        acceptance_criteria: str | None = None,
-    ) -> str:
-        """:meth:`TaskManager.add_task` in this job; ``parent`` defaults to the running task.
+    def add_task(self, description: str, agent: str, input: dict[str, Any] | None = None, **options: Any) -> str:
+        """:meth:`TaskManager.add_task` in this job (``options`` as there); ``parent`` defaults
+        to the running task.
 
         The task becomes part of the job (and of the database) when this attempt
         ends, together with everything else the attempt did; if the attempt never
         ends (the process is killed), it was never added.
         """
+        check_options(options)
+        if "parent" not in options:
+            options["parent"] = self.task_id
         manager = self.manager
-        return manager._on_loop(
-            manager._add_task,
-            self.job_id,
-            description,
-            agent,
-            input,
-            tuple(dependencies),
-            self.task_id if parent is _CURRENT else parent,
-            task_type,
-            task_id,
-            timeout,
-            max_retries,
-            acceptance_criteria,
-            self._journal,
-        )
+        return manager._hop.call(manager._add_task, self.job_id, description, agent, input, options, self._journal)
+
+    def record_usage(self, tokens: int, cost: float | None = None, model: str | None = None) -> None:
+        """Report what this attempt used: ``tokens`` (a whole number >= 0), its ``cost`` and the ``model``.
+
+        Counted in the task's and the job's totals when the attempt ends; with
+        ``TaskManager(max_tokens=...)``, an attempt that takes the job's total past
+        it fails its task ("token budget exceeded: N of M"). Call it as often as
+        you like: the reports add up.
+        """
+        check_usage(tokens, cost, model)
+        if self._journal is None:
+            raise TaskError(f"task '{self.task_id}': record_usage() needs a running attempt")
+        manager = self.manager
+        manager._hop.call(manager._record_usage, self._journal, tokens, cost, model)
 
     def spawn(
         self,
@@ -122,7 +98,7 @@ class TaskContext:
     def depend_on(self, task_id: str) -> None:
         """Make the running task depend on ``task_id`` (when this attempt ends, with the rest of it)."""
         manager = self.manager
-        manager._on_loop(manager._add_dependency, self.task_id, task_id, self._journal)
+        manager._hop.call(manager._add_dependency, self.task_id, task_id, self._journal)
 
     @overload
     def delegate(self, children: Mapping[str, Any], *, wait: bool = True) -> dict[str, Any]: ...
@@ -135,7 +111,7 @@ class TaskContext:
         ``children`` is a mapping of key -> :class:`ChildTask` (or a dict with its
         fields), or a list of them (keyed by position). A child's ``dependencies``
         name earlier keys of the same call, or tasks of the job. The first call
-        adds each child (id ``<this task>/<key>``), makes the running task depend
+        adds each child (id ``<this task>/<key>``, :func:`child_task_id`), makes the running task depend
         on all of them and, with ``wait=True``, parks it (raises
         :class:`NeedsDependencies`). When the task runs again with every child
         done, the same call adds nothing and returns the children's output data,
@@ -144,10 +120,10 @@ class TaskContext:
         ids at once and does not park the task.
         """
         keys, specs = _delegation(children)
-        tasks = self.manager._tasks
+        tasks = self.manager._graph.tasks
         ids: list[str] = []
         for key, spec in zip(keys, specs, strict=True):
-            child_id = f"{self.task_id}/{key}"
+            child_id = child_task_id(self.task_id, key)
             if child_id not in tasks:
                 self._add_child(child_id, key, spec, dict(zip(keys[: len(ids)], ids, strict=True)))
             self.depend_on(child_id)
@@ -167,24 +143,17 @@ class TaskContext:
             name = str(dep)
             if name in earlier:
                 dependencies.append(earlier[name])
-            elif isinstance(dep, str) and dep in self.manager._tasks:
+            elif isinstance(dep, str) and dep in self.manager._graph.tasks:
                 dependencies.append(dep)
             else:
                 raise TaskError(
                     f"task '{self.task_id}': delegated child '{key}' depends on '{name}', which is neither an "
                     "earlier child of this delegation nor a task of the job"
                 )
-        self.add_task(
-            spec.description if spec.description is not None else key,
-            spec.agent,
-            spec.input,
-            dependencies=dependencies,
-            task_type=spec.task_type,
-            task_id=child_id,
-            timeout=spec.timeout,
-            max_retries=spec.max_retries,
-            acceptance_criteria=spec.acceptance_criteria,
-        )
+        options = spec.options()
+        del options["parent"]  # the running task
+        options.update(dependencies=dependencies, task_id=child_id)
+        self.add_task(spec.description if spec.description is not None else key, spec.agent, spec.input, **options)
 
     def __repr__(self) -> str:
         return f"<TaskContext task={self.task_id!r} job={self.job_id!r} attempt={self.attempt}>"

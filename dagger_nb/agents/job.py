@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mappin
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -71,15 +71,26 @@ class TaskOutcomes(Mapping[str, Task]):
         return repr(dict(self))
 
 
+class JobUsage(NamedTuple):
+    """A job's reported usage, every run counted (:meth:`TaskManager.job_usage`)."""
+
+    tokens: int
+    cost: float | None
+
+
 @dataclass(slots=True)
 class JobReport:
-    """How a job run ended: its ``status`` and every task as it was at the end."""
+    """How a job run ended: its ``status``, every task as it was at the end, and the usage its
+    agents reported (``tokens``, ``cost``: the job's totals, every run counted; each task's own
+    are on its :class:`Task`)."""
 
     job_id: str
     status: JobStatus
     outcomes: Mapping[str, Task] = field(default_factory=dict)
     started_at: datetime = field(default_factory=utc_now)
     finished_at: datetime = field(default_factory=utc_now)
+    tokens: int = 0
+    cost: float | None = None
 
     @property
     def success(self) -> bool:
@@ -116,7 +127,8 @@ class JobReport:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={count}" for status, count in self.counts().items())
-        return f"<JobReport {self.job_id!r} {self.status} ({counts})>"
+        usage = f", {self.tokens} tokens" if self.tokens else ""
+        return f"<JobReport {self.job_id!r} {self.status} ({counts}{usage})>"
 
     def _repr_html_(self) -> str:
         return report_html(self)

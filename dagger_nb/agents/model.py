@@ -101,6 +101,12 @@ class Task(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     summary: str | None = None
+    #: tokens its attempts reported (``ctx.record_usage``), every attempt counted
+    tokens: int = Field(default=0, ge=0)
+    #: the cost its attempts reported, when one reported any
+    cost: float | None = Field(default=None, ge=0)
+    #: the models its attempts named, in the order first named
+    models: list[str] = Field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -132,6 +138,9 @@ class TaskRecord:
     created_at: datetime
     updated_at: datetime
     summary: str | None
+    tokens: int
+    cost: float | None
+    models: list[str]
 
     @classmethod
     def of(cls, task: Task) -> TaskRecord:
@@ -215,6 +224,9 @@ def new_task(
     task.created_at = now
     task.updated_at = now
     task.summary = None
+    task.tokens = 0
+    task.cost = None
+    task.models = []
     return task
 
 
@@ -246,6 +258,7 @@ def task_from_values(values: tuple[Any, ...]) -> Task:
     fields = dict(zip(TASK_FIELDS, values, strict=True))
     fields["dependencies"] = list(fields["dependencies"])
     fields["input"] = dict(fields["input"])
+    fields["models"] = list(fields["models"])
     return _unvalidated(Task, fields, _EVERY_FIELD.copy())
 
 

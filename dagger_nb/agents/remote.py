@@ -3,25 +3,27 @@
 An agent on a Dask worker cannot reach the :class:`TaskManager` (it lives in the
 notebook). It gets a :class:`RemoteTaskContext` instead: the task's snapshot,
 its dependencies' outputs computed beforehand, and ``add_task``/``spawn``/
-``depend_on``/``delegate`` that record the change with an id chosen on the worker. The manager replays the
-recorded changes after the agent returns (or raises :class:`NeedsDependencies`),
-so the job grows exactly as it would have locally. If the agent fails, its
-recorded changes are dropped with the failed attempt.
+``depend_on``/``delegate``/``record_usage`` that record the change (a new task's
+id chosen on the worker, by the same scheme). The manager replays the recorded
+changes after the agent returns (or raises :class:`NeedsDependencies`), so the
+job grows exactly as it would have locally. If the agent fails, its recorded
+changes are dropped with the failed attempt, except the usage it reported,
+which counts.
 """
 
 from __future__ import annotations
 
-import os
+import pickle
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb.agents.journal import check_usage
 from dagger_nb.agents.model import Task, TaskType
-from dagger_nb.errors import DaggerError, NeedsDependencies
+from dagger_nb.agents.spec import check_options, child_task_id, new_task_id
+from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, TaskError
 
 if TYPE_CHECKING:
     from dagger_nb.agents.context import TaskContext
     from dagger_nb.agents.registry import TaskAgent
-
-_CURRENT: Any = object()
 
 Change = tuple[str, dict[str, Any]]
 
@@ -47,7 +49,7 @@ class RemoteTaskContext:
     @property
     def manager(self) -> Any:
         """Not available on a worker: the manager lives in the notebook."""
-        raise DaggerError(
+        raise AgentError(
             "ctx.manager is not available to an agent running on a cluster worker; "
             "use ctx.add_task(...) and ctx.spawn(...), which the manager replays"
         )
@@ -55,32 +57,22 @@ class RemoteTaskContext:
     def dependency_outputs(self) -> list[dict[str, Any]]:
         """The outputs of the task's dependencies, in dependency order."""
         if self._outputs is None:
-            raise DaggerError(self._outputs_error or "dependency outputs are not available")
+            raise TaskError(self._outputs_error or "dependency outputs are not available")
         return self._outputs
 
-    def add_task(
-        self,
-        description: str,
-        agent: str,
-        input: dict[str, Any] | None = None,
-        *,
-        dependencies: tuple[str, ...] | list[str] = (),
-        parent: str | None = _CURRENT,
-        task_type: TaskType = TaskType.TASK,
-        task_id: str | None = None,
-        timeout: float | None = None,
-        max_retries: int = 0,
-        acceptance_criteria: str | None = None,
-    ) -> str:
-        """Record a new task in this job (added by the manager after the agent returns)."""
-        task_id = task_id or f"task-{os.urandom(6).hex()}"
-        self.changes.append(("add_task", {
-            "description": description, "agent": agent, "input": input, "dependencies": tuple(dependencies),
-            "parent": self.task_id if parent is _CURRENT else parent, "task_type": task_type,
-            "task_id": task_id, "timeout": timeout, "max_retries": max_retries,
-            "acceptance_criteria": acceptance_criteria,
-        }))
+    def add_task(self, description: str, agent: str, input: dict[str, Any] | None = None, **options: Any) -> str:
+        """Record a new task in this job (added by the manager after the agent returns; ``options``
+        as for :meth:`TaskContext.add_task`)."""
+        check_options(options)
+        task_id = options.get("task_id") or new_task_id()
+        options.update(task_id=task_id, parent=options.get("parent", self.task_id))
+        self.changes.append(("add_task", {"description": description, "agent": agent, "input": input, **options}))
         return task_id
+
+    def record_usage(self, tokens: int, cost: float | None = None, model: str | None = None) -> None:
+        """Record usage (see :meth:`TaskContext.record_usage`), counted by the manager with the attempt."""
+        check_usage(tokens, cost, model)
+        self.changes.append(("record_usage", {"tokens": tokens, "cost": cost, "model": model}))
 
     def spawn(
         self, agent: str, input: dict[str, Any] | None, *, description: str, task_type: TaskType = TaskType.SUBTASK
@@ -100,7 +92,7 @@ class RemoteTaskContext:
         from dagger_nb.agents.context import _delegation, _keyed
 
         keys, _ = _delegation(children)  # a bad child fails here, on the worker, naming its key
-        ids = [f"{self.task_id}/{key}" for key in keys]
+        ids = [child_task_id(self.task_id, key) for key in keys]
         dependencies = self.task.dependencies
         if self._outputs is not None and all(child in dependencies for child in ids):
             if not wait:
@@ -121,6 +113,9 @@ async def call_on_backend(backend: Any, agent: TaskAgent, payload: dict[str, Any
     outcome, value, changes = await backend.call(
         agent.name, runner, agent.fn, payload, RemoteTaskContext(ctx), is_async=agent.is_async
     )
+    if outcome == "failed":
+        replay([change for change in changes if change[0] == "record_usage"], ctx)
+        raise value
     replay(changes, ctx)
     if outcome == "blocked":
         raise NeedsDependencies(value)
@@ -130,7 +125,9 @@ async def call_on_backend(backend: Any, agent: TaskAgent, payload: dict[str, Any
 def replay(changes: list[Change], ctx: TaskContext) -> None:
     """Apply the changes an agent recorded on a worker, in the order it made them."""
     for kind, arguments in changes:
-        if kind == "add_task":
+        if kind == "record_usage":
+            ctx.record_usage(**arguments)
+        elif kind == "add_task":
             ctx.add_task(**arguments)
         elif kind == "delegate":
             ctx.delegate(arguments["children"], wait=False)
@@ -139,11 +136,14 @@ def replay(changes: list[Change], ctx: TaskContext) -> None:
 
 
 def run_sync_agent(fn: Any, payload: dict[str, Any], ctx: RemoteTaskContext) -> tuple[str, Any, list[Change]]:
-    """On the worker: call a sync agent; ``("done", output, changes)`` or ``("blocked", reason, changes)``."""
+    """On the worker: call a sync agent; ``("done", output, changes)``, ``("blocked", reason, changes)``
+    or ``("failed", error, changes)``."""
     try:
         return "done", fn(payload, ctx), ctx.changes
     except NeedsDependencies as blocked:
         return "blocked", blocked.reason, ctx.changes
+    except Exception as error:  # raised again in the notebook, once the usage it reported is counted
+        return "failed", _portable(error), ctx.changes
 
 
 async def run_async_agent(
@@ -154,3 +154,14 @@ async def run_async_agent(
         return "done", await fn(payload, ctx), ctx.changes
     except NeedsDependencies as blocked:
         return "blocked", blocked.reason, ctx.changes
+    except Exception as error:  # raised again in the notebook, once the usage it reported is counted
+        return "failed", _portable(error), ctx.changes
+
+
+def _portable(error: Exception) -> Exception:
+    """``error``, or an :class:`AgentError` with its text when it cannot be sent back (not picklable)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return AgentError(f"{type(error).__name__}: {error}")
+    return error

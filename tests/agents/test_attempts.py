@@ -377,3 +377,38 @@ async def test_an_abandoned_thread_cannot_add_work_after_its_attempt_ended(
         "task 'slow': this attempt has ended (timed out or cancelled); the tasks and dependencies it adds now "
         "are not kept"
     ]
+
+
+async def test_a_sync_attempt_that_timed_out_before_getting_a_thread_is_not_waited_for(
+    registry: dagger_nb.TaskAgentRegistry,
+) -> None:
+    calls: list[int] = []
+
+    @dagger_nb.task_agent(name="quick", registry=registry)
+    def quick(input: dict, ctx: dagger_nb.TaskContext) -> dict:
+        calls.append(ctx.attempt)
+        return {"attempt": ctx.attempt}
+
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:  # every worker thread taken: attempt 1 times out before its thread starts
+        await limiter.acquire_on_behalf_of(holder)
+    try:
+        async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
+            task = manager.add_task("job", "quick", "quick", timeout=0.05, max_retries=1)
+            handle = manager.start_job("job")
+            with anyio.fail_after(10):
+                async for event in handle.subscribe():
+                    if isinstance(event, dagger_nb.TaskRetrying):
+                        break
+            for holder in holders:
+                limiter.release_on_behalf_of(holder)
+            holders = []
+            with anyio.fail_after(10):  # attempt 2 does not wait for a thread that never started
+                report = await handle.wait()
+    finally:
+        for holder in holders:
+            limiter.release_on_behalf_of(holder)
+    assert report.status is dagger_nb.JobStatus.COMPLETED
+    assert calls == [2]  # attempt 1's call never ran: not late, after its timeout
+    assert report.outcomes[task].output.data == {"attempt": 2}

@@ -299,6 +299,9 @@ def test_tasks_frame_has_one_row_per_task_and_flat_columns(manager: dagger_nb.Ta
         "created_at",
         "updated_at",
         "summary",
+        "tokens",
+        "cost",
+        "models",
     ]
     assert len(frame) == 2
     assert list(frame["status"]) == ["pending", "pending"]
