@@ -56,7 +56,7 @@ def report_html(report: JobReport, *, limit: int = 200) -> str:
     status = str(report.status)
     header = (
         f"<b>job {e(report.job_id)}</b>: <span style='background:{TASK_COLOURS.get(status, '#fff')};"
-        f"padding:0 4px'>{e(status)}</span> ({counts})"
+        f"padding:0 4px'>{e(status)}</span> ({counts}){_usage(report)}"
     )
     rows = []
     tasks = list(report.outcomes.values())
@@ -74,3 +74,10 @@ def report_html(report: JobReport, *, limit: int = 200) -> str:
         f"<th>agent</th><th>status</th><th>attempts</th><th>reason</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>{footer}</div>"
     )
+
+
+def _usage(report: JobReport) -> str:
+    if not report.tokens and report.cost is None:
+        return ""
+    cost = "" if report.cost is None else f", cost {report.cost:g}"
+    return f" · {report.tokens:,} tokens{cost}"
