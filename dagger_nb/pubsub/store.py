@@ -74,6 +74,8 @@ COLUMNS = {
     "pubsub_nodes": ("node_id", "agent"),
     "pubsub_channels": ("name", "schema"),
 }
+#: Pages the write-ahead log may hold before SQLite copies it into the file (SQLite's default: 1000).
+WAL_CHECKPOINT_PAGES = 10_000
 _MESSAGE_COLUMNS = "seq, message_id, timestamp, channel, source, payload, task_id"
 
 
@@ -120,6 +122,9 @@ class MessageLog:
         self._writes = threading.RLock()  # close() on the loop thread waits for a write under way
         try:
             self._connection = open_database(path, schema=SCHEMA)
+            # Every message and every handled delivery is a commit: checkpoint (and fsync) the
+            # write-ahead log every few thousand of them rather than every few hundred.
+            self._connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._reader = open_database(path)
         except BaseException:
             self._lock.release()
