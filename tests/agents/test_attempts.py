@@ -268,7 +268,9 @@ async def test_many_quick_timeouts_never_run_two_attempts_at_once(registry: dagg
         report = await manager.run_job("job")
     assert report.outcomes[task].status == "failed"
     assert report.outcomes[task].status_reason == "Timeout after 0.01s"
-    assert calls == 5
+    # An attempt can time out before its thread has even started on a loaded machine, so fewer
+    # than five calls may reach the function; what must hold is that no two ever overlap.
+    assert 1 <= calls <= 5
     assert most == 1
 
 
