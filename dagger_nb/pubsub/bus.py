@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,12 +25,11 @@ from dagger_nb.errors import (
     ChannelNotFound,
     ExecutionError,
     PubSubError,
-    SchemaValidationError,
 )
 from dagger_nb.events import EventStream
-from dagger_nb.pubsub import views
 from dagger_nb.pubsub._durable import Durability
 from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
+from dagger_nb.pubsub._views import BusViews
 from dagger_nb.pubsub.agent import (
     PubSubAgent,
     PubSubAgentRegistry,
@@ -52,28 +50,14 @@ from dagger_nb.pubsub.events import (
     PubSubEvent,
 )
 from dagger_nb.pubsub.handle import PubSubHandle
-from dagger_nb.pubsub.message import Message, new_message_id, utc_now
+from dagger_nb.pubsub.message import Message, new_message_id, not_json_error, utc_now
 from dagger_nb.schema import compile_schema
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
-def _not_json(error: ValidationError, channel: str) -> SchemaValidationError:
-    """Say where in the payload pydantic found something that is not JSON, as ``$.a[1].b``."""
-    location = list(error.errors()[0]["loc"][1:])
-    problem = "not a JSON value"
-    if location and location[-1] == "[key]":
-        location.pop()
-        problem = f"object key {location.pop()!r} is not text"
-    path = "$"
-    for part in location:
-        if part not in ("dict", "list"):
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return SchemaValidationError(problem, where=f"channel '{channel}'", path=path)
-
-
-class PubSub:
+class PubSub(BusViews):
     """Channels, the agents registered on them, and the delivery between them.
 
     ``db`` (a SQLite path) makes every message and delivery durable:
@@ -261,7 +245,7 @@ class PubSub:
                 task_id=task_id,
             )
         except ValidationError as error:
-            raise _not_json(error, name) from None
+            raise not_json_error(error, name) from None
         durable = self._durable
         payload_json = json.dumps(payload) if durable is not None else ""
         targets = await self._dispatch.reserve(channel, source)
@@ -429,52 +413,6 @@ class PubSub:
         self._loop_thread = thread
         for node in self._nodes.values():
             node.context._loop_thread = thread
-
-    # ----------------------------------------------------------------- views
-
-    def history(self, channel: str | None = None) -> pd.DataFrame:
-        """Every published message in order (or only ``channel``'s), with who handled it.
-
-        Columns: ``message_id, timestamp, channel, source, payload, delivered_to``.
-        """
-        if channel is not None and self.strict and channel not in self._channels:
-            raise ChannelNotFound(channel, self._channels)
-        if self._durable is not None:
-            return self._durable.history(channel)
-        return views.history_frame(self._records, channel)
-
-    def dead_letters(self) -> pd.DataFrame:
-        """Messages an agent could not take: ``message_id, channel, agent, reason`` (agent = node id)."""
-        if self._durable is not None:
-            return views.dead_letter_frame(self._durable.dead_letters())
-        return views.dead_letter_frame(self._dead)
-
-    def agents(self) -> pd.DataFrame:
-        """One row per registered node with its channels, status and counters."""
-        return views.agent_frame(self._nodes.values(), running=self._running)
-
-    def channels(self) -> pd.DataFrame:
-        """One row per channel: schema, subscribers, publishers, message count."""
-        return views.channel_frame(self._channels.values(), self._nodes.values())
-
-    def get_dot_graph(self) -> str:
-        """Graphviz DOT of agents and channels (agent → channel publishes, channel → agent subscribes)."""
-        return views.dot_graph(self._channels.values(), self._nodes.values(), running=self._running)
-
-    def subscribe_events(self) -> AsyncIterator[PubSubEvent]:
-        """Every event (past ones first) until the bus is closed, for dashboards."""
-        return self.events.subscribe()
-
-    def node(self, node_id: str) -> PubSubAgent:
-        """The agent definition registered as ``node_id``."""
-        try:
-            return self._nodes[node_id].agent
-        except KeyError:
-            raise AgentNotFound(node_id, self._nodes) from None
-
-    def node_ids(self, agent: str | None = None) -> list[str]:
-        """Registered node ids, in registration order (only ``agent``'s when given)."""
-        return [node_id for node_id, node in self._nodes.items() if agent is None or node.name == agent]
 
     # ----------------------------------------------------------------- lifetime
 

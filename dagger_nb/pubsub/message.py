@@ -13,7 +13,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+
+from dagger_nb.errors import SchemaValidationError
 
 _JSON_VALUE: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
 
@@ -32,6 +34,20 @@ def json_value(value: Any) -> Any:
 def new_message_id() -> str:
     """A fresh uuid4, as text."""
     return str(uuid.uuid4())
+
+
+def not_json_error(error: ValidationError, channel: str) -> SchemaValidationError:
+    """Say where in the payload pydantic found something that is not JSON, as ``$.a[1].b``."""
+    location = list(error.errors()[0]["loc"][1:])
+    problem = "not a JSON value"
+    if location and location[-1] == "[key]":
+        location.pop()
+        problem = f"object key {location.pop()!r} is not text"
+    path = "$"
+    for part in location:
+        if part not in ("dict", "list"):
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return SchemaValidationError(problem, where=f"channel '{channel}'", path=path)
 
 
 class Message(BaseModel):
