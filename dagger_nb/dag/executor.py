@@ -50,8 +50,10 @@ from dagger_nb.dag.events import (
     NodeSkipped,
 )
 from dagger_nb.dag.human import HumanRequest, PauseForHuman
+from dagger_nb.dag.incremental import IncrementalRun
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
+from dagger_nb.dag.results import ResultStore
 from dagger_nb.dag.run import Plan, Run, RunHandle
 from dagger_nb.dag.scheduler import Scheduler, describe_error, hook_name
 from dagger_nb.dag.spec import DagConfig, HumanTimeoutAction, InputSpec, NodeSpec, OnFailure, WorkflowSpec
@@ -92,6 +94,13 @@ class DagExecutor:
     ``keep_runs`` bounds how many finished runs stay in memory (their reports, caches and
     events); older ones are forgotten here and, with ``db``, still listed, drawn and
     resumed from the file.
+
+    ``incremental``: True reuses stored node results whose fingerprint matches (nodes read
+    ``cached``), False never does, None (the default) follows each workflow's
+    ``config.enable_incremental_cache``; a run can override it. Results are stored in
+    ``db`` (in memory without one); ``max_cache_mb`` bounds their size, least recently
+    used first. See :meth:`clear_cache` and :meth:`invalidate`.
+
     """
 
     def __init__(
@@ -102,9 +111,19 @@ class DagExecutor:
         db: str | os.PathLike[str] | None = None,
         backend: Backend | None = None,
         keep_runs: int = 100,
+        incremental: bool | None = None,
+        max_cache_mb: float | None = None,
     ) -> None:
         if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
             raise ExecutionError(f"keep_runs must be a positive whole number, got {keep_runs!r}")
+        if incremental is not None and not isinstance(incremental, bool):
+            raise ExecutionError(f"incremental must be True, False or None, got {incremental!r}")
+        if max_cache_mb is not None and (isinstance(max_cache_mb, bool) or not isinstance(max_cache_mb, int | float)
+                                         or not max_cache_mb > 0):
+            raise ExecutionError(f"max_cache_mb must be a positive number of megabytes, got {max_cache_mb!r}")
+        self.incremental = incremental
+        self.max_cache_mb = max_cache_mb
+        self._results: ResultStore | None = None
         self.keep_runs = keep_runs
         self.registry = registry if registry is not None else default_registry
         self.backend: Backend = backend if backend is not None else LocalBackend()
@@ -174,28 +193,33 @@ class DagExecutor:
         *,
         inputs: Mapping[str, Any] | None = None,
         cancel: anyio.Event | None = None,
+        incremental: bool | None = None,
+        fresh: bool = False,
     ) -> ExecutionReport:
         """Run workflow ``name`` to the end and return its report.
 
         ``inputs`` go to cache namespace ``inputs``; setting ``cancel`` ends the
-        run ``cancelled``.
+        run ``cancelled``. ``incremental`` overrides the executor's choice for this run;
+        ``fresh=True`` runs every node and stores the results for the next incremental run.
         """
-        run = self._new_run(name, cache=cache, inputs=inputs)
+        run = self._new_run(name, cache=cache, inputs=inputs, incremental=incremental, fresh=fresh)
         return await self._scheduler.drive(run, cancel=cancel)
 
     def start(
-        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None,
+        incremental: bool | None = None, fresh: bool = False,
     ) -> RunHandle:
         """Start workflow ``name`` in the background on the running loop and return at once."""
-        run = self._new_run(name, cache=cache, inputs=inputs)
+        run = self._new_run(name, cache=cache, inputs=inputs, incremental=incremental, fresh=fresh)
         self._background.submit(self._scheduler.drive, run, on_drop=partial(self._scheduler.drop, run))
         return RunHandle(run, self)
 
     def run(
-        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None,
+        incremental: bool | None = None, fresh: bool = False,
     ) -> ExecutionReport:
         """Run workflow ``name`` synchronously (from a script, or a cell without ``await``)."""
-        return run_sync(partial(self.execute_dag, name, cache, inputs=inputs))
+        return run_sync(partial(self.execute_dag, name, cache, inputs=inputs, incremental=incremental, fresh=fresh))
 
     async def resume(self, run_id: str) -> ExecutionReport:
         """Continue a paused, failed, cancelled or interrupted run: succeeded nodes keep their
@@ -366,8 +390,46 @@ class DagExecutor:
 
     def close(self) -> None:
         """Close the database and give its lock up (background runs must have ended)."""
+        if self._results is not None:
+            self._results.close()
         if self._store is not None:
             self._store.close()
+
+    # -- stored results (incremental runs) ---------------------------------------------------------
+
+    def use_db(self, db: str | os.PathLike[str]) -> None:
+        """Record runs and stored results in ``db`` from now on (for an executor made without one)."""
+        if self._store is not None:
+            raise ExecutionError(f"this executor already records its runs in '{self._store.path}'")
+        self._store = RunStore(db, on_takeover=self._taken_over)
+        if self._results is not None:
+            self._results.close()
+            self._results = None
+
+    @property
+    def db(self) -> str | None:
+        """The file runs and stored results are recorded in, or None."""
+        return self._store.path if self._store is not None else None
+
+    def clear_cache(self, workflow: str | None = None, node: str | None = None) -> int:
+        """Forget stored node results: all of them, those of ``workflow``, or of one ``node`` of it.
+        Returns how many results went; the next incremental run runs those nodes."""
+        if node is not None and workflow is None:
+            raise ExecutionError(f"clear_cache(node={node!r}) needs the workflow too")
+        if workflow is not None and node is not None and workflow in self._workflows:
+            self._workflows[workflow].node(node)  # an unknown node is a typo: say which exist
+        return self._result_store().clear(workflow, node)
+
+    def invalidate(self, workflow: str, node: str) -> int:
+        """Forget the stored results of ``node`` of ``workflow``: the next incremental run runs it
+        (and its dependents, if its outputs change)."""
+        return self.clear_cache(workflow, node)
+
+    def _result_store(self) -> ResultStore:
+        if self._results is None or self._results.closed:
+            path = self._store.path if self._store is not None else None
+            self._results = ResultStore(path, max_cache_mb=self.max_cache_mb)
+        return self._results
 
     def _forget_old_runs(self) -> None:
         """Keep at most ``keep_runs`` finished runs in memory (the oldest go first)."""
@@ -383,6 +445,8 @@ class DagExecutor:
             if run.status in ("pending", "running") and run.report is None:
                 run.notes.append("a later DagExecutor of this process took its run store over")
                 run.cancel()
+        if self._results is not None:
+            self._results.close()
         if self._store is not None:
             self._store.close(reason="a later DagExecutor of this process took the file over")
 
@@ -432,9 +496,16 @@ class DagExecutor:
         for key, value in (inputs or {}).items():
             cache.insert("inputs", key, value)
         run = Run(spec, config=self._effective_config(spec), cache=cache, plan=self._plan(spec))
+        self._make_incremental(run, incremental, fresh=fresh)
         self._runs[run.run_id] = run
         self._latest[spec.name] = run.run_id
         return run
+
+    def _make_incremental(self, run: Run, choice: bool | None, *, fresh: bool) -> None:
+        if choice is None:
+            choice = self.incremental if self.incremental is not None else run.config.enable_incremental_cache
+        if choice or fresh:
+            run.incremental = IncrementalRun(self._result_store(), reuse=not fresh)
 
     def _plan(self, spec: WorkflowSpec) -> Plan:
         cached = self._plans.get(spec.name)
@@ -466,4 +537,6 @@ class DagExecutor:
             run.iteration_limit += run.config.max_iterations
         run.report = None
         run.reset()
+        if run.incremental is None:
+            self._make_incremental(run, None, fresh=False)
         return run

@@ -14,12 +14,16 @@ from dagger_nb.graph import STATUS_COLOURS
 if TYPE_CHECKING:
     import pandas as pd
 
-NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+#: ``cached``: an incremental run reused the node's stored result instead of running it
+NodeStatus = Literal["pending", "running", "succeeded", "cached", "failed", "skipped", "cancelled"]
+#: the statuses of a node whose outputs its dependents can read
+DONE_STATUSES = frozenset({"succeeded", "cached"})
 #: ``interrupted``: the store says running, but the process that ran it is gone (resume it)
 RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"]
 
 FRAME_COLUMNS = [
-    "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker"
+    "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker",
+    "cached_from", "reason",
 ]
 
 
@@ -42,6 +46,10 @@ class NodeOutcome:
     traceback: str | None = None
     #: what the action printed or logged, one line each (bounded: see ``dagger_nb._capture``)
     logs: list[str] = field(default_factory=list)
+    #: in an incremental run: why the node ran ("code changed", "input 'x' changed", ...) or was reused
+    reason: str | None = None
+    #: the run whose stored result a ``cached`` node reused
+    cached_from: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -84,9 +92,12 @@ class ExecutionReport:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per node: ``node, action, status, attempts, started_at, finished_at, duration_s, error,
-        worker`` (where the last attempt ran: a Dask worker's address, None in this process)."""
+        worker`` (where the last attempt ran: a Dask worker's address, None in this process), ``cached_from``
+        (the run a ``cached`` node's result came from), ``reason`` (in an incremental run, why the node
+        ran or was reused)."""
         rows = [
-            (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error, o.worker)
+            (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error, o.worker,
+             o.cached_from, o.reason)
             for o in self.outcomes.values()
         ]
         import pandas as pd

@@ -67,18 +67,24 @@ class GroupCommit:
         Shielded: a cancelled waiter still sees its rows' fate decided, so a
         message is either stored and routed or neither.
         """
-        with anyio.CancelScope(shield=True):
-            while not ticket.done:
-                if self._writing:
-                    if self._ended is None:
-                        self._ended = anyio.Event()
-                    await self._ended.wait()
-                else:
-                    await self._write_pending()
+        if not (ticket.done or self._writing):
+            await self._write_pending()  # the common case: no write under way, and no await to cancel
+        if not ticket.done:
+            with anyio.CancelScope(shield=True):
+                await self._wait_shielded(ticket)
         if ticket.error is not None:
             raise ticket.error
         if message and ticket.messages_error is not None:
             raise ticket.messages_error
+
+    async def _wait_shielded(self, ticket: Ticket) -> None:
+        while not ticket.done:
+            if self._writing:
+                if self._ended is None:
+                    self._ended = anyio.Event()
+                await self._ended.wait()
+            else:
+                await self._write_pending()
 
     async def commit(self) -> None:
         """Store every row pending now."""
@@ -96,8 +102,9 @@ class GroupCommit:
 
     async def _write_pending(self) -> None:
         self._writing = True
-        # Let every task that is ready add its rows first: they join this transaction.
-        await anyio.lowlevel.checkpoint()
+        # Let every task that is ready add its rows first: they join this transaction. Not a
+        # cancellation point: once a writer is chosen, its write must happen.
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         ticket = self._ticket
         batch = self._begin()
         # On the loop's thread: a WAL commit without fsync costs less than the two thread
