@@ -40,9 +40,11 @@ class Action:
     takes_ctx: bool
     takes_any_keyword: bool
     parameters: frozenset[str]
+    #: False: an incremental run never reuses a stored result of it (random, time, side effects)
+    cache: bool = True
 
     @classmethod
-    def wrap(cls, name: str, fn: ActionFunction, *, inline: bool = False) -> Action:
+    def wrap(cls, name: str, fn: ActionFunction, *, inline: bool = False, cache: bool = True) -> Action:
         """Inspect ``fn`` once so each call is cheap."""
         if not callable(fn):
             raise DaggerError(f"action '{name}' must be callable, got {type(fn).__name__}")
@@ -57,7 +59,7 @@ class Action:
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
         )
-        return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters)
+        return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters, cache)
 
     def accepts(self, name: str) -> bool:
         """Whether the function takes a keyword argument ``name``."""
@@ -115,11 +117,14 @@ class ActionRegistry(NameLookup[Action]):
 
     missing = ActionNotFound
 
-    def register(self, name: str, fn: ActionFunction, *, inline: bool = False) -> Action:
-        """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop."""
+    def register(self, name: str, fn: ActionFunction, *, inline: bool = False, cache: bool = True) -> Action:
+        """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop;
+        ``cache=False``: incremental runs never reuse its results."""
         if not isinstance(name, str) or not name:
             raise DaggerError(f"action name must be a non-empty string, got {name!r}")
-        registered = Action.wrap(name, fn, inline=inline)
+        if not isinstance(cache, bool):
+            raise DaggerError(f"action '{name}': cache must be True or False, got {cache!r}")
+        registered = Action.wrap(name, fn, inline=inline, cache=cache)
         self._entries[name] = registered
         return registered
 
@@ -142,11 +147,11 @@ default_registry = ActionRegistry()
 def action(fn: ActionFunction, /) -> ActionFunction: ...
 @overload
 def action(
-    name: str | None = None, /, *, registry: ActionRegistry | None = None, inline: bool = False
+    name: str | None = None, /, *, registry: ActionRegistry | None = None, inline: bool = False, cache: bool = True
 ) -> Callable[[ActionFunction], ActionFunction]: ...
 @overload
 def action(
-    *, name: str | None = None, registry: ActionRegistry | None = None, inline: bool = False
+    *, name: str | None = None, registry: ActionRegistry | None = None, inline: bool = False, cache: bool = True
 ) -> Callable[[ActionFunction], ActionFunction]: ...
 
 
@@ -157,10 +162,13 @@ def action(
     name: str | None = None,
     registry: ActionRegistry | None = None,
     inline: bool = False,
+    cache: bool = True,
 ) -> Any:
     """Register a function as an action: ``@action``, ``@action("name")`` or ``@action(name=...)``.
 
-    The function is returned unchanged, so it can still be called directly.
+    The function is returned unchanged, so it can still be called directly. ``cache=False``
+    marks an action whose result an incremental run must never reuse (it reads the time, draws
+    random numbers or has side effects): it always runs.
 
     >>> registry = ActionRegistry()
     >>> @action("double", registry=registry)
@@ -173,7 +181,7 @@ def action(
 
     def decorate(fn: ActionFunction) -> ActionFunction:
         chosen = name or (fn_or_name if isinstance(fn_or_name, str) else None) or fn.__name__
-        target.register(chosen, fn, inline=inline)
+        target.register(chosen, fn, inline=inline, cache=cache)
         return fn
 
     if callable(fn_or_name):
@@ -203,11 +211,19 @@ class NodeContext:
 
         A new node may depend on this node (it starts after this one finishes) or on any other.
         """
+        self._not_reusable("it added nodes to the run")
         return self._handle().add_node(action, **arguments)
 
     def add_nodes(self, requests: list[Mapping[str, Any]]) -> list[str]:
         """Add several nodes at once, all or none (see :meth:`RunHandle.add_nodes`)."""
+        self._not_reusable("it added nodes to the run")
         return self._handle().add_nodes(requests)
+
+    def _not_reusable(self, why: str) -> None:
+        # Reusing its result would skip what it did to the run: an incremental run must run it again.
+        incremental = self._run.incremental if self._run is not None else None
+        if incremental is not None:
+            incremental.unstorable[self.node] = why
 
     async def ask_human(
         self, prompt: str, *, schema: dict[str, Any] | str | None = None, timeout: float | None = None,
@@ -221,6 +237,7 @@ class NodeContext:
         is asked again on resume.
         """
         handle = self._handle()
+        self._not_reusable("it asked a person")
         return await handle._executor._ask_human(
             handle._run, self.node, prompt, schema=schema, timeout=timeout, default=default
         )

@@ -63,6 +63,17 @@ class NodeSucceeded:
 
 
 @dataclass(slots=True)
+class NodeCached:
+    """An incremental run reused ``node``'s stored result (from run ``from_run``) instead of running it."""
+
+    run_id: str
+    node: str
+    from_run: str
+    outputs: dict[str, Any]
+    timestamp: float = field(default_factory=time)
+
+
+@dataclass(slots=True)
 class NodeFailed:
     """``node`` failed for good with ``error``; ``traceback`` is its last attempt's, trimmed to the user's frames."""
 
@@ -144,6 +155,7 @@ DagEvent = (
     | NodeRetrying
     | NodeWaiting
     | NodeSucceeded
+    | NodeCached
     | NodeFailed
     | NodeSkipped
     | NodeCancelled

@@ -100,7 +100,6 @@ class DagExecutor:
     ``config.enable_incremental_cache``; a run can override it. Results are stored in
     ``db`` (in memory without one); ``max_cache_mb`` bounds their size, least recently
     used first. See :meth:`clear_cache` and :meth:`invalidate`.
-
     """
 
     def __init__(
@@ -488,7 +487,10 @@ class DagExecutor:
         overrides = {key: getattr(spec.config, key) for key in spec.config.model_fields_set}
         return self.config.model_copy(update=overrides)
 
-    def _new_run(self, name: str, *, cache: Cache | None, inputs: Mapping[str, Any] | None) -> Run:
+    def _new_run(
+        self, name: str, *, cache: Cache | None, inputs: Mapping[str, Any] | None,
+        incremental: bool | None = None, fresh: bool = False,
+    ) -> Run:
         spec = self.workflow(name)
         if not spec.nodes:
             raise ExecutionError(f"workflow '{name}' has no nodes; there is nothing to run")

@@ -90,7 +90,7 @@ def review_prompt(run: Run, iteration: int) -> str:
         lines.append(f"({len(outcomes) - SUMMARY_NODES} earlier nodes not shown)")
     for outcome in outcomes[-SUMMARY_NODES:]:
         line = f"- {outcome.node} ({outcome.action}): {outcome.status}"
-        if outcome.status == "succeeded":
+        if outcome.status in ("succeeded", "cached"):
             result = run.cache.get(outcome.node, "result", None)
             if result is not None:
                 line += f": {_preview(result)}"

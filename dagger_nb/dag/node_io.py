@@ -44,7 +44,7 @@ def resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
 
 def _produced(run: Run, node_id: str) -> str:
     outcome = run.outcomes.get(node_id)
-    if outcome is not None and outcome.status != "succeeded":
+    if outcome is not None and outcome.status not in ("succeeded", "cached"):
         return f"it is {outcome.status}"
     keys = sorted(run.cache.namespace(node_id))
     if not keys:

@@ -17,7 +17,7 @@ from dagger_nb.cache import Cache
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
-from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.report import DONE_STATUSES, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
 from dagger_nb.errors import ExecutionError, StorageError
 from dagger_nb.events import EventStream
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dagger_nb.dag.ahead import Ahead
     from dagger_nb.dag.attempts import AbandonedAttempt
     from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.incremental import IncrementalRun
     from dagger_nb.dag.journal import NodeJournal
 
 T = TypeVar("T")
@@ -131,22 +132,24 @@ class Run:
         self.journal: NodeJournal | None = None
         #: node id -> finished attempts of a sync action abandoned after a timeout and still running
         self.abandoned: dict[str, AbandonedAttempt] = {}
+        #: stored results reused and recorded, in an incremental run
+        self.incremental: IncrementalRun | None = None
         self._positions: dict[str, int] = {}
         if self._limited_cache:
             cache.retain("inputs")
             for node_id, outcome in self.outcomes.items():
-                if outcome.status == "succeeded":
+                if outcome.status in DONE_STATUSES:
                     self.keep_outputs(node_id)
         self._prepare()
 
     def reset(self) -> None:
         """Prepare to (re)start: failed, cancelled and skipped nodes become pending again."""
         for node_id, outcome in self.outcomes.items():
-            if outcome.status != "succeeded":
+            if outcome.status not in DONE_STATUSES:
                 if node_id in self._released:  # it will read its inputs again
                     self._released.discard(node_id)
                     for dependency in self.dependencies[node_id]:
-                        if self.outcomes[dependency].status == "succeeded" and self._limited_cache:
+                        if self.outcomes[dependency].status in DONE_STATUSES and self._limited_cache:
                             self.cache.retain(dependency)
                 outcome.status = "pending"
                 outcome.attempts = 0
@@ -158,9 +161,9 @@ class Run:
 
     def _prepare(self) -> None:
         outcomes = self.outcomes
-        if any(outcome.status == "succeeded" for outcome in outcomes.values()):
+        if any(outcome.status in DONE_STATUSES for outcome in outcomes.values()):
             self.waiting = {
-                node_id: sum(outcomes[d].status != "succeeded" for d in dependencies)
+                node_id: sum(outcomes[d].status not in DONE_STATUSES for d in dependencies)
                 for node_id, dependencies in self.dependencies.items()
             }
         else:
@@ -209,7 +212,7 @@ class Run:
         for node in nodes:
             self.nodes[node.id] = node
             self.outcomes[node.id] = NodeOutcome(node.id, node.action)
-            waiting = sum(self.outcomes[d].status != "succeeded" for d in self.dependencies[node.id])
+            waiting = sum(self.outcomes[d].status not in DONE_STATUSES for d in self.dependencies[node.id])
             self.waiting[node.id] = waiting
             if waiting == 0:
                 self.ready.append(node.id)
@@ -223,14 +226,14 @@ class Run:
         """
         if self._limited_cache:
             for dependent in self.dependents[node_id]:
-                if self.outcomes[dependent].status != "succeeded":
+                if self.outcomes[dependent].status not in DONE_STATUSES:
                     self.cache.retain(node_id)
 
     def drop_outputs(self, node_id: str) -> None:
         """Undo :meth:`keep_outputs` for a node that did not succeed: nobody will read it."""
         if self._limited_cache:
             for dependent in self.dependents[node_id]:
-                if self.outcomes[dependent].status != "succeeded":
+                if self.outcomes[dependent].status not in DONE_STATUSES:
                     self.cache.release(node_id)
 
     def done_with_inputs(self, node_id: str) -> None:
@@ -238,7 +241,7 @@ class Run:
         if self._limited_cache and node_id not in self._released:
             self._released.add(node_id)
             for dependency in self.dependencies[node_id]:
-                if self.outcomes[dependency].status == "succeeded":
+                if self.outcomes[dependency].status in DONE_STATUSES:
                     self.cache.release(dependency)
 
     @property

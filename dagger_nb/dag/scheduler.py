@@ -28,6 +28,7 @@ from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import AbandonedAttempt, RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
+    NodeCached,
     NodeCancelled,
     NodeFailed,
     NodeRetrying,
@@ -71,10 +72,15 @@ class Scheduler:
                 run.storage_failure = failure
                 return await self._finish(run, "failed", str(failure))
             run.journal = NodeJournal(store, run)
+        if run.incremental is not None:
+            note = await run.incremental.load(run.spec.name)
+            if note is not None:
+                run.notes.append(note)
         status: RunStatus
         try:
             backend = self.executor.backend
-            if isinstance(backend, SendsAhead):
+            # a call sent ahead would run before its node's stored result could be reused
+            if isinstance(backend, SendsAhead) and run.incremental is None and not _any_cached(run):
                 await backend.prepare()
                 run.ahead = Ahead(run, backend, self.executor.registry)
             with anyio.CancelScope() as run.cancel_scope:
@@ -121,6 +127,11 @@ class Scheduler:
             if outcome.status == "running":
                 outcome.status = "cancelled"
                 outcome.finished_at = time()
+        if run.incremental is not None:
+            with anyio.CancelScope(shield=True):
+                note = await run.incremental.finish(run.spec.name)
+            if note is not None:
+                run.notes.append(note)
         report = run.finish(status, error)
         if self.executor._store is not None:
             with anyio.CancelScope(shield=True):
@@ -217,6 +228,8 @@ class Scheduler:
             if not review.go_on:
                 return
             review_note = review.note
+        if run.incremental is not None and await self._reuse(run, node_id):
+            return
         outcome.status = "running"
         outcome.started_at = time()
         run.keep_outputs(node_id)
@@ -270,6 +283,11 @@ class Scheduler:
                 outcome.finished_at = time()
                 if written:
                     outcome.notes.append(kept_message(node_id, written))
+                if run.incremental is not None:
+                    stored = run.cache.namespace(node_id) if action.takes_ctx else outputs
+                    note = await run.incremental.record(run, node_id, stored)
+                    if note is not None:
+                        outcome.notes.append(note)
                 if run.journal is not None and not await self._commit(run, node_id, outputs, action.takes_ctx):
                     return
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
@@ -293,6 +311,39 @@ class Scheduler:
             return
         emit(NodeFailed(run.run_id, node_id, outcome.attempts, outcome.error, traceback=outcome.traceback))
         await self._after_failure(run, node, outcome)
+
+    async def _reuse(self, run: Run, node_id: str) -> bool:
+        """In an incremental run: settle ``node_id`` ``cached`` when a stored result matches its
+        fingerprint (True), else remember why it runs (False)."""
+        incremental = run.incremental
+        assert incremental is not None
+        registry = self.executor.registry
+        node = run.nodes[node_id]
+        if node.action not in registry:  # the attempt says so
+            return False
+        outcome = run.outcomes[node_id]
+        try:
+            plan = await incremental.plan(run, node_id, registry.get(node.action))
+        except Exception as error:  # reuse saves time; a failure to decide must not break the run
+            outcome.reason = f"incremental mode could not decide: {describe_error(error)}"
+            return False
+        if plan.reuse is None:
+            return False
+        run.keep_outputs(node_id)
+        try:
+            outputs = await incremental.reuse_stored(run, node_id, plan)
+        except Exception as error:  # an unreadable stored result: the node runs
+            run.drop_outputs(node_id)
+            incremental.not_reused(run, node_id, describe_error(error))
+            return False
+        outcome.status = "cached"
+        outcome.started_at = outcome.finished_at = time()
+        run.done_with_inputs(node_id)
+        if run.journal is not None and not await self._commit(run, node_id, outputs, False):
+            return True
+        self._release_dependents(run, node_id)
+        run.events.emit(NodeCached(run.run_id, node_id, plan.reuse.run_id, outputs))
+        return True
 
     async def _commit(self, run: Run, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool) -> bool:
         """Commit the finished node; False (and the run stops, to end ``failed``) if storage failed."""
@@ -420,6 +471,10 @@ async def _with_timeout(call: Awaitable[Any], node: NodeSpec, run: Run, thread: 
     if scope.cancelled_caught:
         raise NodeTimeout(node.id, node.timeout)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _any_cached(run: Run) -> bool:
+    return any(outcome.status == "cached" for outcome in run.outcomes.values())
 
 
 async def _cancel_when_set(event: anyio.Event, run: Run) -> None:

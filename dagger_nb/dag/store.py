@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS dag_cache (
 """
 
 _RUN_STATUSES = {"pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"}
-_NODE_STATUSES = {"pending", "running", "succeeded", "failed", "skipped", "cancelled"}
+_NODE_STATUSES = {"pending", "running", "succeeded", "cached", "failed", "skipped", "cancelled"}
 
 #: one finished node for :meth:`RunStore.commit_nodes`: its outcome, its position in the
 #: workflow, and its cache namespace's values (None: leave the stored values as they are)
@@ -88,7 +88,8 @@ class RunStore:
             self._connection = open_database(self.path, schema=SCHEMA)
             with self._storage_errors("open"):
                 # files written before nodes recorded their worker, and runs their owner
-                add_missing_columns(self._connection, "dag_nodes", {"worker": "TEXT"})
+                add_missing_columns(self._connection, "dag_nodes",
+                                    {"worker": "TEXT", "reason": "TEXT", "cached_from": "TEXT"})
                 add_missing_columns(self._connection, "dag_runs", {"owner_pid": "INTEGER"})
         except BaseException:
             self._process_lock.release()
@@ -137,7 +138,8 @@ class RunStore:
                  report.finished_at, spec_json, dot, os.getpid()),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
-            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows)
+            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   node_rows)
             if skipped:
                 connection.executemany(
                     "DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", [(run_id, ns) for ns in namespaces]
@@ -159,8 +161,9 @@ class RunStore:
         with self._write("record nodes of run", run_id) as connection:
             if spec_json is not None:
                 connection.execute("UPDATE dag_runs SET spec = ? WHERE run_id = ?", (spec_json, run_id))
-            connection.executemany("INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   node_rows)
+            connection.executemany(
+                "INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
+            )
             connection.executemany("DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", replaced)
             connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
 
@@ -228,7 +231,7 @@ class RunStore:
                 return None
             nodes = self._connection.execute(
                 "SELECT node, action, status, attempts, retry_messages, error, started_at, finished_at, notes, "
-                "worker FROM dag_nodes WHERE run_id = ? ORDER BY position", (run_id,)
+                "worker, reason, cached_from FROM dag_nodes WHERE run_id = ? ORDER BY position", (run_id,)
             ).fetchall()
             values = self._connection.execute(
                 "SELECT namespace, key, format, value FROM dag_cache WHERE run_id = ?", (run_id,)
@@ -323,23 +326,28 @@ def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.Da
 
 def _node_row(run_id: str, o: NodeOutcome, position: int) -> tuple[Any, ...]:
     return (run_id, o.node, o.action, o.status, o.attempts, json.dumps(o.retry_messages), o.error,
-            o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker)
+            o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker, o.reason, o.cached_from)
 
 
 def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
-    node, action, status, attempts, retries, error, started, finished, notes, worker = fields
+    node, action, status, attempts, retries, error, started, finished, notes, worker, reason, cached_from = fields
     try:
         retry_messages, note_list = json.loads(retries), json.loads(notes)
         if (
             not isinstance(node, str) or not isinstance(action, str) or status not in _NODE_STATUSES
             or not isinstance(attempts, int) or not _texts(retry_messages) or not _texts(note_list)
             or not _times(started, finished)
-            or not all(v is None or isinstance(v, str) for v in (error, worker))
+            or not all(v is None or isinstance(v, str) for v in (error, worker, reason, cached_from))
         ):
             raise ValueError("a field has the wrong type")
     except (ValueError, TypeError) as problem:
         raise StorageError(f"{where}: the row of node {node!r} is damaged: {_first_line(problem)}") from None
-    return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker)
+    return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker,
+                       reason=reason, cached_from=cached_from)
+
+
+
+
 
 
 def _times(*values: Any) -> bool:

@@ -299,7 +299,7 @@ class MessageLog:
         return batch
 
     def write(self, batch: Batch) -> None:
-        """Write ``batch`` in one transaction (blocking: call it from a worker thread in a loop)."""
+        """Write ``batch`` in one transaction (blocking; a small batch of a WAL file commits in microseconds)."""
         with self._writes:
             self._write(batch)
 

@@ -1,0 +1,426 @@
+"""Incremental runs: unchanged nodes are reused from the run database, changed ones run again."""
+
+from __future__ import annotations
+
+import linecache
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagger_nb import ActionRegistry, DagExecutor
+from dagger_nb.dag.events import NodeCached
+from dagger_nb.dag.fingerprint import Unfingerprintable, code_fingerprint, value_fingerprint
+from dagger_nb.errors import DaggerError, ExecutionError
+from tests.dag.helpers import workflow
+
+pytestmark = pytest.mark.anyio
+
+CALLS: Counter[str] = Counter()
+
+
+def load(x: int) -> int:
+    CALLS["load"] += 1
+    return x + 1
+
+
+def double(value: int) -> int:
+    CALLS["double"] += 1
+    return value * 2
+
+
+def double_changed(value: int) -> int:
+    CALLS["double"] += 1
+    return value * 2 + 1
+
+
+def double_rewritten(value: int) -> int:
+    CALLS["double"] += 1
+    return value + value  # another way to the same number
+
+
+def publish(value: int) -> str:
+    CALLS["publish"] += 1
+    return f"published {value}"
+
+
+CHAIN = workflow(
+    "chain",
+    {"id": "load", "action": "load", "inputs": [{"name": "x", "reference": "inputs.x"}]},
+    {"id": "double", "action": "double", "inputs": [{"name": "value", "reference": "load.result"}]},
+    {"id": "publish", "action": "publish", "inputs": [{"name": "value", "reference": "double.result"}]},
+)
+
+
+def registry_of(**actions: Any) -> ActionRegistry:
+    registry = ActionRegistry()
+    for name, fn in {"load": load, "double": double, "publish": publish, **actions}.items():
+        registry.register(name, fn)
+    return registry
+
+
+def executor(db: Path | None, registry: ActionRegistry | None = None, *specs: Any, **options: Any) -> DagExecutor:
+    options.setdefault("incremental", True)
+    made = DagExecutor(registry or registry_of(), db=db, **options)
+    for spec in specs or (CHAIN,):
+        made.add_workflow(spec)
+    return made
+
+
+@pytest.fixture(autouse=True)
+def _calls() -> None:
+    CALLS.clear()
+
+
+def statuses(report: Any) -> dict[str, str]:
+    return {node: outcome.status for node, outcome in report.outcomes.items()}
+
+
+def reasons(report: Any) -> dict[str, str | None]:
+    return {node: outcome.reason for node, outcome in report.outcomes.items()}
+
+
+async def test_an_unchanged_workflow_is_reused_after_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    first_executor = executor(db)
+    first = await first_executor.execute_dag("chain", inputs={"x": 1})
+    first_executor.close()
+    assert first.status == "succeeded" and reasons(first) == dict.fromkeys(statuses(first), "no stored result")
+    assert first.cache.get("publish", "result") == "published 4"
+
+    restarted = executor(db)  # a new process would do the same: nothing but the file is shared
+    events: list[Any] = []
+    handle = restarted.start("chain", inputs={"x": 1})
+    handle.add_listener(events.append)
+    second = await handle
+    restarted.close()
+    assert second.status == "succeeded"
+    assert statuses(second) == {"load": "cached", "double": "cached", "publish": "cached"}
+    assert CALLS == {"load": 1, "double": 1, "publish": 1}
+    assert reasons(second) == dict.fromkeys(statuses(second), f"reused from run {first.run_id}")
+    assert {o.cached_from for o in second.outcomes.values()} == {first.run_id}
+    assert second.cache.get("publish", "result") == "published 4"
+    assert second.counts() == {"cached": 3}
+    assert [type(e) for e in events if isinstance(e, NodeCached)] == [NodeCached] * 3
+    frame = second.to_frame()
+    assert list(frame["status"]) == ["cached"] * 3 and set(frame["cached_from"]) == {first.run_id}
+    assert 'fillcolor="' in second.to_dot() and "cached" in second._repr_html_()
+
+
+async def test_a_changed_action_runs_again_with_the_dependents_of_its_changed_output(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with_db = executor(db)
+    await with_db.execute_dag("chain", inputs={"x": 1})
+    with_db.close()
+    edited = executor(db, registry_of(double=double_changed))
+    report = await edited.execute_dag("chain", inputs={"x": 1})
+    assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "succeeded"}
+    assert reasons(report)["double"] == "code changed"
+    assert reasons(report)["publish"] == "input 'value' changed"
+    assert report.cache.get("publish", "result") == "published 5"
+    # and the edited version is what is reused next time
+    again = await edited.execute_dag("chain", inputs={"x": 1})
+    assert statuses(again) == dict.fromkeys(statuses(again), "cached")
+    assert again.cache.get("publish", "result") == "published 5"
+
+
+async def test_an_edit_that_gives_the_same_output_stops_there(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    with_db = executor(db)
+    await with_db.execute_dag("chain", inputs={"x": 1})
+    with_db.close()
+    rewritten = executor(db, registry_of(double=double_rewritten))
+    report = await rewritten.execute_dag("chain", inputs={"x": 1})
+    assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
+    assert CALLS == {"load": 1, "double": 2, "publish": 1}
+
+
+async def test_a_changed_run_input_runs_the_nodes_that_read_it(tmp_path: Path) -> None:
+    runs = executor(tmp_path / "runs.db")
+    await runs.execute_dag("chain", inputs={"x": 1})
+    report = await runs.execute_dag("chain", inputs={"x": 2})
+    assert statuses(report) == dict.fromkeys(statuses(report), "succeeded")
+    assert reasons(report)["load"] == "input 'x' changed"
+    # going back to an earlier input reuses that earlier result: every fingerprint is kept
+    back = await runs.execute_dag("chain", inputs={"x": 1})
+    assert statuses(back) == dict.fromkeys(statuses(back), "cached")
+
+
+async def test_cache_false_actions_always_run(tmp_path: Path) -> None:
+    registry = registry_of()
+    registry.register("double", double, cache=False)
+    runs = executor(tmp_path / "runs.db", registry)
+    await runs.execute_dag("chain", inputs={"x": 1})
+    report = await runs.execute_dag("chain", inputs={"x": 1})
+    assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
+    assert reasons(report)["double"] == "action 'double' is never reused (cache=False)"
+    assert CALLS["double"] == 2
+
+
+def test_the_action_decorator_takes_cache_false() -> None:
+    import dagger_nb
+
+    registry = ActionRegistry()
+
+    @dagger_nb.action(registry=registry, cache=False)
+    def now() -> float:
+        return 0.0
+
+    assert registry.get("now").cache is False and registry.get("now").fn is now
+    with pytest.raises(DaggerError, match="cache must be True or False"):
+        registry.register("bad", now, cache="no")  # type: ignore[arg-type]
+
+
+FRAMES = workflow(
+    "frames",
+    {"id": "total", "action": "total", "inputs": [{"name": "frame", "reference": "inputs.frame"}]},
+)
+
+
+async def test_a_dataframe_input_change_is_detected(tmp_path: Path) -> None:
+    seen: list[pd.DataFrame] = []
+
+    def total(frame: pd.DataFrame) -> float:
+        seen.append(frame)
+        return float(frame["a"].sum())
+
+    runs = executor(tmp_path / "runs.db", registry_of(total=total), FRAMES)
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=["x", "y", "z"])
+    await runs.execute_dag("frames", inputs={"frame": frame})
+    same = await runs.execute_dag("frames", inputs={"frame": frame.copy()})
+    assert statuses(same) == {"total": "cached"}
+    changed_cell = frame.copy()
+    changed_cell.loc["z", "a"] = 4.0
+    relabelled = frame.rename(index={"z": "w"})
+    retyped = frame.astype("float32")
+    for variant in (changed_cell, relabelled, retyped):
+        report = await runs.execute_dag("frames", inputs={"frame": variant})
+        assert statuses(report) == {"total": "succeeded"}, variant
+        assert reasons(report)["total"] == "input 'frame' changed"
+    assert len(seen) == 4
+
+
+async def test_a_value_that_cannot_be_fingerprinted_runs_every_time_and_says_why(tmp_path: Path) -> None:
+    def use(lock: Any) -> str:
+        CALLS["use"] += 1
+        return "used"
+
+    spec = workflow("locks", {"id": "use", "action": "use", "inputs": [{"name": "lock", "reference": "inputs.lock"}]})
+    runs = executor(tmp_path / "runs.db", registry_of(use=use), spec)
+    lock = threading.Lock()
+    for _ in range(2):
+        report = await runs.execute_dag("locks", inputs={"lock": lock})
+        assert statuses(report) == {"use": "succeeded"}
+        assert reasons(report)["use"] == (
+            "input 'lock' could not be fingerprinted (lock cannot be pickled (TypeError: cannot pickle "
+            "'_thread.lock' object)); its result is not stored"
+        )
+    assert CALLS["use"] == 2
+
+
+async def test_an_output_that_cannot_be_fingerprinted_is_not_stored(tmp_path: Path) -> None:
+    def make_lock() -> Any:
+        CALLS["make"] += 1
+        return threading.Lock()
+
+    spec = workflow("locks", {"id": "make", "action": "make"})
+    runs = executor(tmp_path / "runs.db", registry_of(make=make_lock), spec)
+    for _ in range(2):
+        report = await runs.execute_dag("locks")
+        assert statuses(report) == {"make": "succeeded"}
+        assert any("not stored: an output could not be fingerprinted" in n for n in report.outcomes["make"].notes)
+    assert CALLS["make"] == 2
+
+
+async def test_settings_that_change_results_count(tmp_path: Path) -> None:
+    runs = executor(tmp_path / "runs.db")
+    await runs.execute_dag("chain", inputs={"x": 1})
+    nodes = [node.model_dump(exclude_unset=True) for node in CHAIN.nodes]
+    nodes[2]["outputs"] = [{"name": "text"}]  # the result becomes output 'text'
+    nodes[1]["timeout"] = 30  # a timeout does not change what it computes
+    runs.add_workflow(workflow("chain", *nodes))
+    report = await runs.execute_dag("chain", inputs={"x": 1})
+    assert statuses(report) == {"load": "cached", "double": "cached", "publish": "succeeded"}
+    assert reasons(report)["publish"] == "settings changed"
+    assert report.cache.get("publish", "text") == "published 4"
+
+
+async def test_invalidate_and_clear_cache(tmp_path: Path) -> None:
+    runs = executor(tmp_path / "runs.db")
+    await runs.execute_dag("chain", inputs={"x": 1})
+    assert runs.invalidate("chain", "double") == 1
+    report = await runs.execute_dag("chain", inputs={"x": 1})
+    assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
+    assert reasons(report)["double"] == "no stored result"
+    assert runs.clear_cache("chain") == 3
+    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
+    assert runs.clear_cache() == 3
+    with pytest.raises(DaggerError, match="workflow 'chain' has no node 'dobule'"):
+        runs.invalidate("chain", "dobule")
+    with pytest.raises(ExecutionError, match="needs the workflow"):
+        runs.clear_cache(node="double")
+
+
+async def test_fresh_and_off_run_everything(tmp_path: Path) -> None:
+    runs = executor(tmp_path / "runs.db")
+    await runs.execute_dag("chain", inputs={"x": 1})
+    fresh = await runs.execute_dag("chain", inputs={"x": 1}, fresh=True)
+    assert statuses(fresh) == dict.fromkeys(statuses(fresh), "succeeded")
+    assert set(reasons(fresh).values()) == {"a fresh run was asked for"}
+    off = await runs.execute_dag("chain", inputs={"x": 1}, incremental=False)
+    assert statuses(off) == dict.fromkeys(statuses(off), "succeeded") and set(reasons(off).values()) == {None}
+    assert CALLS == {"load": 3, "double": 3, "publish": 3}
+    assert fresh.run_id in {o.cached_from for o in (await runs.execute_dag("chain", inputs={"x": 1})).outcomes.values()}
+
+
+async def test_the_workflow_config_switches_it_on_and_the_executor_can_overrule(tmp_path: Path) -> None:
+    nodes = [node.model_dump(exclude_unset=True) for node in CHAIN.nodes]
+    switched_on = workflow("chain", *nodes, enable_incremental_cache=True)
+    follows = executor(tmp_path / "a.db", None, switched_on, incremental=None)
+    await follows.execute_dag("chain", inputs={"x": 1})
+    assert statuses(await follows.execute_dag("chain", inputs={"x": 1}))["load"] == "cached"
+    overruled = executor(tmp_path / "b.db", None, switched_on, incremental=False)
+    await overruled.execute_dag("chain", inputs={"x": 1})
+    assert statuses(await overruled.execute_dag("chain", inputs={"x": 1}))["load"] == "succeeded"
+    plain = executor(tmp_path / "c.db", None, CHAIN, incremental=None)
+    await plain.execute_dag("chain", inputs={"x": 1})
+    assert statuses(await plain.execute_dag("chain", inputs={"x": 1}))["load"] == "succeeded"
+
+
+async def test_without_a_db_results_are_kept_in_memory() -> None:
+    runs = executor(None)
+    await runs.execute_dag("chain", inputs={"x": 1})
+    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == {
+        "load": "cached", "double": "cached", "publish": "cached"}
+
+
+BIG = workflow(
+    "big",
+    {"id": "make", "action": "make", "inputs": [{"name": "seed", "reference": "inputs.seed"}]},
+    {"id": "mean", "action": "mean", "inputs": [{"name": "frame", "reference": "make.result"}]},
+)
+
+
+def make(seed: int) -> pd.DataFrame:
+    CALLS["make"] += 1
+    return pd.DataFrame(np.random.default_rng(seed).random((40_000, 2)), columns=["a", "b"])
+
+
+def mean(frame: pd.DataFrame) -> float:
+    CALLS["mean"] += 1
+    return float(frame["a"].mean())
+
+
+async def test_large_values_live_beside_the_db_and_come_back_equal(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    runs = executor(db, registry_of(make=make, mean=mean), BIG)
+    first = await runs.execute_dag("big", inputs={"seed": 1})
+    runs.close()
+    files = os.listdir(f"{db}-values")
+    assert len(files) == 1 and files[0].endswith((".pickle", ".parquet"))
+    again = executor(db, registry_of(make=make, mean=mean), BIG)
+    second = await again.execute_dag("big", inputs={"seed": 1})
+    assert statuses(second) == {"make": "cached", "mean": "cached"}
+    pd.testing.assert_frame_equal(second.cache.get("make", "result"), first.cache.get("make", "result"))
+    assert again.clear_cache() == 2 and os.listdir(f"{db}-values") == []
+
+
+async def test_a_stored_value_that_cannot_be_read_makes_the_node_run(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    runs = executor(db, registry_of(make=make, mean=mean), BIG)
+    await runs.execute_dag("big", inputs={"seed": 1})
+    for name in os.listdir(f"{db}-values"):
+        Path(f"{db}-values", name).write_bytes(b"damaged")
+    report = await runs.execute_dag("big", inputs={"seed": 1})
+    assert statuses(report) == {"make": "succeeded", "mean": "cached"}
+    assert reasons(report)["make"].startswith("its stored result could not be read (stored result of node 'make'")
+
+
+async def test_the_least_recently_used_results_are_evicted_beyond_max_cache_mb(tmp_path: Path) -> None:
+    runs = executor(tmp_path / "runs.db", registry_of(make=make, mean=mean), BIG, max_cache_mb=1)
+    for seed in (1, 2, 3):  # each frame pickles to about 0.64 MB: only the latest fits
+        await runs.execute_dag("big", inputs={"seed": seed})
+    assert runs._result_store().total_bytes() <= 1024 * 1024
+    assert statuses(await runs.execute_dag("big", inputs={"seed": 3})) == {"make": "cached", "mean": "cached"}
+    assert statuses(await runs.execute_dag("big", inputs={"seed": 1}))["make"] == "succeeded"
+    with pytest.raises(ExecutionError, match="max_cache_mb must be a positive number"):
+        DagExecutor(ActionRegistry(), max_cache_mb=0)
+
+
+async def test_a_resumed_incremental_run_keeps_its_cached_nodes(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    runs = executor(db)
+    await runs.execute_dag("chain", inputs={"x": 1})
+    runs.close()
+    changed = executor(db, registry_of(publish=_fails))
+    stopped = await changed.execute_dag("chain", inputs={"x": 1})
+    assert stopped.status == "paused"
+    assert statuses(stopped) == {"load": "cached", "double": "cached", "publish": "failed"}
+    changed.close()
+    fixed = executor(db, registry_of(publish=_publishes_again))  # resumed from the file
+    resumed = await fixed.resume(stopped.run_id)
+    assert statuses(resumed) == {"load": "cached", "double": "cached", "publish": "succeeded"}
+    assert resumed.cache.get("publish", "result") == "again 4"
+    assert CALLS == {"load": 1, "double": 1, "publish": 1}
+
+
+def _fails(value: int) -> str:
+    raise ValueError("broken")
+
+
+def _publishes_again(value: int) -> str:
+    return f"again {value}"
+
+
+# -- fingerprints ------------------------------------------------------------------------------
+
+
+def test_values_have_canonical_fingerprints() -> None:
+    assert value_fingerprint({"a": 1, "b": [1, 2]}) == value_fingerprint({"b": [1, 2], "a": 1})
+    assert len({value_fingerprint(v) for v in (1, 1.0, True, "1", b"1", [1], (1,), {1})}) == 8
+    assert value_fingerprint(float("nan")) == value_fingerprint(float("nan"))
+    assert value_fingerprint({"z", "a", "m"}) == value_fingerprint({"m", "z", "a"})
+    array = np.arange(6, dtype="int64").reshape(2, 3)
+    assert value_fingerprint(array) == value_fingerprint(array.copy())
+    assert value_fingerprint(array) != value_fingerprint(array.reshape(3, 2))
+    assert value_fingerprint(array) != value_fingerprint(array.astype("int32"))
+    assert value_fingerprint(array.T) == value_fingerprint(np.ascontiguousarray(array.T))
+    series = pd.Series([1, 2], name="a")
+    assert value_fingerprint(series) != value_fingerprint(series.rename("b"))
+    assert value_fingerprint(pd.DataFrame({"a": [[1], [2]]})) != value_fingerprint(pd.DataFrame({"a": [[1], [3]]}))
+    with pytest.raises(Unfingerprintable, match="lock cannot be pickled"):
+        value_fingerprint({"x": [threading.Lock()]})
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(Unfingerprintable, match="nested too deeply"):
+        value_fingerprint(nested)
+
+
+def test_code_fingerprints_ignore_comments_and_count_code_and_defaults() -> None:
+    def build(text: str, filename: str = "<no source>") -> Any:
+        namespace: dict[str, Any] = {"decorated": lambda fn: fn}
+        exec(compile(text, filename, "exec"), namespace)  # no line cache: bytecode counts
+        return namespace["f"]
+
+    def with_source(text: str, filename: str) -> Any:
+        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+        return build(text, filename)
+
+    plain = "def f(x, k=2):\n    return x * k\n"
+    assert code_fingerprint(build(plain)) == code_fingerprint(build(plain))
+    assert code_fingerprint(build(plain)) != code_fingerprint(build(plain.replace("* k", "* k + 1")))
+    assert code_fingerprint(build(plain)) != code_fingerprint(build(plain.replace("k=2", "k=3")))
+    nested = "def f(x):\n    def g():\n        return {}\n    return g()\n"
+    assert code_fingerprint(build(nested.format("1"))) != code_fingerprint(build(nested.format("2")))
+    commented = with_source("def f(x):\n    # why\n    return x * 2  # twice\n", "<cell-1>")
+    bare = with_source("@decorated\ndef f(x):\n    return x * 2\n", "<cell-2>")
+    edited = with_source("def f(x):\n    return x * 3\n", "<cell-3>")
+    assert code_fingerprint(commented) == code_fingerprint(bare) != code_fingerprint(edited)
+    assert code_fingerprint(double) != code_fingerprint(double_changed)
+    assert code_fingerprint(double) != code_fingerprint(double_rewritten)
