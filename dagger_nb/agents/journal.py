@@ -125,15 +125,22 @@ class Journal:
         loop.call_soon(self.flush)
 
     def close(self) -> None:
-        """Flush, then close the store, which is released even when the last changes cannot be written."""
+        """Flush, then close the store, which is released even when the last changes cannot be written
+        (a change made later fails to write, with :class:`StorageError`)."""
         store = self.store
         if store is None:
             return
         try:
             self.flush()
         finally:
-            self.store = None
             store.close()
+
+    def detach(self) -> None:
+        """:meth:`close`, then keep nothing for the file: a newer manager took it over."""
+        try:
+            self.close()
+        finally:
+            self.store = None
 
 
 @dataclass(slots=True)

@@ -310,7 +310,7 @@ class TaskManager:
             host.loop.call_soon_threadsafe(cancel)  # cancel scopes belong to their loop's thread
         else:
             cancel()
-        self._journal.close()
+        self._journal.detach()
 
     def __enter__(self) -> TaskManager:
         return self

@@ -437,3 +437,16 @@ async def test_changes_on_a_loop_are_committed_together_when_the_step_ends(tmp_p
         assert stored_statuses(db) == {}  # one transaction for the whole step, not four
         await anyio.lowlevel.checkpoint()
         assert stored_statuses(db) == {"t0": "accepted", "t1": "pending", "t2": "pending"}
+
+
+def test_a_change_after_close_is_refused_not_silently_kept_in_memory(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    manager = dagger_nb.TaskManager(db, registry=echo_registry())
+    manager.add_task("job", "a", "echo", task_id="a")
+    manager.close()
+    with pytest.raises(dagger_nb.StorageError, match="cannot write tasks to .*closed database"):
+        manager.add_task("job", "b", "echo", task_id="b")
+    with pytest.raises(dagger_nb.StorageError):  # reports the change it could not write again
+        manager.close()
+    with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
+        assert [task.task_id for task in reopened.tasks("job")] == ["a"]
