@@ -9,6 +9,7 @@ self-contained page or a JSON document.
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import math
@@ -33,6 +34,7 @@ SEGMENTS = ("succeeded", "failed", "skipped", "cancelled", "running")
 TASK_SEGMENT = {"completed": "succeeded", "accepted": "succeeded", "failed": "failed", "rejected": "failed",
                 "cancelled": "cancelled", "in_progress": "running", "blocked": "skipped"}
 _DONE = ("succeeded", "failed", "skipped", "cancelled")
+_MERGE_ABOVE = 200
 
 
 def short_id(text: str, length: int = 8) -> str:
@@ -225,21 +227,24 @@ class Span:
 def assign_lanes(spans: Sequence[Span]) -> list[int]:
     """A lane per span so that spans in one lane never overlap (the worker slot each one used)."""
     order = sorted(range(len(spans)), key=lambda i: spans[i].start)
-    lane_free: list[float] = []
+    free: list[tuple[float, int]] = []  # (free from, lane), earliest first
     lanes = [0] * len(spans)
     for index in order:
         span = spans[index]
-        lane = next((i for i, free_at in enumerate(lane_free) if free_at <= span.start), len(lane_free))
-        if lane == len(lane_free):
-            lane_free.append(0.0)
+        # the lane free the longest, or (every lane busy) one more: each lane is in ``free`` once
+        lane = heapq.heappop(free)[1] if free and free[0][0] <= span.start else len(free)
         lanes[index] = lane
-        lane_free[lane] = math.inf if span.end is None else span.end
+        heapq.heappush(free, (math.inf if span.end is None else span.end, lane))
     return lanes
 
 
 def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int = 900, lane_height: int = 16,
                  max_lanes: int = 40) -> str:
-    """A Gantt chart of ``spans`` as inline SVG, one lane per worker slot; empty when nothing started."""
+    """A Gantt chart of ``spans`` as inline SVG, one lane per worker slot; empty when nothing started.
+
+    Above ``_MERGE_ABOVE`` spans, neighbouring spans of one lane and status closer than a pixel are
+    drawn as one bar (its tooltip counts them), so a run of thousands of short nodes stays a light picture.
+    """
     if not spans:
         return ""
     now = time.time() if now is None else now
@@ -249,21 +254,27 @@ def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int 
     scale = (width - 60) / (end - origin)
     shown_lanes = min(max(lanes) + 1, max_lanes)
     height = shown_lanes * lane_height + 20
-    bars = []
+    merge = len(spans) > _MERGE_ABOVE
+    per_lane: dict[int, list[Span]] = {}
     for span, lane in zip(spans, lanes, strict=True):
-        if lane >= max_lanes:
-            continue
-        x = 50 + (span.start - origin) * scale
-        bar_width = max(((now if span.end is None else span.end) - span.start) * scale, 1.5)
-        colour = STATUS_COLOURS.get(span.status, "#ddd")
-        label = f"{span.name} ({span.group}): {span.status}"
-        if span.end is not None:
-            label += f", {span.end - span.start:.3f}s"
-        bars.append(
-            f"<rect class='dagger-span' x='{x:.1f}' y='{lane * lane_height + 2}' width='{bar_width:.1f}' "
-            f"height='{lane_height - 4}' fill='{colour}' stroke='#666' stroke-width='0.5'>"
-            f"<title>{escape(label)}</title></rect>"
-        )
+        if lane < max_lanes:
+            per_lane.setdefault(lane, []).append(span)
+    bars = []
+    for lane, members in per_lane.items():
+        members.sort(key=lambda span: span.start)
+        block: list[Span] = []
+        block_end = 0.0
+        for span in [*members, None]:
+            stop = None if span is None else (now if span.end is None else span.end)
+            if merge and span is not None and block and span.status == block[0].status and (
+                    span.start - block_end) * scale < 1.0:
+                block.append(span)
+                block_end = max(block_end, stop or 0.0)
+                continue
+            if block:
+                bars.append(_bar(block, lane, block_end, origin=origin, scale=scale, lane_height=lane_height))
+            if span is not None:
+                block, block_end = [span], stop or 0.0
     axis = (
         f"<text x='50' y='{height - 4}' font-size='10'>0s</text>"
         f"<text x='{width - 10}' y='{height - 4}' font-size='10' text-anchor='end'>"
@@ -279,6 +290,23 @@ def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int 
         f"<div class='dagger-timeline'><svg xmlns='http://www.w3.org/2000/svg' width='100%' "
         f"viewBox='0 0 {width} {height}' preserveAspectRatio='none' style='max-width:{width}px'>"
         f"{lane_labels}{''.join(bars)}{axis}</svg>{note}</div>"
+    )
+
+
+def _bar(block: list[Span], lane: int, block_end: float, *, origin: float, scale: float, lane_height: int) -> str:
+    first = block[0]
+    x = 50 + (first.start - origin) * scale
+    bar_width = max((block_end - first.start) * scale, 1.5)
+    if len(block) == 1:
+        label = f"{first.name} ({first.group}): {first.status}"
+        if first.end is not None:
+            label += f", {first.end - first.start:.3f}s"
+    else:
+        label = f"{len(block)} nodes ({first.name} … {block[-1].name}): {first.status}"
+    return (
+        f"<rect class='dagger-span' x='{x:.1f}' y='{lane * lane_height + 2}' width='{bar_width:.1f}' "
+        f"height='{lane_height - 4}' fill='{STATUS_COLOURS.get(first.status, '#ddd')}' stroke='#666' "
+        f"stroke-width='0.5'><title>{escape(label)}</title></rect>"
     )
 
 

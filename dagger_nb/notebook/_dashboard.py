@@ -128,8 +128,9 @@ class GraphPanel:
     above ``live_limit`` nodes, and never sooner than four times the last
     render's duration); otherwise a timer on the loop starts it when allowed,
     so the graph catches up with the last event even when no other event
-    comes. ``final`` renders at once; an older render finishing later never
-    overwrites a newer one.
+    comes. The first render waits ``interval`` too (a run shorter than that
+    is drawn once). ``final`` renders at once; an older render finishing later
+    never overwrites a newer one.
     """
 
     def __init__(
@@ -154,10 +155,12 @@ class GraphPanel:
         self._applied = 0  # sequence number of the render shown
         self._version: object = None  # version of the latest render started
         self._last_start = -float("inf")
+        self._created = time.monotonic()
         self._last_duration = 0.0
         self._threads: list[threading.Thread] = []
         self._timer: asyncio.TimerHandle | None = None
         self._pending: tuple[Callable[[], str], object, int] | None = None
+        self._resend: contextvars.Context | None = None
 
     @property
     def busy(self) -> bool:
@@ -168,9 +171,11 @@ class GraphPanel:
         """Render the graph of ``version`` now or as soon as the policy allows (at once when ``final``)."""
         if not final and version is not None and version == self._version:
             return
-        interval = self.interval if nodes <= self.live_limit else self.slow_interval
-        interval = max(interval, 4 * self._last_duration)
-        wait = self._last_start + interval - time.monotonic()
+        if self._started:
+            interval = self.interval if nodes <= self.live_limit else self.slow_interval
+            wait = self._last_start + max(interval, 4 * self._last_duration) - time.monotonic()
+        else:  # the first picture waits one interval: a short run is drawn once, when it ends
+            wait = self._created + self.interval - time.monotonic()
         if final or wait <= 0:
             self._cancel_timer()
             self._start(dot(), version)
@@ -207,6 +212,12 @@ class GraphPanel:
         """Start nothing more."""
         self._cancel_timer()
 
+    def resend_from(self, context: contextvars.Context) -> None:
+        """When a render still under way is shown, send the widget's state again from ``context``."""
+        with self._lock:
+            if self._applied < self._started:
+                self._resend = context
+
     def _start(self, dot: str, version: object) -> None:
         self._started += 1
         sequence = self._started
@@ -224,6 +235,9 @@ class GraphPanel:
                     self.renders += 1
                     self.shown_version = version
                     self.widget.value = value
+                    resend, self._resend = (self._resend, None) if sequence == self._started else (None, self._resend)
+                    if resend is not None:
+                        resend.run(self.widget.send_state)
 
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         thread = threading.Thread(target=context.run, args=(render,), name="dagger-nb graph", daemon=True)
@@ -285,6 +299,7 @@ class Dashboard(widgets.VBox):
         self.draw_error: Exception | None = None
         self._throttle = Throttle(self._redraw, interval=interval)
         self._tick_timer: asyncio.TimerHandle | None = None
+        self._fills: list[threading.Thread] = []
         panels: list[Any] = [self.header, self.progress, self.table] if progress else [self.header, self.table]
         if self.agent_panel is not None:
             panels.append(self.agent_panel)
@@ -362,9 +377,27 @@ class Dashboard(widgets.VBox):
         self.cancel_button.layout.display = None
         self.start_clock()
 
+    def fill_in_thread(self, widget: widgets.HTML, make: Callable[[], str]) -> None:
+        """Set ``widget.value = make()`` from a worker thread (a costly panel of a finished run)."""
+        context = contextvars.copy_context()
+
+        def fill() -> None:
+            widget.value = make()
+
+        thread = threading.Thread(target=context.run, args=(fill,), name="dagger-nb panel", daemon=True)
+        self._fills = [alive for alive in self._fills if alive.is_alive()] + [thread]
+        thread.start()
+
+    def settle(self, timeout: float | None = 30) -> None:
+        """Wait for the graph and the panels being made in worker threads (tests, scripts)."""
+        self.graph.join(timeout)
+        for thread in list(self._fills):
+            thread.join(timeout)
+
     def send_final_state(self) -> None:
-        """Re-send every panel's state from the calling cell (headless runners record it there)."""
-        self.graph.join(timeout=5)
+        """Re-send every panel's state from the calling cell (headless runners record it there); a graph
+        still being rendered is sent from this cell too when it is ready (the loop never waits for it)."""
+        self.graph.resend_from(contextvars.copy_context())
         for widget in self._widgets():
             widget.send_state()
         self.send_state()

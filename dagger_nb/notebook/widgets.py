@@ -11,6 +11,7 @@ final state when the work ends, and escapes every piece of text it shows.
 
 from __future__ import annotations
 
+import heapq
 import time
 from typing import Any
 
@@ -32,10 +33,12 @@ from dagger_nb.export import (
 from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
 from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
-from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_progress_html, collapsed_dot
+from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
 
 _ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "skipped": 4, "pending": 5}
 _NODE_COLUMNS = ("node", "action", "status", "attempts", "duration (s)", "error")
+#: Seconds between two timelines of a run above the collapse limit (a timeline of thousands of nodes costs).
+_BIG_TIMELINE_EVERY = 1.0
 _LEGEND = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
 
 
@@ -75,6 +78,8 @@ class RunDashboard(Dashboard):
         self.children = children
         #: node -> (when the next attempt starts, its number, the last error) while a retry waits
         self.retrying: dict[str, tuple[float, int, str]] = {}
+        self._timeline_at = -float("inf")
+        self._edges_of: tuple[Any, list[tuple[str, str]]] | None = None
         self.add_class("dagger-run-dashboard")
         handle.add_waited_callback(self.send_final_state)
         follow = getattr(handle, "follow", handle.add_listener)
@@ -140,21 +145,28 @@ class RunDashboard(Dashboard):
         self.questions.sync([] if self.handle.done else self.handle.questions())
         collapsed = len(outcomes) > self.collapse_limit
         if collapsed:
-            self.graph.update(lambda: collapsed_dot(report.spec, outcomes), len(outcomes), final=final,
-                              version=self.events_seen)
+            self.graph.update(lambda: collapsed_dot(report.spec, outcomes, edges=self._edges(report.spec)),
+                              len(outcomes), final=final, version=self.events_seen)
             self.legend.value = legend_html(_LEGEND) + action_progress_html(report.spec, outcomes)
         else:
             self.graph.update(lambda: workflow_dot(report.spec, outcomes), len(outcomes), final=final,
                               version=self.events_seen)
             self.legend.value = legend_html(_LEGEND)
-        if self.timeline is not None:
+        now = time.monotonic()
+        if self.timeline is None:
+            return
+        if final and self.handle.report is report:  # a finished run no longer changes: draw it off the loop
+            self.fill_in_thread(self.timeline, lambda: timeline_svg(run_spans(report), now=report.finished_at))
+        elif not collapsed or now - self._timeline_at >= _BIG_TIMELINE_EVERY:
+            self._timeline_at = now
             self.timeline.value = timeline_svg(run_spans(report), now=time.time() if running else report.finished_at)
 
     def _table(self, report: ExecutionReport) -> str:
         outcomes = list(report.outcomes.values())
-        if len(outcomes) > self.table_rows:
-            outcomes.sort(key=lambda o: (_ORDER.get(o.status, 9), -(o.finished_at or o.started_at or 0)))
         shown = outcomes[: self.table_rows]
+        if len(outcomes) > self.table_rows:
+            shown = heapq.nsmallest(self.table_rows, outcomes,
+                                    key=lambda o: (_ORDER.get(o.status, 9), -(o.finished_at or o.started_at or 0)))
         now = time.time()
         rows: list[tuple[object, ...]] = []
         for o in shown:
@@ -174,6 +186,12 @@ class RunDashboard(Dashboard):
             columns += ("worker",)
             rows = [(*row, o.worker or "") for row, o in zip(rows, shown, strict=True)]
         return table_html(columns, rows, status_column=2, more=len(outcomes) - len(shown))
+
+    def _edges(self, spec: Any) -> list[tuple[str, str]]:
+        # the edges between actions change only when nodes are added (a new spec)
+        if self._edges_of is None or self._edges_of[0] is not spec:
+            self._edges_of = (spec, action_edges(spec))
+        return self._edges_of[1]
 
     def _widgets(self) -> list[Any]:
         forms = [widget for form in self.questions.forms.values() for widget in (*form.widgets(), form)]

@@ -207,23 +207,26 @@ async def test_graph_without_graphviz_shows_a_note_and_the_dot(
 
 
 async def test_large_graphs_are_redrawn_less_often_and_never_stale_at_the_end(executor: DagExecutor) -> None:
-    gate = anyio.Event()
-    started = anyio.Event()
+    gates = [anyio.Event(), anyio.Event(), anyio.Event()]
+    started = [anyio.Event(), anyio.Event(), anyio.Event()]
 
-    async def step(x: int = 0) -> int:
-        started.set()
-        await gate.wait()
-        return x
+    async def step(x: int = -1) -> int:
+        started[x + 1].set()
+        await gates[x + 1].wait()
+        return x + 1
 
     executor.registry.register("step", step)
     executor.add_workflow(chain("big", "step", 3))
     handle = executor.start("big")
     dashboard = RunDashboard(handle, graph_live_limit=2)  # 3 nodes: redrawn at most every 5 s
-    await started.wait()
+    await started[0].wait()
+    await until(lambda: dashboard.graph.renders == 1, 5, "the first picture never came")
+    gates[0].set()
+    await started[1].wait()
     dashboard.refresh()
-    dashboard.graph.join(timeout=30)
-    assert dashboard.graph.renders == 1 and dashboard.graph.busy  # the redraw waits for its turn
-    gate.set()
+    assert dashboard.graph.busy and dashboard.graph.renders == 1  # the next picture waits for its turn
+    gates[1].set()
+    gates[2].set()
     await handle.wait()
     dashboard.graph.join(timeout=30)
     svg = dashboard.graph.widget.value
@@ -807,6 +810,7 @@ async def test_the_timeline_shows_running_and_finished_nodes_live(executor: DagE
     assert "s (slow): running" in dashboard.timeline.value  # type: ignore[union-attr]
     gate.set()
     await handle.wait()
+    dashboard.settle()
     assert "s (slow): succeeded" in dashboard.timeline.value  # type: ignore[union-attr]
     dashboard.close()
 

@@ -33,8 +33,22 @@ def counts_per_action(outcomes: Mapping[str, NodeOutcome]) -> dict[str, dict[str
     return per
 
 
-def collapsed_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome]) -> str:
-    """DOT with one box per action, striped by the share of its nodes in each status."""
+def action_edges(spec: WorkflowSpec) -> list[tuple[str, str]]:
+    """The edges between actions: (action of a dependency, action of its dependent), each once."""
+    actions = {node.id: node.action for node in spec.nodes}
+    edges: set[tuple[str, str]] = set()
+    for node_id, dependencies in spec.dependency_map().items():
+        for dependency in dependencies:
+            pair = (actions.get(dependency, dependency), actions.get(node_id, node_id))
+            if pair[0] != pair[1]:
+                edges.add(pair)
+    return sorted(edges)
+
+
+def collapsed_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome], *,
+                  edges: list[tuple[str, str]] | None = None) -> str:
+    """DOT with one box per action, striped by the share of its nodes in each status; ``edges`` as
+    :func:`action_edges` gives them (computed when not given)."""
     per = counts_per_action(outcomes)
     failed: dict[str, list[str]] = {}
     for outcome in list(outcomes.values()):
@@ -54,14 +68,7 @@ def collapsed_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome]) -> st
         )
         graph.node(f"action:{action}", label="\n".join(lines), tooltip=action, style="striped",
                    fillcolor=stripes, penwidth=2 if names else 1, color="#b3261e" if names else "black")
-    edges: set[tuple[str, str]] = set()
-    actions = {node.id: node.action for node in spec.nodes}
-    for node_id, dependencies in spec.dependency_map().items():
-        for dependency in dependencies:
-            pair = (actions.get(dependency, dependency), actions.get(node_id, node_id))
-            if pair[0] != pair[1]:
-                edges.add(pair)
-    for tail, head in sorted(edges):
+    for tail, head in action_edges(spec) if edges is None else edges:
         graph.edge(f"action:{tail}", f"action:{head}")
     return graph.source()
 
