@@ -47,7 +47,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
@@ -85,6 +85,8 @@ PLUGIN_NAME = "dagger-nb-cancel"
 #: (Dask's ``distributed.admin.low-level-log-length``), so this bounds what it holds for us.
 PUSH_LIMIT = 4096
 _WORKER_ATTRIBUTE = "_dagger_nb_worker"
+#: the usage a failed attempt recorded (``ctx.record_usage``), travelling with its exception
+_USAGE_ATTRIBUTE = "_dagger_nb_usage"
 
 
 class DaskBackend:
@@ -120,10 +122,16 @@ class DaskBackend:
         remote_ctx = self._remote_context(ctx, computed) if ctx is not None else None
         await self._register_plugin()
         sent = self._send(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, computed=computed)
-        done = await self._receive(sent, outcome)
+        try:
+            done = await self._receive(sent, outcome)
+        except Exception as exception:  # a failed attempt's usage was spent all the same
+            if ctx is not None:
+                ctx.replay_usage(getattr(exception, _USAGE_ATTRIBUTE, ()))
+            raise
         if ctx is not None:
             for namespace, name, value in done.writes:
                 ctx.cache.insert(namespace, name, value)
+            ctx.replay_usage(done.usage)
         return done.result
 
     async def call(self, name: str, fn: Any, /, *args: Any, is_async: bool = False, outcome: Any = None) -> Any:
@@ -687,6 +695,8 @@ class _Done:
     held: bool = False
     #: a call sent ahead did not run: why it could not take its inputs from its upstream results
     missed: str | None = None
+    #: what the action reported with ``ctx.record_usage``: (tokens, cost, model) per call
+    usage: list[tuple[int, float | None, str | None]] = field(default_factory=list)
 
 
 class _RecordingCache(Cache):
@@ -697,6 +707,8 @@ class _RecordingCache(Cache):
         for namespace, key, value in seeded:
             super().insert(namespace, key, value)
         self.writes: list[tuple[str, str, Any]] = []
+        #: the context's ``record_usage`` calls, sent back with the attempt
+        self.usage: list[tuple[int, float | None, str | None]] = []
 
     def insert(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` here and remember to write it to the run's cache."""
@@ -708,7 +720,8 @@ def _context(remote: dict[str, Any] | None) -> tuple[dict[str, Any], _RecordingC
     if remote is None:
         return {}, None
     cache = _RecordingCache(remote["seeded"])
-    ctx = NodeContext(remote["node"], remote["workflow"], remote["run_id"], remote["attempt"], remote["inputs"], cache)
+    ctx = NodeContext(remote["node"], remote["workflow"], remote["run_id"], remote["attempt"], remote["inputs"], cache,
+                      usage=cache.usage)
     return {"ctx": ctx}, cache
 
 
@@ -743,10 +756,10 @@ def _run_sync(
         if held:
             distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
-        _tag(exception, address)
+        _tag(exception, address, cache)
         raise
-    writes = cache.writes if cache is not None else []
-    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held))
+    writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
+    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held, usage=usage))
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -777,14 +790,14 @@ async def _run_async(
         if held:
             await distributed.get_client().publish_dataset(result, name=key)
     except Exception as exception:
-        _tag(exception, address)
+        _tag(exception, address, cache)
         raise
     finally:
         _RUNNING.pop(key, None)
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
-    writes = cache.writes if cache is not None else []
-    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held))
+    writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
+    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held, usage=usage))
 
 
 def _push_if_small(key: str, push_to: tuple[str, str], done: _Done) -> _Done:
@@ -838,10 +851,12 @@ def _picked(picks: tuple[_Pick, ...], upstream: tuple[_Done, ...]) -> dict[str, 
     return values
 
 
-def _tag(exception: Exception, address: str | None) -> None:
-    """Remember where the attempt failed; the attribute travels with the pickled exception."""
+def _tag(exception: Exception, address: str | None, cache: _RecordingCache | None = None) -> None:
+    """Remember where the attempt failed and what it used; the attributes travel with the pickled exception."""
     with contextlib.suppress(AttributeError):  # exceptions with __slots__
         setattr(exception, _WORKER_ATTRIBUTE, address)
+        if cache is not None and cache.usage:
+            setattr(exception, _USAGE_ATTRIBUTE, cache.usage)
 
 
 #: On a worker: the cancel scope of each running async action, by task key. Per process and

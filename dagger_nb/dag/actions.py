@@ -14,6 +14,7 @@ a parameter called ``ctx`` receives the :class:`NodeContext`.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
@@ -73,6 +74,25 @@ class Action:
         if self.takes_any_keyword or self.parameters.issuperset(kwargs):
             return kwargs
         return {key: value for key, value in kwargs.items() if key in self.parameters}
+
+
+#: one ``record_usage`` call: tokens, cost, model
+Usage = tuple[int, "float | None", "str | None"]
+
+
+def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage:
+    """The checked arguments of ``ctx.record_usage``; :class:`ActionError` naming the node and
+    what is wrong (a boolean is not a number)."""
+    problems = []
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        problems.append(f"tokens must be a whole number >= 0, got {tokens!r}")
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < math.inf):
+        problems.append(f"cost must be a finite number >= 0 (or None), got {cost!r}")
+    if model is not None and not isinstance(model, str):
+        problems.append(f"model must be a name (or None), got {model!r}")
+    if problems:
+        raise ActionError(f"node '{node}': record_usage(): {'; '.join(problems)}")
+    return tokens, (None if cost is None else float(cost)), model  # type: ignore[return-value]
 
 
 def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[str, Any]:
@@ -201,10 +221,44 @@ class NodeContext:
     cache: Cache
     executor: DagExecutor | None = None
     _run: Run | None = field(default=None, repr=False)
+    #: usage recorded where no run is at hand (on a Dask worker): it travels back with the result
+    usage: list[Usage] | None = field(default=None, repr=False)
 
     def output(self, key: str, value: Any) -> None:
         """Store ``value`` as this node's output ``key`` (same as ``insert_value``)."""
         self.cache.insert(self.node, key, value)
+
+    def record_usage(self, tokens: int, cost: float | None = None, model: str | None = None) -> None:
+        """Report what this node's action used: ``tokens`` (a whole number >= 0), its ``cost`` and
+        the ``model``. Call it as often as you like: the reports add up, every attempt counted.
+
+        The totals are the node's ``tokens``/``cost``/``models`` in the report and the run's
+        ``tokens``/``cost``. When the run's total passes ``config.max_tokens`` (or
+        ``DagExecutor(max_tokens=...)``), the node fails with "token budget exceeded: N of M",
+        is not retried, and the run follows ``on_failure``; the call raises
+        :class:`TokenBudgetExceeded` so the action stops spending (on a Dask worker the usage
+        travels back with the attempt and is checked then). Bad values raise :class:`ActionError`.
+        """
+        usage = check_usage(self.node, tokens, cost, model)
+        if self._run is None:
+            if self.usage is None:
+                self.usage = []
+            self.usage.append(usage)
+            return
+        from dagger_nb.dag.run import _on_loop
+
+        exceeded = _on_loop(self._run.add_usage, self.node, *usage)
+        if exceeded is not None:
+            raise exceeded
+
+    def replay_usage(self, usage: list[Usage] | tuple[Usage, ...]) -> None:
+        """Count usage recorded by a remote copy of this context (a Dask worker's) here; never raises
+        for the budget: the scheduler fails the node that passed it."""
+        run = self._run
+        for tokens, cost, model in usage:
+            check_usage(self.node, tokens, cost, model)
+            if run is not None:
+                run.add_usage(self.node, tokens, cost, model)
 
     def add_node(self, action: str, **arguments: Any) -> str:
         """Add a node to the running workflow; see :meth:`RunHandle.add_node` for the arguments.

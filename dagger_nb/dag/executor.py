@@ -100,6 +100,11 @@ class DagExecutor:
     ``config.enable_incremental_cache``; a run can override it. Results are stored in
     ``db`` (in memory without one); ``max_cache_mb`` bounds their size, least recently
     used first. See :meth:`clear_cache` and :meth:`invalidate`.
+
+    ``max_tokens`` is a token budget for each run, overriding the workflow's
+    ``config.max_tokens``: actions report usage with ``ctx.record_usage(tokens=...)``, and the
+    node whose usage takes the run's total past the budget fails with "token budget
+    exceeded: N of M" (not retried; the run follows ``on_failure``).
     """
 
     def __init__(
@@ -112,9 +117,14 @@ class DagExecutor:
         keep_runs: int = 100,
         incremental: bool | None = None,
         max_cache_mb: float | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
             raise ExecutionError(f"keep_runs must be a positive whole number, got {keep_runs!r}")
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):  # a bool is not one
+            raise ExecutionError(f"max_tokens must be a whole number >= 1 (or None), got {max_tokens!r}")
+        #: overrides every workflow's ``config.max_tokens`` when given
+        self.max_tokens = max_tokens
         if incremental is not None and not isinstance(incremental, bool):
             raise ExecutionError(f"incremental must be True, False or None, got {incremental!r}")
         if max_cache_mb is not None and (isinstance(max_cache_mb, bool) or not isinstance(max_cache_mb, int | float)
@@ -482,10 +492,13 @@ class DagExecutor:
     # -- internals -------------------------------------------------------------------------------
 
     def _effective_config(self, spec: WorkflowSpec) -> DagConfig:
-        if self.config is None:
-            return spec.config
-        overrides = {key: getattr(spec.config, key) for key in spec.config.model_fields_set}
-        return self.config.model_copy(update=overrides)
+        config = spec.config
+        if self.config is not None:
+            overrides = {key: getattr(spec.config, key) for key in spec.config.model_fields_set}
+            config = self.config.model_copy(update=overrides)
+        if self.max_tokens is not None:
+            config = config.model_copy(update={"max_tokens": self.max_tokens})
+        return config
 
     def _new_run(
         self, name: str, *, cache: Cache | None, inputs: Mapping[str, Any] | None,

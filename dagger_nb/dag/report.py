@@ -23,7 +23,7 @@ RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "canc
 
 FRAME_COLUMNS = [
     "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker",
-    "cached_from", "reason",
+    "cached_from", "reason", "tokens", "cost", "models",
 ]
 
 
@@ -50,6 +50,12 @@ class NodeOutcome:
     reason: str | None = None
     #: the run whose stored result a ``cached`` node reused
     cached_from: str | None = None
+    #: tokens its action reported (``ctx.record_usage``), every attempt counted
+    tokens: int = 0
+    #: the cost its action reported, when it reported any
+    cost: float | None = None
+    #: the models its action named, in the order first named
+    models: tuple[str, ...] = ()
 
     @property
     def duration_s(self) -> float | None:
@@ -77,6 +83,12 @@ class ExecutionReport:
     finished_at: float | None = None
     #: problems around the run that are not a node's (a hook that raised, ...)
     notes: list[str] = field(default_factory=list)
+    #: tokens every node reported (``ctx.record_usage``), the run's total against ``max_tokens``
+    tokens: int = 0
+    #: the cost every node reported, when one reported any
+    cost: float | None = None
+    #: the run's token budget (``config.max_tokens``, or ``DagExecutor(max_tokens=...)``); None: no budget
+    max_tokens: int | None = None
 
     @property
     def success(self) -> bool:
@@ -94,10 +106,10 @@ class ExecutionReport:
         """One row per node: ``node, action, status, attempts, started_at, finished_at, duration_s, error,
         worker`` (where the last attempt ran: a Dask worker's address, None in this process), ``cached_from``
         (the run a ``cached`` node's result came from), ``reason`` (in an incremental run, why the node
-        ran or was reused)."""
+        ran or was reused), and the usage its action reported: ``tokens``, ``cost``, ``models`` (comma-separated)."""
         rows = [
             (o.node, o.action, o.status, o.attempts, o.started_at, o.finished_at, o.duration_s, o.error, o.worker,
-             o.cached_from, o.reason)
+             o.cached_from, o.reason, o.tokens, o.cost, ", ".join(o.models))
             for o in self.outcomes.values()
         ]
         import pandas as pd
@@ -113,10 +125,19 @@ class ExecutionReport:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts().items()))
-        return f"<ExecutionReport {self.workflow!r} run {self.run_id}: {self.status} ({counts})>"
+        return f"<ExecutionReport {self.workflow!r} run {self.run_id}: {self.status} ({counts}){usage_summary(self)}>"
 
     def _repr_html_(self) -> str:
         return report_html(self)
+
+
+def usage_summary(report: ExecutionReport) -> str:
+    """``", 1,200 tokens of 5,000, cost 0.03"`` when the run's nodes reported usage or it has a budget; else ``""``."""
+    budget = report.max_tokens
+    if not report.tokens and report.cost is None and budget is None:
+        return ""
+    text = f", {report.tokens:,} tokens" + (f" of {budget:,}" if budget is not None else "")
+    return text + (f", cost {report.cost:g}" if report.cost is not None else "")
 
 
 def report_html(report: ExecutionReport, *, limit: int = 200) -> str:
@@ -127,6 +148,7 @@ def report_html(report: ExecutionReport, *, limit: int = 200) -> str:
         f"<span style='background:{STATUS_COLOURS.get(report.status, '#fff')};padding:0 4px'>"
         f"{e(report.status)}</span>"
     )
+    header += e(usage_summary(report))
     if report.error:
         header += f"<br><span style='color:#b3261e'>{e(report.error)}</span>"
     shown = list(report.outcomes.values())[:limit]

@@ -19,7 +19,7 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import DONE_STATUSES, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
-from dagger_nb.errors import ExecutionError, StorageError
+from dagger_nb.errors import ExecutionError, StorageError, TokenBudgetExceeded
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -125,6 +125,10 @@ class Run:
         #: listeners kept across resumes (each resume starts a new event stream)
         self.followers: list[Callable[[DagEvent], object]] = []
         self.notes: list[str] = []
+        #: the run's usage totals (``ctx.record_usage``): the sum of its nodes'
+        self.tokens = sum(outcome.tokens for outcome in self.outcomes.values())
+        costs = [outcome.cost for outcome in self.outcomes.values() if outcome.cost is not None]
+        self.cost: float | None = sum(costs) if costs else None
         self.id_counters: dict[str, int] = {}
         self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in spec.nodes)
         self.iteration_limit = config.max_iterations
@@ -177,6 +181,8 @@ class Run:
         for follower in self.followers:
             self.events.add_listener(follower)
         self.failed: list[str] = []
+        #: node id -> "token budget exceeded: N of M", for the nodes whose usage passed ``max_tokens``
+        self.over_budget: dict[str, str] = {}
         self.workers = 0
         self.stopping = False
         self.cancel_requested = False
@@ -244,6 +250,26 @@ class Run:
                 if self.outcomes[dependency].status in DONE_STATUSES:
                     self.cache.release(dependency)
 
+    def add_usage(
+        self, node_id: str, tokens: int, cost: float | None, model: str | None
+    ) -> TokenBudgetExceeded | None:
+        """Count usage ``node_id``'s action reported (checked); the error if it took the run's total
+        past ``config.max_tokens`` (the node then fails, whatever its action does with it)."""
+        outcome = self.outcomes[node_id]
+        outcome.tokens += tokens
+        self.tokens += tokens
+        if cost is not None:
+            outcome.cost = cost if outcome.cost is None else outcome.cost + cost
+            self.cost = cost if self.cost is None else self.cost + cost
+        if model is not None and model not in outcome.models:
+            outcome.models = (*outcome.models, model)
+        budget = self.config.max_tokens
+        if budget is not None and tokens and self.tokens > budget:
+            exceeded = TokenBudgetExceeded(self.tokens, budget)
+            self.over_budget.setdefault(node_id, str(exceeded))
+            return exceeded
+        return None
+
     @property
     def limit(self) -> int:
         """How many nodes may run at once."""
@@ -273,6 +299,9 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             notes=self.notes,
+            tokens=self.tokens,
+            cost=self.cost,
+            max_tokens=self.config.max_tokens,
         )
 
     def finish(self, status: RunStatus, error: str | None) -> ExecutionReport:
@@ -297,6 +326,9 @@ class Run:
             started_at=self.started_at,
             finished_at=self.finished_at,
             notes=list(self.notes),
+            tokens=self.tokens,
+            cost=self.cost,
+            max_tokens=self.config.max_tokens,
         )
         return self.report
 

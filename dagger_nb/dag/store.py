@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS dag_cache (
     run_id TEXT NOT NULL REFERENCES dag_runs(run_id) ON DELETE CASCADE, namespace TEXT NOT NULL,
     key TEXT NOT NULL, format TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (run_id, namespace, key)
 );
+CREATE TABLE IF NOT EXISTS dag_usage (
+    run_id TEXT NOT NULL REFERENCES dag_runs(run_id) ON DELETE CASCADE, node TEXT NOT NULL,
+    tokens INTEGER NOT NULL, cost REAL, models TEXT NOT NULL, PRIMARY KEY (run_id, node)
+);
 """
 
 _RUN_STATUSES = {"pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"}
@@ -147,6 +151,9 @@ class RunStore:
             else:
                 connection.execute("DELETE FROM dag_cache WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
+            connection.execute("DELETE FROM dag_usage WHERE run_id = ?", (run_id,))
+            connection.executemany("INSERT INTO dag_usage VALUES (?, ?, ?, ?, ?)",
+                                   _usage_rows(run_id, report.outcomes.values()))
 
     def commit_nodes(self, run_id: str, records: list[NodeRecord], *, spec: WorkflowSpec | None = None) -> None:
         """Commit finished nodes (and the grown workflow ``spec``, if given) in one transaction."""
@@ -166,6 +173,16 @@ class RunStore:
             )
             connection.executemany("DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", replaced)
             connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
+            connection.executemany("INSERT OR REPLACE INTO dag_usage VALUES (?, ?, ?, ?, ?)",
+                                   _usage_rows(run_id, [outcome for outcome, _, _ in records]))
+
+    def save_values(self, run_id: str, namespaces: dict[str, dict[str, Any]]) -> None:
+        """Store (insert or replace) the values of ``namespaces`` of run ``run_id``: a snapshot of what
+        running nodes wrote through ``ctx``, kept if the process dies before they finish."""
+        rows = [(run_id, ns, key, *encoded) for ns, values in namespaces.items()
+                for key, value in values.items() if (encoded := _encode(value)) is not None]
+        with self._write("snapshot the cache of run", run_id) as connection:
+            connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", rows)
 
     def mark_ended(self, run_id: str, status: str, error: str | None, finished_at: float | None) -> None:
         """Record only the end of run ``run_id`` (when writing the whole run failed)."""
@@ -184,9 +201,10 @@ class RunStore:
             "SELECT r.run_id, r.workflow, r.status, r.started_at, r.finished_at, "
             "(SELECT COUNT(*) FROM dag_nodes n WHERE n.run_id = r.run_id), "
             "(SELECT COUNT(*) FROM dag_nodes n WHERE n.run_id = r.run_id AND n.status = 'failed'), "
-            "r.error FROM dag_runs r"
+            "r.error, (SELECT COALESCE(SUM(u.tokens), 0) FROM dag_usage u WHERE u.run_id = r.run_id) "
+            "FROM dag_runs r"
         )
-        columns = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
+        columns = RUN_COLUMNS
         with self._read("list the runs"):
             rows = [dict(zip(columns, row, strict=True)) for row in self._connection.execute(query)]
         for row in rows:
@@ -236,6 +254,9 @@ class RunStore:
             values = self._connection.execute(
                 "SELECT namespace, key, format, value FROM dag_cache WHERE run_id = ?", (run_id,)
             ).fetchall()
+            usage = self._connection.execute(
+                "SELECT node, tokens, cost, models FROM dag_usage WHERE run_id = ?", (run_id,)
+            ).fetchall()
         where = f"run store '{self.path}', run '{run_id}'"
         try:
             spec = WorkflowSpec.model_validate_json(row[0])
@@ -250,6 +271,8 @@ class RunStore:
             raise StorageError(f"{where}: node rows {sorted(unknown)[:5]} are not nodes of its workflow")
         # a node added while the run ran, which had not finished when it stopped, has no row yet
         outcomes = {node.id: stored.get(node.id) or NodeOutcome(node.id, node.action) for node in spec.nodes}
+        for fields in usage:
+            _add_stored_usage(outcomes, fields, where)
         cache = Cache()
         for namespace, key, fmt, blob in values:
             cache.insert(str(namespace), str(key), _decode(fmt, blob, f"{where}, value '{namespace}.{key}'"))
@@ -299,7 +322,7 @@ class RunStore:
             raise StorageError(f"cannot {what} run store '{self.path}': {error}") from None
 
 
-RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
+RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error", "tokens"]
 
 
 def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.DataFrame:
@@ -312,6 +335,7 @@ def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.Da
             "run_id": report.run_id, "workflow": report.workflow, "status": report.status,
             "started_at": report.started_at, "finished_at": report.finished_at, "nodes": len(report.outcomes),
             "failed": sum(o.status == "failed" for o in report.outcomes.values()), "error": report.error,
+            "tokens": report.tokens,
         }
         for report in live
     }
@@ -346,8 +370,25 @@ def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
                        reason=reason, cached_from=cached_from)
 
 
+def _usage_rows(run_id: str, outcomes: Iterable[NodeOutcome]) -> list[tuple[Any, ...]]:
+    """A ``dag_usage`` row for each node whose action reported usage."""
+    return [(run_id, o.node, o.tokens, o.cost, json.dumps(list(o.models)))
+            for o in outcomes if o.tokens or o.cost is not None or o.models]
 
 
+def _add_stored_usage(outcomes: dict[str, NodeOutcome], fields: tuple[Any, ...], where: str) -> None:
+    node, tokens, cost, models = fields
+    try:
+        names = json.loads(models)
+        if (
+            node not in outcomes or isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0
+            or not (cost is None or (_times(cost) and cost >= 0)) or not _texts(names)
+        ):
+            raise ValueError("a field has the wrong type or its node is not in the workflow")
+    except (ValueError, TypeError) as problem:
+        raise StorageError(f"{where}: the usage row of node {node!r} is damaged: {_first_line(problem)}") from None
+    outcome = outcomes[node]
+    outcome.tokens, outcome.cost, outcome.models = tokens, cost, tuple(names)
 
 
 def _times(*values: Any) -> bool:

@@ -75,7 +75,8 @@ async def test_report_frame_and_html(registry: ActionRegistry) -> None:
     report = await executor_with(registry, spec).execute_dag("table")
     frame = report.to_frame()
     assert list(frame.columns) == ["node", "action", "status", "attempts", "started_at", "finished_at",
-                                   "duration_s", "error", "worker", "cached_from", "reason"]
+                                   "duration_s", "error", "worker", "cached_from", "reason",
+                                   "tokens", "cost", "models"]
     assert list(frame["status"]) == ["succeeded", "failed"]
     assert frame["worker"].isna().all()  # this process: no worker column in the HTML either
     assert str(frame["started_at"].dtype).startswith("datetime64") and (frame["duration_s"] >= 0).all()

@@ -189,7 +189,7 @@ async def test_runs_frame_lists_runs_newest_first(registry: ActionRegistry) -> N
     second = await executor.execute_dag("pipeline", inputs={"x": 2})
     frame = executor.runs()
     assert list(frame.columns) == ["run_id", "workflow", "status", "started_at", "finished_at", "nodes",
-                                   "failed", "error"]
+                                   "failed", "error", "tokens"]
     assert list(frame["run_id"]) == [second.run_id, first.run_id]
     assert list(frame["nodes"]) == [2, 2]
 
