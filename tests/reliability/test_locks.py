@@ -203,6 +203,7 @@ def test_rerunning_a_pubsub_cell_takes_the_file_over(tmp_path: Path) -> None:
         bus = dagger_nb.PubSub(db=db, registry=registry)
     assert bus.history()["payload"].tolist() == [1]
     bus.register("reader")
+    bus.run_sync(until_idle=True, timeout=30)  # the message the first bus had not delivered
     bus.publish_sync("news", 2)
     bus.run_sync(until_idle=True, timeout=30)
     assert bus.is_idle() and received == [1, 2]
