@@ -456,9 +456,11 @@ class PubSub(BusViews):
         if self._running:
             raise ExecutionError("close() while delivering: call stop() and let the run end first")
         self._closed = True
-        if self._durable is not None:
-            self._durable.close()
-        self.events.close()
+        try:
+            if self._durable is not None:
+                self._durable.close()  # a StorageError here still releases the file
+        finally:
+            self.events.close()
 
     def _taken_over(self) -> None:
         """A newer PubSub of this process opened our file (a re-run cell): stop delivering, write
