@@ -26,6 +26,7 @@ from dagger_nb.errors import DaggerError, GraphvizNotFound
 #: Fill colour for each status used by runs, tasks and agents.
 STATUS_COLOURS: dict[str, str] = {
     "succeeded": "#9be29b",
+    "cached": "#a8d8ea",
     "completed": "#9be29b",
     "failed": "#f28b82",
     "running": "#8ab4f8",

@@ -8,6 +8,10 @@ flight (running, or waiting for their commit) when the process died.
 Group commit: the first worker to arrive writes (in a thread, off the event
 loop) every node queued so far; workers arriving while it writes queue for the
 next transaction, which the same writer starts as soon as the first ends.
+
+Snapshots (``config.cache_snapshot_interval``) go through the same writer: what
+running nodes wrote through ``ctx`` so far is stored between node commits, so a
+snapshot never overwrites a node's committed values with older ones.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class NodeJournal:
         self._store = store
         self._run = run
         self._queue: list[tuple[str, dict[str, Any] | None, bool]] = []
+        self._snapshots: set[str] = set()
         self._batch_done = anyio.Event()
         self._writing = False
         self._written_spec: WorkflowSpec = run.spec
@@ -61,17 +66,33 @@ class NodeJournal:
         if self.failure is not None:
             raise self.failure
 
+    async def snapshot(self, namespaces: list[str]) -> None:
+        """Store the values now in ``namespaces`` (of nodes still running) with the next write.
+
+        Not cancellable once writing; raises :class:`StorageError` like :meth:`commit`.
+        """
+        if self.failure is not None:
+            raise self.failure
+        self._snapshots.update(namespaces)
+        if not self._writing:
+            with anyio.CancelScope(shield=True):
+                await self._write_all()
+        if self.failure is not None:
+            raise self.failure
+
     async def _write_all(self) -> None:
         self._writing = True
         try:
-            while self._queue:
+            while self._queue or self._snapshots:
                 queued, self._queue = self._queue, []
+                snapshots, self._snapshots = self._snapshots, set()
                 done, self._batch_done = self._batch_done, anyio.Event()
                 try:
                     records = [self._record(*item) for item in queued]
                     spec = self._run.spec if self._run.spec is not self._written_spec else None
+                    snapshots -= {node for node, _, _ in queued}  # committed whole in this batch
                     if self.failure is None:
-                        await anyio.to_thread.run_sync(self._commit, records, spec)
+                        await anyio.to_thread.run_sync(self._commit, records, spec, snapshots)
                         self._written_spec = spec or self._written_spec
                         self.committed.update(node for node, outputs, whole in queued if outputs is not None or whole)
                 except StorageError as error:
@@ -81,12 +102,17 @@ class NodeJournal:
         finally:
             self._writing = False
 
-    def _commit(self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None) -> None:
+    def _commit(
+        self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None, snapshots: set[str] | None = None
+    ) -> None:
         # In the worker thread: copying a namespace scans the whole cache (it is thread-safe).
         cache = self._run.cache
-        rows = [(outcome, position, cache.namespace(outcome.node) if whole else values)
-                for (outcome, position, values), whole in records]
-        self._store.commit_nodes(self._run.run_id, rows, spec=spec)
+        if snapshots:
+            self._store.save_values(self._run.run_id, {node: cache.namespace(node) for node in sorted(snapshots)})
+        if records:
+            rows = [(outcome, position, cache.namespace(outcome.node) if whole else values)
+                    for (outcome, position, values), whole in records]
+            self._store.commit_nodes(self._run.run_id, rows, spec=spec)
 
     def _record(
         self, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool

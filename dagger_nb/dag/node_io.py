@@ -53,12 +53,22 @@ def _produced(run: Run, node_id: str) -> str:
     return f"it produced: {shown}"
 
 
-def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
+def store_outputs(
+    run: Run, node: NodeSpec, action: Action, result: Any, before: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Store ``result`` as the node's outputs; returns them and the keys the action had written
-    itself (through ``ctx``), which its return value does not overwrite."""
+    itself (through ``ctx``), which its return value does not overwrite.
+
+    ``before``: the node's namespace before the attempt; a value already there (an earlier
+    attempt's, or a snapshot's restored on resume) and not written again is not the action's.
+    """
     outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     cache = run.cache
-    written = [key for key in outputs if cache.contains(node.id, key)] if action.takes_ctx else []
+    written = []
+    if action.takes_ctx:
+        earlier = before or {}
+        written = [key for key in outputs
+                   if cache.contains(node.id, key) and cache.get(node.id, key) is not earlier.get(key, _MISSING)]
     for key, value in outputs.items():
         if key in written:
             outputs[key] = cache.get(node.id, key)

@@ -90,6 +90,8 @@ class Scheduler:
                     async with anyio.create_task_group() as watchers:
                         if cancel is not None:
                             watchers.start_soon(_cancel_when_set, cancel, run)
+                        if run.journal is not None:
+                            watchers.start_soon(self._snapshot_cache, run)
                         async with open_worker_group() as run.group:
                             self._add_workers(run, len(run.ready))
                         run.group = None
@@ -258,6 +260,7 @@ class Scheduler:
                     kwargs = resolve_inputs(run, node_id)
                     if review_note is not None:
                         kwargs["review_note"] = review_note
+                    before = run.cache.namespace(node_id) if action.takes_ctx else None
                     capture = start_capture(logs)
                     try:
                         result = await self._call(run, node, action, kwargs, attempt)
@@ -265,7 +268,7 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    outputs, written = store_outputs(run, node, action, result)
+                    outputs, written = store_outputs(run, node, action, result, before)
                 except InputMissing as missing:
                     error = str(missing)
                     retries.add(attempt, error)
@@ -319,6 +322,24 @@ class Scheduler:
             return
         emit(NodeFailed(run.run_id, node_id, outcome.attempts, outcome.error, traceback=outcome.traceback))
         await self._after_failure(run, node, outcome)
+
+    async def _snapshot_cache(self, run: Run) -> None:
+        """Every ``config.cache_snapshot_interval`` seconds, store what running ``ctx`` actions have
+        written so far, so a crash loses at most that interval of their writes."""
+        registry = self.executor.registry
+        while True:
+            await anyio.sleep(run.config.cache_snapshot_interval)
+            journal = run.journal
+            if journal is None or journal.failure is not None:
+                return
+            running = [node_id for node_id, outcome in list(run.outcomes.items())
+                       if outcome.status == "running" and run.nodes[node_id].action in registry
+                       and registry.get(run.nodes[node_id].action).takes_ctx]
+            if running:
+                try:
+                    await journal.snapshot(running)
+                except StorageError:  # the next node commit fails the run with it
+                    return
 
     async def _reuse(self, run: Run, node_id: str) -> bool:
         """In an incremental run: settle ``node_id`` ``cached`` when a stored result matches its

@@ -176,6 +176,14 @@ class RunStore:
             connection.executemany("INSERT OR REPLACE INTO dag_usage VALUES (?, ?, ?, ?, ?)",
                                    _usage_rows(run_id, [outcome for outcome, _, _ in records]))
 
+    def save_values(self, run_id: str, namespaces: dict[str, dict[str, Any]]) -> None:
+        """Store (insert or replace) the values of ``namespaces`` of run ``run_id``: a snapshot of what
+        running nodes wrote through ``ctx``, kept if the process dies before they finish."""
+        rows = [(run_id, ns, key, *encoded) for ns, values in namespaces.items()
+                for key, value in values.items() if (encoded := _encode(value)) is not None]
+        with self._write("snapshot the cache of run", run_id) as connection:
+            connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", rows)
+
     def mark_ended(self, run_id: str, status: str, error: str | None, finished_at: float | None) -> None:
         """Record only the end of run ``run_id`` (when writing the whole run failed)."""
         with self._write("record the end of run", run_id) as connection:
@@ -360,10 +368,6 @@ def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
         raise StorageError(f"{where}: the row of node {node!r} is damaged: {_first_line(problem)}") from None
     return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker,
                        reason=reason, cached_from=cached_from)
-
-
-
-
 
 
 def _usage_rows(run_id: str, outcomes: Iterable[NodeOutcome]) -> list[tuple[Any, ...]]:
