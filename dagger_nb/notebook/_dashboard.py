@@ -57,15 +57,17 @@ def header_html(title: str, status: str, counts: dict[str, int], elapsed: float 
     )
 
 
-def table_html(columns: Sequence[str], rows: Iterable[Sequence[object]], *, status_column: int, more: int) -> str:
-    """An escaped HTML table; the ``status_column`` cell is coloured; ``more`` hidden rows are counted."""
+def table_html(columns: Sequence[str], rows: Iterable[Sequence[object]], *, status_column: int, more: int,
+               nowrap: Sequence[int] = (0,)) -> str:
+    """An escaped HTML table; the ``status_column`` cell is coloured; ``more`` hidden rows are counted;
+    the ``nowrap`` columns (ids) never wrap."""
     head = "".join(f"<th style='text-align:left;padding:0 8px'>{escape(c)}</th>" for c in columns)
     body = []
     for row in rows:
         cells = []
         for index, value in enumerate(row):
             text = "" if value is None else str(value)
-            style = "padding:0 8px" if index else "padding:0 8px;white-space:nowrap"
+            style = "padding:0 8px;white-space:nowrap" if index in nowrap else "padding:0 8px"
             if index == status_column:
                 style += f";background:{STATUS_COLOURS.get(text, '#fff')}"
             cells.append(f"<td style='{style}'>{escape(_shorten(text))}</td>")

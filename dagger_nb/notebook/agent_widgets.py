@@ -107,7 +107,7 @@ class JobDashboard(Dashboard):
         shown = ordered[: self.table_rows]
         rows = [(one_line(t.description, 80), short_id(t.task_id), t.agent, str(t.status),
                  one_line(t.status_reason or "", 100)) for t in shown]
-        return table_html(_TASK_COLUMNS, rows, status_column=3, more=len(ordered) - len(shown))
+        return table_html(_TASK_COLUMNS, rows, status_column=3, more=len(ordered) - len(shown), nowrap=(1,))
 
 
 def _agents_html(tasks: list[Task]) -> str:

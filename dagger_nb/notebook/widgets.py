@@ -158,8 +158,10 @@ class RunDashboard(Dashboard):
         if final and self.handle.report is report:  # a finished run no longer changes: draw it off the loop
             self.fill_in_thread(self.timeline, lambda: timeline_svg(run_spans(report), now=report.finished_at))
         elif not collapsed or now - self._timeline_at >= _BIG_TIMELINE_EVERY:
-            self._timeline_at = now
-            self.timeline.value = timeline_svg(run_spans(report), now=time.time() if running else report.finished_at)
+            spans = run_spans(report)
+            if spans:  # an empty timeline does not hold the next one back
+                self._timeline_at = now
+            self.timeline.value = timeline_svg(spans, now=time.time() if running else report.finished_at)
 
     def _table(self, report: ExecutionReport) -> str:
         outcomes = list(report.outcomes.values())

@@ -7,7 +7,8 @@ download its own browser here). The test clicks Run > Run All Cells, samples the
 run dashboard's table while the run goes on, then checks that the dashboard
 rendered as a widget (not its text repr), that its table changed over time,
 that the graph SVG is there, and that no cell shows an error. It saves a
-screenshot in its temporary folder (and in ``$DAGGER_NB_SCREENSHOT_DIR`` when set).
+screenshot in its temporary folder (and in ``$DAGGER_NB_SCREENSHOT_DIR`` when set). The
+240-node run must show its collapsed view: one box per action, a progress bar per action.
 
 A second test runs a 3-node chain whose middle node takes 4 s, next to a node
 that fails at once: about 2 s in, the screenshot and the DOM must show the
@@ -87,7 +88,9 @@ JS_STATE = """() => {
   const bar = (document.querySelector('#jp-main-statusbar') || {}).textContent || '';
   const m = bar.match(/\\|\\s*(Idle|Busy|Starting|Restarting|Connecting|Unknown|Dead|Initializing)/i);
   const table = document.querySelector('%s');
+  const header = document.querySelector('.dagger-run-dashboard .dagger-header');
   return {prompts, kernel: m ? m[1] : null, table: table ? table.textContent : null,
+          header: header ? header.textContent : '',
           dialogs: Array.from(document.querySelectorAll('.jp-Dialog')).map(d => d.innerText.slice(0, 200))};
 }""".replace("%s", RUN_TABLE)
 
@@ -194,8 +197,9 @@ def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_p
                 state = page.evaluate(JS_STATE)
                 if state["table"] and (not tables or tables[-1] != state["table"]):
                     tables.append(state["table"])
-                    if live_shot is None and "running" in state["table"] and "succeeded" in state["table"]:
-                        live_shot = save_screenshot(page, tmp_path / "dashboard.png")  # mid-run
+                if (live_shot is None and state["table"] and "running" in state["table"]
+                        and clock_of(state["header"]) >= 2.0):  # mid-run, the graph drawn a few times
+                    live_shot = save_screenshot(page, tmp_path / "dashboard.png")
                 done = all(p.startswith("[") and p != "[*]:" and p != "[ ]:" for p in state["prompts"])
                 idle_polls = idle_polls + 1 if done and state["kernel"] == "Idle" else 0
                 assert time.monotonic() < deadline, f"the notebook did not finish: {state}"
@@ -214,6 +218,12 @@ def test_dashboards_notebook_in_a_real_browser(lab: tuple[str, str, Path], tmp_p
             assert "succeeded" in final_header
             assert page.locator(".dagger-run-dashboard .dagger-graph svg").count() == 1
             assert page.locator(".dagger-job-dashboard .dagger-graph svg").count() == 1
+            # 240 nodes: the graph is one box per action, with a progress bar per action and a timeline
+            run_graph = page.locator(".dagger-run-dashboard .dagger-graph svg").inner_html()
+            assert "<title>action:work</title>" in run_graph and "240 succeeded" in run_graph
+            assert page.locator(".dagger-run-dashboard .dagger-action-progress tr").count() == 1
+            assert page.locator(".dagger-run-dashboard .dagger-timeline rect.dagger-span").count() > 0
+            assert "240/240 nodes" in page.locator(".dagger-run-dashboard .dagger-progress").inner_text()
 
             save_screenshot(page, tmp_path / "dashboard-final.png")
             assert live_shot is not None, "no screenshot of the run while it went on"

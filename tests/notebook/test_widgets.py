@@ -715,7 +715,7 @@ async def test_task_rows_show_the_description_and_a_short_id() -> None:
         (task,) = manager.tasks("j")
         assert "summarise the quarterly report" in dashboard.table.value
         assert task.task_id not in dashboard.table.value and short_id(task.task_id) in dashboard.table.value
-        assert "white-space:nowrap" in dashboard.table.value
+        assert f"<td style='padding:0 8px;white-space:nowrap'>{short_id(task.task_id)}</td>" in dashboard.table.value
         assert f"background:{STATUS_COLOURS['completed']}'>completed<" in dashboard.table.value
         dashboard.close()
 
