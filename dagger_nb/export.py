@@ -264,17 +264,17 @@ def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int 
         members.sort(key=lambda span: span.start)
         block: list[Span] = []
         block_end = 0.0
-        for span in [*members, None]:
-            stop = None if span is None else (now if span.end is None else span.end)
-            if merge and span is not None and block and span.status == block[0].status and (
-                    span.start - block_end) * scale < 1.0:
-                block.append(span)
-                block_end = max(block_end, stop or 0.0)
+        for member in [*members, None]:
+            stop = 0.0 if member is None else (now if member.end is None else member.end)
+            if merge and member is not None and block and member.status == block[0].status and (
+                    member.start - block_end) * scale < 1.0:
+                block.append(member)
+                block_end = max(block_end, stop)
                 continue
             if block:
                 bars.append(_bar(block, lane, block_end, origin=origin, scale=scale, lane_height=lane_height))
-            if span is not None:
-                block, block_end = [span], stop or 0.0
+            if member is not None:
+                block, block_end = [member], stop
     axis = (
         f"<text x='50' y='{height - 4}' font-size='10'>0s</text>"
         f"<text x='{width - 10}' y='{height - 4}' font-size='10' text-anchor='end'>"
