@@ -49,6 +49,9 @@ class DaggerMagics(Magics):
     @argument("--wait", action="store_true", help="with --run: block until the run ends")
     @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
     @argument("--no-graph", action="store_true", help="do not display the structure graph")
+    @argument("--incremental", action="store_true",
+              help="with --run: reuse the stored results of unchanged nodes (they read `cached`)")
+    @argument("--fresh", action="store_true", help="with --run: run every node (and store the results)")
     @cell_magic
     def dagger_workflow(self, line: str, cell: str) -> None:
         """Define (or replace) a workflow from the YAML in the cell; optionally run it.
@@ -67,6 +70,7 @@ class DaggerMagics(Magics):
         args = parse_argstring(self.dagger_workflow, line)
         if (args.wait or args.inputs or args.out) and not args.run:
             raise UsageError("--inputs, --wait and --out need --run")
+        incremental = _incremental_choice(args, run=args.run)
         executor = self.session.executor
         try:
             spec = parse_workflow(
@@ -81,7 +85,9 @@ class DaggerMagics(Magics):
             _display_graph(workflow_dot(spec))
         if args.run:
             inputs = self._inputs(args.inputs, "--inputs", line)
-            self._start(lambda: self.session.start_run(spec.name, inputs=inputs), wait=args.wait, out=args.out)
+            self._start(lambda: self.session.start_run(spec.name, inputs=inputs, incremental=incremental,
+                                                       fresh=args.fresh),
+                        wait=args.wait, out=args.out)
 
     @magic_arguments()
     @argument("name", nargs="?", help="the function to register (default: the only one defined)")
@@ -198,15 +204,22 @@ class DaggerMagics(Magics):
                    "(\"{'x': 5}\", JSON, or a variable's name)")
     @argument("--wait", action="store_true", help="block until the run ends")
     @argument("--out", metavar="VAR", help="also store the RunHandle in VAR")
+    @argument("--incremental", action="store_true",
+              help="reuse the stored results of unchanged nodes (they read `cached`)")
+    @argument("--fresh", action="store_true", help="run every node (and store the results for the next run)")
     @line_magic
     def dagger_run(self, line: str) -> None:
         """Run workflow NAME in the background with a live dashboard (``_dagger_run`` holds the handle).
 
-        Examples: ``%dagger_run sums --inputs x=5 --wait``, ``%dagger_run sums --inputs "{'x': 5}"``
+        Examples: ``%dagger_run sums --inputs x=5 --wait``, ``%dagger_run sums --inputs "{'x': 5}"``,
+        ``%dagger_run sums --incremental`` (unchanged nodes are reused from ``.dagger-cache.db``)
         """
         args = parse_argstring(self.dagger_run, line)
+        incremental = _incremental_choice(args, run=True)
         inputs = self._inputs(args.inputs, "--inputs", line)
-        self._start(lambda: self.session.start_run(args.name, inputs=inputs), wait=args.wait, out=args.out)
+        self._start(lambda: self.session.start_run(args.name, inputs=inputs, incremental=incremental,
+                                                   fresh=args.fresh),
+                    wait=args.wait, out=args.out)
 
     @magic_arguments()
     @argument("run_id", nargs="?", help="id of a failed, paused or cancelled run "
@@ -380,6 +393,15 @@ class DaggerMagics(Magics):
         if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
             raise UsageError(f"'{name}' is not a function after running the cell")
         return name, fn
+
+
+def _incremental_choice(args: Any, *, run: bool) -> bool | None:
+    """``--incremental`` / ``--fresh`` as the run's ``incremental`` (None: the workflow's config decides)."""
+    if (args.incremental or args.fresh) and not run:
+        raise UsageError("--incremental and --fresh need --run")
+    if args.incremental and args.fresh:
+        raise UsageError("--incremental reuses stored results and --fresh runs every node: give one")
+    return True if args.incremental else None
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The file a session without ``dag_db`` records runs and stored results in, once it runs incrementally
+#: (in the kernel's working folder: the notebook's).
+INCREMENTAL_DB = ".dagger-cache.db"
+
 _RUN_COLUMNS = ["run_id", "workflow", "status", "started_at", "finished_at", "nodes", "failed", "error"]
 
 
@@ -42,7 +46,9 @@ class Session:
     on first use, ``agents``, ``task_manager``, ``pubsub_agents`` and ``pubsub``.
 
     ``db`` is an optional SQLite file for the task manager (jobs survive a kernel
-    restart); ``dag_db`` the same for DAG runs.
+    restart); ``dag_db`` the same for DAG runs. The first incremental run of a session
+    without ``dag_db`` opens :data:`INCREMENTAL_DB` in the kernel's working folder (the
+    notebook's folder), so stored results outlive a kernel restart.
     """
 
     def __init__(
@@ -112,9 +118,30 @@ class Session:
 
     # -- DAG runs ----------------------------------------------------------------------------
 
-    def start_run(self, name: str, *, inputs: Mapping[str, Any] | None = None) -> RunHandle:
-        """Start workflow ``name`` in the background on the running loop; returns at once."""
-        return self._remember(self.executor.start(name, inputs=inputs, cache=self.cache))
+    def start_run(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,
+        fresh: bool = False,
+    ) -> RunHandle:
+        """Start workflow ``name`` in the background on the running loop; returns at once.
+
+        ``incremental`` (default: the workflow's ``config.enable_incremental_cache``) reuses the
+        stored results of unchanged nodes; ``fresh=True`` runs every node and stores the results.
+        """
+        if fresh or self._wants_incremental(name, incremental):
+            self._open_incremental_db()
+        return self._remember(self.executor.start(name, inputs=inputs, cache=self.cache, incremental=incremental,
+                                                  fresh=fresh))
+
+    def _wants_incremental(self, name: str, incremental: bool | None) -> bool:
+        if incremental is not None:
+            return incremental
+        if self.executor.incremental is not None:
+            return self.executor.incremental
+        return self.executor.workflow(name).config.enable_incremental_cache
+
+    def _open_incremental_db(self) -> None:
+        if self.executor.db is None:
+            self.executor.use_db(os.path.abspath(INCREMENTAL_DB))
 
     def start_resume(self, run_id: str) -> RunHandle:
         """Resume run ``run_id`` in the background (actions as registered now)."""
@@ -313,4 +340,4 @@ def use_session(new: Session | None) -> Session | None:
     return previous
 
 
-__all__ = ["Session", "run_blocking", "session", "use_session"]
+__all__ = ["INCREMENTAL_DB", "Session", "run_blocking", "session", "use_session"]
