@@ -34,6 +34,7 @@ from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
 from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
 from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
+from dagger_nb.notebook.dashboards.inspect import NodeInspector
 
 _ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "skipped": 4, "pending": 5}
 _NODE_COLUMNS = ("node", "action", "status", "attempts", "duration (s)", "error")
@@ -53,6 +54,7 @@ class RunDashboard(Dashboard):
     answer shows its reason next to the form. The table has a ``worker``
     column when some node ran on a Dask worker. A node waiting for its next
     attempt reads "retrying in 1.6s (attempt 2 of 3)" with the last error.
+    Choosing a node in ``inspector`` shows its inputs, outputs, logs and traceback.
     When the run is resumed the dashboard follows it.
 
     ``interval`` is the shortest time between two redraws (0.25 s: at most 4 a
@@ -75,6 +77,9 @@ class RunDashboard(Dashboard):
         children: list[Any] = list(self.children)  # type: ignore[has-type]
         children.insert(children.index(self.table) + 1, self.questions)
         children.insert(children.index(self.errors) + 1, self.logs)
+        #: Choose a node to see its inputs, outputs, logs and traceback.
+        self.inspector = NodeInspector()
+        children.insert(children.index(self.logs) + 1, self.inspector)
         self.children = children
         #: node -> (when the next attempt starts, its number, the last error) while a retry waits
         self.retrying: dict[str, tuple[float, int, str]] = {}
@@ -142,6 +147,7 @@ class RunDashboard(Dashboard):
             [(o.node, o.error or "failed", getattr(o, "traceback", None)) for o in failed]
         )
         self.logs.value = logs_html(list(outcomes.values()))
+        self.inspector.sync(report)
         self.questions.sync([] if self.handle.done else self.handle.questions())
         collapsed = len(outcomes) > self.collapse_limit
         if collapsed:
@@ -197,7 +203,7 @@ class RunDashboard(Dashboard):
 
     def _widgets(self) -> list[Any]:
         forms = [widget for form in self.questions.forms.values() for widget in (*form.widgets(), form)]
-        return [*super()._widgets(), *forms, self.questions, self.logs]
+        return [*super()._widgets(), *forms, self.questions, self.logs, *self.inspector.widgets(), self.inspector]
 
 
 def _first_line(text: str, limit: int = 100) -> str:

@@ -841,3 +841,35 @@ async def test_a_node_waiting_for_its_next_attempt_says_so(executor: DagExecutor
     report = await handle.wait()
     assert report.success and "retrying" not in dashboard.table.value
     dashboard.close()
+
+
+async def test_choosing_a_node_shows_its_inputs_outputs_logs_and_traceback(executor: DagExecutor) -> None:
+    import pandas as pd
+
+    def load() -> pd.DataFrame:
+        print("loading <rows>")
+        return pd.DataFrame({"city": [XSS, "Oslo", "Lima", "Pune", "Kobe", "Nice", "Bonn"], "n": range(7)})
+
+    def summarise(frame: pd.DataFrame, label: str) -> int:
+        raise KeyError(label)
+
+    executor.registry.register("load", load)
+    executor.registry.register("summarise", summarise)
+    executor.add_workflow(WorkflowSpec.model_validate({"name": "insp", "config": {"max_attempts": 1}, "nodes": [
+        {"id": "load", "action": "load"},
+        {"id": "sum", "action": "summarise", "inputs": [{"name": "frame", "reference": "load.result"},
+                                                         {"name": "label", "value": XSS}]}]}))
+    handle = executor.start("insp")
+    dashboard = RunDashboard(handle)
+    await handle.wait()
+    dashboard.inspector.select("load")
+    shown = dashboard.inspector.panel.value
+    assert "<b>Outputs</b>" in shown and "<table" in shown and "shape (7, 2)" in shown
+    assert "Oslo" in shown and "Kobe" in shown and "Nice" not in shown  # the head: 5 rows
+    assert "loading &lt;rows&gt;" in shown and "<img" not in shown and "<rows>" not in shown
+    dashboard.inspector.select("sum")
+    shown = dashboard.inspector.panel.value
+    assert "<code>frame</code></td><td>load.result</td>" in shown and "Oslo" in shown  # the input's value
+    assert "<code>label</code></td><td>literal</td>" in shown and "&lt;img" in shown and "<img" not in shown
+    assert "<b>Traceback</b>" in shown and "in summarise" in shown and "<b>Outputs</b>" not in shown
+    dashboard.close()
