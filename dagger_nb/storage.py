@@ -68,13 +68,12 @@ def _existing_folder(path: str | os.PathLike[str]) -> Path:
 
 _FileKey = tuple[int, int]  # (st_dev, st_ino): the file itself, whatever path leads to it
 
-# Descriptors this process opened on database files, one per file, kept open while the
-# file exists: closing any descriptor of a file drops every POSIX lock this process
-# holds on it, and those are SQLite's own locks (other processes' connections rely on
-# them to know the file is in use, e.g. before deleting its WAL on close).
-_descriptors: dict[_FileKey, int] = {}
+# The lock held on each file by this process. A lock's descriptor is opened just before it
+# is taken and closed once it is given up, after its store closed its SQLite connections:
+# closing any descriptor of a file drops every POSIX lock this process holds on it, and
+# those are SQLite's own (another process's connection checks them before deleting the WAL).
 _holders: dict[_FileKey, ProcessLock] = {}
-_registry_guard = threading.Lock()  # guards the two dicts; never held while calling out
+_registry_guard = threading.Lock()  # guards _holders; never held while calling out
 _acquiring = threading.RLock()  # one acquisition (take-over included) at a time
 
 
@@ -109,25 +108,36 @@ class ProcessLock:
         self._on_takeover = on_takeover
         self._released = False
         with _acquiring:
-            self._key, self._fd = _descriptor_for(self.path)
-            with _registry_guard:
-                earlier = _holders.get(self._key)
-            if earlier is not None:
-                earlier._hand_over()
-                warnings.warn(
-                    f"{owner} took over '{self.path}' from an earlier {earlier.owner} in this "
-                    "process; the earlier one was closed",
-                    DaggerWarning,
-                    stacklevel=_outside_the_package(),
-                )
+            self._fd = _open_file(self.path)
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                resolved = os.path.realpath(self.path)
-                raise DatabaseInUse(self.path, pid=_holder_pid(self._key, resolved), resolved=resolved) from None
+                status = os.fstat(self._fd)
+                self._key = (status.st_dev, status.st_ino)
+                self._take_from_earlier_holder()
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    resolved = os.path.realpath(self.path)
+                    pid = _holder_pid(self._key, resolved)
+                    raise DatabaseInUse(self.path, pid=pid, resolved=resolved) from None
+            except BaseException:
+                self._released = True
+                os.close(self._fd)
+                raise
             with _registry_guard:
                 _holders[self._key] = self
             _write_pid_note(self.path, self._key)
+
+    def _take_from_earlier_holder(self) -> None:
+        with _registry_guard:
+            earlier = _holders.get(self._key)
+        if earlier is not None:
+            earlier._hand_over()
+            warnings.warn(
+                f"{self.owner} took over '{self.path}' from an earlier {earlier.owner} in this "
+                "process; the earlier one was closed",
+                DaggerWarning,
+                stacklevel=_outside_the_package(),
+            )
 
     @property
     def held(self) -> bool:
@@ -144,7 +154,7 @@ class ProcessLock:
                 return
             del _holders[self._key]
             _remove_pid_note(self.path, self._key)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)  # gives the flock up (this was its only descriptor)
 
     def _hand_over(self) -> None:
         """Close the store holding this lock (its ``on_takeover``), then release the lock."""
@@ -171,52 +181,15 @@ def _outside_the_package() -> int:
     return level
 
 
-def _descriptor_for(path: str) -> tuple[_FileKey, int]:
-    """The descriptor this process keeps on the file at ``path``, opening (and creating) it
-    if needed; the key says which file it is, whichever path led there."""
-    _forget_deleted_files()
+def _open_file(path: str) -> int:
+    """A new descriptor on the database file at ``path`` (created if missing, links followed)."""
     try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        status = None
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         raise StorageError(f"cannot open database '{path}': {error.strerror or error}") from None
-    if status is not None:
-        key = (status.st_dev, status.st_ino)
-        with _registry_guard:
-            if key in _descriptors:
-                return key, _descriptors[key]
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-        raise StorageError(f"cannot open database '{path}': {error.strerror or error}") from None
-    status = os.fstat(descriptor)
-    key = (status.st_dev, status.st_ino)
-    with _registry_guard:
-        if key in _descriptors:  # opened by another thread meanwhile: keep both open (see above)
-            _strays.append(descriptor)
-            return key, _descriptors[key]
-        _descriptors[key] = descriptor
-    return key, descriptor
 
 
-_strays: list[int] = []
 _LOCK_TABLE = "/proc/locks"  # Linux: every flock with its holder's PID and file
-
-
-def _forget_deleted_files() -> None:
-    """Close the descriptors of files deleted since (nobody can reach their locks any more)."""
-    with _registry_guard:
-        for key, descriptor in list(_descriptors.items()):
-            if key in _holders:
-                continue
-            try:
-                gone = os.fstat(descriptor).st_nlink == 0
-            except OSError:
-                gone = True
-            if gone:
-                del _descriptors[key]
-                os.close(descriptor)
 
 
 def _pid_note_path(path: str) -> str:
@@ -277,12 +250,11 @@ def _alive(pid: int) -> bool:
 def _forget_parent_locks() -> None:
     """In a forked child: the inherited descriptors share the parent's locks, so drop them
     and open fresh ones when this process takes a lock of its own."""
-    for descriptor in [*_descriptors.values(), *_strays]:
+    for holder in _holders.values():
+        holder._released = True
         with contextlib.suppress(OSError):
-            os.close(descriptor)
-    _descriptors.clear()
+            os.close(holder._fd)
     _holders.clear()
-    _strays.clear()
 
 
 os.register_at_fork(after_in_child=_forget_parent_locks)

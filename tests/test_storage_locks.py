@@ -274,3 +274,28 @@ def test_a_forked_child_does_not_inherit_the_parents_hold(tmp_path: Path) -> Non
         check=True,
     )
     assert result.stdout.strip() == "0", result.stderr
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counting descriptors needs /proc/self/fd")
+def test_descriptors_live_only_as_long_as_their_locks(tmp_path: Path, holder_of: type[Holder]) -> None:
+    before = _open_descriptors()
+    for number in range(300):  # a long-lived kernel opening many files
+        ProcessLock(tmp_path / f"{number}.db", owner="TaskManager").release()
+    held = tmp_path / "held.db"
+    holder_of(held)
+    after_holder = _open_descriptors()
+    for _ in range(50):
+        with pytest.raises(DatabaseInUse):
+            ProcessLock(held, owner="TaskManager")
+    first = ProcessLock(tmp_path / "mine.db", owner="PubSub")
+    with pytest.warns(DaggerWarning, match="took over"):
+        second = ProcessLock(tmp_path / "mine.db", owner="PubSub")
+    assert _open_descriptors() == after_holder + 1  # the one lock held here
+    first.release()
+    second.release()
+    assert _open_descriptors() == after_holder
+    assert after_holder - before <= 3  # the holder's pipes only
