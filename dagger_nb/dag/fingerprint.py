@@ -6,10 +6,12 @@ code or value, so a result stored by one run (or kernel) is found again by the n
 What counts:
 
 * **code**: the action function's source, parsed so that comments and blank lines do
-  not count (a docstring does), plus its default argument values. Without source
-  (a function built with ``exec`` and no line cache), its bytecode, constants (nested
-  code objects included), names and defaults. Functions and modules the action calls
-  are *not* part of it: edit a helper and the action's stored result is still reused.
+  not count (a docstring does), plus its default argument values and the values it
+  closes over (a function made by a factory). Without source (a function built with
+  ``exec`` and no line cache), its bytecode, constants (nested code objects included),
+  names, defaults and closed-over values. Module-level functions and modules the action
+  calls, and globals it reads, are *not* part of it: edit a helper and the action's
+  stored result is still reused (invalidate it, or mark the action ``cache=False``).
 * **values**: ``None``, booleans, numbers, text, bytes and lists, tuples, dicts and
   sets of them canonically (dict key order does not count, ``1`` and ``1.0`` and
   ``True`` differ); numpy arrays by dtype, shape and bytes; pandas DataFrames, Series
@@ -206,10 +208,25 @@ def _function_print(fn: types.FunctionType) -> str:
     except Unfingerprintable as error:
         raise Unfingerprintable(f"a default argument value of '{fn.__qualname__}' has no fingerprint: {error}") \
             from None
+    if fn.__closure__:  # a function made by a factory computes with the values it closed over
+        try:
+            closed = [cell.cell_contents for cell in fn.__closure__]
+        except ValueError:  # an empty cell: a name assigned after the function was made
+            closed = []
+        try:
+            defaults_print = digest(defaults_print, *(_closed_print(value) for value in closed))
+        except Unfingerprintable as error:
+            raise Unfingerprintable(f"a value '{fn.__qualname__}' closes over has no fingerprint: {error}") from None
     source = _source(fn)
     if source is not None:
         return digest("source", source, defaults_print)
     return digest("code", _code_print(fn.__code__), defaults_print)
+
+
+def _closed_print(value: Any) -> str:
+    if isinstance(value, types.FunctionType):  # a helper the factory closed over: its code counts
+        return code_fingerprint(value)
+    return value_fingerprint(value)
 
 
 def _source(fn: types.FunctionType) -> str | None:

@@ -562,3 +562,21 @@ def test_a_killed_run_keeps_the_last_snapshot_of_what_its_actions_wrote(tmp_path
     assert report.cache.get("counter", "result") >= seen  # no write before the last snapshot is lost
     assert report.cache.get("counter", "result") == _stored(db, "counter", "step")
     runs.close()
+
+
+def test_values_a_factory_closes_over_count_as_code() -> None:
+    def make(offset: int) -> Any:
+        def shifted(value: int) -> int:
+            return value + offset
+
+        return shifted
+
+    assert code_fingerprint(make(1)) == code_fingerprint(make(1)) != code_fingerprint(make(2))
+    lock = threading.Lock()
+
+    def uses_lock() -> None:
+        with lock:
+            pass
+
+    with pytest.raises(Unfingerprintable, match="a value 'test_values_a_factory.*closes over has no fingerprint"):
+        code_fingerprint(uses_lock)
