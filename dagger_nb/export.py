@@ -417,3 +417,57 @@ def report_to_html(report: ExecutionReport, path: str | os.PathLike[str] | None 
         with open(path, "w", encoding="utf-8") as file:
             file.write(page)
     return page
+
+
+def _task_record(task: Any) -> dict[str, Any]:
+    output = task.output
+    return {
+        "task_id": task.task_id, "description": task.description, "agent": task.agent,
+        "status": str(task.status), "reason": task.status_reason, "summary": task.summary,
+        "parent_task_id": task.parent_task_id, "dependencies": list(task.dependencies),
+        "output": None if output is None else output.data, "error": None if output is None else output.error,
+        "created_at": task.created_at.isoformat(), "updated_at": task.updated_at.isoformat(),
+    }
+
+
+def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
+    """A task job's :class:`~dagger_nb.agents.JobReport` as JSON: status, times, usage and every task."""
+    counts = {str(status): count for status, count in report.counts().items()}
+    document = {
+        "job_id": report.job_id, "status": str(report.status), "started_at": report.started_at.isoformat(),
+        "finished_at": report.finished_at.isoformat(), "tokens": report.tokens, "cost": report.cost,
+        "counts": counts, "tasks": [_task_record(task) for task in report.outcomes.values()],
+    }
+    return json.dumps(document, indent=indent, default=str, ensure_ascii=False)
+
+
+def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, *, dot: str | None = None) -> str:
+    """A self-contained, escaped HTML page of a task job's report (header, progress, tasks, failures and,
+    given its DOT (``manager.get_dot_graph(job_id)``), the graph); written to ``path`` when given."""
+    tasks = list(report.outcomes.values())
+    statuses = {str(status): count for status, count in report.counts().items()}
+    elapsed = (report.finished_at - report.started_at).total_seconds()
+    bar = segmented_bar_html(progress_of(statuses, len(tasks), elapsed=elapsed, running=False), unit="tasks")
+    rows = "".join(
+        f"<tr><td>{escape(one_line(t.description, 200))}</td><td>{escape(t.task_id)}</td><td>{escape(t.agent)}</td>"
+        f"<td style='background:{STATUS_COLOURS.get(str(t.status), '#fff')}'>{escape(str(t.status))}</td>"
+        f"<td>{escape(one_line(t.status_reason or '', 300))}</td>"
+        f"<td>{escape(one_line(t.output.data, 300) if t.output is not None and t.output.data else '')}</td></tr>"
+        for t in tasks
+    )
+    failed = [(t.task_id, t.status_reason or str(t.status), None) for t in tasks
+              if str(t.status) in ("failed", "rejected")]
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>job {escape(report.job_id)}</title>"
+        f"<style>{_PAGE_STYLE}</style></head><body><h1>job {escape(report.job_id)}</h1>"
+        f"<p class='status'><b>{escape(str(report.status))}</b> · started "
+        f"{escape(report.started_at.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>{bar}"
+        f"<h2>Tasks</h2><table class='nodes'><thead><tr><th>task</th><th>id</th><th>agent</th><th>status</th>"
+        f"<th>reason</th><th>output</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"{'<h2>Graph</h2>' + _graph_section(dot) if dot else ''}"
+        f"<h2>Errors</h2>{errors_list_html(failed, limit=len(failed) or 1) or '<p>None.</p>'}</body></html>"
+    )
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(page)
+    return page

@@ -82,3 +82,36 @@ async def test_json_export_round_trips_the_outcomes() -> None:
     assert nodes["bad"]["status"] == "failed" and nodes["bad"]["traceback"].endswith(f"KeyError: '{XSS}'")
     assert nodes["b"]["logs"] == [f"quick got 1 {XSS}"] and nodes["after"]["status"] == "skipped"
     assert document["counts"] == {"succeeded": 3, "failed": 1, "skipped": 1}
+
+
+async def test_a_job_report_exports_as_html_and_json(tmp_path: Path) -> None:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+    from dagger_nb.export import job_report_to_html, job_report_to_json
+
+    registry = TaskAgentRegistry()
+
+    async def plan(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        ctx.add_task(f"step {XSS}", "work", {"i": 1})
+        ctx.add_task("broken step", "work", {"i": 2})
+        return {"planned": 2}
+
+    async def work(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        if input["i"] == 2:
+            raise ValueError(XSS)
+        return {"text": f"line one\nline two {XSS}"}
+
+    registry.register("plan", plan)
+    registry.register("work", work)
+    async with TaskManager(registry=registry) as manager:
+        manager.add_objective("j", "plan two steps", "plan")
+        report = await manager.start_job("j")
+        dot = manager.get_dot_graph("j")
+    page = job_report_to_html(report, tmp_path / "job.html", dot=dot)
+    assert (tmp_path / "job.html").read_text(encoding="utf-8") == page
+    assert "<script" not in page and html.escape(f"step {XSS}") in page
+    assert html.escape(f'{{"text": "line one line two {XSS}"}}') in page
+    assert "<h2>Graph</h2><svg" in page or "could not be drawn" in page
+    assert "<b>task-" in page and "ValueError" in page  # the failed task, in the error list
+    document = json.loads(job_report_to_json(report))
+    assert document["job_id"] == "j" and len(document["tasks"]) == 3
+    assert {task["status"] for task in document["tasks"]} >= {"completed", "failed"}
