@@ -1,0 +1,72 @@
+"""Incremental runs on the Dask backend: reused nodes are not sent to the cluster, changed ones are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dagger_nb import ActionRegistry, DagExecutor
+from dagger_nb.backends.dask import DaskBackend
+from tests.dag.helpers import workflow
+
+pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.anyio
+
+SPEC = workflow(
+    "frames",
+    {"id": "make", "action": "make", "inputs": [{"name": "rows", "reference": "inputs.rows"}]},
+    {"id": "total", "action": "total", "inputs": [{"name": "frame", "reference": "make.result"}]},
+)
+
+
+def make(rows: int) -> Any:
+    import os
+
+    import pandas as pd
+
+    return pd.DataFrame({"a": range(rows), "pid": os.getpid()})
+
+
+def total(frame: Any) -> int:
+    return int(frame["a"].sum())
+
+
+def total_plus_one(frame: Any) -> int:
+    return int(frame["a"].sum()) + 1
+
+
+def executor(db: Path, backend: DaskBackend, **actions: Any) -> DagExecutor:
+    registry = ActionRegistry()
+    for name, fn in {"make": make, "total": total, **actions}.items():
+        registry.register(name, fn)
+    made = DagExecutor(registry, db=db, backend=backend, incremental=True)
+    made.add_workflow(SPEC)
+    return made
+
+
+async def test_unchanged_nodes_are_reused_and_changed_ones_run_on_workers(
+    tmp_path: Path, backend: DaskBackend, dask_client: Any
+) -> None:
+    db = tmp_path / "runs.db"
+    first = executor(db, backend)
+    report = await first.execute_dag("frames", inputs={"rows": 1000})
+    first.close()
+    assert report.success, report.error
+    workers = set(dask_client.scheduler_info()["workers"])
+    assert {o.worker for o in report.outcomes.values()} <= workers
+
+    again = executor(db, backend)
+    reused = await again.execute_dag("frames", inputs={"rows": 1000})
+    again.close()
+    assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "total": "cached"}
+    assert reused.cache.get("total", "result") == 499500
+
+    edited = executor(db, backend, total=total_plus_one)
+    changed = await edited.execute_dag("frames", inputs={"rows": 1000})
+    edited.close()
+    assert {n: o.status for n, o in changed.outcomes.items()} == {"make": "cached", "total": "succeeded"}
+    assert changed.outcomes["total"].worker in workers and changed.outcomes["total"].reason == "code changed"
+    assert changed.cache.get("total", "result") == 499501
