@@ -83,6 +83,8 @@ class RunDashboard(Dashboard):
         self.children = children
         #: node -> (when the next attempt starts, its number, the last error) while a retry waits
         self.retrying: dict[str, tuple[float, int, str]] = {}
+        #: node -> why its next attempt waits (an earlier attempt abandoned after its timeout still runs)
+        self.waiting: dict[str, str] = {}
         self._timeline_at = -float("inf")
         self._edges_of: tuple[Any, list[tuple[str, str]]] | None = None
         self.add_class("dagger-run-dashboard")
@@ -104,13 +106,18 @@ class RunDashboard(Dashboard):
             return
         if self.finished:  # the run was resumed
             self.retrying.clear()
+            self.waiting.clear()
             self.resume()
         if cls is NodeRetrying:
             self.retrying[event.node] = (  # type: ignore[attr-defined]
                 event.timestamp + event.delay, event.attempt + 1, event.error  # type: ignore[attr-defined]
             )
-        elif self.retrying:
-            self.retrying.pop(getattr(event, "node", ""), None)
+        elif cls.__name__ == "NodeWaiting":  # an attempt abandoned after its timeout has not returned yet
+            self.waiting[event.node] = event.reason  # type: ignore[attr-defined]
+        elif self.retrying or self.waiting:
+            node = getattr(event, "node", "")
+            self.retrying.pop(node, None)
+            self.waiting.pop(node, None)
         self.events_seen += 1
         throttle = self._throttle
         if throttle.pending:
@@ -176,12 +183,17 @@ class RunDashboard(Dashboard):
             shown = heapq.nsmallest(self.table_rows, outcomes,
                                     key=lambda o: (_ORDER.get(o.status, 9), -(o.finished_at or o.started_at or 0)))
         now = time.time()
+        asking = {} if self.handle.done else {q.node: q.prompt for q in self.handle.questions()}
         rows: list[tuple[object, ...]] = []
         for o in shown:
             status: str = o.status
             error = o.error or ""
             waiting = self.retrying.get(o.node) if o.status == "running" else None
-            if waiting is not None:
+            if o.status == "running" and o.node in asking:
+                status, error = "asking", f"waiting for a person to answer: {asking[o.node]}"
+            elif o.status == "running" and o.node in self.waiting:
+                status, error = "waiting", self.waiting[o.node]
+            elif waiting is not None:
                 at, attempt, last_error = waiting
                 node = next((n for n in report.spec.nodes if n.id == o.node), None)
                 of = f" of {node.attempts(report.spec.config)}" if node is not None else ""

@@ -873,3 +873,49 @@ async def test_choosing_a_node_shows_its_inputs_outputs_logs_and_traceback(execu
     assert "<code>label</code></td><td>literal</td>" in shown and "&lt;img" in shown and "<img" not in shown
     assert "<b>Traceback</b>" in shown and "in summarise" in shown and "<b>Outputs</b>" not in shown
     dashboard.close()
+
+
+async def test_a_node_waiting_for_a_person_says_so(executor: DagExecutor) -> None:
+    handle = asking(executor, schema={"type": "boolean"})
+    dashboard = RunDashboard(handle, interval=0)
+    event = await asked(handle)
+    dashboard.refresh()
+    assert ">asking<" in dashboard.table.value
+    assert "waiting for a person to answer: Ship it? &lt;img" in dashboard.table.value
+    handle.respond(event.request_id, True)
+    await handle.wait()
+    assert "asking" not in dashboard.table.value and "succeeded" in dashboard.table.value
+    dashboard.close()
+
+
+async def test_a_node_waiting_for_an_abandoned_attempt_says_so(executor: DagExecutor) -> None:
+    import threading
+
+    from dagger_nb.dag import events
+
+    if not hasattr(events, "NodeWaiting"):
+        pytest.skip("this runtime does not wait for abandoned attempts")
+    release = threading.Event()
+    calls: list[int] = []
+
+    def stuck() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            release.wait(30)  # outlives its timeout: the attempt is abandoned, its thread goes on
+        return 1
+
+    executor.registry.register("stuck", stuck)
+    executor.add_workflow(WorkflowSpec.model_validate({
+        "name": "ab", "nodes": [{"id": "a", "action": "stuck", "timeout": 0.2}],
+        "config": {"max_attempts": 2, "retry_strategy": "Immediate"}}))
+    handle = executor.start("ab")
+    dashboard = RunDashboard(handle, interval=0)
+    waiting = anyio.Event()
+    handle.add_listener(lambda event: type(event).__name__ == "NodeWaiting" and waiting.set())
+    await waiting.wait()
+    dashboard.refresh()
+    assert ">waiting<" in dashboard.table.value and "abandoned" in dashboard.table.value
+    release.set()
+    report = await handle.wait()
+    assert report.success and ">waiting<" not in dashboard.table.value
+    dashboard.close()
