@@ -65,7 +65,7 @@ class NodeOutcome:
         return self.finished_at - self.started_at
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # a finished run refers to its report weakly (Run.release_values)
 class ExecutionReport:
     """The result of a run: status, error and each node's :class:`NodeOutcome`.
 

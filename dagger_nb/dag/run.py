@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import uuid
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -19,7 +21,7 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import DONE_STATUSES, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
-from dagger_nb.errors import ExecutionError, StorageError, TokenBudgetExceeded
+from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from dagger_nb.dag.journal import NodeJournal
 
 T = TypeVar("T")
+
+#: the node whose action is running in this context: nodes it adds are its additions (see Run.added_by)
+ADDING_NODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("dagger_adding_node", default=None)
 
 
 def _on_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -117,6 +122,10 @@ class Run:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.report: ExecutionReport | None = None
+        #: the run succeeded and let go of its values (see :meth:`release_values`)
+        self.released = False
+        self._full_report: weakref.ref[ExecutionReport] | None = None
+        self._handles: weakref.WeakSet[RunHandle] = weakref.WeakSet()
         # Cache namespaces are retained while a node that reads them has not finished,
         # so a size-limited cache never evicts what a pending node needs.
         self._limited_cache = cache.config.max_entries is not None or cache.config.max_memory_mb is not None
@@ -131,6 +140,9 @@ class Run:
         self.cost: float | None = sum(costs) if costs else None
         self.id_counters: dict[str, int] = {}
         self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in spec.nodes)
+        #: added node id -> the node whose action added it (nodes added by hooks or callers are absent):
+        #: an addition is stored only with its adder's commit (see NodeJournal)
+        self.added_by: dict[str, str] = {}
         self.iteration_limit = config.max_iterations
         #: commits each finished node when the executor has a store (set while the run is driven)
         self.journal: NodeJournal | None = None
@@ -206,8 +218,11 @@ class Run:
             self._positions = {node.id: index for index, node in enumerate(self.spec.nodes)}
         return self._positions[node_id]
 
-    def grow(self, nodes: list[NodeSpec]) -> list[str]:
-        """Add checked ``nodes`` to the running workflow; returns the ids that are ready at once."""
+    def grow(self, nodes: list[NodeSpec], *, adder: str | None = None) -> list[str]:
+        """Add checked ``nodes`` to the running workflow; returns the ids that are ready at once.
+
+        ``adder``: the node whose action added them (None: a hook or the caller).
+        """
         if not self._owns_plan:
             self.plan = self.plan.copy()
             self.dependencies, self.dependents = self.plan.dependencies, self.plan.dependents
@@ -218,6 +233,8 @@ class Run:
         for node in nodes:
             self.nodes[node.id] = node
             self.outcomes[node.id] = NodeOutcome(node.id, node.action)
+            if adder is not None:
+                self.added_by[node.id] = adder
             waiting = sum(self.outcomes[d].status not in DONE_STATUSES for d in self.dependencies[node.id])
             self.waiting[node.id] = waiting
             if waiting == 0:
@@ -284,6 +301,35 @@ class Run:
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
+    def release_values(self) -> None:
+        """Let go of a succeeded run's values: the executor keeps its record (outcomes, timings,
+        usage) for :meth:`DagExecutor.runs`, drawing and handles, but not its cache or events.
+
+        They live on as long as somebody holds them: the report returned to the caller, a
+        :class:`RunHandle` (handles alive now keep what they will show), or the cache itself.
+        """
+        report = self.report
+        if report is None or self.released:
+            return
+        for handle in list(self._handles):
+            handle._keep(report, self.events)
+        self._handles = weakref.WeakSet()
+        self.released = True
+        self._full_report = weakref.ref(report)
+        self.report = replace(report, cache=ReleasedCache(self.run_id))
+        self.cache = self.report.cache
+        self.events = EventStream()
+        self.events.close()
+        self.ahead = None
+        self.journal = None
+        self.questions = {}
+
+    def full_report(self) -> ExecutionReport | None:
+        """The final report with its cache: after :meth:`release_values`, only while somebody holds it."""
+        if self._full_report is not None:
+            return self._full_report() or self.report
+        return self.report
+
     def snapshot(self) -> ExecutionReport:
         """A report of the run as it is now (final once the run has ended)."""
         if self.report is not None:
@@ -333,6 +379,21 @@ class Run:
         return self.report
 
 
+class ReleasedCache(Cache):
+    """The cache of a succeeded run's record once its values were released: it holds nothing and
+    says why."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def _missing(self, namespace: str, key: str | None = None) -> CacheKeyError:
+        error = super()._missing(namespace, key)
+        error.args = (f"{error.args[0]}: run '{self.run_id}' has ended and its values were released, as nobody "
+                      "held its report, a handle on it or its cache (keep the report, or pass cache=...)",)
+        return error
+
+
 class RunHandle:
     """A run started in the background with :meth:`DagExecutor.start`.
 
@@ -343,6 +404,16 @@ class RunHandle:
     def __init__(self, run: Run, executor: DagExecutor) -> None:
         self._run = run
         self._executor = executor
+        # What this handle shows once its run has let go of its values (Run.release_values).
+        self._report: ExecutionReport | None = None
+        self._events: EventStream[DagEvent] | None = None
+        if run.released:
+            self._report = run.full_report()
+        else:
+            run._handles.add(self)
+
+    def _keep(self, report: ExecutionReport, events: EventStream[DagEvent]) -> None:
+        self._report, self._events = report, events
 
     @property
     def run_id(self) -> str:
@@ -368,7 +439,7 @@ class RunHandle:
     @property
     def report(self) -> ExecutionReport | None:
         """The final report, or None while the run goes on."""
-        return self._run.report
+        return self._report or self._run.report
 
     @property
     def done(self) -> bool:
@@ -377,7 +448,7 @@ class RunHandle:
 
     def snapshot(self) -> ExecutionReport:
         """The run as it is now, for dashboards."""
-        return self._run.snapshot()
+        return self._report or self._run.snapshot()
 
     def cancel(self) -> None:
         """Cancel the run; it ends ``cancelled`` promptly."""
@@ -385,7 +456,7 @@ class RunHandle:
 
     def subscribe(self) -> AsyncIterator[DagEvent]:
         """Every event of the run: past ones first, then live ones until it ends."""
-        return self._run.events.subscribe()
+        return (self._events or self._run.events).subscribe()
 
     def add_listener(self, listener: Any) -> None:
         """Call ``listener(event)`` synchronously for each future event."""
@@ -405,7 +476,7 @@ class RunHandle:
         assert self._run.report is not None
         for callback in self._run.waited_callbacks:
             callback()
-        return self._run.report
+        return self._report or self._run.report
 
     def add_node(
         self,
@@ -429,7 +500,7 @@ class RunHandle:
 
     def add_nodes(self, requests: list[Mapping[str, Any]]) -> list[str]:
         """Add several nodes at once, all or none; each mapping holds :meth:`add_node`'s arguments."""
-        return _on_loop(self._executor._grow, self._run, requests)
+        return _on_loop(self._executor._grow, self._run, requests, ADDING_NODE.get())
 
     def questions(self) -> list[HumanRequest]:
         """The questions the run is waiting for a person to answer."""

@@ -41,7 +41,7 @@ from dagger_nb.dag.human import PauseForHuman, review_due, review_point
 from dagger_nb.dag.journal import NodeJournal
 from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
-from dagger_nb.dag.run import Run
+from dagger_nb.dag.run import ADDING_NODE, Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
 from dagger_nb.errors import DaggerError, DaggerWarning, NodeTimeout, StorageError
 
@@ -188,6 +188,8 @@ class Scheduler:
         run.events.close()
         if run.done is not None:
             run.done.set()
+        if status == "succeeded":  # it cannot be resumed: its values live only while somebody holds them
+            run.release_values()
         self.executor._forget_old_runs()
 
     def _add_workers(self, run: Run, wanted: int) -> None:
@@ -262,9 +264,11 @@ class Scheduler:
                         kwargs["review_note"] = review_note
                     before = run.cache.namespace(node_id) if action.takes_ctx else None
                     capture = start_capture(logs)
+                    adding = ADDING_NODE.set(node_id)
                     try:
                         result = await self._call(run, node, action, kwargs, attempt)
                     finally:
+                        ADDING_NODE.reset(adding)
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
