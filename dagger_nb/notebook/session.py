@@ -128,7 +128,7 @@ class Session:
         stored results of unchanged nodes; ``fresh=True`` runs every node and stores the results.
         """
         if fresh or self._wants_incremental(name, incremental):
-            self._open_incremental_db()
+            self.incremental_db()
         return self._remember(self.executor.start(name, inputs=inputs, cache=self.cache, incremental=incremental,
                                                   fresh=fresh))
 
@@ -139,9 +139,13 @@ class Session:
             return self.executor.incremental
         return self.executor.workflow(name).config.enable_incremental_cache
 
-    def _open_incremental_db(self) -> None:
+    def incremental_db(self) -> str:
+        """The file runs and stored results are recorded in: ``dag_db``, or else
+        :data:`INCREMENTAL_DB` in the kernel's working folder, opened now if it is not yet."""
         if self.executor.db is None:
             self.executor.use_db(os.path.abspath(INCREMENTAL_DB))
+        assert self.executor.db is not None
+        return self.executor.db
 
     def start_resume(self, run_id: str) -> RunHandle:
         """Resume run ``run_id`` in the background (actions as registered now)."""
