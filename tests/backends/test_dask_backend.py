@@ -485,7 +485,7 @@ async def test_a_big_result_is_fetched_from_its_worker_not_pushed(
 async def test_a_pushed_result_nobody_kept_is_fetched(
     registry: ActionRegistry, backend: DaskBackend, dask_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dagger_nb.backends import dask as dask_backend
+    from dagger_nb.backends.dask import gathering as dask_backend
 
     monkeypatch.setattr(dask_backend, "_PUSHED_LIMIT", 0)  # every push dropped as it comes
     registry.register("square", lambda i: i * i)
@@ -499,7 +499,7 @@ async def test_a_pushed_result_nobody_kept_is_fetched(
 def test_a_task_that_dask_fails_after_its_push_fails(backend: DaskBackend, dask_client: Any) -> None:
     # The window (a worker dying between the push and its report) is too short to hit for real:
     # a pushed result arrives for a task Dask reports as failed.
-    from dagger_nb.backends import dask as dask_backend
+    from dagger_nb.backends.dask import worker as dask_backend
 
     future = dask_client.submit(divmod, 1, 0, pure=False)
     distributed.wait(future)
@@ -531,7 +531,7 @@ async def test_backends_sharing_a_client_each_get_their_own_results(
 
 
 def test_the_gatherer_keeps_a_bounded_number_of_pushed_results(dask_client: Any) -> None:
-    from dagger_nb.backends import dask as dask_backend
+    from dagger_nb.backends.dask import gathering as dask_backend
 
     gatherer = dask_backend._Gatherer(dask_client)
     for i in range(dask_backend._PUSHED_LIMIT + 10):  # pushed for calls nobody receives (say, discarded)
