@@ -48,7 +48,7 @@ class LogBuffer:
         self.max_lines = max_lines
         self.max_chars = max_chars
         self.dropped = 0
-        self._partial: dict[str, str] = {}
+        self._partial: dict[str, str] | None = None  # made on the first unfinished line: most nodes print nothing
 
     def add_line(self, line: str) -> None:
         """Keep ``line`` (cut to ``max_chars``) unless the buffer is full."""
@@ -59,18 +59,22 @@ class LogBuffer:
 
     def write(self, stream: str, text: str) -> None:
         """Add ``text`` written to ``stream`` (``stdout``/``stderr``), one line at a time."""
-        pending = self._partial.pop(stream, "") + text
+        partial = self._partial
+        pending = (partial.pop(stream, "") if partial else "") + text
         *complete, rest = pending.split("\n")
         for line in complete:
             self.add_line(line)
         if rest:
+            if self._partial is None:
+                self._partial = {}
             self._partial[stream] = rest
 
     def close(self) -> None:
         """Keep the unfinished lines too, and say how many lines were dropped."""
-        for rest in self._partial.values():
-            self.add_line(rest)
-        self._partial.clear()
+        if self._partial:
+            for rest in self._partial.values():
+                self.add_line(rest)
+            self._partial.clear()
         if self.dropped:
             self.lines.append(f"… {self.dropped} more lines not kept")
             self.dropped = 0
@@ -126,7 +130,7 @@ def _install() -> None:
 
 def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | None]:
     """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
-    if not (isinstance(sys.stdout, _Tee) and isinstance(sys.stderr, _Tee) and _factory_installed):
+    if sys.stdout.__class__ is not _Tee or sys.stderr.__class__ is not _Tee or not _factory_installed:
         _install()
     return _current.set(buffer)
 
@@ -135,7 +139,7 @@ def stop_capture(token: contextvars.Token[LogBuffer | None]) -> None:
     """Undo :func:`start_capture` and keep the buffer's unfinished lines."""
     buffer = _current.get()
     _current.reset(token)
-    if buffer is not None:
+    if buffer is not None and (buffer._partial or buffer.dropped):
         buffer.close()
 
 
