@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 escape = html.escape
 
 #: The order of a progress bar's segments; each status in its graph colour.
-SEGMENTS = ("succeeded", "failed", "skipped", "cancelled", "running")
+SEGMENTS = ("succeeded", "cached", "failed", "skipped", "cancelled", "running")
 #: Task statuses counted as one of :data:`SEGMENTS`.
 TASK_SEGMENT = {"completed": "succeeded", "accepted": "succeeded", "failed": "failed", "rejected": "failed",
                 "cancelled": "cancelled", "in_progress": "running", "blocked": "skipped"}
-_DONE = ("succeeded", "failed", "skipped", "cancelled")
+_DONE = ("succeeded", "cached", "failed", "skipped", "cancelled")
 _MERGE_ABOVE = 200
 
 

@@ -36,11 +36,11 @@ from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
 from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
 from dagger_nb.notebook.dashboards.inspect import NodeInspector
 
-_ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "skipped": 4, "pending": 5}
+_ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "cached": 3, "skipped": 4, "pending": 5}
 _NODE_COLUMNS = ("node", "action", "status", "attempts", "duration (s)", "error")
 #: Seconds between two timelines of a run above the collapse limit (a timeline of thousands of nodes costs).
 _BIG_TIMELINE_EVERY = 1.0
-_LEGEND = ("pending", "running", "succeeded", "failed", "skipped", "cancelled")
+_LEGEND = ("pending", "running", "succeeded", "cached", "failed", "skipped", "cancelled")
 
 
 class RunDashboard(Dashboard):

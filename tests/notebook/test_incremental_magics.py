@@ -10,6 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from dagger_nb.dag import ActionRegistry
+from dagger_nb.graph import STATUS_COLOURS
 from dagger_nb.notebook.magics import DaggerMagics, load_magics
 from dagger_nb.notebook.session import INCREMENTAL_DB, Session
 from tests.notebook.conftest import run
@@ -58,6 +59,9 @@ async def test_editing_one_action_cell_reruns_only_it_and_what_its_change_reache
     assert (in_notebook_folder / INCREMENTAL_DB).exists()
     assert run_pipeline(shell) == dict.fromkeys(["load", "double", "publish"], "cached")
     assert shell.user_ns["calls"] == []
+    dashboard = magics.session.dashboards[shell.user_ns["_dagger_run"].run_id]
+    assert STATUS_COLOURS["cached"] in dashboard.header.value and "cached</span>&nbsp;3" in dashboard.header.value
+    assert "3/3" in dashboard.progress.value and STATUS_COLOURS["cached"] in dashboard.progress.value
 
     run(shell, ACTIONS["double"].replace("value * 2", "value + value"))  # same output
     assert run_pipeline(shell) == {"load": "cached", "double": "succeeded", "publish": "cached"}
