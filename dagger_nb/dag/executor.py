@@ -317,8 +317,9 @@ class DagExecutor:
                                              config=self.config or DagConfig())
         return task
 
-    def _grow(self, run: Run, requests: list[Mapping[str, Any]]) -> list[str]:
-        """Add nodes to ``run`` while it runs (all or none); returns their ids."""
+    def _grow(self, run: Run, requests: list[Mapping[str, Any]], adder: str | None = None) -> list[str]:
+        """Add nodes to ``run`` while it runs (all or none); returns their ids. ``adder``: the node
+        whose action adds them."""
         if run.group is None or run.status != "running":
             raise GraphChangeError(
                 f"run '{run.run_id}' is {run.status}: nodes can only be added while it runs"
@@ -328,7 +329,7 @@ class DagExecutor:
         nodes = build_nodes(list(requests), existing=run.nodes, actions=self.registry.names(),
                             counters=run.id_counters, supervisor_steps=run.supervisor_steps)
         run.supervisor_steps += sum(node.action == SUPERVISOR_ACTION for node in nodes)
-        ready = run.grow(nodes)
+        ready = run.grow(nodes, adder=adder)
         for node in nodes:
             run.events.emit(NodeAdded(run.run_id, node.id, node.action, list(run.dependencies[node.id])))
             failed_upstream = [d for d in run.dependencies[node.id]

@@ -12,6 +12,13 @@ next transaction, which the same writer starts as soon as the first ends.
 Snapshots (``config.cache_snapshot_interval``) go through the same writer: what
 running nodes wrote through ``ctx`` so far is stored between node commits, so a
 snapshot never overwrites a node's committed values with older ones.
+
+Nodes an action adds (``ctx.add_node``, a supervisor step's tools) are part of that
+action's work: they, their outcomes and their values are stored in the transaction
+that commits the node that added them (or later, never earlier). A step killed
+mid-way therefore leaves no trace of its additions, and a resume re-runs it from a
+clean slate, while every node added by a committed step keeps its committed outcome.
+A node added by a hook is stored at once, unless it depends on such a held node.
 """
 
 from __future__ import annotations
@@ -38,7 +45,14 @@ class NodeJournal:
         self._snapshots: set[str] = set()
         self._batch_done = anyio.Event()
         self._writing = False
-        self._written_spec: WorkflowSpec = run.spec
+        #: nodes whose spec is stored (or goes with the next write), and how many of the run's
+        #: nodes were looked at; the others wait for their adder's commit (Run.added_by)
+        self._durable: set[str] = {node.id for node in run.spec.nodes}
+        self._seen = len(run.spec.nodes)
+        self._pending: dict[str, None] = {}
+        self._held: dict[str, tuple[str, dict[str, Any] | None, bool]] = {}
+        self._finished: set[str] = set()
+        self._spec_changed = False
         #: namespaces whose values are committed (the end of the run need not write them again)
         self.committed: set[str] = set()
         #: the first failure to write: every later commit raises it too
@@ -88,19 +102,72 @@ class NodeJournal:
                 snapshots, self._snapshots = self._snapshots, set()
                 done, self._batch_done = self._batch_done, anyio.Event()
                 try:
-                    records = [self._record(*item) for item in queued]
-                    spec = self._run.spec if self._run.spec is not self._written_spec else None
-                    snapshots -= {node for node, _, _ in queued}  # committed whole in this batch
                     if self.failure is None:
+                        queued = self._durable_items(queued)
+                        records = [self._record(*item) for item in queued]
+                        spec = self._durable_spec() if self._spec_changed else None
+                        snapshots &= self._durable
+                        snapshots -= {node for node, _, _ in queued}  # committed whole in this batch
                         await anyio.to_thread.run_sync(self._commit, records, spec, snapshots)
-                        self._written_spec = spec or self._written_spec
+                        if spec is not None:
+                            self._spec_changed = False
                         self.committed.update(node for node, outputs, whole in queued if outputs is not None or whole)
-                except StorageError as error:
-                    self.failure = error
+                except BaseException as error:
+                    # Whatever went wrong, the waiting workers must not believe their nodes stored.
+                    self.failure = error if isinstance(error, StorageError) else StorageError(
+                        f"cannot record nodes of run '{self._run.run_id}' in '{self._store.path}': "
+                        f"{type(error).__name__}: {error}"
+                    )
+                    if not isinstance(error, Exception):
+                        raise
                 finally:
                     done.set()
         finally:
             self._writing = False
+
+    def _durable_items(
+        self, queued: list[tuple[str, dict[str, Any] | None, bool]]
+    ) -> list[tuple[str, dict[str, Any] | None, bool]]:
+        """The queued commits that can be written now, with held ones their adder's commit frees.
+
+        A node added while the run ran is stored once the node that added it has been committed
+        (in this batch or before) and all its dependencies are stored: until then its own commit
+        is held, so a crash before its adder finishes forgets both.
+        """
+        run = self._run
+        nodes = run.spec.nodes
+        for node in nodes[self._seen:]:
+            self._pending[node.id] = None
+        self._seen = len(nodes)
+        ready = []
+        for item in queued:
+            if item[0] in self._durable:
+                ready.append(item)
+            else:
+                self._held[item[0]] = item
+        self._finished.update(node for node, _, _ in ready)
+        changed = bool(self._pending)
+        while changed:
+            changed = False
+            for node_id in list(self._pending):
+                adder = run.added_by.get(node_id)
+                if (adder is None or (adder in self._durable and adder in self._finished)) and all(
+                    dependency in self._durable for dependency in run.dependencies[node_id]
+                ):
+                    del self._pending[node_id]
+                    self._durable.add(node_id)
+                    self._spec_changed = changed = True
+                    item = self._held.pop(node_id, None)
+                    if item is not None:
+                        ready.append(item)
+                        self._finished.add(node_id)
+        return ready
+
+    def _durable_spec(self) -> WorkflowSpec:
+        spec = self._run.spec
+        if len(self._durable) == len(spec.nodes):
+            return spec
+        return spec.model_copy(update={"nodes": [node for node in spec.nodes if node.id in self._durable]})
 
     def _commit(
         self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None, snapshots: set[str] | None = None

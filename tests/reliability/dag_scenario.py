@@ -164,6 +164,115 @@ def _stored(db: Path) -> tuple[dict[str, object], str | None]:
     return values, None if status_row is None else status_row[0]
 
 
+TOOLS_PER_STEP = 3
+STEP_THINK_SECONDS = 0.12
+
+DYNAMIC_CHILD = """
+import os, sys, time
+import anyio
+import dagger_nb
+from dagger_nb.dag.spec import DagConfig
+
+db, log, steps, tools, think, pause = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:7])
+steps, tools = int(steps), int(tools)
+log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+registry = dagger_nb.ActionRegistry()
+
+@dagger_nb.action(registry=registry, name="supervisor_step")
+async def supervisor_step(iteration, ctx):
+    os.write(log_fd, f"step {iteration}\\n".encode())
+    if iteration >= steps:
+        return "done"
+    added = [ctx.add_node("tool", inputs={"step": {"value": iteration}, "k": {"value": k}}) for k in range(tools)]
+    ctx.add_node("supervisor_step", dependencies=[*added, ctx.node])
+    await anyio.sleep(think)  # thinking on while its tools run: most kills land here
+    return "planned"
+
+@dagger_nb.action(registry=registry)
+def tool(step, k):
+    os.write(log_fd, f"tool {step} {k}\\n".encode())
+    time.sleep(pause)
+    return step * 100 + k
+
+executor = dagger_nb.DagExecutor(registry, db=db, config=DagConfig(max_parallel_nodes=4, max_iterations=1000))
+runs = executor.runs()
+if len(runs):
+    run_id, status = runs["run_id"][0], runs["status"][0]
+    report = executor.resume_sync(run_id) if status != "succeeded" else None
+else:
+    report = executor.run_agent_dag("agent")
+executor.close()
+sys.exit(0 if report is None or report.status == "succeeded" else 3)
+"""
+
+
+def dynamic_crash_matrix(*, kills: int, steps: int, workdir: Path, seed: int) -> dict[str, int]:
+    """A supervisor loop (``execute_agent_dag``) of ``steps`` steps, each adding ``TOOLS_PER_STEP``
+    tool nodes and the next step, SIGKILLed ``kills`` times, mostly while a step thinks after its
+    tools finished.
+
+    Counts like :func:`crash_matrix`, plus ``orphans``: nodes in the final workflow beyond one
+    step per iteration and its tools (a killed step's additions kept and then added again).
+    ``in_flight_allowance``: per kill, the step in flight and the tools it added (they are part of
+    its work and re-run with it); the tools of a committed step are never run again.
+    """
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    db, log, script = workdir / "agent.db", workdir / "agent.log", workdir / "agent_child.py"
+    for leftover in (db, log, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        leftover.unlink(missing_ok=True)
+    script.write_text(textwrap.dedent(DYNAMIC_CHILD))
+    command = [sys.executable, str(script), str(db), str(log), str(steps), str(TOOLS_PER_STEP),
+               str(STEP_THINK_SECONDS), str(PAUSE_SECONDS)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done_kills = stuck = 0
+    for _ in range(kills):
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not _wait_for_progress(child, log, _executions(log)):
+            break
+        time.sleep(rng.uniform(0.05, 0.4))
+        if child.poll() is not None:
+            break
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        done_kills += 1
+    try:
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_SECONDS,
+                               check=False)
+        stuck = int(final.returncode != 0)
+    except subprocess.TimeoutExpired:
+        stuck = 1
+    lines = _read_log(log)
+    connection = sqlite3.connect(db)
+    try:
+        status, spec = connection.execute("SELECT status, spec FROM dag_runs").fetchone()
+        values = {namespace: json.loads(blob) for namespace, fmt, blob in connection.execute(
+            "SELECT namespace, format, value FROM dag_cache WHERE key = 'result'") if fmt == "json"}
+    finally:
+        connection.close()
+    stuck = stuck or int(status != "succeeded")
+    produced: dict[tuple[int, int], list[object]] = {}
+    steps_seen = 0
+    for node in json.loads(spec)["nodes"]:
+        inputs = {item["name"]: item.get("value") for item in node.get("inputs", [])}
+        if node["action"] == "tool":
+            produced.setdefault((inputs["step"], inputs["k"]), []).append(values.get(node["id"]))
+        else:
+            steps_seen += 1
+    expected = [(step, k) for step in range(steps) for k in range(TOOLS_PER_STEP)]
+    lost = sum(produced.get(key) != [key[0] * 100 + key[1]] for key in expected)
+    orphans = sum(len(found) for found in produced.values()) - len(expected) + steps_seen - (steps + 1)
+    return {
+        "kills": done_kills,
+        "items": len(expected),
+        "lost": lost,
+        "orphans": orphans,
+        "redone": len(lines) - len(set(lines)),
+        "in_flight_allowance": done_kills * (TOOLS_PER_STEP + 1),
+        "stuck": stuck,
+    }
+
+
 if __name__ == "__main__":
     import tempfile
 

@@ -10,13 +10,24 @@ import pytest
 from dagger_nb import ActionRegistry, DagExecutor
 from dagger_nb.errors import StorageError
 from tests.dag.helpers import executor_with, workflow
-from tests.reliability.dag_scenario import crash_matrix
+from tests.reliability.dag_scenario import crash_matrix, dynamic_crash_matrix
 
 
 def test_killed_runs_resume_without_losing_or_redoing_finished_nodes(tmp_path: Path) -> None:
     counts = crash_matrix(kills=4, items=400, workdir=tmp_path, seed=23)
     assert counts["kills"] >= 2, counts  # the scenario must really have killed the run mid-way
     assert counts["lost"] == 0, counts
+    assert counts["stuck"] == 0, counts
+    assert counts["redone"] <= counts["in_flight_allowance"], counts
+
+
+def test_a_supervisor_step_killed_mid_step_resumes_from_a_clean_slate(tmp_path: Path) -> None:
+    # A step's tool nodes are stored with the step: a kill while it thinks forgets them, the step
+    # runs again and adds them again; no tool of a committed step runs twice, no orphan is left.
+    counts = dynamic_crash_matrix(kills=4, steps=8, workdir=tmp_path, seed=3)
+    assert counts["kills"] >= 2, counts
+    assert counts["lost"] == 0, counts
+    assert counts["orphans"] == 0, counts
     assert counts["stuck"] == 0, counts
     assert counts["redone"] <= counts["in_flight_allowance"], counts
 
