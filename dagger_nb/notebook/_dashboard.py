@@ -399,6 +399,8 @@ class Dashboard(widgets.VBox):
     def send_final_state(self) -> None:
         """Re-send every panel's state from the calling cell (headless runners record it there); a graph
         still being rendered is sent from this cell too when it is ready (the loop never waits for it)."""
+        if self.closed:
+            return
         self.graph.resend_from(contextvars.copy_context())
         for widget in self._widgets():
             widget.send_state()

@@ -100,6 +100,8 @@ class RunDashboard(Dashboard):
 
     def _on_event(self, event: object) -> None:
         # Called for every event of the run: keep it O(1) and cheap (see Dashboard.changed).
+        if self.closed:  # a closed dashboard stays a follower of its run; it draws nothing more
+            return
         cls = event.__class__
         if cls is RunFinished:
             self.finish()

@@ -441,3 +441,24 @@ async def test_a_node_waiting_for_an_abandoned_attempt_says_so(executor: DagExec
     report = await handle.wait()
     assert report.success and ">waiting<" not in dashboard.table.value
     dashboard.close()
+
+
+async def test_a_closed_dashboard_ignores_a_resumed_run(executor: DagExecutor) -> None:
+    broken = [True]
+
+    def flaky() -> int:
+        if broken[0]:
+            raise KeyError("body")
+        return 1
+
+    executor.registry.register("flaky", flaky)
+    executor.add_workflow(WorkflowSpec.model_validate({
+        "name": "pc", "nodes": [{"id": "a", "action": "flaky"}], "config": {"on_failure": "pause", "max_attempts": 1}}))
+    handle = executor.start("pc")
+    dashboard = RunDashboard(handle)
+    await handle.wait()
+    redraws = dashboard.redraws
+    dashboard.close()
+    broken[0] = False
+    await executor.start_resume(handle.run_id).wait()
+    assert dashboard.redraws == redraws and dashboard.finished
