@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import inspect
 import math
@@ -179,22 +180,24 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
         return _code_prints[fn]
     except (KeyError, TypeError):
         pass
-    target = fn
+    target: Any = fn
     parts: list[str] = []
-    while isinstance(target, types.MethodType):
-        parts.append(value_fingerprint(target.__self__))
-        target = target.__func__
-    if not isinstance(target, types.FunctionType):
+    while isinstance(target, types.MethodType | functools.partial):
+        if isinstance(target, types.MethodType):  # the instance's state counts, not its pickle
+            owner = target.__self__
+            parts.append(_instance_state(owner) if hasattr(owner, "__dict__") else value_fingerprint(owner))
+            target = target.__func__
+        else:
+            parts.append(value_fingerprint((target.args, target.keywords)))
+            target = target.func
+    if isinstance(target, types.FunctionType):
+        parts.append(_function_print(target))
+    else:
         call = getattr(type(target), "__call__", None)  # noqa: B004 - callable objects
         if isinstance(call, types.FunctionType):
-            parts.append(_text_of_class(type(target)))
-            parts.append(_instance_state(target))
-            target = call
-        else:
+            parts += [_text_of_class(type(target)), _instance_state(target), _function_print(call)]
+        else:  # a builtin: by its pickle, which names it
             parts.append(value_fingerprint(target))
-            target = None
-    if target is not None:
-        parts.append(_function_print(target))
     result = digest(*parts)
     with contextlib.suppress(TypeError):  # not weak-referenceable: computed each time
         _code_prints[fn] = result

@@ -149,10 +149,7 @@ class IncrementalRun:
         they cannot be read (the node then runs)."""
         assert plan.reuse is not None
         stored = plan.reuse
-        if any(file is not None or fmt != "json" for fmt, _, file in stored.values.values()):
-            values = await anyio.to_thread.run_sync(self.results.load_values, stored)
-        else:
-            values = self.results.load_values(stored)
+        values = await anyio.to_thread.run_sync(self.results.load_values, stored)
         for key, value in values.items():
             run.cache.insert(node_id, key, value)
             self._prints[node_id, key] = stored.outputs.get(key) or value_fingerprint(value)

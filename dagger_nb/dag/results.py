@@ -62,7 +62,7 @@ class StoredResult:
     run_id: str
     used_at: float = 0.0
     size: int = 0
-    #: key -> (format, inline bytes or None, file name or None)
+    #: key -> (format, inline bytes or None, file name or None), as :meth:`ResultStore.save` stored them
     values: dict[str, tuple[str, bytes | None, str | None]] = field(default_factory=dict)
 
 
@@ -100,18 +100,13 @@ class ResultStore:
     # -- reading -----------------------------------------------------------------------------
 
     def results(self, workflow: str) -> dict[str, list[StoredResult]]:
-        """Every stored result of ``workflow``, by node, the most recently used first."""
+        """Every stored result of ``workflow`` (without its values), by node, the most recently used first."""
         with self._use("read the stored results of workflow", workflow) as connection:
             rows = connection.execute(
                 "SELECT node, fingerprint, code, settings, inputs, outputs, run_id, used_at, size "
                 "FROM dag_results WHERE workflow = ? ORDER BY used_at DESC", (workflow,)
             ).fetchall()
-            values = connection.execute(
-                "SELECT node, fingerprint, key, format, value, file FROM dag_result_values WHERE workflow = ?",
-                (workflow,),
-            ).fetchall()
         found: dict[str, list[StoredResult]] = {}
-        by_key: dict[tuple[str, str], StoredResult] = {}
         for node, fingerprint, code, settings, inputs, outputs, run_id, used_at, size in rows:
             try:
                 result = StoredResult(workflow, node, fingerprint, code, settings, json.loads(inputs),
@@ -119,17 +114,21 @@ class ResultStore:
             except (TypeError, ValueError):
                 continue  # a damaged row is no reusable result: the node runs
             found.setdefault(node, []).append(result)
-            by_key[node, fingerprint] = result
-        for node, fingerprint, key, fmt, blob, file in values:
-            owner = by_key.get((node, fingerprint))
-            if owner is not None:
-                owner.values[key] = (fmt, blob, file)
         return found
 
     def load_values(self, result: StoredResult) -> dict[str, Any]:
-        """The values of ``result``; :class:`StorageError` naming what cannot be read."""
+        """The values of ``result``; :class:`StorageError` naming what cannot be read (or what is gone)."""
+        with self._use("read a stored result of workflow", result.workflow) as connection:
+            rows = connection.execute(
+                "SELECT key, format, value, file FROM dag_result_values WHERE workflow = ? AND node = ? "
+                "AND fingerprint = ?", (result.workflow, result.node, result.fingerprint)
+            ).fetchall()
+        missing = set(result.outputs) - {row[0] for row in rows}
+        if missing:  # cleared or evicted since the run started
+            raise StorageError(f"stored result of node '{result.node}' (workflow '{result.workflow}') in "
+                               f"'{self.where}' is gone (cleared or evicted)")
         loaded = {}
-        for key, (fmt, blob, file) in result.values.items():
+        for key, fmt, blob, file in rows:
             where = f"stored result of node '{result.node}' (workflow '{result.workflow}'), value '{key}'"
             loaded[key] = self._decode(fmt, blob, file, where)
         return loaded
@@ -227,7 +226,8 @@ class ResultStore:
     def clear(self, workflow: str | None = None, node: str | None = None) -> int:
         """Forget the stored results of every workflow, of ``workflow``, or of one ``node`` of it;
         returns how many went."""
-        where, params = "", ()
+        where: str = ""
+        params: tuple[str, ...] = ()
         if workflow is not None:
             where, params = " WHERE workflow = ?", (workflow,)
             if node is not None:

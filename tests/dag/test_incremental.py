@@ -580,3 +580,18 @@ def test_values_a_factory_closes_over_count_as_code() -> None:
 
     with pytest.raises(Unfingerprintable, match="a value 'test_values_a_factory.*closes over has no fingerprint"):
         code_fingerprint(uses_lock)
+
+
+def test_partials_and_methods_count_their_function_and_arguments() -> None:
+    import functools
+
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def scale(self, value: int) -> int:
+            return value * self.factor
+
+    assert code_fingerprint(functools.partial(double, 1)) != code_fingerprint(functools.partial(double_changed, 1))
+    assert code_fingerprint(functools.partial(double, 1)) != code_fingerprint(functools.partial(double, 2))
+    assert code_fingerprint(Scaler(2).scale) == code_fingerprint(Scaler(2).scale) != code_fingerprint(Scaler(3).scale)
