@@ -462,3 +462,30 @@ async def test_a_closed_dashboard_ignores_a_resumed_run(executor: DagExecutor) -
     broken[0] = False
     await executor.start_resume(handle.run_id).wait()
     assert dashboard.redraws == redraws and dashboard.finished
+
+
+async def test_a_pubsub_monitor_graph_catches_up_when_the_bus_goes_idle() -> None:
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+
+    registry = PubSubAgentRegistry()
+    handled: list[float] = []
+
+    @pubsub_agent("count", subscribe=["in"], registry=registry)
+    async def count(message: Any, ctx: Any) -> None:
+        handled.append(time.monotonic())
+
+    bus = PubSub(registry=registry)
+    bus.register("count")
+    handle = bus.start()
+    monitor = PubSubMonitor(bus, handle=handle)
+    for i in range(3):
+        await bus.publish("in", {"i": i})
+    await until(lambda: len(handled) == 3, 10, "the messages were not handled")
+    await until(lambda: monitor.events_seen > 0 and monitor.graph.shown_version == (monitor.events_seen, 1), 5,
+                "the graph stayed stale once the bus went idle")
+    assert time.monotonic() - handled[-1] <= 1.5
+    assert "running" in monitor.header.value and not monitor.finished
+    bus.stop()
+    await handle.wait()
+    bus.close()
+    monitor.close()
