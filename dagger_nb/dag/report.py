@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -122,6 +123,26 @@ class ExecutionReport:
     def to_dot(self) -> str:
         """DOT of the workflow with each node coloured by its status."""
         return workflow_dot(self.spec, self.outcomes)
+
+    def timeline(self) -> pd.DataFrame:
+        """One row per node that started: ``node, action, status, lane, start, finish, duration_s``
+        (``lane``: the worker slot it ran in, as in the dashboard's timeline)."""
+        from dagger_nb.export import timeline_frame
+
+        return timeline_frame(self)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained HTML page of the run (table, graph, timeline, tracebacks, logs); written to
+        ``path`` when given. Returns the page."""
+        from dagger_nb.export import report_to_html
+
+        return report_to_html(self, path)
+
+    def to_json(self) -> str:
+        """The run and each node's outcome (with traceback and logs) as JSON text."""
+        from dagger_nb.export import report_to_json
+
+        return report_to_json(self)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{count} {status}" for status, count in sorted(self.counts().items()))
