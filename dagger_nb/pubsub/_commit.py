@@ -1,12 +1,13 @@
 """Group commit: publishers and delivery tasks of a bus with ``db=`` share transactions.
 
 Whoever needs its rows stored takes the :class:`Ticket` of the rows pending
-now and waits on it. If no write is under way, that waiter writes everything
-pending in one transaction; otherwise it waits for the write under way to
-end, then either finds its ticket done or writes the next batch itself. So
+now, yields once, and then, unless another waiter got there first, writes
+everything pending in one transaction on the loop's thread. Every task that
+was ready in the same tick of the event loop has added its rows by then, so
 however many publishers and subscribers wait at once, they cost one
-transaction per round, and nobody is woken before the transaction that holds
-its rows has committed (or failed: then each of them gets the
+transaction per tick and a single yield each: no events, no cancel scopes,
+no thread hand-offs. Nobody goes on before the transaction that holds its
+rows has committed (or failed: then each of them gets the
 :class:`~dagger_nb.errors.StorageError`).
 """
 
@@ -53,8 +54,6 @@ class GroupCommit:
         self._written = written
         self._failed = failed
         self._ticket = Ticket()
-        self._writing = False
-        self._ended: anyio.Event | None = None
 
     def ticket(self) -> Ticket:
         """The ticket of every row added since the last write took the pending ones."""
@@ -63,53 +62,47 @@ class GroupCommit:
     async def wait(self, ticket: Ticket, *, message: bool = False) -> None:
         """Return once ``ticket``'s rows are committed; raise its ``StorageError`` if they could not be.
 
-        ``message=True`` for a publisher, whose message may fail alone.
-        Shielded: a cancelled waiter still sees its rows' fate decided, so a
-        message is either stored and routed or neither.
+        ``message=True`` for a publisher, whose message may fail alone. The
+        waiter yields once, so every task that is ready adds its rows first;
+        then whoever of them runs first writes them all. A waiter cancelled
+        during that yield writes before it leaves: its rows' fate is decided
+        either way, so a message is either stored and routed or neither.
         """
-        if not (ticket.done or self._writing):
-            await self._write_pending()  # the common case: no write under way, and no await to cancel
         if not ticket.done:
-            with anyio.CancelScope(shield=True):
-                await self._wait_shielded(ticket)
+            try:
+                await anyio.sleep(0)
+            finally:
+                if not ticket.done:
+                    self._write_pending()
         if ticket.error is not None:
             raise ticket.error
         if message and ticket.messages_error is not None:
             raise ticket.messages_error
-
-    async def _wait_shielded(self, ticket: Ticket) -> None:
-        while not ticket.done:
-            if self._writing:
-                if self._ended is None:
-                    self._ended = anyio.Event()
-                await self._ended.wait()
-            else:
-                await self._write_pending()
 
     async def commit(self) -> None:
         """Store every row pending now."""
         await self.wait(self._ticket)
 
     def flush(self) -> None:
-        """Write the pending rows on this thread, unless a write is under way (its writer or the next takes them)."""
-        if self._writing or not self._log.pending:
+        """Write the pending rows now, on this thread, and raise the error if that fails."""
+        if not self._log.pending:
             return
-        ticket = self._ticket
-        batch = self._begin()
-        self._end(batch, ticket, self._write(batch, ticket))
+        ticket = self._write_pending()
         if ticket.error is not None or ticket.messages_error is not None:
             raise ticket.error or ticket.messages_error  # type: ignore[misc]
 
-    async def _write_pending(self) -> None:
-        self._writing = True
-        # Let every task that is ready add its rows first: they join this transaction. Not a
-        # cancellation point: once a writer is chosen, its write must happen.
-        await anyio.lowlevel.cancel_shielded_checkpoint()
-        ticket = self._ticket
-        batch = self._begin()
+    def _write_pending(self) -> Ticket:
         # On the loop's thread: a WAL commit without fsync costs less than the two thread
         # hand-offs it would take to move it off, and every waiter sits behind it either way.
-        self._end(batch, ticket, self._write(batch, ticket))
+        ticket, self._ticket = self._ticket, Ticket()
+        batch = self._log.take()
+        stored = self._write(batch, ticket)
+        ticket.done = True
+        if stored:
+            self._written(batch)
+        else:
+            self._failed(batch)
+        return ticket
 
     def _write(self, batch: Batch, ticket: Ticket) -> bool:
         """Write ``batch``; if that fails, its other rows without its messages. True if the messages were stored."""
@@ -126,21 +119,3 @@ class GroupCommit:
         except StorageError as error:
             ticket.error = error
         return False
-
-    def _begin(self) -> Batch:
-        self._writing = True
-        self._ticket = Ticket()
-        return self._log.take()
-
-    def _end(self, batch: Batch, ticket: Ticket, stored: bool) -> None:
-        self._writing = False
-        ticket.done = True
-        try:
-            if stored:
-                self._written(batch)
-            else:
-                self._failed(batch)
-        finally:
-            if self._ended is not None:
-                self._ended.set()
-                self._ended = None

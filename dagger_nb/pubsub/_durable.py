@@ -139,5 +139,8 @@ class Durability:
             self.commit.flush()
 
     def close(self) -> None:
-        """Write what is pending, close the file and release its lock."""
-        self.log.close()
+        """Write what is pending (settling its waiters), close the file and release its lock."""
+        try:
+            self.flush()
+        finally:
+            self.log.close()

@@ -237,10 +237,12 @@ class Dispatcher:
             raise
         finally:
             node.in_handler = False
-        with anyio.CancelScope(shield=interrupted is not None):
+        if interrupted is None:
             await self._settled(node, record, "delivered", reason)
-        if interrupted is not None:
-            raise interrupted
+            return
+        with anyio.CancelScope(shield=True):
+            await self._settled(node, record, "delivered", reason)
+        raise interrupted
 
     async def _call_in_thread(self, node: Node, record: Record) -> BaseException | None:
         """Run a sync handler in a worker thread; on cancellation, wait for that thread to return.
@@ -298,7 +300,11 @@ class Dispatcher:
                 self._outcome(node, record, "failed", reason, now)
             self._outcome(node, record, kind, "", now)
         if self.persist is not None:
-            await self.persist()
+            try:
+                await self.persist()
+            except anyio.get_cancelled_exc_class():
+                self.settle(node)  # the outcome was written before the cancellation left persist()
+                raise
         self.settle(node)
 
     def settle(self, node: Node) -> None:

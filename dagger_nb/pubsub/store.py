@@ -77,6 +77,13 @@ COLUMNS = {
 #: Pages the write-ahead log may hold before SQLite copies it into the file (SQLite's default: 1000).
 WAL_CHECKPOINT_PAGES = 10_000
 _MESSAGE_COLUMNS = "seq, message_id, timestamp, channel, source, payload, task_id"
+_UPSERT_CHANNEL = (
+    "INSERT INTO pubsub_channels (name, schema) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET schema = excluded.schema"
+)
+_INSERT_NODE = "INSERT OR IGNORE INTO pubsub_nodes (node_id, agent) VALUES (?, ?)"
+_INSERT_MESSAGE = f"INSERT INTO pubsub_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_DELIVERY = "INSERT INTO pubsub_deliveries (message_id, node_id, outcome, at) VALUES (?, ?, ?, ?)"
+_INSERT_DEAD_LETTER = "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason) VALUES (?, ?, ?, ?)"
 
 
 @dataclass(slots=True)
@@ -311,25 +318,15 @@ class MessageLog:
         connection = self._connection
         try:
             connection.execute("BEGIN")
-            connection.executemany(
-                "INSERT INTO pubsub_channels (name, schema) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET schema = excluded.schema",
-                batch.channels,
-            )
-            connection.executemany(
-                "INSERT OR IGNORE INTO pubsub_nodes (node_id, agent) VALUES (?, ?)", batch.nodes
-            )
-            connection.executemany(
-                f"INSERT INTO pubsub_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", batch.messages
-            )
-            connection.executemany(
-                "INSERT INTO pubsub_deliveries (message_id, node_id, outcome, at) VALUES (?, ?, ?, ?)",
-                batch.deliveries,
-            )
-            connection.executemany(
-                "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason) VALUES (?, ?, ?, ?)",
-                batch.dead_letters,
-            )
+            for statement, rows in (
+                (_UPSERT_CHANNEL, batch.channels),
+                (_INSERT_NODE, batch.nodes),
+                (_INSERT_MESSAGE, batch.messages),
+                (_INSERT_DELIVERY, batch.deliveries),
+                (_INSERT_DEAD_LETTER, batch.dead_letters),
+            ):
+                if rows:
+                    connection.executemany(statement, rows)
             connection.execute("COMMIT")
         except sqlite3.Error as error:
             if connection.in_transaction:

@@ -151,3 +151,53 @@ async def test_memory_stays_bounded_however_long_the_log(
     assert most_held <= 40 + 5  # one page of the replay plus the queue
     assert bus._dispatch.records == []  # with db= the file is the history
     bus.close()
+
+
+async def test_a_publisher_cancelled_while_its_commit_is_pending_leaves_its_message_whole(
+    tmp_path: Path, registry: PubSubAgentRegistry, recorder: Make
+) -> None:
+    db = tmp_path / "bus.db"
+    reader = recorder("reader", subscribe=["news"])
+    bus = dagger_nb.PubSub(db=db, registry=registry)
+    node = bus.register("reader")
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # the cancellation lands on the yield before the group commit
+        await bus.publish("news", "cancelled")
+    assert scope.cancelled_caught
+    assert stored_payloads(db) == ['"cancelled"']  # decided before publish left: stored, so routed
+    await bus.run(until_idle=True)
+    assert reader.payloads == ["cancelled"]
+    assert bus.history()["delivered_to"].tolist() == [[node]]
+    bus.close()
+
+
+async def test_a_stop_while_subscribers_wait_on_their_commit_leaves_their_progress_committed(
+    tmp_path: Path, registry: PubSubAgentRegistry, recorder: Make
+) -> None:
+    db = tmp_path / "bus.db"
+    readers = [recorder(f"reader{index}", subscribe=["news"]) for index in range(3)]
+    bus = dagger_nb.PubSub(db=db, registry=registry)
+    for index in range(3):
+        bus.register(f"reader{index}")
+    for number in range(20):
+        await bus.publish("news", number)
+    handled = 0
+
+    def stop_midway(event: Any) -> None:
+        nonlocal handled
+        if type(event).__name__ == "MessageDelivered":
+            handled += 1
+            if handled == 25:  # inside a round: the others are about to wait on the commit
+                bus.stop()
+
+    bus.events.add_listener(stop_midway)
+    await bus.run()
+    bus.events.remove_listener(stop_midway)
+    with sqlite3.connect(db) as connection:
+        committed = connection.execute("SELECT count(*) FROM pubsub_deliveries").fetchone()[0]
+    connection.close()
+    assert committed == sum(len(reader.messages) for reader in readers)  # every handled message's row
+    assert bus._dispatch.outstanding == 60 - committed  # settled exactly what was handled
+    await bus.run(until_idle=True)
+    assert [reader.payloads for reader in readers] == [list(range(20))] * 3
+    bus.close()
