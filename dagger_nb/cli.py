@@ -31,6 +31,12 @@ MISSING_INPUTS = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagger-nb`` console script; returns the exit code."""
+    # Text from actions and workflow files may hold what the terminal cannot encode (a lone
+    # surrogate from an undecodable file name): print it escaped, as stderr does.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -532,8 +532,14 @@ def hook_name(hook: Any) -> str:
 
 
 def describe_error(exception: BaseException) -> str:
-    """``Type: message`` for an action's error; our own errors read well as they are."""
+    """``Type: message`` for an action's error; our own errors read well as they are.
+
+    Printable and storable whatever the message holds: a lone surrogate (an undecodable file
+    name from ``os.fsdecode``) is written as its escape.
+    """
     if isinstance(exception, DaggerError):
-        return str(exception)
-    text = str(exception)
-    return f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+        text = str(exception)
+    else:
+        text = str(exception)
+        text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

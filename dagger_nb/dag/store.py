@@ -302,6 +302,11 @@ class RunStore:
                     yield connection
             except sqlite3.Error as error:
                 raise StorageError(f"cannot {what} '{run_id}' in '{self.path}': {error}") from None
+            except (ValueError, TypeError) as error:  # text SQLite cannot take (a lone surrogate), ...
+                detail = f"{type(error).__name__}: {error}".encode("utf-8", "backslashreplace").decode("utf-8")
+                raise StorageError(
+                    f"cannot {what} '{run_id}' in '{self.path}': a value cannot be stored: {detail}"
+                ) from None
 
     @contextmanager
     def _read(self, what: str) -> Iterator[None]:

@@ -1,0 +1,149 @@
+"""What the run store is given to write: text it cannot take, failures of any kind, a step's additions."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+import dagger_nb
+from dagger_nb import ActionRegistry, DagExecutor, NodeContext
+from dagger_nb.dag import store
+from dagger_nb.dag.scheduler import describe_error
+from tests.dag.helpers import executor_with, workflow
+
+pytestmark = pytest.mark.anyio
+
+UNDECODABLE = os.fsdecode(b"\xff")  # a lone surrogate, as an undecodable file name reads
+
+
+def test_an_error_with_a_lone_surrogate_is_described_printably() -> None:
+    text = describe_error(ValueError("bad " + UNDECODABLE))
+    assert text == "ValueError: bad \\udcff"
+    text.encode("utf-8")  # storable and printable as it is
+
+
+async def test_an_error_with_a_lone_surrogate_is_recorded(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+
+    def bad() -> None:
+        raise ValueError("cannot read " + UNDECODABLE)
+
+    registry.register("bad", bad)
+    registry.register("after", lambda: 1)
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow("sur", {"id": "a", "action": "bad"}, {"id": "b", "action": "after"},
+                                               on_failure="continue", max_attempts=1), db=db)
+
+    report = await executor.execute_dag("sur")
+
+    assert report.status == "failed"
+    assert report.outcomes["a"].error is not None and "cannot read \\udcff" in report.outcomes["a"].error
+    assert report.outcomes["b"].status == "succeeded"
+    executor.close()
+    reopened = DagExecutor(registry, db=db)
+    assert reopened.runs()["status"].tolist() == ["failed"]
+    reopened.close()
+
+
+async def test_a_value_the_store_cannot_take_ends_the_run_failed_naming_file_and_run(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    registry.register("keys", lambda: {"k" + UNDECODABLE: 1})
+    registry.register("after", lambda result: 2)
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow(
+        "keys", {"id": "a", "action": "keys"},
+        {"id": "b", "action": "after", "inputs": [{"name": "result", "reference": "a.result"}]}), db=db)
+
+    report = await executor.execute_dag("keys")
+
+    assert report.status == "failed"
+    assert report.error is not None and str(db) in report.error and report.run_id in report.error
+    assert "cannot be stored" in report.error
+    assert report.outcomes["b"].status != "succeeded"  # 'a' was never recorded: nothing built on it
+    executor.close()
+    reopened = DagExecutor(registry, db=db)
+    assert reopened.runs()["status"].tolist() == ["failed"]  # not left "running"
+    reopened.close()
+
+
+async def test_any_failure_to_write_fails_the_run_and_releases_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = ActionRegistry()
+    ran: list[str] = []
+    registry.register("first", lambda: ran.append("first") or 1)
+    registry.register("second", lambda: ran.append("second") or 2)
+
+    def broken(self: store.RunStore, run_id: str, records: list[store.NodeRecord], **_: object) -> None:
+        raise RuntimeError("the driver fell over")
+
+    monkeypatch.setattr(store.RunStore, "commit_nodes", broken)
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow(
+        "broken", {"id": "a", "action": "first"}, {"id": "b", "action": "second", "dependencies": ["a"]}), db=db)
+
+    report = await executor.execute_dag("broken")
+
+    assert report.status == "failed"
+    assert report.error is not None and str(db) in report.error and "RuntimeError: the driver fell over" in report.error
+    assert ran == ["first"]  # 'a' was not recorded, so 'b' never started
+    executor.close()
+
+
+async def test_a_step_killed_while_its_tools_are_done_leaves_none_of_them_stored(tmp_path: Path) -> None:
+    registry = ActionRegistry()
+    thinking = anyio.Event()
+    release = anyio.Event()
+    executions: list[str] = []
+
+    @dagger_nb.action(registry=registry)
+    async def plan(ctx: NodeContext) -> str:
+        executions.append("plan")
+        ctx.add_node("tool", id="tool_a")
+        ctx.add_node("tool", id="tool_b")
+        thinking.set()
+        await release.wait()
+        return "planned"
+
+    @dagger_nb.action(registry=registry)
+    def tool(ctx: NodeContext) -> str:
+        executions.append(ctx.node)
+        return ctx.node
+
+    @dagger_nb.action(registry=registry)
+    def hooked() -> str:
+        return "hooked"
+
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow("grow", {"id": "plan", "action": "plan"}, {"id": "other",
+                                                "action": "hooked"}), db=db)
+    handle = executor.start("grow")
+    with anyio.fail_after(10):
+        await thinking.wait()
+        while any(handle.snapshot().outcomes[node].status != "succeeded" for node in ("tool_a", "tool_b", "other")):
+            await anyio.sleep(0.005)
+    handle.add_node("hooked", id="from_a_hook")  # not a step's addition: stored at once
+    with anyio.fail_after(10):
+        while handle.snapshot().outcomes["from_a_hook"].status != "succeeded":
+            await anyio.sleep(0.005)
+    crashed = tmp_path / "crashed.db"  # what a SIGKILL now would leave
+    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(crashed)) as copy:
+        source.backup(copy)
+    release.set()
+    assert (await handle).status == "succeeded"
+    executor.close()
+
+    restarted = DagExecutor(registry, db=crashed)
+    registry.register("hooked", lambda: pytest.fail("a finished node that no step added ran again"))
+    executions.clear()
+    release.set()
+    resumed = await restarted.resume(handle.run_id)
+    assert resumed.status == "succeeded"
+    assert sorted(resumed.outcomes) == ["from_a_hook", "other", "plan", "tool_a", "tool_b"]  # no orphan, no twin
+    assert sorted(executions) == ["plan", "tool_a", "tool_b"]  # the step and its additions, once each
+    restarted.close()
