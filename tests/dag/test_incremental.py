@@ -595,3 +595,59 @@ def test_partials_and_methods_count_their_function_and_arguments() -> None:
     assert code_fingerprint(functools.partial(double, 1)) != code_fingerprint(functools.partial(double_changed, 1))
     assert code_fingerprint(functools.partial(double, 1)) != code_fingerprint(functools.partial(double, 2))
     assert code_fingerprint(Scaler(2).scale) == code_fingerprint(Scaler(2).scale) != code_fingerprint(Scaler(3).scale)
+
+
+async def test_a_result_store_that_fails_to_write_leaves_a_note_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagger_nb.dag.results import ResultStore
+    from dagger_nb.errors import StorageError
+
+    def full_disk(self: ResultStore, result: Any, values: Any) -> None:
+        raise StorageError(f"cannot store a result of workflow 'chain' in '{self.where}': database or disk is full")
+
+    runs = executor(tmp_path / "runs.db")
+    monkeypatch.setattr(ResultStore, "save", full_disk)
+    report = await runs.execute_dag("chain", inputs={"x": 1})
+    assert report.status == "succeeded" and report.cache.get("publish", "result") == "published 4"
+    assert all(any("could not be stored" in note and "disk is full" in note for note in o.notes)
+               for o in report.outcomes.values())
+    monkeypatch.undo()
+    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
+
+
+async def test_a_ctx_action_counts_its_dependencies_outputs(tmp_path: Path) -> None:
+    def source(x: int) -> int:
+        return x
+
+    def reads_itself(ctx: NodeContext) -> int:
+        CALLS["reads"] += 1
+        return int(ctx.cache.get("source", "result")) * 10
+
+    spec = workflow(
+        "ctx",
+        {"id": "source", "action": "source", "inputs": [{"name": "x", "reference": "inputs.x"}]},
+        {"id": "reader", "action": "reads", "dependencies": ["source"]},
+    )
+    runs = executor(tmp_path / "runs.db", registry_of(source=source, reads=reads_itself), spec)
+    await runs.execute_dag("ctx", inputs={"x": 1})
+    assert statuses(await runs.execute_dag("ctx", inputs={"x": 1}))["reader"] == "cached"
+    changed = await runs.execute_dag("ctx", inputs={"x": 2})
+    assert statuses(changed)["reader"] == "succeeded"
+    assert reasons(changed)["reader"] == "outputs of dependency 'source' changed"
+    assert changed.cache.get("reader", "result") == 20 and CALLS["reads"] == 2
+
+
+async def test_a_node_that_added_nodes_is_never_reused(tmp_path: Path) -> None:
+    def grow(ctx: NodeContext) -> str:
+        CALLS["grow"] += 1
+        ctx.add_node("load", inputs={"x": {"value": 1}})
+        return "grown"
+
+    spec = workflow("growing", {"id": "grow", "action": "grow"})
+    runs = executor(tmp_path / "runs.db", registry_of(grow=grow), spec)
+    for _ in range(2):
+        report = await runs.execute_dag("growing")
+        assert report.outcomes["grow"].status == "succeeded"
+        assert "its result is not stored: it added nodes to the run" in report.outcomes["grow"].notes
+    assert CALLS["grow"] == 2
