@@ -89,12 +89,10 @@ class RunDashboard(Dashboard):
         self._edges_of: tuple[Any, list[tuple[str, str]]] | None = None
         self.add_class("dagger-run-dashboard")
         handle.add_waited_callback(self.send_final_state)
-        follow = getattr(handle, "follow", handle.add_listener)
+        handle.follow(self._on_event)  # also after a resume of the run
         if handle.done:
             self.finish()
-            follow(self._on_event)  # a resume of this run brings it back to life
         else:
-            follow(self._on_event)
             self.refresh()
             self.start_clock()
 
