@@ -215,13 +215,34 @@ def logs_html(outcomes: Iterable[Any], *, nodes: int = 10, lines: int = 20) -> s
 
 @dataclass(slots=True)
 class Span:
-    """One bar of a timeline: ``name`` ran from ``start`` to ``end`` (None: still running)."""
+    """One bar of a timeline: ``name`` ran from ``start`` to ``end`` (None: still running), on
+    ``worker`` when a backend said where (a Dask worker's address)."""
 
     name: str
     group: str
     status: str
     start: float
     end: float | None
+    worker: str | None = None
+
+
+def lane_layout(spans: Sequence[Span]) -> tuple[list[int], list[str]]:
+    """Each span's lane and each lane's label: worker slots here, or slots within each Dask worker."""
+    if not any(span.worker for span in spans):
+        lanes = assign_lanes(spans)
+        return lanes, [f"slot {lane + 1}" for lane in range(max(lanes, default=-1) + 1)]
+    by_worker: dict[str, list[int]] = {}
+    for index, span in enumerate(spans):
+        by_worker.setdefault(span.worker or "here", []).append(index)
+    lanes = [0] * len(spans)
+    labels: list[str] = []
+    for worker, indexes in sorted(by_worker.items()):
+        local = assign_lanes([spans[i] for i in indexes])
+        for index, lane in zip(indexes, local, strict=True):
+            lanes[index] = len(labels) + lane
+        name = worker.rsplit("/", 1)[-1]
+        labels += [f"{name} · {lane + 1}" for lane in range(max(local) + 1)]
+    return lanes, labels
 
 
 def assign_lanes(spans: Sequence[Span]) -> list[int]:
@@ -248,7 +269,7 @@ def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int 
     if not spans:
         return ""
     now = time.time() if now is None else now
-    lanes = assign_lanes(spans)
+    lanes, labels = lane_layout(spans)
     origin = min(span.start for span in spans)
     end = max([now if span.end is None else span.end for span in spans] + [origin + 1e-3])
     scale = (width - 60) / (end - origin)
@@ -281,7 +302,8 @@ def timeline_svg(spans: Sequence[Span], *, now: float | None = None, width: int 
         f"{escape(format_seconds(end - origin))}</text>"
     )
     lane_labels = "".join(
-        f"<text x='2' y='{lane * lane_height + lane_height - 4}' font-size='10' fill='#666'>slot {lane + 1}</text>"
+        f"<text x='2' y='{lane * lane_height + lane_height - 4}' font-size='9' fill='#666'>"
+        f"{escape(labels[lane][:14])}</text>"
         for lane in range(shown_lanes)
     )
     more = len(set(lanes)) - shown_lanes
@@ -316,20 +338,22 @@ def run_spans(report: ExecutionReport) -> list[Span]:
     for outcome in list(report.outcomes.values()):
         if outcome.started_at is not None:
             spans.append(Span(outcome.node, outcome.action, outcome.status, outcome.started_at,
-                              outcome.finished_at if outcome.status != "running" else None))
+                              outcome.finished_at if outcome.status != "running" else None, outcome.worker))
     return spans
 
 
 def timeline_frame(report: ExecutionReport) -> pd.DataFrame:
-    """One row per started node: ``node, action, status, lane, start, finish, duration_s`` (times UTC)."""
+    """One row per started node: ``node, action, status, worker, lane, start, finish, duration_s`` (times
+    UTC; ``worker`` None for nodes run here; ``lane`` the slot it ran in, within its worker)."""
     import pandas as pd
 
     spans = run_spans(report)
-    lanes = assign_lanes(spans)
+    lanes, labels = lane_layout(spans)
     frame = pd.DataFrame(
-        [(s.name, s.group, s.status, lane, s.start, s.end, None if s.end is None else s.end - s.start)
+        [(s.name, s.group, s.status, s.worker, labels[lane], s.start, s.end,
+          None if s.end is None else s.end - s.start)
          for s, lane in zip(spans, lanes, strict=True)],
-        columns=["node", "action", "status", "lane", "start", "finish", "duration_s"],
+        columns=["node", "action", "status", "worker", "lane", "start", "finish", "duration_s"],
     )
     for column in ("start", "finish"):
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)

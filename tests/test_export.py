@@ -47,10 +47,22 @@ def test_lanes_never_overlap() -> None:
     assert assign_lanes(spans) == [0, 1, 0, 1, 0]
 
 
+def test_nodes_run_on_dask_workers_get_lanes_per_worker() -> None:
+    from dagger_nb.export import lane_layout, timeline_svg
+
+    spans = [Span("a", "x", "succeeded", 0, 2, "tcp://10.0.0.7:4001"), Span("b", "x", "succeeded", 1, 3,
+             "tcp://10.0.0.7:4001"), Span("c", "x", "running", 0, None, "tcp://10.0.0.8:4001")]
+    lanes, labels = lane_layout(spans)
+    assert labels == ["10.0.0.7:4001 · 1", "10.0.0.7:4001 · 2", "10.0.0.8:4001 · 1"] and lanes == [0, 1, 2]
+    svg = timeline_svg(spans, now=4)
+    assert svg.count("class='dagger-span'") == 3 and "10.0.0.8:4001" in svg
+
+
 async def test_timeline_frame_has_one_row_per_started_node() -> None:
     report = await run_mixed()
     frame = report.timeline()
-    assert list(frame.columns) == ["node", "action", "status", "lane", "start", "finish", "duration_s"]
+    assert list(frame.columns) == ["node", "action", "status", "worker", "lane", "start", "finish", "duration_s"]
+    assert set(frame["lane"]) <= {"slot 1", "slot 2", "slot 3", "slot 4"} and frame["worker"].isna().all()
     assert set(frame["node"]) == {"a", "b", "c", "bad"}  # 'after' was skipped: it never started
     assert frame.iloc[0]["node"] == "a" and (frame["finish"] >= frame["start"]).all()
     for lane, rows in frame.groupby("lane"):
