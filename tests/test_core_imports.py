@@ -224,3 +224,88 @@ def test_subpackages_are_reachable_as_attributes() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
         dagger_nb.NoSuchThing  # noqa: B018
+
+
+# -- layering: imports run from higher layers to lower ones, never back up -------------------------------
+
+PACKAGE = Path(dagger_nb.__file__).parent
+
+
+def imported_modules(path: Path, source: str | None = None) -> list[tuple[int, str, str | None]]:
+    """Every module the module at ``path`` imports (``TYPE_CHECKING`` and function-level imports
+    included, relative ones resolved; ``from X import y`` counts as X): ``(line, module, enclosing
+    function or None)``."""
+    import ast
+
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = ".".join(parts[:-1])  # a package's __init__ is its own package, a module's its parent
+    found: list[tuple[int, str, str | None]] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.Import):
+                found.extend((child.lineno, alias.name, function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    names = package.split(".")
+                    anchor = ".".join(names[: len(names) - child.level + 1])
+                    base = f"{anchor}.{base}" if base else anchor
+                if child.module:
+                    found.append((child.lineno, base, function))
+                else:  # from . import x: x is a module
+                    found.extend((child.lineno, f"{base}.{alias.name}", function) for alias in child.names)
+            visit(child, function)
+
+    visit(ast.parse(path.read_text() if source is None else source, str(path)), None)
+    return found
+
+
+def reaches(imported: str, layer: str) -> bool:
+    return imported == layer or imported.startswith(layer + ".")
+
+
+def test_the_import_parser_sees_every_kind_of_import() -> None:
+    source = (
+        "import dagger_nb.pubsub\nfrom ..dag import actions\nfrom .. import agents\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from dagger_nb.notebook import session\n"
+        "def later():\n    from dagger_nb.dag.run import Run\n"
+    )
+    seen = {(module, function) for _, module, function in imported_modules(PACKAGE / "backends" / "probe.py", source)}
+    assert seen == {("dagger_nb.pubsub", None), ("dagger_nb.dag", None), ("dagger_nb.agents", None), ("typing", None),
+                    ("dagger_nb.notebook", None), ("dagger_nb.dag.run", "later")}
+    in_init = imported_modules(PACKAGE / "backends" / "dask" / "__init__.py", "from .worker import PUSH_LIMIT\n")
+    assert in_init == [(1, "dagger_nb.backends.dask.worker", None)]
+
+
+def test_backends_import_no_paradigm_and_no_notebook() -> None:
+    """A backend runs a callable with its arguments: it knows nothing of workflows, jobs, pub/sub or
+    the notebook (the DAG hands it what a remote context needs)."""
+    higher = ("dagger_nb.dag", "dagger_nb.agents", "dagger_nb.pubsub", "dagger_nb.notebook")
+    modules = sorted((PACKAGE / "backends").rglob("*.py"))
+    assert len(modules) >= 6  # the backends' __init__ and the Dask package's five modules
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for path in modules
+        for line, module, _ in imported_modules(path)
+        if any(reaches(module, layer) for layer in higher)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_core_module_imports_the_notebook_layer() -> None:
+    """Only ``%load_ext dagger_nb`` (the root's ``load_ipython_extension``) reaches into the notebook
+    layer; every other module outside ``dagger_nb/notebook/`` stays importable without it."""
+    modules = [path for path in sorted(PACKAGE.rglob("*.py")) if "notebook" not in path.relative_to(PACKAGE).parts]
+    assert len(modules) > 50
+    wrong = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
+        for path in modules
+        for line, module, function in imported_modules(path)
+        if reaches(module, "dagger_nb.notebook")
+        and not (path == PACKAGE / "__init__.py" and function == "load_ipython_extension")
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -35,7 +35,7 @@ from dagger_nb.agents.model import DONE, JobStatus, Task, TaskRecord, TaskStatus
 from dagger_nb.agents.registry import TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.spec import check_options, new_record
 from dagger_nb.agents.store import TaskStore
-from dagger_nb.backends import LocalBackend
+from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, TaskError
 
@@ -66,7 +66,7 @@ class TaskManager:
         max_parallel_tasks: int = 4,
         durability: Durability = "at_least_once",
         cache: Cache | None = None,
-        backend: Any = None,
+        backend: Backend | None = None,
         max_tokens: int | None = None,
     ) -> None:
         if heartbeat_interval is not None and not heartbeat_interval > 0:
@@ -89,8 +89,8 @@ class TaskManager:
         self.max_tokens = max_tokens
         #: Where agents run: None (this process) or a :class:`dagger_nb.DaskBackend`.
         self.backend = None if isinstance(backend, LocalBackend) else backend
-        if self.backend is not None and not callable(getattr(self.backend, "call", None)):
-            raise TaskError(f"backend must be a DaskBackend (or None for this process), got {backend!r}")
+        if self.backend is not None and not isinstance(self.backend, Backend):
+            raise TaskError(f"backend must be a Backend such as DaskBackend (or None: this process), got {backend!r}")
         self._graph = TaskGraph()
         self._runs: dict[str, JobRun] = {}
         self._host: _Host | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb._callables import Callee
 from dagger_nb.agents.journal import check_usage
 from dagger_nb.agents.model import Task, TaskType
 from dagger_nb.agents.spec import check_options, child_task_id, new_task_id
@@ -24,6 +25,7 @@ from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, TaskErr
 if TYPE_CHECKING:
     from dagger_nb.agents.context import TaskContext
     from dagger_nb.agents.registry import TaskAgent
+    from dagger_nb.backends import Backend
 
 Change = tuple[str, dict[str, Any]]
 
@@ -107,12 +109,10 @@ class RemoteTaskContext:
         return f"<RemoteTaskContext task={self.task_id!r} job={self.job_id!r} attempt={self.attempt}>"
 
 
-async def call_on_backend(backend: Any, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+async def call_on_backend(backend: Backend, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
     """Run ``agent`` through ``backend`` (a :class:`dagger_nb.DaskBackend`) and replay what it changed."""
-    runner = run_async_agent if agent.is_async else run_sync_agent
-    outcome, value, changes = await backend.call(
-        agent.name, runner, agent.fn, payload, RemoteTaskContext(ctx), is_async=agent.is_async
-    )
+    runner = Callee(agent.name, run_async_agent if agent.is_async else run_sync_agent, agent.is_async, False, False)
+    outcome, value, changes = await backend.invoke(runner, args=(agent.fn, payload, RemoteTaskContext(ctx)))
     if outcome == "failed":
         replay([change for change in changes if change[0] == "record_usage"], ctx)
         raise value

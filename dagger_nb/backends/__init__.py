@@ -3,34 +3,52 @@
 A backend is the one seam between orchestration and execution. The executor
 and the task manager keep scheduling, retries, timeouts, events and
 persistence in the notebook's process and hand each call to
-:meth:`Backend.invoke`; a timeout or cancellation arrives there as
-cancellation of that await, which a remote backend turns into cancelling the
-remote work.
+:meth:`Backend.invoke`: a :class:`~dagger_nb._callables.Callee` (a workflow's
+action, a task agent's runner) and its arguments. A timeout or cancellation
+arrives there as cancellation of that await, which a remote backend turns into
+cancelling the remote work. Backends know nothing of workflows or jobs: this
+package imports neither ``dagger_nb.dag`` nor ``dagger_nb.agents``.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-if TYPE_CHECKING:
-    from dagger_nb.dag.actions import Action
-    from dagger_nb.dag.report import NodeOutcome
+from dagger_nb._callables import Callee, RemoteContext
 
 
+class WhereRan(Protocol):
+    """What a backend tells about a call: where it ran (a Dask worker's address), when it knows."""
+
+    worker: str | None
+
+
+@runtime_checkable
 class Backend(Protocol):
-    """Runs one call of a registered function and returns its result."""
+    """Runs one call of a function and returns its result (the DAG's and the task agents' seam)."""
 
     def invoke(
-        self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None
+        self,
+        callee: Callee,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        args: tuple[Any, ...] = (),
+        context: RemoteContext | None = None,
+        outcome: WhereRan | None = None,
     ) -> Awaitable[Any]:
-        """The awaitable of ``action.fn(**kwargs)`` (an ``async def`` method is fine); may record
-        where it ran in ``outcome.worker``."""
+        """The awaitable of ``callee.fn(*args, **kwargs)`` (an ``async def`` method is fine).
+
+        ``context`` describes the context argument among ``kwargs``, for a backend
+        that runs the call in another process and so passes a copy (see
+        :class:`~dagger_nb._callables.RemoteContext`); one that runs it here ignores
+        it. The backend may record where the call ran in ``outcome.worker``.
+        """
         ...
 
 
@@ -49,13 +67,13 @@ class SendsAhead(Protocol):
         """Called once per run before the first :meth:`send`."""
         ...
 
-    def can_send(self, action: Action) -> bool:
+    def can_send(self, action: Callee) -> bool:
         """Whether ``action`` can go through :meth:`send` (else :meth:`Backend.invoke` runs it)."""
         ...
 
     def send(
         self,
-        action: Action,
+        action: Callee,
         kwargs: dict[str, Any],
         *,
         after: Any = None,
@@ -69,7 +87,7 @@ class SendsAhead(Protocol):
         """A batch for :meth:`send`: its calls are submitted together when the ``with`` block ends."""
         ...
 
-    def receive(self, sent: Any, *, outcome: NodeOutcome | None = None) -> Awaitable[Any]:
+    def receive(self, sent: Any, *, outcome: WhereRan | None = None) -> Awaitable[Any]:
         """The call's result; cancelling the await cancels the call."""
         ...
 
@@ -82,23 +100,31 @@ class LocalBackend:
     """Runs async functions on the caller's loop and sync ones in a worker thread (or inline)."""
 
     def invoke(
-        self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None
+        self,
+        callee: Callee,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        args: tuple[Any, ...] = (),
+        context: RemoteContext | None = None,
+        outcome: WhereRan | None = None,
     ) -> Awaitable[Any]:
-        """Call ``action`` here; a blocking sync function never blocks the event loop.
+        """Call ``callee`` here, its context as given; a blocking sync function never blocks the
+        event loop.
 
-        An async action's own coroutine is returned, not wrapped in another: for a
+        An async function's own coroutine is returned, not wrapped in another: for a
         trivial node the coroutine layers cost more than the scheduling.
         """
-        if action.is_async:
-            return action.fn(**kwargs)
-        return self._call_sync(action, kwargs)
+        kwargs = {} if kwargs is None else kwargs
+        if callee.is_async:
+            return callee.fn(*args, **kwargs)
+        return self._call_sync(callee, args, kwargs)
 
-    async def _call_sync(self, action: Action, kwargs: dict[str, Any]) -> Any:
-        if action.inline:
-            result = action.fn(**kwargs)
+    async def _call_sync(self, callee: Callee, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        if callee.inline:
+            result = callee.fn(*args, **kwargs)
         else:
             # On cancellation (timeout, cancel) the thread is abandoned: Python cannot kill it.
-            result = await anyio.to_thread.run_sync(partial(action.fn, **kwargs), abandon_on_cancel=True)
+            result = await anyio.to_thread.run_sync(partial(callee.fn, *args, **kwargs), abandon_on_cancel=True)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -116,4 +142,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Backend", "DaskBackend", "LocalBackend", "SendsAhead"]
+__all__ = ["Backend", "Callee", "DaskBackend", "LocalBackend", "RemoteContext", "SendsAhead", "WhereRan"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+from dagger_nb._callables import CacheWrite, Callee, RemoteContext, Usage, is_async_callable, node_outputs
 from dagger_nb._registry import NameLookup
 from dagger_nb.cache import Cache
 from dagger_nb.errors import ActionError, ActionNotFound, DaggerError
@@ -31,14 +32,10 @@ ActionFunction = Callable[..., Any]
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
-    """A registered function with what the executor needs to know to call it."""
+class Action(Callee):
+    """A registered function with what the executor needs to know to call it (a backend's
+    :class:`~dagger_nb._callables.Callee`: ``name``, ``fn``, ``is_async``, ``inline``, ``takes_ctx``)."""
 
-    name: str
-    fn: ActionFunction
-    is_async: bool
-    inline: bool
-    takes_ctx: bool
     takes_any_keyword: bool
     parameters: frozenset[str]
     #: False: an incremental run never reuses a stored result of it (random, time, side effects)
@@ -57,10 +54,7 @@ class Action:
         takes_any_keyword = signature is None or any(
             p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
         )
-        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-        )
-        return cls(name, fn, is_async, inline, "ctx" in parameters, takes_any_keyword, parameters, cache)
+        return cls(name, fn, is_async_callable(fn), inline, "ctx" in parameters, takes_any_keyword, parameters, cache)
 
     def accepts(self, name: str) -> bool:
         """Whether the function takes a keyword argument ``name``."""
@@ -76,10 +70,6 @@ class Action:
         return {key: value for key, value in kwargs.items() if key in self.parameters}
 
 
-#: one ``record_usage`` call: tokens, cost, model
-Usage = tuple[int, "float | None", "str | None"]
-
-
 def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage:
     """The checked arguments of ``ctx.record_usage``; :class:`ActionError` naming the node and
     what is wrong (a boolean is not a number)."""
@@ -93,43 +83,6 @@ def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage
     if problems:
         raise ActionError(f"node '{node}': record_usage(): {'; '.join(problems)}")
     return tokens, (None if cost is None else float(cost)), model  # type: ignore[return-value]
-
-
-def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[str, Any]:
-    """The cache entries a node's action ``result`` makes, by output name.
-
-    One declared output takes the whole result; several take the same keys of a
-    mapping; with none declared, a mapping's keys are the outputs and the whole
-    mapping is also ``result`` (unless one of its keys is ``result``), and any other
-    value is ``result``. ``None`` makes no output. Raises :class:`ActionError`.
-
-    >>> node_outputs("cfg", (), {"rate": 0.1})
-    {'rate': 0.1, 'result': {'rate': 0.1}}
-    >>> node_outputs("cfg", (), {"result": 1, "extra": 2})
-    {'result': 1, 'extra': 2}
-    """
-    if result is None:
-        return {}
-    if len(declared) == 1:
-        return {declared[0]: result}
-    if declared:
-        if not isinstance(result, Mapping):
-            raise ActionError(
-                f"node '{node_id}' declares outputs {', '.join(declared)}, so its action must "
-                f"return a mapping holding each; it returned {type(result).__name__}"
-            )
-        missing = [name for name in declared if name not in result]
-        if missing:
-            present = ", ".join(str(key) for key in list(result)[:8]) or "nothing"
-            raise ActionError(
-                f"action result is missing declared output(s): {', '.join(missing)} (it holds: {present})"
-            )
-        return {str(key): value for key, value in result.items()}
-    if isinstance(result, Mapping):
-        outputs = {str(key): value for key, value in result.items()}
-        outputs.setdefault("result", result)
-        return outputs
-    return {"result": result}
 
 
 class ActionRegistry(NameLookup[Action]):
@@ -251,7 +204,26 @@ class NodeContext:
         if exceeded is not None:
             raise exceeded
 
-    def replay_usage(self, usage: list[Usage] | tuple[Usage, ...]) -> None:
+    def remote(self, references: Iterable[tuple[str, str] | None]) -> RemoteContext:
+        """What a backend running the action in another process needs to give it a copy of this
+        context: its plain fields, and the values the node's inputs read (``references``, each
+        ``(namespace, key)`` as :attr:`InputSpec.source` gives it, None for a literal)."""
+        seeded = []
+        for source in references:
+            if source is not None:
+                value = self.cache.get(*source, _MISSING)
+                if value is not _MISSING:
+                    seeded.append((*source, value))
+        fields = {"node": self.node, "workflow": self.workflow, "run_id": self.run_id, "attempt": self.attempt,
+                  "inputs": self.inputs}
+        return RemoteContext("ctx", remote_node_context, fields, seeded, self._replay)
+
+    def _replay(self, writes: Sequence[CacheWrite], usage: Sequence[Usage]) -> None:
+        for namespace, key, value in writes:
+            self.cache.insert(namespace, key, value)
+        self.replay_usage(usage)
+
+    def replay_usage(self, usage: Sequence[Usage]) -> None:
         """Count usage recorded by a remote copy of this context (a Dask worker's) here; never raises
         for the budget: the scheduler fails the node that passed it."""
         run = self._run
@@ -302,3 +274,26 @@ class NodeContext:
         if self._run is None or self.executor is None:
             raise DaggerError("this context is not attached to a run")
         return RunHandle(self._run, self.executor)
+
+
+_MISSING: Any = object()
+
+
+def remote_node_context(cache: Cache, usage: list[Usage], **fields: Any) -> NodeContext:
+    """The copy of a :class:`NodeContext` an action gets where a backend runs it (see
+    :meth:`NodeContext.remote`): no executor, ``cache`` holding the node's inputs."""
+    return NodeContext(cache=cache, usage=usage, **fields)
+
+
+__all__ = [
+    "Action",
+    "ActionFunction",
+    "ActionRegistry",
+    "NodeContext",
+    "Usage",
+    "action",
+    "check_usage",
+    "default_registry",
+    "node_outputs",
+    "remote_node_context",
+]

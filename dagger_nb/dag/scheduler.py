@@ -421,10 +421,13 @@ class Scheduler:
     ) -> Awaitable[Any]:
         """The awaitable of one call of ``action`` (not a coroutine itself: a trivial node's
         cost is mostly coroutine layers); ``handler``: the node's failure handler."""
+        context = None
         if action.takes_ctx:
-            kwargs["ctx"] = NodeContext(
+            ctx = kwargs["ctx"] = NodeContext(
                 node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
             )
+            if not isinstance(self.executor.backend, LocalBackend):  # it may run elsewhere, with a copy
+                context = ctx.remote(item.source for item in node.inputs)
         kwargs = action.accepted(kwargs)
         call = None
         if run.ahead is not None and not handler:
@@ -436,7 +439,7 @@ class Scheduler:
                 # its thread outlives a timeout: the next attempt waits for it
                 thread = AbandonedAttempt(attempt)
                 action = thread.track(action)
-            call = self.executor.backend.invoke(action, kwargs, outcome=run.outcomes[node.id])
+            call = self.executor.backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
         return call if node.timeout is None else _with_timeout(call, node, run, thread)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:

@@ -22,9 +22,10 @@ ID = re.compile(r"task-[0-9a-f]{12}")
 class PicklingBackend:
     """Runs agents here, but as a cluster backend would: the context crosses a pickle both ways."""
 
-    async def call(self, name: str, runner: Any, fn: Any, payload: dict, ctx: Any, *, is_async: bool) -> Any:
+    async def invoke(self, runner: Any, kwargs: Any = None, *, args: tuple, **_: Any) -> Any:
+        fn, payload, ctx = args
         ctx = pickle.loads(pickle.dumps(ctx))
-        outcome = await runner(fn, payload, ctx) if is_async else runner(fn, payload, ctx)
+        outcome = await runner.fn(fn, payload, ctx) if runner.is_async else runner.fn(fn, payload, ctx)
         return pickle.loads(pickle.dumps(outcome))
 
 

@@ -36,18 +36,18 @@ def on_dask(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, das
     """Every ``dagger_nb.TaskManager`` a test builds runs its agents on the cluster (and does)."""
     backend = DaskBackend(dask_client)
     calls: list[str] = []
-    call = DaskBackend.call
+    invoke = DaskBackend.invoke
 
-    async def counted(self: DaskBackend, name: str, *args: Any, **options: Any) -> Any:
-        calls.append(name)
-        return await call(self, name, *args, **options)
+    async def counted(self: DaskBackend, callee: Any, *args: Any, **options: Any) -> Any:
+        calls.append(callee.name)
+        return await invoke(self, callee, *args, **options)
 
     class OnDask(dagger_nb.TaskManager):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.setdefault("backend", backend)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(DaskBackend, "call", counted)
+    monkeypatch.setattr(DaskBackend, "invoke", counted)
     monkeypatch.setattr(dagger_nb, "TaskManager", OnDask)
     yield
     if request.node.name not in RUN_NO_AGENT:
@@ -58,7 +58,7 @@ def on_dask(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, das
 RUN_NO_AGENT = {
     "test_input_schema_rejection_skips_the_agent",
     "test_in_progress_tasks_are_recovered[at-most-once]",
-    "test_a_backend_without_call_is_refused",
+    "test_a_backend_without_invoke_is_refused",
 }
 
 # execution
@@ -146,8 +146,8 @@ async def test_schema_rejection_and_manager_access_fail_clearly(dask_client: Any
     )
 
 
-def test_a_backend_without_call_is_refused() -> None:
-    with pytest.raises(dagger_nb.TaskError, match="backend must be a DaskBackend"):
+def test_a_backend_without_invoke_is_refused() -> None:
+    with pytest.raises(dagger_nb.TaskError, match="backend must be a Backend"):
         dagger_nb.TaskManager(backend=object())
 
 

@@ -19,6 +19,8 @@ import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry
+from dagger_nb._callables import Callee
+from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.backends.dask import DaskBackend
 from tests.dag.helpers import executor_with, workflow
 
@@ -542,7 +544,7 @@ def test_the_gatherer_keeps_a_bounded_number_of_pushed_results(dask_client: Any)
 
 # -- the building block for other callers (task agents) ----------------------------------------------------
 
-async def test_call_runs_a_positional_function_on_the_cluster_and_records_the_worker(
+async def test_invoke_runs_a_positional_function_on_the_cluster_and_records_the_worker(
     backend: DaskBackend, dask_client: Any
 ) -> None:
     class Where:
@@ -552,8 +554,18 @@ async def test_call_runs_a_positional_function_on_the_cluster_and_records_the_wo
         return {"echo": payload["text"] + note, "pid": os.getpid()}
 
     where = Where()
-    output = await backend.call("echo_agent", agent, {"text": "hi"}, "!", is_async=True, outcome=where)
+    output = await backend.invoke(Callee.of("echo_agent", agent), args=({"text": "hi"}, "!"), outcome=where)
     assert output["echo"] == "hi!" and output["pid"] != os.getpid()
     assert where.worker in workers(dask_client)
     with pytest.raises(ZeroDivisionError):
-        await backend.call("divide", divmod, 1, 0, outcome=where)
+        await backend.invoke(Callee.of("divide", divmod), args=(1, 0), outcome=where)
+
+
+async def test_the_old_call_still_works_and_says_it_is_deprecated(backend: DaskBackend) -> None:
+    with pytest.warns(DeprecationWarning, match="DaskBackend.call"):
+        assert await backend.call("divide", divmod, 7, 2) == (3, 1)
+
+
+def test_the_backends_are_backends(backend: DaskBackend) -> None:
+    assert isinstance(backend, Backend) and isinstance(LocalBackend(), Backend)
+    assert not isinstance(object(), Backend)

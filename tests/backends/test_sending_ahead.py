@@ -18,8 +18,8 @@ import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry
-from dagger_nb.backends.dask import batching as dask_backend
 from dagger_nb.backends.dask import DaskBackend
+from dagger_nb.backends.dask import batching as dask_backend
 from dagger_nb.errors import NotSentAhead
 from tests.backends.test_dask_backend import held_keys, receive, scheduler_keys, unique
 from tests.dag.helpers import executor_with, workflow

@@ -14,6 +14,7 @@ from uuid import uuid4
 
 import anyio
 
+from dagger_nb._callables import Callee, RemoteContext
 from dagger_nb.backends.dask._support import _IMPORT_ERROR, _forget_locals, distributed, is_dask_collection
 from dagger_nb.backends.dask.batching import Pick, SendBatch, Sent, _miss, _Pick
 from dagger_nb.backends.dask.gathering import _deliver_push, _Gatherer
@@ -25,11 +26,10 @@ from dagger_nb.backends.dask.worker import (
     _run_async,
     _run_sync,
 )
-from dagger_nb.errors import BackendUnavailable, DaggerError, DaggerWarning, NotSentAhead
+from dagger_nb.errors import BackendUnavailable, DaggerWarning, NotSentAhead
 
 if TYPE_CHECKING:
-    from dagger_nb.dag.actions import Action, NodeContext
-    from dagger_nb.dag.report import NodeOutcome
+    from dagger_nb.backends import WhereRan
 
 #: Name of the worker plugin that lets a cancelled future cancel its async action.
 PLUGIN_NAME = "dagger-nb-cancel"
@@ -58,38 +58,49 @@ class DaskBackend:
         self._key_token = uuid4().hex
         self._key_numbers = itertools.count()
 
-    async def invoke(self, action: Action, kwargs: dict[str, Any], *, outcome: NodeOutcome | None = None) -> Any:
-        """Submit ``action.fn(**kwargs)`` to the cluster and return its result here."""
-        if action.inline and self.run_inline_locally:
-            return await _invoke_here(action, kwargs)
-        kwargs = dict(kwargs)
-        ctx: NodeContext | None = kwargs.pop("ctx", None)
-        computed: dict[int, Any] = {}  # a collection both in the inputs and in ctx is computed once
-        remote_ctx = self._remote_context(ctx, computed) if ctx is not None else None
+    async def invoke(
+        self,
+        callee: Callee,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        args: tuple[Any, ...] = (),
+        context: RemoteContext | None = None,
+        outcome: WhereRan | None = None,
+    ) -> Any:
+        """Submit ``callee.fn(*args, **kwargs)`` to the cluster and return its result here.
+
+        The keyword argument ``context`` describes (see :class:`~dagger_nb._callables.RemoteContext`)
+        is replaced on the worker by a copy; what the copy wrote and the usage it
+        recorded are handed back through ``context.replay``.
+        """
+        kwargs = dict(kwargs or {})
+        if callee.inline and self.run_inline_locally:
+            return await _invoke_here(callee, args, kwargs)
+        computed: dict[int, Any] = {}  # a collection both in the inputs and in the context is computed once
+        remote_ctx = None
+        if context is not None:
+            kwargs.pop(context.argument, None)
+            remote_ctx = self._remote_context(context, computed)
         await self._register_plugin()
-        sent = self._send(action.name, action.fn, (), kwargs, remote_ctx, is_async=action.is_async, computed=computed)
+        sent = self._send(callee.name, callee.fn, args, kwargs, remote_ctx, is_async=callee.is_async, computed=computed)
         try:
             done = await self._receive(sent, outcome)
         except Exception as exception:  # a failed attempt's usage was spent all the same
-            if ctx is not None:
-                ctx.replay_usage(getattr(exception, _USAGE_ATTRIBUTE, ()))
+            if context is not None:
+                context.replay((), getattr(exception, _USAGE_ATTRIBUTE, ()))
             raise
-        if ctx is not None:
-            for namespace, name, value in done.writes:
-                ctx.cache.insert(namespace, name, value)
-            ctx.replay_usage(done.usage)
+        if context is not None:
+            context.replay(done.writes, done.usage)
         return done.result
 
     async def call(self, name: str, fn: Any, /, *args: Any, is_async: bool = False, outcome: Any = None) -> Any:
-        """Run ``fn(*args)`` on the cluster under key prefix ``name`` and return its result here.
-
-        The building block for callers other than the executor (a task manager's
-        agents): same cancellation, key naming and data handling as :meth:`invoke`;
-        ``outcome``, any object with a ``worker`` attribute, learns where it ran.
-        """
-        await self._register_plugin()
-        done = await self._receive(self._send(name, fn, args, {}, None, is_async=is_async, computed={}), outcome)
-        return done.result
+        """Deprecated: ``invoke(Callee(name, fn, is_async, False, False), args=args)``."""
+        warnings.warn(
+            "DaskBackend.call(name, fn, *args) is deprecated; use DaskBackend.invoke(Callee.of(name, fn), args=args)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.invoke(Callee(name, fn, is_async, False, False), args=args, outcome=outcome)
 
     def _send(
         self,
@@ -194,13 +205,13 @@ class DaskBackend:
         """Get the cluster ready for :meth:`send` (once per backend; the executor calls it per run)."""
         await self._register_plugin()
 
-    def can_send(self, action: Action) -> bool:
+    def can_send(self, action: Callee) -> bool:
         """Actions taking ``ctx`` need :meth:`invoke`; so do inline ones kept on the notebook's loop."""
         return not action.takes_ctx and not (action.inline and self.run_inline_locally)
 
     def send(
         self,
-        action: Action,
+        action: Callee,
         kwargs: dict[str, Any],
         *,
         after: Mapping[str, Sent] | None = None,
@@ -237,7 +248,7 @@ class DaskBackend:
         """
         return SendBatch(self)
 
-    async def receive(self, sent: Sent, *, outcome: NodeOutcome | None = None) -> Any:
+    async def receive(self, sent: Sent, *, outcome: WhereRan | None = None) -> Any:
         """The result of a call from :meth:`send` (cancelling the await cancels the call)."""
         done = await self._receive(sent, outcome)
         return done.result
@@ -261,28 +272,20 @@ class DaskBackend:
             computed[id(value)] = (value, self.client.compute(value))  # keeps value alive: ids stay unique
         return computed[id(value)][1]
 
-    def _remote_context(self, ctx: NodeContext, computed: dict[int, Any]) -> dict[str, Any]:
-        """What of ``ctx`` travels: plain data, plus the cache entries the node's inputs reference."""
-        seeded = []
-        if ctx.executor is not None:
-            try:
-                inputs = ctx.executor.workflow(ctx.workflow).node(ctx.node).inputs
-            except DaggerError:  # the workflow was replaced or removed meanwhile: nothing to seed
-                inputs = []
-            for spec in inputs:
-                if spec.reference is None:
-                    continue
-                namespace, _, name = spec.reference.partition(".")
-                value = ctx.cache.get(namespace, name, _MISSING)
-                if value is not _MISSING:
-                    seeded.append((namespace, name, self._on_cluster(value, computed)))
+    def _remote_context(self, context: RemoteContext, computed: dict[int, Any]) -> dict[str, Any]:
+        """What of the context travels: its builder and plain fields, and the values it starts with;
+        Dask collections among them (a mapping's values included) computed on the cluster."""
+
+        def on_cluster(value: Any) -> Any:
+            if type(value) is dict:
+                return {key: self._on_cluster(item, computed) for key, item in value.items()}
+            return self._on_cluster(value, computed)
+
         return {
-            "node": ctx.node,
-            "workflow": ctx.workflow,
-            "run_id": ctx.run_id,
-            "attempt": ctx.attempt,
-            "inputs": {name: self._on_cluster(value, computed) for name, value in ctx.inputs.items()},
-            "seeded": seeded,
+            "argument": context.argument,
+            "build": context.build,
+            "fields": {name: on_cluster(value) for name, value in context.fields.items()},
+            "seeded": [(namespace, key, self._on_cluster(value, computed)) for namespace, key, value in context.seeded],
         }
 
     async def _register_plugin(self) -> None:
@@ -332,9 +335,9 @@ class DaskBackend:
         return f"DaskBackend({self.client!r})"
 
 
-async def _invoke_here(action: Action, kwargs: dict[str, Any]) -> Any:
-    """An inline action, on the notebook's loop; a Dask future it returns is kept, not awaited."""
-    result = action.fn(**kwargs)
+async def _invoke_here(callee: Callee, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """An inline call, on the notebook's loop; a Dask future it returns is kept, not awaited."""
+    result = callee.fn(*args, **kwargs)
     if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
         result = await result
     return result
@@ -364,7 +367,6 @@ async def _register(client: Any, plugin: Any, gatherer: _Gatherer) -> int | None
         return None
 
 
-_MISSING: Any = object()
 
 
 def _rejected_graph(exception: BaseException) -> bool:

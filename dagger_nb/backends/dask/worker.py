@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 
+from dagger_nb._callables import node_outputs
 from dagger_nb.backends.dask._support import _PluginBase, dask_pickle, distributed, is_dask_collection, sizeof
 from dagger_nb.backends.dask.batching import _Pick
 from dagger_nb.cache import Cache
-from dagger_nb.dag.actions import NodeContext, node_outputs
 from dagger_nb.errors import ActionError
 
 #: The largest result, pickled, that a worker pushes to the notebook with the task's end; a bigger
@@ -65,9 +65,7 @@ def _context(remote: dict[str, Any] | None) -> tuple[dict[str, Any], _RecordingC
     if remote is None:
         return {}, None
     cache = _RecordingCache(remote["seeded"])
-    ctx = NodeContext(remote["node"], remote["workflow"], remote["run_id"], remote["attempt"], remote["inputs"], cache,
-                      usage=cache.usage)
-    return {"ctx": ctx}, cache
+    return {remote["argument"]: remote["build"](cache, cache.usage, **remote["fields"])}, cache
 
 
 def _worker_address() -> str | None:
