@@ -84,6 +84,7 @@ class ResultStore:
             self._connection.executescript(SCHEMA)
         else:
             self._connection = open_database(self.path, schema=SCHEMA)
+            self._sweep()
 
     @property
     def where(self) -> str:
@@ -170,22 +171,26 @@ class ResultStore:
                 result.values[key] = (fmt, blob, None)
         result.size = size
         result.used_at = now = time()
-        for name, blob in files:
-            self._write_file(name, blob)
-        with self._use("store a result of workflow", result.workflow) as connection:
-            connection.execute("BEGIN IMMEDIATE")
-            old_files = self._delete(connection, result.workflow, result.node, result.fingerprint)
-            connection.execute(
-                "INSERT INTO dag_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (result.workflow, result.node, result.fingerprint, result.code, result.settings,
-                 json.dumps(result.inputs), json.dumps(result.outputs), result.run_id, now, now, size),
-            )
-            connection.executemany(
-                "INSERT INTO dag_result_values VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(result.workflow, result.node, result.fingerprint, key, fmt, blob, file)
-                 for key, (fmt, blob, file) in result.values.items()],
-            )
-            connection.execute("COMMIT")
+        try:
+            for name, blob in files:
+                self._write_file(name, blob)
+            with self._use("store a result of workflow", result.workflow) as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                old_files = self._delete(connection, result.workflow, result.node, result.fingerprint)
+                connection.execute(
+                    "INSERT INTO dag_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (result.workflow, result.node, result.fingerprint, result.code, result.settings,
+                     json.dumps(result.inputs), json.dumps(result.outputs), result.run_id, now, now, size),
+                )
+                connection.executemany(
+                    "INSERT INTO dag_result_values VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(result.workflow, result.node, result.fingerprint, key, fmt, blob, file)
+                     for key, (fmt, blob, file) in result.values.items()],
+                )
+                connection.execute("COMMIT")
+        except StorageError:
+            self._remove_files({name for name, _ in files})  # nothing refers to them
+            raise
         self._remove_files(set(old_files) - {name for name, _ in files})
         self.evict()
 
@@ -249,6 +254,15 @@ class ResultStore:
             return int(connection.execute("SELECT COALESCE(SUM(size), 0) FROM dag_results").fetchone()[0])
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Remove files of the values folder no stored result refers to (a process killed between
+        writing a value's file and committing its row leaves one)."""
+        if self.folder is None or not os.path.isdir(self.folder):
+            return
+        with self._use("list the stored values of", self.where) as connection:
+            known = {row[0] for row in connection.execute("SELECT file FROM dag_result_values WHERE file IS NOT NULL")}
+        self._remove_files({name for name in os.listdir(self.folder) if name not in known})
 
     def _delete(self, connection: sqlite3.Connection, workflow: str, node: str, fingerprint: str) -> list[str]:
         key = (workflow, node, fingerprint)

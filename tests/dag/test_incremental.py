@@ -651,3 +651,18 @@ async def test_a_node_that_added_nodes_is_never_reused(tmp_path: Path) -> None:
         assert report.outcomes["grow"].status == "succeeded"
         assert "its result is not stored: it added nodes to the run" in report.outcomes["grow"].notes
     assert CALLS["grow"] == 2
+
+
+async def test_files_left_by_a_killed_write_are_removed_when_the_store_opens(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    runs = executor(db, registry_of(make=make, mean=mean), BIG)
+    await runs.execute_dag("big", inputs={"seed": 1})
+    runs.close()
+    folder = Path(f"{db}-values")
+    kept = sorted(os.listdir(folder))
+    (folder / "0123abcd.pickle.partial").write_bytes(b"half a write")
+    (folder / "fedcba98.pickle").write_bytes(b"written, never committed")
+    reopened = executor(db, registry_of(make=make, mean=mean), BIG)
+    report = await reopened.execute_dag("big", inputs={"seed": 1})
+    assert statuses(report) == {"make": "cached", "mean": "cached"}
+    assert sorted(os.listdir(folder)) == kept
