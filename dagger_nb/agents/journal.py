@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagger_nb.agents.model import JobStatus, TaskRecord, utc_now
 from dagger_nb.agents.store import UNCHANGED, StateRow
-from dagger_nb.errors import TaskError
+from dagger_nb.errors import StorageError, TaskError
 
 if TYPE_CHECKING:
     from dagger_nb.agents._graph import TaskGraph
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 class Journal:
     """The changes not yet written to ``store`` (None: in memory, nothing to write)."""
 
-    __slots__ = ("_pending", "jobs", "seq", "states", "store", "tasks")
+    __slots__ = ("_pending", "failure", "jobs", "seq", "states", "store", "tasks")
 
     def __init__(self, store: TaskStore | None, seq: dict[str, int]) -> None:
         self.store = store
@@ -49,6 +49,9 @@ class Journal:
         #: the new state columns of tasks a running job changed
         self.states: dict[str, StateRow] = {}
         self.jobs: dict[str, JobStatus] = {}
+        #: the first failure of a deferred flush (nobody was there to see it): the manager's
+        #: next change, job run or close raises it, unless what waits can be written by then
+        self.failure: StorageError | None = None
         self._pending = False
 
     def touch(self, task: TaskRecord) -> None:
@@ -122,7 +125,31 @@ class Journal:
             self.flush()
             return
         self._pending = True
-        loop.call_soon(self.flush)
+        loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        """:meth:`flush` from the loop: a failure is kept for :meth:`check`, not left to the
+        loop's exception handler (a log line, while the caller believes its change stored)."""
+        try:
+            self.flush()
+        except Exception as error:
+            if self.failure is None:
+                self.failure = error if isinstance(error, StorageError) else StorageError(
+                    f"cannot write tasks to '{self.store.path if self.store else '?'}': "
+                    f"{type(error).__name__}: {error}"
+                )
+
+    def check(self) -> None:
+        """Raise the kept failure of a deferred flush, unless what it could not write can be
+        written now (the disk has room again): then nothing was lost and it is forgotten."""
+        failure = self.failure
+        if failure is None:
+            return
+        try:
+            self.flush()
+        except Exception:
+            raise failure from None
+        self.failure = None
 
     def close(self) -> None:
         """Flush, then close the store, which is released even when the last changes cannot be written
@@ -131,6 +158,7 @@ class Journal:
         if store is None:
             return
         try:
+            self.check()  # an earlier deferred write's failure, if what it held still cannot be written
             self.flush()
         finally:
             store.close()

@@ -33,11 +33,11 @@ from dagger_nb.agents.job import JobHandle, JobReport, JobUsage, StallAction, St
 from dagger_nb.agents.journal import AttemptJournal, Journal, Usage
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskRecord, TaskStatus, TaskType, snapshot
 from dagger_nb.agents.registry import TaskAgentRegistry, default_agent_registry
-from dagger_nb.agents.spec import check_options, new_record
+from dagger_nb.agents.spec import new_record
 from dagger_nb.agents.store import TaskStore
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
-from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, TaskError
+from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, StorageError, TaskError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,6 +95,8 @@ class TaskManager:
         self._runs: dict[str, JobRun] = {}
         self._host: _Host | None = None
         self._hop = LoopHop()
+        #: why the manager is closed for good (a later one took its file over), or None
+        self._closed: str | None = None
         store = TaskStore(db, on_takeover=self._taken_over) if db is not None else None
         self._journal = Journal(store, self._graph.seq)
         self._attempts = AttemptRunner(self, self._graph, self._journal, self._thread_returned)
@@ -147,12 +149,12 @@ class TaskManager:
         dependency or parent, unknown option), and :class:`AgentNotFound` listing
         the registered agents. If the job is running, the task is picked up at once.
         """
-        if options:
-            check_options(options)
+        self._check_open()
         return self._hop.call(self._add_task, job_id, description, agent, input, options, None)
 
     def add_dependency(self, task_id: str, depends_on: str) -> None:
         """Make ``task_id`` wait for ``depends_on`` (:class:`DependencyCycleError` lists a cycle)."""
+        self._check_open()
         self._hop.call(self._add_dependency, task_id, depends_on, None)
 
     def update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None = None) -> None:
@@ -161,35 +163,42 @@ class TaskManager:
         Setting the running task ``BLOCKED`` from its own agent parks it like
         :class:`NeedsDependencies`. In a running job the change is picked up at once.
         """
+        self._check_open()
         self._hop.call(self._update_task_status, task_id, status, reason)
 
     # -- reading --------------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> Task | None:
         """A snapshot of the task, or ``None`` if there is no such task."""
+        self._check_open()
         task = self._graph.tasks.get(task_id)
         return None if task is None else snapshot(task, deep=True)
 
     def tasks(self, job_id: str | None = None) -> list[Task]:
         """Snapshots of every task (of ``job_id``), in creation order."""
+        self._check_open()
         return [snapshot(task, deep=True) for task in self._iter_tasks(job_id)]
 
     def tasks_frame(self, job_id: str | None = None) -> pd.DataFrame:
         """One row per task (of ``job_id``), flat columns (statuses as text, ids comma-separated,
         input and output data as JSON text, the output's error on its own, reported usage)."""
+        self._check_open()
         return tasks_to_frame([snapshot(task) for task in self._iter_tasks(job_id)])
 
     def jobs(self) -> list[str]:
         """Every job id, in the order jobs were created."""
+        self._check_open()
         return list(self._graph.jobs)
 
     def job_status(self, job_id: str) -> JobStatus | None:
         """The status of the job's last run (``RUNNING`` after a crash means it was interrupted)."""
+        self._check_open()
         self._graph.require_job(job_id)
         return self._graph.job_status.get(job_id)
 
     def job_usage(self, job_id: str) -> JobUsage:
         """The tokens and cost the job's agents reported, every run counted (kept in the database)."""
+        self._check_open()
         tokens, cost = 0, None
         for task in self._graph.job_tasks(job_id):
             tokens += task.tokens
@@ -199,6 +208,7 @@ class TaskManager:
 
     def get_objective(self, job_id: str) -> Task | None:
         """The job's first ``OBJECTIVE`` task, or ``None``."""
+        self._check_open()
         for task in self._iter_tasks(job_id):
             if task.task_type is TaskType.OBJECTIVE:
                 return snapshot(task, deep=True)
@@ -209,6 +219,7 @@ class TaskManager:
 
         Raises :class:`TaskError` naming every dependency that is not completed.
         """
+        self._check_open()
         task = self._graph.require(task_id)
         tasks = self._graph.tasks
         outputs: list[dict[str, Any]] = []
@@ -225,6 +236,7 @@ class TaskManager:
 
     def get_dot_graph(self, job_id: str | None = None) -> str:
         """The tasks (of ``job_id``) as Graphviz DOT: status colours, dependencies, parents dashed."""
+        self._check_open()
         graph = self._graph
         jobs = [job_id] if job_id is not None else list(graph.jobs)
         return job_graph({job: graph.job_tasks(job) for job in jobs}, name=job_id)
@@ -258,16 +270,22 @@ class TaskManager:
 
     def run_job_sync(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
         """:meth:`run_job` for synchronous code (a private loop in a worker thread if one is running)."""
+        self._check_open()
         return run_sync(partial(self.run_job, job_id, allowed_agents=allowed_agents))
 
     def running_jobs(self) -> list[str]:
         """The ids of the jobs running now."""
+        self._check_open()
         return list(self._runs)
 
     # -- life cycle -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the database; :class:`ExecutionError` if jobs still run (use :meth:`aclose`)."""
+        """Release the database; :class:`ExecutionError` if jobs still run (use :meth:`aclose`).
+
+        Nothing to do once a later TaskManager took the file over (it was closed then)."""
+        if self._closed is not None:
+            return
         if self._runs:
             raise ExecutionError(
                 f"jobs still running: {', '.join(sorted(self._runs))}; cancel them or await manager.aclose()"
@@ -292,7 +310,14 @@ class TaskManager:
 
     def _taken_over(self) -> None:
         """A newer TaskManager in this process opened our file (a re-run cell): cancel our jobs,
-        then flush and close the store, so nothing of ours is written after the newer one loaded it."""
+        then flush and close the store, so nothing of ours is written after the newer one loaded it.
+        Every public method raises :class:`StorageError` from now on (but closing, which is done)."""
+        store = self._journal.store
+        where = store.path if store is not None else "the file"
+        self._closed = (
+            f"this TaskManager is closed: a later TaskManager took '{where}' over in this process; "
+            "use the later one"
+        )
         host, self._host = self._host, None
         runs = list(self._runs.values())
 
@@ -343,6 +368,8 @@ class TaskManager:
         """Add a task with ``options`` (checked names of :class:`TaskSpec` fields). With ``journal``
         (an attempt's), the task exists in the graph but is linked, and written, only when the
         attempt ends (see :mod:`dagger_nb.agents.journal`)."""
+        if journal is None:
+            self._journal.check()
         graph = self._graph
         task = new_record(self.registry, graph, job_id, description, agent, input, options)
         seq = graph.next_seq
@@ -359,7 +386,8 @@ class TaskManager:
             graph.insert(task, seq, linked=False)
             journal.added.append(task.task_id)
             return task.task_id
-        self._journal.mark(task)
+        if store is not None:
+            self._journal.tasks[task.task_id] = task
         graph.insert(task, seq)
         run = self._runs.get(job_id)
         if run is not None:
@@ -369,6 +397,8 @@ class TaskManager:
         return task.task_id
 
     def _add_dependency(self, task_id: str, depends_on: str, journal: AttemptJournal | None) -> None:
+        if journal is None:
+            self._journal.check()
         graph = self._graph
         task = graph.require(task_id)
         upstream = graph.require(depends_on)
@@ -396,6 +426,7 @@ class TaskManager:
         self._changed(task, None, None)
 
     def _update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None) -> None:
+        self._journal.check()
         task = self._graph.require(task_id)
         try:
             status = TaskStatus(status)
@@ -468,7 +499,15 @@ class TaskManager:
             return self._graph.tasks.values()
         return self._graph.job_tasks(job_id)
 
+    def _check_open(self) -> None:
+        """:class:`StorageError` once a later TaskManager took the file over: this one keeps
+        nothing, so a change made here would silently never reach the file."""
+        if self._closed is not None:
+            raise StorageError(self._closed)
+
     def _prepare(self, job_id: str, allowed_agents: Iterable[str] | None) -> JobHandle:
+        self._check_open()
+        self._journal.check()  # a change made before that could not be written fails the run now
         self._graph.require_job(job_id)
         if job_id in self._runs:
             raise ExecutionError(f"job '{job_id}' is already running")
