@@ -50,7 +50,7 @@ from dagger_nb.dag.events import (
     NodeSkipped,
 )
 from dagger_nb.dag.human import HumanRequest, PauseForHuman
-from dagger_nb.dag.incremental import IncrementalRun
+from dagger_nb.dag.incremental import StoredResults
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.results import ResultStore
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class DagExecutor:
+class DagExecutor(StoredResults):
     """Loads workflows and runs them on the caller's event loop.
 
     ``registry`` holds the actions (default: :data:`dagger_nb.default_registry`);
@@ -405,42 +405,6 @@ class DagExecutor:
         if self._store is not None:
             self._store.close()
 
-    # -- stored results (incremental runs) ---------------------------------------------------------
-
-    def use_db(self, db: str | os.PathLike[str]) -> None:
-        """Record runs and stored results in ``db`` from now on (for an executor made without one)."""
-        if self._store is not None:
-            raise ExecutionError(f"this executor already records its runs in '{self._store.path}'")
-        self._store = RunStore(db, on_takeover=self._taken_over)
-        if self._results is not None:
-            self._results.close()
-            self._results = None
-
-    @property
-    def db(self) -> str | None:
-        """The file runs and stored results are recorded in, or None."""
-        return self._store.path if self._store is not None else None
-
-    def clear_cache(self, workflow: str | None = None, node: str | None = None) -> int:
-        """Forget stored node results: all of them, those of ``workflow``, or of one ``node`` of it.
-        Returns how many results went; the next incremental run runs those nodes."""
-        if node is not None and workflow is None:
-            raise ExecutionError(f"clear_cache(node={node!r}) needs the workflow too")
-        if workflow is not None and node is not None and workflow in self._workflows:
-            self._workflows[workflow].node(node)  # an unknown node is a typo: say which exist
-        return self._result_store().clear(workflow, node)
-
-    def invalidate(self, workflow: str, node: str) -> int:
-        """Forget the stored results of ``node`` of ``workflow``: the next incremental run runs it
-        (and its dependents, if its outputs change)."""
-        return self.clear_cache(workflow, node)
-
-    def _result_store(self) -> ResultStore:
-        if self._results is None or self._results.closed:
-            path = self._store.path if self._store is not None else None
-            self._results = ResultStore(path, max_cache_mb=self.max_cache_mb)
-        return self._results
-
     def _forget_old_runs(self) -> None:
         """Keep at most ``keep_runs`` finished runs in memory (the oldest go first)."""
         finished = [run_id for run_id, run in self._runs.items() if run.report is not None]
@@ -516,12 +480,6 @@ class DagExecutor:
         self._runs[run.run_id] = run
         self._latest[spec.name] = run.run_id
         return run
-
-    def _make_incremental(self, run: Run, choice: bool | None, *, fresh: bool) -> None:
-        if choice is None:
-            choice = self.incremental if self.incremental is not None else run.config.enable_incremental_cache
-        if choice or fresh:
-            run.incremental = IncrementalRun(self._result_store(), reuse=not fresh)
 
     def _plan(self, spec: WorkflowSpec) -> Plan:
         cached = self._plans.get(spec.name)

@@ -14,6 +14,7 @@ Each node's outcome says why it ran or was reused (:attr:`NodeOutcome.reason`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +22,16 @@ import anyio
 
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.fingerprint import Unfingerprintable, code_fingerprint, digest, is_big, value_fingerprint
+from dagger_nb.dag.node_io import InputMissing, resolve_inputs
 from dagger_nb.dag.results import ResultStore, StoredResult
-from dagger_nb.errors import StorageError
+from dagger_nb.dag.store import RunStore
+from dagger_nb.errors import ExecutionError, StorageError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.actions import Action
     from dagger_nb.dag.run import Run
-    from dagger_nb.dag.spec import NodeSpec
+    from dagger_nb.dag.spec import NodeSpec, WorkflowSpec
 
-_MISSING: Any = object()
 
 #: what a node's reason starts with when it was reused
 REUSED = "reused from run"
@@ -105,18 +107,18 @@ class IncrementalRun:
         except Unfingerprintable as error:
             return NodePlan(f"the code of action '{action.name}' could not be fingerprinted: {error}")
         settings = settings_fingerprint(node)
+        try:
+            values = resolve_inputs(run, node_id)  # as the action will get them
+        except InputMissing as missing:
+            return NodePlan(str(missing))
         inputs: dict[str, str] = {}
-        for name, namespace, key, literal, _ in run.plan.inputs[node_id]:
-            value = literal if namespace is None else self._prints.get((namespace, key), _MISSING)
-            if isinstance(value, str) and namespace is not None:
-                inputs[name] = value
+        for name, namespace, key, _, _ in run.plan.inputs[node_id]:
+            known = self._prints.get((namespace, key)) if namespace is not None else None
+            if known is not None:
+                inputs[name] = known
                 continue
-            if namespace is not None:
-                value = run.cache.get(namespace, key, _MISSING)
-                if value is _MISSING:
-                    return NodePlan(f"input '{name}' was not produced")
             try:
-                inputs[name] = await _fingerprint(value)
+                inputs[name] = await _fingerprint(values[name])
             except Unfingerprintable as error:
                 return NodePlan(f"input '{name}' could not be fingerprinted ({error}); its result is not stored")
             if namespace is not None:
@@ -231,3 +233,57 @@ def _what_changed(stored: list[StoredResult], code: str, settings: str, inputs: 
     if changed:
         return f"inputs {', '.join(repr(name) for name in shown)} changed"
     return NO_RESULT
+
+
+class StoredResults:
+    """What :class:`~dagger_nb.dag.executor.DagExecutor` offers for incremental runs: its stored
+    results, where they live, and forgetting them."""
+
+    incremental: bool | None
+    max_cache_mb: float | None
+    _store: RunStore | None
+    _results: ResultStore | None
+    _workflows: dict[str, WorkflowSpec]
+
+    def _taken_over(self) -> None:
+        raise NotImplementedError  # the executor's
+
+    def use_db(self, db: str | os.PathLike[str]) -> None:
+        """Record runs and stored results in ``db`` from now on (for an executor made without one)."""
+        if self._store is not None:
+            raise ExecutionError(f"this executor already records its runs in '{self._store.path}'")
+        self._store = RunStore(db, on_takeover=self._taken_over)
+        if self._results is not None:
+            self._results.close()
+            self._results = None
+
+    @property
+    def db(self) -> str | None:
+        """The file runs and stored results are recorded in, or None."""
+        return self._store.path if self._store is not None else None
+
+    def clear_cache(self, workflow: str | None = None, node: str | None = None) -> int:
+        """Forget stored node results: all of them, those of ``workflow``, or of one ``node`` of it.
+        Returns how many results went; the next incremental run runs those nodes."""
+        if node is not None and workflow is None:
+            raise ExecutionError(f"clear_cache(node={node!r}) needs the workflow too")
+        if workflow is not None and node is not None and workflow in self._workflows:
+            self._workflows[workflow].node(node)  # an unknown node is a typo: say which exist
+        return self._result_store().clear(workflow, node)
+
+    def invalidate(self, workflow: str, node: str) -> int:
+        """Forget the stored results of ``node`` of ``workflow``: the next incremental run runs it
+        (and its dependents, if its outputs change)."""
+        return self.clear_cache(workflow, node)
+
+    def _result_store(self) -> ResultStore:
+        if self._results is None or self._results.closed:
+            path = self._store.path if self._store is not None else None
+            self._results = ResultStore(path, max_cache_mb=self.max_cache_mb)
+        return self._results
+
+    def _make_incremental(self, run: Run, choice: bool | None, *, fresh: bool) -> None:
+        if choice is None:
+            choice = self.incremental if self.incremental is not None else run.config.enable_incremental_cache
+        if choice or fresh:
+            run.incremental = IncrementalRun(self._result_store(), reuse=not fresh)
