@@ -450,8 +450,15 @@ def _task_record(task: Any) -> dict[str, Any]:
         "status": str(task.status), "reason": task.status_reason, "summary": task.summary,
         "parent_task_id": task.parent_task_id, "dependencies": list(task.dependencies),
         "output": None if output is None else output.data, "error": None if output is None else output.error,
+        "traceback": task_traceback(task),
         "created_at": task.created_at.isoformat(), "updated_at": task.updated_at.isoformat(),
     }
+
+
+def task_traceback(task: Any) -> str | None:
+    """The traceback of a task's failed last attempt, if it raised."""
+    output = task.output
+    return None if output is None else getattr(output, "traceback", None)
 
 
 def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
@@ -479,7 +486,7 @@ def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, 
         f"<td>{escape(one_line(t.output.data, 300) if t.output is not None and t.output.data else '')}</td></tr>"
         for t in tasks
     )
-    failed = [(t.task_id, t.status_reason or str(t.status), None) for t in tasks
+    failed = [(t.task_id, t.status_reason or str(t.status), task_traceback(t)) for t in tasks
               if str(t.status) in ("failed", "rejected")]
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>job {escape(report.job_id)}</title>"

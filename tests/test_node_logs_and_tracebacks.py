@@ -103,3 +103,107 @@ def test_chained_exceptions_are_told_cause_first() -> None:
     except ValueError as error:
         text = format_failure(error)
     assert text.index("KeyError: 'body'") < text.index("direct cause") < text.index("ValueError: no body")
+
+
+# -- beyond the DAG: task outputs and pub/sub dead letters ----------------------------------------
+
+
+def _registry_with_failing_agents() -> Any:
+    from dagger_nb.agents import TaskAgentRegistry
+
+    registry = TaskAgentRegistry()
+
+    async def parse_async(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"body": helper(input)}
+
+    attempts: list[int] = []
+
+    def parse_sync(input: dict[str, Any], ctx: Any) -> dict[str, Any]:  # a sync agent: a worker thread
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt")
+        return {"body": helper(input)}
+
+    registry.register("parse_async", parse_async)
+    registry.register("parse_sync", parse_sync)
+    return registry
+
+
+async def test_a_failed_task_keeps_the_last_attempts_traceback_across_a_reopen(tmp_path: Any) -> None:
+    from dagger_nb.agents import TaskManager
+
+    db = tmp_path / "jobs.db"
+    async with TaskManager(db, registry=_registry_with_failing_agents()) as manager:
+        manager.add_task("j", "parse async", "parse_async", {}, task_id="t-async")
+        manager.add_task("j", "parse sync", "parse_sync", {}, task_id="t-sync", max_retries=1)
+        report = await manager.run_job("j")
+    for task_id in ("t-async", "t-sync"):
+        output = report.outcomes[task_id].output
+        assert output is not None and output.error == "KeyError: 'body'"
+        trace = output.traceback
+        assert trace is not None, task_id
+        lines = trace.splitlines()
+        assert lines[0] == "Traceback (most recent call last):" and lines[-1] == "KeyError: 'body'"
+        assert "in helper" in trace and 'return payload["body"]' in trace
+        assert "dagger_nb" not in trace and "anyio" not in trace and "threading" not in trace
+    assert "first attempt" not in report.outcomes["t-sync"].output.traceback  # type: ignore[union-attr]
+    async with TaskManager(db, registry=_registry_with_failing_agents()) as reopened:
+        stored = reopened.get_task("t-sync")
+        assert stored is not None and stored.output is not None
+        assert stored.output.traceback == report.outcomes["t-sync"].output.traceback  # type: ignore[union-attr]
+
+
+async def test_a_job_dashboard_and_export_fold_the_tasks_traceback_under_its_error() -> None:
+    from dagger_nb.agents import TaskManager
+    from dagger_nb.export import job_report_to_html, job_report_to_json
+    from dagger_nb.notebook.agent_widgets import JobDashboard
+
+    async with TaskManager(registry=_registry_with_failing_agents()) as manager:
+        manager.add_task("j", "parse async", "parse_async", {}, task_id="t-async")
+        handle = manager.start_job("j")
+        dashboard = JobDashboard(manager, "j", handle=handle, interval=0)
+        report = await handle.wait()
+        await dashboard.wait()
+        errors = dashboard.errors.value
+        dashboard.close()
+    summary = errors.split("<pre", 1)[0]  # the summary line, outside the folded traceback
+    assert summary.count("KeyError: &#x27;body&#x27;") == 1
+    assert "<details class='dagger-traceback'>" in errors and "in helper" in errors
+    import json
+
+    assert "in helper" in job_report_to_html(report)
+    (task,) = json.loads(job_report_to_json(report))["tasks"]
+    assert task["traceback"].splitlines()[-1] == "KeyError: 'body'"
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_a_dead_letter_and_the_monitor_carry_the_handlers_traceback(sync: bool) -> None:
+    from dagger_nb.notebook.agent_widgets import PubSubMonitor
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+    from dagger_nb.pubsub.events import HandlerFailed
+
+    registry = PubSubAgentRegistry()
+
+    def handle(message: Any, ctx: Any) -> None:
+        helper(message.payload)
+
+    async def handle_async(message: Any, ctx: Any) -> None:
+        helper(message.payload)
+
+    pubsub_agent("reader", subscribe=["requests"], registry=registry)(handle if sync else handle_async)
+    bus = PubSub(registry=registry)
+    bus.register("reader")
+    failures: list[HandlerFailed] = []
+    bus.events.add_listener(lambda event: isinstance(event, HandlerFailed) and failures.append(event))
+    monitor = PubSubMonitor(bus)
+    await bus.publish("requests", {"no": "body"})
+    await bus.run(until_idle=True)
+    (letter,) = bus._dead
+    trace = letter.traceback
+    assert trace is not None and trace == failures[0].traceback
+    assert trace.splitlines()[-1] == "KeyError: 'body'" and "in helper" in trace
+    assert "dagger_nb" not in trace and "anyio" not in trace
+    monitor.refresh()
+    assert "<details class='dagger-traceback'>" in monitor.errors.value and "in helper" in monitor.errors.value
+    bus.close()
+    monitor.close()

@@ -23,6 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from dagger_nb._traceback import format_failure
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.remote import call_on_backend
@@ -53,6 +54,7 @@ class Result:
     dependencies: list[str]  # the task's dependency list when the attempt started
     stored_output: str | None = None  # an OK output's JSON for the database (None without one)
     journal: AttemptJournal | None = None  # what the attempt added, committed with its outcome
+    traceback: str | None = None  # an ERROR's stack, trimmed to the agent's frames
 
 
 class AttemptRunner:
@@ -102,7 +104,10 @@ class AttemptRunner:
         except NeedsDependencies as error:
             return Result(task_id, Kind.BLOCK, error.reason, dependencies, journal=journal)
         except Exception as error:
-            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal)
+            # Our own errors (a schema, an unstorable output) are complete sentences about the output,
+            # not the agent's code: their stack would show only dagger-nb's frames.
+            stack = None if isinstance(error, DaggerError) else format_failure(error)
+            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal, traceback=stack)
         return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal)
 
     def call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Awaitable[Any]:

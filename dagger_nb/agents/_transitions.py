@@ -191,7 +191,7 @@ class TaskTransitions:
             self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
-            self._fail(task, result.value)
+            self._fail(task, result.value, result.traceback)
 
     def _complete(self, task: TaskRecord, output: dict[str, Any], stored_output: str | None) -> None:
         self._set(task, COMPLETED, None, output=completed_output(output), stored_output=stored_output)
@@ -206,8 +206,8 @@ class TaskTransitions:
             self._pending_events.append(TaskStatusChanged(self.job_id, task.task_id, PENDING, reason))
             self._reconsider(task)
 
-    def _fail(self, task: TaskRecord, reason: str) -> None:
-        self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason))
+    def _fail(self, task: TaskRecord, reason: str, traceback: str | None = None) -> None:
+        self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason, traceback=traceback))
         self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
         self._cascade(task)
 

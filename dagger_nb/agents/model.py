@@ -76,6 +76,8 @@ class TaskOutput(BaseModel):
     success: bool
     data: dict[str, Any] | None = None
     error: str | None = None
+    #: the failed attempt's stack, trimmed to the agent's own frames (None when nothing raised)
+    traceback: str | None = None
 
 
 class Task(BaseModel):
@@ -271,7 +273,8 @@ field_values = attrgetter(*TASK_FIELDS)
 
 def completed_output(data: dict[str, Any]) -> TaskOutput:
     """``TaskOutput(success=True, data=data)`` for a dict already checked, built without validation."""
-    return _unvalidated(TaskOutput, {"success": True, "data": data, "error": None}, {"success", "data"})
+    return _unvalidated(TaskOutput, {"success": True, "data": data, "error": None, "traceback": None},
+                       {"success", "data"})
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

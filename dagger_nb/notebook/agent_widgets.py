@@ -6,8 +6,16 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from dagger_nb.export import legend_html, one_line, progress_of, segmented_bar_html, short_id
-from dagger_nb.notebook._dashboard import Dashboard, errors_html, header_html, table_html
+from dagger_nb.export import (
+    errors_list_html,
+    legend_html,
+    one_line,
+    progress_of,
+    segmented_bar_html,
+    short_id,
+    task_traceback,
+)
+from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
 
 if TYPE_CHECKING:
     from dagger_nb.agents import JobHandle, Task, TaskManager
@@ -93,9 +101,9 @@ class JobDashboard(Dashboard):
         self.table.value = self._table(tasks)
         assert self.agent_panel is not None
         self.agent_panel.value = _agents_html(tasks)
-        broken = [(t.task_id, t.status_reason or str(t.status)) for t in tasks
+        broken = [(t.task_id, t.status_reason or str(t.status), task_traceback(t)) for t in tasks
                   if str(t.status) in ("failed", "rejected")]
-        self.errors.value = errors_html(broken)
+        self.errors.value = errors_list_html(broken)
         self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final,
                           version=self.events_seen)
         self.legend.value = legend_html(_TASK_LEGEND, edges=_JOB_EDGES)
@@ -151,7 +159,7 @@ class PubSubMonitor(Dashboard):
         self._recent: deque[tuple[str, str, str, str]] = deque(maxlen=self.table_rows)
         self._payloads: dict[str, Any] = {}
         self._last: dict[str, str] = {}
-        self._problems: deque[tuple[str, str]] = deque(maxlen=50)
+        self._problems: deque[tuple[str, str, str | None]] = deque(maxlen=50)
         self._messages = 0
         for event in pubsub.events.history:  # what happened before the monitor was shown
             self._note(event)
@@ -193,7 +201,8 @@ class PubSubMonitor(Dashboard):
             payload = self._payloads.get(event.message_id, event.message_id)
             self._last[event.node_id] = f"#{event.channel}: {one_line(payload)}"
         elif kind in ("HandlerFailed", "MessageRejected"):
-            self._problems.append((f"{event.node_id} on #{event.channel}", event.reason))
+            self._problems.append((f"{event.node_id} on #{event.channel}", event.reason,
+                                   getattr(event, "traceback", None)))
 
     def cancel(self) -> None:
         """Stop delivery."""
@@ -224,7 +233,7 @@ class PubSubMonitor(Dashboard):
         assert self.agent_panel is not None
         self.agent_panel.value = table_html(("agent", "state", "queued", "handled", "failed", "last message"),
                                             rows, status_column=1, more=0)
-        self.errors.value = errors_html(list(self._problems))
+        self.errors.value = errors_list_html(list(self._problems))
         self.graph.update(self.pubsub.get_dot_graph, len(agents), final=final or not running,
                           version=(self.events_seen, len(agents)))
         self.legend.value = legend_html((), edges=_BUS_EDGES)

@@ -46,6 +46,8 @@ class DeadLetter:
     channel: str
     agent: str
     reason: str
+    #: the failed handler's stack, trimmed to its own frames (None for a rejection)
+    traceback: str | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -395,17 +395,19 @@ class PubSub(BusViews):
         """True while :meth:`run` or :meth:`start` is delivering."""
         return self._running
 
-    def _on_outcome(self, node: Node, record: Record, kind: str, reason: str, at: float) -> None:
+    def _on_outcome(
+        self, node: Node, record: Record, kind: str, reason: str, at: float, traceback: str | None
+    ) -> None:
         """The dispatcher is done with ``record`` for ``node``: log it, dead-letter it, tell dashboards."""
         message_id, channel, node_id = record.message.message_id, record.message.channel, node.node_id
         if self._durable is not None:
             self._durable.outcome(record, node, kind, reason, at)
         elif kind != "delivered":
-            self._dead.append(DeadLetter(message_id, channel, node_id, reason))
+            self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback))
         if kind == "delivered":
             self.events.emit(MessageDelivered(message_id, channel, node_id, at))
         elif kind == "failed":
-            self.events.emit(HandlerFailed(message_id, channel, node_id, reason, at))
+            self.events.emit(HandlerFailed(message_id, channel, node_id, reason, at, traceback))
         else:
             self.events.emit(MessageRejected(message_id, channel, node_id, reason, at))
 

@@ -30,11 +30,13 @@ from time import time
 
 import anyio
 
+from dagger_nb._traceback import format_failure
 from dagger_nb.errors import DaggerWarning, SchemaValidationError
 from dagger_nb.pubsub._state import Channel, Node, Record
 
-#: ``outcome(node, record, kind, reason, at)`` with kind ``delivered``, ``failed`` or ``rejected``.
-Outcome = Callable[[Node, Record, str, str, float], None]
+#: ``outcome(node, record, kind, reason, at, traceback)`` with kind ``delivered``, ``failed`` or
+#: ``rejected``; ``traceback`` is the failed handler's trimmed stack (else None).
+Outcome = Callable[[Node, Record, str, str, float, "str | None"], None]
 #: ``fetch(node)``: the next page of records the log owes ``node`` (empty when it owes none).
 Fetch = Callable[[Node], Awaitable[list[Record]]]
 
@@ -223,6 +225,7 @@ class Dispatcher:
                 await self._settled(node, record, "rejected", str(error))
             return
         reason = ""
+        stack: str | None = None
         interrupted: BaseException | None = None
         node.in_handler = True
         try:
@@ -232,16 +235,17 @@ class Dispatcher:
                 interrupted = await self._call_in_thread(node, record)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
+            stack = format_failure(error)
         except BaseException:
             node.backlog.appendleft(record)
             raise
         finally:
             node.in_handler = False
         if interrupted is None:
-            await self._settled(node, record, "delivered", reason)
+            await self._settled(node, record, "delivered", reason, stack)
             return
         with anyio.CancelScope(shield=True):
-            await self._settled(node, record, "delivered", reason)
+            await self._settled(node, record, "delivered", reason, stack)
         raise interrupted
 
     async def _call_in_thread(self, node: Node, record: Record) -> BaseException | None:
@@ -282,7 +286,7 @@ class Dispatcher:
             raise raised[0]
         return None
 
-    async def _settled(self, node: Node, record: Record, kind: str, reason: str) -> None:
+    async def _settled(self, node: Node, record: Record, kind: str, reason: str, stack: str | None = None) -> None:
         """Record what became of ``record`` at ``node``, make it durable, then let the next one in."""
         if kind == "rejected":
             record.rejected_by.append(node.node_id)
@@ -294,11 +298,11 @@ class Dispatcher:
                 node.failed += 1
         node.last_message_at = now = time()
         if kind == "rejected":
-            self._outcome(node, record, kind, reason, now)
+            self._outcome(node, record, kind, reason, now, None)
         else:
             if reason:
-                self._outcome(node, record, "failed", reason, now)
-            self._outcome(node, record, kind, "", now)
+                self._outcome(node, record, "failed", reason, now, stack)
+            self._outcome(node, record, kind, "", now, None)
         if self.persist is not None:
             try:
                 await self.persist()

@@ -71,6 +71,8 @@ class HandlerFailed:
     node_id: str
     reason: str
     timestamp: float = field(default_factory=time)
+    #: the handler's stack, trimmed to its own frames
+    traceback: str | None = None
 
 
 @dataclass(slots=True)
