@@ -40,6 +40,7 @@ from dagger_nb._sync import run_sync
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import ActionRegistry, default_registry
+from dagger_nb.dag.attempts import store_file
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, build_nodes
 from dagger_nb.dag.events import (
@@ -476,6 +477,7 @@ class DagExecutor(StoredResults):
         for key, value in (inputs or {}).items():
             cache.insert("inputs", key, value)
         run = Run(spec, config=self._effective_config(spec), cache=cache, plan=self._plan(spec))
+        run.store_file = store_file(self.db)
         self._make_incremental(run, incremental, fresh=fresh)
         self._runs[run.run_id] = run
         self._latest[spec.name] = run.run_id
@@ -492,6 +494,7 @@ class DagExecutor(StoredResults):
         if run is None and self._store is not None:
             run = self._store.load_run(run_id, config_for=self._effective_config)
             if run is not None:
+                run.store_file = store_file(self._store.path)
                 self._runs[run_id] = run
         if run is None:
             raise RunNotFound(run_id)

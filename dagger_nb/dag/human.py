@@ -104,9 +104,10 @@ async def review_point(executor: DagExecutor, run: Run, node: NodeSpec, iteratio
     """Ask a person to review the run before supervisor step ``node`` runs (``ctx.ask_human``'s
     machinery: ``human_wait_minutes``, ``human_timeout_action``).
 
-    ``stop`` cancels the run, saying so in its error. Without an answer in time, ``autopilot``
-    approves and ``pause`` pauses the run (the review is asked again on resume); either way
-    the step does not go on here.
+    ``approve`` (with an optional ``note``, passed to the step as ``review_note``) lets the step
+    run; ``stop`` cancels the run, saying so in its error. Without an answer in time,
+    ``autopilot`` approves, so the step goes on, and ``pause`` pauses the run: the step does not
+    run now, and the review is asked again on resume.
     """
     prompt = review_prompt(run, iteration)
     try:

@@ -16,6 +16,7 @@ import anyio
 from dagger_nb._sync import loop_is_running
 from dagger_nb._workers import WorkerGroup
 from dagger_nb.cache import Cache
+from dagger_nb.dag.attempts import AbandonedThreads
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
@@ -26,7 +27,6 @@ from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
     from dagger_nb.dag.ahead import Ahead
-    from dagger_nb.dag.attempts import AbandonedAttempt
     from dagger_nb.dag.executor import DagExecutor
     from dagger_nb.dag.incremental import IncrementalRun
     from dagger_nb.dag.journal import NodeJournal
@@ -146,8 +146,11 @@ class Run:
         self.iteration_limit = config.max_iterations
         #: commits each finished node when the executor has a store (set while the run is driven)
         self.journal: NodeJournal | None = None
-        #: node id -> finished attempts of a sync action abandoned after a timeout and still running
-        self.abandoned: dict[str, AbandonedAttempt] = {}
+        #: the resolved path of the run store file recording the run ("" without one)
+        self.store_file = ""
+        #: node id -> the attempt of a sync action abandoned after a timeout whose thread still runs
+        #: (kept per process, so an executor taking the store file over sees them too)
+        self.abandoned = AbandonedThreads(self)
         #: stored results reused and recorded, in an incremental run
         self.incremental: IncrementalRun | None = None
         self._positions: dict[str, int] = {}
@@ -201,6 +204,8 @@ class Run:
         #: Why the run was cancelled, when a person said why (a review point's "stop").
         self.stop_reason: str | None = None
         self.cancel_scope: anyio.CancelScope | None = None
+        #: identifies this start of the run (each resume is a new one)
+        self.drive = object()
         self.done: anyio.Event | None = None
         self.group: WorkerGroup | None = None
         self.late_hooks: list[tuple[Any, Awaitable[object], str]] = []

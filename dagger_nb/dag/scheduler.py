@@ -437,7 +437,7 @@ class Scheduler:
             if (node.timeout is not None and not handler and not action.is_async and not action.inline
                     and isinstance(self.executor.backend, LocalBackend)):
                 # its thread outlives a timeout: the next attempt waits for it
-                thread = AbandonedAttempt(attempt)
+                thread = AbandonedAttempt(attempt, drive=run.drive)
                 action = thread.track(action)
             call = self.executor.backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
         return call if node.timeout is None else _with_timeout(call, node, run, thread)
