@@ -207,3 +207,71 @@ async def test_a_dead_letter_and_the_monitor_carry_the_handlers_traceback(sync: 
     assert "<details class='dagger-traceback'>" in monitor.errors.value and "in helper" in monitor.errors.value
     bus.close()
     monitor.close()
+
+
+# -- the run store keeps them ---------------------------------------------------------------------
+
+
+async def test_a_run_loaded_from_disk_keeps_tracebacks_and_bounded_logs(tmp_path: Any) -> None:
+    import sqlite3
+
+    from dagger_nb.dag import store as run_store
+    from dagger_nb.export import report_to_html, report_to_json
+
+    def chatty() -> int:
+        for i in range(3):
+            print(f"line {i}")
+        return 1
+
+    def parse() -> Any:
+        print("about to parse")
+        return helper({})
+
+    db = tmp_path / "runs.db"
+    async with DagExecutor(ActionRegistry(), db=db) as executor:
+        executor.registry.register("chatty", chatty)
+        executor.registry.register("parse", parse)
+        executor.add_workflow(workflow("kept", ("talk", "chatty"), ("p", "parse"), max_attempts=1,
+                                       on_failure="continue"))
+        report = await executor.execute_dag("kept")
+    assert report.outcomes["p"].traceback is not None
+    store = run_store.RunStore(db)
+    try:
+        run = store.load_run(report.run_id, config_for=lambda spec: executor._effective_config(spec))
+    finally:
+        store.close()
+    assert run is not None
+    loaded = run.snapshot()
+    assert loaded.outcomes["p"].traceback == report.outcomes["p"].traceback
+    assert loaded.outcomes["p"].logs == ["about to parse"]
+    assert loaded.outcomes["talk"].logs == ["line 0", "line 1", "line 2"] and loaded.outcomes["talk"].traceback is None
+    page = report_to_html(loaded)
+    assert "<details class='dagger-traceback'><summary><b>p</b>" in page and "in helper" in page
+    assert "about to parse" in page and "line 2" in page
+    import json
+
+    nodes = {node["node"]: node for node in json.loads(report_to_json(loaded))["nodes"]}
+    assert nodes["p"]["traceback"].endswith("KeyError: 'body'") and nodes["talk"]["logs"][-1] == "line 2"
+    # bounded: a huge traceback keeps its end (the error), huge logs a note of what was left out
+    huge = replace_outcome(loaded.outcomes["p"], traceback="x" * 50_000 + "\nKeyError: 'body'",
+                           logs=["y" * 1000] * 1000)
+    row = run_store._node_row(report.run_id, huge, 0)
+    assert len(row[-2]) < 20_100 and row[-2].endswith("KeyError: 'body'")
+    stored_logs = json.loads(row[-1])
+    assert len(stored_logs) == 201 and stored_logs[-1] == "… 800 more lines not kept"
+    # a file written before the columns existed still opens, its nodes with no traceback or logs
+    with sqlite3.connect(db) as connection:
+        connection.execute("ALTER TABLE dag_nodes DROP COLUMN logs")
+        connection.execute("ALTER TABLE dag_nodes DROP COLUMN traceback")
+    store = run_store.RunStore(db)
+    try:
+        old = store.load_run(report.run_id, config_for=lambda spec: executor._effective_config(spec))
+    finally:
+        store.close()
+    assert old is not None and old.snapshot().outcomes["p"].traceback is None
+
+
+def replace_outcome(outcome: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(outcome, **changes)

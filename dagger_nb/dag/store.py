@@ -92,8 +92,9 @@ class RunStore:
             self._connection = open_database(self.path, schema=SCHEMA)
             with self._storage_errors("open"):
                 # files written before nodes recorded their worker, and runs their owner
-                add_missing_columns(self._connection, "dag_nodes",
-                                    {"worker": "TEXT", "reason": "TEXT", "cached_from": "TEXT"})
+                add_missing_columns(self._connection, "dag_nodes", {
+                    "worker": "TEXT", "reason": "TEXT", "cached_from": "TEXT", "traceback": "TEXT", "logs": "TEXT",
+                })
                 add_missing_columns(self._connection, "dag_runs", {"owner_pid": "INTEGER"})
         except BaseException:
             self._process_lock.release()
@@ -142,7 +143,7 @@ class RunStore:
                  report.finished_at, spec_json, dot, os.getpid()),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
-            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                    node_rows)
             if skipped:
                 connection.executemany(
@@ -169,7 +170,7 @@ class RunStore:
             if spec_json is not None:
                 connection.execute("UPDATE dag_runs SET spec = ? WHERE run_id = ?", (spec_json, run_id))
             connection.executemany(
-                "INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
+                "INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
             )
             connection.executemany("DELETE FROM dag_cache WHERE run_id = ? AND namespace = ?", replaced)
             connection.executemany("INSERT OR REPLACE INTO dag_cache VALUES (?, ?, ?, ?, ?)", cache_rows)
@@ -249,7 +250,8 @@ class RunStore:
                 return None
             nodes = self._connection.execute(
                 "SELECT node, action, status, attempts, retry_messages, error, started_at, finished_at, notes, "
-                "worker, reason, cached_from FROM dag_nodes WHERE run_id = ? ORDER BY position", (run_id,)
+                "worker, reason, cached_from, traceback, logs FROM dag_nodes WHERE run_id = ? ORDER BY position",
+                (run_id,),
             ).fetchall()
             values = self._connection.execute(
                 "SELECT namespace, key, format, value FROM dag_cache WHERE run_id = ?", (run_id,)
@@ -353,26 +355,51 @@ def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.Da
     return frame.sort_values("started_at", ascending=False, ignore_index=True)
 
 
+#: The most of a node's traceback and of its logs a row keeps (the end of a traceback names the error).
+MAX_STORED_TRACEBACK = 20_000
+MAX_STORED_LOG_CHARS = 200_000
+
+
 def _node_row(run_id: str, o: NodeOutcome, position: int) -> tuple[Any, ...]:
     return (run_id, o.node, o.action, o.status, o.attempts, json.dumps(o.retry_messages), o.error,
-            o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker, o.reason, o.cached_from)
+            o.started_at, o.finished_at, json.dumps(o.notes), position, o.worker, o.reason, o.cached_from,
+            _bounded_traceback(o.traceback), json.dumps(_bounded_logs(o.logs)) if o.logs else None)
+
+
+def _bounded_traceback(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_STORED_TRACEBACK:
+        return text
+    return "… (start of the traceback not kept)\n" + text[-MAX_STORED_TRACEBACK:]
+
+
+def _bounded_logs(lines: list[str]) -> list[str]:
+    kept, size = [], 0
+    for line in lines:
+        size += len(line)
+        if size > MAX_STORED_LOG_CHARS:
+            kept.append(f"… {len(lines) - len(kept)} more lines not kept")
+            break
+        kept.append(line)
+    return kept
 
 
 def _outcome(fields: tuple[Any, ...], where: str) -> NodeOutcome:
-    node, action, status, attempts, retries, error, started, finished, notes, worker, reason, cached_from = fields
+    (node, action, status, attempts, retries, error, started, finished, notes, worker, reason, cached_from,
+     traceback, logs) = fields
     try:
         retry_messages, note_list = json.loads(retries), json.loads(notes)
+        log_lines = [] if logs is None else json.loads(logs)
         if (
             not isinstance(node, str) or not isinstance(action, str) or status not in _NODE_STATUSES
             or not isinstance(attempts, int) or not _texts(retry_messages) or not _texts(note_list)
-            or not _times(started, finished)
-            or not all(v is None or isinstance(v, str) for v in (error, worker, reason, cached_from))
+            or not _times(started, finished) or not _texts(log_lines)
+            or not all(v is None or isinstance(v, str) for v in (error, worker, reason, cached_from, traceback))
         ):
             raise ValueError("a field has the wrong type")
     except (ValueError, TypeError) as problem:
         raise StorageError(f"{where}: the row of node {node!r} is damaged: {_first_line(problem)}") from None
     return NodeOutcome(node, action, status, attempts, retry_messages, error, started, finished, note_list, worker,
-                       reason=reason, cached_from=cached_from)
+                       reason=reason, cached_from=cached_from, traceback=traceback, logs=log_lines)
 
 
 def _usage_rows(run_id: str, outcomes: Iterable[NodeOutcome]) -> list[tuple[Any, ...]]:
