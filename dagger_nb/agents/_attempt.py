@@ -1,29 +1,29 @@
 """One attempt of a task: call its agent, bound it by its timeout, check and encode what it returned.
 
 A sync agent runs in a worker thread, which cannot be stopped: when its
-attempt times out the thread is abandoned and runs on. The attempt is
-recorded as timed out at once, but the task's next attempt must not start
-until that thread has returned, or two attempts of one task would run at the
-same time. :class:`AttemptRunner` notes such a thread in its ``abandoned``
-set; the thread takes itself out when it returns and tells the manager, which
-tells the job's run, which then lets the task start again.
+attempt times out (or its job is cancelled) the thread is abandoned and runs
+on. The attempt is recorded as timed out at once, but the task's next attempt
+must not start until that thread has returned, or two attempts of one task
+would run at the same time. Every local sync call is noted in the process-wide
+record of ``_threads.py`` while it runs; a job run that finds the task there
+waits (:meth:`AttemptRunner.wait_for_thread`) and is told when it returned.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import json.encoder
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
+import anyio.to_thread
 
 from dagger_nb._traceback import format_failure
+from dagger_nb.agents._threads import LIVE_THREADS, ThreadKey, file_identity, on_this_loop
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.remote import call_on_backend
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dagger_nb.agents._graph import TaskGraph
     from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
+    from dagger_nb.agents.model import TaskRecord
     from dagger_nb.agents.registry import TaskAgent
 
 
@@ -62,10 +63,10 @@ class AttemptRunner:
 
     ``manager`` is read for its public settings (``registry``, ``backend``) and is
     the agents' ``ctx.manager``; ``thread_returned(task_id)`` is called on the
-    loop when an abandoned thread returns.
+    loop when an abandoned thread a run waits for returns.
     """
 
-    __slots__ = ("_graph", "_journal", "_manager", "_thread_returned", "abandoned")
+    __slots__ = ("_graph", "_journal", "_manager", "_thread_returned", "_where")
 
     def __init__(
         self, manager: TaskManager, graph: TaskGraph, journal: Journal, thread_returned: Callable[[str], None]
@@ -74,8 +75,15 @@ class AttemptRunner:
         self._graph = graph
         self._journal = journal
         self._thread_returned = thread_returned
-        #: tasks whose timed-out attempt's thread still runs (added and removed from any thread)
-        self.abandoned: set[str] = set()
+        #: the file's identity in the keys of the process's record of running threads
+        self._where = object() if journal.store is None else file_identity(journal.store.path)
+
+    def wait_for_thread(self, task: TaskRecord) -> bool:
+        """True when a thread of an earlier attempt of ``task`` still runs in this process (this
+        manager's, or an earlier manager's on the same file): ``thread_returned(task_id)`` is
+        called on this loop once it has returned."""
+        key = (self._where, task.job_id, task.task_id)
+        return LIVE_THREADS.wait_for(key, partial(on_this_loop, self._thread_returned, task.task_id))
 
     async def run(self, task_id: str, journal: AttemptJournal) -> Result:
         """Run one attempt of ``task_id``; what it came to, never an exception (but cancellation)."""
@@ -121,56 +129,52 @@ class AttemptRunner:
     async def _call_elsewhere(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
         backend = self._manager.backend
         if backend is None:
-            return await anyio.to_thread.run_sync(agent.fn, payload, ctx, abandon_on_cancel=True)
+            return await self._call_in_thread(agent, payload, ctx)
         return await call_on_backend(backend, agent, payload, ctx)
 
     async def _call_bounded(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
-        """The agent's call under a timeout: a local sync agent's thread is noted if it is abandoned."""
+        """The agent's call under a timeout."""
         if self._manager.backend is not None or agent.is_async:
             return await self.call_agent(agent, payload, ctx)
-        task_id = ctx.task_id
+        return await self._call_in_thread(agent, payload, ctx)
+
+    async def _call_in_thread(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        """A local sync agent's call in a worker thread, noted in the process's record of running
+        threads from now until it returns: abandoned (a timeout, a cancelled job), it runs on."""
+        key: ThreadKey = (self._where, ctx.job_id, ctx.task_id)
         state = _ThreadState()
-        token = anyio.lowlevel.current_token()
-        abandoned, thread_returned = self.abandoned, self._thread_returned
+        live = LIVE_THREADS
 
         def call() -> Any:
             with state.lock:
-                if state.ended:  # the attempt timed out before this thread got to it: not run at all
+                if state.ended:  # the attempt ended before this thread got to it: not run at all
                     return None
                 state.started = True
             try:
                 return agent.fn(payload, ctx)
             finally:
-                with state.lock:
-                    state.finished = True
-                    was_abandoned = state.abandoned
-                if was_abandoned:
-                    abandoned.discard(task_id)
-                    with contextlib.suppress(Exception):  # the loop may be gone: nothing waits then
-                        anyio.from_thread.run_sync(thread_returned, task_id, token=token)
+                live.end(key)
 
+        live.begin(key)
         try:
             return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-        except anyio.get_cancelled_exc_class():
+        finally:
             with state.lock:
                 state.ended = True
                 # A call that has not started never will (the worker skips a cancelled call, or
-                # call() sees ``ended``): only a started, unfinished one is abandoned and waited for.
-                if state.started and not state.finished:
-                    state.abandoned = True
-                    abandoned.add(task_id)
-            raise
+                # call() sees ``ended``); a started one ends its record itself when it returns.
+                unstarted = not state.started
+            if unstarted:
+                live.end(key)
 
 
 class _ThreadState:
-    __slots__ = ("abandoned", "ended", "finished", "lock", "started")
+    __slots__ = ("ended", "lock", "started")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.started = False
-        self.finished = False
         self.ended = False
-        self.abandoned = False
 
 
 def check_output(stored: bool, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 TERMINATED = "Job terminated due to inactivity"
 CANCELLED_WHILE_RUNNING = "job cancelled while the task was running"
+WAITING_FOR_THREAD = "waits for the abandoned thread of an earlier attempt to return"
 
 
 class _Worker:
@@ -154,7 +155,7 @@ class JobRun(TaskTransitions):
         return self._journals.get(task_id)
 
     def note_thread_returned(self, task_id: str) -> None:
-        """The abandoned thread of a timed-out attempt of ``task_id`` has returned."""
+        """The abandoned thread of an earlier attempt of ``task_id`` has returned."""
         self._returned.append(task_id)
         self._wakeup()
 
@@ -354,14 +355,17 @@ class JobRun(TaskTransitions):
         starts: list[str] = []
         limit = self._max_parallel
         tasks = self._tasks
-        abandoned = self._attempts.abandoned
+        wait_for_thread = self._attempts.wait_for_thread
         while self._ready and len(self._running) < limit:
             task_id = self._ready.popleft()
             task = tasks[task_id]
             if task.status is not PENDING or task_id in self._running or not self._runnable(task):
                 continue
-            if task_id in abandoned:  # its timed-out attempt's thread still runs
-                self._waiting.setdefault(task_id, task.status_reason or "")
+            if wait_for_thread(task):  # an abandoned attempt's thread (timed out, cancelled) still runs
+                if task_id not in self._waiting:
+                    self._waiting[task_id] = task.status_reason or ""
+                    self._set(task, PENDING, WAITING_FOR_THREAD)
+                    self._pending_events.append(TaskStatusChanged(self.job_id, task_id, PENDING, WAITING_FOR_THREAD))
                 continue
             self._set(task, IN_PROGRESS, None)
             self._running.add(task_id)

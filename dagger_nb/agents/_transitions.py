@@ -80,7 +80,8 @@ class TaskTransitions:
         self._running: set[str] = set()
         #: the journals of the attempts under way (see agents/journal.py)
         self._journals: dict[str, AttemptJournal] = {}
-        #: tasks whose next attempt waits for the abandoned thread of a timed-out one: their reason
+        #: tasks whose next attempt waits for the abandoned thread of an earlier one: the reason to
+        #: show again once it returned
         self._waiting: dict[str, str] = {}
         self._pending_events: list[JobEvent] = []
         self._now: datetime | None = None  # the time of the changes of the round under way
@@ -184,7 +185,7 @@ class TaskTransitions:
         elif result.kind is Kind.ERROR and task.retry_count < task.max_retries:
             task.retry_count += 1
             reason = f"attempt {task.retry_count} failed: {result.value}"
-            if task.task_id in self._attempts.abandoned:
+            if self._attempts.wait_for_thread(task):
                 self._waiting[task.task_id] = reason
                 reason += f"; attempt {task.retry_count + 1} waits for the abandoned thread of this one to return"
             self._set(task, PENDING, reason)
