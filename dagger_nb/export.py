@@ -473,9 +473,13 @@ def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
 
 
 def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, *, dot: str | None = None) -> str:
-    """A self-contained, escaped HTML page of a task job's report (header, progress, tasks, failures and,
-    given its DOT (``manager.get_dot_graph(job_id)``), the graph); written to ``path`` when given."""
+    """A self-contained, escaped HTML page of a task job's report (header, progress, tasks, failures with
+    their tracebacks, the graph: ``dot``, else drawn from the report's tasks); written to ``path`` when given."""
     tasks = list(report.outcomes.values())
+    if dot is None:
+        from dagger_nb.agents._dot import job_graph
+
+        dot = job_graph({report.job_id: tasks}, name=report.job_id)
     statuses = {str(status): count for status, count in report.counts().items()}
     elapsed = (report.finished_at - report.started_at).total_seconds()
     bar = segmented_bar_html(progress_of(statuses, len(tasks), elapsed=elapsed, running=False), unit="tasks")

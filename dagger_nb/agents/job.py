@@ -16,6 +16,8 @@ from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, 
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
+    import os
+
     import pandas as pd
 
     from dagger_nb.agents._runner import JobRun
@@ -124,6 +126,19 @@ class JobReport:
     def to_frame(self) -> pd.DataFrame:
         """One row per task, the same flat columns as :meth:`TaskManager.tasks_frame`."""
         return tasks_to_frame(list(self.outcomes.values()))
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained HTML page of the job (tasks, graph, errors with their tracebacks); written
+        to ``path`` when given. Returns the page."""
+        from dagger_nb.export import job_report_to_html
+
+        return job_report_to_html(self, path)
+
+    def to_json(self) -> str:
+        """The job and every task (output, error, traceback) as JSON text."""
+        from dagger_nb.export import job_report_to_json
+
+        return job_report_to_json(self)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={count}" for status, count in self.counts().items())

@@ -373,7 +373,8 @@ def _bounded_traceback(text: str | None) -> str | None:
 
 
 def _bounded_logs(lines: list[str]) -> list[str]:
-    kept, size = [], 0
+    kept: list[str] = []
+    size = 0
     for line in lines:
         size += len(line)
         if size > MAX_STORED_LOG_CHARS:

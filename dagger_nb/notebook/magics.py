@@ -270,6 +270,20 @@ class DaggerMagics(Magics):
         self.session.dashboards[key] = dashboard
         display(dashboard)
 
+    @magic_arguments()
+    @argument("id", help="a run id or a task job id")
+    @argument("file", help="where to write: FILE.html (a self-contained page) or FILE.json")
+    @line_magic
+    def dagger_export(self, line: str) -> None:
+        """Write a run's or a job's report (tracebacks, logs, graph, timeline) to a file.
+
+        Examples: ``%dagger_export 3f2a91c0 run.html``, ``%dagger_export my-job job.json``
+        """
+        args = parse_argstring(self.dagger_export, line)
+        from dagger_nb.notebook.dashboards.exporting import export
+
+        print(_call(export, self.session, args.id, unquote(args.file)))
+
     @line_magic
     def dagger_respond(self, line: str) -> None:
         """Answer a question a run asks (``ctx.ask_human``). Example: ``%dagger_respond RUN_ID REQUEST_ID true``
