@@ -13,9 +13,9 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -24,6 +24,10 @@ from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import WorkflowSpec
 from dagger_nb.errors import DaggerError, WorkflowSpecError
 from dagger_nb.graph import render_svg
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.run import RunHandle
 
 #: Exit code of a run refused before it starts because run inputs are missing (argparse's usage code).
 MISSING_INPUTS = 2
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except DaggerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -113,15 +117,26 @@ def _validate(args: argparse.Namespace) -> int:
             spec = load_workflow(Path(file), actions=actions)
         except WorkflowSpecError as error:
             failed = True
-            print(error, file=sys.stderr)
+            print(_printable(str(error)), file=sys.stderr)
             continue
         count = len(spec.nodes)
         checked = ", actions checked" if actions is not None else ""
-        print(f"{file}: ok: workflow '{spec.name}', {_plural(count, 'node')}{checked}")
+        print(_printable(f"{file}: ok: workflow '{spec.name}', {_plural(count, 'node')}{checked}"))
         needed = run_inputs(spec)
         listed = ", ".join(f"{key} ({', '.join(nodes)})" for key, nodes in needed.items())
-        print(f"  run inputs: {listed or 'none'}")
+        print(_printable(f"  run inputs: {listed or 'none'}"))
     return 1 if failed else 0
+
+
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on (escape sequences, control characters, lone
+    surrogates) written as Python escapes, as the loader shows values; line breaks are kept."""
+    if text.isprintable() or all(char.isprintable() or char == "\n" for char in text):
+        return text
+    return "".join(
+        char if char.isprintable() or char == "\n" else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 def run_inputs(spec: WorkflowSpec) -> dict[str, list[str]]:
@@ -168,59 +183,49 @@ def _write(path: Path, text: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dagger_nb.dag.actions import default_registry
-    from dagger_nb.dag.executor import DagExecutor
-    from dagger_nb.dag.progress import ProgressLine
 
     for source in args.actions:
         _import_actions(source)
     inputs = dict(_parse_input(item) for item in args.input)
-    executor = DagExecutor(default_registry, db=args.db)
-    spec = executor.load_yaml_file(args.file)
+    # Checked before anything is opened: a refused file leaves no database or lock behind.
+    spec = load_workflow(Path(args.file), actions=default_registry)
     missing = {key: nodes for key, nodes in run_inputs(spec).items() if key not in inputs}
     if missing:
-        executor.close()
-        print(f"error: workflow '{spec.name}' needs run inputs that were not given (nothing was run):",
+        print(_printable(f"error: workflow '{spec.name}' needs run inputs that were not given (nothing was run):"),
               file=sys.stderr)
         for key, nodes in missing.items():
-            print(f"  {key}  (read by {', '.join(nodes)})", file=sys.stderr)
+            print(_printable(f"  {key}  (read by {', '.join(nodes)})"), file=sys.stderr)
         example = " ".join(f"--input {key}=VALUE" for key in missing)
-        print(f"give them with {example}", file=sys.stderr)
+        print(_printable(f"give them with {example}"), file=sys.stderr)
         return MISSING_INPUTS
-
-    async def run() -> Any:
-        async with executor:
-            handle = executor.start(spec.name, inputs=inputs)
-            progress = ProgressLine(handle.spec, stream=sys.stderr)
-            handle.add_listener(progress.on_event)
-            return await handle
-
-    try:
-        report = anyio.run(run)
-    finally:
-        executor.close()
-    return _show(report, args)
+    return _drive(args, lambda executor: executor.start(executor.add_workflow(spec).name, inputs=inputs))
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from dagger_nb.dag.actions import default_registry
-    from dagger_nb.dag.executor import DagExecutor
-    from dagger_nb.dag.progress import ProgressLine
-
     for source in args.actions:
         _import_actions(source)
     if not Path(args.db).is_file():
         raise DaggerError(f"run database '{args.db}' not found")
+    return _drive(args, lambda executor: executor.start_resume(args.run_id))
+
+
+def _drive(args: argparse.Namespace, start: Callable[[DagExecutor], RunHandle]) -> int:
+    """Open an executor (on ``args.db``), ``start`` a run with it and show its progress and report;
+    the executor is closed whatever happens."""
+    from dagger_nb.dag.actions import default_registry
+    from dagger_nb.dag.executor import DagExecutor
+    from dagger_nb.dag.progress import ProgressLine
+
     executor = DagExecutor(default_registry, db=args.db)
-
-    async def resume() -> Any:
-        async with executor:
-            handle = executor.start_resume(args.run_id)
-            progress = ProgressLine(handle.spec, stream=sys.stderr)
-            handle.add_listener(progress.on_event)
-            return await handle
-
     try:
-        report = anyio.run(resume)
+        async def drive() -> Any:
+            async with executor:
+                handle = start(executor)
+                progress = ProgressLine(handle.spec, stream=sys.stderr)
+                handle.add_listener(progress.on_event)
+                return await handle
+
+        report = anyio.run(drive)
     finally:
         executor.close()
     return _show(report, args)
