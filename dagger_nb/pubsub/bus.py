@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +142,9 @@ class PubSub(BusViews):
     def register(self, agent: PubSubAgent | str) -> str:
         """Register ``agent`` (a definition, or its name in :attr:`registry`); return its node id.
 
-        The node id is ``"<name>_<8 hex chars>"``; registering the same agent
-        again adds another subscriber. The new node first receives every
+        The node id is the agent's name; registering the same agent again adds
+        another subscriber, ``"<name>_2"``, ``"<name>_3"``... (ids are never reused
+        within a bus). The new node first receives every
         message on its channels that no registration of the same agent name
         has handled yet (not counting the agent's own messages): messages
         published before anyone listened, or while it was away.
@@ -156,9 +156,10 @@ class PubSub(BusViews):
             raise PubSubError(f"register() takes a PubSubAgent or an agent name, got {type(agent).__name__}")
         for name in (*agent.subscribe, *agent.publish):
             self._channel(name)
-        node_id = f"{agent.name}_{secrets.token_hex(4)}"
+        node_id, number = agent.name, 1
         while node_id in self._dispatch.names:
-            node_id = f"{agent.name}_{secrets.token_hex(4)}"
+            number += 1
+            node_id = f"{agent.name}_{number}"
         if self._durable is not None:
             self._durable.add_node(node_id, agent.name)
         node = Node(node_id, agent, PubSubContext(self, agent, node_id), capacity=self.queue_size)

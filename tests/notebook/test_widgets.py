@@ -289,6 +289,7 @@ async def test_pubsub_monitor_shows_messages_agents_and_failures() -> None:
     monitor.refresh()
     assert "HELLO" in monitor.table.value and "&lt;IMG" in monitor.table.value
     assert "shout" in monitor.agent_panel.value  # type: ignore[union-attr]
+    assert "shout_" not in all_text(monitor)  # the name given, no random suffix
     assert "&lt;img" in monitor.errors.value
     assert "<img" not in all_text(monitor) and "<IMG" not in all_text(monitor)
     monitor.graph.join(timeout=30)

@@ -53,6 +53,6 @@ async def test_the_pipeline_has_the_documented_shape() -> None:
     assert summary["sources"] == ["analyst", "forecaster", "historian"]
     assert bus.cache.get("findings", "tides").keys() == {"analyst", "forecaster", "historian"}
     dot = bus.get_dot_graph()
-    for edge in ('"channel:topics" -> "agent:historian_', '"agent:collector_'):
+    for edge in ('"channel:topics" -> "agent:historian"', '"agent:collector" -> "channel:summaries"'):
         assert edge in dot
     bus.close()
