@@ -232,14 +232,36 @@ class Session:
     ) -> JobHandle:
         """Create job ``job_id`` with one objective for ``agent`` and start it in the background.
 
-        A job id already used is refused (:class:`~dagger_nb.errors.TaskError`): a job keeps its tasks.
+        Calling it again with the same objective (a re-run cell) creates nothing: it says so and
+        returns the existing job's handle (starting the job if this session has not, e.g. after a
+        kernel restart with a task database). A job id used for another objective is refused
+        (:class:`~dagger_nb.errors.TaskError`): a job keeps its tasks.
         """
         from dagger_nb.errors import TaskError
 
+        inputs = dict(input or {})
         if job_id in self.job_ids():
-            raise TaskError(f"job '{job_id}' already exists (status: {self.task_manager.job_status(job_id)}); "
-                            "give the new job another name")
-        self.task_manager.add_objective(job_id, description, agent, dict(input or {}))
+            manager = self.task_manager
+            status = manager.job_status(job_id)
+            objective = manager.get_objective(job_id)
+            differs = [what for what, same in (
+                ("description", objective is not None and objective.description == description),
+                ("agent", objective is not None and objective.agent == agent),
+                ("input", objective is not None and objective.input == inputs),
+            ) if not same]
+            if differs:
+                raise TaskError(
+                    f"job '{job_id}' already exists (status: {status}) with another objective (its "
+                    f"{', '.join(differs)} differ{'s' if len(differs) == 1 else ''}); a job keeps its tasks, so to "
+                    "start a new job give it another name (in a cell: %%dagger_job NEW_NAME ...)"
+                )
+            handle = self.jobs.get(job_id)
+            if handle is None:
+                handle = self.start_job(job_id, allowed_agents=allowed_agents)
+            print(f"job '{job_id}' already exists with this objective (status: {status}): showing it; "
+                  "nothing new was created (to start another job, give it another name)")
+            return handle
+        self.task_manager.add_objective(job_id, description, agent, inputs)
         return self.start_job(job_id, allowed_agents=allowed_agents)
 
     def start_pubsub(self, *, timeout: float | None = None) -> PubSubHandle:

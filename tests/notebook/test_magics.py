@@ -636,16 +636,30 @@ async def test_job_magic_usage_errors(shell: InteractiveShell, magics: DaggerMag
     assert magics.session.job_ids() == []  # nothing was created
 
 
-async def test_job_magic_rerun_refuses_an_existing_job(
-    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
+async def test_job_magic_rerun_shows_the_existing_job_and_refuses_a_changed_objective(
+    shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("dagger_nb.notebook.magics.display", lambda _: None)
+    shown: list[object] = []
+    monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)
     run(shell, ECHO_AGENT)
-    cell = "%%dagger_job j1 --agent echo\nDo it.\n"
+    cell = "%%dagger_job j1 --agent echo --input topic=bees\nDo it.\n"
     run(shell, cell)
-    await shell.user_ns["_dagger_job"].wait()
-    with pytest.raises(UsageError, match="job 'j1' already exists .*give the new job another name"):
-        run(shell, cell)
+    first = shell.user_ns["_dagger_job"]
+    await first.wait()
+    capsys.readouterr()
+
+    run(shell, cell)  # re-running the cell just works: the same job, shown again
+
+    assert shell.user_ns["_dagger_job"] is first
+    assert isinstance(shown[-1], JobDashboard) and len(shown) == 2
+    assert "job 'j1' already exists with this objective (status: completed): showing it" in capsys.readouterr().out
+    assert len(magics.session.task_manager.tasks("j1")) == 1
+    with pytest.raises(UsageError, match="job 'j1' already exists .*another objective .*its description differs"
+                                         ".*give it another name"):
+        run(shell, "%%dagger_job j1 --agent echo --input topic=bees\nDo something else.\n")
+    with pytest.raises(UsageError, match="its input differs"):
+        run(shell, "%%dagger_job j1 --agent echo --input topic=ants\nDo it.\n")
     assert len(magics.session.task_manager.tasks("j1")) == 1
 
 
