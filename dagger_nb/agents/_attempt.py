@@ -95,7 +95,7 @@ class AttemptRunner:
             if agent.input_schema is not None:
                 agent.input_schema.validate(task.input)
         except DaggerError as error:
-            return Result(task_id, Kind.FATAL, str(error), dependencies, journal=journal)
+            return Result(task_id, Kind.FATAL, printable(str(error)), dependencies, journal=journal)
         ctx = TaskContext(manager, task, attempt=task.retry_count + 1, journal=journal)
         payload = dict(task.input)
         try:
@@ -108,13 +108,15 @@ class AttemptRunner:
                     return Result(
                         task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies, journal=journal
                     )
-            output, stored = check_output(self._journal.store is not None, agent.name, agent.output_schema, output)
+            output, stored = check_output(
+                self._journal.store is not None, agent.name, agent.output_schema, output, task_id=task_id
+            )
         except NeedsDependencies as error:
-            return Result(task_id, Kind.BLOCK, error.reason, dependencies, journal=journal)
+            return Result(task_id, Kind.BLOCK, printable(str(error.reason)), dependencies, journal=journal)
         except Exception as error:
             # Our own errors (a schema, an unstorable output) are complete sentences about the output,
             # not the agent's code: their stack would show only dagger-nb's frames.
-            stack = None if isinstance(error, DaggerError) else format_failure(error)
+            stack = None if isinstance(error, DaggerError) else printable(format_failure(error))
             return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal, traceback=stack)
         return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal)
 
@@ -177,9 +179,12 @@ class _ThreadState:
         self.ended = False
 
 
-def check_output(stored: bool, agent: str, schema: Any, output: Any) -> tuple[dict[str, Any], str | None]:
+def check_output(
+    stored: bool, agent: str, schema: Any, output: Any, *, task_id: str = "?"
+) -> tuple[dict[str, Any], str | None]:
     """The output, and when ``stored`` (a database) the ``TaskOutput`` JSON to store (strict
-    JSON: a set or a date is refused rather than stored as something else)."""
+    JSON: a set or a date is refused rather than stored as something else, and so is text
+    that is not valid Unicode, which the file could hold but nothing could write out again)."""
     if output is None:
         output = {}
     if not isinstance(output, dict):
@@ -193,7 +198,27 @@ def check_output(stored: bool, agent: str, schema: Any, output: Any) -> tuple[di
     except (TypeError, ValueError, RecursionError) as error:
         why = "it contains itself or nests too deeply" if isinstance(error, RecursionError) else error
         raise AgentError(f"output of agent '{agent}' cannot be stored as JSON: {why}") from None
+    if "\\ud" in data:  # a surrogate escaped by the ASCII encoder: a pair (fine), or a lone one
+        try:
+            json.dumps(output, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = error.object[error.start : error.end]
+            raise AgentError(
+                f"task '{task_id}': output of agent '{agent}' cannot be stored: it holds text that is not "
+                f"valid Unicode ({printable(bad)}, a lone surrogate: decode bytes with errors='replace', "
+                "or keep them as bytes.hex())"
+            ) from None
     return output, f'{{"success": true, "data": {data}, "error": null}}'
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate, as ``os.fsdecode`` makes of a
+    stray byte) written as a backslash escape, so it can be stored, printed and shown."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def _json_encoder() -> Callable[[Any], str]:
@@ -220,4 +245,4 @@ _encode_json = _json_encoder()
 
 def _describe(error: Exception) -> str:
     """Our errors are complete sentences; anything else is prefixed with its type."""
-    return str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}"
+    return printable(str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}")

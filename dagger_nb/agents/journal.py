@@ -261,5 +261,10 @@ def check_usage(tokens: object, cost: object, model: object) -> None:
         problems.append(f"cost must be a finite number >= 0 (or None), got {cost!r}")
     if model is not None and not isinstance(model, str):
         problems.append(f"model must be a name (or None), got {model!r}")
+    elif model is not None and not model.isascii():
+        try:
+            model.encode("utf-8")
+        except UnicodeEncodeError:  # it could not be stored
+            problems.append(f"model must be valid Unicode text, got {model!r}")
     if problems:
         raise TaskError(f"record_usage(): {'; '.join(problems)}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from dagger_nb._sync import run_sync
-from dagger_nb.agents._attempt import AttemptRunner
+from dagger_nb.agents._attempt import AttemptRunner, printable
 from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._graph import TaskGraph
 from dagger_nb.agents._host import LoopHop, _Host
@@ -380,9 +380,9 @@ class TaskManager:
             try:
                 store.encode(seq, task)  # fails here, before the task exists, if not JSON-able
             except ValueError as error:
-                raise TaskError(
+                raise TaskError(printable(
                     f"cannot add task '{task.task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
-                ) from None
+                )) from None
         if journal is not None:
             journal.check_open()
             graph.insert(task, seq, linked=False)
@@ -434,6 +434,8 @@ class TaskManager:
         except ValueError:
             known = ", ".join(member.value for member in TaskStatus)
             raise TaskError(f"unknown task status {status!r} (known: {known})") from None
+        if reason is not None:
+            reason = printable(str(reason))  # stored and shown: a lone surrogate would fail both
         run = self._runs.get(task.job_id)
         journal = None if run is None else run.journal_of(task_id)
         if journal is not None and status is TaskStatus.BLOCKED:

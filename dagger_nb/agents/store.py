@@ -291,7 +291,15 @@ class TaskStore:
     ) -> None:
         """Write, in one committed transaction: whole ``(seq, task)`` rows, ``(job_id, status)``
         pairs, and ``states``, rows from :meth:`state_row` that change only the state columns."""
-        task_rows = [self.encode(seq, task) for seq, task in tasks]
+        task_rows = []
+        for seq, task in tasks:
+            try:
+                task_rows.append(self.encode(seq, task))
+            except ValueError as error:
+                self._encoded.clear()
+                raise StorageError(_printable(
+                    f"cannot write tasks to '{self.path}': task '{task.task_id}' cannot be stored as JSON: {error}"
+                )) from None
         self._encoded.clear()
         self._written += _COMMIT_BYTES * (1 + (len(task_rows) + len(states)) // 8)
         job_rows = [(job_id, str(status)) for job_id, status in jobs]
@@ -313,6 +321,10 @@ class TaskStore:
                 cursor.execute("COMMIT")
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot write tasks to '{self.path}': {error}") from error
+            except ValueError as error:  # text SQLite cannot take (a lone surrogate), a number too big
+                raise StorageError(_printable(
+                    f"cannot write tasks to '{self.path}': {_culprit(task_rows, states)} cannot be stored: {error}"
+                )) from None
         if self._written >= CHECKPOINT_BYTES:
             self._written = 0
             self._checkpointer.request()
@@ -329,6 +341,32 @@ class TaskStore:
         with self._mutex:
             self._connection.close()
         self._lock.release()
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _culprit(task_rows: list[Row], states: Collection[StateRow]) -> str:
+    """Which task of a failed write holds a value SQLite cannot take (for the message)."""
+    for _, values in task_rows:
+        if any(not _storable(value) for value in values):
+            return f"task {_printable(repr(values[1]))}"
+    for _, values, _ in states:
+        if any(not _storable(value) for value in values):
+            return f"the task of row {values[-1]}"
+    return "a task"
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    elif isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return True
 
 
 def _named(data: object) -> str:

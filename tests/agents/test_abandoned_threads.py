@@ -3,6 +3,7 @@ was cancelled and started again, or a later TaskManager took the file over (a re
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import warnings
@@ -49,7 +50,7 @@ class Spans:
 
     def overlapping(self) -> bool:
         ordered = sorted(self.calls)
-        return any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
+        return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(ordered))
 
 
 def reason(manager: dagger_nb.TaskManager, task_id: str) -> str:
