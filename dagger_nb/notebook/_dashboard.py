@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import html
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -95,22 +96,48 @@ def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def graph_html(dot: str) -> str:
-    """The DOT rendered as inline SVG, or a note and the (escaped) DOT text when that fails."""
+#: The zoom choices of the graph: ``fit`` scales a big graph down to the panel (never up); a
+#: percentage draws it at that share of its natural size in a panel that scrolls (pans) both ways.
+ZOOM_CHOICES: tuple[tuple[str, float], ...] = (("fit", 0.0), ("50%", 0.5), ("100%", 1.0), ("150%", 1.5),
+                                               ("200%", 2.0), ("300%", 3.0))
+_GRAPH_HEIGHT = 560
+_SVG_SIZE = re.compile(r'<svg\b[^>]*?\swidth="([\d.]+)(pt|px)?"[^>]*?\sheight="([\d.]+)(pt|px)?"')
+
+
+def graph_html(dot: str, *, zoom: float = 0.0) -> str:
+    """The DOT rendered as inline SVG at ``zoom`` (see :data:`ZOOM_CHOICES`), or a note and the
+    (escaped) DOT text when that fails."""
+    return zoomed_html(render_graph(dot), zoom)
+
+
+def render_graph(dot: str) -> str:
+    """The DOT as an ``<svg>`` element (no XML prolog), or a note and the escaped DOT when that fails."""
     try:
         svg = render_svg(dot)
     except GraphvizNotFound as error:
         return _dot_fallback(str(error), dot)
     except (DaggerError, OSError) as error:
         return _dot_fallback(f"Graphviz could not draw the graph: {error}", dot)
-    return f"<div class='dagger-svg' style='overflow:auto'>{_fit_width(svg)}</div>"
+    return svg[svg.find("<svg") :]
 
 
-def _fit_width(svg: str) -> str:
-    """Drop the XML prolog; a graph wider or taller than the panel is scaled down to fit it whole
-    (never up), so no node of a wide fan-out hides behind a scroll bar."""
-    svg = svg[svg.find("<svg") :]
-    return svg.replace("<svg", '<svg style="max-width:100%;max-height:560px;height:auto"', 1)
+def zoomed_html(svg: str, zoom: float) -> str:
+    """``svg`` (from :func:`render_graph`) in a panel that scrolls both ways: fitted to the panel's width
+    and height when ``zoom`` is 0 (so no node of a wide fan-out hides), else ``zoom`` times its size."""
+    if not svg.startswith("<svg"):
+        return svg  # the note of a failed render
+    size = _SVG_SIZE.match(svg)
+    if zoom <= 0 or size is None:
+        style = f"max-width:100%;max-height:{_GRAPH_HEIGHT}px;height:auto"
+    else:
+        unit = size.group(2) or "px"
+        width, height = float(size.group(1)) * zoom, float(size.group(3)) * zoom
+        style = f"width:{width:.1f}{unit};height:{height:.1f}{unit};max-width:none;max-height:none"
+    styled = svg.replace("<svg", f'<svg style="{style}"', 1)
+    return (
+        f"<div class='dagger-svg' data-zoom='{zoom:g}' style='overflow:auto;max-height:{_GRAPH_HEIGHT + 20}px'>"
+        f"{styled}</div>"
+    )
 
 
 def _dot_fallback(note: str, dot: str) -> str:
@@ -132,7 +159,8 @@ class GraphPanel:
     so the graph catches up with the last event even when no other event
     comes. The first render waits ``interval`` too (a run shorter than that
     is drawn once). ``final`` renders at once; an older render finishing later
-    never overwrites a newer one.
+    never overwrites a newer one. ``zoom`` (buttons above the graph) scales
+    the picture shown without rendering it again; it holds across redraws.
     """
 
     def __init__(
@@ -145,6 +173,12 @@ class GraphPanel:
     ) -> None:
         self.widget = widgets.HTML(layout=layout or widgets.Layout(width="100%"))
         self.widget.add_class("dagger-graph")
+        #: Fit the graph to the panel, or show it at a share of its size (the panel then scrolls).
+        self.zoom = widgets.ToggleButtons(options=ZOOM_CHOICES, value=0.0, tooltips=["fit the panel"],
+                                          style={"button_width": "44px"})
+        self.zoom.add_class("dagger-zoom")
+        self.zoom.observe(self._zoomed, names="value")
+        self._svg = ""  # the latest render shown, unzoomed
         self.live_limit = live_limit
         self.interval = interval
         self.slow_interval = slow_interval
@@ -214,6 +248,11 @@ class GraphPanel:
         """Start nothing more."""
         self._cancel_timer()
 
+    def _zoomed(self, change: dict[str, Any]) -> None:
+        with self._lock:
+            if self._svg:
+                self.widget.value = zoomed_html(self._svg, change["new"])
+
     def resend_from(self, context: contextvars.Context) -> None:
         """When a render still under way is shown, send the widget's state again from ``context``."""
         with self._lock:
@@ -229,14 +268,15 @@ class GraphPanel:
 
         def render() -> None:
             began = time.monotonic()
-            value = graph_html(dot)
+            svg = render_graph(dot)
             self._last_duration = time.monotonic() - began
             with self._lock:
                 if sequence > self._applied:
                     self._applied = sequence
                     self.renders += 1
                     self.shown_version = version
-                    self.widget.value = value
+                    self._svg = svg
+                    self.widget.value = zoomed_html(svg, self.zoom.value)
                     resend, self._resend = (self._resend, None) if sequence == self._started else (None, self._resend)
                     if resend is not None:
                         resend.run(self.widget.send_state)
@@ -305,7 +345,7 @@ class Dashboard(widgets.VBox):
         panels: list[Any] = [self.header, self.progress, self.table] if progress else [self.header, self.table]
         if self.agent_panel is not None:
             panels.append(self.agent_panel)
-        panels += [self.graph.widget, self.legend]
+        panels += [self.graph.zoom, self.graph.widget, self.legend]
         if self.timeline is not None:
             panels.append(self.timeline)
         panels.append(self.errors)
@@ -417,8 +457,8 @@ class Dashboard(widgets.VBox):
         super().close()
 
     def _widgets(self) -> list[widgets.Widget]:
-        panels = [self.header, self.progress, self.table, self.agent_panel, self.graph.widget, self.legend,
-                  self.timeline, self.errors]
+        panels = [self.header, self.progress, self.table, self.agent_panel, self.graph.zoom, self.graph.widget,
+                  self.legend, self.timeline, self.errors]
         return [panel for panel in panels if panel is not None] + [self.cancel_button]
 
     def _redraw(self) -> None:

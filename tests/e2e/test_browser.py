@@ -325,5 +325,18 @@ def test_a_running_chain_shows_its_middle_node_running_and_a_ticking_clock(
                 assert time.monotonic() < final_deadline, page.evaluate(JS_CHAIN)
                 time.sleep(0.2)
             assert "failed" in page.evaluate(JS_CHAIN)["header"]
+            # zoom: the graph fits the panel; 200% draws it twice as big in a panel that scrolls (pans)
+            graph = ".dagger-run-dashboard .dagger-graph"
+            fitted = page.locator(f"{graph} svg").bounding_box()
+            panel = page.locator(graph).bounding_box()
+            assert fitted is not None and panel is not None and fitted["width"] <= panel["width"] + 1
+            page.locator(".dagger-run-dashboard .dagger-zoom button:text-is('200%')").click()
+            page.wait_for_selector(f"{graph} .dagger-svg[data-zoom='2']")
+            zoomed = page.locator(f"{graph} svg").bounding_box()
+            assert zoomed is not None and zoomed["width"] == pytest.approx(2 * fitted["width"], rel=0.05)
+            overflow = page.locator(f"{graph} .dagger-svg").evaluate("e => getComputedStyle(e).overflow")
+            assert overflow == "auto"
+            page.locator(".dagger-run-dashboard .dagger-zoom button:text-is('fit')").click()
+            page.wait_for_selector(f"{graph} .dagger-svg[data-zoom='0']")
         finally:
             browser.close()

@@ -191,6 +191,43 @@ async def test_large_graphs_are_redrawn_less_often_and_never_stale_at_the_end(ex
     dashboard.close()
 
 
+async def test_zoom_scales_the_graph_and_holds_across_redraws(executor: DagExecutor) -> None:
+    import re
+
+    gate = anyio.Event()
+
+    async def step(x: int = -1) -> int:
+        if x == 0:
+            await gate.wait()
+        return x + 1
+
+    executor.registry.register("step", step)
+    executor.add_workflow(chain("zoomed", "step", 3))
+    handle = executor.start("zoomed")
+    dashboard = RunDashboard(handle, interval=0)
+    await until(lambda: "<title>n1</title>" in dashboard.graph.widget.value
+                and "running" in node_label(dashboard.graph.widget.value, "n1"), 5, "no live graph")
+    fitted = dashboard.graph.widget.value
+    assert "dagger-zoom" in dashboard.graph.zoom._dom_classes and dashboard.graph.zoom in dashboard.children
+    assert "max-width:100%" in fitted and "data-zoom='0'" in fitted and "overflow:auto" in fitted
+    natural = re.search(r'<svg[^>]*?width="([\d.]+)pt"', fitted)
+    assert natural is not None
+    dashboard.graph.zoom.value = 2.0
+    zoomed = dashboard.graph.widget.value
+    width = re.search(r'style="width:([\d.]+)pt;height:([\d.]+)pt;max-width:none', zoomed)
+    assert width is not None and float(width.group(1)) == pytest.approx(2 * float(natural.group(1)), abs=0.1)
+    renders = dashboard.graph.renders
+    gate.set()
+    await handle.wait()
+    dashboard.graph.join(timeout=30)
+    final = dashboard.graph.widget.value
+    assert dashboard.graph.renders > renders and "succeeded" in node_label(final, "n2")
+    assert "data-zoom='2'" in final  # the user's zoom holds when the graph is drawn again
+    dashboard.graph.zoom.value = 0.0
+    assert "max-width:100%" in dashboard.graph.widget.value
+    dashboard.close()
+
+
 async def test_cancel_button_cancels_the_run(executor: DagExecutor) -> None:
     started = anyio.Event()
 
