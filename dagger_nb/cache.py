@@ -1,8 +1,10 @@
 """A thread-safe, namespaced value cache that shows itself as a pandas DataFrame.
 
-Run inputs live in namespace ``inputs``; each node's outputs live in the
-namespace named after the node. Values are stored as given: a DataFrame output
-stays a DataFrame.
+Each node's outputs live in the namespace named after the node. A run's inputs
+belong to the run: its :class:`RunCache` shows them as namespace ``inputs``
+(read-only) over the cache the run writes its outputs to, so two runs sharing
+one cache never see each other's inputs. Values are stored as given: a
+DataFrame output stays a DataFrame.
 
 >>> cache = Cache()
 >>> cache.insert("load", "rows", 3)
@@ -19,8 +21,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _MISSING: Any = object()
+#: the namespace a run's inputs show as (``inputs.KEY`` references read it)
+INPUTS = "inputs"
 
 
 class CacheConfig(BaseModel):
@@ -176,11 +181,7 @@ class Cache:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per value: ``namespace, key, value, type, updated_at`` (UTC)."""
-        with self._lock:
-            rows = [
-                (ns, key, entry.value, type(entry.value).__name__, entry.updated_at)
-                for (ns, key), entry in self._entries.items()
-            ]
+        rows = [(ns, key, value, type(value).__name__, updated_at) for ns, key, value, updated_at in self._rows()]
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=["namespace", "key", "value", "type", "updated_at"])
@@ -225,6 +226,11 @@ class Cache:
     def __repr__(self) -> str:
         return f"<Cache {len(self)} values in {len(self.namespaces())} namespaces>"
 
+    def _rows(self) -> list[tuple[str, str, Any, float]]:
+        """Every ``(namespace, key, value, updated_at)``, oldest first."""
+        with self._lock:
+            return [(ns, key, entry.value, entry.updated_at) for (ns, key), entry in self._entries.items()]
+
     def _missing(self, namespace: str, key: str | None = None) -> CacheKeyError:
         """The error for a miss, naming what the namespace (or else the cache) holds."""
         with self._lock:
@@ -253,6 +259,101 @@ class Cache:
             self._bytes -= self._entries.pop(item).size
 
 
+class RunCache(Cache):
+    """One run's view of a cache: namespace ``inputs`` is the run's own inputs, read-only; every
+    other namespace is ``shared``'s, where the run's nodes write their outputs.
+
+    Runs sharing a cache (every ``%dagger_run`` of a notebook session shares one) each
+    read their own inputs, however they interleave; ``shared`` itself holds outputs
+    only, the latest written last.
+
+    >>> shared = Cache()
+    >>> first, second = RunCache(shared, {"x": 1}), RunCache(shared, {"x": 2})
+    >>> first.insert("double", "result", 2)
+    >>> first.get("inputs", "x"), second.get("inputs", "x"), second.get("double", "result")
+    (1, 2, 2)
+    >>> shared.namespaces()
+    ['double']
+    """
+
+    def __init__(self, shared: Cache, inputs: Mapping[str, Any]) -> None:
+        # Nothing of its own but the inputs: every other call goes to ``shared`` (no super().__init__).
+        #: the cache the run's outputs go to
+        self.shared: Cache = shared.shared if isinstance(shared, RunCache) else shared
+        #: the run's inputs, read-only
+        self.inputs: Mapping[str, Any] = MappingProxyType(dict(inputs))
+        self.config = self.shared.config
+        self._inputs_at = time.time()
+
+    def insert(self, namespace: str, key: str, value: Any) -> None:
+        """Store ``value`` in the shared cache; a run's inputs cannot be written."""
+        if namespace == INPUTS:
+            raise DaggerError(f"cannot write '{INPUTS}.{key}': a run's inputs are read-only (pass them as inputs=...)")
+        self.shared.insert(namespace, key, value)
+
+    def get(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
+        """The run's input ``key`` for namespace ``inputs``, else the shared cache's value."""
+        if namespace != INPUTS:
+            return self.shared.get(namespace, key, default)
+        value = self.inputs.get(key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                raise self._missing(namespace, key)
+            return default
+        return value
+
+    def contains(self, namespace: str, key: str) -> bool:
+        """True when ``(namespace, key)`` holds a value (for ``inputs``: the run has that input)."""
+        return key in self.inputs if namespace == INPUTS else self.shared.contains(namespace, key)
+
+    def namespace(self, namespace: str) -> dict[str, Any]:
+        """A copy of every key and value in ``namespace``."""
+        return dict(self.inputs) if namespace == INPUTS else self.shared.namespace(namespace)
+
+    def namespaces(self) -> list[str]:
+        """``inputs`` first when the run has any, then the shared cache's other namespaces."""
+        others = [ns for ns in self.shared.namespaces() if ns != INPUTS]
+        return [INPUTS, *others] if self.inputs else others
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Remove the shared cache's values (all, or ``namespace``'s); the run's inputs stay."""
+        if namespace != INPUTS:
+            self.shared.clear(namespace)
+
+    def retain(self, namespace: str) -> None:
+        """See :meth:`Cache.retain` (the run's inputs are never evicted)."""
+        if namespace != INPUTS:
+            self.shared.retain(namespace)
+
+    def release(self, namespace: str) -> None:
+        """See :meth:`Cache.release`."""
+        if namespace != INPUTS:
+            self.shared.release(namespace)
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter([(ns, key) for ns, key, _, _ in self._rows()])
+
+    def items(self) -> list[tuple[str, str, Any]]:
+        """The run's inputs, then the shared cache's values but any it holds under ``inputs``."""
+        return [(ns, key, value) for ns, key, value, _ in self._rows()]
+
+    def __repr__(self) -> str:
+        return f"<RunCache {len(self.inputs)} inputs over {self.shared!r}>"
+
+    def _rows(self) -> list[tuple[str, str, Any, float]]:
+        mine = [(INPUTS, key, value, self._inputs_at) for key, value in self.inputs.items()]
+        return mine + [row for row in self.shared._rows() if row[0] != INPUTS]
+
+    def _missing(self, namespace: str, key: str | None = None) -> CacheKeyError:
+        if namespace != INPUTS:
+            return self.shared._missing(namespace, key)
+        namespaces = [] if self.inputs else self.namespaces()
+        return CacheKeyError(namespace, key, held_keys=list(self.inputs), held_namespaces=namespaces)
+
+
 def insert_value(cache: Cache, node_id: str, key: str, value: Any) -> None:
     """Store ``value`` as output ``key`` of node ``node_id`` (Rust Dagger's helper)."""
     cache.insert(node_id, key, value)
@@ -266,14 +367,15 @@ def get_value(cache: Cache, node_id: str, key: str) -> Any:
 def parse_input_from_name(cache: Cache, name: str, inputs: list[Any]) -> Any:
     """Resolve the node input called ``name`` from ``inputs`` (a node's ``InputSpec`` list).
 
-    The input's reference (``inputs.KEY`` or ``NODE.OUTPUT``) is read from the
-    cache; an input with a literal ``value`` returns it directly.
+    The input's reference (``inputs.KEY``, ``NODE.OUTPUT``, or a bare ``KEY``
+    meaning ``inputs.KEY``) is read from the cache where :attr:`InputSpec.source`
+    says, as the executor reads it; an input with a literal ``value`` returns it.
     """
     for spec in inputs:
         if spec.name != name:
             continue
-        if spec.reference is None:
+        source = spec.source
+        if source is None:
             return spec.value
-        namespace, _, key = spec.reference.partition(".")
-        return cache.get(namespace, key)
-    raise CacheKeyError("inputs", name, held_keys=[spec.name for spec in inputs])
+        return cache.get(*source)
+    raise CacheKeyError(INPUTS, name, held_keys=[spec.name for spec in inputs])

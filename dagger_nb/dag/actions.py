@@ -82,7 +82,7 @@ def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage
         problems.append(f"model must be a name (or None), got {model!r}")
     if problems:
         raise ActionError(f"node '{node}': record_usage(): {'; '.join(problems)}")
-    return tokens, (None if cost is None else float(cost)), model  # type: ignore[return-value]
+    return tokens, (None if cost is None else float(cost)), model  # type: ignore[return-value,arg-type]
 
 
 class ActionRegistry(NameLookup[Action]):

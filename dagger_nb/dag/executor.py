@@ -208,7 +208,8 @@ class DagExecutor(StoredResults):
     ) -> ExecutionReport:
         """Run workflow ``name`` to the end and return its report.
 
-        ``inputs`` go to cache namespace ``inputs``; setting ``cancel`` ends the
+        ``inputs`` belong to the run (its cache shows them as namespace ``inputs``; ``cache``
+        itself, shared or not, only receives outputs); setting ``cancel`` ends the
         run ``cancelled``. ``incremental`` overrides the executor's choice for this run;
         ``fresh=True`` runs every node and stores the results for the next incremental run.
         """
@@ -474,9 +475,7 @@ class DagExecutor(StoredResults):
         if not spec.nodes:
             raise ExecutionError(f"workflow '{name}' has no nodes; there is nothing to run")
         cache = cache if cache is not None else Cache()
-        for key, value in (inputs or {}).items():
-            cache.insert("inputs", key, value)
-        run = Run(spec, config=self._effective_config(spec), cache=cache, plan=self._plan(spec))
+        run = Run(spec, config=self._effective_config(spec), cache=cache, inputs=inputs, plan=self._plan(spec))
         run.store_file = store_file(self.db)
         self._make_incremental(run, incremental, fresh=fresh)
         self._runs[run.run_id] = run

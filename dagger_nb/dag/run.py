@@ -15,7 +15,7 @@ import anyio
 
 from dagger_nb._sync import loop_is_running
 from dagger_nb._workers import WorkerGroup
-from dagger_nb.cache import Cache
+from dagger_nb.cache import INPUTS, Cache, RunCache
 from dagger_nb.dag.attempts import AbandonedThreads
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
@@ -103,6 +103,7 @@ class Run:
         *,
         config: DagConfig,
         cache: Cache,
+        inputs: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         outcomes: dict[str, NodeOutcome] | None = None,
         plan: Plan | None = None,
@@ -110,7 +111,11 @@ class Run:
         self.run_id = run_id or new_run_id()
         self.spec = spec
         self.config = config
-        self.cache = cache
+        if not isinstance(cache, RunCache):
+            # The run's inputs are its own, shown over the cache its outputs go to; a cache that
+            # holds inputs already (a stored run's, or filled by hand) lends them, ``inputs`` win.
+            cache = RunCache(cache, {**cache.namespace(INPUTS), **(inputs or {})})
+        self.cache: Cache = cache
         self.plan = plan or Plan.of(spec)
         self._owns_plan = plan is None
         self.nodes: dict[str, NodeSpec] = {node.id: node for node in spec.nodes}

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from dagger_nb.dag.spec import NodeSpec, WorkflowSpec, brief_list
+from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec, brief_list
 
 REFERENCE_PATTERN = re.compile(r"^[^\s.]+(\.\S+)?$")
 
@@ -92,8 +92,7 @@ def _findings(spec: WorkflowSpec, actions: Collection[str] | None, partial: Coll
                 edges[dependency] = None
         for position, spec_input in enumerate(node.inputs):
             if spec_input.reference is not None:
-                yield from _check_reference(spec_input.name, spec_input.reference, index=index,
-                                            key=("inputs", position, "reference"),
+                yield from _check_reference(spec_input, index=index, key=("inputs", position, "reference"),
                                             names=names, declared=declared, edges=edges)
         if edges and first_index[node.id] == index:
             graph[node.id] = edges
@@ -149,8 +148,7 @@ class _Names:
 
 
 def _check_reference(
-    name: str,
-    reference: str,
+    spec_input: InputSpec,
     *,
     index: int,
     key: tuple[Any, ...],
@@ -158,12 +156,13 @@ def _check_reference(
     declared: Mapping[str, set[str]],
     edges: dict[str, None],
 ) -> Iterator[Finding]:
-    if not REFERENCE_PATTERN.match(reference):
+    name, reference, source = spec_input.name, spec_input.reference or "", spec_input.source
+    if not REFERENCE_PATTERN.match(reference) or source is None:
         yield (f"input '{name}' has a malformed reference '{reference}' "
                f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, names.index)}", index, key)
         return
-    node_id, dot, output = reference.partition(".")
-    if not dot or node_id == "inputs":
+    node_id, output = source  # read as the executor reads it: a bare KEY is inputs.KEY
+    if node_id == "inputs":
         return
     if node_id not in names.index:
         yield (f"input '{name}' references unknown node '{node_id}'{names.known(node_id)}"

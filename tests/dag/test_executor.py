@@ -195,7 +195,7 @@ async def test_rust_style_action_writes_the_cache_itself(registry: ActionRegistr
     )
     cache = Cache()
     report = await executor_with(registry, spec).execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
-    assert report.success and report.cache is cache
+    assert report.success and report.cache.shared is cache  # the run's view: its inputs over the cache
     assert dagger_nb.get_value(cache, "b", "squared") == 25.0
 
 

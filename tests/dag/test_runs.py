@@ -199,7 +199,7 @@ async def test_each_run_gets_its_own_cache_unless_one_is_given(registry: ActionR
     shared = dagger_nb.Cache()
     one = await executor.execute_dag("pipeline", shared, inputs={"x": 1})
     two = await executor.execute_dag("pipeline", inputs={"x": 2})
-    assert one.cache is shared and two.cache is not shared
+    assert one.cache.shared is shared and two.cache.shared is not shared
     assert shared.get("b", "result") == 4 and two.cache.get("b", "result") == 8
 
 

@@ -216,6 +216,29 @@ async def test_run_magic(shell: InteractiveShell, magics: DaggerMagics) -> None:
     assert magics.session.cache.get("second", "result") == 13
 
 
+async def test_two_concurrent_runs_each_see_their_own_inputs(shell: InteractiveShell, magics: DaggerMagics) -> None:
+    """Every ``%dagger_run`` of a session shares the session's cache: two runs started at once (the
+    first still running when the second starts) each read their own ``inputs.x``."""
+    started, gate, seen = [anyio.Event(), anyio.Event()], anyio.Event(), {}
+    shell.user_ns.update(started=list(started), gate=gate, seen=seen)
+    run(shell, "%%dagger_action\nasync def hold():\n    started.pop(0).set()\n    await gate.wait()\n")
+    run(shell, "%%dagger_action\ndef read(x, ctx):\n    seen[ctx.run_id] = (x, ctx.cache.get('inputs', 'x'))\n")
+    run(shell, "%%dagger_workflow reads --no-graph\nnodes:\n  - {id: hold, action: hold}\n"
+               "  - {id: read, action: read, dependencies: [hold], inputs: [{name: x, reference: inputs.x}]}\n")
+    with anyio.fail_after(30):
+        run(shell, "%dagger_run reads --inputs \"{'x': 1}\" --out one")
+        await started[0].wait()
+        run(shell, "%dagger_run reads --inputs \"{'x': 2}\" --out two")
+        await started[1].wait()
+        gate.set()
+        one, two = shell.user_ns["one"], shell.user_ns["two"]
+        first, second = await one, await two
+    assert first.success and second.success
+    assert seen == {one.run_id: (1, 1), two.run_id: (2, 2)}
+    assert first.cache.get("inputs", "x") == 1 and second.cache.get("inputs", "x") == 2
+    assert "inputs" not in magics.session.cache.namespaces()
+
+
 @pytest.mark.parametrize("options", ["", " --wait"])
 async def test_run_unknown_workflow_is_a_usage_error(
     shell: InteractiveShell, magics: DaggerMagics, options: str
@@ -304,7 +327,7 @@ async def test_runs_and_cache_magics(shell: InteractiveShell, magics: DaggerMagi
     assert list(runs["status"]) == ["succeeded", "succeeded"]
     assert runs.loc[0, "run_id"] == shell.user_ns["_dagger_run"].run_id  # newest first
     cache = run(shell, "%dagger_cache")
-    assert set(cache["namespace"]) == {"inputs", "first", "second"}
+    assert set(cache["namespace"]) == {"first", "second"}  # outputs: a run's inputs are the run's own
     second = run(shell, "%dagger_cache second")
     assert second[["key", "value"]].values.tolist() == [["result", 13]]
     with pytest.raises(UsageError, match="takes no arguments"):
