@@ -147,6 +147,29 @@ async def test_ctx_on_a_worker_is_a_copy_whose_writes_come_back(registry: Action
     assert cache.get("b", "seen") == ("b", "rust", 1, {"x": 5.0}, None, True)
 
 
+async def test_ctx_on_a_worker_reads_its_own_runs_inputs(registry: ActionRegistry, backend: DaskBackend) -> None:
+    """Two runs at once on one cache: the copy of ``ctx`` each worker gets holds its own run's
+    inputs, the bare legacy reference included, read the way the executor reads them."""
+    references = [{"name": "x", "reference": "inputs.x"}, {"name": "y", "reference": "y"}]
+
+    @dagger_nb.action(registry=registry)
+    def read(ctx: dagger_nb.NodeContext) -> None:
+        specs = [dagger_nb.InputSpec.model_validate(item) for item in references]
+        found = [dagger_nb.parse_input_from_name(ctx.cache, name, specs) for name in ("x", "y")]
+        ctx.output(f"seen_{ctx.run_id}", (found, ctx.cache.namespace("inputs"), os.getpid() != TEST_PID))
+
+    spec = workflow("reads", {"id": "r", "action": "read", "inputs": references})
+    executor = executor_with(registry, spec, backend=backend)
+    shared = dagger_nb.Cache()
+    first = executor.start("reads", inputs={"x": 1, "y": "one"}, cache=shared)
+    second = executor.start("reads", inputs={"x": 2, "y": "two"}, cache=shared)
+    one, two = await first, await second
+    assert one.success and two.success, (one.error, two.error)
+    assert shared.get("r", f"seen_{one.run_id}") == ([1, "one"], {"x": 1, "y": "one"}, True)
+    assert shared.get("r", f"seen_{two.run_id}") == ([2, "two"], {"x": 2, "y": "two"}, True)
+    assert "inputs" not in shared.namespaces()
+
+
 async def test_try_count_retries_count_attempts_on_the_cluster(
     registry: ActionRegistry, backend: DaskBackend, tmp_path: Any
 ) -> None:
