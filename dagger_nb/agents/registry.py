@@ -20,18 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
 
+from dagger_nb._callables import is_async_callable
 from dagger_nb._registry import NameLookup
 from dagger_nb.errors import TaskError
 from dagger_nb.schema import CompiledSchema, compile_schema
 
 AgentFunction = Callable[..., Any]
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    # an instance whose class defines ``async def __call__``
-    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +62,7 @@ class TaskAgent:
             description=description if description is not None else inspect.getdoc(fn) or "",
             input_schema=compile_schema(input_schema, where=f"agent '{agent_name}' input schema"),
             output_schema=compile_schema(output_schema, where=f"agent '{agent_name}' output schema"),
-            is_async=_is_async(fn),
+            is_async=is_async_callable(fn),
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

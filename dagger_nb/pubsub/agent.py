@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import anyio.from_thread
 
+from dagger_nb._callables import is_async_callable
 from dagger_nb._registry import NameLookup
 from dagger_nb.errors import PubSubError
 from dagger_nb.schema import CompiledSchema, compile_schema
@@ -34,12 +35,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[..., Any]
 Schema = dict[str, Any] | str | None
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def channel_names(channels: str | Iterable[str], *, what: str) -> tuple[str, ...]:
@@ -85,7 +80,7 @@ class PubSubAgent:
             output_schema, where=f"agent '{name}' output"
         )
         self.description = description or inspect.getdoc(handler) or ""
-        self.is_async = _is_async(handler)
+        self.is_async = is_async_callable(handler)
         functools.update_wrapper(self, handler, updated=())
 
     def __call__(self, message: Message, ctx: PubSubContext) -> Any:
