@@ -18,9 +18,9 @@ class _Gatherer:
     the client's topic as the task ends, and the scheduler forwards it on the
     stream it already keeps to the client, just ahead of the news that the task
     finished. That saves the request the client would make to a worker whose
-    thread may be holding the GIL: on two shared cores, that request and its
-    answer cost the notebook's process and the worker more CPU than the event
-    (about a fifth of both, per trivial node). A pushed result is used once Dask
+    thread may be holding the GIL: that request and its answer cost the
+    notebook's process and the worker more CPU than the event (bench/dask_scaling.py
+    measures it). A pushed result is used once Dask
     reports its future finished, so the future is let go of as before and a
     task that Dask fails after all (its worker died just after the push) fails
     as before. At most ``_PUSHED_LIMIT`` are kept, the oldest dropped first: its
@@ -28,8 +28,7 @@ class _Gatherer:
     so that the scheduler keeps at most one topic's last events per client.
 
     Any other result is gathered: every future that finished since the last
-    batch comes back in one ``gather`` (measured on ``fanout_1000``: a fifth less
-    wall time than one request per node). A future that failed or was cancelled
+    batch comes back in one ``gather``, rather than one request per node. A future that failed or was cancelled
     is awaited alone, so its error reads exactly as Dask raises it. The pump that
     gathers runs only while someone waits.
     """
