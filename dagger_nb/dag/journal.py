@@ -157,9 +157,9 @@ class NodeJournal:
                     del self._pending[node_id]
                     self._durable.add(node_id)
                     self._spec_changed = changed = True
-                    item = self._held.pop(node_id, None)
-                    if item is not None:
-                        ready.append(item)
+                    held = self._held.pop(node_id, None)
+                    if held is not None:
+                        ready.append(held)
                         self._finished.add(node_id)
         return ready
 
