@@ -26,7 +26,7 @@ class TaskContext:
     that change the job are carried over to the event loop).
     """
 
-    __slots__ = ("_journal", "_live", "attempt", "job_id", "manager", "task_id")
+    __slots__ = ("_claimed", "_journal", "_live", "attempt", "job_id", "manager", "task_id")
 
     def __init__(
         self, manager: TaskManager, task: TaskRecord, *, attempt: int, journal: AttemptJournal | None = None
@@ -34,6 +34,8 @@ class TaskContext:
         self.manager = manager
         self._live = task
         self._journal = journal
+        #: children of earlier runs that a delegate() call of this attempt asked for again
+        self._claimed: set[str] = set()
         #: The running task's id.
         self.task_id = task.task_id
         #: The running task's job.
@@ -115,12 +117,20 @@ class TaskContext:
         on all of them and, with ``wait=True``, parks it (raises
         :class:`NeedsDependencies`). When the task runs again with every child
         done, the same call adds nothing and returns the children's output data,
-        keyed as given. A child added by an earlier attempt is never added twice;
-        a new key adds a new child. With ``wait=False`` it returns the children's
-        ids at once and does not park the task.
+        keyed as given. A child added by an earlier attempt is never added twice.
+        With ``wait=False`` it returns the children's ids at once and does not
+        park the task.
+
+        The plan must be the same each time the task runs: a call that gives new
+        keys next to children an earlier run delegated, or while some of those are
+        not asked for again (a planner that answers differently each time), raises
+        :class:`TaskError` naming the task and the keys, rather than adding another
+        plan and parking the task again, for ever. Several calls in turn (a second
+        stage planned from the first one's outputs, in a call of its own) are fine.
         """
         keys, specs = _delegation(children)
         tasks = self.manager._graph.tasks
+        self._check_same_plan(keys, tasks)
         ids: list[str] = []
         for key, spec in zip(keys, specs, strict=True):
             child_id = child_task_id(self.task_id, key)
@@ -136,6 +146,29 @@ class TaskContext:
             raise NeedsDependencies(f"waiting for {count}")
         outputs = [_output_data(tasks[child]) for child in ids]
         return _keyed(children, keys, outputs)
+
+    def _check_same_plan(self, keys: list[str], tasks: Mapping[str, TaskRecord]) -> None:
+        """:class:`TaskError` if this call adds children while an earlier run's are not asked for again."""
+        prefix = f"{self.task_id}/"
+        earlier = [
+            dep for dep in self._live.dependencies
+            if dep.startswith(prefix) and dep in tasks and tasks[dep].parent_task_id == self.task_id
+        ]
+        ids = [child_task_id(self.task_id, key) for key in keys]
+        new = [key for key, child in zip(keys, ids, strict=True) if child not in tasks] if earlier else []
+        if new:
+            # New keys are a next stage only in a call of their own, once every child of the
+            # earlier runs was asked for again; else the plan itself changed.
+            again = [child for child in ids if child in earlier]
+            unclaimed = [child for child in earlier if child not in self._claimed and child not in ids]
+            if again or unclaimed:
+                raise TaskError(
+                    f"task '{self.task_id}': delegate() got a different plan than an earlier run of this task: "
+                    f"new keys {_few(new)}; the earlier run delegated {_few([c[len(prefix):] for c in earlier])}. "
+                    "A planner that is run again must delegate the same keys: compute the plan once and keep "
+                    "it (docs/agents.md, 'Keep the plan stable')"
+                )
+        self._claimed.update(ids)
 
     def _add_child(self, child_id: str, key: str, spec: ChildTask, earlier: dict[str, str]) -> None:
         dependencies = []
@@ -177,6 +210,12 @@ def _delegation(children: Mapping[str, Any] | Sequence[Any]) -> tuple[list[str],
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'child'}: {e['msg']}" for e in error.errors())
             raise TaskError(f"delegated child '{key}': {details}") from None
     return [key for key, _ in items], specs
+
+
+def _few(keys: list[str], most: int = 5) -> str:
+    """Up to ``most`` keys, and how many more."""
+    shown = ", ".join(repr(key) for key in keys[:most])
+    return shown if len(keys) <= most else f"{shown} and {len(keys) - most} more"
 
 
 def _keyed(children: Mapping[str, Any] | Sequence[Any], keys: list[str], values: list[Any]) -> Any:
