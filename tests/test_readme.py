@@ -18,7 +18,7 @@ def python_block(section: str) -> str:
 def test_task_agents_example_runs(tmp_path: Path) -> None:
     code = python_block("## Task agents") + (
         "\nassert report.status == 'completed', report\n"
-        "print(manager.get_task(manager.get_objective('article').task_id).output.data['article'])\n"
+        "assert report.result == manager.get_task(report.objective.task_id).output.data\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120, check=False)
