@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [
     pytest.param("task_throughput.py", ["--repeats", "1"], "targets: db >= 0.5x floor", id="task_throughput"),
     pytest.param("pubsub_throughput.py", ["--messages", "500"], "ratio with schema:", id="pubsub_throughput"),
-    pytest.param("dashboard_overhead.py", ["--nodes", "50", "--repeat", "1"], "with dashboard:", id="dashboard"),
+    pytest.param("dashboard_overhead.py", ["--nodes", "50", "--tasks", "30", "--repeat", "1"], "with dashboards:",
+                 id="dashboard"),
     pytest.param("dag_overhead.py", ["--small"], "fanout_2000: peak traced memory", id="dag_overhead"),
     pytest.param("startup.py", ["--rounds", "1"], "3-node first result", id="startup"),
     pytest.param(

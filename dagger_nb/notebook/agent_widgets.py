@@ -18,7 +18,8 @@ from dagger_nb.export import (
 from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
 
 if TYPE_CHECKING:
-    from dagger_nb.agents import JobHandle, Task, TaskManager
+    from dagger_nb.agents import JobHandle, TaskManager
+    from dagger_nb.agents.model import TaskRecord
     from dagger_nb.pubsub import PubSub, PubSubHandle
 
 _TASK_COLUMNS = ("task", "id", "agent", "status", "reason")
@@ -40,7 +41,7 @@ class JobDashboard(Dashboard):
 
     def __init__(self, manager: TaskManager, job_id: str, *, handle: JobHandle | None = None,
                  **options: Any) -> None:
-        manager.tasks(job_id)  # raises for an unknown job before any widget is made
+        manager.job_status(job_id)  # raises for an unknown job before any widget is made
         super().__init__(agent_panel=True, cancellable=handle is not None, **options)
         self.manager = manager
         self.job_id = job_id
@@ -81,7 +82,7 @@ class JobDashboard(Dashboard):
 
     def draw(self, *, final: bool) -> None:
         """Rebuild the panels from the manager's tasks."""
-        tasks = self.manager.tasks(self.job_id)
+        tasks = _read_only_tasks(self.manager, self.job_id)
         counts: dict[str, int] = {}
         for task in tasks:
             counts[str(task.status)] = counts.get(str(task.status), 0) + 1
@@ -108,7 +109,7 @@ class JobDashboard(Dashboard):
                           version=self.events_seen)
         self.legend.value = legend_html(_TASK_LEGEND, edges=_JOB_EDGES)
 
-    def _table(self, tasks: list[Task]) -> str:
+    def _table(self, tasks: list[TaskRecord]) -> str:
         ordered = list(tasks)
         if len(ordered) > self.table_rows:
             ordered.sort(key=lambda t: (_TASK_ORDER.get(str(t.status), 9), -t.updated_at.timestamp()))
@@ -118,7 +119,15 @@ class JobDashboard(Dashboard):
         return table_html(_TASK_COLUMNS, rows, status_column=3, more=len(ordered) - len(shown), nowrap=(1,))
 
 
-def _agents_html(tasks: list[Task]) -> str:
+def _read_only_tasks(manager: TaskManager, job_id: str) -> list[TaskRecord]:
+    """The job's tasks for drawing, read in place: ``manager.tasks`` copies every task, input and
+    output, which cost a big job's dashboard more than its run. Safe because a draw runs on the
+    job's loop between two of its steps and only reads; nothing drawn keeps a reference."""
+    manager.job_status(job_id)  # an unknown job (or a closed manager) raises here
+    return list(manager._iter_tasks(job_id))
+
+
+def _agents_html(tasks: list[TaskRecord]) -> str:
     """Per agent: running, pending, completed, failed, and its latest task's message."""
     per: dict[str, dict[str, Any]] = {}
     for task in tasks:
