@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagger_nb.errors import ActionError
@@ -73,6 +73,32 @@ class RemoteContext:
     fields: Mapping[str, Any]
     seeded: Sequence[CacheWrite]
     replay: Callable[[Sequence[CacheWrite], Sequence[Usage]], None]
+
+
+@dataclass(slots=True)
+class OutputPrints:
+    """Asks a backend that runs a call in another process to fingerprint the call's big outputs
+    there, so that the caller need not hash them again once they arrive.
+
+    Where the call ran, ``outputs(result)`` reads its result as named outputs, and each
+    output for which ``is_big(value)`` holds gets ``fingerprint(value)`` in ``found``
+    (output name -> fingerprint). The three are pickled to the worker (functions by
+    reference, or partials of such). A backend that runs calls here ignores the request:
+    hashing here is what the caller does anyway. ``found`` stays empty when the call fails
+    or a value cannot be fingerprinted; the caller then hashes what it lacks itself.
+    """
+
+    outputs: Callable[[Any], Mapping[str, Any]]
+    is_big: Callable[[Any], bool]
+    fingerprint: Callable[[Any], str]
+    found: dict[str, str] = field(default_factory=dict)
+
+    def compute(self, result: Any) -> dict[str, str]:
+        """The fingerprints of ``result``'s big outputs (empty if any of them has none)."""
+        try:
+            return {name: self.fingerprint(value) for name, value in self.outputs(result).items() if self.is_big(value)}
+        except Exception:  # an unreadable result or a value without a fingerprint: the caller decides
+            return {}
 
 
 def node_outputs(node_id: str, declared: tuple[str, ...], result: Any) -> dict[str, Any]:

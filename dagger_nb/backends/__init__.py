@@ -48,6 +48,10 @@ class Backend(Protocol):
         that runs the call in another process and so passes a copy (see
         :class:`~dagger_nb._callables.RemoteContext`); one that runs it here ignores
         it. The backend may record where the call ran in ``outcome.worker``.
+
+        A backend whose class sets ``fingerprints_outputs = True`` also takes a
+        keyword ``prints`` (a :class:`~dagger_nb._callables.OutputPrints`) and fills
+        it with the fingerprints of the result's big outputs, computed where they are.
         """
         ...
 

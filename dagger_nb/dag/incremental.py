@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._callables import OutputPrints, node_outputs
+from dagger_nb.dag import fingerprint
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.fingerprint import Unfingerprintable, code_fingerprint, digest, is_big, value_fingerprint
 from dagger_nb.dag.node_io import InputMissing, resolve_inputs
@@ -73,6 +76,8 @@ class IncrementalRun:
         self._stored: dict[str, list[StoredResult]] = {}
         self._prints: dict[tuple[str, str], str] = {}
         self._plans: dict[str, NodePlan] = {}
+        #: node -> the request that its big outputs be fingerprinted where its action runs
+        self._remote_prints: dict[str, OutputPrints] = {}
         self._used: list[tuple[str, str]] = []
         #: node -> why its result must not be stored (it added nodes, asked a person)
         self.unstorable: dict[str, str] = {}
@@ -167,23 +172,38 @@ class IncrementalRun:
             plan.reason = f"its stored result could not be read ({error})"
             run.outcomes[node_id].reason = plan.reason
 
+    def output_prints(self, node: NodeSpec, action: Action) -> OutputPrints | None:
+        """For a backend that runs ``node``'s action elsewhere: the request that the worker
+        fingerprint its big outputs (see :meth:`record`); None when its result will not be stored
+        or the action takes ``ctx`` (its namespace is then more than its result)."""
+        plan = self._plans.get(node.id)
+        if plan is None or plan.fingerprint is None or action.takes_ctx:
+            return None
+        request = OutputPrints(partial(node_outputs, node.id, tuple(o.name for o in node.outputs)),
+                               fingerprint.is_big, fingerprint.value_fingerprint)
+        self._remote_prints[node.id] = request  # each attempt's replaces the last one's
+        return request
+
     async def record(self, run: Run, node_id: str, values: dict[str, Any]) -> str | None:
         """Store ``node_id``'s result (``values``: its cache namespace) and remember its outputs'
-        fingerprints; returns a note when it could not be stored."""
+        fingerprints; returns a note when it could not be stored. Outputs the worker that ran
+        the action fingerprinted (:meth:`output_prints`) are not hashed again here."""
         plan = self._plans.pop(node_id, None)
         why_not = self.unstorable.pop(node_id, None)
+        remote = self._remote_prints.pop(node_id, None)
         if plan is None or plan.fingerprint is None or plan.inputs is None:
             return None
         if why_not is not None:
             return f"its result is not stored: {why_not}"
         result = StoredResult(run.spec.name, node_id, plan.fingerprint, plan.code, plan.settings, plan.inputs,
                               {}, run.run_id)
+        known = {key: fp for key, fp in remote.found.items() if key in values} if remote is not None else {}
         try:
-            if any(is_big(value) for value in values.values()):
-                await anyio.to_thread.run_sync(_store, self.results, result, values)
+            if any(is_big(value) for key, value in values.items() if key not in known):
+                await anyio.to_thread.run_sync(_store, self.results, result, values, known)
             else:
                 # small values: hashing on the loop is cheaper than a thread hop; the write is not
-                result.outputs = {key: value_fingerprint(value) for key, value in values.items()}
+                result.outputs = _output_prints(values, known)
                 await anyio.to_thread.run_sync(self.results.save, result, values)
         except Unfingerprintable as error:
             return f"its result is not stored: an output could not be fingerprinted ({error})"
@@ -206,9 +226,13 @@ class IncrementalRun:
         return None
 
 
-def _store(results: ResultStore, result: StoredResult, values: dict[str, Any]) -> None:
-    result.outputs = {key: value_fingerprint(value) for key, value in values.items()}
+def _store(results: ResultStore, result: StoredResult, values: dict[str, Any], known: dict[str, str]) -> None:
+    result.outputs = _output_prints(values, known)
     results.save(result, values)
+
+
+def _output_prints(values: dict[str, Any], known: dict[str, str]) -> dict[str, str]:
+    return {key: known[key] if key in known else value_fingerprint(value) for key, value in values.items()}
 
 
 async def _fingerprint(value: Any) -> str:

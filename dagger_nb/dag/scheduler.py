@@ -439,7 +439,14 @@ class Scheduler:
                 # its thread outlives a timeout: the next attempt waits for it
                 thread = AbandonedAttempt(attempt, drive=run.drive)
                 action = thread.track(action)
-            call = self.executor.backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
+            backend: Any = self.executor.backend  # ``prints`` is an extension of Backend.invoke
+            prints = None
+            if run.incremental is not None and not handler and getattr(backend, "fingerprints_outputs", False):
+                prints = run.incremental.output_prints(node, action)
+            if prints is not None:  # the worker hashes the big outputs it made: they need not be hashed here
+                call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id], prints=prints)
+            else:
+                call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
         return call if node.timeout is None else _with_timeout(call, node, run, thread)
 
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:

@@ -9,6 +9,9 @@ import pytest
 
 from dagger_nb import ActionRegistry, DagExecutor
 from dagger_nb.backends.dask import DaskBackend
+from dagger_nb.dag import incremental
+from dagger_nb.dag.fingerprint import is_big
+from dagger_nb.dag.results import ResultStore
 from tests.dag.helpers import workflow
 
 pytest.importorskip("distributed")
@@ -70,3 +73,52 @@ async def test_unchanged_nodes_are_reused_and_changed_ones_run_on_workers(
     assert {n: o.status for n, o in changed.outcomes.items()} == {"make": "cached", "total": "succeeded"}
     assert changed.outcomes["total"].worker in workers and changed.outcomes["total"].reason == "code changed"
     assert changed.cache.get("total", "result") == 499501
+
+
+#: two int64 columns of this many rows are over fingerprint.BIG_VALUE_BYTES
+BIG_ROWS = 200_000
+
+
+async def test_big_outputs_are_fingerprinted_on_the_worker_and_reused(
+    tmp_path: Path, backend: DaskBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = incremental.value_fingerprint
+    hashed_here: list[str] = []
+
+    def counting(value: Any) -> str:  # the notebook side's hashing (workers are other processes)
+        if is_big(value):
+            hashed_here.append(type(value).__name__)
+        return real(value)
+
+    monkeypatch.setattr(incremental, "value_fingerprint", counting)
+
+    # in this process the big frame is hashed here: the counter sees it
+    local = DagExecutor(ActionRegistry(), db=tmp_path / "local.db", incremental=True)
+    local.registry.register("make", make)
+    local.registry.register("total", total)
+    local.add_workflow(SPEC)
+    assert (await local.execute_dag("frames", inputs={"rows": BIG_ROWS})).success
+    local.close()
+    assert hashed_here == ["DataFrame"]
+    hashed_here.clear()
+
+    db = tmp_path / "runs.db"
+    first = executor(db, backend)
+    report = await first.execute_dag("frames", inputs={"rows": BIG_ROWS})
+    first.close()
+    assert report.success, report.error
+    assert hashed_here == []  # neither when storing make's result nor when fingerprinting total's input
+    frame = report.cache.get("make", "result")
+    results = ResultStore(db)
+    try:
+        stored = results.results("frames")
+    finally:
+        results.close()
+    assert stored["make"][0].outputs["result"] == real(frame)  # the worker's fingerprint is the value's own
+
+    again = executor(db, backend)
+    reused = await again.execute_dag("frames", inputs={"rows": BIG_ROWS})
+    again.close()
+    assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "total": "cached"}
+    assert reused.cache.get("total", "result") == BIG_ROWS * (BIG_ROWS - 1) // 2
+    assert hashed_here == []

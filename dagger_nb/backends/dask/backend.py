@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import anyio
 
-from dagger_nb._callables import Callee, RemoteContext
+from dagger_nb._callables import Callee, OutputPrints, RemoteContext
 from dagger_nb.backends.dask._support import _IMPORT_ERROR, _forget_locals, distributed, is_dask_collection
 from dagger_nb.backends.dask.batching import Pick, SendBatch, Sent, _miss, _Pick
 from dagger_nb.backends.dask.gathering import _deliver_push, _Gatherer
@@ -44,6 +44,9 @@ class DaskBackend:
     ``run_inline_locally=False``.
     """
 
+    #: :meth:`invoke` takes ``prints``: a call's big outputs are fingerprinted on its worker
+    fingerprints_outputs = True
+
     def __init__(self, client: Any, *, run_inline_locally: bool = True) -> None:
         if _IMPORT_ERROR is not None:
             raise BackendUnavailable(
@@ -66,12 +69,14 @@ class DaskBackend:
         args: tuple[Any, ...] = (),
         context: RemoteContext | None = None,
         outcome: WhereRan | None = None,
+        prints: OutputPrints | None = None,
     ) -> Any:
         """Submit ``callee.fn(*args, **kwargs)`` to the cluster and return its result here.
 
         The keyword argument ``context`` describes (see :class:`~dagger_nb._callables.RemoteContext`)
         is replaced on the worker by a copy; what the copy wrote and the usage it
-        recorded are handed back through ``context.replay``.
+        recorded are handed back through ``context.replay``. With ``prints``, the worker
+        fingerprints the result's big outputs and they come back in ``prints.found``.
         """
         kwargs = dict(kwargs or {})
         if callee.inline and self.run_inline_locally:
@@ -82,7 +87,8 @@ class DaskBackend:
             kwargs.pop(context.argument, None)
             remote_ctx = self._remote_context(context, computed)
         await self._register_plugin()
-        sent = self._send(callee.name, callee.fn, args, kwargs, remote_ctx, is_async=callee.is_async, computed=computed)
+        sent = self._send(callee.name, callee.fn, args, kwargs, remote_ctx, is_async=callee.is_async, computed=computed,
+                          prints=prints)
         try:
             done = await self._receive(sent, outcome)
         except Exception as exception:  # a failed attempt's usage was spent all the same
@@ -91,6 +97,8 @@ class DaskBackend:
             raise
         if context is not None:
             context.replay(done.writes, done.usage)
+        if prints is not None:
+            prints.found = done.prints
         return done.result
 
     async def call(self, name: str, fn: Any, /, *args: Any, is_async: bool = False, outcome: Any = None) -> Any:
@@ -115,6 +123,7 @@ class DaskBackend:
         picks: tuple[_Pick, ...] = (),
         after: tuple[Sent, ...] = (),
         batch: SendBatch | None = None,
+        prints: OutputPrints | None = None,
     ) -> Sent:
         """Submit the call now, or when ``batch`` ends if one is given.
 
@@ -130,7 +139,8 @@ class DaskBackend:
             # An upstream call already submitted is waited for through its future, taken now (the
             # notebook lets go of it once received); one in the same batch, through its key.
             upstream = tuple(call.future if call.future is not None else call for call in after)
-            sent = Sent(None, key, (runner, self._gatherer.push_to, fn, args, kwargs, remote_ctx, picks), upstream)
+            sent = Sent(None, key, (runner, self._gatherer.push_to, fn, args, kwargs, remote_ctx, picks, prints),
+                        upstream)
             if batch is None:
                 self._submit_alone(sent)
         except Exception as error:  # say, an input that does not pickle, or a collection that does not compute

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from dagger_nb._callables import node_outputs
+from dagger_nb._callables import OutputPrints, node_outputs
 from dagger_nb.backends.dask._support import _PluginBase, dask_pickle, distributed, is_dask_collection, sizeof
 from dagger_nb.backends.dask.batching import _Pick
 from dagger_nb.cache import Cache
@@ -42,6 +42,8 @@ class _Done:
     missed: str | None = None
     #: what the action reported with ``ctx.record_usage``: (tokens, cost, model) per call
     usage: list[tuple[int, float | None, str | None]] = field(default_factory=list)
+    #: the fingerprints of the result's big outputs, when the call came with an :class:`OutputPrints`
+    prints: dict[str, str] = field(default_factory=dict)
 
 
 class _RecordingCache(Cache):
@@ -83,6 +85,7 @@ def _run_sync(
     kwargs: dict[str, Any],
     remote: dict[str, Any] | None,
     picks: tuple[_Pick, ...] = (),
+    prints: OutputPrints | None = None,
     *upstream: _Done,
 ) -> _Done:
     """Run a sync action in the worker's thread pool."""
@@ -101,8 +104,10 @@ def _run_sync(
     except Exception as exception:
         _tag(exception, address, cache)
         raise
+    found = prints.compute(result) if prints is not None and not held else {}
     writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
-    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held, usage=usage))
+    done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
+    return _push_if_small(key, push_to, done)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -117,6 +122,7 @@ async def _run_async(
     kwargs: dict[str, Any],
     remote: dict[str, Any] | None,
     picks: tuple[_Pick, ...] = (),
+    prints: OutputPrints | None = None,
     *upstream: _Done,
 ) -> _Done:
     """Run an async action on the worker's event loop, cancellable through the worker plugin."""
@@ -139,8 +145,12 @@ async def _run_async(
         _RUNNING.pop(key, None)
     if scope.cancelled_caught:
         raise RuntimeError(f"task {key} was cancelled on worker {address}")
+    found = {}
+    if prints is not None and not held:  # hashing a big value must not block the worker's loop
+        found = await anyio.to_thread.run_sync(prints.compute, result)
     writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
-    return _push_if_small(key, push_to, _Done(None if held else result, address, writes, held, usage=usage))
+    done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
+    return _push_if_small(key, push_to, done)
 
 
 def _push_if_small(key: str, push_to: tuple[str, str], done: _Done) -> _Done:
