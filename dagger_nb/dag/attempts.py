@@ -152,7 +152,7 @@ async def wait_for_abandoned(run: Run, node_id: str, outcome: NodeOutcome, attem
         else:  # an attempt of an earlier start of the run (before a resume), numbered on its own
             earlier = f"attempt {abandoned.attempt} of the run's previous start"
         note = f"attempt {attempt} waits for {earlier}, abandoned after its timeout, to return from its thread"
-        outcome.notes.append(note)
+        outcome.add_note(note)
         run.events.emit(NodeWaiting(run.run_id, node_id, abandoned.attempt, note))
         started = monotonic()
         await abandoned.wait()
@@ -168,12 +168,14 @@ class RetryLog:
     last few and one line counting those left out, however many attempts there are."""
 
     def __init__(self, outcome: NodeOutcome) -> None:
-        self.messages = outcome.retry_messages
+        self.outcome = outcome
         self.left_out = 0
 
     def add(self, attempt: int, error: str) -> None:
         """Record that ``attempt`` failed with ``error``."""
-        messages = self.messages
+        messages = self.outcome.retry_messages
+        if type(messages) is not list:  # the shared empty one: this node's own, from now on
+            messages = self.outcome.retry_messages = []
         messages.append(f"Attempt {attempt} failed: {error}")
         if len(messages) > FIRST_MESSAGES + LAST_MESSAGES + (1 if self.left_out else 0):
             if self.left_out:

@@ -181,6 +181,7 @@ class DagExecutor(StoredResults):
                     stacklevel=3,
                 )
         self._workflows[spec.name] = spec
+        self._plan(spec)  # built with the workflow, once, so runs share it
         return spec
 
     def workflow(self, name: str) -> WorkflowSpec:

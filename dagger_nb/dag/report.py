@@ -28,6 +28,22 @@ FRAME_COLUMNS = [
 ]
 
 
+class _NoTexts(list[str]):
+    """The one empty ``notes``/``logs``/``retry_messages`` list nodes share until they have some:
+    a run of 100,000 nodes needs no 300,000 empty lists. Read-only (use :meth:`NodeOutcome.add_note`)."""
+
+    def _read_only(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("this empty list is shared by every node outcome: use NodeOutcome.add_note(), "
+                        "or assign a new list")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __iadd__ = _read_only  # type: ignore[assignment]
+
+
+#: the shared empty list (see :class:`_NoTexts`)
+NO_TEXTS: list[str] = _NoTexts()
+
+
 @dataclass(slots=True)
 class NodeOutcome:
     """How one node fared. Times are seconds since the epoch (None until they happen)."""
@@ -36,17 +52,17 @@ class NodeOutcome:
     action: str
     status: NodeStatus = "pending"
     attempts: int = 0
-    retry_messages: list[str] = field(default_factory=list)
+    retry_messages: list[str] = field(default_factory=lambda: NO_TEXTS)
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=lambda: NO_TEXTS)
     #: where the last attempt ran, when the backend knows (a Dask worker's address)
     worker: str | None = None
     #: the last failed attempt's traceback, trimmed to the user's frames
     traceback: str | None = None
     #: what the action printed or logged, one line each (bounded: see ``dagger_nb._capture``)
-    logs: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=lambda: NO_TEXTS)
     #: in an incremental run: why the node ran ("code changed", "input 'x' changed", ...) or was reused
     reason: str | None = None
     #: the run whose stored result a ``cached`` node reused
@@ -57,6 +73,13 @@ class NodeOutcome:
     cost: float | None = None
     #: the models its action named, in the order first named
     models: tuple[str, ...] = ()
+
+    def add_note(self, text: str) -> None:
+        """Append ``text`` to :attr:`notes` (which start as one shared, read-only empty list)."""
+        if type(self.notes) is _NoTexts:
+            self.notes = [text]
+        else:
+            self.notes.append(text)
 
     @property
     def duration_s(self) -> float | None:

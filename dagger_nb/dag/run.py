@@ -6,7 +6,7 @@ import contextvars
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from time import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +20,7 @@ from dagger_nb.dag.attempts import AbandonedThreads
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, node_request
 from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.human import HumanRequest
-from dagger_nb.dag.report import DONE_STATUSES, ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
 from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
 from dagger_nb.events import EventStream
@@ -59,8 +59,10 @@ class Plan:
     Built once per workflow, so starting a run of 10,000 nodes does not redo it.
     """
 
-    dependencies: dict[str, list[str]]
-    dependents: dict[str, list[str]]
+    #: node id -> the nodes it needs; node id -> the nodes that need it (tuples once built, lists
+    #: where a growing run's copy added to them)
+    dependencies: dict[str, Sequence[str]]
+    dependents: dict[str, Sequence[str]]
     #: node id -> its inputs as (name, namespace, key, literal value, reference); namespace None = literal
     inputs: dict[str, tuple[CompiledInput, ...]]
 
@@ -69,21 +71,36 @@ class Plan:
         """Compile ``spec``."""
         plan = cls({}, {}, {})
         plan.extend(spec.nodes)
+        dependents = plan.dependents
+        for node, users in dependents.items():  # tuples: a node without dependents shares ()
+            dependents[node] = tuple(users)
         return plan
 
     def extend(self, nodes: list[NodeSpec]) -> None:
         """Add ``nodes`` (whose dependencies are already in the plan or among ``nodes``)."""
+        # One string object per node id and output name, however many inputs name it: the
+        # references' own parts would be new strings for each input (big fan-ins hold millions).
+        names = {node_id: node_id for node_id in self.dependencies}
+        names.update((node.id, node.id) for node in nodes)
+        share = names.setdefault
         for node in nodes:
-            self.dependencies[node.id] = node_dependencies(node)
+            self.dependencies[node.id] = tuple(share(d, d) for d in node_dependencies(node))
             self.dependents[node.id] = []
-            self.inputs[node.id] = tuple(
-                (item.name, None, "", item.value, None) if item.source is None
-                else (item.name, item.source[0], item.source[1], None, item.reference)
-                for item in node.inputs
-            )
+            compiled = []
+            for item in node.inputs:
+                source = item.source
+                if source is None:
+                    compiled.append((item.name, None, "", item.value, None))
+                else:
+                    compiled.append((item.name, share(source[0], source[0]), share(source[1], source[1]), None,
+                                     item.reference))
+            self.inputs[node.id] = tuple(compiled)
         for node in nodes:
             for dependency in self.dependencies[node.id]:
-                self.dependents[dependency].append(node.id)
+                users = self.dependents[dependency]
+                if not isinstance(users, list):
+                    users = self.dependents[dependency] = list(users)
+                users.append(node.id)
 
     def copy(self) -> Plan:
         """An independent copy, for a run that grows while others share the original."""
@@ -177,10 +194,10 @@ class Run:
                             self.cache.retain(dependency)
                 outcome.status = "pending"
                 outcome.attempts = 0
-                outcome.retry_messages = []
+                outcome.retry_messages = NO_TEXTS
                 outcome.error = None
                 outcome.started_at = outcome.finished_at = None
-                outcome.notes = []
+                outcome.notes = NO_TEXTS
         self._prepare()
 
     def _prepare(self) -> None:
@@ -333,6 +350,11 @@ class Run:
         self.ahead = None
         self.journal = None
         self.questions = {}
+        self.nodes, self.waiting, self.ready = {}, {}, deque()
+        self._released, self._positions = set(), {}
+        for outcome in report.outcomes.values():  # the record: no empty list per node
+            if not outcome.logs:
+                outcome.logs = NO_TEXTS
 
     def full_report(self) -> ExecutionReport | None:
         """The final report with its cache: after :meth:`release_values`, only while somebody holds it."""

@@ -40,7 +40,7 @@ from dagger_nb.dag.events import (
 from dagger_nb.dag.human import PauseForHuman, review_due, review_point
 from dagger_nb.dag.journal import NodeJournal
 from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
-from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.report import NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import ADDING_NODE, Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
 from dagger_nb.errors import DaggerError, DaggerWarning, NodeTimeout, StorageError
@@ -295,12 +295,12 @@ class Scheduler:
                 outcome.status = "succeeded"
                 outcome.finished_at = time()
                 if written:
-                    outcome.notes.append(kept_message(node_id, written))
+                    outcome.add_note(kept_message(node_id, written))
                 if run.incremental is not None:
                     stored = run.cache.namespace(node_id) if action.takes_ctx else outputs
                     note = await run.incremental.record(run, node_id, stored)
                     if note is not None:
-                        outcome.notes.append(note)
+                        outcome.add_note(note)
                 if run.journal is not None and not await self._commit(run, node_id, outputs, action.takes_ctx):
                     return
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
@@ -317,6 +317,8 @@ class Scheduler:
             raise
         finally:
             run.done_with_inputs(node_id)
+            if not outcome.logs:  # nothing printed: share the one empty list (big runs have many nodes)
+                outcome.logs = NO_TEXTS
         outcome.status = "failed"
         outcome.error = run.over_budget.get(node_id) or (
             f"Failed after {plural(outcome.attempts, 'attempt')}. Last error: {error}"
@@ -468,7 +470,7 @@ class Scheduler:
         if name is None:
             return
         if name not in self.executor.registry:
-            outcome.notes.append(f"failure handler '{name}' is not registered; it was not called")
+            outcome.add_note(f"failure handler '{name}' is not registered; it was not called")
             return
         handler = self.executor.registry.get(name)
         kwargs: dict[str, Any] = {}
@@ -477,7 +479,7 @@ class Scheduler:
         try:
             await self._call(run, node, handler, kwargs, outcome.attempts, handler=True)
         except Exception as exception:  # the handler's failure must not hide the node's
-            outcome.notes.append(f"failure handler '{name}' failed: {describe_error(exception)}")
+            outcome.add_note(f"failure handler '{name}' failed: {describe_error(exception)}")
 
     def _skip_downstream(self, run: Run, failed: str) -> None:
         if run.ahead is None:
