@@ -106,9 +106,11 @@ class NodeJournal:
                         queued = self._durable_items(queued)
                         records = [self._record(*item) for item in queued]
                         spec = self._durable_spec() if self._spec_changed else None
+                        added_by = ({node: adder for node, adder in self._run.added_by.items()
+                                     if node in self._durable} if spec is not None else None)
                         snapshots &= self._durable
                         snapshots -= {node for node, _, _ in queued}  # committed whole in this batch
-                        await anyio.to_thread.run_sync(self._commit, records, spec, snapshots)
+                        await anyio.to_thread.run_sync(self._commit, records, spec, snapshots, added_by)
                         if spec is not None:
                             self._spec_changed = False
                         self.committed.update(node for node, outputs, whole in queued if outputs is not None or whole)
@@ -170,16 +172,17 @@ class NodeJournal:
         return spec.model_copy(update={"nodes": [node for node in spec.nodes if node.id in self._durable]})
 
     def _commit(
-        self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None, snapshots: set[str] | None = None
+        self, records: list[tuple[NodeRecord, bool]], spec: WorkflowSpec | None, snapshots: set[str] | None = None,
+        added_by: dict[str, str] | None = None,
     ) -> None:
         # In the worker thread: copying a namespace scans the whole cache (it is thread-safe).
         cache = self._run.cache
         if snapshots:
             self._store.save_values(self._run.run_id, {node: cache.namespace(node) for node in sorted(snapshots)})
-        if records:
+        if records or spec is not None:
             rows = [(outcome, position, cache.namespace(outcome.node) if whole else values)
                     for (outcome, position, values), whole in records]
-            self._store.commit_nodes(self._run.run_id, rows, spec=spec)
+            self._store.commit_nodes(self._run.run_id, rows, spec=spec, added_by=added_by)
 
     def _record(
         self, node_id: str, outputs: dict[str, Any] | None, whole_namespace: bool

@@ -184,7 +184,11 @@ class Run:
         self._prepare()
 
     def reset(self) -> None:
-        """Prepare to (re)start: failed, cancelled and skipped nodes become pending again."""
+        """Prepare to (re)start: failed, cancelled and skipped nodes become pending again.
+
+        The nodes those added while they ran go (see :meth:`drop_additions_of_reruns`).
+        """
+        self.drop_additions_of_reruns()
         for node_id, outcome in self.outcomes.items():
             if outcome.status not in DONE_STATUSES:
                 if node_id in self._released:  # it will read its inputs again
@@ -199,6 +203,43 @@ class Run:
                 outcome.started_at = outcome.finished_at = None
                 outcome.notes = NO_TEXTS
         self._prepare()
+
+    def drop_additions_of_reruns(self) -> None:
+        """Forget the nodes added by nodes that will run again (and what was added by, or depends
+        on, those), with their outcomes and values: a node that runs again adds its nodes again,
+        from a clean slate, as after a crash (see :class:`~dagger_nb.dag.journal.NodeJournal`)."""
+        if not self.added_by:
+            return
+        rerun = {node_id for node_id, outcome in self.outcomes.items() if outcome.status not in DONE_STATUSES}
+        dropped: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for node in self.spec.nodes:
+                if node.id in dropped:
+                    continue
+                adder = self.added_by.get(node.id)
+                if (adder is not None and (adder in rerun or adder in dropped)) or any(
+                    dependency in dropped for dependency in self.dependencies[node.id]
+                ):
+                    dropped.add(node.id)
+                    changed = True
+        if not dropped:
+            return
+        self.spec = self.spec.model_copy(update={"nodes": [n for n in self.spec.nodes if n.id not in dropped]})
+        self.plan = Plan.of(self.spec)
+        self._owns_plan = True
+        self.dependencies, self.dependents = self.plan.dependencies, self.plan.dependents
+        for node_id in dropped:
+            del self.nodes[node_id]
+            del self.outcomes[node_id]
+            self.added_by.pop(node_id, None)
+            self._released.discard(node_id)
+            if node_id in self.cache.namespaces():
+                self.cache.clear(node_id)
+        self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in self.spec.nodes)
+        self.id_counters = {}
+        self._positions = {}
 
     def _prepare(self) -> None:
         outcomes = self.outcomes

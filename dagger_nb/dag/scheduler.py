@@ -65,7 +65,7 @@ class Scheduler:
         store = self.executor._store
         if store is not None:
             try:
-                await anyio.to_thread.run_sync(store.save_run, run.snapshot())
+                await anyio.to_thread.run_sync(partial(store.save_run, run.snapshot(), added_by=dict(run.added_by)))
             except StorageError as failure:
                 if run.cancel_requested:  # its executor was closed or taken over meanwhile
                     return await self._finish(run, "cancelled", "the run was cancelled")
@@ -157,7 +157,8 @@ class Scheduler:
             report.notes.append(f"the end of the run was not recorded: the run store '{store.path}' was closed")
             return report
         try:
-            await anyio.to_thread.run_sync(partial(store.save_run, report, skip_namespaces=committed))
+            await anyio.to_thread.run_sync(partial(store.save_run, report, skip_namespaces=committed,
+                                                   added_by=dict(run.added_by)))
         except StorageError as failure:
             run.storage_failure = run.storage_failure or failure
             report = run.finish("failed", str(run.storage_failure))
@@ -173,7 +174,7 @@ class Scheduler:
         report = run.finish("cancelled", "the run was cancelled before it started")
         if self.executor._store is not None:
             try:
-                self.executor._store.save_run(report)
+                self.executor._store.save_run(report, added_by=run.added_by)
             except StorageError as failure:
                 report.notes.append(f"the run could not be recorded: {failure}")
         self._announce(run, report)

@@ -22,7 +22,7 @@ import os
 import pickle
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,7 @@ class RunStore:
                 add_missing_columns(self._connection, "dag_nodes", {
                     "worker": "TEXT", "reason": "TEXT", "cached_from": "TEXT", "traceback": "TEXT", "logs": "TEXT",
                 })
-                add_missing_columns(self._connection, "dag_runs", {"owner_pid": "INTEGER"})
+                add_missing_columns(self._connection, "dag_runs", {"owner_pid": "INTEGER", "added_by": "TEXT"})
         except BaseException:
             self._process_lock.release()
             raise
@@ -115,10 +115,13 @@ class RunStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def save_run(self, report: ExecutionReport, *, skip_namespaces: Iterable[str] = ()) -> None:
+    def save_run(
+        self, report: ExecutionReport, *, skip_namespaces: Iterable[str] = (), added_by: Mapping[str, str] | None = None
+    ) -> None:
         """Insert or replace everything known about ``report``'s run, in one transaction.
 
         The cache values of ``skip_namespaces`` (already committed with their nodes) are left as stored.
+        ``added_by``: added node -> the node whose action added it (``Run.added_by``).
         """
         run_id = report.run_id
         node_rows = [_node_row(run_id, o, position) for position, o in enumerate(report.outcomes.values())]
@@ -130,17 +133,18 @@ class RunStore:
             if ns in namespaces and (encoded := _encode(value)) is not None
         ]
         spec_json = report.spec.model_dump_json(exclude_unset=True)
+        adders = _adders_json(added_by, report.spec)
         dot = report.to_dot()
         with self._write("record run", run_id) as connection:
             connection.execute(
                 # an upsert: replacing the row would delete the run's nodes and values (ON DELETE CASCADE)
                 "INSERT INTO dag_runs (run_id, workflow, status, error, started_at, finished_at, "
-                "spec, dot, owner_pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-                "workflow = excluded.workflow, status = excluded.status, error = excluded.error, "
+                "spec, dot, owner_pid, added_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) "
+                "DO UPDATE SET workflow = excluded.workflow, status = excluded.status, error = excluded.error, "
                 "started_at = excluded.started_at, finished_at = excluded.finished_at, spec = excluded.spec, "
-                "dot = excluded.dot, owner_pid = excluded.owner_pid",
+                "dot = excluded.dot, owner_pid = excluded.owner_pid, added_by = excluded.added_by",
                 (run_id, report.workflow, report.status, report.error, report.started_at,
-                 report.finished_at, spec_json, dot, os.getpid()),
+                 report.finished_at, spec_json, dot, os.getpid(), adders),
             )
             connection.execute("DELETE FROM dag_nodes WHERE run_id = ?", (run_id,))
             connection.executemany("INSERT INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -156,8 +160,12 @@ class RunStore:
             connection.executemany("INSERT INTO dag_usage VALUES (?, ?, ?, ?, ?)",
                                    _usage_rows(run_id, report.outcomes.values()))
 
-    def commit_nodes(self, run_id: str, records: list[NodeRecord], *, spec: WorkflowSpec | None = None) -> None:
-        """Commit finished nodes (and the grown workflow ``spec``, if given) in one transaction."""
+    def commit_nodes(
+        self, run_id: str, records: list[NodeRecord], *, spec: WorkflowSpec | None = None,
+        added_by: Mapping[str, str] | None = None,
+    ) -> None:
+        """Commit finished nodes (and the grown workflow ``spec`` with its ``added_by``, if given) in
+        one transaction."""
         node_rows = [_node_row(run_id, outcome, position) for outcome, position, _ in records]
         replaced = [(run_id, outcome.node) for outcome, _, values in records if values is not None]
         cache_rows = [
@@ -166,9 +174,11 @@ class RunStore:
             for key, value in values.items() if (encoded := _encode(value)) is not None
         ]
         spec_json = spec.model_dump_json(exclude_unset=True) if spec is not None else None
+        adders = _adders_json(added_by, spec) if spec is not None else None
         with self._write("record nodes of run", run_id) as connection:
             if spec_json is not None:
-                connection.execute("UPDATE dag_runs SET spec = ? WHERE run_id = ?", (spec_json, run_id))
+                connection.execute("UPDATE dag_runs SET spec = ?, added_by = ? WHERE run_id = ?",
+                                   (spec_json, adders, run_id))
             connection.executemany(
                 "INSERT OR REPLACE INTO dag_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
             )
@@ -244,7 +254,8 @@ class RunStore:
         """
         with self._read(f"read run '{run_id}'"):
             row = self._connection.execute(
-                "SELECT spec, status, error, started_at, finished_at FROM dag_runs WHERE run_id = ?", (run_id,)
+                "SELECT spec, status, error, started_at, finished_at, added_by FROM dag_runs WHERE run_id = ?",
+                (run_id,)
             ).fetchone()
             if row is None:
                 return None
@@ -279,6 +290,7 @@ class RunStore:
         for namespace, key, fmt, blob in values:
             cache.insert(str(namespace), str(key), _decode(fmt, blob, f"{where}, value '{namespace}.{key}'"))
         run = Run(spec, config=config_for(spec), cache=cache, run_id=run_id, outcomes=outcomes)
+        run.added_by = _load_adders(row[5], set(outcomes), where)
         status = row[1]
         if status not in _RUN_STATUSES:
             raise StorageError(f"{where}: unknown status {status!r}")
@@ -422,6 +434,27 @@ def _add_stored_usage(outcomes: dict[str, NodeOutcome], fields: tuple[Any, ...],
         raise StorageError(f"{where}: the usage row of node {node!r} is damaged: {_first_line(problem)}") from None
     outcome = outcomes[node]
     outcome.tokens, outcome.cost, outcome.models = tokens, cost, tuple(names)
+
+
+def _adders_json(added_by: Mapping[str, str] | None, spec: WorkflowSpec) -> str | None:
+    if not added_by:
+        return None
+    nodes = {node.id for node in spec.nodes}
+    return json.dumps({node: adder for node, adder in added_by.items() if node in nodes})
+
+
+def _load_adders(text: Any, nodes: set[str], where: str) -> dict[str, str]:
+    if text is None:
+        return {}
+    try:
+        adders = json.loads(text)
+        if not isinstance(adders, dict) or not all(
+            node in nodes and adder in nodes for node, adder in adders.items()
+        ):
+            raise ValueError("it names nodes that are not in its workflow")
+    except (ValueError, TypeError) as problem:
+        raise StorageError(f"{where}: its record of added nodes is damaged: {_first_line(problem)}") from None
+    return adders
 
 
 def _times(*values: Any) -> bool:

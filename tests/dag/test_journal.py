@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from contextlib import closing
@@ -147,3 +148,59 @@ async def test_a_step_killed_while_its_tools_are_done_leaves_none_of_them_stored
     assert sorted(resumed.outcomes) == ["from_a_hook", "other", "plan", "tool_a", "tool_b"]  # no orphan, no twin
     assert sorted(executions) == ["plan", "tool_a", "tool_b"]  # the step and its additions, once each
     restarted.close()
+
+
+@pytest.mark.parametrize("how", ["failed, resumed by a new executor", "cancelled, resumed in place"])
+async def test_a_step_that_runs_again_adds_its_nodes_again_from_a_clean_slate(tmp_path: Path, how: str) -> None:
+    registry = ActionRegistry()
+    executions: list[str] = []
+    behaviour = {"fail": how.startswith("failed"), "block": how.startswith("cancelled")}
+    blocked = anyio.Event()
+
+    @dagger_nb.action(registry=registry)
+    async def plan(ctx: NodeContext) -> str:
+        executions.append("plan")
+        ctx.add_node("tool", id="search")  # an explicit id: added twice, it would be a duplicate
+        ctx.add_node("tool", dependencies=["search"])
+        if behaviour["block"]:
+            blocked.set()
+            await anyio.sleep_forever()
+        if behaviour["fail"]:
+            raise RuntimeError("the model was down")
+        return "planned"
+
+    @dagger_nb.action(registry=registry)
+    def tool(ctx: NodeContext) -> str:
+        executions.append(ctx.node)
+        return ctx.node
+
+    db = tmp_path / "runs.db"
+    executor = executor_with(registry, workflow("grow", {"id": "plan", "action": "plan"}, max_attempts=1,
+                                                on_failure="pause"), db=db)
+    if behaviour["block"]:
+        handle = executor.start("grow")
+        with anyio.fail_after(10):
+            await blocked.wait()
+            while handle.snapshot().outcomes["tool_1"].status != "succeeded":
+                await anyio.sleep(0.005)
+        handle.cancel()
+        first = await handle
+        assert first.status == "cancelled"
+    else:
+        first = await executor.execute_dag("grow")
+        assert first.status == "paused"
+        executor.close()
+        executor = DagExecutor(registry, db=db)
+    behaviour.update(fail=False, block=False)
+    executions.clear()
+
+    resumed = await executor.resume(first.run_id)
+
+    assert resumed.status == "succeeded", resumed.error
+    assert list(resumed.outcomes) == ["plan", "search", "tool_1"]  # no twin, no orphan
+    assert sorted(executions) == ["plan", "search", "tool_1"]
+    assert resumed.cache.get("tool_1", "result") == "tool_1"
+    executor.close()
+    with closing(sqlite3.connect(db)) as connection:
+        stored = json.loads(connection.execute("SELECT spec FROM dag_runs").fetchone()[0])
+    assert [node["id"] for node in stored["nodes"]] == ["plan", "search", "tool_1"]
