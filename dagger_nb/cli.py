@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 #: Exit code of a run refused before it starts because run inputs are missing (argparse's usage code).
 MISSING_INPUTS = 2
+#: Where an incremental run without ``--db`` keeps its runs and stored results: this file beside
+#: the workflow file (the name a notebook session uses in the notebook's folder).
+DEFAULT_RESULTS_DB = ".dagger-cache.db"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +88,14 @@ def _parser() -> argparse.ArgumentParser:
                           "(repeatable)")
     run.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
                      help="a run input; VALUE is read as JSON when it parses, else as text (repeatable)")
-    run.add_argument("--db", metavar="PATH", help="record the run in this SQLite file")
+    run.add_argument("--db", metavar="PATH", help="record the run in this SQLite file (incremental runs: "
+                                                   f"default {DEFAULT_RESULTS_DB} beside the workflow file)")
+    reuse = run.add_mutually_exclusive_group()
+    reuse.add_argument("--incremental", action="store_true",
+                       help="reuse the stored result of every node whose code, inputs and settings are unchanged "
+                            "(also on when the workflow sets config.enable_incremental_cache)")
+    reuse.add_argument("--fresh", action="store_true",
+                       help="run every node and store the results for the next incremental run")
     run.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     run.add_argument("--show-cache", action="store_true", help="also print the cache as a table")
     run.add_argument("--svg", metavar="OUT", help="write the run's graph, coloured by status, as SVG")
@@ -198,7 +208,15 @@ def _run(args: argparse.Namespace) -> int:
         example = " ".join(f"--input {key}=VALUE" for key in missing)
         print(_printable(f"give them with {example}"), file=sys.stderr)
         return MISSING_INPUTS
-    return _drive(args, lambda executor: executor.start(executor.add_workflow(spec).name, inputs=inputs))
+    incremental = args.incremental or args.fresh or spec.config.enable_incremental_cache
+    if incremental and args.db is None:
+        args.db = str(Path(args.file).parent / DEFAULT_RESULTS_DB)
+        print(_printable(f"incremental run: runs and stored results in '{args.db}' (choose another file with --db)"),
+              file=sys.stderr)
+    return _drive(args, lambda executor: executor.start(
+        executor.add_workflow(spec).name, inputs=inputs, incremental=True if args.incremental else None,
+        fresh=args.fresh,
+    ))
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -206,6 +224,7 @@ def _resume(args: argparse.Namespace) -> int:
         _import_actions(source)
     if not Path(args.db).is_file():
         raise DaggerError(f"run database '{args.db}' not found")
+    args.incremental = args.fresh = False
     return _drive(args, lambda executor: executor.start_resume(args.run_id))
 
 
@@ -242,6 +261,9 @@ def _show(report: Any, args: argparse.Namespace) -> int:
             print(ending, file=sys.stderr)
     else:
         print(report_table(report))
+        reuse = _reuse_summary(report)
+        if reuse:
+            print(f"\n{reuse}")
         if ending:
             print(f"\n{ending}")
         if args.show_cache:
@@ -251,6 +273,18 @@ def _show(report: Any, args: argparse.Namespace) -> int:
         _write(Path(args.svg), render_svg(report.to_dot()))
         print(f"\nwrote {args.svg}", file=sys.stderr)
     return 0 if report.success else 1
+
+
+def _reuse_summary(report: Any) -> str | None:
+    """For an incremental run: which nodes were reused (and from which run), and why the others ran."""
+    outcomes = [o for o in report.outcomes.values() if o.reason is not None or o.status == "cached"]
+    if not outcomes:
+        return None
+    cached = [o for o in outcomes if o.status == "cached"]
+    lines = [f"incremental: {len(cached)} of {_plural(len(report.outcomes), 'node')} cached"]
+    lines += [f"  cached  {o.node}  (reused from run {o.cached_from})" for o in cached]
+    lines += [f"  ran     {o.node}  ({o.reason})" for o in outcomes if o.status != "cached" and o.reason]
+    return _printable("\n".join(lines))
 
 
 def _ending(report: Any, args: argparse.Namespace) -> str | None:

@@ -242,3 +242,63 @@ def test_run_json_piped_into_head_ends_quietly(files, tmp_path: Path) -> None:  
     assert result.stdout == "{\n"
     err = (tmp_path / "err.txt").read_text()
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+# -- incremental runs ------------------------------------------------------------------------------
+
+RUN_ARGS = ["--input", "who=ann", "--input", "times=2"]
+
+
+def test_incremental_run_reuses_unchanged_nodes_in_the_file_beside_the_workflow(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    argv = ["run", str(workflow), "--actions", str(actions), *RUN_ARGS, "--incremental"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    default_db = workflow.parent / ".dagger-cache.db"
+    assert f"runs and stored results in '{default_db}'" in err and default_db.is_file()
+    assert "incremental: 0 of 2 nodes cached" in out and "ran     greet  (no stored result)" in out
+
+    assert main(argv) == 0  # the same code and inputs: nothing runs
+    out, err = capsys.readouterr()
+    assert "[cli_demo] 2/2 done (2 cached), 0 failed" in err
+    assert "incremental: 2 of 2 nodes cached" in out
+    assert "cached  greet  (reused from run " in out and "cached  shout  (reused from run " in out
+    assert "succeeded" not in out.split("incremental:")[0]  # the table's status column says cached
+
+    actions.write_text(ACTIONS.format(fail="bob").replace("text.upper()", "text.upper() + '!'"))
+    assert main([*argv, "--json"]) == 0  # an edited action re-runs; its unchanged upstream is reused
+    nodes = {o["node"]: o for o in json.loads(capsys.readouterr().out)["outcomes"]}
+    assert nodes["greet"]["status"] == "cached" and nodes["greet"]["cached_from"]
+    assert nodes["shout"]["status"] == "succeeded" and nodes["shout"]["reason"] == "code changed"
+
+
+def test_fresh_runs_every_node_and_stores_for_the_next_run(files, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    db = tmp_path / "chosen.db"
+    base = ["run", str(workflow), "--actions", str(actions), *RUN_ARGS, "--db", str(db)]
+    assert main([*base, "--incremental"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--fresh", "--json"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert {o["node"]: (o["status"], o["reason"]) for o in fresh["outcomes"]} == {
+        "greet": ("succeeded", "a fresh run was asked for"), "shout": ("succeeded", "a fresh run was asked for")}
+    assert not (workflow.parent / ".dagger-cache.db").exists()  # --db is where it goes
+    assert main([*base, "--incremental", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {o["node"]: o["status"] for o in report["outcomes"]} == {"greet": "cached", "shout": "cached"}
+
+
+def test_fresh_and_incremental_together_is_a_usage_error(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(workflow), "--actions", str(actions), *RUN_ARGS, "--incremental", "--fresh"])
+    assert exit_info.value.code == 2
+    assert "--fresh: not allowed with argument --incremental" in capsys.readouterr().err
+    assert not (workflow.parent / ".dagger-cache.db").exists()
+
+
+def test_a_plain_run_stores_nothing_and_prints_no_reuse_summary(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    assert main(["run", str(workflow), "--actions", str(actions), *RUN_ARGS]) == 0
+    assert "incremental:" not in capsys.readouterr().out
+    assert not (workflow.parent / ".dagger-cache.db").exists()

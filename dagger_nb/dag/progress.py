@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dagger_nb.dag.events import DagEvent, NodeFailed, NodeStarted, NodeSucceeded, RunFinished
+from dagger_nb.dag.events import DagEvent, NodeCached, NodeFailed, NodeStarted, NodeSucceeded, RunFinished
 from dagger_nb.dag.report import ExecutionReport
 from dagger_nb.dag.spec import WorkflowSpec
 
@@ -24,7 +24,7 @@ class ProgressLine:
         self.stream = stream
         self.interval = 1.0 / rate
         self.total = len(spec.nodes)
-        self.done = self.failed = 0
+        self.done = self.failed = self.cached = 0
         self.running: dict[str, None] = {}
         self._last_draw = 0.0
         self._tty = stream.isatty()
@@ -37,6 +37,9 @@ class ProgressLine:
         elif isinstance(event, NodeSucceeded):
             self.running.pop(event.node, None)
             self.done += 1
+        elif isinstance(event, NodeCached):  # reused by an incremental run: done without running
+            self.done += 1
+            self.cached += 1
         elif isinstance(event, NodeFailed):
             self.running.pop(event.node, None)
             self.failed += 1
@@ -54,7 +57,8 @@ class ProgressLine:
         """The current status line."""
         running = ", ".join(list(self.running)[:3]) + (" …" if len(self.running) > 3 else "")
         elapsed = time.monotonic() - self._started
-        return (f"[{self.spec.name}] {self.done + self.failed}/{self.total} done, {self.failed} failed, "
+        cached = f" ({self.cached} cached)" if self.cached else ""
+        return (f"[{self.spec.name}] {self.done + self.failed}/{self.total} done{cached}, {self.failed} failed, "
                 f"{elapsed:.1f}s" + (f" | running: {running}" if running else ""))
 
     def _draw(self, *, final: bool) -> None:
@@ -81,7 +85,8 @@ def report_json(report: ExecutionReport) -> str:
     outcomes: list[dict[str, Any]] = [
         {"node": o.node, "action": o.action, "status": o.status, "attempts": o.attempts,
          "retry_messages": o.retry_messages, "error": o.error, "started_at": o.started_at,
-         "finished_at": o.finished_at, "duration_s": o.duration_s, "notes": o.notes}
+         "finished_at": o.finished_at, "duration_s": o.duration_s, "notes": o.notes,
+         "reason": o.reason, "cached_from": o.cached_from}
         for o in report.outcomes.values()
     ]
     return json.dumps({"run_id": report.run_id, "workflow": report.workflow, "status": report.status,
