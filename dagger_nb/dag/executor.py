@@ -122,6 +122,9 @@ class DagExecutor(StoredResults):
     ) -> None:
         if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
             raise ExecutionError(f"keep_runs must be a positive whole number, got {keep_runs!r}")
+        if backend is not None and not isinstance(backend, Backend):  # say, the Dask client itself
+            raise ExecutionError(f"backend must be a Backend such as DaskBackend(client) (or None: this process), "
+                                 f"got {backend!r}")
         if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):  # a bool is not one
             raise ExecutionError(f"max_tokens must be a whole number >= 1 (or None), got {max_tokens!r}")
         #: overrides every workflow's ``config.max_tokens`` when given

@@ -592,3 +592,12 @@ async def test_the_old_call_still_works_and_says_it_is_deprecated(backend: DaskB
 def test_the_backends_are_backends(backend: DaskBackend) -> None:
     assert isinstance(backend, Backend) and isinstance(LocalBackend(), Backend)
     assert not isinstance(object(), Backend)
+
+
+@pytest.mark.parametrize("wrong", ["client", "object"])
+def test_an_executor_or_a_manager_refuses_what_is_not_a_backend(dask_client: Any, wrong: str) -> None:
+    given = dask_client if wrong == "client" else object()
+    with pytest.raises(dagger_nb.ExecutionError, match="backend must be a Backend such as DaskBackend"):
+        dagger_nb.DagExecutor(ActionRegistry(), backend=given)
+    with pytest.raises(dagger_nb.TaskError, match="backend must be a Backend such as DaskBackend"):
+        dagger_nb.TaskManager(backend=given)
