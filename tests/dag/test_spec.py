@@ -566,19 +566,22 @@ def _fan_in(inputs: int) -> WorkflowSpec:
 
 def _check_seconds(spec: WorkflowSpec) -> float:
     best = float("inf")
-    for _ in range(7):
-        started = time.process_time()
-        assert list(check_workflow(spec, actions=["x"])) == []
-        best = min(best, time.process_time() - started)
+    gc.disable()
+    try:
+        for _ in range(5):
+            started = time.process_time()
+            assert list(check_workflow(spec, actions=["x"])) == []
+            best = min(best, time.process_time() - started)
+    finally:
+        gc.enable()
     return best
 
 
 def test_validation_is_linear_in_a_node_inputs() -> None:
-    small, big = _check_seconds(_fan_in(2000)), _check_seconds(_fan_in(20_000))
-    # 10x the inputs: a linear check takes about 10x; the old list look-ups took about 100x.
-    # CPU time of this process: other work on a busy machine does not count.
-    assert big < 20 * small, f"2k inputs {small:.4f} s, 20k inputs {big:.4f} s"
-    assert big < 1.0
+    # 20x the inputs: a linear check takes about 20x (up to 60x with a busy machine's cache noise);
+    # list look-ups per input, as before, take about 400x. CPU time of this process, best of five.
+    small, big = _check_seconds(_fan_in(2000)), _check_seconds(_fan_in(40_000))
+    assert big < 60 * max(small, 1e-4), f"2k inputs {small:.4f} s, 40k inputs {big:.4f} s"
 
 
 def test_node_lookup_follows_changes_to_the_node_list() -> None:
