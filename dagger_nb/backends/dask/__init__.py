@@ -29,7 +29,7 @@ rules, in short (docs/dask.md has the long form):
   the scheduler gives up on the task: set ``distributed.scheduler.allowed-failures``
   to 0 so that happens at the first death and ``try_count`` alone decides.
 
-Workers need ``dagger-nb`` installed: the small wrappers below are pickled by
+Workers need ``dagger-nb`` installed: the small wrappers in ``worker.py`` are pickled by
 reference; the action functions themselves travel by value (cloudpickle), so
 functions defined in a notebook cell work.
 """
