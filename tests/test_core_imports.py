@@ -309,3 +309,12 @@ def test_no_core_module_imports_the_notebook_layer() -> None:
         and not (path == PACKAGE / "__init__.py" and function == "load_ipython_extension")
     ]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("module", ["_callables.py", "cache.py", "errors.py"])
+def test_the_shared_lower_modules_import_no_paradigm(module: str) -> None:
+    """What the paradigms and the backends share sits below all of them."""
+    higher = ("dagger_nb.dag", "dagger_nb.agents", "dagger_nb.pubsub", "dagger_nb.backends", "dagger_nb.notebook")
+    wrong = [f"{module}:{line} imports {name}" for line, name, _ in imported_modules(PACKAGE / module)
+             if any(reaches(name, layer) for layer in higher)]
+    assert not wrong, "\n".join(wrong)
