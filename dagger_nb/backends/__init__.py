@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-from dagger_nb._callables import Callee, RemoteContext
+from dagger_nb._callables import Callee, OutputPrints, RemoteContext
 
 
 class WhereRan(Protocol):
@@ -146,4 +146,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Backend", "Callee", "DaskBackend", "LocalBackend", "RemoteContext", "SendsAhead", "WhereRan"]
+__all__ = [
+    "Backend", "Callee", "DaskBackend", "LocalBackend", "OutputPrints", "RemoteContext", "SendsAhead", "WhereRan",
+]
