@@ -301,3 +301,43 @@ async def test_a_sync_handler_calling_async_publish_gets_a_clear_dead_letter(
         "a sync handler runs in a worker thread, so call ctx.publish_sync(...)"
     )
     assert bus.history("out").empty
+
+
+async def test_publishers_waiting_for_room_go_in_arrival_order_and_newcomers_queue_behind(
+    registry: PubSubAgentRegistry,
+) -> None:
+    release = anyio.Event()
+    received: list[str] = []
+
+    @dagger_nb.pubsub_agent("slow", subscribe=["work"], registry=registry)
+    async def slow(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        await release.wait()
+        received.append(message.payload)
+
+    bus = dagger_nb.PubSub(registry=registry, queue_size=1)
+    bus.register("slow")
+    with anyio.fail_after(10):  # a lost wake-up would leave the line waiting for good
+        async with anyio.create_task_group() as group:
+            group.start_soon(bus.run)
+            await bus.publish("work", "in handler")
+            await wait_all_tasks_blocked()
+            await bus.publish("work", "queued")
+            first_in_line = anyio.CancelScope()  # cancelled below while first in line
+
+            async def never() -> None:
+                with first_in_line:
+                    await bus.publish("work", "never")
+
+            group.start_soon(never)
+            await wait_all_tasks_blocked()
+            for name in ("a", "b", "c"):
+                group.start_soon(bus.publish, "work", name)
+                await wait_all_tasks_blocked()
+            first_in_line.cancel()
+            await wait_all_tasks_blocked()
+            release.set()
+            await anyio.sleep(0)
+            await bus.publish("work", "late")  # arrives while a, b, c still wait: goes after them
+            await bus.wait_idle()
+            bus.stop()
+    assert received == ["in handler", "queued", "a", "b", "c", "late"]
