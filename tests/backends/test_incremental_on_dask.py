@@ -122,3 +122,25 @@ async def test_big_outputs_are_fingerprinted_on_the_worker_and_reused(
     assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "total": "cached"}
     assert reused.cache.get("total", "result") == BIG_ROWS * (BIG_ROWS - 1) // 2
     assert hashed_here == []
+
+
+def make_unhashable(rows: int) -> Any:
+    return [lambda: None] * rows  # a big list that neither hashes nor pickles with pickle itself
+
+
+def count(frame: Any) -> int:
+    return len(frame)
+
+
+async def test_a_big_output_the_worker_cannot_fingerprint_is_not_stored_and_runs_again(
+    tmp_path: Path, backend: DaskBackend
+) -> None:
+    db = tmp_path / "runs.db"
+    for _ in range(2):
+        runs = executor(db, backend, make=make_unhashable, total=count)
+        report = await runs.execute_dag("frames", inputs={"rows": 20_000})
+        runs.close()
+        assert report.success, report.error
+        assert report.cache.get("total", "result") == 20_000
+        assert report.outcomes["make"].status == "succeeded"  # each time: nothing was stored
+        assert any("an output could not be fingerprinted" in note for note in report.outcomes["make"].notes)
