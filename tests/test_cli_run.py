@@ -302,3 +302,27 @@ def test_a_plain_run_stores_nothing_and_prints_no_reuse_summary(files, capsys) -
     assert main(["run", str(workflow), "--actions", str(actions), *RUN_ARGS]) == 0
     assert "incremental:" not in capsys.readouterr().out
     assert not (workflow.parent / ".dagger-cache.db").exists()
+
+
+def test_an_incremental_run_whose_default_file_another_process_holds_says_so(files, capsys) -> None:  # type: ignore[no-untyped-def]
+    workflow, actions = files
+    default_db = workflow.parent / ".dagger-cache.db"
+    holder = subprocess.Popen(  # a notebook kernel with that folder's results open
+        [sys.executable, "-c", "import sys\nfrom dagger_nb import ActionRegistry, DagExecutor\n"
+         f"executor = DagExecutor(ActionRegistry(), db={str(default_db)!r})\nprint('ready', flush=True)\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        code = main(["run", str(workflow), "--actions", str(actions), *RUN_ARGS, "--incremental"])
+        _, err = capsys.readouterr()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert code == 1
+    assert f"error: database '{default_db}'" in err and f"PID {holder.pid}" in err
+    assert "Traceback" not in err
