@@ -284,12 +284,25 @@ class RunCache(Cache):
         self.inputs: Mapping[str, Any] = MappingProxyType(dict(inputs))
         self.config = self.shared.config
         self._inputs_at = time.time()
+        # What this run's actions wrote themselves: runs sharing a cache write the same namespaces,
+        # so a value that changed during an attempt is not proof that this run's action wrote it.
+        self._written: set[tuple[str, str]] = set()
 
     def insert(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` in the shared cache; a run's inputs cannot be written."""
         if namespace == INPUTS:
             raise DaggerError(f"cannot write '{INPUTS}.{key}': a run's inputs are read-only (pass them as inputs=...)")
         self.shared.insert(namespace, key, value)
+        self._written.add((namespace, key))
+
+    def take_written(self, namespace: str) -> set[str]:
+        """The keys of ``namespace`` written through this view since the last call for it, which
+        then forgets them."""
+        if not self._written:
+            return set()
+        keys = {key for written_namespace, key in self._written if written_namespace == namespace}
+        self._written.difference_update((namespace, key) for key in keys)
+        return keys
 
     def get(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
         """The run's input ``key`` for namespace ``inputs``, else the shared cache's value."""

@@ -53,27 +53,24 @@ def _produced(run: Run, node_id: str) -> str:
     return f"it produced: {shown}"
 
 
-def store_outputs(
-    run: Run, node: NodeSpec, action: Action, result: Any, before: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], list[str]]:
+def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
     """Store ``result`` as the node's outputs; returns them and the keys the action had written
-    itself (through ``ctx``), which its return value does not overwrite.
+    itself (through ``ctx``, during this attempt), which its return value does not overwrite.
 
-    ``before``: the node's namespace before the attempt; a value already there (an earlier
-    attempt's, or a snapshot's restored on resume) and not written again is not the action's.
+    Only writes made through this run's cache count (see :meth:`RunCache.take_written`): a value
+    another run of the same workflow stored meanwhile, an earlier attempt's or a snapshot's
+    restored on resume is not the action's.
     """
     outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
-    cache = run.cache
-    written = []
-    if action.takes_ctx:
-        earlier = before or {}
-        written = [key for key in outputs
-                   if cache.contains(node.id, key) and cache.get(node.id, key) is not earlier.get(key, _MISSING)]
+    cache = run.run_cache
+    own = cache.take_written(node.id) if action.takes_ctx else ()
+    written = [key for key in outputs if key in own]
+    shared = cache.shared  # the return value is the run's, not a write by the action
     for key, value in outputs.items():
         if key in written:
             outputs[key] = cache.get(node.id, key)
         else:
-            cache.insert(node.id, key, value)
+            shared.insert(node.id, key, value)
     return outputs, written
 
 

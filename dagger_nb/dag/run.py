@@ -132,7 +132,7 @@ class Run:
             # The run's inputs are its own, shown over the cache its outputs go to; a cache that
             # holds inputs already (a stored run's, or filled by hand) lends them, ``inputs`` win.
             cache = RunCache(cache, {**cache.namespace(INPUTS), **(inputs or {})})
-        self.cache: Cache = cache
+        self.cache: Cache = cache  # a ReleasedCache once a finished run let its values go
         self.plan = plan or Plan.of(spec)
         self._owns_plan = plan is None
         self.nodes: dict[str, NodeSpec] = {node.id: node for node in spec.nodes}
@@ -182,6 +182,13 @@ class Run:
                 if outcome.status in DONE_STATUSES:
                     self.keep_outputs(node_id)
         self._prepare()
+
+    @property
+    def run_cache(self) -> RunCache:
+        """The run's view of its cache (its own inputs over the shared cache), while it has one."""
+        if not isinstance(self.cache, RunCache):
+            raise ExecutionError(f"run '{self.run_id}' has released its cache")
+        return self.cache
 
     def reset(self) -> None:
         """Prepare to (re)start: failed, cancelled and skipped nodes become pending again.

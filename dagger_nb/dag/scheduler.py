@@ -263,7 +263,8 @@ class Scheduler:
                     kwargs = resolve_inputs(run, node_id)
                     if review_note is not None:
                         kwargs["review_note"] = review_note
-                    before = run.cache.namespace(node_id) if action.takes_ctx else None
+                    if action.takes_ctx:  # an earlier attempt's writes are not this attempt's
+                        run.run_cache.take_written(node_id)
                     capture = start_capture(logs)
                     adding = ADDING_NODE.set(node_id)
                     try:
@@ -273,7 +274,7 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    outputs, written = store_outputs(run, node, action, result, before)
+                    outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)
                     retries.add(attempt, error)

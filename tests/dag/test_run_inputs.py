@@ -139,3 +139,41 @@ def test_the_run_cache_view_keeps_inputs_apart_from_the_shared_cache() -> None:
         first.get("inputs", "missing")
     first.clear()
     assert first.get("inputs", "x") == 1 and shared.namespaces() == []
+
+
+async def test_a_concurrent_run_storing_the_same_node_is_not_taken_for_the_actions_own_write() -> None:
+    # The first run's node is still running when the second run's same node stores its value in the
+    # shared cache: the first run must keep its own return value (and not warn about a write of its own).
+    registry = ActionRegistry()
+    holding, release = anyio.Event(), anyio.Event()
+    seen: dict[str, Any] = {}
+
+    async def compute(x: int, ctx: dagger_nb.NodeContext) -> int:
+        if x == 1:
+            holding.set()
+            await release.wait()
+        return x * 10
+
+    def after(value: int, ctx: dagger_nb.NodeContext) -> None:
+        seen[ctx.run_id] = value
+
+    registry.register("compute", compute)
+    registry.register("after", after)
+    executor = executor_with(registry, workflow(
+        "w",
+        {"id": "compute", "action": "compute", "inputs": [READS[0]]},
+        {"id": "after", "action": "after", "dependencies": ["compute"],
+         "inputs": [{"name": "value", "reference": "compute.result"}]},
+    ))
+    shared = Cache()
+    with anyio.fail_after(30):
+        first = executor.start("w", inputs={"x": 1}, cache=shared)
+        await holding.wait()
+        second = await executor.execute_dag("w", shared, inputs={"x": 2})
+        assert shared.get("compute", "result") == 20
+        release.set()
+        one = await first
+    assert one.success and second.success
+    assert seen == {one.run_id: 10, second.run_id: 20}
+    assert not one.outcomes["compute"].notes
+    assert shared.get("compute", "result") == 10  # the latest value stored
