@@ -92,9 +92,14 @@ class DagExecutor(StoredResults):
     re-running a notebook cell works. A failed write (a full disk) ends the run
     ``failed`` with the :class:`StorageError` naming the file.
 
-    ``keep_runs`` bounds how many finished runs stay in memory (their reports, caches and
-    events); older ones are forgotten here and, with ``db``, still listed, drawn and
-    resumed from the file.
+    ``keep_runs`` bounds how many finished runs stay in memory; older ones are forgotten
+    here and, with ``db``, still listed, drawn and resumed from the file. Of a succeeded
+    run the executor keeps only its record (outcomes, timings, usage): its values (the
+    cache, the events with their outputs) live as long as somebody holds the report, a
+    :class:`RunHandle` on it or the cache, and go when nobody does. The cache keeps what
+    it was asked to keep: a cache you pass in (``cache=``) keeps everything until you clear
+    it, one with :class:`CacheConfig` limits keeps within them. A run that can still be
+    resumed (failed, paused, cancelled) keeps its values for the resume.
 
     ``incremental``: True reuses stored node results whose fingerprint matches (nodes read
     ``cached``), False never does, None (the default) follows each workflow's

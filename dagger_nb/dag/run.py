@@ -86,7 +86,7 @@ class Plan:
         for node in nodes:
             self.dependencies[node.id] = tuple(share(d, d) for d in node_dependencies(node))
             self.dependents[node.id] = []
-            compiled = []
+            compiled: list[CompiledInput] = []
             for item in node.inputs:
                 source = item.source
                 if source is None:
