@@ -88,3 +88,13 @@ def format_failure(exception: BaseException) -> str:
             parts.extend(["", link, ""])
         parts.extend(_one(failure))
     return "\n".join(parts)
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (a lone surrogate, as ``os.fsdecode`` makes of a stray
+    byte) written as a backslash escape, so that it can be stored in SQLite, printed and shown."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text

@@ -84,11 +84,13 @@ class Durability:
         record.seq = self.log.add_message(message, payload_json, (record, targets))
         await self.commit.wait(self.commit.ticket(), message=True)
 
-    def outcome(self, record: Record, node: Node, kind: str, reason: str, at: float) -> None:
+    def outcome(
+        self, record: Record, node: Node, kind: str, reason: str, at: float, traceback: str | None = None
+    ) -> None:
         """Queue the rows for what became of ``record`` at ``node`` (committed by the dispatcher)."""
         message = record.message
         if kind != "delivered":
-            self.log.add_dead_letter(message.message_id, message.channel, node.node_id, reason)
+            self.log.add_dead_letter(message.message_id, message.channel, node.node_id, reason, traceback)
         if kind != "failed":
             self.log.add_delivery(message.message_id, node.node_id, kind, at)
 

@@ -402,7 +402,7 @@ class PubSub(BusViews):
         """The dispatcher is done with ``record`` for ``node``: log it, dead-letter it, tell dashboards."""
         message_id, channel, node_id = record.message.message_id, record.message.channel, node.node_id
         if self._durable is not None:
-            self._durable.outcome(record, node, kind, reason, at)
+            self._durable.outcome(record, node, kind, reason, at, traceback)
         elif kind != "delivered":
             self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback))
         if kind == "delivered":

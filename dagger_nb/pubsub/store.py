@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb._traceback import printable
 from dagger_nb.errors import StorageError
 from dagger_nb.pubsub._state import Node, Record
 from dagger_nb.pubsub.message import Message
-from dagger_nb.storage import ProcessLock, open_database
+from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS pubsub_dead_letters (
     message_id TEXT NOT NULL,
     channel TEXT NOT NULL,
     agent TEXT NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    traceback TEXT
 );
 CREATE TABLE IF NOT EXISTS pubsub_nodes (
     node_id TEXT PRIMARY KEY,
@@ -83,7 +85,11 @@ _UPSERT_CHANNEL = (
 _INSERT_NODE = "INSERT OR IGNORE INTO pubsub_nodes (node_id, agent) VALUES (?, ?)"
 _INSERT_MESSAGE = f"INSERT INTO pubsub_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_DELIVERY = "INSERT INTO pubsub_deliveries (message_id, node_id, outcome, at) VALUES (?, ?, ?, ?)"
-_INSERT_DEAD_LETTER = "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason) VALUES (?, ?, ?, ?)"
+_INSERT_DEAD_LETTER = (
+    "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason, traceback) VALUES (?, ?, ?, ?, ?)"
+)
+#: Columns added since the first version (name: SQL type): an older file gets them when opened.
+_ADDED_COLUMNS = {"pubsub_dead_letters": {"traceback": "TEXT"}}
 
 
 @dataclass(slots=True)
@@ -178,6 +184,12 @@ class MessageLog:
                 reader.execute("SELECT channel, count(*) FROM pubsub_messages GROUP BY channel")
             )
             (last,) = reader.execute("SELECT coalesce(max(seq), 0) FROM pubsub_messages").fetchone()
+        with self._writes:
+            try:
+                for table, columns in _ADDED_COLUMNS.items():
+                    add_missing_columns(self._connection, table, columns)
+            except sqlite3.Error as error:
+                raise StorageError(f"cannot upgrade the pub/sub log '{self.path}': {error}") from None
         if not isinstance(last, int):
             raise self.damaged("pubsub_messages", f"seq {last!r} is not an integer")
         self.last_seq = summary.last_seq = last
@@ -258,11 +270,13 @@ class MessageLog:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         return frame
 
-    def dead_letter_rows(self) -> list[tuple[str, str, str, str]]:
-        """``(message_id, channel, agent, reason)`` of every committed dead letter, oldest first."""
+    def dead_letter_rows(self) -> list[tuple[str, str, str, str, str | None]]:
+        """``(message_id, channel, agent, reason, traceback)`` of every committed dead letter, oldest first."""
         with self._reading() as reader:
             return list(
-                reader.execute("SELECT message_id, channel, agent, reason FROM pubsub_dead_letters ORDER BY rowid")
+                reader.execute(
+                    "SELECT message_id, channel, agent, reason, traceback FROM pubsub_dead_letters ORDER BY rowid"
+                )
             )
 
     # ----------------------------------------------------------------- writing
@@ -288,9 +302,12 @@ class MessageLog:
         """Queue the fact that ``node_id`` is done with ``message_id`` (``delivered`` or ``rejected``)."""
         self.pending.deliveries.append((message_id, node_id, outcome, at))
 
-    def add_dead_letter(self, message_id: str, channel: str, agent: str, reason: str) -> None:
-        """Queue a dead letter."""
-        self.pending.dead_letters.append((message_id, channel, agent, reason))
+    def add_dead_letter(
+        self, message_id: str, channel: str, agent: str, reason: str, traceback: str | None = None
+    ) -> None:
+        """Queue a dead letter (its texts escaped where UTF-8 cannot hold them)."""
+        stack = None if traceback is None else printable(traceback)
+        self.pending.dead_letters.append((message_id, channel, agent, printable(reason), stack))
 
     def add_node(self, node_id: str, agent: str) -> None:
         """Queue a registration."""

@@ -98,13 +98,14 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
     assert picky.payloads == [{"topic": "fine"}]
     assert easy.payloads == [{"headline": "no topic"}, {"topic": "fine"}]
     dead = bus.dead_letters()
-    assert list(dead.columns) == ["message_id", "channel", "agent", "reason"]
+    assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback"]
     assert dead.to_dict("records") == [
         {
             "message_id": bad.message_id,
             "channel": "news",
             "agent": picky_id,
             "reason": "agent 'picky' input: invalid payload at '$': 'topic' is a required property",
+            "traceback": None,  # a rejection: no handler ran
         }
     ]
     delivered = dict(zip(bus.history()["message_id"], bus.history()["delivered_to"], strict=True))
