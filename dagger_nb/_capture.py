@@ -80,7 +80,40 @@ class LogBuffer:
             self.dropped = 0
 
 
-_current: contextvars.ContextVar[LogBuffer | None] = contextvars.ContextVar("dagger_nb_log_buffer", default=None)
+class LazyLogBuffer:
+    """A :class:`LogBuffer` made on the first line written to it, for work that mostly prints
+    nothing (a task agent's attempt): until then it is one small object."""
+
+    __slots__ = ("_buffer",)
+    _buffer: LogBuffer
+
+    def _made(self) -> LogBuffer:
+        try:
+            return self._buffer
+        except AttributeError:
+            self._buffer = buffer = LogBuffer()
+            return buffer
+
+    def write(self, stream: str, text: str) -> None:
+        """As :meth:`LogBuffer.write`."""
+        self._made().write(stream, text)
+
+    def add_line(self, line: str) -> None:
+        """As :meth:`LogBuffer.add_line`."""
+        self._made().add_line(line)
+
+    def take(self) -> list[str] | None:
+        """The lines written so far, unfinished ones included; None when nothing was written."""
+        buffer: LogBuffer | None = getattr(self, "_buffer", None)
+        if buffer is None:
+            return None
+        buffer.close()
+        return buffer.lines
+
+
+_current: contextvars.ContextVar[LogBuffer | LazyLogBuffer | None] = contextvars.ContextVar(
+    "dagger_nb_log_buffer", default=None
+)
 _install_lock = threading.Lock()
 _factory_installed = False
 
@@ -128,19 +161,32 @@ def _install() -> None:
             _factory_installed = True
 
 
-def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | None]:
+def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
     """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
     if sys.stdout.__class__ is not _Tee or sys.stderr.__class__ is not _Tee or not _factory_installed:
         _install()
     return _current.set(buffer)
 
 
-def stop_capture(token: contextvars.Token[LogBuffer | None]) -> None:
+def stop_capture(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> None:
     """Undo :func:`start_capture` and keep the buffer's unfinished lines."""
     buffer = _current.get()
     _current.reset(token)
-    if buffer is not None and (buffer._partial or buffer.dropped):
+    if isinstance(buffer, LogBuffer) and (buffer._partial or buffer.dropped):
         buffer.close()
+
+
+def route_logs(logs: LazyLogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
+    """Route prints and log records of the current context to ``logs`` until :func:`unroute_logs`
+    (the lines stay in ``logs`` until its :meth:`~LazyLogBuffer.take`)."""
+    if sys.stdout.__class__ is not _Tee or sys.stderr.__class__ is not _Tee or not _factory_installed:
+        _install()
+    return _current.set(logs)
+
+
+def unroute_logs(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> None:
+    """Undo :func:`route_logs`."""
+    _current.reset(token)
 
 
 @contextlib.contextmanager

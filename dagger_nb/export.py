@@ -190,23 +190,40 @@ def errors_list_html(errors: Sequence[tuple[str, str, str | None]], *, limit: in
 def logs_html(outcomes: Iterable[Any], *, nodes: int = 10, lines: int = 20) -> str:
     """The last ``lines`` log lines of up to ``nodes`` nodes that printed or logged (running ones first,
     then the latest finished), each folded under its node's name; escaped."""
-    talking = [o for o in outcomes if o.logs]
-    if not talking:
+    return _logs_section(
+        [(o.node, o.status, o.logs, o.finished_at or o.started_at or 0) for o in outcomes if o.logs],
+        shown=nodes, lines=lines, unit="nodes",
+    )
+
+
+def task_logs_html(tasks: Iterable[Any], *, shown: int = 10, lines: int = 20) -> str:
+    """As :func:`logs_html` for task agents: what the last attempt of up to ``shown`` tasks printed or
+    logged (the latest updated first), each folded under its task id; escaped."""
+    return _logs_section(
+        [(t.task_id, str(t.status), t.output.logs, t.updated_at.timestamp())
+         for t in tasks if t.output is not None and getattr(t.output, "logs", None)],
+        shown=shown, lines=lines, unit="tasks",
+    )
+
+
+def _logs_section(entries: list[tuple[str, str, list[str], float]], *, shown: int, lines: int, unit: str) -> str:
+    """``(name, status, logs, when)`` entries as folded log blocks, running ones open and first."""
+    if not entries:
         return ""
-    talking.sort(key=lambda o: (o.status != "running", -(o.finished_at or o.started_at or 0)))
+    entries.sort(key=lambda entry: (entry[1] not in ("running", "in_progress"), -entry[3]))
     items = []
-    for outcome in talking[:nodes]:
-        shown = outcome.logs[-lines:]
-        hidden = len(outcome.logs) - len(shown)
-        text = "\n".join(shown) if not hidden else f"… {hidden} earlier lines\n" + "\n".join(shown)
-        opened = " open" if outcome.status == "running" else ""
+    for name, status, logs, _ in entries[:shown]:
+        tail = logs[-lines:]
+        hidden = len(logs) - len(tail)
+        text = "\n".join(tail) if not hidden else f"… {hidden} earlier lines\n" + "\n".join(tail)
+        opened = " open" if status in ("running", "in_progress") else ""
         items.append(
-            f"<details class='dagger-node-logs'{opened}><summary>{escape(outcome.node)} "
-            f"<span style='color:#666'>({len(outcome.logs)} lines, {escape(outcome.status)})</span></summary>"
+            f"<details class='dagger-node-logs'{opened}><summary>{escape(name)} "
+            f"<span style='color:#666'>({len(logs)} lines, {escape(status)})</span></summary>"
             f"<pre style='font-size:11px;white-space:pre-wrap;margin:2px 0 6px 0'>{escape(text)}</pre></details>"
         )
-    more = f"<div style='color:#666'>… and {len(talking) - nodes} more nodes with logs</div>" if len(
-        talking) > nodes else ""
+    more = f"<div style='color:#666'>… and {len(entries) - shown} more {unit} with logs</div>" if len(
+        entries) > shown else ""
     return f"<div><b>Logs</b>{''.join(items)}{more}</div>"
 
 
@@ -450,7 +467,7 @@ def _task_record(task: Any) -> dict[str, Any]:
         "status": str(task.status), "reason": task.status_reason, "summary": task.summary,
         "parent_task_id": task.parent_task_id, "dependencies": list(task.dependencies),
         "output": None if output is None else output.data, "error": None if output is None else output.error,
-        "traceback": task_traceback(task),
+        "traceback": task_traceback(task), "logs": None if output is None else getattr(output, "logs", None),
         "created_at": task.created_at.isoformat(), "updated_at": task.updated_at.isoformat(),
     }
 
@@ -474,7 +491,8 @@ def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
 
 def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, *, dot: str | None = None) -> str:
     """A self-contained, escaped HTML page of a task job's report (header, progress, tasks, failures with
-    their tracebacks, the graph: ``dot``, else drawn from the report's tasks); written to ``path`` when given."""
+    their tracebacks, the tasks' logs, the graph: ``dot``, else drawn from the report's tasks); written to
+    ``path`` when given."""
     tasks = list(report.outcomes.values())
     if dot is None:
         from dagger_nb.agents._dot import job_graph
@@ -500,7 +518,8 @@ def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, 
         f"<h2>Tasks</h2><table class='nodes'><thead><tr><th>task</th><th>id</th><th>agent</th><th>status</th>"
         f"<th>reason</th><th>output</th></tr></thead><tbody>{rows}</tbody></table>"
         f"{'<h2>Graph</h2>' + _graph_section(dot) if dot else ''}"
-        f"<h2>Errors</h2>{errors_list_html(failed, limit=len(failed) or 1) or '<p>None.</p>'}</body></html>"
+        f"<h2>Errors</h2>{errors_list_html(failed, limit=len(failed) or 1) or '<p>None.</p>'}"
+        f"<h2>Logs</h2>{task_logs_html(tasks, shown=len(tasks) or 1, lines=200) or '<p>None.</p>'}</body></html>"
     )
     if path is not None:
         with open(path, "w", encoding="utf-8") as file:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
+from dagger_nb._capture import LazyLogBuffer, route_logs, unroute_logs
 from dagger_nb._traceback import format_failure
 from dagger_nb.agents._threads import LIVE_THREADS, ThreadKey, file_identity, on_this_loop
 from dagger_nb.agents.context import TaskContext
@@ -56,6 +57,7 @@ class Result:
     stored_output: str | None = None  # an OK output's JSON for the database (None without one)
     journal: AttemptJournal | None = None  # what the attempt added, committed with its outcome
     traceback: str | None = None  # an ERROR's stack, trimmed to the agent's frames
+    logs: list[str] | None = None  # what the attempt printed or logged (None: nothing)
 
 
 class AttemptRunner:
@@ -98,6 +100,10 @@ class AttemptRunner:
             return Result(task_id, Kind.FATAL, printable(str(error)), dependencies, journal=journal)
         ctx = TaskContext(manager, task, attempt=task.retry_count + 1, journal=journal)
         payload = dict(task.input)
+        # Prints and log records of the agent (a worker thread gets a copy of this context) go to
+        # the attempt's own lines as well as to the cell; nothing is made until it writes.
+        logs = LazyLogBuffer()
+        routing = route_logs(logs)
         try:
             if task.timeout is None:
                 output = await self.call_agent(agent, payload, ctx)
@@ -105,9 +111,8 @@ class AttemptRunner:
                 with anyio.move_on_after(task.timeout) as scope:
                     output = await self._call_bounded(agent, payload, ctx)
                 if scope.cancelled_caught:
-                    return Result(
-                        task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies, journal=journal
-                    )
+                    return Result(task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies,
+                                  journal=journal, logs=_lines(logs))
             output, stored = check_output(
                 self._journal.store is not None, agent.name, agent.output_schema, output, task_id=task_id
             )
@@ -117,8 +122,14 @@ class AttemptRunner:
             # Our own errors (a schema, an unstorable output) are complete sentences about the output,
             # not the agent's code: their stack would show only dagger-nb's frames.
             stack = None if isinstance(error, DaggerError) else printable(format_failure(error))
-            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal, traceback=stack)
-        return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal)
+            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal, traceback=stack,
+                          logs=_lines(logs))
+        finally:
+            unroute_logs(routing)
+        lines = _lines(logs)
+        if lines is not None and stored is not None:
+            stored = f'{stored[:-1]}, "logs": {json.dumps(lines)}}}'
+        return Result(task_id, Kind.OK, output, dependencies, stored, journal=journal, logs=lines)
 
     def call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Awaitable[Any]:
         """The one seam where an agent is called (a backend plugs in here)."""
@@ -241,6 +252,12 @@ def _json_encoder() -> Callable[[Any], str]:
 
 _SAMPLE = {"text": "\u00e9\n\"", "numbers": [1, 2.5, float("inf"), None, True], "nested": {"a": []}}
 _encode_json = _json_encoder()
+
+
+def _lines(logs: LazyLogBuffer) -> list[str] | None:
+    """The lines ``logs`` holds, each storable (see :func:`printable`); None when there are none."""
+    lines = logs.take()
+    return None if lines is None else [printable(line) for line in lines]
 
 
 def _describe(error: Exception) -> str:

@@ -177,7 +177,7 @@ class TaskTransitions:
         if task.status is not IN_PROGRESS:
             return  # someone else decided (terminated, set through the manager)
         if result.kind is Kind.OK:
-            self._complete(task, result.value, result.stored_output)
+            self._complete(task, result.value, result.stored_output, result.logs)
         elif result.kind is Kind.BLOCK:
             self._set(task, BLOCKED, result.value)
             self._pending_events.append(TaskBlocked(self.job_id, task.task_id, result.value))
@@ -192,10 +192,12 @@ class TaskTransitions:
             self._pending_events.append(TaskRetrying(self.job_id, task.task_id, task.retry_count, result.value))
             self._reconsider(task)
         else:
-            self._fail(task, result.value, result.traceback)
+            self._fail(task, result.value, result.traceback, result.logs)
 
-    def _complete(self, task: TaskRecord, output: dict[str, Any], stored_output: str | None) -> None:
-        self._set(task, COMPLETED, None, output=completed_output(output), stored_output=stored_output)
+    def _complete(
+        self, task: TaskRecord, output: dict[str, Any], stored_output: str | None, logs: list[str] | None = None
+    ) -> None:
+        self._set(task, COMPLETED, None, output=completed_output(output, logs), stored_output=stored_output)
         self._cache.insert(task.task_id, "output", output)
         self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
         self._release_dependents(task)
@@ -207,8 +209,11 @@ class TaskTransitions:
             self._pending_events.append(TaskStatusChanged(self.job_id, task.task_id, PENDING, reason))
             self._reconsider(task)
 
-    def _fail(self, task: TaskRecord, reason: str, traceback: str | None = None) -> None:
-        self._set(task, FAILED, reason, output=TaskOutput(success=False, error=reason, traceback=traceback))
+    def _fail(
+        self, task: TaskRecord, reason: str, traceback: str | None = None, logs: list[str] | None = None
+    ) -> None:
+        output = TaskOutput(success=False, error=reason, traceback=traceback, logs=logs)
+        self._set(task, FAILED, reason, output=output)
         self._pending_events.append(TaskFailed(self.job_id, task.task_id, reason))
         self._cascade(task)
 

@@ -78,6 +78,8 @@ class TaskOutput(BaseModel):
     error: str | None = None
     #: the failed attempt's stack, trimmed to the agent's own frames (None when nothing raised)
     traceback: str | None = None
+    #: what the last attempt printed or logged, one line each, bounded (None when nothing)
+    logs: list[str] | None = None
 
 
 class Task(BaseModel):
@@ -271,10 +273,10 @@ _EVERY_FIELD = set(TASK_FIELDS)
 field_values = attrgetter(*TASK_FIELDS)
 
 
-def completed_output(data: dict[str, Any]) -> TaskOutput:
-    """``TaskOutput(success=True, data=data)`` for a dict already checked, built without validation."""
-    return _unvalidated(TaskOutput, {"success": True, "data": data, "error": None, "traceback": None},
-                       {"success", "data"})
+def completed_output(data: dict[str, Any], logs: list[str] | None = None) -> TaskOutput:
+    """``TaskOutput(success=True, data=data, logs=logs)`` for a dict already checked, built without validation."""
+    fields = {"success": True, "data": data, "error": None, "traceback": None, "logs": logs}
+    return _unvalidated(TaskOutput, fields, {"success", "data"} if logs is None else {"success", "data", "logs"})
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -6,6 +6,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import ipywidgets as widgets
+
 from dagger_nb.export import (
     errors_list_html,
     legend_html,
@@ -13,6 +15,7 @@ from dagger_nb.export import (
     progress_of,
     segmented_bar_html,
     short_id,
+    task_logs_html,
     task_traceback,
 )
 from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
@@ -32,7 +35,7 @@ _TASK_ORDER = {"failed": 0, "rejected": 0, "in_progress": 1, "blocked": 2, "comp
 
 class JobDashboard(Dashboard):
     """A live view of task job ``job_id``: header, progress, task table, per-agent panel, graph,
-    errors, Cancel.
+    errors, what the tasks printed or logged, Cancel.
 
     Pass the :class:`~dagger_nb.agents.JobHandle` (``handle=``) of a running job to follow
     it live; without one the dashboard shows the job as stored (call :meth:`refresh`).
@@ -43,6 +46,12 @@ class JobDashboard(Dashboard):
                  **options: Any) -> None:
         manager.job_status(job_id)  # raises for an unknown job before any widget is made
         super().__init__(agent_panel=True, cancellable=handle is not None, **options)
+        #: What the tasks' last attempts printed or logged, folded per task.
+        self.logs = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.logs.add_class("dagger-logs")
+        children: list[Any] = list(self.children)  # type: ignore[has-type]
+        children.insert(children.index(self.errors) + 1, self.logs)
+        self.children = children
         self.manager = manager
         self.job_id = job_id
         self.handle = handle
@@ -105,9 +114,13 @@ class JobDashboard(Dashboard):
         broken = [(t.task_id, t.status_reason or str(t.status), task_traceback(t)) for t in tasks
                   if str(t.status) in ("failed", "rejected")]
         self.errors.value = errors_list_html(broken)
+        self.logs.value = task_logs_html(tasks)
         self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final,
                           version=self.events_seen)
         self.legend.value = legend_html(_TASK_LEGEND, edges=_JOB_EDGES)
+
+    def _widgets(self) -> list[Any]:
+        return [*super()._widgets(), self.logs]
 
     def _table(self, tasks: list[TaskRecord]) -> str:
         ordered = list(tasks)
