@@ -9,8 +9,11 @@ What counts:
   not count (a docstring does), plus its default argument values and the values it
   closes over (a function made by a factory). Without source (a function built with
   ``exec`` and no line cache), its bytecode, constants (nested code objects included),
-  names, defaults and closed-over values. Module-level functions and modules the action
-  calls, and globals it reads, are *not* part of it: edit a helper and the action's
+  names, defaults and closed-over values. A callable object: its class's source and its
+  attributes. Only the source or bytecode part is remembered (per code object): defaults,
+  closed-over values and attributes are read again each time, as they change in place.
+  Module-level functions and modules the action calls, globals it reads and run inputs a
+  ``ctx`` action reads itself are *not* part of it: edit a helper and the action's
   stored result is still reused (invalidate it, or mark the action ``cache=False``).
 * **values**: ``None``, booleans, numbers, text, bytes and lists, tuples, dicts and
   sets of them canonically (dict key order does not count, ``1`` and ``1.0`` and
@@ -168,18 +171,20 @@ def _feed_pickle(h: Any, value: Any) -> None:
 
 # -- code --------------------------------------------------------------------------------------
 
-_code_prints: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Only what cannot change without making a new code object (or class) is remembered: default
+# values, closed-over values and an instance's attributes can change in place, so they are read
+# on every fingerprint.
+_code_prints: weakref.WeakKeyDictionary[types.CodeType, str] = weakref.WeakKeyDictionary()
+_class_prints: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
 
 
 def code_fingerprint(fn: Callable[..., Any]) -> str:
     """The fingerprint of an action's code (see the module docstring for what counts).
 
-    Remembered per function object: a cell that redefines the function makes a new one.
+    The source (or bytecode) part is remembered per code object; default values, closed-over
+    values and a callable object's or bound method's instance state are read each time, so
+    changing ``obj.factor`` or a dict a function closes over changes the fingerprint.
     """
-    try:
-        return _code_prints[fn]
-    except (KeyError, TypeError):
-        pass
     target: Any = fn
     parts: list[str] = []
     while isinstance(target, types.MethodType | functools.partial):
@@ -198,10 +203,7 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
             parts += [_text_of_class(type(target)), _instance_state(target), _function_print(call)]
         else:  # a builtin: by its pickle, which names it
             parts.append(value_fingerprint(target))
-    result = digest(*parts)
-    with contextlib.suppress(TypeError):  # not weak-referenceable: computed each time
-        _code_prints[fn] = result
-    return result
+    return digest(*parts)
 
 
 def _function_print(fn: types.FunctionType) -> str:
@@ -220,10 +222,18 @@ def _function_print(fn: types.FunctionType) -> str:
             defaults_print = digest(defaults_print, *(_closed_print(value) for value in closed))
         except Unfingerprintable as error:
             raise Unfingerprintable(f"a value '{fn.__qualname__}' closes over has no fingerprint: {error}") from None
+    return digest(_static_print(fn), defaults_print)
+
+
+def _static_print(fn: types.FunctionType) -> str:
+    """The source (or bytecode) part of ``fn``'s fingerprint, remembered per code object."""
+    code = fn.__code__
+    with contextlib.suppress(KeyError):
+        return _code_prints[code]
     source = _source(fn)
-    if source is not None:
-        return digest("source", source, defaults_print)
-    return digest("code", _code_print(fn.__code__), defaults_print)
+    result = digest("source", source) if source is not None else digest("code", _code_print(code))
+    _code_prints[code] = result
+    return result
 
 
 def _closed_print(value: Any) -> str:
@@ -265,11 +275,16 @@ def _code_print(code: types.CodeType) -> str:
 
 
 def _text_of_class(cls: type) -> str:
+    with contextlib.suppress(KeyError, TypeError):
+        return _class_prints[cls]
     try:
-        return digest("class", textwrap.dedent(inspect.getsource(cls)))
+        result = digest("class", textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
         call = cls.__dict__.get("__call__")
-        return digest("class", cls.__qualname__, _code_print(call.__code__) if call else "")
+        result = digest("class", cls.__qualname__, _code_print(call.__code__) if call else "")
+    with contextlib.suppress(TypeError):
+        _class_prints[cls] = result
+    return result
 
 
 def _instance_state(obj: Any) -> str:
