@@ -301,6 +301,11 @@ class StoredResults:
         return self.clear_cache(workflow, node)
 
     def _result_store(self) -> ResultStore:
+        if self._store is not None and self._store.closed:
+            # its file may belong to a later executor now: never write it without the lock
+            why = getattr(self._store, "_closed_because", "it was closed")
+            raise StorageError(f"cannot use the stored results in '{self._store.path}': this DagExecutor is "
+                               f"closed: {why}")
         if self._results is None or self._results.closed:
             path = self._store.path if self._store is not None else None
             self._results = ResultStore(path, max_cache_mb=self.max_cache_mb)
@@ -309,5 +314,15 @@ class StoredResults:
     def _make_incremental(self, run: Run, choice: bool | None, *, fresh: bool) -> None:
         if choice is None:
             choice = self.incremental if self.incremental is not None else run.config.enable_incremental_cache
-        if choice or fresh:
-            run.incremental = IncrementalRun(self._result_store(), reuse=not fresh)
+        if not (choice or fresh):
+            return
+        try:
+            results = self._result_store()
+        except StorageError as error:
+            # as when stored results cannot be read (IncrementalRun.load): the run goes on without
+            # reuse; if the run store itself cannot write (a full disk, a closed executor), the
+            # run fails on that, naming the file
+            run.notes.append(f"incremental mode: stored results could not be opened, every node runs and "
+                             f"no result is stored: {error}")
+            return
+        run.incremental = IncrementalRun(results, reuse=not fresh)
