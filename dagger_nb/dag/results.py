@@ -23,6 +23,7 @@ import pickle
 import sqlite3
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from time import time
@@ -84,7 +85,11 @@ class ResultStore:
             self._connection.executescript(SCHEMA)
         else:
             self._connection = open_database(self.path, schema=SCHEMA)
-            self._sweep()
+            try:
+                self._sweep()
+            except BaseException:
+                self._connection.close()
+                raise
 
     @property
     def where(self) -> str:
@@ -189,9 +194,9 @@ class ResultStore:
                 )
                 connection.execute("COMMIT")
         except StorageError:
-            self._remove_files({name for name, _ in files})  # nothing refers to them
+            self._remove_files({name for name, _ in files})  # new names: no row refers to them
             raise
-        self._remove_files(set(old_files) - {name for name, _ in files})
+        self._remove_files(old_files)
         self.evict()
 
     def touch(self, workflow: str, used: list[tuple[str, str]]) -> None:
@@ -328,9 +333,11 @@ class ResultStore:
 
 
 def _file_name(result: StoredResult, key: str, fmt: str) -> str:
+    """A name no other save uses, so a save that fails (or replaces a result) never overwrites or
+    removes a file a stored row still refers to."""
     name = hashlib.blake2b(f"{result.workflow}\0{result.node}\0{result.fingerprint}\0{key}".encode(),
                            digest_size=16).hexdigest()
-    return f"{name}.{fmt}"
+    return f"{name}-{uuid.uuid4().hex[:16]}.{fmt}"
 
 
 def _has_pyarrow() -> bool:
