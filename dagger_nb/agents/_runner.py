@@ -94,6 +94,12 @@ class JobRun(TaskTransitions):
     ``on_end()`` tells the manager the run is over.
     """
 
+    __slots__ = (
+        "_added", "_cancel_requested", "_change_waiter", "_changed", "_finished", "_heartbeat", "_hop", "_idle",
+        "_last_change", "_max_parallel", "_new_event", "_on_end", "_results", "_returned", "_scope", "_terminated",
+        "_wake", "_watched", "events", "manager", "report", "started_at",
+    )
+
     def __init__(
         self,
         manager: TaskManager,

@@ -53,6 +53,13 @@ if TYPE_CHECKING:
 class TaskTransitions:
     """The state of one job run's tasks and the rules that move them on."""
 
+    # Slotted: a run has about forty attributes, more than a key-sharing instance dict holds,
+    # and its hot paths read them constantly.
+    __slots__ = (
+        "_attempts", "_cache", "_dependents", "_graph", "_journal", "_journals", "_max_tokens", "_now",
+        "_pending_events", "_ready", "_running", "_tasks", "_waiting", "allowed_agents", "cost", "job_id", "tokens",
+    )
+
     def __init__(
         self,
         job_id: str,

@@ -33,7 +33,7 @@ from dagger_nb.agents.job import JobHandle, JobReport, JobUsage, StallAction, St
 from dagger_nb.agents.journal import AttemptJournal, Journal, Usage
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskRecord, TaskStatus, TaskType, snapshot
 from dagger_nb.agents.registry import TaskAgentRegistry, default_agent_registry
-from dagger_nb.agents.spec import check_options, new_record
+from dagger_nb.agents.spec import new_record
 from dagger_nb.agents.store import TaskStore
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
@@ -150,8 +150,6 @@ class TaskManager:
         the registered agents. If the job is running, the task is picked up at once.
         """
         self._check_open()
-        if options:
-            check_options(options)
         return self._hop.call(self._add_task, job_id, description, agent, input, options, None)
 
     def add_dependency(self, task_id: str, depends_on: str) -> None:
@@ -388,7 +386,8 @@ class TaskManager:
             graph.insert(task, seq, linked=False)
             journal.added.append(task.task_id)
             return task.task_id
-        self._journal.mark(task)
+        if store is not None:
+            self._journal.tasks[task.task_id] = task
         graph.insert(task, seq)
         run = self._runs.get(job_id)
         if run is not None:

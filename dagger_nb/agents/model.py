@@ -9,7 +9,7 @@ task's live state in a :class:`TaskRecord` and hands out snapshots of it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -144,7 +144,7 @@ class TaskRecord:
     summary: str | None
     tokens: int
     cost: float | None
-    models: list[str]
+    models: Sequence[str]  # replaced, never changed in place: a new task shares one empty tuple
 
     @classmethod
     def of(cls, task: Task) -> TaskRecord:
@@ -230,8 +230,11 @@ def new_task(
     task.summary = None
     task.tokens = 0
     task.cost = None
-    task.models = []
+    task.models = _NO_MODELS
     return task
+
+
+_NO_MODELS: tuple[str, ...] = ()
 
 
 def _all_str(items: Iterable[object]) -> bool:

@@ -73,6 +73,12 @@ OPTION_DEFAULTS: dict[str, Any] = {
     name: TaskSpec.model_fields[name].get_default(call_default_factory=True) for name in OPTION_NAMES
 }
 _KNOWN = frozenset(OPTION_NAMES)
+# The defaults as module-level names for new_record, which runs for every task added.
+_NO_DEPENDENCIES: tuple[str, ...] = tuple(OPTION_DEFAULTS["dependencies"])
+_DEFAULT_PARENT, _DEFAULT_TYPE, _DEFAULT_ID, _DEFAULT_TIMEOUT, _DEFAULT_RETRIES, _DEFAULT_CRITERIA = (
+    OPTION_DEFAULTS[name]
+    for name in ("parent", "task_type", "task_id", "timeout", "max_retries", "acceptance_criteria")
+)
 
 
 def check_options(options: Mapping[str, Any], where: str = "add_task()") -> None:
@@ -148,14 +154,18 @@ def new_record(
         raise TaskError("job id must not be empty")
     if agent not in registry:
         raise AgentNotFound(agent, registry.names())
-    values = {**OPTION_DEFAULTS, **options} if options else OPTION_DEFAULTS
-    task_id = values["task_id"]
+    if options and not _KNOWN.issuperset(options):
+        check_options(options)
+    get = options.get
+    task_id = get("task_id", _DEFAULT_ID)
     if task_id is None:
         task_id = new_task_id()
-    dependencies = tuple(values["dependencies"])
-    timeout, max_retries = values["timeout"], values["max_retries"]
-    problems = graph.problems(job_id, task_id, dependencies, values["parent"])
-    problems += option_problems(timeout, max_retries)
+    dependencies = tuple(get("dependencies", _NO_DEPENDENCIES))
+    parent = get("parent", _DEFAULT_PARENT)
+    timeout, max_retries = get("timeout", _DEFAULT_TIMEOUT), get("max_retries", _DEFAULT_RETRIES)
+    problems = graph.problems(job_id, task_id, dependencies, parent)
+    if type(max_retries) is not int or not 0 <= max_retries <= MAX_RETRIES or type(timeout) is bool:
+        problems += option_problems(timeout, max_retries)
     if problems:
         raise TaskError(f"cannot add task '{task_id}' to job '{job_id}': {'; '.join(problems)}")
     try:
@@ -166,11 +176,11 @@ def new_record(
             agent=agent,
             input={} if input is None else input,
             dependencies=list(dict.fromkeys(dependencies)),
-            parent=values["parent"],
-            task_type=values["task_type"],
+            parent=parent,
+            task_type=get("task_type", _DEFAULT_TYPE),
             timeout=timeout,
             max_retries=max_retries,
-            acceptance_criteria=values["acceptance_criteria"],
+            acceptance_criteria=get("acceptance_criteria", _DEFAULT_CRITERIA),
             now=utc_now(),
         )
     except ValidationError as error:

@@ -135,7 +135,7 @@ def output_json(output: TaskOutput | None) -> str | None:
 def _data_fields(task: TaskRecord) -> dict[str, Any]:
     """The fields of ``task`` the ``data`` column holds: all but those with columns of
     their own (what a running job changes, and the creation time)."""
-    fields = {
+    fields: dict[str, Any] = {
         "job_id": task.job_id,
         "task_id": task.task_id,
         "parent_task_id": task.parent_task_id,
@@ -152,7 +152,7 @@ def _data_fields(task: TaskRecord) -> dict[str, Any]:
         "summary": task.summary,
     }
     if task.tokens or task.cost is not None or task.models:  # only then: an older version reads the rest
-        fields.update(tokens=task.tokens, cost=task.cost, models=task.models)
+        fields.update(tokens=task.tokens, cost=task.cost, models=list(task.models))
     return fields
 
 
