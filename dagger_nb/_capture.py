@@ -8,10 +8,11 @@ action (anyio copies the context). Two taps read it:
   a tee that still writes everything where it went before (the cell's output)
   and also adds each complete line to the current buffer, if any;
 - a log-record factory adds each log record that a logger lets through to the
-  current buffer (handlers are untouched, so logging reaches the cell as today).
+  current buffer (handlers still get every record, so logging reaches the cell
+  as today; what a handler writes to a wrapped stream is not added a second time).
 
-Buffers are bounded (``max_lines`` lines of at most ``max_chars`` characters;
-later lines are counted, not kept).
+Buffers are bounded: the latest ``max_lines`` lines of at most ``max_chars``
+characters, after a first line counting the earlier ones dropped.
 
 >>> buffer = LogBuffer()
 >>> with capture_into(buffer):
@@ -38,46 +39,80 @@ MAX_CHARS = 1000
 
 
 class LogBuffer:
-    """The bounded log lines of one node; ``dropped`` counts the lines beyond ``max_lines``."""
+    """The bounded log lines of one node: the latest ``max_lines``, after a first line saying how
+    many earlier ones were dropped (``dropped`` counts them)."""
 
     __slots__ = ("_partial", "dropped", "lines", "max_chars", "max_lines")
 
     def __init__(self, *, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS,
                  lines: list[str] | None = None) -> None:
         self.lines: list[str] = [] if lines is None else lines
-        self.max_lines = max_lines
+        self.max_lines = max(1, max_lines)
         self.max_chars = max_chars
         self.dropped = 0
         self._partial: dict[str, str] | None = None  # made on the first unfinished line: most nodes print nothing
 
     def add_line(self, line: str) -> None:
-        """Keep ``line`` (cut to ``max_chars``) unless the buffer is full."""
-        if len(self.lines) >= self.max_lines:
-            self.dropped += 1
+        """Keep ``line`` (surrogates escaped, cut to ``max_chars``); past ``max_lines`` the oldest
+        line goes and the first line says how many went."""
+        if not line.isascii():
+            line = encodable(line)
+        if len(line) > self.max_chars:
+            line = line[: self.max_chars - 1] + "…"
+        lines = self.lines
+        # The latest lines are the ones a live panel needs. ``lines`` stays one list (the outcome
+        # shows it while the node runs), short enough that dropping its oldest line is cheap.
+        if self.dropped:
+            del lines[1]
+        elif len(lines) < self.max_lines:
+            lines.append(line)
             return
-        self.lines.append(line if len(line) <= self.max_chars else line[: self.max_chars - 1] + "…")
+        self.dropped += 1
+        lines[0] = f"… {self.dropped:,} earlier lines not kept"
+        lines.append(line)
 
     def write(self, stream: str, text: str) -> None:
-        """Add ``text`` written to ``stream`` (``stdout``/``stderr``), one line at a time."""
+        """Add ``text`` written to ``stream`` (``stdout``/``stderr``), one line at a time; a line
+        redrawn with ``\\r`` (a progress bar) keeps its last state only."""
         partial = self._partial
-        pending = (partial.pop(stream, "") if partial else "") + text
-        *complete, rest = pending.split("\n")
-        for line in complete:
-            self.add_line(line)
+        before = partial.pop(stream, "") if partial else ""
+        if "\n" in text:
+            first, *middle, rest = text.split("\n")
+            self.add_line(_last_state(before + first))
+            for line in middle:
+                self.add_line(_last_state(line))
+        else:
+            rest = before + text
+        # An unfinished line is kept no longer than a line is, so each write costs its own length.
+        rest = _last_state(rest)[: self.max_chars + 1]
         if rest:
             if self._partial is None:
                 self._partial = {}
             self._partial[stream] = rest
 
     def close(self) -> None:
-        """Keep the unfinished lines too, and say how many lines were dropped."""
+        """Keep the unfinished lines too."""
         if self._partial:
             for rest in self._partial.values():
                 self.add_line(rest)
             self._partial.clear()
-        if self.dropped:
-            self.lines.append(f"… {self.dropped} more lines not kept")
-            self.dropped = 0
+
+
+def _last_state(line: str) -> str:
+    """What a terminal would show of ``line``, roughly: its last non-empty ``\\r``-separated part."""
+    if "\r" not in line:
+        return line
+    return next((part for part in reversed(line.split("\r")) if part), "")
+
+
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates (a file name from ``os.listdir``) escaped, so pages and JSON
+    made from the logs can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class LazyLogBuffer:
@@ -116,6 +151,7 @@ _current: contextvars.ContextVar[LogBuffer | LazyLogBuffer | None] = contextvars
 )
 _install_lock = threading.Lock()
 _factory_installed = False
+_in_log_handlers = threading.local()  # ``active`` while this thread's logging handlers run
 
 
 class _Tee:
@@ -127,7 +163,7 @@ class _Tee:
 
     def write(self, text: str) -> int:
         buffer = _current.get()
-        if buffer is not None and isinstance(text, str):
+        if buffer is not None and isinstance(text, str) and not getattr(_in_log_handlers, "active", False):
             buffer.write(self._name, text)
         return self._stream.write(text)
 
@@ -158,6 +194,21 @@ def _install() -> None:
                 return record
 
             logging.setLogRecordFactory(record_factory)
+            call_handlers = logging.Logger.callHandlers
+
+            def call_handlers_uncaptured(self: logging.Logger, record: logging.LogRecord) -> None:
+                # The factory has added the record already; what a handler writes to a captured
+                # stream (Python's lastResort, a StreamHandler) is the same record again.
+                if getattr(_in_log_handlers, "active", False):
+                    call_handlers(self, record)
+                    return
+                _in_log_handlers.active = True
+                try:
+                    call_handlers(self, record)
+                finally:
+                    _in_log_handlers.active = False
+
+            setattr(logging.Logger, "callHandlers", call_handlers_uncaptured)  # noqa: B010
             _factory_installed = True
 
 
@@ -172,7 +223,7 @@ def stop_capture(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> 
     """Undo :func:`start_capture` and keep the buffer's unfinished lines."""
     buffer = _current.get()
     _current.reset(token)
-    if isinstance(buffer, LogBuffer) and (buffer._partial or buffer.dropped):
+    if isinstance(buffer, LogBuffer) and buffer._partial:
         buffer.close()
 
 

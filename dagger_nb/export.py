@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb._capture import encodable
 from dagger_nb.graph import STATUS_COLOURS
 
 if TYPE_CHECKING:
@@ -407,7 +408,7 @@ def report_to_json(report: ExecutionReport, *, indent: int | None = 2) -> str:
         "started_at": report.started_at, "finished_at": report.finished_at, "notes": list(report.notes),
         "counts": report.counts(), "nodes": [_node_record(o) for o in list(report.outcomes.values())],
     }
-    return json.dumps(document, indent=indent, default=str, ensure_ascii=False)
+    return _json_text(document, indent)
 
 
 def _graph_section(dot: str) -> str:
@@ -454,10 +455,20 @@ def report_to_html(report: ExecutionReport, path: str | os.PathLike[str] | None 
         f"<h2>Logs</h2>{logs_html(outcomes, nodes=len(outcomes) or 1, lines=200) or '<p>None.</p>'}"
         f"</body></html>"
     )
-    if path is not None:
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(page)
+    _write_page(path, page)
     return page
+
+
+def _write_page(path: str | os.PathLike[str] | None, page: str) -> None:
+    """Write ``page`` to ``path``, if given; a lone surrogate (from a file name) is written escaped."""
+    if path is not None:
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write(page)
+
+
+def _json_text(document: Mapping[str, Any], indent: int | None) -> str:
+    """``document`` as JSON that encodes as UTF-8: a lone surrogate becomes its ``\\uXXXX`` escape."""
+    return encodable(json.dumps(document, indent=indent, default=str, ensure_ascii=False))
 
 
 def _task_record(task: Any) -> dict[str, Any]:
@@ -486,7 +497,7 @@ def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
         "finished_at": report.finished_at.isoformat(), "tokens": report.tokens, "cost": report.cost,
         "counts": counts, "tasks": [_task_record(task) for task in report.outcomes.values()],
     }
-    return json.dumps(document, indent=indent, default=str, ensure_ascii=False)
+    return _json_text(document, indent)
 
 
 def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, *, dot: str | None = None) -> str:
@@ -521,7 +532,5 @@ def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, 
         f"<h2>Errors</h2>{errors_list_html(failed, limit=len(failed) or 1) or '<p>None.</p>'}"
         f"<h2>Logs</h2>{task_logs_html(tasks, shown=len(tasks) or 1, lines=200) or '<p>None.</p>'}</body></html>"
     )
-    if path is not None:
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(page)
+    _write_page(path, page)
     return page

@@ -127,3 +127,53 @@ async def test_a_job_report_exports_as_html_and_json(tmp_path: Path) -> None:
     document = json.loads(job_report_to_json(report))
     assert document["job_id"] == "j" and len(document["tasks"]) == 3
     assert {task["status"] for task in document["tasks"]} >= {"completed", "failed"}
+
+
+STRAY = "name \udcff.csv"  # a file name as os.listdir decodes bytes that are not UTF-8
+
+
+async def test_a_run_that_printed_a_stray_surrogate_still_exports(tmp_path: Path) -> None:
+    def lists() -> str:
+        print(f"found {STRAY}")
+        return STRAY
+
+    def fails() -> None:
+        raise FileNotFoundError(STRAY)
+
+    async with DagExecutor(ActionRegistry()) as executor:
+        executor.registry.register("lists", lists)
+        executor.registry.register("fails", fails)
+        executor.add_workflow(WorkflowSpec.model_validate({"name": "files", "nodes": [
+            {"id": "ls", "action": "lists"}, {"id": "open", "action": "fails"},
+        ], "config": {"on_failure": "continue", "max_attempts": 1}}))
+        report = await executor.execute_dag("files")
+    assert report.outcomes["ls"].logs == ["found name \\udcff.csv"]
+    page = report.to_html(tmp_path / "run.html")
+    written = (tmp_path / "run.html").read_bytes().decode("utf-8")
+    assert STRAY in page  # the traceback keeps the error's text as raised
+    assert "found name \\udcff.csv" in written and "FileNotFoundError" in written
+    assert written == page.replace(STRAY, "name \\udcff.csv")  # the error's file name, escaped on the way out
+    text = report.to_json()
+    document = json.loads(text.encode("utf-8"))
+    nodes = {node["node"]: node for node in document["nodes"]}
+    assert nodes["ls"]["logs"] == ["found name \\udcff.csv"]
+    assert nodes["open"]["traceback"].endswith(f"FileNotFoundError: {STRAY}")
+
+
+async def test_a_job_whose_output_holds_a_stray_surrogate_still_exports(tmp_path: Path) -> None:
+    from dagger_nb.agents import TaskAgentRegistry, TaskManager
+
+    registry = TaskAgentRegistry()
+
+    async def lists(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"files": [STRAY]}
+
+    registry.register("lists", lists)
+    async with TaskManager(registry=registry) as manager:
+        manager.add_objective("j", "list the files", "lists")
+        report = await manager.start_job("j")
+    assert [task.output.data for task in report.outcomes.values()] == [{"files": [STRAY]}]
+    report.to_html(tmp_path / "job.html")
+    assert "name \\udcff.csv" in (tmp_path / "job.html").read_bytes().decode("utf-8")
+    document = json.loads(report.to_json().encode("utf-8"))
+    assert [task["output"] for task in document["tasks"]] == [{"files": [STRAY]}]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
+import sys
+import time
 from typing import Any
 
 import anyio
@@ -67,8 +70,74 @@ async def test_logs_are_bounded() -> None:
     with capture_into(buffer):
         for i in range(8):
             print(f"line {i} " + "x" * 20)
-    assert len(buffer.lines) == 6
-    assert buffer.lines[0] == "line 0 xx…" and buffer.lines[-1] == "… 3 more lines not kept"
+    assert buffer.lines == ["… 3 earlier lines not kept", *(f"line {i} xx…" for i in range(3, 8))]
+
+
+def test_a_long_node_shows_its_latest_lines_while_it_prints() -> None:
+    buffer = LogBuffer(max_lines=5)
+    seen = buffer.lines  # the list the node's outcome (and so the live log panel) holds
+    for i in range(1234 + 3):
+        buffer.write("stdout", f"line {i}\n")
+    assert seen == ["… 1,232 earlier lines not kept", *(f"line {i}" for i in range(1232, 1237))]
+    buffer.write("stdout", "line 1237\n")
+    assert seen[0] == "… 1,233 earlier lines not kept" and seen[-1] == "line 1237" and len(seen) == 6
+    buffer.close()
+    assert seen[0] == "… 1,233 earlier lines not kept" and len(seen) == 6
+
+
+def _cpu_seconds_for(writes: int) -> float:
+    """The least CPU time of three buffers each taking ``writes`` redraws of a progress bar."""
+    best = math.inf
+    for _ in range(3):
+        buffer = LogBuffer()
+        started = time.process_time()
+        for i in range(writes):
+            buffer.write("stderr", f"\r{i:>8} it/s progress bar ..........")
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def test_progress_bar_redraws_cost_time_in_proportion_to_their_number() -> None:
+    small, large = _cpu_seconds_for(4_000), _cpu_seconds_for(40_000)
+    assert large < 20 * max(small, 1e-3), (small, large)
+    buffer = LogBuffer(max_chars=50)
+    for i in range(1000):
+        buffer.write("stderr", f"\r{i:>4}% done")
+    buffer.write("stderr", "\r100% done\r\n")  # redrawn in place, then the line ends
+    for _ in range(100):  # a line that never ends is kept no longer than a line is
+        buffer.write("stdout", "x" * 1000)
+    buffer.close()
+    assert buffer.lines == ["100% done", "x" * 49 + "…"]
+
+
+async def test_a_logging_call_is_kept_once_when_its_handler_writes_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def warns() -> None:  # no handler configured: Python's lastResort handler writes to stderr
+        quiet = logging.getLogger("dagger_test.no_handler")
+        quiet.propagate = False
+        quiet.warning("once %d", 1)
+        own = logging.getLogger("dagger_test.stream_handler")  # as after logging.basicConfig()
+        own.propagate = False
+        handler = logging.StreamHandler(sys.stderr)
+        own.addHandler(handler)
+        try:
+            own.error("also once")
+        finally:
+            own.removeHandler(handler)
+        print("a print still counts", file=sys.stderr)
+
+    async with DagExecutor(ActionRegistry()) as executor:
+        executor.registry.register("warns", warns)
+        executor.add_workflow(workflow("warns", ("w", "warns")))
+        report = await executor.execute_dag("warns")
+    assert report.success, report.error
+    assert report.outcomes["w"].logs == [
+        "WARNING:dagger_test.no_handler: once 1", "ERROR:dagger_test.stream_handler: also once",
+        "a print still counts",
+    ]
+    _, err = capsys.readouterr()
+    assert "once 1" in err and "also once" in err and "a print still counts" in err  # the cell still shows them
 
 
 def helper(payload: dict[str, Any]) -> Any:
