@@ -60,3 +60,39 @@ def test_emit_many_stops_where_a_listener_closed_the_stream() -> None:
     with pytest.raises(RuntimeError, match="closed event stream"):
         stream.emit_many([1, 2])
     assert stream.history == [1]
+
+
+@pytest.mark.anyio
+async def test_a_bounded_stream_keeps_its_last_events_and_a_late_subscriber_learns_what_it_missed() -> None:
+    stream: EventStream[int] = EventStream(limit=3)
+    stream.emit_many([0, 1, 2])
+    stream.emit(3)
+    stream.emit_many([4, 5])
+    stream.close()
+    assert list(stream.history) == [3, 4, 5]
+    assert (stream.emitted, stream.dropped) == (6, 3)
+    late = stream.subscribe()
+    assert [event async for event in late] == [3, 4, 5]
+    assert late.skipped == 3
+
+
+@pytest.mark.anyio
+async def test_a_subscriber_behind_a_bounded_stream_skips_ahead_in_order() -> None:
+    stream: EventStream[int] = EventStream(limit=4)
+    subscription = stream.subscribe()
+    stream.emit_many([0, 1])
+    assert [await subscription.__anext__(), await subscription.__anext__()] == [0, 1]
+    for event in range(2, 12):  # the subscriber reads nothing while 10 more arrive
+        stream.emit(event)
+    stream.close()
+    assert [event async for event in subscription] == [8, 9, 10, 11]
+    assert subscription.skipped == 6  # 2 to 7 left the window unread
+    assert len(stream.history) == 4
+
+
+def test_an_unbounded_stream_keeps_everything_and_a_bad_limit_is_refused() -> None:
+    stream: EventStream[int] = EventStream()
+    stream.emit_many(list(range(5000)))
+    assert len(stream.history) == 5000 and stream.dropped == 0
+    with pytest.raises(ValueError, match="limit must be a positive integer or None, got 0"):
+        EventStream(limit=0)

@@ -87,7 +87,13 @@ class Durability:
     def outcome(
         self, record: Record, node: Node, kind: str, reason: str, at: float, traceback: str | None = None
     ) -> None:
-        """Queue the rows for what became of ``record`` at ``node`` (committed by the dispatcher)."""
+        """Queue the rows for what became of ``record`` at ``node`` (committed by the dispatcher).
+
+        Nothing once the log is closed (the bus was taken over): the file's new owner
+        delivers that message again.
+        """
+        if self.log.closed:
+            return
         message = record.message
         if kind != "delivered":
             self.log.add_dead_letter(message.message_id, message.channel, node.node_id, reason, traceback)

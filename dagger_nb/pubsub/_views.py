@@ -60,7 +60,9 @@ class BusViews:
         return views.dot_graph(self._channels.values(), self._nodes.values(), running=self._running)
 
     def subscribe_events(self) -> AsyncIterator[PubSubEvent]:
-        """Every event (past ones first) until the bus is closed, for dashboards."""
+        """The bus's events until it is closed, for dashboards: first the latest ones kept
+        (a window of :data:`~dagger_nb.pubsub.bus.EVENT_WINDOW`), then new ones. A subscriber
+        slower than the window skips ahead; the iterator's ``skipped`` counts what it missed."""
         return self.events.subscribe()
 
     def node(self, node_id: str) -> PubSubAgent:

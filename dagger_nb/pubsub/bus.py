@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from pydantic import ValidationError
@@ -52,8 +52,9 @@ from dagger_nb.pubsub.handle import PubSubHandle
 from dagger_nb.pubsub.message import Message, new_message_id, not_json_error, utc_now
 from dagger_nb.schema import compile_schema
 
-if TYPE_CHECKING:
-    pass
+#: How many of its latest events a bus keeps for late subscribers and monitors (the file, or
+#: ``history()``, holds the messages themselves): a bus emits about two per delivered message.
+EVENT_WINDOW = 2000
 
 
 class PubSub(BusViews):
@@ -87,8 +88,8 @@ class PubSub(BusViews):
         self.strict = strict
         self.registry = default_pubsub_registry if registry is None else registry
         self.cache = Cache() if cache is None else cache
-        #: Every event so far; see :meth:`subscribe_events`.
-        self.events: EventStream[PubSubEvent] = EventStream()
+        #: The latest :data:`EVENT_WINDOW` events; see :meth:`subscribe_events`.
+        self.events: EventStream[PubSubEvent] = EventStream(limit=EVENT_WINDOW)
         self._dispatch = Dispatcher(self._on_outcome, stop_timeout=stop_timeout)
         self._channels = self._dispatch.channels
         self._nodes = self._dispatch.nodes
@@ -477,6 +478,10 @@ class PubSub(BusViews):
                 self._durable.flush()  # settles the waiting publishers' tickets, unless a write is under way
             finally:
                 self._durable.close()
+                # A sync handler's thread may still return here: its outcome is not ours to write
+                # (the newer bus delivers that message again), so delivery ends without the file.
+                self._dispatch.persist = None
+                self._dispatch.fetch = None
         # self.events stays open: a publish already past its checks still emits once it is stored
 
     @property

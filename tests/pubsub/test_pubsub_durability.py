@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from anyio import wait_all_tasks_blocked
 
 import dagger_nb
 from dagger_nb.pubsub import PubSubAgentRegistry, _durable
+from dagger_nb.pubsub.bus import EVENT_WINDOW
 from dagger_nb.pubsub.store import MessageLog
 
 pytestmark = pytest.mark.anyio
@@ -151,6 +154,48 @@ async def test_memory_stays_bounded_however_long_the_log(
     assert most_held <= 40 + 5  # one page of the replay plus the queue
     assert bus._dispatch.records == []  # with db= the file is the history
     bus.close()
+
+
+async def retained_after_delivering(db: Path, registry: PubSubAgentRegistry, count: int) -> tuple[int, int]:
+    """Bytes a durable bus still holds after ``count`` messages were published and handled,
+    and how many events it keeps."""
+    handled = 0
+
+    @dagger_nb.pubsub_agent("counter", subscribe=["log"], registry=registry)
+    async def counter(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        nonlocal handled
+        handled += 1
+
+    bus = dagger_nb.PubSub(db=db, registry=registry)
+    bus.register("counter")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        async with anyio.create_task_group() as group:
+            group.start_soon(bus.run)
+            for number in range(count):
+                await bus.publish("log", {"number": number, "text": "x" * 100})
+            await bus.wait_idle()
+            bus.stop()
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert handled == count
+    kept = len(bus.events.history)
+    assert bus.events.dropped == bus.events.emitted - kept > 0
+    bus.close()
+    return retained, kept
+
+
+async def test_a_durable_bus_holds_a_bounded_window_of_events_however_many_messages(
+    tmp_path: Path, registry: PubSubAgentRegistry
+) -> None:
+    small, small_kept = await retained_after_delivering(tmp_path / "small.db", registry, 2_000)
+    large, large_kept = await retained_after_delivering(tmp_path / "large.db", registry, 20_000)
+    assert small_kept == large_kept == EVENT_WINDOW
+    assert large - small < 1_000_000, (small, large)  # 18,000 more messages cost no more memory
 
 
 async def test_a_publisher_cancelled_while_its_commit_is_pending_leaves_its_message_whole(

@@ -248,6 +248,45 @@ async def test_a_take_over_stops_the_earlier_bus_delivering(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
+async def test_a_take_over_while_a_sync_handler_runs_ends_the_earlier_bus_cleanly(tmp_path: Path) -> None:
+    """A sync handler runs in a thread that cannot be cancelled: when it returns after the take-over,
+    the earlier bus writes nothing more to the file it no longer owns and its run ends without an
+    error; the newer bus delivers the message that was in flight again."""
+    db = tmp_path / "bus.db"
+    received: list[Any] = []
+    started, release = threading.Event(), threading.Event()
+    registry = dagger_nb.PubSubAgentRegistry()
+
+    @dagger_nb.pubsub_agent("reader", subscribe=["news"], registry=registry)
+    def reader(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        received.append(message.payload)
+        if message.payload == "block":
+            started.set()
+            release.wait(30)
+
+    first = dagger_nb.PubSub(db=db, registry=registry, stop_timeout=30)
+    first.register("reader")
+    handle = first.start()
+    await first.publish("news", 1)
+    await first.publish("news", "block")
+    with anyio.fail_after(30):
+        await anyio.to_thread.run_sync(started.wait, 30)
+    with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="PubSub", name=r"bus\.db")):
+        second = dagger_nb.PubSub(db=db, registry=registry)  # the re-run cell
+    release.set()  # the handler returns after its bus was taken over
+    with anyio.fail_after(30):
+        await handle  # ends cleanly: no StorageError for the file the bus no longer holds
+    assert first.closed
+
+    second.register("reader")
+    with anyio.fail_after(30):
+        await second.run(until_idle=True)
+    assert received == [1, "block", "block"]  # the message in flight at the take-over, again
+    assert second.history()["delivered_to"].map(len).tolist() == [1, 1]
+    second.close()
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("round", range(12))
 async def test_a_take_over_mid_publish_loses_nothing_acknowledged(tmp_path: Path, round: int) -> None:
     """Publishers keep publishing (group commits under way in worker threads) while the cell is
