@@ -6,8 +6,10 @@ runner reads and changes tasks through it, never through the manager.
 
 from __future__ import annotations
 
-from dagger_nb.agents.model import JobStatus, TaskRecord
-from dagger_nb.errors import JobNotFound, TaskNotFound
+from typing import Any
+
+from dagger_nb.agents.model import DONE, JobStatus, TaskRecord
+from dagger_nb.errors import JobNotFound, TaskError, TaskNotFound
 
 
 class TaskGraph:
@@ -76,6 +78,31 @@ class TaskGraph:
         """The tasks of ``job_id`` in creation order (:class:`JobNotFound` if there is none)."""
         tasks = self.tasks
         return [tasks[task_id] for task_id in self.require_job(job_id)]
+
+    def usage(self, job_id: str) -> tuple[int, float | None]:
+        """The tokens and cost the tasks of ``job_id`` reported, every run counted."""
+        tokens, cost = 0, None
+        for task in self.job_tasks(job_id):
+            tokens += task.tokens
+            if task.cost is not None:
+                cost = task.cost if cost is None else cost + task.cost
+        return tokens, cost
+
+    def dependency_outputs(self, task_id: str) -> list[dict[str, Any]]:
+        """The output data of ``task_id``'s dependencies, in dependency order
+        (:class:`TaskError` naming every dependency that is not completed)."""
+        tasks = self.tasks
+        outputs: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for dep in self.require(task_id).dependencies:
+            upstream = tasks[dep]
+            if upstream.status not in DONE:
+                missing.append(f"'{dep}' ({upstream.status})")
+            else:
+                outputs.append(dict(upstream.output.data or {}) if upstream.output else {})
+        if missing:
+            raise TaskError(f"task '{task_id}': dependencies not completed: {', '.join(missing)}")
+        return outputs
 
     def problems(self, job_id: str, task_id: str, dependencies: tuple[str, ...], parent: str | None) -> list[str]:
         """Every reason why ``task_id`` cannot be added to ``job_id`` with these links."""

@@ -94,3 +94,23 @@ class LoopHop:
         if self._token is None or threading.get_ident() == self._thread:
             return fn(*args)
         return anyio.from_thread.run_sync(fn, *args, token=self._token)
+
+
+def cancel_everywhere(host: _Host | None, cancels: list[Callable[[], None]]) -> None:
+    """Close ``host`` and call ``cancels``: on the host's loop thread when called from another
+    (cancel scopes belong to their loop's thread), else at once."""
+
+    def cancel() -> None:
+        if host is not None:
+            host.close()
+        for run_cancel in cancels:
+            run_cancel()
+
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if host is not None and host.loop is not here and host.loop.is_running():
+        host.loop.call_soon_threadsafe(cancel)
+    else:
+        cancel()

@@ -26,12 +26,12 @@ from dagger_nb._sync import run_sync
 from dagger_nb.agents._attempt import AttemptRunner, printable
 from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._graph import TaskGraph
-from dagger_nb.agents._host import LoopHop, _Host
+from dagger_nb.agents._host import LoopHop, _Host, cancel_everywhere
 from dagger_nb.agents._report import tasks_to_frame
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.job import JobHandle, JobReport, JobUsage, StallAction, StallHandler
 from dagger_nb.agents.journal import AttemptJournal, Journal, Usage
-from dagger_nb.agents.model import DONE, JobStatus, Task, TaskRecord, TaskStatus, TaskType, snapshot
+from dagger_nb.agents.model import JobStatus, Task, TaskRecord, TaskStatus, TaskType, snapshot
 from dagger_nb.agents.registry import TaskAgentRegistry, default_agent_registry
 from dagger_nb.agents.spec import new_record
 from dagger_nb.agents.store import TaskStore
@@ -199,12 +199,7 @@ class TaskManager:
     def job_usage(self, job_id: str) -> JobUsage:
         """The tokens and cost the job's agents reported, every run counted (kept in the database)."""
         self._check_open()
-        tokens, cost = 0, None
-        for task in self._graph.job_tasks(job_id):
-            tokens += task.tokens
-            if task.cost is not None:
-                cost = task.cost if cost is None else cost + task.cost
-        return JobUsage(tokens, cost)
+        return JobUsage(*self._graph.usage(job_id))
 
     def get_objective(self, job_id: str) -> Task | None:
         """The job's first ``OBJECTIVE`` task, or ``None``."""
@@ -220,19 +215,7 @@ class TaskManager:
         Raises :class:`TaskError` naming every dependency that is not completed.
         """
         self._check_open()
-        task = self._graph.require(task_id)
-        tasks = self._graph.tasks
-        outputs: list[dict[str, Any]] = []
-        missing: list[str] = []
-        for dep in task.dependencies:
-            upstream = tasks[dep]
-            if upstream.status not in DONE:
-                missing.append(f"'{dep}' ({upstream.status})")
-            else:
-                outputs.append(dict(upstream.output.data or {}) if upstream.output else {})
-        if missing:
-            raise TaskError(f"task '{task_id}': dependencies not completed: {', '.join(missing)}")
-        return outputs
+        return self._graph.dependency_outputs(task_id)
 
     def get_dot_graph(self, job_id: str | None = None) -> str:
         """The tasks (of ``job_id``) as Graphviz DOT: status colours, dependencies, parents dashed."""
@@ -319,22 +302,7 @@ class TaskManager:
             "use the later one"
         )
         host, self._host = self._host, None
-        runs = list(self._runs.values())
-
-        def cancel() -> None:
-            if host is not None:
-                host.close()
-            for run in runs:
-                run.cancel()
-
-        try:
-            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if host is not None and host.loop is not here and host.loop.is_running():
-            host.loop.call_soon_threadsafe(cancel)  # cancel scopes belong to their loop's thread
-        else:
-            cancel()
+        cancel_everywhere(host, [run.cancel for run in self._runs.values()])
         self._journal.detach()
 
     def __enter__(self) -> TaskManager:
