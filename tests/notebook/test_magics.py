@@ -35,14 +35,14 @@ def test_load_ext_registers_every_magic(shell: InteractiveShell) -> None:
     )
 
 
-def test_importing_registers_nothing() -> None:
-    fresh = InteractiveShell()  # a second shell, never given the extension
-    try:
-        import dagger_nb.notebook  # noqa: F401
+def test_importing_registers_nothing(shell: InteractiveShell) -> None:
+    # A second shell, never given the extension. It is not IPython's singleton: clearing that would
+    # leave later tests with no get_ipython() (and tracebacks with no "Cell In[N]" labels).
+    fresh = InteractiveShell()
+    import dagger_nb.notebook  # noqa: F401
 
-        assert "dagger_workflow" not in fresh.magics_manager.magics["cell"]
-    finally:
-        fresh.clear_instance()
+    assert "dagger_workflow" not in fresh.magics_manager.magics["cell"]
+    assert InteractiveShell.instance() is shell
 
 
 @pytest.mark.parametrize(
