@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,25 @@ from dagger_nb.errors import ActionError
 Usage = tuple[int, "float | None", "str | None"]
 #: a value written to a cache: namespace, name, value
 CacheWrite = tuple[str, str, Any]
+
+
+def usage_problems(tokens: object, cost: object, model: object) -> list[str]:
+    """What is wrong with the arguments of a ``record_usage`` call (DAG actions and task agents
+    alike), each as a phrase; empty when they are fine. A boolean is not a number, and a model
+    name must be storable text."""
+    problems = []
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        problems.append(f"tokens must be a whole number >= 0, got {tokens!r}")
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < math.inf):
+        problems.append(f"cost must be a finite number >= 0 (or None), got {cost!r}")
+    if model is not None and not isinstance(model, str):
+        problems.append(f"model must be a name (or None), got {model!r}")
+    elif model is not None and not model.isascii():
+        try:
+            model.encode("utf-8")
+        except UnicodeEncodeError:  # it could not be stored
+            problems.append(f"model must be valid Unicode text, got {model!r}")
+    return problems
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

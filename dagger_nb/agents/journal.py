@@ -23,10 +23,10 @@ never ends (a cancelled job, a killed process) leaves nothing.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dagger_nb._callables import usage_problems
 from dagger_nb.agents.model import JobStatus, TaskRecord, utc_now
 from dagger_nb.agents.store import UNCHANGED, StateRow
 from dagger_nb.errors import StorageError, TaskError
@@ -254,17 +254,6 @@ class Usage:
 
 def check_usage(tokens: object, cost: object, model: object) -> None:
     """:class:`TaskError` naming what is wrong with a ``record_usage`` call (a boolean is not a number)."""
-    problems = []
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-        problems.append(f"tokens must be a whole number >= 0, got {tokens!r}")
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < math.inf):
-        problems.append(f"cost must be a finite number >= 0 (or None), got {cost!r}")
-    if model is not None and not isinstance(model, str):
-        problems.append(f"model must be a name (or None), got {model!r}")
-    elif model is not None and not model.isascii():
-        try:
-            model.encode("utf-8")
-        except UnicodeEncodeError:  # it could not be stored
-            problems.append(f"model must be valid Unicode text, got {model!r}")
+    problems = usage_problems(tokens, cost, model)
     if problems:
         raise TaskError(f"record_usage(): {'; '.join(problems)}")

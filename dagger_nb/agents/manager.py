@@ -77,8 +77,8 @@ class TaskManager:
             raise TaskError(f"durability must be 'at_least_once' or 'at_most_once', got {durability!r}")
         if not isinstance(stall_action, StallAction) and not callable(stall_action):
             raise TaskError(f"stall_action must be a StallAction or a callable, got {stall_action!r}")
-        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 0):  # a bool is not one
-            raise TaskError(f"max_tokens must be a whole number >= 0 (or None), got {max_tokens!r}")
+        if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):  # a bool is not one
+            raise TaskError(f"max_tokens must be a whole number >= 1 (or None), got {max_tokens!r}")
         self.heartbeat_interval = heartbeat_interval
         self.stall_action = stall_action
         self.registry = default_agent_registry if registry is None else registry

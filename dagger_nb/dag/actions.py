@@ -14,12 +14,19 @@ a parameter called ``ctx`` receives the :class:`NodeContext`.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
-from dagger_nb._callables import CacheWrite, Callee, RemoteContext, Usage, is_async_callable, node_outputs
+from dagger_nb._callables import (
+    CacheWrite,
+    Callee,
+    RemoteContext,
+    Usage,
+    is_async_callable,
+    node_outputs,
+    usage_problems,
+)
 from dagger_nb._registry import NameLookup
 from dagger_nb.cache import Cache
 from dagger_nb.errors import ActionError, ActionNotFound, DaggerError
@@ -73,13 +80,7 @@ class Action(Callee):
 def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage:
     """The checked arguments of ``ctx.record_usage``; :class:`ActionError` naming the node and
     what is wrong (a boolean is not a number)."""
-    problems = []
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-        problems.append(f"tokens must be a whole number >= 0, got {tokens!r}")
-    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int | float) or not 0 <= cost < math.inf):
-        problems.append(f"cost must be a finite number >= 0 (or None), got {cost!r}")
-    if model is not None and not isinstance(model, str):
-        problems.append(f"model must be a name (or None), got {model!r}")
+    problems = usage_problems(tokens, cost, model)
     if problems:
         raise ActionError(f"node '{node}': record_usage(): {'; '.join(problems)}")
     return tokens, (None if cost is None else float(cost)), model  # type: ignore[return-value,arg-type]

@@ -250,8 +250,9 @@ async def test_bad_usage_is_a_clear_error(
     assert report.outcomes[task].tokens == 0
 
 
-@pytest.mark.parametrize("budget", [-1, 1.5, True, "100"])
+@pytest.mark.parametrize("budget", [-1, 0, 1.5, True, "100"])
 def test_a_bad_budget_is_refused(budget: Any) -> None:
-    message = f"max_tokens must be a whole number >= 0 \\(or None\\), got {budget!r}"
+    # As for a DAG run and a workflow's config.max_tokens: a budget of 0 would allow nothing.
+    message = f"max_tokens must be a whole number >= 1 \\(or None\\), got {budget!r}"
     with pytest.raises(dagger_nb.TaskError, match=message):
         dagger_nb.TaskManager(max_tokens=budget)
