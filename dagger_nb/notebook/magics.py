@@ -74,7 +74,7 @@ class DaggerMagics(Magics):
         executor = self.session.executor
         try:
             spec = parse_workflow(
-                cell, path="<cell>", actions=executor.registry.names(), line_offset=1, default_name=args.name
+                cell, path="<cell>", actions=executor.registry, line_offset=1, default_name=args.name
             )
         except WorkflowSpecError as error:
             raise UsageError(_cell_problems(error.problems)) from None

@@ -141,8 +141,12 @@ async def test_workflow_graph_without_graphviz_is_a_note_and_the_dot(
             "nodes:\n  - {id: a, action: add}\n  - id: b\n    action: add\n    inputs: [{name: x, reference: zz.y}]\n",
             r"line 6: workflow 'w', node 'b': input 'x' references unknown node 'zz'",
         ),
+        (
+            "nodes:\n  - id: a\n    action: add\n    inputs: [{name: a, value: 1}, {name: c, value: 2}]\n",
+            r"line 5: workflow 'w', node 'a': input 'c' is not a parameter of action 'add' \(parameters: a, b\)",
+        ),
     ],
-    ids=["unknown-action", "bad-yaml", "bad-reference"],
+    ids=["unknown-action", "bad-yaml", "bad-reference", "not-a-parameter"],
 )
 async def test_workflow_problems_use_cell_line_numbers(
     shell: InteractiveShell, magics: DaggerMagics, body: str, message: str
