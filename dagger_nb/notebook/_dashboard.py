@@ -58,6 +58,30 @@ def header_html(title: str, status: str, counts: dict[str, int], elapsed: float 
     )
 
 
+def usage_text(tokens: int, cost: float | None, budget: int | None) -> str:
+    """``"440 tokens of 1,000 · $0.0009"`` when usage was reported or a budget is set; else ``""``
+    (plain text: the header escapes it)."""
+    if not tokens and cost is None and budget is None:
+        return ""
+    text = f"{tokens:,} tokens" + (f" of {budget:,}" if budget is not None else "")
+    return text + (f" · {money(cost)}" if cost is not None else "")
+
+
+def money(cost: float) -> str:
+    """A reported cost, with enough digits for the fractions of a cent one LLM call costs."""
+    return f"${cost:,.2f}" if cost >= 1 else f"${cost:.4g}"
+
+
+def usage_cell(tokens: int, cost: float | None, models: Sequence[str]) -> str:
+    """A table cell: ``"440 · $0.0009 · model"`` (the parts reported), empty when nothing was."""
+    parts = [f"{tokens:,}"] if tokens or cost is not None or models else []
+    if cost is not None:
+        parts.append(money(cost))
+    if models:
+        parts.append(", ".join(models))
+    return " · ".join(parts)
+
+
 def table_html(columns: Sequence[str], rows: Iterable[Sequence[object]], *, status_column: int, more: int,
                nowrap: Sequence[int] = (0,)) -> str:
     """An escaped HTML table; the ``status_column`` cell is coloured; ``more`` hidden rows are counted;

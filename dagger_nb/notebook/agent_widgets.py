@@ -18,7 +18,7 @@ from dagger_nb.export import (
     task_logs_html,
     task_traceback,
 )
-from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
+from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html, usage_cell, usage_text
 
 if TYPE_CHECKING:
     from dagger_nb.agents import JobHandle, TaskManager
@@ -104,11 +104,18 @@ class JobDashboard(Dashboard):
         status = getattr(status, "value", status)
         end = self._ended or time.time()
         elapsed = end - self._started
-        self.header.value = header_html(f"job {self.job_id}", status, counts, elapsed)
+        usage_of = self._usage(tasks)
+        tokens, cost = 0, None
+        for task_tokens, task_cost, _models in usage_of.values():
+            tokens += task_tokens
+            if task_cost is not None:
+                cost = task_cost if cost is None else cost + task_cost
+        usage = usage_text(tokens, cost, self.manager.max_tokens)
+        self.header.value = header_html(f"job {self.job_id}", status, counts, elapsed, extra=usage)
         self.progress.value = segmented_bar_html(
             progress_of(counts, len(tasks), elapsed=elapsed, running=not final), unit="tasks"
         )
-        self.table.value = self._table(tasks)
+        self.table.value = self._table(tasks, usage_of)
         assert self.agent_panel is not None
         self.agent_panel.value = _agents_html(tasks)
         broken = [(t.task_id, t.status_reason or str(t.status), task_traceback(t)) for t in tasks
@@ -122,14 +129,35 @@ class JobDashboard(Dashboard):
     def _widgets(self) -> list[Any]:
         return [*super()._widgets(), self.logs]
 
-    def _table(self, tasks: list[TaskRecord]) -> str:
+    def _usage(self, tasks: list[TaskRecord]) -> dict[str, tuple[int, float | None, list[str]]]:
+        """Per task: its tokens, cost and models, with what its running attempt reported so far (an
+        attempt's usage joins the task when the attempt ends)."""
+        run = getattr(self.handle, "_run", None) if self.handle is not None and not self.handle.done else None
+        usage: dict[str, tuple[int, float | None, list[str]]] = {}
+        for task in tasks:
+            tokens, cost, models = task.tokens, task.cost, list(task.models)
+            journal = run.journal_of(task.task_id) if run is not None and str(task.status) == "in_progress" else None
+            live = getattr(journal, "usage", None)
+            if live is not None:
+                tokens += live.tokens
+                if live.cost is not None:
+                    cost = live.cost if cost is None else cost + live.cost
+                models += [model for model in live.models if model not in models]
+            usage[task.task_id] = (tokens, cost, models)
+        return usage
+
+    def _table(self, tasks: list[TaskRecord], usage_of: dict[str, tuple[int, float | None, list[str]]]) -> str:
         ordered = list(tasks)
         if len(ordered) > self.table_rows:
             ordered.sort(key=lambda t: (_TASK_ORDER.get(str(t.status), 9), -t.updated_at.timestamp()))
         shown = ordered[: self.table_rows]
-        rows = [(one_line(t.description, 80), short_id(t.task_id), t.agent, str(t.status),
-                 one_line(t.status_reason or "", 100)) for t in shown]
-        return table_html(_TASK_COLUMNS, rows, status_column=3, more=len(ordered) - len(shown), nowrap=(1,))
+        rows: list[tuple[object, ...]] = [(one_line(t.description, 80), short_id(t.task_id), t.agent,
+                                            str(t.status), one_line(t.status_reason or "", 100)) for t in shown]
+        columns: tuple[str, ...] = _TASK_COLUMNS
+        if any(tokens or cost is not None or models for tokens, cost, models in usage_of.values()):
+            columns += ("tokens",)  # only where a task reported usage
+            rows = [(*row, usage_cell(*usage_of[t.task_id])) for row, t in zip(rows, shown, strict=True)]
+        return table_html(columns, rows, status_column=3, more=len(ordered) - len(shown), nowrap=(1,))
 
 
 def _read_only_tasks(manager: TaskManager, job_id: str) -> list[TaskRecord]:
@@ -185,6 +213,8 @@ class PubSubMonitor(Dashboard):
         self._messages = 0
         for event in pubsub.events.history:  # what happened before the monitor was shown
             self._note(event)
+        # The bus keeps only a window of its events: its channels count every message.
+        self._messages = sum(channel.messages for channel in pubsub._channels.values())
         pubsub.events.add_listener(self._on_event)
         self.refresh()
         if self.running:

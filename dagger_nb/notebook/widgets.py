@@ -30,7 +30,7 @@ from dagger_nb.export import (
     segmented_bar_html,
     timeline_svg,
 )
-from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html
+from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html, usage_cell, usage_text
 from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
 from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
@@ -143,9 +143,11 @@ class RunDashboard(Dashboard):
         elapsed = _elapsed(report)
         failed = [o for o in list(outcomes.values()) if o.status == "failed"]
         # A node's failure is told in the error panel: the header names only other causes.
-        extra = report.error if report.error and not failed else ""
+        error = report.error if report.error and not failed else ""
+        usage = usage_text(report.tokens, report.cost, report.max_tokens)
+        extra = " · ".join(part for part in (usage, error) if part)
         self.header.value = header_html(f"{report.workflow} · run {report.run_id}", report.status, counts,
-                                        elapsed, extra=extra or "")
+                                        elapsed, extra=extra)
         running = report.status in ("running", "pending")
         self.progress.value = segmented_bar_html(progress_of(counts, len(outcomes), elapsed=elapsed,
                                                              running=running))
@@ -205,6 +207,9 @@ class RunDashboard(Dashboard):
         if any(o.worker for o in outcomes):  # where each node ran on Dask (empty for local ones)
             columns += ("worker",)
             rows = [(*row, o.worker or "") for row, o in zip(rows, shown, strict=True)]
+        if any(o.tokens or o.cost is not None or o.models for o in outcomes):  # only where a node reported usage
+            columns += ("tokens",)
+            rows = [(*row, usage_cell(o.tokens, o.cost, o.models)) for row, o in zip(rows, shown, strict=True)]
         return table_html(columns, rows, status_column=2, more=len(outcomes) - len(shown))
 
     def _edges(self, spec: Any) -> list[tuple[str, str]]:
