@@ -335,6 +335,30 @@ async def test_pubsub_monitor_shows_messages_agents_and_failures() -> None:
     monitor.close()
 
 
+async def test_a_pubsub_monitor_shown_after_many_messages_counts_them_all() -> None:
+    from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
+    from dagger_nb.pubsub.bus import EVENT_WINDOW
+
+    registry = PubSubAgentRegistry()
+
+    @pubsub_agent("reader", subscribe=["words"], registry=registry)
+    async def reader(message: Any, ctx: Any) -> None:
+        pass
+
+    count = EVENT_WINDOW  # two events each: most of them left the bus's window of events
+    bus = PubSub(registry=registry, queue_size=count)
+    bus.register("reader")
+    for number in range(count):
+        await bus.publish("words", number)
+    await bus.run(until_idle=True)
+    assert len(bus.events.history) < 2 * count
+    monitor = PubSubMonitor(bus)  # shown once delivery ended
+    monitor.refresh()
+    assert f"&nbsp;{count}<" in monitor.header.value  # the messages badge
+    bus.close()
+    monitor.close()
+
+
 
 
 async def test_a_drawing_bug_never_breaks_the_run(executor: DagExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
