@@ -34,11 +34,15 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
-PARADIGMS = ("dag", "agents", "pubsub")
-#: thousands of items each; pub/sub items are cheap messages, so it gets more of them
-DEFAULT_ITEMS = {"dag": 2_000, "agents": 3_000, "pubsub": 30_000}
+#: ``dag_steps``: a supervisor loop whose steps add nodes at run time (items are its steps)
+PARADIGMS = ("dag", "dag_steps", "agents", "pubsub")
+#: thousands of items each; pub/sub items are cheap messages, so it gets more of them; a
+#: supervisor step adds several tool nodes, so fewer of them make as much work
+DEFAULT_ITEMS = {"dag": 2_000, "dag_steps": 60, "agents": 3_000, "pubsub": 30_000}
 DEFAULT_KILLS = 25
 COUNTS = ("kills", "items", "lost", "redone", "in_flight_allowance", "stuck")
+#: counted by some scenarios only; each must be 0 when present
+EXTRA_COUNTS = ("orphans",)
 
 
 @dataclass
@@ -67,6 +71,8 @@ class Outcome:
             found.append(f"{counts['lost']} acknowledged items lost")
         if counts["stuck"] > 0:
             found.append(f"{counts['stuck']} items stuck")
+        if counts.get("orphans", 0) > 0:
+            found.append(f"{counts['orphans']} nodes a killed step added were kept and added again")
         if counts["redone"] > counts["in_flight_allowance"]:
             found.append(
                 f"{counts['redone']} finished items redone, more than the "
@@ -113,7 +119,8 @@ def run_one(
     missing = [key for key in COUNTS if not isinstance(counts.get(key) if isinstance(counts, dict) else None, int)]
     if missing:
         return Outcome(paradigm, seconds=seconds, error=f"its counts lack {', '.join(missing)}: {counts!r}")
-    return Outcome(paradigm, counts={key: counts[key] for key in COUNTS}, seconds=seconds, kills_asked=kills)
+    kept = {key: counts[key] for key in (*COUNTS, *EXTRA_COUNTS) if key in counts}
+    return Outcome(paradigm, counts=kept, seconds=seconds, kills_asked=kills)
 
 
 def render(outcomes: Sequence[Outcome]) -> str:
@@ -133,6 +140,9 @@ def render(outcomes: Sequence[Outcome]) -> str:
     for outcome in outcomes:
         if outcome.skipped:
             lines.append(f"{outcome.paradigm}: skipped: {outcome.skipped}")
+        for key in EXTRA_COUNTS:
+            if outcome.counts is not None and key in outcome.counts:
+                lines.append(f"{outcome.paradigm}: {key} {outcome.counts[key]}")
         if outcome.counts is not None and 0 < outcome.counts["kills"] < outcome.kills_asked:
             landed, asked = outcome.counts["kills"], outcome.kills_asked
             lines.append(f"{outcome.paradigm}: note: {landed} of {asked} kills landed before the work ended")

@@ -116,7 +116,14 @@ def test_only_and_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         driver.main(["--only", "dags"], load=loader(modules))
     assert exited.value.code == 2
-    assert "--only takes names among dag, agents, pubsub" in capsys.readouterr().err
+    assert "--only takes names among dag, dag_steps, agents, pubsub" in capsys.readouterr().err
+
+
+def test_orphaned_nodes_of_a_killed_step_fail_the_matrix(capsys: pytest.CaptureFixture[str]) -> None:
+    modules = {"dag_steps": scenario(orphans=2)}
+    assert driver.main(["--only", "dag_steps", "--kills", "1", "--items", "5"], load=loader(modules)) == 1
+    out = capsys.readouterr().out
+    assert "dag_steps: orphans 2" in out and "2 nodes a killed step added were kept and added again" in out
 
 
 def test_the_real_modules_are_found_from_the_repository_root(tmp_path: Path) -> None:
