@@ -18,7 +18,7 @@ from dagger_nb.export import (
     task_logs_html,
     task_traceback,
 )
-from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html, usage_cell, usage_text
+from dagger_nb.notebook._dashboard import Dashboard, escape, header_html, table_html, usage_cell, usage_text
 
 if TYPE_CHECKING:
     from dagger_nb.agents import JobHandle, TaskManager
@@ -29,6 +29,8 @@ _TASK_COLUMNS = ("task", "id", "agent", "status", "reason")
 _TASK_LEGEND = ("pending", "in_progress", "completed", "failed", "blocked", "accepted", "rejected")
 _JOB_EDGES = (("solid", "depends on"), ("dashed", "parent → subtask"))
 _BUS_EDGES = (("solid", "channel → subscriber"), ("dashed", "agent publishes → channel"))
+#: Lines of each pub/sub agent's latest output shown in the monitor's agent panel.
+_BUS_LOG_LINES = 20
 _TASK_ORDER = {"failed": 0, "rejected": 0, "in_progress": 1, "blocked": 2, "completed": 3, "accepted": 3,
                "pending": 4}
 
@@ -253,8 +255,11 @@ class PubSubMonitor(Dashboard):
             payload = self._payloads.get(event.message_id, event.message_id)
             self._last[event.node_id] = f"#{event.channel}: {one_line(payload)}"
         elif kind in ("HandlerFailed", "MessageRejected"):
-            self._problems.append((f"{event.node_id} on #{event.channel}", event.reason,
-                                   getattr(event, "traceback", None)))
+            stack: str | None = getattr(event, "traceback", None)
+            logs = getattr(event, "logs", None)
+            if logs:  # what the failed call printed, folded with its stack
+                stack = f"{stack or ''}\n\nprinted or logged:\n" + "\n".join(logs[-_BUS_LOG_LINES:])
+            self._problems.append((f"{event.node_id} on #{event.channel}", event.reason, stack))
 
     def cancel(self) -> None:
         """Stop delivery."""
@@ -284,12 +289,29 @@ class PubSubMonitor(Dashboard):
         ]
         assert self.agent_panel is not None
         self.agent_panel.value = table_html(("agent", "state", "queued", "handled", "failed", "last message"),
-                                            rows, status_column=1, more=0)
+                                            rows, status_column=1, more=0) + _agent_logs_html(records)
         self.errors.value = errors_list_html(list(self._problems))
         self.graph.update(self.pubsub.get_dot_graph, len(agents), final=final or not running,
                           version=(self.events_seen, len(agents)))
         self.legend.value = legend_html((), edges=_BUS_EDGES)
         self.cancel_button.disabled = not running
+
+
+def _agent_logs_html(records: list[dict[Any, Any]]) -> str:
+    """The latest lines each pub/sub agent's handler printed or logged, folded per agent; escaped."""
+    items = []
+    for record in records:
+        lines = record.get("last_logs") or []
+        if not lines:
+            continue
+        tail = lines[-_BUS_LOG_LINES:]
+        items.append(
+            f"<details class='dagger-agent-logs'><summary>{escape(str(record['node_id']))} "
+            f"<span style='color:#666'>(latest {len(tail)} lines)</span></summary>"
+            f"<pre style='font-size:11px;white-space:pre-wrap;margin:2px 0 6px 0'>{escape(chr(10).join(tail))}</pre>"
+            f"</details>"
+        )
+    return f"<div><b>Logs</b>{''.join(items)}</div>" if items else ""
 
 
 __all__ = ["JobDashboard", "PubSubMonitor"]

@@ -11,6 +11,9 @@ from dagger_nb.pubsub.agent import PubSubAgent, PubSubContext
 from dagger_nb.pubsub.message import Message
 from dagger_nb.schema import CompiledSchema
 
+#: Lines of handler output kept per node (``agents()["last_logs"]``) and per dead letter.
+LAST_LOGS = 50
+
 
 @dataclass(slots=True)
 class Record:
@@ -48,6 +51,9 @@ class DeadLetter:
     reason: str
     #: the failed handler's stack, trimmed to its own frames (None for a rejection)
     traceback: str | None = None
+    #: what the failed handler call printed or logged, its latest lines (None: nothing, or read
+    #: back from a bus's file, which keeps no logs)
+    logs: list[str] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -75,6 +81,10 @@ class Node:
     failed: int = 0
     rejected: int = 0
     last_message_at: float | None = None
+    #: The latest lines its handler printed or logged (at most ``LAST_LOGS`` lines; None until one).
+    last_logs: deque[str] | None = None
+    #: What its latest handler call printed or logged (None: nothing), for that call's dead letter.
+    call_logs: list[str] | None = None
     in_handler: bool = False
     active: bool = False
     removed: bool = False

@@ -48,7 +48,8 @@ class BusViews:
         return views.dead_letter_frame(self._dead)
 
     def agents(self) -> pd.DataFrame:
-        """One row per registered node with its channels, status and counters."""
+        """One row per registered node with its channels, status, counters and ``last_logs`` (the
+        latest lines its handler printed or logged)."""
         return views.agent_frame(self._nodes.values(), running=self._running)
 
     def channels(self) -> pd.DataFrame:

@@ -405,11 +405,11 @@ class PubSub(BusViews):
         if self._durable is not None:
             self._durable.outcome(record, node, kind, reason, at, traceback)
         elif kind != "delivered":
-            self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback))
+            self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback, node.call_logs))
         if kind == "delivered":
             self.events.emit(MessageDelivered(message_id, channel, node_id, at))
         elif kind == "failed":
-            self.events.emit(HandlerFailed(message_id, channel, node_id, reason, at, traceback))
+            self.events.emit(HandlerFailed(message_id, channel, node_id, reason, at, traceback, node.call_logs))
         else:
             self.events.emit(MessageRejected(message_id, channel, node_id, reason, at))
 

@@ -25,20 +25,33 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import deque
 from collections.abc import Awaitable, Callable
 from time import time
 
 import anyio
 
+from dagger_nb._capture import LazyLogBuffer, route_logs, unroute_logs
 from dagger_nb._traceback import format_failure
 from dagger_nb.errors import DaggerWarning, SchemaValidationError
-from dagger_nb.pubsub._state import Channel, Node, Record
+from dagger_nb.pubsub._state import LAST_LOGS, Channel, Node, Record
 
 #: ``outcome(node, record, kind, reason, at, traceback)`` with kind ``delivered``, ``failed`` or
 #: ``rejected``; ``traceback`` is the failed handler's trimmed stack (else None).
 Outcome = Callable[[Node, Record, str, str, float, "str | None"], None]
 #: ``fetch(node)``: the next page of records the log owes ``node`` (empty when it owes none).
 Fetch = Callable[[Node], Awaitable[list[Record]]]
+
+
+def _keep_logs(node: Node, lines: list[str] | None) -> None:
+    """Keep what a handler call printed or logged: as the call's lines and among the node's latest."""
+    if lines is None:
+        node.call_logs = None
+        return
+    node.call_logs = lines = lines[-LAST_LOGS:]
+    if node.last_logs is None:
+        node.last_logs = deque(maxlen=LAST_LOGS)
+    node.last_logs.extend(lines)
 
 
 class Dispatcher:
@@ -228,6 +241,10 @@ class Dispatcher:
         stack: str | None = None
         interrupted: BaseException | None = None
         node.in_handler = True
+        # Prints and log records of the call (a sync handler's thread gets a copy of this context)
+        # go to the node's latest lines as well as to the cell; nothing is made until it writes.
+        logs = LazyLogBuffer()
+        routing = route_logs(logs)
         try:
             if agent.is_async:
                 await agent.handler(message, node.context)
@@ -240,7 +257,11 @@ class Dispatcher:
             node.backlog.appendleft(record)
             raise
         finally:
+            unroute_logs(routing)
             node.in_handler = False
+            lines = logs.take()
+            if lines is not None or node.call_logs is not None:
+                _keep_logs(node, lines)
         if interrupted is None:
             await self._settled(node, record, "delivered", reason, stack)
             return

@@ -73,6 +73,8 @@ class HandlerFailed:
     timestamp: float = field(default_factory=time)
     #: the handler's stack, trimmed to its own frames
     traceback: str | None = None
+    #: what the failed call printed or logged, its latest lines (None: nothing)
+    logs: list[str] | None = None
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ AGENT_COLUMNS = [
     "failed",
     "rejected",
     "last_message_at",
+    "last_logs",
 ]
 CHANNEL_COLUMNS = ["channel", "schema", "subscribers", "publishers", "messages"]
 
@@ -84,6 +85,7 @@ def agent_frame(nodes: Iterable[Node], *, running: bool) -> pd.DataFrame:
             node.failed,
             node.rejected,
             node.last_message_at,
+            [] if node.last_logs is None else list(node.last_logs),
         )
         for node in nodes
     ]

@@ -78,6 +78,7 @@ async def test_agents_and_channels_frames(registry: PubSubAgentRegistry, recorde
         "failed": 0,
         "rejected": 0,
         "last_message_at": None,
+        "last_logs": [],
     }
     await bus.run(until_idle=True)
     agents = bus.agents()
