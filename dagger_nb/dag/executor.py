@@ -26,10 +26,9 @@ How a run is driven (workers, attempts, failure policies) lives in :mod:`dagger_
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -45,19 +44,17 @@ from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, build_nodes
 from dagger_nb.dag.events import (
     DagEvent,
-    HumanInputReceived,
-    HumanInputRequested,
     NodeAdded,
     NodeSkipped,
 )
-from dagger_nb.dag.human import HumanRequest, PauseForHuman
 from dagger_nb.dag.incremental import StoredResults
 from dagger_nb.dag.loader import load_workflow
+from dagger_nb.dag.questions import ask_human
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.results import ResultStore
 from dagger_nb.dag.run import Plan, Run, RunHandle
-from dagger_nb.dag.scheduler import Scheduler, describe_error, hook_name
-from dagger_nb.dag.spec import DagConfig, HumanTimeoutAction, InputSpec, NodeSpec, OnFailure, WorkflowSpec
+from dagger_nb.dag.scheduler import Scheduler
+from dagger_nb.dag.spec import DagConfig, InputSpec, NodeSpec, OnFailure, WorkflowSpec
 from dagger_nb.dag.store import RunStore, runs_frame
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
@@ -69,7 +66,6 @@ from dagger_nb.errors import (
     WorkflowNotFound,
     WorkflowSpecError,
 )
-from dagger_nb.schema import compile_schema_async
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -354,49 +350,8 @@ class DagExecutor(StoredResults):
             self._scheduler.schedule(run, len(ready), taking_one=False)
         return [node.id for node in nodes]
 
-    def _call_hooks(self, run: Run, event: DagEvent) -> None:
-        handle = RunHandle(run, self)
-        for hook in self._hooks:
-            try:
-                result = hook(event, handle)
-            except Exception as error:  # a hook's bug must not break the run
-                run.notes.append(f"hook {hook_name(hook)} failed on {type(event).__name__}: {describe_error(error)}")
-                continue
-            if inspect.isawaitable(result):
-                if run.group is not None:  # the run ends only after its hooks have
-                    run.group.start_soon(self._await_hook, run, hook, result, type(event).__name__)
-                else:
-                    run.late_hooks.append((hook, result, type(event).__name__))
-
-    async def _await_hook(self, run: Run, hook: Any, pending: Awaitable[object], event: str) -> None:
-        try:
-            await pending
-        except Exception as error:  # a hook's bug must not break the run
-            run.notes.append(f"hook {hook_name(hook)} failed on {event}: {describe_error(error)}")
-
-    async def _ask_human(
-        self, run: Run, node: str, prompt: str, *, schema: dict[str, Any] | str | None,
-        timeout: float | None, default: Any,
-    ) -> Any:
-        compiled = await compile_schema_async(schema, where=f"answer to '{prompt}'")
-        request = HumanRequest(run.run_id, node, prompt, compiled.schema if compiled else None, default,
-                               compiled=compiled)
-        run.questions[request.request_id] = request
-        run.events.emit(HumanInputRequested(run.run_id, node, request.request_id, prompt, request.schema, default))
-        if timeout is None and run.config.human_wait_minutes is not None:
-            timeout = run.config.human_wait_minutes * 60
-        try:
-            with anyio.move_on_after(timeout):
-                await request.answered.wait()
-        finally:
-            run.questions.pop(request.request_id, None)
-        if request.answered.is_set():
-            run.events.emit(HumanInputReceived(run.run_id, node, request.request_id, request.value))
-            return request.value
-        if run.config.human_timeout_action is HumanTimeoutAction.PAUSE:
-            raise PauseForHuman(prompt)
-        run.events.emit(HumanInputReceived(run.run_id, node, request.request_id, default, timed_out=True))
-        return default
+    #: ask a person during a run (``ctx.ask_human`` and supervisor reviews call it through the executor)
+    _ask_human = staticmethod(ask_human)
 
     async def aclose(self) -> None:
         """Cancel every background run and wait for them to end."""

@@ -12,7 +12,6 @@ import contextlib
 import inspect
 import warnings
 from collections import deque
-from collections.abc import Awaitable
 from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -22,10 +21,10 @@ import anyio
 from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
-from dagger_nb.backends import LocalBackend, SendsAhead
-from dagger_nb.dag.actions import Action, NodeContext
+from dagger_nb.backends import SendsAhead
 from dagger_nb.dag.ahead import Ahead
-from dagger_nb.dag.attempts import AbandonedAttempt, RetryLog, plural, wait_for_abandoned
+from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
+from dagger_nb.dag.calls import call_action, describe_error, hook_name
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
     NodeCached,
@@ -37,16 +36,19 @@ from dagger_nb.dag.events import (
     NodeSucceeded,
     RunFinished,
 )
+from dagger_nb.dag.hooks import call_hooks
 from dagger_nb.dag.human import PauseForHuman, review_due, review_point
 from dagger_nb.dag.journal import NodeJournal
 from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
 from dagger_nb.dag.report import NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import ADDING_NODE, Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
-from dagger_nb.errors import DaggerError, DaggerWarning, NodeTimeout, StorageError
+from dagger_nb.errors import DaggerError, DaggerWarning, StorageError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
+
+__all__ = ["Scheduler", "describe_error", "hook_name"]
 
 _DISCARD_SECONDS = 2  # cancelling calls sent ahead must not hold up the end of a run on a lost cluster
 
@@ -61,7 +63,7 @@ class Scheduler:
         run.status = "running"
         run.started_at = run.started_at or time()
         if self.executor._hooks:
-            run.events.add_listener(partial(self.executor._call_hooks, run))
+            run.events.add_listener(partial(call_hooks, self.executor, run))
         store = self.executor._store
         if store is not None:
             try:
@@ -268,7 +270,8 @@ class Scheduler:
                     capture = start_capture(logs)
                     adding = ADDING_NODE.set(node_id)
                     try:
-                        result = await self._call(run, node, action, kwargs, attempt)
+                        result = await call_action(self.executor, run, node, action=action, kwargs=kwargs,
+                                                   attempt=attempt)
                     finally:
                         ADDING_NODE.reset(adding)
                         stop_capture(capture)
@@ -420,39 +423,6 @@ class Scheduler:
                 newly_ready += 1
         return newly_ready
 
-    def _call(
-        self, run: Run, node: NodeSpec, action: Action, kwargs: dict[str, Any], attempt: int, *, handler: bool = False
-    ) -> Awaitable[Any]:
-        """The awaitable of one call of ``action`` (not a coroutine itself: a trivial node's
-        cost is mostly coroutine layers); ``handler``: the node's failure handler."""
-        context = None
-        if action.takes_ctx:
-            ctx = kwargs["ctx"] = NodeContext(
-                node.id, run.spec.name, run.run_id, attempt, dict(kwargs), run.cache, self.executor, _run=run
-            )
-            if not isinstance(self.executor.backend, LocalBackend):  # it may run elsewhere, with a copy
-                context = ctx.remote(item.source for item in node.inputs)
-        kwargs = action.accepted(kwargs)
-        call = None
-        if run.ahead is not None and not handler:
-            call = run.ahead.call(node, action, kwargs, attempt)
-        thread = None
-        if call is None:
-            if (node.timeout is not None and not handler and not action.is_async and not action.inline
-                    and isinstance(self.executor.backend, LocalBackend)):
-                # its thread outlives a timeout: the next attempt waits for it
-                thread = AbandonedAttempt(attempt, drive=run.drive)
-                action = thread.track(action)
-            backend: Any = self.executor.backend  # ``prints`` is an extension of Backend.invoke
-            prints = None
-            if run.incremental is not None and not handler and getattr(backend, "fingerprints_outputs", False):
-                prints = run.incremental.output_prints(node, action)
-            if prints is not None:  # the worker hashes the big outputs it made: they need not be hashed here
-                call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id], prints=prints)
-            else:
-                call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
-        return call if node.timeout is None else _with_timeout(call, node, run, thread)
-
     async def _after_failure(self, run: Run, node: NodeSpec, outcome: NodeOutcome) -> None:
         run.failed.append(node.id)
         run.drop_outputs(node.id)
@@ -479,7 +449,8 @@ class Scheduler:
         if handler.accepts("error"):
             kwargs["error"] = outcome.error
         try:
-            await self._call(run, node, handler, kwargs, outcome.attempts, handler=True)
+            await call_action(self.executor, run, node, action=handler, kwargs=kwargs, attempt=outcome.attempts,
+                              handler=True)
         except Exception as exception:  # the handler's failure must not hide the node's
             outcome.add_note(f"failure handler '{name}' failed: {describe_error(exception)}")
 
@@ -510,20 +481,6 @@ class _SpentBudget(DaggerError):
     """The attempt's usage passed the run's token budget: the node fails with the budget's message."""
 
 
-async def _with_timeout(call: Awaitable[Any], node: NodeSpec, run: Run, thread: AbandonedAttempt | None) -> Any:
-    assert node.timeout is not None
-    if thread is not None:
-        run.abandoned[node.id] = thread  # until it returns: no other attempt of the node may start
-    with anyio.move_on_after(node.timeout) as scope:
-        result = await call
-        if thread is not None:
-            del run.abandoned[node.id]
-        return result
-    if scope.cancelled_caught:
-        raise NodeTimeout(node.id, node.timeout)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _any_cached(run: Run) -> bool:
     return any(outcome.status == "cached" for outcome in run.outcomes.values())
 
@@ -538,22 +495,3 @@ def _iteration(node: NodeSpec) -> int:
         if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
             return item.value
     return 0
-
-
-def hook_name(hook: Any) -> str:
-    """A hook's name for messages."""
-    return getattr(hook, "__qualname__", None) or repr(hook)
-
-
-def describe_error(exception: BaseException) -> str:
-    """``Type: message`` for an action's error; our own errors read well as they are.
-
-    Printable and storable whatever the message holds: a lone surrogate (an undecodable file
-    name from ``os.fsdecode``) is written as its escape.
-    """
-    if isinstance(exception, DaggerError):
-        text = str(exception)
-    else:
-        text = str(exception)
-        text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
