@@ -96,7 +96,8 @@ class Durability:
             return
         message = record.message
         if kind != "delivered":
-            self.log.add_dead_letter(message.message_id, message.channel, node.node_id, reason, traceback)
+            self.log.add_dead_letter(message.message_id, message.channel, node.node_id, reason, traceback,
+                                     node.call_logs if kind == "failed" else None)
         if kind != "failed":
             self.log.add_delivery(message.message_id, node.node_id, kind, at)
 

@@ -42,7 +42,8 @@ class BusViews:
         return views.history_frame(self._records, channel)
 
     def dead_letters(self) -> pd.DataFrame:
-        """Messages an agent could not take: ``message_id, channel, agent, reason`` (agent = node id)."""
+        """Messages an agent could not take: ``message_id, channel, agent, reason, traceback, logs``
+        (agent = node id; ``logs``: what the failed call printed or logged, None when nothing)."""
         if self._durable is not None:
             return views.dead_letter_frame(self._durable.dead_letters())
         return views.dead_letter_frame(self._dead)

@@ -405,7 +405,8 @@ class PubSub(BusViews):
         if self._durable is not None:
             self._durable.outcome(record, node, kind, reason, at, traceback)
         elif kind != "delivered":
-            self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback, node.call_logs))
+            logs = node.call_logs if kind == "failed" else None  # a rejected message reached no handler
+            self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback, logs))
         if kind == "delivered":
             self.events.emit(MessageDelivered(message_id, channel, node_id, at))
         elif kind == "failed":

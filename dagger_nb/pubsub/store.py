@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS pubsub_dead_letters (
     channel TEXT NOT NULL,
     agent TEXT NOT NULL,
     reason TEXT NOT NULL,
-    traceback TEXT
+    traceback TEXT,
+    logs TEXT
 );
 CREATE TABLE IF NOT EXISTS pubsub_nodes (
     node_id TEXT PRIMARY KEY,
@@ -86,10 +87,21 @@ _INSERT_NODE = "INSERT OR IGNORE INTO pubsub_nodes (node_id, agent) VALUES (?, ?
 _INSERT_MESSAGE = f"INSERT INTO pubsub_messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_DELIVERY = "INSERT INTO pubsub_deliveries (message_id, node_id, outcome, at) VALUES (?, ?, ?, ?)"
 _INSERT_DEAD_LETTER = (
-    "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason, traceback) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO pubsub_dead_letters (message_id, channel, agent, reason, traceback, logs) VALUES (?, ?, ?, ?, ?, ?)"
 )
 #: Columns added since the first version (name: SQL type): an older file gets them when opened.
-_ADDED_COLUMNS = {"pubsub_dead_letters": {"traceback": "TEXT"}}
+_ADDED_COLUMNS = {"pubsub_dead_letters": {"traceback": "TEXT", "logs": "TEXT"}}
+
+
+def _log_lines(text: Any) -> list[str] | None:
+    """A dead letter's stored log lines (a JSON list), or None (none kept, or unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        lines = json.loads(text)
+    except ValueError:
+        return None
+    return [str(line) for line in lines] if isinstance(lines, list) else None
 
 
 @dataclass(slots=True)
@@ -270,14 +282,14 @@ class MessageLog:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         return frame
 
-    def dead_letter_rows(self) -> list[tuple[str, str, str, str, str | None]]:
-        """``(message_id, channel, agent, reason, traceback)`` of every committed dead letter, oldest first."""
+    def dead_letter_rows(self) -> list[tuple[str, str, str, str, str | None, list[str] | None]]:
+        """``(message_id, channel, agent, reason, traceback, logs)`` of every committed dead letter, oldest
+        first (``logs``: the lines the failed call printed or logged, None when it wrote nothing)."""
         with self._reading() as reader:
-            return list(
-                reader.execute(
-                    "SELECT message_id, channel, agent, reason, traceback FROM pubsub_dead_letters ORDER BY rowid"
-                )
-            )
+            rows = list(reader.execute(
+                "SELECT message_id, channel, agent, reason, traceback, logs FROM pubsub_dead_letters ORDER BY rowid"
+            ))
+        return [(*row[:5], _log_lines(row[5])) for row in rows]
 
     # ----------------------------------------------------------------- writing
 
@@ -303,11 +315,13 @@ class MessageLog:
         self.pending.deliveries.append((message_id, node_id, outcome, at))
 
     def add_dead_letter(
-        self, message_id: str, channel: str, agent: str, reason: str, traceback: str | None = None
+        self, message_id: str, channel: str, agent: str, reason: str, traceback: str | None = None,
+        logs: list[str] | None = None,
     ) -> None:
         """Queue a dead letter (its texts escaped where UTF-8 cannot hold them)."""
         stack = None if traceback is None else printable(traceback)
-        self.pending.dead_letters.append((message_id, channel, agent, printable(reason), stack))
+        lines = None if not logs else json.dumps([printable(line) for line in logs])
+        self.pending.dead_letters.append((message_id, channel, agent, printable(reason), stack, lines))
 
     def add_node(self, node_id: str, agent: str) -> None:
         """Queue a registration."""

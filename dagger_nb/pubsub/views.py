@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 HISTORY_COLUMNS = ["message_id", "timestamp", "channel", "source", "payload", "delivered_to"]
-DEAD_LETTER_COLUMNS = ["message_id", "channel", "agent", "reason", "traceback"]
+DEAD_LETTER_COLUMNS = ["message_id", "channel", "agent", "reason", "traceback", "logs"]
 AGENT_COLUMNS = [
     "node_id",
     "agent",
@@ -57,7 +57,8 @@ def dead_letter_frame(dead: Iterable[DeadLetter]) -> pd.DataFrame:
     """One row per dead letter, oldest first."""
     import pandas as pd
 
-    rows = [(letter.message_id, letter.channel, letter.agent, letter.reason, letter.traceback) for letter in dead]
+    rows = [(letter.message_id, letter.channel, letter.agent, letter.reason, letter.traceback, letter.logs)
+            for letter in dead]
     return pd.DataFrame(rows, columns=DEAD_LETTER_COLUMNS)
 
 

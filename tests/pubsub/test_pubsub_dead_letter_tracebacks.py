@@ -43,7 +43,7 @@ async def test_a_dead_letter_keeps_its_traceback_after_a_reopen(tmp_path: Path) 
         dead = again.dead_letters()
     finally:
         again.close()
-    assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback"]
+    assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
     failed, rejected = dead.to_dict("records")
     assert failed["reason"] == "KeyError: 'body \\udcff'"
     stack = failed["traceback"]

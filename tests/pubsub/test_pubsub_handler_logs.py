@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import html
 import logging
+import os
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from dagger_nb.pubsub._state import LAST_LOGS
 pytestmark = pytest.mark.anyio
 
 HOSTILE = "<img src=x onerror=alert(1)>"
+STRAY = os.fsdecode(b"\xff")  # a lone surrogate, as a stray byte in a file name becomes
 
 
 def bus_of(registry: PubSubAgentRegistry, *names: str) -> dagger_nb.PubSub:
@@ -91,14 +95,17 @@ async def test_a_failed_call_keeps_its_lines_on_its_dead_letter_and_event(sync: 
     async def fail_async(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
         fail(message, ctx)
 
-    dagger_nb.pubsub_agent("parser", subscribe=["raw"], registry=registry)(fail if sync else fail_async)
+    agent = dagger_nb.pubsub_agent("parser", subscribe=["raw"], input_schema={"type": "string"}, registry=registry)
+    agent(fail if sync else fail_async)
     bus = bus_of(registry, "parser")
     failures: list[Any] = []
     bus.events.add_listener(lambda event: type(event).__name__ == "HandlerFailed" and failures.append(event))
     await bus.publish("raw", "good")
     await bus.publish("raw", "bad")
+    await bus.publish("raw", 3)  # rejected by the schema: no handler ran, no lines
     await bus.run(until_idle=True)
-    assert [letter.logs for letter in bus._dead] == [["parsing bad"]]  # only the failed call's lines
+    dead = bus.dead_letters()
+    assert dead["logs"].tolist() == [["parsing bad"], None]  # only the failed call's lines
     assert [event.logs for event in failures] == [["parsing bad"]]
     assert logs_of(bus, "parser") == ["parsing good", "parsing bad"]
     bus.close()
@@ -128,3 +135,49 @@ async def test_the_monitor_shows_each_agents_latest_lines_escaped() -> None:
     assert "saw boom" in errors and HOSTILE not in errors
     monitor.close()
     bus.close()
+
+
+def durable_failing_bus(db: Path) -> dagger_nb.PubSub:
+    registry = PubSubAgentRegistry()
+
+    @dagger_nb.pubsub_agent("parser", subscribe=["raw"], registry=registry)
+    def parser(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        print(f"parsing {message.payload} {STRAY}")
+        raise KeyError("body")
+
+    bus = dagger_nb.PubSub(db=db, registry=registry)
+    bus.register("parser")
+    return bus
+
+
+async def test_a_durable_dead_letter_keeps_its_lines_after_a_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "bus.db"
+    bus = durable_failing_bus(db)
+    await bus.publish("raw", 1)
+    await bus.run(until_idle=True)
+    bus.close()
+    again = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
+    try:
+        logs = again.dead_letters()["logs"].tolist()
+    finally:
+        again.close()
+    assert logs == [["parsing 1 \\udcff"]]  # a stray byte's surrogate escaped, as the file can hold it
+
+
+async def test_an_older_file_gets_the_logs_column_when_opened(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    bus = durable_failing_bus(db)
+    await bus.publish("raw", 1)
+    await bus.run(until_idle=True)
+    bus.close()
+    with sqlite3.connect(db) as connection:  # as an earlier version wrote it: no logs column
+        connection.execute("ALTER TABLE pubsub_dead_letters DROP COLUMN logs")
+    connection.close()
+    bus = durable_failing_bus(db)
+    try:
+        await bus.publish("raw", 2)
+        await bus.run(until_idle=True)
+        logs = bus.dead_letters()["logs"].tolist()
+    finally:
+        bus.close()
+    assert logs[0] is None and logs[1] == ["parsing 2 \\udcff"]

@@ -98,7 +98,7 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
     assert picky.payloads == [{"topic": "fine"}]
     assert easy.payloads == [{"headline": "no topic"}, {"topic": "fine"}]
     dead = bus.dead_letters()
-    assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback"]
+    assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
     assert dead.to_dict("records") == [
         {
             "message_id": bad.message_id,
@@ -106,6 +106,7 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
             "agent": picky_id,
             "reason": "agent 'picky' input: invalid payload at '$': 'topic' is a required property",
             "traceback": None,  # a rejection: no handler ran
+            "logs": None,
         }
     ]
     delivered = dict(zip(bus.history()["message_id"], bus.history()["delivered_to"], strict=True))

@@ -55,7 +55,7 @@ async def test_history_frame(registry: PubSubAgentRegistry, recorder: Make) -> N
     assert only_a["message_id"].tolist() == [first.message_id]
     empty = dagger_nb.PubSub(registry=registry)
     assert list(empty.history().columns) == list(history.columns) and empty.history().empty
-    assert list(empty.dead_letters().columns) == ["message_id", "channel", "agent", "reason", "traceback"]
+    assert list(empty.dead_letters().columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
 
 
 @pytest.mark.anyio
