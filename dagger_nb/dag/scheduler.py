@@ -1,4 +1,5 @@
-"""Drive one run to its end: workers, attempts, retries, timeouts and failure policies.
+"""Drive one run to its end: workers, attempts, retries, timeouts and failure policies (how one call
+is made and timed out is :mod:`dagger_nb.dag.calls`; hooks are called by :mod:`dagger_nb.dag.hooks`).
 
 A run is driven by a few long-lived worker tasks (at most
 ``config.max_parallel_nodes``, started only as ready work appears) that take
