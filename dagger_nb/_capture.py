@@ -32,6 +32,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from dagger_nb._traceback import printable
+
 #: Lines kept per node by default.
 MAX_LINES = 200
 #: Characters kept per line by default.
@@ -56,7 +58,7 @@ class LogBuffer:
         """Keep ``line`` (surrogates escaped, cut to ``max_chars``); past ``max_lines`` the oldest
         line goes and the first line says how many went."""
         if not line.isascii():
-            line = encodable(line)
+            line = printable(line)
         if len(line) > self.max_chars:
             line = line[: self.max_chars - 1] + "…"
         lines = self.lines
@@ -103,16 +105,6 @@ def _last_state(line: str) -> str:
     if "\r" not in line:
         return line
     return next((part for part in reversed(line.split("\r")) if part), "")
-
-
-def encodable(text: str) -> str:
-    """``text`` with lone surrogates (a file name from ``os.listdir``) escaped, so pages and JSON
-    made from the logs can be written as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 class LazyLogBuffer:

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dagger_nb._capture import encodable
 from dagger_nb._timeline import Span, assign_lanes, format_seconds, lane_layout, run_spans, timeline_frame, timeline_svg
+from dagger_nb._traceback import printable
 from dagger_nb.graph import STATUS_COLOURS
 
 if TYPE_CHECKING:
@@ -310,7 +310,7 @@ def _write_page(path: str | os.PathLike[str] | None, page: str) -> None:
 
 def _json_text(document: Mapping[str, Any], indent: int | None) -> str:
     """``document`` as JSON that encodes as UTF-8: a lone surrogate becomes its ``\\uXXXX`` escape."""
-    return encodable(json.dumps(document, indent=indent, default=str, ensure_ascii=False))
+    return printable(json.dumps(document, indent=indent, default=str, ensure_ascii=False))
 
 
 def _task_record(task: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import anyio
 import anyio.to_thread
 
 from dagger_nb._capture import LazyLogBuffer, route_logs, unroute_logs
-from dagger_nb._traceback import format_failure
+from dagger_nb._traceback import format_failure, printable
 from dagger_nb.agents._threads import LIVE_THREADS, ThreadKey, file_identity, on_this_loop
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.journal import AttemptJournal
@@ -220,16 +220,6 @@ def check_output(
                 "or keep them as bytes.hex())"
             ) from None
     return output, f'{{"success": true, "data": {data}, "error": null}}'
-
-
-def printable(text: str) -> str:
-    """``text`` with what UTF-8 cannot encode (a lone surrogate, as ``os.fsdecode`` makes of a
-    stray byte) written as a backslash escape, so it can be stored, printed and shown."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
 
 
 def _json_encoder() -> Callable[[Any], str]:

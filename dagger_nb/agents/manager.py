@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from dagger_nb._sync import run_sync
-from dagger_nb.agents._attempt import AttemptRunner, printable
+from dagger_nb._traceback import printable
+from dagger_nb.agents._attempt import AttemptRunner
 from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._graph import TaskGraph
 from dagger_nb.agents._host import LoopHop, _Host, cancel_everywhere

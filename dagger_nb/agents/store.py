@@ -46,6 +46,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from dagger_nb._traceback import printable
 from dagger_nb.agents.model import JobStatus, Task, TaskOutput, TaskRecord
 from dagger_nb.errors import StorageError
 from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
@@ -297,7 +298,7 @@ class TaskStore:
                 task_rows.append(self.encode(seq, task))
             except ValueError as error:
                 self._encoded.clear()
-                raise StorageError(_printable(
+                raise StorageError(printable(
                     f"cannot write tasks to '{self.path}': task '{task.task_id}' cannot be stored as JSON: {error}"
                 )) from None
         self._encoded.clear()
@@ -322,7 +323,7 @@ class TaskStore:
             except sqlite3.DatabaseError as error:
                 raise StorageError(f"cannot write tasks to '{self.path}': {error}") from error
             except ValueError as error:  # text SQLite cannot take (a lone surrogate), a number too big
-                raise StorageError(_printable(
+                raise StorageError(printable(
                     f"cannot write tasks to '{self.path}': {_culprit(task_rows, states)} cannot be stored: {error}"
                 )) from None
         if self._written >= CHECKPOINT_BYTES:
@@ -343,15 +344,11 @@ class TaskStore:
         self._lock.release()
 
 
-def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode()
-
-
 def _culprit(task_rows: list[Row], states: Collection[StateRow]) -> str:
     """Which task of a failed write holds a value SQLite cannot take (for the message)."""
     for _, values in task_rows:
         if any(not _storable(value) for value in values):
-            return f"task {_printable(repr(values[1]))}"
+            return f"task {printable(repr(values[1]))}"
     for _, values, _ in states:
         if any(not _storable(value) for value in values):
             return f"the task of row {values[-1]}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._traceback import printable
 from dagger_nb.backends import LocalBackend
 from dagger_nb.dag.actions import NodeContext
 from dagger_nb.dag.attempts import AbandonedAttempt
@@ -90,4 +91,4 @@ def describe_error(exception: BaseException) -> str:
     else:
         text = str(exception)
         text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(text)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from dagger_nb._traceback import printable
 from dagger_nb.cache import Cache
 from dagger_nb.dag.report import ExecutionReport, NodeOutcome
 from dagger_nb.dag.run import Run
@@ -317,7 +318,7 @@ class RunStore:
             except sqlite3.Error as error:
                 raise StorageError(f"cannot {what} '{run_id}' in '{self.path}': {error}") from None
             except (ValueError, TypeError) as error:  # text SQLite cannot take (a lone surrogate), ...
-                detail = f"{type(error).__name__}: {error}".encode("utf-8", "backslashreplace").decode("utf-8")
+                detail = printable(f"{type(error).__name__}: {error}")
                 raise StorageError(
                     f"cannot {what} '{run_id}' in '{self.path}': a value cannot be stored: {detail}"
                 ) from None
