@@ -85,6 +85,8 @@ class AttemptRunner:
         manager's, or an earlier manager's on the same file): ``thread_returned(task_id)`` is
         called on this loop once it has returned."""
         key = (self._where, task.job_id, task.task_id)
+        if key not in LIVE_THREADS:  # the common case: no callback to build
+            return False
         return LIVE_THREADS.wait_for(key, partial(on_this_loop, self._thread_returned, task.task_id))
 
     async def run(self, task_id: str, journal: AttemptJournal) -> Result:
@@ -109,7 +111,7 @@ class AttemptRunner:
                 output = await self.call_agent(agent, payload, ctx)
             else:
                 with anyio.move_on_after(task.timeout) as scope:
-                    output = await self._call_bounded(agent, payload, ctx)
+                    output = await self.call_agent(agent, payload, ctx)
                 if scope.cancelled_caught:
                     return Result(task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies,
                                   journal=journal, logs=_lines(logs))
@@ -133,23 +135,14 @@ class AttemptRunner:
 
     def call_agent(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Awaitable[Any]:
         """The one seam where an agent is called (a backend plugs in here)."""
-        # A local async agent's own coroutine is returned, not wrapped in another one:
-        # the runner awaits one per task.
-        if self._manager.backend is None and agent.is_async:
-            return agent.fn(payload, ctx)
-        return self._call_elsewhere(agent, payload, ctx)
-
-    async def _call_elsewhere(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
+        # Each branch returns the awaitable itself, not wrapped in another coroutine: the runner
+        # awaits one per task.
         backend = self._manager.backend
-        if backend is None:
-            return await self._call_in_thread(agent, payload, ctx)
-        return await call_on_backend(backend, agent, payload, ctx)
-
-    async def _call_bounded(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
-        """The agent's call under a timeout."""
-        if self._manager.backend is not None or agent.is_async:
-            return await self.call_agent(agent, payload, ctx)
-        return await self._call_in_thread(agent, payload, ctx)
+        if backend is not None:
+            return call_on_backend(backend, agent, payload, ctx)
+        if agent.is_async:
+            return agent.fn(payload, ctx)
+        return self._call_in_thread(agent, payload, ctx)
 
     async def _call_in_thread(self, agent: TaskAgent, payload: dict[str, Any], ctx: TaskContext) -> Any:
         """A local sync agent's call in a worker thread, noted in the process's record of running
@@ -245,9 +238,9 @@ _encode_json = _json_encoder()
 
 
 def _lines(logs: LazyLogBuffer) -> list[str] | None:
-    """The lines ``logs`` holds, each storable (see :func:`printable`); None when there are none."""
-    lines = logs.take()
-    return None if lines is None else [printable(line) for line in lines]
+    """The lines ``logs`` holds (each already storable: the buffer escapes what it keeps); None when
+    there are none."""
+    return logs.take()
 
 
 def _describe(error: Exception) -> str:

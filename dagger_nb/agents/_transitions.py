@@ -282,14 +282,9 @@ class TaskTransitions:
 
     def _initial_scan(self) -> None:
         tasks = self._tasks
-        tokens, cost = 0, None
+        self.tokens, self.cost = self._graph.usage(self.job_id)
         for task_id in list(self._graph.jobs[self.job_id]):
-            task = tasks[task_id]
-            tokens += task.tokens
-            if task.cost is not None:
-                cost = task.cost if cost is None else cost + task.cost
-            self._reconsider(task)
-        self.tokens, self.cost = tokens, cost
+            self._reconsider(tasks[task_id])
 
     def _deps_done(self, task: TaskRecord) -> bool:
         # a loop, not all() over a generator: called for every task at least twice

@@ -132,20 +132,22 @@ class TaskContext:
         tasks = self.manager._graph.tasks
         self._check_same_plan(keys, tasks)
         ids: list[str] = []
+        earlier: dict[str, str] = {}  # the children so far by key, which a later child may name
         for key, spec in zip(keys, specs, strict=True):
             child_id = child_task_id(self.task_id, key)
             if child_id not in tasks:
-                self._add_child(child_id, key, spec, dict(zip(keys[: len(ids)], ids, strict=True)))
+                self._add_child(child_id, key, spec, earlier)
             self.depend_on(child_id)
             ids.append(child_id)
+            earlier[key] = child_id
         if not wait:
-            return _keyed(children, keys, ids)
+            return _keyed(children, ids)
         pending = [child for child in ids if tasks[child].status not in DONE]
         if pending:
             count = f"{len(pending)} delegated task{'s' if len(pending) != 1 else ''}"
             raise NeedsDependencies(f"waiting for {count}")
         outputs = [_output_data(tasks[child]) for child in ids]
-        return _keyed(children, keys, outputs)
+        return _keyed(children, outputs)
 
     def _check_same_plan(self, keys: list[str], tasks: Mapping[str, TaskRecord]) -> None:
         """:class:`TaskError` if this call adds children while an earlier run's are not asked for again."""
@@ -218,7 +220,7 @@ def _few(keys: list[str], most: int = 5) -> str:
     return shown if len(keys) <= most else f"{shown} and {len(keys) - most} more"
 
 
-def _keyed(children: Mapping[str, Any] | Sequence[Any], keys: list[str], values: list[Any]) -> Any:
+def _keyed(children: Mapping[str, Any] | Sequence[Any], values: list[Any]) -> Any:
     if isinstance(children, Mapping):
         return dict(zip(children, values, strict=True))
     return values

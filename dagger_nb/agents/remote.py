@@ -98,11 +98,11 @@ class RemoteTaskContext:
         dependencies = self.task.dependencies
         if self._outputs is not None and all(child in dependencies for child in ids):
             if not wait:
-                return _keyed(children, keys, ids)
-            return _keyed(children, keys, [self._outputs[dependencies.index(child)] for child in ids])
+                return _keyed(children, ids)
+            return _keyed(children, [self._outputs[dependencies.index(child)] for child in ids])
         self.changes.append(("delegate", {"children": children}))
         if not wait:
-            return _keyed(children, keys, ids)
+            return _keyed(children, ids)
         raise NeedsDependencies(f"waiting for {len(ids)} delegated task{'s' if len(ids) != 1 else ''}")
 
     def __repr__(self) -> str:
