@@ -46,9 +46,8 @@ class LogBuffer:
 
     __slots__ = ("_partial", "dropped", "lines", "max_chars", "max_lines")
 
-    def __init__(self, *, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS,
-                 lines: list[str] | None = None) -> None:
-        self.lines: list[str] = [] if lines is None else lines
+    def __init__(self, *, max_lines: int = MAX_LINES, max_chars: int = MAX_CHARS) -> None:
+        self.lines: list[str] = []
         self.max_lines = max(1, max_lines)
         self.max_chars = max_chars
         self.dropped = 0
@@ -204,11 +203,16 @@ def _install() -> None:
             _factory_installed = True
 
 
-def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
-    """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
+def _route(buffer: LogBuffer | LazyLogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
+    """Install the tees and the log hook if needed, then send this context's output to ``buffer``."""
     if sys.stdout.__class__ is not _Tee or sys.stderr.__class__ is not _Tee or not _factory_installed:
         _install()
     return _current.set(buffer)
+
+
+def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
+    """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
+    return _route(buffer)
 
 
 def stop_capture(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> None:
@@ -222,9 +226,7 @@ def stop_capture(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> 
 def route_logs(logs: LazyLogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
     """Route prints and log records of the current context to ``logs`` until :func:`unroute_logs`
     (the lines stay in ``logs`` until its :meth:`~LazyLogBuffer.take`)."""
-    if sys.stdout.__class__ is not _Tee or sys.stderr.__class__ is not _Tee or not _factory_installed:
-        _install()
-    return _current.set(logs)
+    return _route(logs)
 
 
 def unroute_logs(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> None:

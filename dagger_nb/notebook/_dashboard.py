@@ -24,6 +24,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from dagger_nb.errors import DaggerError, GraphvizNotFound
+from dagger_nb.export import errors_list_html
 from dagger_nb.graph import STATUS_COLOURS, render_svg
 from dagger_nb.notebook._throttle import Throttle
 
@@ -104,18 +105,6 @@ def table_html(columns: Sequence[str], rows: Iterable[Sequence[object]], *, stat
     )
 
 
-def errors_html(errors: Sequence[tuple[str, str]], *, limit: int = 20) -> str:
-    """One escaped line per ``(subject, message)``; empty when there is none."""
-    if not errors:
-        return ""
-    lines = "".join(
-        f"<li><b>{escape(subject)}</b>: <span style='white-space:pre-wrap'>{escape(message)}</span></li>"
-        for subject, message in errors[:limit]
-    )
-    more = f"<li>… and {len(errors) - limit} more</li>" if len(errors) > limit else ""
-    return f"<div style='color:#b3261e'><b>Errors</b><ul style='margin:0'>{lines}{more}</ul></div>"
-
-
 def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -126,12 +115,6 @@ ZOOM_CHOICES: tuple[tuple[str, float], ...] = (("fit", 0.0), ("50%", 0.5), ("100
                                                ("200%", 2.0), ("300%", 3.0))
 _GRAPH_HEIGHT = 560
 _SVG_SIZE = re.compile(r'<svg\b[^>]*?\swidth="([\d.]+)(pt|px)?"[^>]*?\sheight="([\d.]+)(pt|px)?"')
-
-
-def graph_html(dot: str, *, zoom: float = 0.0) -> str:
-    """The DOT rendered as inline SVG at ``zoom`` (see :data:`ZOOM_CHOICES`), or a note and the
-    (escaped) DOT text when that fails."""
-    return zoomed_html(render_graph(dot), zoom)
 
 
 def render_graph(dot: str) -> str:
@@ -493,4 +476,5 @@ class Dashboard(widgets.VBox):
         except Exception as error:
             self.draw_error = error
             with contextlib.suppress(Exception):
-                self.errors.value = errors_html([("dashboard", f"could not draw: {type(error).__name__}: {error}")])
+                message = f"could not draw: {type(error).__name__}: {error}"
+                self.errors.value = errors_list_html([("dashboard", message, None)])

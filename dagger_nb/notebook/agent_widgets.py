@@ -103,7 +103,6 @@ class JobDashboard(Dashboard):
             status = str(self.handle.status)
         else:
             status = str(self.manager.job_status(self.job_id) or "pending")
-        status = getattr(status, "value", status)
         end = self._ended or time.time()
         elapsed = end - self._started
         usage_of = self._usage(tasks)
@@ -209,7 +208,7 @@ class PubSubMonitor(Dashboard):
         self.handle = handle if handle is not None else getattr(pubsub, "_handle", None)
         self.add_class("dagger-pubsub-monitor")
         self._recent: deque[tuple[str, str, str, str]] = deque(maxlen=self.table_rows)
-        self._payloads: dict[str, Any] = {}
+        self._payloads: dict[str, str] = {}
         self._last: dict[str, str] = {}
         self._problems: deque[tuple[str, str, str | None]] = deque(maxlen=50)
         self._messages = 0
@@ -246,14 +245,16 @@ class PubSubMonitor(Dashboard):
         if kind == "MessagePublished":
             message = event.message
             self._messages += 1
-            self._recent.appendleft((short_id(message.message_id), message.channel, str(message.source or ""),
-                                     one_line(message.payload)))
-            self._payloads[message.message_id] = message.payload
+            text = one_line(message.payload)
+            self._recent.appendleft((short_id(message.message_id), message.channel, str(message.source or ""), text))
+            self._payloads[message.message_id] = text
             if len(self._payloads) > 4 * self.table_rows:
                 self._payloads.pop(next(iter(self._payloads)))
         elif kind == "MessageDelivered":
-            payload = self._payloads.get(event.message_id, event.message_id)
-            self._last[event.node_id] = f"#{event.channel}: {one_line(payload)}"
+            shown = self._payloads.get(event.message_id)
+            if shown is None:
+                shown = one_line(event.message_id)
+            self._last[event.node_id] = f"#{event.channel}: {shown}"
         elif kind in ("HandlerFailed", "MessageRejected"):
             stack: str | None = getattr(event, "traceback", None)
             logs = getattr(event, "logs", None)

@@ -30,7 +30,7 @@ from dagger_nb.export import (
     segmented_bar_html,
     timeline_svg,
 )
-from dagger_nb.notebook._dashboard import Dashboard, header_html, table_html, usage_cell, usage_text
+from dagger_nb.notebook._dashboard import Dashboard, _shorten, header_html, table_html, usage_cell, usage_text
 from dagger_nb.notebook._questions import QuestionsPanel
 from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
 from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
@@ -118,14 +118,7 @@ class RunDashboard(Dashboard):
             node = getattr(event, "node", "")
             self.retrying.pop(node, None)
             self.waiting.pop(node, None)
-        self.events_seen += 1
-        throttle = self._throttle
-        if throttle.pending:
-            throttle.dirty = True
-        else:
-            throttle.poke()
-        if self._tick_timer is None:
-            self.start_clock()
+        self.changed()
 
     def cancel(self) -> None:
         """Cancel the run."""
@@ -162,7 +155,7 @@ class RunDashboard(Dashboard):
         if collapsed:
             self.graph.update(lambda: collapsed_dot(report.spec, outcomes, edges=self._edges(report.spec)),
                               len(outcomes), final=final, version=self.events_seen)
-            self.legend.value = legend_html(_LEGEND) + action_progress_html(report.spec, outcomes)
+            self.legend.value = legend_html(_LEGEND) + action_progress_html(outcomes)
         else:
             self.graph.update(lambda: workflow_dot(report.spec, outcomes), len(outcomes), final=final,
                               version=self.events_seen)
@@ -225,7 +218,7 @@ class RunDashboard(Dashboard):
 
 def _first_line(text: str, limit: int = 100) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return _shorten(line, limit)
 
 
 def _elapsed(report: ExecutionReport) -> float | None:

@@ -46,9 +46,9 @@ def action_edges(spec: WorkflowSpec) -> list[tuple[str, str]]:
 
 
 def collapsed_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome], *,
-                  edges: list[tuple[str, str]] | None = None) -> str:
+                  edges: list[tuple[str, str]]) -> str:
     """DOT with one box per action, striped by the share of its nodes in each status; ``edges`` as
-    :func:`action_edges` gives them (computed when not given)."""
+    :func:`action_edges` gives them."""
     per = counts_per_action(outcomes)
     failed: dict[str, list[str]] = {}
     for outcome in list(outcomes.values()):
@@ -68,12 +68,12 @@ def collapsed_dot(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome], *,
         )
         graph.node(f"action:{action}", label="\n".join(lines), tooltip=action, style="striped",
                    fillcolor=stripes, penwidth=2 if names else 1, color="#b3261e" if names else "black")
-    for tail, head in action_edges(spec) if edges is None else edges:
+    for tail, head in edges:
         graph.edge(f"action:{tail}", f"action:{head}")
     return graph.source()
 
 
-def action_progress_html(spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome]) -> str:
+def action_progress_html(outcomes: Mapping[str, NodeOutcome]) -> str:
     """One segmented bar per action (like Dask's progress per key prefix), escaped."""
     rows = []
     for action, counts in counts_per_action(outcomes).items():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from dagger_nb.graph import STATUS_COLOURS
+from dagger_nb.notebook._dashboard import _shorten
 
 if TYPE_CHECKING:
     from dagger_nb.dag.report import ExecutionReport
@@ -35,9 +36,7 @@ def preview_html(value: Any) -> str:
             return f"{table}<div style='color:#666'>shape {html.escape(str(shape))}</div>"
         except Exception:  # an odd object with a head(): fall back to its repr
             pass
-    text = repr(value)
-    if len(text) > _PREVIEW_CHARS:
-        text = text[: _PREVIEW_CHARS - 1] + "…"
+    text = _shorten(repr(value), _PREVIEW_CHARS)
     return f"<code style='white-space:pre-wrap'>{html.escape(text)}</code>"
 
 
