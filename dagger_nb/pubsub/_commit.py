@@ -55,10 +55,6 @@ class GroupCommit:
         self._failed = failed
         self._ticket = Ticket()
 
-    def ticket(self) -> Ticket:
-        """The ticket of every row added since the last write took the pending ones."""
-        return self._ticket
-
     async def wait(self, ticket: Ticket, *, message: bool = False) -> None:
         """Return once ``ticket``'s rows are committed; raise its ``StorageError`` if they could not be.
 
@@ -79,9 +75,9 @@ class GroupCommit:
         if message and ticket.messages_error is not None:
             raise ticket.messages_error
 
-    async def commit(self) -> None:
-        """Store every row pending now."""
-        await self.wait(self._ticket)
+    async def commit(self, *, message: bool = False) -> None:
+        """Store every row pending now (``message`` as for :meth:`wait`)."""
+        await self.wait(self._ticket, message=message)
 
     def flush(self) -> None:
         """Write the pending rows now, on this thread, and raise the error if that fails."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from dagger_nb.errors import DaggerError
+from dagger_nb.pubsub import views
 from dagger_nb.pubsub._commit import GroupCommit
 from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
 from dagger_nb.pubsub.dispatch import Dispatcher
@@ -82,7 +83,7 @@ class Durability:
         """Record ``message`` and return once it is committed and routed to ``targets``."""
         record = Record(message)
         record.seq = self.log.add_message(message, payload_json, (record, targets))
-        await self.commit.wait(self.commit.ticket(), message=True)
+        await self.commit.commit(message=True)
 
     def outcome(
         self, record: Record, node: Node, kind: str, reason: str, at: float, traceback: str | None = None
@@ -136,7 +137,7 @@ class Durability:
 
     def history(self, channel: str | None) -> pd.DataFrame:
         """The committed history, read from the file."""
-        return self.log.history_frame(channel)
+        return views.history_frame(self.log.history_records(channel), None)
 
     def dead_letters(self) -> list[DeadLetter]:
         """The committed dead letters, read from the file."""

@@ -23,16 +23,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dagger_nb._traceback import printable
 from dagger_nb.errors import StorageError
 from dagger_nb.pubsub._state import Node, Record
 from dagger_nb.pubsub.message import Message
 from dagger_nb.storage import ProcessLock, add_missing_columns, open_database
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pubsub_messages (
@@ -111,7 +108,6 @@ class Summary:
     channels: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    last_seq: int = 0
 
 
 @dataclass(slots=True)
@@ -204,7 +200,7 @@ class MessageLog:
                 raise StorageError(f"cannot upgrade the pub/sub log '{self.path}': {error}") from None
         if not isinstance(last, int):
             raise self.damaged("pubsub_messages", f"seq {last!r} is not an integer")
-        self.last_seq = summary.last_seq = last
+        self.last_seq = last
         return summary
 
     def _schema(self, channel: str, text: Any) -> dict[str, Any] | None:
@@ -255,12 +251,8 @@ class MessageLog:
             rows = reader.execute(query, (after, until, *channels, agent, agent, limit)).fetchall()
         return [self._message(row) for row in rows]
 
-    def history_frame(self, channel: str | None) -> pd.DataFrame:
+    def history_records(self, channel: str | None) -> list[Record]:
         """Every committed message (or ``channel``'s) in publish order, with the nodes that handled it."""
-        import pandas as pd
-
-        from dagger_nb.pubsub.views import HISTORY_COLUMNS
-
         query = (
             f"SELECT {_MESSAGE_COLUMNS}, (SELECT json_group_array(node_id) FROM (SELECT node_id"
             " FROM pubsub_deliveries AS d WHERE d.message_id = m.message_id AND outcome = 'delivered'"
@@ -269,18 +261,13 @@ class MessageLog:
         parameters: tuple[str, ...] = ()
         if channel is not None:
             query, parameters = query + " WHERE channel = ?", (channel,)
-        rows = []
+        records = []
         with self._reading() as reader:
             for row in reader.execute(query + " ORDER BY seq", parameters):
-                message = self._message(row[:7]).message
-                delivered_to = json.loads(row[7])
-                rows.append(
-                    (message.message_id, message.timestamp, message.channel, message.source, message.payload,
-                     delivered_to)
-                )
-        frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-        return frame
+                record = self._message(row[:7])
+                record.delivered_to = json.loads(row[7])
+                records.append(record)
+        return records
 
     def dead_letter_rows(self) -> list[tuple[str, str, str, str, str | None, list[str] | None]]:
         """``(message_id, channel, agent, reason, traceback, logs)`` of every committed dead letter, oldest
@@ -320,7 +307,7 @@ class MessageLog:
     ) -> None:
         """Queue a dead letter (its texts escaped where UTF-8 cannot hold them)."""
         stack = None if traceback is None else printable(traceback)
-        lines = None if not logs else json.dumps([printable(line) for line in logs])
+        lines = None if not logs else json.dumps(logs)  # LogBuffer.add_line escaped every line
         self.pending.dead_letters.append((message_id, channel, agent, printable(reason), stack, lines))
 
     def add_node(self, node_id: str, agent: str) -> None:
