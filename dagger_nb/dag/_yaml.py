@@ -204,6 +204,8 @@ class NotPlain(Exception):
 
 
 _STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_PLAIN_KEY_TAGS = frozenset({_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:null",
+                             "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"})
 
 
 def construct_plain(loader: Any, root: yaml.Node) -> Any:
@@ -224,8 +226,7 @@ def construct_plain(loader: Any, root: yaml.Node) -> Any:
         if kind is mapping and tag == _MAP:
             built: dict[Any, Any] = {}
             for key_node, value_node in node.value:
-                if key_node.tag not in (_STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:null",
-                                        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"):
+                if key_node.tag not in _PLAIN_KEY_TAGS:
                     raise NotPlain  # merge keys, `=` keys, collections as keys
                 built[build(key_node)] = build(value_node)
             return built

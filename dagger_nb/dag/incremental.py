@@ -74,7 +74,8 @@ class IncrementalRun:
         #: False for a fresh run: every node runs, and its result is stored for the next run
         self.allow_reuse = reuse
         self._stored: dict[str, list[StoredResult]] = {}
-        self._prints: dict[tuple[str, str], str] = {}
+        #: namespace -> key -> fingerprint of each output seen this run
+        self._prints: dict[str, dict[str, str]] = {}
         self._plans: dict[str, NodePlan] = {}
         #: node -> the request that its big outputs be fingerprinted where its action runs
         self._remote_prints: dict[str, OutputPrints] = {}
@@ -118,7 +119,7 @@ class IncrementalRun:
             return NodePlan(str(missing))
         inputs: dict[str, str] = {}
         for name, namespace, key, _, _ in run.plan.inputs[node_id]:
-            known = self._prints.get((namespace, key)) if namespace is not None else None
+            known = self._prints.get(namespace, {}).get(key) if namespace is not None else None
             if known is not None:
                 inputs[name] = known
                 continue
@@ -127,7 +128,7 @@ class IncrementalRun:
             except Unfingerprintable as error:
                 return NodePlan(f"input '{name}' could not be fingerprinted ({error}); its result is not stored")
             if namespace is not None:
-                self._prints[namespace, key] = inputs[name]
+                self._prints.setdefault(namespace, {})[key] = inputs[name]
         if action.takes_ctx:  # it may read its dependencies' outputs itself, through ctx.cache
             for dependency in run.dependencies[node_id]:
                 try:
@@ -144,7 +145,7 @@ class IncrementalRun:
         return NodePlan(reason, fingerprint, code, settings, inputs)
 
     async def _namespace_print(self, run: Run, namespace: str) -> str:
-        known = {key: fp for (ns, key), fp in self._prints.items() if ns == namespace}
+        known = dict(self._prints.get(namespace, {}))
         values = run.cache.namespace(namespace)
         for key, value in values.items():
             if key not in known:
@@ -159,7 +160,7 @@ class IncrementalRun:
         values = await anyio.to_thread.run_sync(self.results.load_values, stored)
         for key, value in values.items():
             run.cache.insert(node_id, key, value)
-            self._prints[node_id, key] = stored.outputs.get(key) or value_fingerprint(value)
+            self._prints.setdefault(node_id, {})[key] = stored.outputs.get(key) or value_fingerprint(value)
         run.outcomes[node_id].cached_from = stored.run_id
         self._used.append((node_id, stored.fingerprint))
         return values
@@ -210,8 +211,7 @@ class IncrementalRun:
         except Exception as error:  # a value's own pickling or hashing can raise anything
             return f"its result could not be stored: {error}"
         finally:
-            for key, fingerprint in result.outputs.items():
-                self._prints[node_id, key] = fingerprint
+            self._prints.setdefault(node_id, {}).update(result.outputs)
         return None
 
     async def finish(self, workflow: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dagger_nb.dag.actions import node_outputs
+from dagger_nb.dag.spec import brief_list
 from dagger_nb.errors import DaggerError
 
 if TYPE_CHECKING:
@@ -49,8 +50,7 @@ def _produced(run: Run, node_id: str) -> str:
     keys = sorted(run.cache.namespace(node_id))
     if not keys:
         return "it produced nothing"
-    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-    return f"it produced: {shown}"
+    return f"it produced: {brief_list(keys, limit=8)}"
 
 
 def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:

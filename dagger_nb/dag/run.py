@@ -225,12 +225,13 @@ class Run:
         self.plan = Plan.of(self.spec)
         self._owns_plan = True
         self.dependencies, self.dependents = self.plan.dependencies, self.plan.dependents
+        held = set(self.cache.namespaces())
         for node_id in dropped:
             del self.nodes[node_id]
             del self.outcomes[node_id]
             self.added_by.pop(node_id, None)
             self._released.discard(node_id)
-            if node_id in self.cache.namespaces():
+            if node_id in held:
                 self.cache.clear(node_id)
         self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in self.spec.nodes)
         self.id_counters = {}

@@ -225,14 +225,15 @@ class Scheduler:
         # cost more than the scheduling itself.
         node = run.nodes[node_id]
         outcome = run.outcomes[node_id]
-        if node.action == SUPERVISOR_ACTION and _iteration(node) >= run.iteration_limit:
+        iteration = _iteration(node) if node.action == SUPERVISOR_ACTION else None
+        if iteration is not None and iteration >= run.iteration_limit:
             run.iteration_limit_hit = True
             run.stopping = True
             run.ready.appendleft(node_id)
             return
         review_note = None
-        if node.action == SUPERVISOR_ACTION and review_due(_iteration(node), run.config.review_frequency):
-            review = await review_point(self.executor, run, node, _iteration(node))
+        if iteration is not None and review_due(iteration, run.config.review_frequency):
+            review = await review_point(self.executor, run, node, iteration)
             if not review.go_on:
                 return
             review_note = review.note
