@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from dagger_nb._sync import loop_is_running
+from dagger_nb._loop import loop_is_running
 
 
 class WorkerGroup(Protocol):

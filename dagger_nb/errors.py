@@ -129,6 +129,11 @@ class ExecutionError(DaggerError, RuntimeError):
     """A run cannot start or continue (empty workflow, run already finished, ...)."""
 
 
+class NoRunningLoop(ExecutionError):
+    """An async-only call (``await x.run()``, ``x.start()``) was made where no event loop runs, as in
+    a script; the message names the synchronous form (``x.run_sync()``)."""
+
+
 class GraphChangeError(DaggerError, ValueError):
     """Nodes cannot be added to a running workflow as asked (the message says why)."""
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from dagger_nb._sync import run_sync
+from dagger_nb._loop import run_sync
 from dagger_nb._traceback import printable
 from dagger_nb.agents._attempt import AttemptRunner
 from dagger_nb.agents._dot import job_graph

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dagger_nb._background import BackgroundGroup
-from dagger_nb._sync import run_sync
+from dagger_nb._loop import BackgroundGroup, run_sync
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
 from dagger_nb.dag.actions import ActionRegistry, default_registry

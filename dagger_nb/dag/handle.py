@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from dagger_nb._sync import loop_is_running
+from dagger_nb._loop import loop_is_running
 from dagger_nb.dag.dynamic import node_request
 from dagger_nb.errors import ExecutionError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagger_nb.notebook.session import Session, run_blocking, session, use_session
+from dagger_nb.notebook.session import Session, session, use_session
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -38,7 +38,6 @@ __all__ = [
     "RunDashboard",
     "Session",
     "load_ipython_extension",
-    "run_blocking",
     "session",
     "use_session",
 ]

@@ -17,13 +17,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, SVG, display
 
+from dagger_nb._loop import run_sync
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import parse_workflow
 from dagger_nb.errors import DaggerError, GraphvizNotFound, Problem, SchemaValidationError, WorkflowSpecError
 from dagger_nb.graph import render_svg
 from dagger_nb.notebook._magic_args import parse_inputs, parse_mapping, parse_value, unquote
-from dagger_nb.notebook.session import Session, run_blocking
+from dagger_nb.notebook.session import Session
 from dagger_nb.schema import preload_jsonschema
 
 if TYPE_CHECKING:
@@ -351,7 +352,7 @@ class DaggerMagics(Magics):
                 if "handle" in holder:
                     holder["handle"].cancel()
 
-            run_blocking(run_here, on_interrupt=interrupted)
+            run_sync(run_here, on_interrupt=interrupted)
             holder["dashboard"].send_final_state()
             return
         handle = _call(start)

@@ -14,12 +14,9 @@ on a private loop in a worker thread while the cell waits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import os
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
@@ -293,55 +290,6 @@ class Session:
         return f"<Session {len(self.runs)} run(s), actions: {', '.join(self.registry.names()) or 'none'}>"
 
 
-def run_blocking(async_fn: Callable[[], Awaitable[T]], *, on_interrupt: Callable[[], object]) -> T:
-    """Run ``async_fn()`` on a private loop in a worker thread and wait for it here.
-
-    Like :func:`dagger_nb._sync.run_sync`, but the worker runs in a copy of the
-    caller's context (so the kernel files widget updates under the waiting
-    cell), and a ``KeyboardInterrupt`` (kernel interrupt) calls
-    ``on_interrupt()`` on the worker's loop, waits for the work to end, and
-    re-raises.
-    """
-    import anyio
-
-    context = contextvars.copy_context()
-    outcome: dict[str, Any] = {}
-    started = threading.Event()
-    loops: list[asyncio.AbstractEventLoop] = []
-
-    async def main() -> T:
-        loops.append(asyncio.get_running_loop())
-        started.set()
-        return await async_fn()
-
-    finished = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome["value"] = context.run(anyio.run, main)
-        except BaseException as error:
-            outcome["error"] = error
-        finally:
-            started.set()
-            finished.set()
-
-    worker = threading.Thread(target=target, name="dagger-nb-wait", daemon=True)
-    try:
-        # start() inside the try: the interrupt may arrive before start() has even returned.
-        worker.start()
-        # An Event, not join(): a join() interrupted by KeyboardInterrupt may not wait again.
-        finished.wait()
-    except KeyboardInterrupt:
-        started.wait()
-        if loops:
-            loops[0].call_soon_threadsafe(on_interrupt)
-        finished.wait()
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 _kernel_session: Session | None = None
 
 
@@ -366,4 +314,4 @@ def use_session(new: Session | None) -> Session | None:
     return previous
 
 
-__all__ = ["INCREMENTAL_DB", "Session", "run_blocking", "session", "use_session"]
+__all__ = ["INCREMENTAL_DB", "Session", "session", "use_session"]

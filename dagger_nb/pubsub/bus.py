@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from dagger_nb._sync import run_sync
+from dagger_nb._loop import run_sync
 from dagger_nb.cache import Cache
 from dagger_nb.errors import (
     AgentNotFound,
@@ -206,7 +206,7 @@ class PubSub(BusViews):
     def publish_sync(
         self, channel: str, payload: Any, *, source: str = "user", task_id: str | None = None
     ) -> Message:
-        """:meth:`publish` from synchronous code (a script); see :func:`dagger_nb._sync.run_sync`.
+        """:meth:`publish` from synchronous code (a script); see :func:`dagger_nb._loop.run_sync`.
 
         Not while delivery runs on an event loop: ``await publish(...)`` there.
         """

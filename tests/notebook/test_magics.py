@@ -12,10 +12,11 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import dagger_nb
+from dagger_nb._loop import run_sync
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.events import HumanInputRequested
 from dagger_nb.notebook.magics import DaggerMagics
-from dagger_nb.notebook.session import Session, run_blocking
+from dagger_nb.notebook.session import Session
 from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
 from tests.notebook.conftest import run
 from tests.notebook.helpers import ADD_ACTION, sums
@@ -441,7 +442,7 @@ def test_interrupting_a_blocking_wait_cancels_the_run() -> None:
         await started[0].wait()
 
     with pytest.raises(KeyboardInterrupt):
-        run_blocking(run_it, on_interrupt=lambda: started[0].cancel())
+        run_sync(run_it, on_interrupt=lambda: started[0].cancel())
     assert started[0].status == "cancelled"
 
 

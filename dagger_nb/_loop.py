@@ -1,0 +1,286 @@
+"""Where dagger-nb's async work runs, for all three paradigms.
+
+One module answers the questions every facade (``DagExecutor``, ``TaskManager``,
+``PubSub``, the Dask backend) asks about the event loop:
+
+* :func:`require_loop`: is a loop running here? If not, one error message that
+  names the synchronous form to use instead.
+* :class:`BackgroundGroup`: who owns work started from synchronous code with
+  ``x.start(...)``: one long-lived task per loop holding an anyio task group, so
+  every background run is awaited or cancelled by someone.
+* :class:`LoopHop`: how a worker thread (a synchronous action, agent or handler)
+  calls something that must run on the loop's thread.
+* :func:`run_sync`: how ``x.run_sync(...)`` blocks: ``anyio.run`` in a script;
+  inside a running loop (a Jupyter kernel) a private loop in a worker thread,
+  in a copy of the caller's context, with a kernel interrupt cancelling the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+
+from dagger_nb.errors import NoRunningLoop
+
+T = TypeVar("T")
+
+logger = logging.getLogger("dagger_nb")
+
+__all__ = ["BackgroundGroup", "LoopHop", "loop_is_running", "require_loop", "run_sync"]
+
+
+def loop_is_running() -> bool:
+    """True when the calling thread is running an asyncio event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def require_loop(what: str, *, instead: str) -> asyncio.AbstractEventLoop:
+    """The calling thread's running loop; :class:`NoRunningLoop` naming ``instead`` when there is none.
+
+    ``what`` is the call that needs the loop (``"DagExecutor.start()"``), ``instead``
+    the synchronous form to use in a script (``"run_sync()"``).
+    """
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise NoRunningLoop(
+            f"{what} needs a running event loop (a notebook cell or async code); in a script use {instead}"
+        ) from None
+
+
+async def _guarded(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:  # the work records its own failures; this is a bug, and siblings must go on
+        logger.exception("dagger-nb background work %s failed", getattr(fn, "__qualname__", fn))
+
+
+class BackgroundGroup:
+    """Owns the work a facade starts in the background on the running loop.
+
+    One service task per loop runs an anyio task group; :meth:`submit` hands it
+    work. :meth:`aclose` cancels everything and waits; :meth:`close` cancels
+    from any thread without waiting (for synchronous ``close()`` methods).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._service: asyncio.Task[None] | None = None
+        self._group: TaskGroup | None = None
+        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], Callable[[], object]]] = []
+        self._wakeup: anyio.Event | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the group's work runs on, while it is open."""
+        return self._loop if self.running else None
+
+    @property
+    def running(self) -> bool:
+        """True while the group's service task is alive."""
+        return self._service is not None and not self._service.done()
+
+    def submit(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        *args: Any,
+        on_drop: Callable[[], object] = lambda: None,
+        instead: str = "the synchronous form",
+    ) -> None:
+        """Run ``fn(*args)`` in the background on the calling thread's running loop.
+
+        ``on_drop`` is called instead if the group is closed before ``fn`` could
+        start; ``instead`` names the synchronous form for the no-loop error.
+        """
+        loop = require_loop(f"{self.name}: starting work in the background", instead=instead)
+        if not self.running or self._loop is not loop:
+            self._loop = loop
+            self._pending = []
+            self._wakeup = None
+            self._group = None
+            # The one bare task: it owns a task group, which owns every background run.
+            self._service = loop.create_task(self._serve(), name=f"dagger-nb {self.name}")
+        self._pending.append((fn, args, on_drop))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _serve(self) -> None:
+        async with anyio.create_task_group() as group:
+            self._group = group
+            while True:
+                while self._pending:
+                    fn, args, _ = self._pending.pop(0)
+                    group.start_soon(_guarded, fn, args)
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+
+    def _cancel(self, service: asyncio.Task[None]) -> None:
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+        else:
+            service.cancel()
+
+    def close(self) -> None:
+        """Cancel all background work without waiting; safe from any thread."""
+        service, loop = self._service, self._loop
+        if service is None or service.done() or loop is None:
+            return
+        here = asyncio.get_running_loop() if loop_is_running() else None
+        if here is not loop and loop.is_running():
+            # Cancel scopes belong to their loop's thread.
+            loop.call_soon_threadsafe(self._cancel, service)
+        else:
+            self._cancel(service)
+
+    async def aclose(self) -> None:
+        """Cancel all background work and wait until it has ended (on another loop: without waiting)."""
+        service = self._service
+        if service is None or service.done():
+            return
+        if asyncio.get_running_loop() is not self._loop:
+            self.close()
+            return
+        self._service = None
+        self._cancel(service)
+        await asyncio.wait([service])
+        dropped, self._pending = self._pending, []
+        for _, _, on_drop in dropped:
+            on_drop()
+
+
+class LoopHop:
+    """Carries calls from worker threads to the thread of the loop the work runs on.
+
+    A run enters it while it runs (:meth:`entered`); a call from another thread
+    then runs on the loop's thread. With no run under way, or on the loop's own
+    thread, a call runs where it is made.
+    """
+
+    __slots__ = ("_thread", "_token", "_users")
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._thread: int | None = None
+        self._token: Any = None
+
+    def enter(self) -> None:
+        """A run starts on the current loop."""
+        self._users += 1
+        self._thread = threading.get_ident()
+        self._token = anyio.lowlevel.current_token()
+
+    def leave(self) -> None:
+        """A run ended."""
+        self._users -= 1
+        if self._users == 0:
+            self._thread = self._token = None
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """:meth:`enter` for the duration of a ``with`` block."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    @property
+    def off_loop(self) -> bool:
+        """True when called from a thread other than the running loop's (a worker thread)."""
+        return self._token is not None and threading.get_ident() != self._thread
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the loop's thread; here when this is that thread or nothing runs."""
+        if not self.off_loop:
+            return fn(*args)
+        return anyio.from_thread.run_sync(fn, *args, token=self._token)
+
+    def call_async(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Await ``fn(*args)`` on the loop from a worker thread, and return its result."""
+        if not self.off_loop:
+            raise RuntimeError("call_async() is for worker threads; on the loop, await the call")
+        return anyio.from_thread.run(fn, *args, token=self._token)
+
+
+def run_sync(
+    async_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, on_interrupt: Callable[[], object] | None = None
+) -> T:
+    """Run ``async_fn(*args)`` to completion from synchronous code and return its result.
+
+    In a script this is ``anyio.run``. Inside a running loop (a Jupyter kernel) a
+    second loop cannot run on the same thread and patching the loop is unsafe,
+    so the work runs on a private loop in a worker thread, in a copy of the
+    caller's context (so the kernel files widget output under the waiting cell).
+    A ``KeyboardInterrupt`` while waiting (the kernel's interrupt button) calls
+    ``on_interrupt()`` on the worker's loop, or cancels the work when it is None,
+    waits for the work to end, and re-raises. Objects bound to the caller's loop
+    (handles, subscriptions) must not be shared with the private loop.
+
+    >>> async def double(x):
+    ...     return 2 * x
+    >>> run_sync(double, 21)
+    42
+    """
+    if not loop_is_running():
+        return anyio.run(async_fn, *args)
+
+    context = contextvars.copy_context()
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+    finished = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
+    scopes: list[anyio.CancelScope] = []
+
+    async def main() -> T:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            loops.append(asyncio.get_running_loop())
+            started.set()
+            return await async_fn(*args)
+        raise KeyboardInterrupt  # the scope was cancelled by an interrupt: the caller re-raises its own
+
+    def target() -> None:
+        try:
+            outcome["value"] = context.run(anyio.run, main)
+        except BaseException as error:
+            outcome["error"] = error
+        finally:
+            started.set()
+            finished.set()
+
+    def interrupt() -> None:
+        if on_interrupt is not None:
+            on_interrupt()
+        else:
+            scopes[0].cancel()
+
+    worker = threading.Thread(target=target, name="dagger-nb-wait", daemon=True)
+    try:
+        # start() inside the try: the interrupt may arrive before start() has even returned.
+        worker.start()
+        # An Event, not join(): a join() interrupted by KeyboardInterrupt may not wait again.
+        finished.wait()
+    except KeyboardInterrupt:
+        started.wait()
+        if loops:
+            loops[0].call_soon_threadsafe(interrupt)
+        finished.wait()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
