@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagger_nb.errors import CacheKeyError, DaggerError
+from dagger_nb.errors import CacheFormatError, CacheKeyError, ReadOnlyInputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,14 +191,14 @@ class Cache:
     def to_json(self) -> str:
         """The cache as JSON in the Rust layout ``{"ns": {"key": {"value": ...}}}``.
 
-        Raises :class:`DaggerError` naming the first value that is not JSON-able.
+        Raises :class:`CacheFormatError` naming the first value that is not JSON-able.
         """
         layout: dict[str, dict[str, dict[str, Any]]] = {}
         for ns, key, value in self.items():
             try:
                 json.dumps(value)
             except (TypeError, ValueError) as error:
-                raise DaggerError(
+                raise CacheFormatError(
                     f"cache value '{ns}.{key}' of type {type(value).__name__} is not JSON-serialisable: {error}"
                 ) from None
             layout.setdefault(ns, {})[key] = {"value": value}
@@ -210,16 +210,16 @@ class Cache:
         try:
             layout = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DaggerError(f"cache JSON is invalid: {error}") from None
+            raise CacheFormatError(f"cache JSON is invalid: {error}") from None
         if not isinstance(layout, dict):
-            raise DaggerError("cache JSON must be an object of namespaces")
+            raise CacheFormatError("cache JSON must be an object of namespaces")
         cache = cls(config)
         for ns, entries in layout.items():
             if not isinstance(entries, dict):
-                raise DaggerError(f"cache JSON namespace '{ns}' must be an object of keys")
+                raise CacheFormatError(f"cache JSON namespace '{ns}' must be an object of keys")
             for key, entry in entries.items():
                 if not isinstance(entry, dict) or "value" not in entry:
-                    raise DaggerError(f"cache JSON entry '{ns}.{key}' must be an object with a 'value'")
+                    raise CacheFormatError(f"cache JSON entry '{ns}.{key}' must be an object with a 'value'")
                 cache.insert(ns, key, entry["value"])
         return cache
 
@@ -291,7 +291,7 @@ class RunCache(Cache):
     def insert(self, namespace: str, key: str, value: Any) -> None:
         """Store ``value`` in the shared cache; a run's inputs cannot be written."""
         if namespace == INPUTS:
-            raise DaggerError(f"cannot write '{INPUTS}.{key}': a run's inputs are read-only (pass them as inputs=...)")
+            raise ReadOnlyInputs(INPUTS, key)
         self.shared.insert(namespace, key, value)
         self._written.add((namespace, key))
 

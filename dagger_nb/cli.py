@@ -22,7 +22,7 @@ import anyio
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import WorkflowSpec
-from dagger_nb.errors import DaggerError, WorkflowSpecError
+from dagger_nb.errors import CommandLineError, DaggerError, WorkflowSpecError, describe_error
 from dagger_nb.graph import render_svg
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def _graph(args: argparse.Namespace) -> int:
     elif output.suffix in (".dot", ".gv"):
         text = dot
     else:
-        raise DaggerError(f"cannot write '{output}': the output must end in .svg or .dot")
+        raise CommandLineError(f"cannot write '{output}': the output must end in .svg or .dot")
     _write(output, text)
     print(f"wrote {output}")
     return 0
@@ -188,7 +188,7 @@ def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as error:
-        raise DaggerError(f"cannot write '{path}': {error.strerror or error}") from None
+        raise CommandLineError(f"cannot write '{path}': {error.strerror or error}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -223,7 +223,7 @@ def _resume(args: argparse.Namespace) -> int:
     for source in args.actions:
         _import_actions(source)
     if not Path(args.db).is_file():
-        raise DaggerError(f"run database '{args.db}' not found")
+        raise CommandLineError(f"run database '{args.db}' not found")
     args.incremental = args.fresh = False
     return _drive(args, lambda executor: executor.start_resume(args.run_id))
 
@@ -308,7 +308,7 @@ def _import_actions(source: str) -> None:
         if source.endswith(".py") or os.sep in source:
             path = Path(source)
             if not path.is_file():
-                raise DaggerError(f"actions file '{source}' not found")
+                raise CommandLineError(f"actions file '{source}' not found")
             module_spec = importlib.util.spec_from_file_location(f"dagger_nb_actions_{path.stem}", path)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
@@ -318,15 +318,15 @@ def _import_actions(source: str) -> None:
     except DaggerError:
         raise
     except ModuleNotFoundError as error:
-        raise DaggerError(f"cannot import actions module '{source}': {error}") from None
+        raise CommandLineError(f"cannot import actions module '{source}': {error}") from None
     except Exception as error:  # the user's file failed while importing: show where, not our stack
-        raise DaggerError(f"importing actions from '{source}' failed: {type(error).__name__}: {error}") from None
+        raise CommandLineError(f"importing actions from '{source}' failed: {describe_error(error)}") from None
 
 
 def _parse_input(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise DaggerError(f"--input '{item}' must look like KEY=VALUE")
+        raise CommandLineError(f"--input '{item}' must look like KEY=VALUE")
     try:
         return key, json.loads(text)
     except json.JSONDecodeError:

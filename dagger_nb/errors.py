@@ -6,13 +6,18 @@
     ├── WorkflowSpecError (ValueError)      a workflow file or text has problems
     ├── WorkflowNotFound (KeyError)         no workflow registered under that name
     ├── RunNotFound (KeyError)              no run with that id
+    ├── NodeNotFound (KeyError)             a workflow has no node with that id
     ├── ActionNotFound (KeyError)           no action registered under that name
     ├── ActionError (RuntimeError)          an action broke the calling convention
+    │   └── ActionDefinitionError (ValueError)  an action cannot be registered as given
     ├── ExecutionError (RuntimeError)       a run cannot start or continue
     ├── GraphChangeError (ValueError)       nodes cannot be added to a running workflow
     ├── NodeTimeout (TimeoutError)          one attempt of a node took too long
     ├── CacheKeyError (KeyError)            a cache lookup missed
-    ├── GraphvizNotFound (RuntimeError)     Graphviz's ``dot`` is not installed
+    ├── CacheFormatError (ValueError)       a cache cannot be written as or read from JSON
+    ├── ReadOnlyInputs (TypeError)          a run's inputs were written to
+    ├── GraphvizError (RuntimeError)        Graphviz could not render a graph
+    │   └── GraphvizNotFound                Graphviz's ``dot`` is not installed
     ├── StorageError (RuntimeError)         the SQLite file is unusable
     │   └── DatabaseInUse                   another live process holds the file
     ├── TaskError (ValueError)              a task manager call was given bad input
@@ -27,18 +32,22 @@
     ├── ChannelNotFound (KeyError)          strict pub/sub and an unknown channel
     ├── PubSubError (ValueError)            a pub/sub call was given bad input
     ├── BackendUnavailable (ImportError)    an optional backend's package is missing
+    ├── CommandLineError (ValueError)       the ``dagger-nb`` command was given bad arguments
     └── NeedsDependencies                   raised by a task agent to wait for new work
 
     DaggerWarning (UserWarning)             something will not work as the file suggests
 
 Errors carry their context as attributes and build their message from them,
-so ``str(error)`` is always a complete sentence a user can act on.
+so ``str(error)`` is always a complete sentence a user can act on;
+:func:`describe_error` turns any exception into the text shown to people.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from dagger_nb._traceback import printable
 
 
 class DaggerError(Exception):
@@ -113,6 +122,24 @@ class RunNotFound(DaggerError, _KeyErrorMessage):
         super().__init__(f"no run with id '{run_id}'")
 
 
+class NodeNotFound(DaggerError, _KeyErrorMessage):
+    """Workflow ``workflow`` has no node ``node``; the message lists a few of the ``known`` ids."""
+
+    def __init__(self, workflow: str, node: str, known: Sequence[str] = ()) -> None:
+        self.workflow = workflow
+        self.node = node
+        self.known = tuple(known)
+        super().__init__(f"workflow '{workflow}' has no node '{node}' (known: {_brief(self.known)})")
+
+
+def _brief(names: Sequence[str], *, limit: int = 6) -> str:
+    """At most ``limit`` of ``names`` in their order, then how many were left out."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 class ActionNotFound(DaggerError, _KeyErrorMessage):
     """No action is registered under ``name``."""
 
@@ -123,6 +150,10 @@ class ActionNotFound(DaggerError, _KeyErrorMessage):
 
 class ActionError(DaggerError, RuntimeError):
     """An action returned something its node cannot store, or was misused."""
+
+
+class ActionDefinitionError(ActionError, ValueError):
+    """An action cannot be registered as given (no name, not callable, a bad option)."""
 
 
 class ExecutionError(DaggerError, RuntimeError):
@@ -139,12 +170,18 @@ class GraphChangeError(DaggerError, ValueError):
 
 
 class NodeTimeout(DaggerError, TimeoutError):
-    """One attempt of ``node`` ran longer than ``seconds``."""
+    """Attempt ``attempt`` of ``node`` ran longer than ``seconds``.
 
-    def __init__(self, node: str, seconds: float) -> None:
+    >>> str(NodeTimeout("train", 2, attempt=1))
+    "node 'train' timed out after 2s (attempt 1)"
+    """
+
+    def __init__(self, node: str, seconds: float, *, attempt: int | None = None) -> None:
         self.node = node
         self.seconds = seconds
-        super().__init__(f"Timeout after {seconds:g}s")
+        self.attempt = attempt
+        which = "" if attempt is None else f" (attempt {attempt})"
+        super().__init__(f"node '{node}' timed out after {seconds:g}s{which}")
 
 
 class CacheKeyError(DaggerError, _KeyErrorMessage):
@@ -188,14 +225,41 @@ def _some(names: Sequence[str], noun: str, *, shown: int = 5) -> str:
     return f"{len(names)} {noun}s: {listed} and {len(names) - shown} more"
 
 
-class GraphvizNotFound(DaggerError, RuntimeError):
+class CacheFormatError(DaggerError, ValueError):
+    """A cache cannot be turned into JSON (a value is not JSON-able) or rebuilt from it (the text
+    is not the ``{"ns": {"key": {"value": ...}}}`` layout)."""
+
+
+class ReadOnlyInputs(DaggerError, TypeError):
+    """Something tried to write ``key`` among a run's inputs, which only the run sets."""
+
+    def __init__(self, namespace: str, key: str) -> None:
+        self.namespace = namespace
+        self.key = key
+        super().__init__(
+            f"cannot write '{namespace}.{key}': a run's inputs are read-only (pass them as inputs=...)"
+        )
+
+
+class GraphvizError(DaggerError, RuntimeError):
+    """Graphviz could not render a graph; ``detail`` is what it said."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"Graphviz could not render the graph: {detail}")
+
+
+class GraphvizNotFound(GraphvizError):
     """Graphviz's ``dot`` program is needed but not installed."""
 
     def __init__(self) -> None:
-        super().__init__(
+        self.detail = "'dot' is not on PATH"
+        # its own sentence, not GraphvizError's "could not render": the fix is an install
+        DaggerError.__init__(
+            self,
             "Graphviz's 'dot' program was not found on PATH; install it with "
             "'apt-get install graphviz' (Debian/Ubuntu), 'brew install graphviz' (macOS) "
-            "or 'conda install -c conda-forge graphviz'"
+            "or 'conda install -c conda-forge graphviz'",
         )
 
 
@@ -300,6 +364,11 @@ class BackendUnavailable(DaggerError, ImportError):
     """An optional backend was requested but its package is not installed."""
 
 
+class CommandLineError(DaggerError, ValueError):
+    """The ``dagger-nb`` command was given something it cannot use (a bad ``--input``, a missing
+    file, an actions module that does not import); the command prints the message and exits 1."""
+
+
 class NotSentAhead(DaggerError):
     """A call sent ahead could not take an input from its dependencies' results.
 
@@ -321,3 +390,19 @@ class PubSubError(DaggerError, ValueError):
 
 class DaggerWarning(UserWarning):
     """Something in a workflow will not behave as written (for example an unregistered failure handler)."""
+
+
+def describe_error(exception: BaseException) -> str:
+    """The text shown to people for ``exception``: our errors are complete sentences and read as
+    they are; anything else is ``Type: message`` (just ``Type`` when the message is empty).
+
+    Printable and storable whatever the message holds: a lone surrogate (an undecodable file
+    name from ``os.fsdecode``) is written as its escape.
+
+    >>> describe_error(ValueError("bad")), describe_error(KeyError()), describe_error(TaskNotFound("t"))
+    ('ValueError: bad', 'KeyError', "unknown task 't'")
+    """
+    text = str(exception)
+    if not isinstance(exception, DaggerError):
+        text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
+    return printable(text)

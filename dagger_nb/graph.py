@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from dagger_nb.errors import DaggerError, GraphvizNotFound
+from dagger_nb.errors import GraphvizError, GraphvizNotFound
 
 #: Fill colour for each status used by runs, tasks and agents.
 STATUS_COLOURS: dict[str, str] = {
@@ -109,7 +109,7 @@ def render_svg(dot_text: str, *, timeout: float = 60.0) -> str:
     """Render DOT text to an SVG document with Graphviz's ``dot``.
 
     Raises :class:`GraphvizNotFound` (saying how to install it) when ``dot`` is
-    missing, and :class:`DaggerError` with Graphviz's message when the DOT is invalid.
+    missing, and :class:`GraphvizError` with Graphviz's message when the DOT is invalid.
     """
     executable = shutil.which("dot")
     if executable is None:
@@ -122,5 +122,5 @@ def render_svg(dot_text: str, *, timeout: float = 60.0) -> str:
         check=False,
     )
     if completed.returncode != 0:
-        raise DaggerError(f"Graphviz could not render the graph: {completed.stderr.decode().strip()}")
+        raise GraphvizError(completed.stderr.decode().strip())
     return completed.stdout.decode()

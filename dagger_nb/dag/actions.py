@@ -29,7 +29,7 @@ from dagger_nb._callables import (
 )
 from dagger_nb._registry import NameLookup
 from dagger_nb.cache import Cache
-from dagger_nb.errors import ActionError, ActionNotFound, DaggerError
+from dagger_nb.errors import ActionDefinitionError, ActionError, ActionNotFound
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
@@ -52,7 +52,7 @@ class Action(Callee):
     def wrap(cls, name: str, fn: ActionFunction, *, inline: bool = False, cache: bool = True) -> Action:
         """Inspect ``fn`` once so each call is cheap."""
         if not callable(fn):
-            raise DaggerError(f"action '{name}' must be callable, got {type(fn).__name__}")
+            raise ActionDefinitionError(f"action '{name}' must be callable, got {type(fn).__name__}")
         try:
             signature = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -95,9 +95,9 @@ class ActionRegistry(NameLookup[Action]):
         """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop;
         ``cache=False``: incremental runs never reuse its results."""
         if not isinstance(name, str) or not name:
-            raise DaggerError(f"action name must be a non-empty string, got {name!r}")
+            raise ActionDefinitionError(f"action name must be a non-empty string, got {name!r}")
         if not isinstance(cache, bool):
-            raise DaggerError(f"action '{name}': cache must be True or False, got {cache!r}")
+            raise ActionDefinitionError(f"action '{name}': cache must be True or False, got {cache!r}")
         registered = Action.wrap(name, fn, inline=inline, cache=cache)
         self._entries[name] = registered
         return registered
@@ -273,7 +273,7 @@ class NodeContext:
         from dagger_nb.dag.run import RunHandle
 
         if self._run is None or self.executor is None:
-            raise DaggerError("this context is not attached to a run")
+            raise ActionError("this context is not attached to a run: it cannot add nodes or ask a person")
         return RunHandle(self._run, self.executor)
 
 

@@ -1,9 +1,9 @@
-"""How one call of a node's action is made, and how what an action raised is described.
+"""How one call of a node's action is made.
 
-Separate from :mod:`dagger_nb.dag.scheduler` (which re-exports :func:`describe_error` and
-:func:`hook_name`) because choosing where a call goes (a call sent ahead, the executor's backend, a
-tracked thread for a sync action with a timeout) and wrapping it in the node's timeout is the seam
-between the attempt loop and the backends, independent of retries, failure policies and workers.
+Separate from :mod:`dagger_nb.dag.scheduler` (which re-exports :func:`hook_name`) because choosing
+where a call goes (a call sent ahead, the executor's backend, a tracked thread for a sync action
+with a timeout) and wrapping it in the node's timeout is the seam between the attempt loop and the
+backends, independent of retries, failure policies and workers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dagger_nb._traceback import printable
 from dagger_nb.backends import LocalBackend
 from dagger_nb.dag.actions import NodeContext
 from dagger_nb.dag.attempts import AbandonedAttempt
-from dagger_nb.errors import DaggerError, NodeTimeout
+from dagger_nb.errors import NodeTimeout
 
 if TYPE_CHECKING:
     from dagger_nb.dag.actions import Action
@@ -58,10 +57,12 @@ def call_action(
             call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id], prints=prints)
         else:
             call = backend.invoke(action, kwargs, context=context, outcome=run.outcomes[node.id])
-    return call if node.timeout is None else _with_timeout(call, node, run, thread)
+    return call if node.timeout is None else _with_timeout(call, node, run, thread, attempt)
 
 
-async def _with_timeout(call: Awaitable[Any], node: NodeSpec, run: Run, thread: AbandonedAttempt | None) -> Any:
+async def _with_timeout(
+    call: Awaitable[Any], node: NodeSpec, run: Run, thread: AbandonedAttempt | None, attempt: int
+) -> Any:
     assert node.timeout is not None
     if thread is not None:
         run.abandoned[node.id] = thread  # until it returns: no other attempt of the node may start
@@ -71,7 +72,7 @@ async def _with_timeout(call: Awaitable[Any], node: NodeSpec, run: Run, thread: 
             del run.abandoned[node.id]
         return result
     if scope.cancelled_caught:
-        raise NodeTimeout(node.id, node.timeout)
+        raise NodeTimeout(node.id, node.timeout, attempt=attempt)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -79,16 +80,3 @@ def hook_name(hook: Any) -> str:
     """A hook's name for messages."""
     return getattr(hook, "__qualname__", None) or repr(hook)
 
-
-def describe_error(exception: BaseException) -> str:
-    """``Type: message`` for an action's error; our own errors read well as they are.
-
-    Printable and storable whatever the message holds: a lone surrogate (an undecodable file
-    name from ``os.fsdecode``) is written as its escape.
-    """
-    if isinstance(exception, DaggerError):
-        text = str(exception)
-    else:
-        text = str(exception)
-        text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
-    return printable(text)

@@ -11,8 +11,9 @@ import inspect
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from dagger_nb.dag.calls import describe_error, hook_name
+from dagger_nb.dag.calls import hook_name
 from dagger_nb.dag.handle import RunHandle
+from dagger_nb.errors import describe_error
 
 if TYPE_CHECKING:
     from dagger_nb.dag.events import DagEvent

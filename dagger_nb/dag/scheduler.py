@@ -25,7 +25,7 @@ from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
-from dagger_nb.dag.calls import call_action, describe_error, hook_name
+from dagger_nb.dag.calls import call_action, hook_name
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import (
     NodeCached,
@@ -44,12 +44,12 @@ from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, st
 from dagger_nb.dag.report import NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import ADDING_NODE, Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
-from dagger_nb.errors import DaggerError, DaggerWarning, StorageError
+from dagger_nb.errors import DaggerError, DaggerWarning, StorageError, describe_error
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
 
-__all__ = ["Scheduler", "describe_error", "hook_name"]
+__all__ = ["Scheduler", "hook_name"]
 
 _DISCARD_SECONDS = 2  # cancelling calls sent ahead must not hold up the end of a run on a lost cluster
 

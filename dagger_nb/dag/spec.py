@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from dagger_nb.errors import DaggerError
+from dagger_nb.errors import NodeNotFound
 
 #: Upper bound of ``try_count`` and ``config.max_attempts``: more attempts than this is a typo.
 MAX_ATTEMPTS = 1000
@@ -283,7 +283,7 @@ class WorkflowSpec(_Spec):
         return value
 
     def node(self, node_id: str) -> NodeSpec:
-        """The node called ``node_id``; :class:`DaggerError` listing the known ids if absent.
+        """The node called ``node_id``; :class:`NodeNotFound` listing some known ids if absent.
 
         A dict look-up (the index is rebuilt when ``nodes`` changes), so asking for every
         node of a big workflow stays linear.
@@ -292,8 +292,7 @@ class WorkflowSpec(_Spec):
             position = _node_index(self, rebuild=fresh).get(node_id)
             if position is not None and position < len(self.nodes) and self.nodes[position].id == node_id:
                 return self.nodes[position]
-        known = brief_list([node.id for node in self.nodes])
-        raise DaggerError(f"workflow '{self.name}' has no node '{node_id}' (known: {known})")
+        raise NodeNotFound(self.name, node_id, [node.id for node in self.nodes])
 
     def dependencies(self, node_id: str) -> list[str]:
         """Explicit dependencies plus nodes whose outputs ``node_id`` references, in order."""

@@ -273,7 +273,7 @@ async def test_a_timeout_cancels_the_future_and_the_async_action_on_the_worker(
     spec = workflow("slow", {"id": "h", "action": "hang", "timeout": 0.5, "onfailure": False}, on_failure="stop")
     with anyio.fail_after(1.5):  # reported within a second of the timeout
         report = await executor_with(registry, spec, backend=backend).execute_dag("slow")
-    assert report.outcomes["h"].error == "Failed after 1 attempt. Last error: Timeout after 0.5s"
+    assert report.outcomes["h"].error == "Failed after 1 attempt. Last error: node 'h' timed out after 0.5s (attempt 1)"
     assert await receive(queue) == "hang cancelled"  # the action's coroutine was cancelled on its worker
     assert not [key for key in scheduler_keys(dask_client) if key.startswith("hang-")]
 

@@ -328,8 +328,8 @@ async def test_timeout_bounds_each_attempt(registry: ActionRegistry) -> None:
     )
     outcome = (await executor_with(registry, spec).execute_dag("slow")).outcomes["h"]
     assert outcome.status == "failed" and outcome.attempts == 2
-    assert outcome.retry_messages[0].startswith("Attempt 1 failed: Timeout after 0.05s")
-    assert outcome.error == "Failed after 2 attempts. Last error: Timeout after 0.05s"
+    assert outcome.retry_messages[0].startswith("Attempt 1 failed: node 'h' timed out after 0.05s (attempt 1)")
+    assert outcome.error == "Failed after 2 attempts. Last error: node 'h' timed out after 0.05s (attempt 2)"
 
 
 async def test_timeout_also_bounds_blocking_sync_actions(registry: ActionRegistry) -> None:
@@ -340,7 +340,7 @@ async def test_timeout_also_bounds_blocking_sync_actions(registry: ActionRegistr
         outcome = (await executor_with(registry, spec).execute_dag("blocking")).outcomes["b"]
     finally:
         release.set()
-    assert outcome.error == "Failed after 1 attempt. Last error: Timeout after 0.05s"
+    assert outcome.error == "Failed after 1 attempt. Last error: node 'b' timed out after 0.05s (attempt 1)"
 
 
 async def test_run_timeout_cancels_running_nodes_and_fails_the_run(registry: ActionRegistry) -> None:

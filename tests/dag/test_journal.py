@@ -14,7 +14,7 @@ import pytest
 import dagger_nb
 from dagger_nb import ActionRegistry, DagExecutor, NodeContext
 from dagger_nb.dag import store
-from dagger_nb.dag.scheduler import describe_error
+from dagger_nb.errors import describe_error
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio

@@ -337,7 +337,9 @@ async def test_attempts_of_a_timed_out_sync_action_never_overlap() -> None:
     assert running["most"] == 1 and running["calls"] == 4
     outcome = report.outcomes["s"]
     assert outcome.status == "failed" and outcome.attempts == 4
-    assert outcome.retry_messages == [f"Attempt {n} failed: Timeout after 0.1s" for n in range(1, 5)]
+    assert outcome.retry_messages == [
+        f"Attempt {n} failed: node 's' timed out after 0.1s (attempt {n})" for n in range(1, 5)
+    ]
     assert seen == [
         ("retrying while the attempt still runs", 1), ("waiting", 1, True),
         ("retrying while the attempt still runs", 1), ("waiting", 2, True),
