@@ -11,6 +11,8 @@
     ├── ActionError (RuntimeError)          an action broke the calling convention
     │   └── ActionDefinitionError (ValueError)  an action cannot be registered as given
     ├── ExecutionError (RuntimeError)       a run cannot start or continue
+    │   ├── NoRunningLoop                   an async-only call where no event loop runs
+    │   └── QuestionNotFound (KeyError)     a run has no open question with that id
     ├── GraphChangeError (ValueError)       nodes cannot be added to a running workflow
     ├── NodeTimeout (TimeoutError)          one attempt of a node took too long
     ├── CacheKeyError (KeyError)            a cache lookup missed
@@ -163,6 +165,19 @@ class ExecutionError(DaggerError, RuntimeError):
 class NoRunningLoop(ExecutionError):
     """An async-only call (``await x.run()``, ``x.start()``) was made where no event loop runs, as in
     a script; the message names the synchronous form (``x.run_sync()``)."""
+
+
+class QuestionNotFound(ExecutionError, _KeyErrorMessage):
+    """Run ``run_id`` has no open question ``request_id`` (never asked, or already answered);
+    the message lists the ``open`` ones."""
+
+    def __init__(self, run_id: str, request_id: str, open: Iterable[str] = ()) -> None:
+        self.run_id = run_id
+        self.request_id = request_id
+        self.open = list(open)
+        super().__init__(
+            f"run '{run_id}' has no open question '{request_id}' (open: {', '.join(self.open) or 'none'})"
+        )
 
 
 class GraphChangeError(DaggerError, ValueError):
@@ -406,3 +421,12 @@ def describe_error(exception: BaseException) -> str:
     if not isinstance(exception, DaggerError):
         text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
     return printable(text)
+
+
+class QuestionNotFound(ExecutionError, _KeyErrorMessage):
+    """A run has no open question ``request_id`` (never asked, or answered already)."""
+
+    def __init__(self, run_id: str, request_id: str, open_ids: Iterable[str] = ()) -> None:
+        self.run_id = run_id
+        self.request_id = request_id
+        super().__init__(f"run '{run_id}' has no open question '{request_id}' (open: {_known(open_ids)})")

@@ -16,6 +16,7 @@ invalid schema is an error at decoration time.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
@@ -70,27 +71,33 @@ class TaskAgent:
 
 
 class TaskAgentRegistry(NameLookup[TaskAgent]):
-    """Agents by name. Create one per notebook, test or application to keep them apart."""
+    """Agents by name. Create one per notebook, test or application to keep them apart.
 
-    def register(self, name: str, agent: TaskAgent | AgentFunction, *, replace: bool = False) -> TaskAgent:
-        """Register ``agent`` (a :class:`TaskAgent` or a plain function) under ``name``.
+    Registering a name again replaces the old agent, with a note on the ``dagger_nb`` logger
+    (notebook users re-run cells); jobs look agents up when a task starts.
+    """
 
-        A name already taken raises :class:`TaskError` unless ``replace=True``.
-        """
+    kind = "task agent"
+
+    def register(
+        self, name: str, agent: TaskAgent | AgentFunction, *, replace: bool | None = None
+    ) -> TaskAgent:
+        """Register ``agent`` (a :class:`TaskAgent` or a plain function) under ``name``, replacing
+        any agent of that name (``replace=`` is deprecated: redefining always replaces)."""
+        if replace is not None:
+            _replace_deprecated()
         if not name:
             raise TaskError("a task agent needs a non-empty name")
-        if name in self._entries and not replace:
-            raise TaskError(f"task agent '{name}' is already registered (pass replace=True to replace it)")
         if not isinstance(agent, TaskAgent):
             if not callable(agent):
                 raise TaskError(f"task agent '{name}' must be callable, got {type(agent).__name__}")
             agent = TaskAgent.from_function(agent, name=name)
-        self._entries[name] = agent
-        return agent
+        return self._store(name, agent)
 
-    def unregister(self, name: str) -> None:
-        """Remove the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
-        self._forget(name)
+
+def _replace_deprecated() -> None:
+    warnings.warn("replace= is deprecated; registering a task agent again always replaces it",
+                  DeprecationWarning, stacklevel=3)
 
 
 #: The registry used when none is given (by :func:`task_agent` and :class:`TaskManager`).
@@ -111,7 +118,7 @@ def task_agent(
     input_schema: dict[str, Any] | str | None = None,
     output_schema: dict[str, Any] | str | None = None,
     registry: TaskAgentRegistry | None = None,
-    replace: bool = False,
+    replace: bool | None = None,
 ) -> Callable[[AgentFunction], TaskAgent]: ...
 
 
@@ -124,14 +131,17 @@ def task_agent(
     input_schema: dict[str, Any] | str | None = None,
     output_schema: dict[str, Any] | str | None = None,
     registry: TaskAgentRegistry | None = None,
-    replace: bool = False,
+    replace: bool | None = None,
 ) -> TaskAgent | Callable[[AgentFunction], TaskAgent]:
     """Register the decorated function as a task agent (in ``registry`` or the default one).
 
     ``name`` defaults to the function's name and ``description`` to its
     docstring. Schemas are JSON Schema dicts or JSON text; an invalid one raises
-    :class:`InvalidSchemaError` here, not when a task runs.
+    :class:`InvalidSchemaError` here, not when a task runs. Defining a name again
+    replaces the old agent (``replace=`` is deprecated).
     """
+    if replace is not None:
+        _replace_deprecated()
 
     def decorate(function: AgentFunction) -> TaskAgent:
         agent = TaskAgent.from_function(
@@ -142,6 +152,6 @@ def task_agent(
             output_schema=output_schema,
         )
         target = default_agent_registry if registry is None else registry
-        return target.register(agent.name, agent, replace=replace)
+        return target.register(agent.name, agent)
 
     return decorate if fn is None else decorate(fn)

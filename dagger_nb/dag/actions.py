@@ -14,7 +14,7 @@ a parameter called ``ctx`` receives the :class:`NodeContext`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
@@ -87,9 +87,12 @@ def check_usage(node: str, tokens: object, cost: object, model: object) -> Usage
 
 
 class ActionRegistry(NameLookup[Action]):
-    """Named actions. Registering a name again replaces it (notebooks redefine often)."""
+    """Named actions. Registering a name again replaces it, with a note on the ``dagger_nb`` logger
+    (notebooks redefine often); ``unregister``, ``get``, ``names()``, ``in``, ``len`` and iteration
+    over the names as every registry has them."""
 
     missing = ActionNotFound
+    kind = "action"
 
     def register(self, name: str, fn: ActionFunction, *, inline: bool = False, cache: bool = True) -> Action:
         """Register ``fn`` as action ``name``; ``inline=True`` runs a sync function on the loop;
@@ -98,19 +101,7 @@ class ActionRegistry(NameLookup[Action]):
             raise ActionDefinitionError(f"action name must be a non-empty string, got {name!r}")
         if not isinstance(cache, bool):
             raise ActionDefinitionError(f"action '{name}': cache must be True or False, got {cache!r}")
-        registered = Action.wrap(name, fn, inline=inline, cache=cache)
-        self._entries[name] = registered
-        return registered
-
-    def unregister(self, name: str) -> None:
-        """Forget action ``name``; :class:`ActionNotFound` if it is not registered."""
-        self._forget(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __repr__(self) -> str:
-        return f"<ActionRegistry {', '.join(self.names()) or 'empty'}>"
+        return self._store(name, Action.wrap(name, fn, inline=inline, cache=cache))
 
 
 #: The registry used when none is given.

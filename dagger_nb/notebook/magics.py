@@ -131,7 +131,7 @@ class DaggerMagics(Magics):
         from dagger_nb.agents import TaskAgent
 
         agent = _call(TaskAgent.from_function, fn, name=args.name, **options)
-        _call(self.session.agents.register, args.name, agent, replace=True)
+        _call(self.session.agents.register, args.name, agent)
 
     @magic_arguments()
     @argument("name", help="agent name")
@@ -156,7 +156,7 @@ class DaggerMagics(Magics):
         from dagger_nb.pubsub import PubSubAgent
 
         agent = _call(PubSubAgent, args.name, fn, subscribe=subscribe, publish=publish)
-        _call(self.session.pubsub_agents.add, agent)
+        _call(self.session.pubsub_agents.register, agent)
         bus = self.session.pubsub
         for node_id in bus.node_ids(args.name):  # re-running the cell replaces the subscriber
             _call(bus.unregister, node_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, overload
@@ -93,28 +94,34 @@ class PubSubAgent:
 class PubSubAgentRegistry(NameLookup[PubSubAgent]):
     """Pub/sub agent definitions by name; one per notebook, test or app keeps them apart.
 
-    Defining an agent again under the same name replaces the old definition
-    (notebook users re-run cells); registrations already made on a bus keep
-    the definition they were made with.
+    Defining an agent again under the same name replaces the old definition, with a note on the
+    ``dagger_nb`` logger (notebook users re-run cells); registrations already made on a bus keep
+    the definition they were made with. Iterating yields the names, as every registry does.
     """
 
-    def add(self, agent: PubSubAgent) -> PubSubAgent:
+    kind = "pub/sub agent"
+
+    def register(self, agent: PubSubAgent) -> PubSubAgent:
         """Store ``agent`` under its name, replacing any previous one."""
         if not isinstance(agent, PubSubAgent):
             raise PubSubError(f"expected a PubSubAgent, got {type(agent).__name__}")
-        self._entries[agent.name] = agent
-        return agent
+        return self._store(agent.name, agent)
+
+    def add(self, agent: PubSubAgent) -> PubSubAgent:
+        """Deprecated: :meth:`register`."""
+        warnings.warn("PubSubAgentRegistry.add() is deprecated; use PubSubAgentRegistry.register()",
+                      DeprecationWarning, stacklevel=2)
+        return self.register(agent)
 
     def remove(self, name: str) -> None:
-        """Forget the agent called ``name`` (:class:`AgentNotFound` if there is none)."""
-        self._forget(name)
+        """Deprecated: :meth:`unregister`."""
+        warnings.warn("PubSubAgentRegistry.remove() is deprecated; use PubSubAgentRegistry.unregister()",
+                      DeprecationWarning, stacklevel=2)
+        self.unregister(name)
 
     def clear(self) -> None:
         """Forget every agent."""
         self._entries.clear()
-
-    def __iter__(self) -> Any:
-        return iter([self._entries[name] for name in self.names()])
 
 
 #: The registry :func:`pubsub_agent` and :class:`PubSub` use when given none.
@@ -167,7 +174,7 @@ def pubsub_agent(
             output_schema=output_schema,
             description=description,
         )
-        return target.add(agent)
+        return target.register(agent)
 
     if callable(name):
         return decorate(name)

@@ -30,12 +30,23 @@ def test_name_and_description_default_to_function(registry: dagger_nb.TaskAgentR
     assert tidy({"a": 1}, None) == {"a": 1}
 
 
-def test_duplicate_name_is_an_error_naming_it(registry: dagger_nb.TaskAgentRegistry) -> None:
+def test_registering_a_name_again_replaces_the_agent(registry: dagger_nb.TaskAgentRegistry) -> None:
     registry.register("echo", lambda input, ctx: input)
-    with pytest.raises(dagger_nb.TaskError, match="task agent 'echo' is already registered"):
-        registry.register("echo", lambda input, ctx: input)
-    registry.register("echo", lambda input, ctx: {"replaced": True}, replace=True)
-    assert registry.get("echo")({}, None) == {"replaced": True}
+    registry.register("echo", lambda input, ctx: {"replaced": True})
+    assert registry.get("echo")({}, None) == {"replaced": True} and registry.names() == ["echo"]
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_replace_is_deprecated(registry: dagger_nb.TaskAgentRegistry, replace: bool) -> None:
+    with pytest.warns(DeprecationWarning, match=r"^replace= is deprecated; registering a task agent again always"):
+        registry.register("echo", lambda input, ctx: {"first": True}, replace=replace)
+    with pytest.warns(DeprecationWarning, match=r"^replace= is deprecated"):
+
+        @dagger_nb.task_agent(name="echo", registry=registry, replace=replace)
+        def echo(input: dict, ctx: object) -> dict:
+            return {"second": True}
+
+    assert registry.get("echo")({}, None) == {"second": True}
 
 
 def test_unknown_agent_lists_registered_ones(registry: dagger_nb.TaskAgentRegistry) -> None:
