@@ -421,12 +421,3 @@ def describe_error(exception: BaseException) -> str:
     if not isinstance(exception, DaggerError):
         text = f"{type(exception).__name__}: {text}" if text else type(exception).__name__
     return printable(text)
-
-
-class QuestionNotFound(ExecutionError, _KeyErrorMessage):
-    """A run has no open question ``request_id`` (never asked, or answered already)."""
-
-    def __init__(self, run_id: str, request_id: str, open_ids: Iterable[str] = ()) -> None:
-        self.run_id = run_id
-        self.request_id = request_id
-        super().__init__(f"run '{run_id}' has no open question '{request_id}' (open: {_known(open_ids)})")

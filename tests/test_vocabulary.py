@@ -1,11 +1,17 @@
-"""One vocabulary across the three paradigms: the registry API and the event timestamp type."""
+"""One vocabulary across the three paradigms: the registry API, the event timestamp type, the root exports."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
 import logging
 import re
+import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,3 +109,83 @@ def test_pubsub_registry_remove_is_a_deprecated_unregister() -> None:
                                                 r"PubSubAgentRegistry\.unregister\(\)$"):
         registry.remove("a")
     assert "a" not in registry
+
+
+EVENT_UNIONS = {"dag": dagger_nb.DagEvent, "jobs": dagger_nb.JobEvent, "pubsub": dagger_nb.PubSubEvent}
+
+
+@pytest.mark.parametrize("union", EVENT_UNIONS.values(), ids=EVENT_UNIONS.keys())
+def test_every_event_declares_a_float_timestamp(union: Any) -> None:
+    kinds = typing.get_args(union)
+    assert len(kinds) >= 9
+    declared = {kind.__name__: {f.name: f.type for f in dataclasses.fields(kind)}["timestamp"] for kind in kinds}
+    assert declared == {kind.__name__: "float" for kind in kinds}  # the modules' annotations are strings
+
+
+async def _dag_events() -> list[Any]:
+    registry = ActionRegistry()
+    registry.register("one", lambda: 1)
+    executor = dagger_nb.DagExecutor(registry=registry)
+    executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[dagger_nb.NodeSpec(id="a", action="one")]))
+    handle = executor.start("w")
+    await handle
+    return [event async for event in handle.subscribe()]
+
+
+async def _job_events() -> list[Any]:
+    registry = dagger_nb.TaskAgentRegistry()
+    registry.register("echo", lambda input, ctx: input)
+    async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
+        manager.add_task("job", "one", "echo", {"a": 1}, task_id="one")
+        handle = manager.start("job")
+        await handle
+        return [event async for event in handle.subscribe()]
+
+
+async def _pubsub_events() -> list[Any]:
+    registry = PubSubAgentRegistry()
+    registry.register(PubSubAgent("echo", _returning("echo"), subscribe="news"))
+    bus = dagger_nb.PubSub(registry=registry)
+    events: list[Any] = []
+    bus.events.add_listener(events.append)
+    bus.register("echo")
+    await bus.publish("news", "text")
+    await bus.run(until_idle=True)
+    return events
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("collect", [_dag_events, _job_events, _pubsub_events], ids=["dag", "jobs", "pubsub"])
+async def test_events_carry_epoch_seconds_in_every_paradigm(collect: Callable[[], Any]) -> None:
+    before = time.time()
+    events = await collect()
+    after = time.time()
+    assert len(events) >= 3
+    assert all(type(event.timestamp) is float and before <= event.timestamp <= after for event in events)
+
+
+def _type_checking_names() -> set[str]:
+    tree = ast.parse(Path(dagger_nb.__file__).read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    return {alias.name for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+
+
+def test_the_root_lists_agree() -> None:
+    """``__all__``, the lazy ``_EXPORTS`` and the TYPE_CHECKING imports name the same things."""
+    assert set(dagger_nb.__all__) == set(dagger_nb._EXPORTS) == _type_checking_names()
+
+
+SHARED_NAMES = {
+    "DagEvent": "dagger_nb.dag.events",
+    "JobEvent": "dagger_nb.agents.events",
+    "PubSubEvent": "dagger_nb.pubsub.events",
+    "Handle": "dagger_nb.handles",
+    "NoRunningLoop": "dagger_nb.errors",
+    "RunStatus": "dagger_nb.dag.report",
+}
+
+
+@pytest.mark.parametrize(("name", "module"), SHARED_NAMES.items(), ids=SHARED_NAMES.keys())
+def test_the_shared_vocabulary_is_exported_from_the_root(name: str, module: str) -> None:
+    assert name in dagger_nb.__all__
+    assert getattr(dagger_nb, name) is getattr(importlib.import_module(module), name)

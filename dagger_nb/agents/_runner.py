@@ -377,7 +377,9 @@ class JobRun(TaskTransitions):
             self._running.add(task_id)
             starts.append(task_id)
             self._pending_events.append(
-                TaskStarted(self.job_id, task_id, task.agent, task.retry_count + 1, timestamp=task.updated_at)
+                TaskStarted(
+                    self.job_id, task_id, task.agent, task.retry_count + 1, timestamp=task.updated_at.timestamp()
+                )
             )
         return starts
 

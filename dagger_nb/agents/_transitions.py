@@ -206,7 +206,9 @@ class TaskTransitions:
     ) -> None:
         self._set(task, COMPLETED, None, output=completed_output(output, logs), stored_output=stored_output)
         self._cache.insert(task.task_id, "output", output)
-        self._pending_events.append(TaskCompleted(self.job_id, task.task_id, output, timestamp=task.updated_at))
+        self._pending_events.append(TaskCompleted(
+            self.job_id, task.task_id, output, timestamp=task.updated_at.timestamp()
+        ))
         self._release_dependents(task)
 
     def _thread_returned(self, task: TaskRecord) -> None:

@@ -1,8 +1,9 @@
 """Events a running job emits, in order, to :meth:`JobHandle.subscribe`.
 
 Each is a small record with the ``job_id``, the ``task_id`` where one applies,
-and a UTC ``timestamp`` (for a task's start and completion, the time of the
-change, equal to the task's ``updated_at``); every subscriber gets the same
+and a ``timestamp`` in seconds since the epoch (UTC), as the DAG and pub/sub
+events have it (for a task's start and completion, the time of the change: the
+task's ``updated_at.timestamp()``); every subscriber gets the same
 record, so read it and never modify it. A task event is emitted only once the change
 it reports is durable (with a database), so a dashboard never shows a state
 the store could lose.
@@ -11,10 +12,10 @@ the store could lose.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from time import time
 from typing import Any
 
-from dagger_nb.agents.model import JobStatus, TaskStatus, utc_now
+from dagger_nb.agents.model import JobStatus, TaskStatus
 
 
 @dataclass(slots=True)
@@ -27,7 +28,7 @@ class TaskAdded:
     agent: str
     parent_task_id: str | None
     dependencies: tuple[str, ...]
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -38,7 +39,7 @@ class TaskStarted:
     task_id: str
     agent: str
     attempt: int
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -49,7 +50,7 @@ class TaskRetrying:
     task_id: str
     attempt: int
     error: str
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -59,7 +60,7 @@ class TaskCompleted:
     job_id: str
     task_id: str
     output: dict[str, Any] | None
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ class TaskFailed:
     job_id: str
     task_id: str
     error: str
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -79,7 +80,7 @@ class TaskBlocked:
     job_id: str
     task_id: str
     reason: str
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -90,7 +91,7 @@ class TaskStatusChanged:
     task_id: str
     status: TaskStatus
     reason: str | None
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -100,7 +101,7 @@ class JobStalled:
     job_id: str
     stalled_tasks: tuple[str, ...]
     action: str
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 @dataclass(slots=True)
@@ -109,7 +110,7 @@ class JobFinished:
 
     job_id: str
     status: JobStatus
-    timestamp: datetime = field(default_factory=utc_now)
+    timestamp: float = field(default_factory=time)
 
 
 JobEvent = (

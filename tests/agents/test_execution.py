@@ -412,10 +412,10 @@ async def test_events_replay_to_late_subscribers(registry: dagger_nb.TaskAgentRe
         assert isinstance(report, dagger_nb.JobReport)
         events = [event async for event in handle.subscribe()]
     assert [type(e).__name__ for e in events] == ["TaskStarted", "TaskCompleted", "JobFinished"]
-    assert all(e.timestamp.tzinfo is not None for e in events)
+    assert all(isinstance(e.timestamp, float) for e in events)
     started, completed, _ = events
     # a task event carries the time of the change it reports, as the task records it
-    assert started.timestamp <= completed.timestamp == report.outcomes["one"].updated_at
+    assert started.timestamp <= completed.timestamp == report.outcomes["one"].updated_at.timestamp()
     assert events[1].output == {"a": 1}
     frame = report.to_frame()
     assert list(frame["task_id"]) == ["one"]
