@@ -108,7 +108,7 @@ async def dagger(messages: int, *, schema: dict[str, Any] | None) -> float:
         bus.stop()
     bus.close()
     assert received == [messages] * SUBSCRIBERS, received
-    assert not len(bus.dead_letters())
+    assert not len(bus.dead_letters_frame())
     return elapsed
 
 
@@ -135,7 +135,7 @@ async def durable_rounds(messages: int, *, rounds: int, db: Path, publishers: in
         bus.stop()
     bus.close()
     assert received == [messages] * SUBSCRIBERS, received
-    assert not len(bus.dead_letters())
+    assert not len(bus.dead_letters_frame())
     return times
 
 

@@ -135,7 +135,7 @@ async def run_pipeline(topics: list[str]) -> list[dict[str, Any]]:
     bus = build()
     await bus.publish("requests", {"topics": topics})
     await bus.run(until_idle=True)
-    summaries = sorted(bus.history("summaries")["payload"], key=lambda summary: summary["topic"])
+    summaries = sorted(bus.history_frame("summaries")["payload"], key=lambda summary: summary["topic"])
     bus.close()
     return summaries
 

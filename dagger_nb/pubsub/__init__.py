@@ -9,10 +9,10 @@
 ...     bus = PubSub(registry=registry)
 ...     bus.register("shout")
 ...     await bus.publish("words", "hello")
-...     await bus.run(until_idle=True)
-...     return bus.history("shouts")["payload"].tolist()
+...     report = await bus.run(until_idle=True)
+...     return report.status, report.delivered, bus.history_frame("shouts")["payload"].tolist()
 >>> anyio.run(main)
-['HELLO']
+(<PubSubStatus.STOPPED: 'stopped'>, 1, ['HELLO'])
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from dagger_nb.pubsub.events import (
 )
 from dagger_nb.pubsub.handle import PubSubHandle
 from dagger_nb.pubsub.message import Message
+from dagger_nb.pubsub.report import PubSubReport, PubSubStatus
 
 __all__ = [
     "AgentRegistered",
@@ -57,6 +58,8 @@ __all__ = [
     "PubSubContext",
     "PubSubEvent",
     "PubSubHandle",
+    "PubSubReport",
+    "PubSubStatus",
     "default_pubsub_registry",
     "pubsub_agent",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,7 @@ class BusViews:
     _durable: Durability | None
     _running: bool
 
-    def history(self, channel: str | None = None) -> pd.DataFrame:
+    def history_frame(self, channel: str | None = None) -> pd.DataFrame:
         """Every published message in order (or only ``channel``'s), with who handled it.
 
         Columns: ``message_id, timestamp, channel, source, payload, delivered_to``.
@@ -41,7 +42,7 @@ class BusViews:
             return self._durable.history(channel)
         return views.history_frame(self._records, channel)
 
-    def dead_letters(self) -> pd.DataFrame:
+    def dead_letters_frame(self) -> pd.DataFrame:
         """Messages an agent could not take: ``message_id, channel, agent, reason, traceback, logs``
         (agent = node id; ``logs``: what the failed call printed or logged, None when nothing)."""
         if self._durable is not None:
@@ -57,9 +58,23 @@ class BusViews:
         """One row per channel: schema, subscribers, publishers, message count."""
         return views.channel_frame(self._channels.values(), self._nodes.values())
 
-    def get_dot_graph(self) -> str:
+    def to_dot(self) -> str:
         """Graphviz DOT of agents and channels (agent → channel publishes, channel → agent subscribes)."""
         return views.dot_graph(self._channels.values(), self._nodes.values(), running=self._running)
+
+    def history(self, channel: str | None = None) -> pd.DataFrame:
+        """Deprecated: :meth:`history_frame`."""
+        _deprecated("history", "history_frame")
+        return self.history_frame(channel)
+
+    def dead_letters(self) -> pd.DataFrame:
+        """Deprecated: :meth:`dead_letters_frame`."""
+        _deprecated("dead_letters", "dead_letters_frame")
+        return self.dead_letters_frame()
+
+    def get_dot_graph(self) -> str:
+        """Deprecated: :meth:`to_dot`."""
+        return self.to_dot()
 
     def subscribe_events(self) -> AsyncIterator[PubSubEvent]:
         """The bus's events until it is closed, for dashboards: first the latest ones kept
@@ -77,3 +92,7 @@ class BusViews:
     def node_ids(self, agent: str | None = None) -> list[str]:
         """Registered node ids, in registration order (only ``agent``'s when given)."""
         return [node_id for node_id, node in self._nodes.items() if agent is None or node.name == agent]
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"PubSub.{old}() is deprecated; use PubSub.{new}()", DeprecationWarning, stacklevel=3)

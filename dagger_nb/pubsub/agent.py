@@ -18,11 +18,8 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, overload
-
-import anyio.from_thread
 
 from dagger_nb._callables import is_async_callable
 from dagger_nb._registry import NameLookup
@@ -188,14 +185,13 @@ class PubSubContext:
     bus's shared :class:`~dagger_nb.cache.Cache` and ``pubsub`` the bus itself.
     """
 
-    __slots__ = ("_loop_thread", "agent", "cache", "node_id", "pubsub")
+    __slots__ = ("agent", "cache", "node_id", "pubsub")
 
     def __init__(self, pubsub: PubSub, agent: PubSubAgent, node_id: str) -> None:
         self.pubsub = pubsub
         self.agent = agent
         self.node_id = node_id
         self.cache: Cache = pubsub.cache
-        self._loop_thread: int | None = None
 
     def publish(
         self, channel: str, payload: Any, *, task_id: str | None = None
@@ -206,18 +202,31 @@ class PubSubContext:
         (:class:`~dagger_nb.errors.SchemaValidationError`). Sync handlers run in
         a worker thread and must call :meth:`publish_sync` instead.
         """
-        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+        if self.pubsub._hop.off_loop:
             raise PubSubError(
                 f"agent '{self.agent.name}': ctx.publish() must be awaited on the event loop; "
                 "a sync handler runs in a worker thread, so call ctx.publish_sync(...)"
             )
-        return self.pubsub._publish_as(self, channel, payload, task_id)
+        return self._publish(channel, payload, task_id)
 
     def publish_sync(self, channel: str, payload: Any, *, task_id: str | None = None) -> Message:
-        """:meth:`publish` for sync handlers (which run in a worker thread); blocks until published."""
-        return anyio.from_thread.run(
-            functools.partial(self.pubsub._publish_as, self, channel, payload, task_id)
-        )
+        """:meth:`publish` for sync handlers (which run in a worker thread); blocks until published.
+
+        The call is carried to the event loop delivery runs on; on that loop
+        itself (an async handler), ``await ctx.publish(...)`` instead.
+        """
+        if not self.pubsub._hop.off_loop:
+            raise PubSubError(
+                f"agent '{self.agent.name}': ctx.publish_sync() is for a sync handler's worker thread while "
+                "delivery runs; an async handler awaits ctx.publish(...)"
+            )
+        return self.pubsub._hop.call_async(self._publish, channel, payload, task_id)
+
+    async def _publish(self, channel: str, payload: Any, task_id: str | None) -> Message:
+        schema = self.agent.output_schema
+        if schema is not None:
+            schema.validate(payload)
+        return await self.pubsub._publish(channel, payload, self.node_id, task_id)
 
     def __repr__(self) -> str:
         return f"<PubSubContext {self.node_id}>"

@@ -2,22 +2,21 @@
 
 :class:`PubSub` checks what comes in (channel schemas, JSON payloads, strict
 channels), records what happens (history, dead letters, events, the optional
-SQLite log) and owns delivery's lifetime (``run``, ``start``, ``stop``,
-``async with``); the dispatcher moves records between queues and handlers.
+SQLite log) and closes; delivery's lifetime (``run``, ``start``, ``stop``,
+``async with``) is :mod:`~dagger_nb.pubsub._delivery`'s, and the dispatcher
+moves records between queues and handlers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from typing import Any
 
 import anyio
 from pydantic import ValidationError
 
-from dagger_nb._loop import run_sync
+from dagger_nb._loop import BackgroundGroup, LoopHop, run_sync
 from dagger_nb.cache import Cache
 from dagger_nb.errors import (
     AgentNotFound,
@@ -26,6 +25,7 @@ from dagger_nb.errors import (
     PubSubError,
 )
 from dagger_nb.events import EventStream
+from dagger_nb.pubsub._delivery import BusDelivery
 from dagger_nb.pubsub._durable import Durability
 from dagger_nb.pubsub._state import Channel, DeadLetter, Node, Record
 from dagger_nb.pubsub._views import BusViews
@@ -40,8 +40,6 @@ from dagger_nb.pubsub.events import (
     AgentRegistered,
     AgentUnregistered,
     ChannelCreated,
-    DeliveryStarted,
-    DeliveryStopped,
     HandlerFailed,
     MessageDelivered,
     MessagePublished,
@@ -50,14 +48,15 @@ from dagger_nb.pubsub.events import (
 )
 from dagger_nb.pubsub.handle import PubSubHandle
 from dagger_nb.pubsub.message import Message, new_message_id, not_json_error, utc_now
+from dagger_nb.pubsub.report import Tally
 from dagger_nb.schema import compile_schema
 
 #: How many of its latest events a bus keeps for late subscribers and monitors (the file, or
-#: ``history()``, holds the messages themselves): a bus emits about two per delivered message.
+#: ``history_frame()``, holds the messages themselves): a bus emits about two per delivered message.
 EVENT_WINDOW = 2000
 
 
-class PubSub(BusViews):
+class PubSub(BusDelivery, BusViews):
     """Channels, the agents registered on them, and the delivery between them.
 
     ``db`` (a SQLite path) makes every message and delivery durable:
@@ -98,7 +97,11 @@ class PubSub(BusViews):
         self._task_group: anyio.abc.TaskGroup | None = None
         self._running = False
         self._stop_reason = ""
-        self._loop_thread: int | None = None
+        #: Carries a sync handler's ``ctx.publish_sync`` to the loop while delivery runs.
+        self._hop = LoopHop()
+        #: Owns the delivery :meth:`start` runs in the background.
+        self._background = BackgroundGroup("PubSub.start()")
+        self._tally = Tally()
         self._run_ended: anyio.Event | None = None
         self._handle: PubSubHandle | None = None
         self._stop_early = False
@@ -164,7 +167,6 @@ class PubSub(BusViews):
         if self._durable is not None:
             self._durable.add_node(node_id, agent.name)
         node = Node(node_id, agent, PubSubContext(self, agent, node_id), capacity=self.queue_size)
-        node.context._loop_thread = self._loop_thread
         self._dispatch.attach(node, replay_until=self._durable.last_seq if self._durable is not None else 0)
         self.events.emit(AgentRegistered(node_id, agent.name, agent.subscribe, agent.publish))
         if self._task_group is not None and not self._dispatch.stopping:
@@ -206,10 +208,13 @@ class PubSub(BusViews):
     def publish_sync(
         self, channel: str, payload: Any, *, source: str = "user", task_id: str | None = None
     ) -> Message:
-        """:meth:`publish` from synchronous code (a script); see :func:`dagger_nb._loop.run_sync`.
+        """:meth:`publish` from synchronous code: a script (see :func:`dagger_nb._loop.run_sync`), or a
+        worker thread while delivery runs (the call is carried to the loop's thread).
 
-        Not while delivery runs on an event loop: ``await publish(...)`` there.
+        Not on the loop's own thread while delivery runs: ``await publish(...)`` there.
         """
+        if self._hop.off_loop:
+            return self._hop.call_async(self._publish, channel, payload, source, task_id)
         if self._running:
             raise ExecutionError(
                 "publish_sync() while delivery runs on an event loop; use 'await bus.publish(...)' there"
@@ -223,14 +228,6 @@ class PubSub(BusViews):
                     "is delivering; call run_sync() first or raise queue_size"
                 )
         return run_sync(self._publish, channel, payload, source, task_id)
-
-    async def _publish_as(
-        self, ctx: PubSubContext, channel: str, payload: Any, task_id: str | None
-    ) -> Message:
-        schema = ctx.agent.output_schema
-        if schema is not None:
-            schema.validate(payload)
-        return await self._publish(channel, payload, ctx.node_id, task_id)
 
     async def _publish(self, name: str, payload: Any, source: str, task_id: str | None) -> Message:
         self._check_open()
@@ -261,141 +258,11 @@ class PubSub(BusViews):
 
     def _route(self, record: Record, targets: list[Node]) -> None:
         self._channels[record.message.channel].messages += 1
+        self._tally.publish(record.message.channel)
         self.events.emit(MessagePublished(record.message))
         self._dispatch.send(record, targets)
 
-    # ----------------------------------------------------------------- delivery
-
-    async def run(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
-        """Deliver messages until :meth:`stop`, cancellation, ``timeout`` seconds, or idleness.
-
-        With ``until_idle=True`` it returns once every queue is drained and no
-        handler is running. When ``timeout`` passes first, delivery stops and
-        ``run`` returns normally (check :meth:`is_idle`). Idle listeners never
-        quit: without ``until_idle`` a message published an hour later is
-        still delivered.
-        """
-        await self._run(until_idle=until_idle, timeout=timeout)
-
-    def run_sync(self, *, until_idle: bool = False, timeout: float | None = None) -> None:
-        """:meth:`run` from synchronous code: a script, or a thread other than a running loop's."""
-        run_sync(self._run_keywords, until_idle, timeout)
-
-    async def _run_keywords(self, until_idle: bool, timeout: float | None) -> None:
-        await self._run(until_idle=until_idle, timeout=timeout)
-
-    async def _run(
-        self,
-        *,
-        until_idle: bool,
-        timeout: float | None,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        self._check_open()
-        while self._running and self._dispatch.stopping:  # a stopped run still winding down
-            if self._run_ended is None:
-                self._run_ended = anyio.Event()
-            await self._run_ended.wait()
-        if self._running:
-            raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
-        if self._stop_early:
-            self._stop_early = False
-            task_status.started()
-            return
-        self._running = True
-        self._dispatch.stopping = False
-        self._stop_reason = "cancelled"
-        self._set_loop_thread(threading.get_ident())
-        self.events.emit(DeliveryStarted())
-        try:
-            async with anyio.create_task_group() as group:
-                self._task_group = group
-                for node in list(self._nodes.values()):
-                    group.start_soon(self._dispatch.deliver, node, name=f"pubsub:{node.node_id}")
-                task_status.started()
-                with anyio.move_on_after(timeout):
-                    if until_idle:
-                        await self.wait_idle()
-                        self._stop_reason = "idle"
-                    else:
-                        await anyio.sleep_forever()
-                if self._stop_reason == "cancelled":
-                    self._stop_reason = "timeout"
-                self._dispatch.stopping = True
-                group.cancel_scope.cancel()
-        except BaseExceptionGroup as errors:  # a storage failure in a delivery task: raise it as itself
-            if len(errors.exceptions) == 1:
-                raise errors.exceptions[0] from None
-            raise
-        finally:
-            self._task_group = None
-            self._running = False
-            self._dispatch.stopping = False
-            self._set_loop_thread(None)
-            if self._run_ended is not None:
-                self._run_ended.set()
-                self._run_ended = None
-            if not self.events.closed:
-                self.events.emit(DeliveryStopped(self._stop_reason))
-            if self._durable is not None:
-                self._durable.flush()
-
-    def start(self, *, timeout: float | None = None) -> PubSubHandle:
-        """Deliver in the background on the running event loop (a notebook's) and return at once.
-
-        The returned handle can be awaited, stopped and subscribed to. Raises
-        :class:`~dagger_nb.errors.ExecutionError` without a running loop (use
-        :meth:`run_sync` in scripts) or when delivery is already running.
-        """
-        self._check_open()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise ExecutionError(
-                "start() needs a running event loop (a notebook cell or async code); "
-                "in a script use run_sync()"
-            ) from None
-        winding_down = self._running and self._dispatch.stopping
-        if not winding_down and (self._running or (self._handle is not None and not self._handle.done)):
-            raise ExecutionError("this PubSub is already delivering (one run() or start() at a time)")
-        handle = PubSubHandle(self)
-        handle._start(loop, self._run(until_idle=False, timeout=timeout))
-        self._handle = handle
-        return handle
-
-    def stop(self) -> None:
-        """End delivery now: no handler starts afterwards, and running async handlers are cancelled.
-
-        Call it from the event loop's thread. The run (``await handle``,
-        ``run()``) ends once every running handler has returned: a sync
-        handler's thread cannot be cancelled, so its call is waited for (up to
-        ``stop_timeout`` seconds, then a :class:`~dagger_nb.errors.DaggerWarning`
-        names it) and counts as handled. A :meth:`start` right after waits for
-        that end, so one message's handler never runs twice at once. Messages
-        not yet handled stay queued for the next :meth:`run`. Does nothing when
-        not delivering.
-        """
-        if not self._running:
-            if self._handle is not None and not self._handle.done:
-                self._stop_early = True
-            return
-        self._dispatch.stopping = True
-        self._stop_reason = "stopped"
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
-
-    async def wait_idle(self) -> None:
-        """Wait until every queue is drained and no handler is running (delivery must be on)."""
-        await self._dispatch.wait_idle()
-
-    def is_idle(self) -> bool:
-        """True when no message is queued for any agent and no handler is running."""
-        return self._dispatch.outstanding == 0
-
-    @property
-    def running(self) -> bool:
-        """True while :meth:`run` or :meth:`start` is delivering."""
-        return self._running
+    # ----------------------------------------------------------------- outcomes
 
     def _on_outcome(
         self, node: Node, record: Record, kind: str, reason: str, at: float, traceback: str | None
@@ -407,6 +274,7 @@ class PubSub(BusViews):
         elif kind != "delivered":
             logs = node.call_logs if kind == "failed" else None  # a rejected message reached no handler
             self._dead.append(DeadLetter(message_id, channel, node_id, reason, traceback, logs))
+        self._tally.outcome(kind)
         if kind == "delivered":
             self.events.emit(MessageDelivered(message_id, channel, node_id, at))
         elif kind == "failed":
@@ -414,42 +282,7 @@ class PubSub(BusViews):
         else:
             self.events.emit(MessageRejected(message_id, channel, node_id, reason, at))
 
-    def _set_loop_thread(self, thread: int | None) -> None:
-        self._loop_thread = thread
-        for node in self._nodes.values():
-            node.context._loop_thread = thread
-
     # ----------------------------------------------------------------- lifetime
-
-    async def __aenter__(self) -> PubSub:
-        self._check_open()
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._context_group = group
-        try:
-            await group.start(self._serve)
-        except BaseException as error:
-            await group.__aexit__(type(error), error, error.__traceback__)
-            raise
-        return self
-
-    async def _serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self._run(until_idle=False, timeout=None, task_status=task_status)
-
-    async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> bool | None:
-        """Without an error, deliver until idle; then stop, and close the bus."""
-        group, self._context_group = self._context_group, None
-        assert group is not None
-        try:
-            if exc_type is None and self._running and not self._dispatch.stopping:
-                await self.wait_idle()
-        finally:
-            self.stop()
-            try:
-                await group.__aexit__(None, None, None)
-            finally:
-                self.close()
-        return None
 
     def close(self) -> None:
         """Release the database (flushing it) and end event subscriptions; safe to call twice.
@@ -461,6 +294,7 @@ class PubSub(BusViews):
         if self._running:
             raise ExecutionError("close() while delivering: call stop() and let the run end first")
         self._closed = True
+        self._background.close()
         try:
             if self._durable is not None:
                 self._durable.close()  # a StorageError here still releases the file
@@ -489,10 +323,6 @@ class PubSub(BusViews):
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ExecutionError("this PubSub is closed")
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._running else "stopped"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from dagger_nb.pubsub.report import PubSubReport, PubSubStatus, Tally
 
 if TYPE_CHECKING:
     from dagger_nb.pubsub.bus import PubSub
@@ -16,60 +17,90 @@ if TYPE_CHECKING:
 class PubSubHandle:
     """Background delivery on the caller's event loop: await it, stop it, watch its events.
 
-    ``status`` is ``running``, then ``stopped`` (by :meth:`stop` or its
-    timeout), ``cancelled`` or ``failed`` (``error`` holds the exception).
+    It satisfies :class:`dagger_nb.handles.Handle`. ``status`` is
+    :class:`PubSubStatus` ``running``, then ``stopped`` (by :meth:`stop`, its
+    timeout), ``cancelled`` (its task was cancelled) or ``failed``.
+
+    A failure surfaces as a DAG run's does: delivery that breaks (a write to
+    the ``db=`` log fails) ends with a :class:`PubSubReport` whose status is
+    ``failed`` and whose ``error`` is the exception, also in :attr:`error`;
+    ``await handle`` returns that report rather than raising. A failing
+    handler does not fail delivery: it is counted in the report and its
+    message is dead-lettered.
     """
 
     def __init__(self, pubsub: PubSub) -> None:
         self.pubsub = pubsub
-        self.status = "running"
-        self.error: BaseException | None = None
-        self._finished = anyio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tally = Tally()
+        self._report: PubSubReport | None = None
+        self._finished: anyio.Event | None = None
 
-    def _start(self, loop: asyncio.AbstractEventLoop, run: Coroutine[Any, Any, None]) -> None:
-        # The root of the background work: an asyncio task on the caller's loop
-        # that owns the run, whose task group owns every delivery task.
-        self._task = loop.create_task(self._host(run), name="dagger-nb pubsub")
-
-    async def _host(self, run: Coroutine[Any, Any, None]) -> None:
+    async def _host(self, run: Callable[[Tally], Awaitable[PubSubReport]]) -> None:
+        """Run delivery (under the bus's background owner) and keep its report."""
         try:
-            await run
-            self.status = "stopped"
+            self._end(await run(self._tally))
         except anyio.get_cancelled_exc_class():
-            self.status = "cancelled"
+            self._end(self._tally.report("cancelled"))
             raise
-        except BaseException as error:
-            self.status = "failed"
-            self.error = error
-        finally:
+        except Exception as error:  # a refusal before delivery began (the bus was closed meanwhile)
+            self._end(self._tally.report("failed", error))
+
+    def _dropped(self) -> None:
+        """The background owner closed before delivery could begin."""
+        self._end(self._tally.report("cancelled"))
+
+    def _end(self, report: PubSubReport) -> None:
+        self._report = report
+        if self._finished is not None:
             self._finished.set()
+
+    @property
+    def status(self) -> PubSubStatus:
+        """``running`` until delivery ends, then how it ended."""
+        return PubSubStatus.RUNNING if self._report is None else self._report.status
 
     @property
     def done(self) -> bool:
         """True once delivery has ended."""
-        return self._finished.is_set()
+        return self._report is not None
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that broke delivery (status ``failed``), else None."""
+        return None if self._report is None else self._report.error
+
+    @property
+    def report(self) -> PubSubReport | None:
+        """The report once delivery has ended, else None."""
+        return self._report
 
     def stop(self) -> None:
         """Stop delivery (see :meth:`PubSub.stop`)."""
         self.pubsub.stop()
 
     def cancel(self) -> None:
-        """Same as :meth:`stop`."""
+        """Same as :meth:`stop`: delivery ends ``stopped`` once running handlers returned."""
         self.stop()
 
-    async def wait(self) -> None:
-        """Wait until delivery ends; re-raise the error that ended it, if any."""
-        await self._finished.wait()
-        if self.error is not None:
-            raise self.error
+    async def wait(self) -> PubSubReport:
+        """Wait until delivery ends and return its report (status ``failed`` rather than raising)."""
+        if self._report is None:
+            if self._finished is None:
+                self._finished = anyio.Event()
+            await self._finished.wait()
+        assert self._report is not None
+        return self._report
 
-    def __await__(self) -> Generator[Any, None, None]:
+    def __await__(self) -> Generator[Any, None, PubSubReport]:
         return self.wait().__await__()
 
     def subscribe(self) -> AsyncIterator[PubSubEvent]:
         """The bus's events, past ones first (see :meth:`PubSub.subscribe_events`)."""
         return self.pubsub.subscribe_events()
+
+    def add_listener(self, listener: Callable[[PubSubEvent], object]) -> None:
+        """Call ``listener(event)`` synchronously for each future event of the bus."""
+        self.pubsub.events.add_listener(listener)
 
     def __repr__(self) -> str:
         return f"<PubSubHandle {self.status}>"

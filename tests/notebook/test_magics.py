@@ -385,7 +385,7 @@ async def test_pubsub_agent_cell_registers_on_the_bus_and_rerun_replaces(
     assert agent.subscribe == ("words", "more") and agent.publish == ("shouts",)
     await bus.publish("words", "hi")
     await bus.run(until_idle=True)
-    assert bus.history("shouts")["payload"].tolist() == ["HI"]
+    assert bus.history_frame("shouts")["payload"].tolist() == ["HI"]
 
 
 async def test_pubsub_agent_needs_channels(shell: InteractiveShell, magics: DaggerMagics) -> None:

@@ -77,7 +77,7 @@ def open_bus(db: Path) -> None:
 def read_history(db: Path) -> None:
     bus = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
     try:
-        bus.history()
+        bus.history_frame()
     finally:
         bus.close()
 
@@ -92,7 +92,9 @@ def replay_to_a_returning_agent(db: Path) -> None:
     bus = dagger_nb.PubSub(db=db, registry=registry)
     bus.register("newcomer")
     try:
-        bus.run_sync(until_idle=True)
+        report = bus.run_sync(until_idle=True)  # a broken delivery is a failed report, as a DAG run's is
+        assert report.status == "failed" and report.error is not None
+        raise report.error
     finally:
         bus.close()
 
@@ -100,7 +102,7 @@ def replay_to_a_returning_agent(db: Path) -> None:
 def read_dead_letters(db: Path) -> None:
     bus = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
     try:
-        bus.dead_letters()
+        bus.dead_letters_frame()
     finally:
         bus.close()
 

@@ -40,7 +40,7 @@ async def test_a_dead_letter_keeps_its_traceback_after_a_reopen(tmp_path: Path) 
 
     again = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
     try:
-        dead = again.dead_letters()
+        dead = again.dead_letters_frame()
     finally:
         again.close()
     assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
@@ -64,10 +64,10 @@ async def test_an_older_file_gets_the_traceback_column_when_opened(tmp_path: Pat
 
     bus = failing_bus(db)
     try:
-        assert bus.dead_letters()["traceback"].isna().tolist() == [True]  # the old row, kept
+        assert bus.dead_letters_frame()["traceback"].isna().tolist() == [True]  # the old row, kept
         await bus.publish("raw", {"x": 2})
         await bus.run(until_idle=True)
-        tracebacks = bus.dead_letters()["traceback"].tolist()
+        tracebacks = bus.dead_letters_frame()["traceback"].tolist()
     finally:
         bus.close()
     assert pd.isna(tracebacks[0]) and "KeyError" in tracebacks[1]

@@ -33,7 +33,7 @@ async def test_every_subscriber_gets_every_message_exactly_once_in_publish_order
         bus.stop()
     for subscriber in subscribers:
         assert subscriber.payloads == list(range(300))
-    assert bus.history("numbers")["payload"].tolist() == list(range(300))
+    assert bus.history_frame("numbers")["payload"].tolist() == list(range(300))
 
 
 async def test_an_agent_never_receives_its_own_message_but_other_subscribers_do(
@@ -68,7 +68,7 @@ async def test_one_agent_registered_twice_is_two_subscribers(
     await bus.publish("news", 1)
     await bus.run(until_idle=True)
     assert twice.payloads == [1, 1]
-    assert sorted(bus.history()["delivered_to"][0]) == sorted([first, second])
+    assert sorted(bus.history_frame()["delivered_to"][0]) == sorted([first, second])
 
 
 async def test_messages_published_before_run_are_delivered_when_it_starts(
@@ -177,7 +177,7 @@ async def test_no_message_is_lost_with_tiny_queues_and_several_publishers(
                 publishers.start_soon(publisher, name)
         await bus.wait_idle()
         bus.stop()
-    order = [tuple(payload) for payload in bus.history()["payload"]]
+    order = [tuple(payload) for payload in bus.history_frame()["payload"]]
     assert len(order) == 300
     for subscriber in subscribers:
         assert [tuple(payload) for payload in subscriber.payloads] == order
@@ -201,7 +201,7 @@ async def test_unregistered_agent_gets_what_it_missed_when_it_registers_again(
     again = bus.register("returning")
     await bus.run(until_idle=True)
     assert agent.payloads == [1, 2, 3]
-    assert bus.history()["delivered_to"].tolist() == [[node_id], [again], [again]]
+    assert bus.history_frame()["delivered_to"].tolist() == [[node_id], [again], [again]]
     with pytest.raises(dagger_nb.AgentNotFound, match=f"unknown agent '{node_id}'"):
         bus.unregister(node_id)
 
@@ -247,7 +247,7 @@ async def test_context_exposes_agent_node_cache_and_bus(registry: PubSubAgentReg
     await bus.run(until_idle=True)
     assert seen == {"agent": curious, "node_id": node_id, "cache": cache, "pubsub": bus}
     assert cache.get("curious", "last") == 5
-    out = bus.history("out")
+    out = bus.history_frame("out")
     assert out["source"].tolist() == [node_id]
     assert out["payload"].tolist() == [{"echo": 5}]
 
@@ -281,7 +281,7 @@ async def test_sync_handlers_run_in_a_worker_thread_and_publish_with_publish_syn
     await bus.run(until_idle=True)
     assert threads and threads[0] != threading.get_ident()
     assert out.payloads == [2]
-    assert bus.dead_letters().empty
+    assert bus.dead_letters_frame().empty
 
 
 async def test_a_sync_handler_calling_async_publish_gets_a_clear_dead_letter(
@@ -295,12 +295,12 @@ async def test_a_sync_handler_calling_async_publish_gets_a_clear_dead_letter(
     bus.register("confused")
     await bus.publish("in", 1)
     await bus.run(until_idle=True)
-    (reason,) = bus.dead_letters()["reason"]
+    (reason,) = bus.dead_letters_frame()["reason"]
     assert reason == (
-        "PubSubError: agent 'confused': ctx.publish() must be awaited on the event loop; "
+        "agent 'confused': ctx.publish() must be awaited on the event loop; "
         "a sync handler runs in a worker thread, so call ctx.publish_sync(...)"
     )
-    assert bus.history("out").empty
+    assert bus.history_frame("out").empty
 
 
 async def test_publishers_waiting_for_room_go_in_arrival_order_and_newcomers_queue_behind(

@@ -66,7 +66,7 @@ async def test_concurrent_publishers_share_transactions(
             group.start_soon(bus.publish, "news", number)
     assert sum(writes) == 50
     assert len([size for size in writes if size]) < 10  # 50 publishers, a handful of transactions
-    assert sorted(bus.history()["payload"]) == list(range(50))
+    assert sorted(bus.history_frame()["payload"]) == list(range(50))
     bus.close()
 
 
@@ -92,8 +92,8 @@ async def test_a_failed_write_fails_publish_and_the_message_is_neither_stored_no
         await bus.wait_idle()
         bus.stop()
     assert reader.payloads == ["before", "after"]
-    assert bus.history()["payload"].tolist() == ["before", "after"]
-    assert bus.history()["delivered_to"].tolist() == [[node], [node]]
+    assert bus.history_frame()["payload"].tolist() == ["before", "after"]
+    assert bus.history_frame()["delivered_to"].tolist() == [[node], [node]]
     bus.close()
 
 
@@ -123,7 +123,7 @@ async def test_a_publisher_cancelled_on_a_full_queue_leaves_no_half_delivered_me
         await bus.wait_idle()
         bus.stop()
     assert fast.payloads == [1, 2]
-    assert bus.history()["payload"].tolist() == [1, 2]
+    assert bus.history_frame()["payload"].tolist() == [1, 2]
     bus.close()
 
 
@@ -212,7 +212,7 @@ async def test_a_publisher_cancelled_while_its_commit_is_pending_leaves_its_mess
     assert stored_payloads(db) == ['"cancelled"']  # decided before publish left: stored, so routed
     await bus.run(until_idle=True)
     assert reader.payloads == ["cancelled"]
-    assert bus.history()["delivered_to"].tolist() == [[node]]
+    assert bus.history_frame()["delivered_to"].tolist() == [[node]]
     bus.close()
 
 

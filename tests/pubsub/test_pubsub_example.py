@@ -48,11 +48,11 @@ async def test_the_pipeline_has_the_documented_shape() -> None:
     await bus.run(until_idle=True)
     counts = bus.channels().set_index("channel")["messages"].to_dict()
     assert counts == {"requests": 1, "topics": 1, "findings": 3, "summaries": 1}
-    assert bus.dead_letters().empty
-    (summary,) = bus.history("summaries")["payload"]
+    assert bus.dead_letters_frame().empty
+    (summary,) = bus.history_frame("summaries")["payload"]
     assert summary["sources"] == ["analyst", "forecaster", "historian"]
     assert bus.cache.get("findings", "tides").keys() == {"analyst", "forecaster", "historian"}
-    dot = bus.get_dot_graph()
+    dot = bus.to_dot()
     for edge in ('"channel:topics" -> "agent:historian"', '"agent:collector" -> "channel:summaries"'):
         assert edge in dot
     bus.close()

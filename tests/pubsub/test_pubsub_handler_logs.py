@@ -104,7 +104,7 @@ async def test_a_failed_call_keeps_its_lines_on_its_dead_letter_and_event(sync: 
     await bus.publish("raw", "bad")
     await bus.publish("raw", 3)  # rejected by the schema: no handler ran, no lines
     await bus.run(until_idle=True)
-    dead = bus.dead_letters()
+    dead = bus.dead_letters_frame()
     assert dead["logs"].tolist() == [["parsing bad"], None]  # only the failed call's lines
     assert [event.logs for event in failures] == [["parsing bad"]]
     assert logs_of(bus, "parser") == ["parsing good", "parsing bad"]
@@ -158,7 +158,7 @@ async def test_a_durable_dead_letter_keeps_its_lines_after_a_reopen(tmp_path: Pa
     bus.close()
     again = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
     try:
-        logs = again.dead_letters()["logs"].tolist()
+        logs = again.dead_letters_frame()["logs"].tolist()
     finally:
         again.close()
     assert logs == [["parsing 1 \\udcff"]]  # a stray byte's surrogate escaped, as the file can hold it
@@ -177,7 +177,7 @@ async def test_an_older_file_gets_the_logs_column_when_opened(tmp_path: Path) ->
     try:
         await bus.publish("raw", 2)
         await bus.run(until_idle=True)
-        logs = bus.dead_letters()["logs"].tolist()
+        logs = bus.dead_letters_frame()["logs"].tolist()
     finally:
         bus.close()
     assert logs[0] is None and logs[1] == ["parsing 2 \\udcff"]

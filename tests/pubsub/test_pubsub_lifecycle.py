@@ -12,6 +12,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 import dagger_nb
+from dagger_nb.errors import NoRunningLoop
 from dagger_nb.pubsub import PubSubAgentRegistry
 
 Make = Callable[..., Any]
@@ -172,9 +173,12 @@ async def test_start_with_a_timeout(registry: PubSubAgentRegistry) -> None:
 def test_start_without_a_running_loop_says_what_to_do(registry: PubSubAgentRegistry) -> None:
     bus = dagger_nb.PubSub(registry=registry)
     with pytest.raises(
-        dagger_nb.ExecutionError, match=r"start\(\) needs a running event loop .* use run_sync\(\)"
+        NoRunningLoop,
+        match=r"^PubSub\.start\(\): starting work in the background needs a running event loop \(a notebook "
+        r"cell or async code\); in a script use pubsub\.run_sync\(\)$",
     ):
         bus.start()
+    assert bus._handle is None  # nothing was started
 
 
 @pytest.mark.anyio
@@ -192,7 +196,7 @@ async def test_async_with_delivers_until_idle_then_closes(
     assert bus.closed and not bus.running
     with pytest.raises(dagger_nb.ExecutionError, match=r"^this PubSub is closed$"):
         await bus.publish("c0", 1)
-    assert len(bus.history()) == 3
+    assert len(bus.history_frame()) == 3
 
 
 @pytest.mark.anyio
@@ -246,8 +250,8 @@ async def test_strict_bus_refuses_unknown_channels(registry: PubSubAgentRegistry
         await bus.publish("sports", 1)
     assert caught.value.channel == "sports"
     with pytest.raises(dagger_nb.ChannelNotFound):
-        bus.history("sports")
-    assert bus.history().empty
+        bus.history_frame("sports")
+    assert bus.history_frame().empty
 
 
 @pytest.mark.anyio
@@ -255,8 +259,8 @@ async def test_dynamic_channels_are_created_on_first_use(registry: PubSubAgentRe
     bus = dagger_nb.PubSub(registry=registry)
     await bus.publish("surprise", 1)
     assert bus.channels()["channel"].tolist() == ["surprise"]
-    assert bus.history("surprise")["payload"].tolist() == [1]
-    assert bus.history("elsewhere").empty
+    assert bus.history_frame("surprise")["payload"].tolist() == [1]
+    assert bus.history_frame("elsewhere").empty
 
 
 def test_queue_size_must_be_positive() -> None:

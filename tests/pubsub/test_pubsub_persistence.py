@@ -26,17 +26,17 @@ async def test_history_and_dead_letters_survive_a_restart(
     reader_id = bus.register("reader")
     sent = [await bus.publish("news", payload) for payload in (1, "two", 3)]
     await bus.run(until_idle=True)
-    before = bus.history()
+    before = bus.history_frame()
     bus.close()
 
     again = dagger_nb.PubSub(db=db, registry=PubSubAgentRegistry())
-    after = again.history()
+    after = again.history_frame()
     assert after["message_id"].tolist() == [message.message_id for message in sent]
     assert after["payload"].tolist() == [1, "two", 3]
     assert after["delivered_to"].tolist() == [[reader_id], [], [reader_id]]
     assert after["timestamp"].tolist() == before["timestamp"].tolist()
     assert after["source"].tolist() == ["user"] * 3
-    assert again.dead_letters()[["message_id", "agent"]].values.tolist() == [[sent[1].message_id, reader_id]]
+    assert again.dead_letters_frame()[["message_id", "agent"]].values.tolist() == [[sent[1].message_id, reader_id]]
     assert again.channels()["channel"].tolist() == ["news"]
     again.close()
 
@@ -65,7 +65,7 @@ async def test_undelivered_messages_go_to_the_agent_when_it_registers_again(
     new_id = bus.register("archivist")
     await bus.run(until_idle=True)
     assert received == ["pending 1", "pending 2"]
-    assert bus.history()["delivered_to"].tolist() == [[old_id], [new_id], [new_id]]
+    assert bus.history_frame()["delivered_to"].tolist() == [[old_id], [new_id], [new_id]]
     bus.close()
 
     bus = dagger_nb.PubSub(db=db, registry=fresh)
@@ -96,7 +96,7 @@ async def test_an_agent_does_not_get_its_own_messages_back_after_a_restart(
     bus.register("echo")
     await bus.run(until_idle=True)
     assert heard == ["hi"]
-    assert bus.history()["payload"].tolist() == ["hi", "echo hi"]
+    assert bus.history_frame()["payload"].tolist() == ["hi", "echo hi"]
     bus.close()
 
 
@@ -161,5 +161,5 @@ async def test_unregistered_nodes_are_remembered(
     assert bus.agents().empty
     bus.register("gone")
     await bus.run(until_idle=True)
-    assert bus.history()["delivered_to"].map(len).tolist() == [1]
+    assert bus.history_frame()["delivered_to"].map(len).tolist() == [1]
     bus.close()

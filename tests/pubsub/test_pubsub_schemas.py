@@ -42,8 +42,8 @@ async def test_channel_schema_is_checked_at_publish_and_nothing_is_delivered(
     await bus.publish("news", {"topic": "ok"})
     await bus.run(until_idle=True)
     assert reader.payloads == [{"topic": "ok"}]
-    assert len(bus.history()) == 1
-    assert bus.dead_letters().empty
+    assert len(bus.history_frame()) == 1
+    assert bus.dead_letters_frame().empty
 
 
 async def test_create_channel_again_replaces_its_schema(registry: PubSubAgentRegistry) -> None:
@@ -81,7 +81,7 @@ async def test_non_json_payloads_are_refused(
     with pytest.raises(dagger_nb.SchemaValidationError) as caught:
         await bus.publish("n", payload)
     assert str(caught.value) == f"channel 'n': invalid payload at '{path}': {problem}"
-    assert bus.history().empty
+    assert bus.history_frame().empty
 
 
 async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
@@ -97,7 +97,7 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
     await bus.run(until_idle=True)
     assert picky.payloads == [{"topic": "fine"}]
     assert easy.payloads == [{"headline": "no topic"}, {"topic": "fine"}]
-    dead = bus.dead_letters()
+    dead = bus.dead_letters_frame()
     assert list(dead.columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
     assert dead.to_dict("records") == [
         {
@@ -109,7 +109,7 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
             "logs": None,
         }
     ]
-    delivered = dict(zip(bus.history()["message_id"], bus.history()["delivered_to"], strict=True))
+    delivered = dict(zip(bus.history_frame()["message_id"], bus.history_frame()["delivered_to"], strict=True))
     assert delivered[bad.message_id] == [easy_id]
     assert sorted(delivered[good.message_id]) == sorted([picky_id, easy_id])
     assert bus.agents().set_index("agent").loc["picky", "rejected"] == 1
@@ -130,10 +130,10 @@ async def test_output_schema_is_checked_in_ctx_publish(registry: PubSubAgentRegi
     await bus.publish("in", "text")
     await bus.run(until_idle=True)
     assert out.payloads == ["text"]
-    assert bus.dead_letters()[["agent", "reason"]].values.tolist() == [
+    assert bus.dead_letters_frame()[["agent", "reason"]].values.tolist() == [
         [
             writer_id,
-            "SchemaValidationError: agent 'writer' output: invalid payload at '$': "
+            "agent 'writer' output: invalid payload at '$': "
             "42 is not of type 'string'",
         ]
     ]
@@ -157,14 +157,14 @@ async def test_a_failing_handler_does_not_stop_anything(
     messages = [await bus.publish("numbers", number) for number in range(5)]
     await bus.run(until_idle=True)
     assert calls == steady.payloads == [0, 1, 2, 3, 4]
-    dead = bus.dead_letters()
+    dead = bus.dead_letters_frame()
     assert dead["message_id"].tolist() == [messages[1].message_id, messages[3].message_id]
     assert dead["agent"].tolist() == [flaky_id, flaky_id]
     assert dead["reason"].tolist() == ["ValueError: odd number 1", "ValueError: odd number 3"]
     row = bus.agents().set_index("node_id").loc[flaky_id]
     assert (row["delivered"], row["failed"], row["queued"]) == (5, 2, 0)
     # A failed delivery still counts as delivered: the handler got the message.
-    assert all(flaky_id in nodes for nodes in bus.history()["delivered_to"])
+    assert all(flaky_id in nodes for nodes in bus.history_frame()["delivered_to"])
 
 
 async def test_a_failing_sync_handler_is_a_dead_letter_too(registry: PubSubAgentRegistry) -> None:
@@ -177,4 +177,4 @@ async def test_a_failing_sync_handler_is_a_dead_letter_too(registry: PubSubAgent
     await bus.publish("in", 1)
     await bus.publish("in", 2)
     await bus.run(until_idle=True)
-    assert bus.dead_letters()["reason"].tolist() == ["KeyError: 'missing'"] * 2
+    assert bus.dead_letters_frame()["reason"].tolist() == ["KeyError: 'missing'"] * 2

@@ -27,7 +27,7 @@ def test_publish_sync_past_a_full_queue_is_an_error_not_a_hang(registry: PubSubA
                                                      "is delivering"):
         bus.publish_sync("in", 3)
     bus.run_sync(until_idle=True)
-    assert list(bus.history("in")["payload"]) == [1, 2]
+    assert list(bus.history_frame("in")["payload"]) == [1, 2]
 
 
 @dataclass
@@ -75,7 +75,7 @@ async def test_stop_then_start_never_runs_one_messages_sync_handler_twice_at_onc
     await second
     # The call that outlived stop() counts as handled: never handed over again.
     assert gate.calls == ["x"] and gate.most_at_once == 1
-    assert bus.history()["delivered_to"].tolist() == [[node]]
+    assert bus.history_frame()["delivered_to"].tolist() == [[node]]
     bus.close()
 
 

@@ -36,7 +36,7 @@ async def test_history_frame(registry: PubSubAgentRegistry, recorder: Make) -> N
     first = await bus.publish("a", {"x": 1})
     await bus.publish("b", [1, 2], source="cron")
     await bus.run(until_idle=True)
-    history = bus.history()
+    history = bus.history_frame()
     assert list(history.columns) == [
         "message_id",
         "timestamp",
@@ -51,11 +51,11 @@ async def test_history_frame(registry: PubSubAgentRegistry, recorder: Make) -> N
     assert history["delivered_to"].tolist() == [[reader], []]
     assert isinstance(history["timestamp"].dtype, pd.DatetimeTZDtype)
     assert history["timestamp"][0] == pd.Timestamp(first.timestamp)
-    only_a = bus.history("a")
+    only_a = bus.history_frame("a")
     assert only_a["message_id"].tolist() == [first.message_id]
     empty = dagger_nb.PubSub(registry=registry)
-    assert list(empty.history().columns) == list(history.columns) and empty.history().empty
-    assert list(empty.dead_letters().columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
+    assert list(empty.history_frame().columns) == list(history.columns) and empty.history_frame().empty
+    assert list(empty.dead_letters_frame().columns) == ["message_id", "channel", "agent", "reason", "traceback", "logs"]
 
 
 @pytest.mark.anyio
@@ -101,7 +101,7 @@ def test_dot_graph_draws_publish_and_subscribe_edges_escaped(registry: PubSubAge
     )
     bus = dagger_nb.PubSub(registry=registry)
     node = bus.register("relay")
-    dot = bus.get_dot_graph()
+    dot = bus.to_dot()
     assert dot.startswith('digraph "pubsub" {')
     assert '"channel:out"' in dot
     assert f'"agent:{node}" -> "channel:out"' in dot
@@ -186,6 +186,6 @@ def test_the_graph_renders_with_graphviz(registry: PubSubAgentRegistry, recorder
     bus = dagger_nb.PubSub(registry=registry)
     bus.register("reader")
     completed = subprocess.run(
-        ["dot", "-Tsvg"], input=bus.get_dot_graph().encode(), capture_output=True, check=False
+        ["dot", "-Tsvg"], input=bus.to_dot().encode(), capture_output=True, check=False
     )
     assert completed.returncode == 0, completed.stderr

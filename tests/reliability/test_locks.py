@@ -203,7 +203,7 @@ def test_rerunning_a_pubsub_cell_takes_the_file_over(tmp_path: Path) -> None:
     bus.publish_sync("news", 1)
     with pytest.warns(DaggerWarning, match=TAKE_OVER.format(owner="PubSub", name=r"bus\.db")):
         bus = dagger_nb.PubSub(db=db, registry=registry)
-    assert bus.history()["payload"].tolist() == [1]
+    assert bus.history_frame()["payload"].tolist() == [1]
     bus.register("reader")
     bus.run_sync(until_idle=True, timeout=30)  # the message the first bus had not delivered
     bus.publish_sync("news", 2)
@@ -238,7 +238,7 @@ async def test_a_take_over_stops_the_earlier_bus_delivering(tmp_path: Path) -> N
         await first.publish("news", "late")
     gate.set()
 
-    assert second.history()["payload"].tolist() == [1, "block", 3]
+    assert second.history_frame()["payload"].tolist() == [1, "block", 3]
     second.register("reader")
     with anyio.fail_after(30):
         await second.run(until_idle=True)
@@ -282,7 +282,7 @@ async def test_a_take_over_while_a_sync_handler_runs_ends_the_earlier_bus_cleanl
     with anyio.fail_after(30):
         await second.run(until_idle=True)
     assert received == [1, "block", "block"]  # the message in flight at the take-over, again
-    assert second.history()["delivered_to"].map(len).tolist() == [1, 1]
+    assert second.history_frame()["delivered_to"].map(len).tolist() == [1, 1]
     second.close()
 
 
@@ -317,7 +317,7 @@ async def test_a_take_over_mid_publish_loses_nothing_acknowledged(tmp_path: Path
             with pytest.warns(DaggerWarning, match="took over") as warned:
                 second = dagger_nb.PubSub(db=db)
     assert [str(warning.message) for warning in warned if "failed" in str(warning.message)] == []
-    stored = set(second.history()["payload"].tolist())
+    stored = set(second.history_frame()["payload"].tolist())
     assert [message for message in acknowledged if message not in stored] == []
     assert len(refused) == 4  # every publisher was told, none hangs or sees a raw error
     second.close()
@@ -372,7 +372,7 @@ async def test_a_take_over_waits_for_the_write_under_way(tmp_path: Path, monkeyp
             second = dagger_nb.PubSub(db=db)
     assert [str(warning.message) for warning in warned if "failed" in str(warning.message)] == []
     assert isinstance(outcome[0], dagger_nb.Message)  # its commit finished, so it was acknowledged ...
-    assert second.history()["payload"].tolist() == ["before", "in flight"]  # ... and it is in the file
+    assert second.history_frame()["payload"].tolist() == ["before", "in flight"]  # ... and it is in the file
     second.close()
 
 

@@ -46,6 +46,6 @@ def test_a_full_disk_fails_publish_with_storage_error_and_keeps_what_was_acknowl
     bus.close()
 
     reopened = dagger_nb.PubSub(db=db, registry=registry)
-    stored = [payload["n"] for payload in reopened.history("big")["payload"]]
+    stored = [payload["n"] for payload in reopened.history_frame("big")["payload"]]
     assert stored == acknowledged  # every acknowledged message, and not the one that failed
     reopened.close()
