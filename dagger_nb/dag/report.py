@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import os
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.dot import workflow_dot
@@ -46,8 +48,15 @@ NO_TEXTS: list[str] = _NoTexts()
 
 @dataclass(slots=True)
 class NodeOutcome:
-    """How one node fared. Times are seconds since the epoch (None until they happen)."""
+    """How one node fared. Times are seconds since the epoch (None until they happen).
 
+    A run keeps its nodes' times in one array of floats (see :func:`share_clock`) rather than
+    two float objects per node: those, allocated one by one while the run's short-lived objects
+    come and go, would pin the memory the run used long after it ended.
+    """
+
+    #: the run's array of times this outcome's ``started_at``/``finished_at`` live in (None: its own)
+    _clock: array[float] | None = field(default=None, init=False, repr=False, compare=False)
     node: str
     action: str
     status: NodeStatus = "pending"
@@ -87,6 +96,61 @@ class NodeOutcome:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        # a copy (pickle, copy.copy) has its own times, not the run's array
+        return tuple(getattr(self, name) for name in _STATE_FIELDS)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._clock = None
+        for name, value in zip(_STATE_FIELDS, state, strict=True):
+            setattr(self, name, value)
+
+
+_STATE_FIELDS = tuple(name for name in NodeOutcome.__dataclass_fields__ if name != "_clock")
+_NONE = float("nan")  # a time not yet known, in a clock
+
+
+_STARTED_SLOT = NodeOutcome.__dict__["started_at"]  # holds the index into the clock when there is one
+
+
+def _timing(slot: Any, offset: int) -> property:
+    """``started_at`` (offset 0) or ``finished_at`` (1): the outcome's own value, or its entry in
+    its run's clock (whose index its ``started_at`` slot then holds)."""
+
+    def get(self: NodeOutcome) -> float | None:
+        clock = self._clock
+        if clock is None:
+            own: float | None = slot.__get__(self)
+            return own
+        value = clock[2 * _STARTED_SLOT.__get__(self) + offset]
+        return None if value != value else value  # NaN: not known yet
+
+    def set_(self: NodeOutcome, value: float | None) -> None:
+        clock = self._clock
+        if clock is None:
+            slot.__set__(self, value)
+        else:
+            clock[2 * _STARTED_SLOT.__get__(self) + offset] = _NONE if value is None else value
+
+    return property(get, set_)
+
+
+for _name, _offset in (("started_at", 0), ("finished_at", 1)):
+    setattr(NodeOutcome, _name, _timing(NodeOutcome.__dict__[_name], _offset))
+
+
+def share_clock(outcomes: Iterable[NodeOutcome], clock: array[float]) -> None:
+    """Keep the times of ``outcomes`` (not on a clock yet) in ``clock``, two entries each, appended."""
+    for outcome in outcomes:
+        if outcome._clock is not None:
+            continue
+        started, finished = outcome.started_at, outcome.finished_at
+        _STARTED_SLOT.__set__(outcome, len(clock) // 2)
+        clock.append(_NONE if started is None else started)
+        clock.append(_NONE if finished is None else finished)
+        outcome._clock = clock
 
 
 @dataclass(slots=True, weakref_slot=True)  # a finished run refers to its report weakly (Run.release_values)

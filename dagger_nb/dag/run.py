@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.handle import ADDING_NODE, RunHandle, _on_loop
 from dagger_nb.dag.human import HumanRequest
-from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
+from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus, share_clock
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
 from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
 from dagger_nb.events import EventStream
@@ -127,6 +128,9 @@ class Run:
         self.dependencies = self.plan.dependencies
         self.dependents = self.plan.dependents
         self.outcomes = outcomes or {node.id: NodeOutcome(node.id, node.action) for node in spec.nodes}
+        #: every node's start and end times (see :func:`~dagger_nb.dag.report.share_clock`)
+        self.clock: array[float] = array("d")
+        share_clock(self.outcomes.values(), self.clock)
         self.status: RunStatus = "pending"
         self.error: str | None = None
         self.started_at: float | None = None
@@ -296,7 +300,8 @@ class Run:
         ready = []
         for node in nodes:
             self.nodes[node.id] = node
-            self.outcomes[node.id] = NodeOutcome(node.id, node.action)
+            self.outcomes[node.id] = outcome = NodeOutcome(node.id, node.action)
+            share_clock((outcome,), self.clock)
             if adder is not None:
                 self.added_by[node.id] = adder
             waiting = sum(self.outcomes[d].status not in DONE_STATUSES for d in self.dependencies[node.id])
