@@ -28,7 +28,7 @@ from dagger_nb.agents._threads import LIVE_THREADS, ThreadKey, file_identity, on
 from dagger_nb.agents.context import TaskContext
 from dagger_nb.agents.journal import AttemptJournal
 from dagger_nb.agents.remote import call_on_backend
-from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies
+from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, describe_error
 
 if TYPE_CHECKING:
     from dagger_nb.agents._graph import TaskGraph
@@ -124,7 +124,7 @@ class AttemptRunner:
             # Our own errors (a schema, an unstorable output) are complete sentences about the output,
             # not the agent's code: their stack would show only dagger-nb's frames.
             stack = None if isinstance(error, DaggerError) else printable(format_failure(error))
-            return Result(task_id, Kind.ERROR, _describe(error), dependencies, journal=journal, traceback=stack,
+            return Result(task_id, Kind.ERROR, describe_error(error), dependencies, journal=journal, traceback=stack,
                           logs=_lines(logs))
         finally:
             unroute_logs(routing)
@@ -241,8 +241,3 @@ def _lines(logs: LazyLogBuffer) -> list[str] | None:
     """The lines ``logs`` holds (each already storable: the buffer escapes what it keeps); None when
     there are none."""
     return logs.take()
-
-
-def _describe(error: Exception) -> str:
-    """Our errors are complete sentences; anything else is prefixed with its type."""
-    return printable(str(error) if isinstance(error, DaggerError) else f"{type(error).__name__}: {error}")

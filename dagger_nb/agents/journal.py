@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dagger_nb._callables import usage_problems
 from dagger_nb.agents.model import JobStatus, TaskRecord, utc_now
 from dagger_nb.agents.store import UNCHANGED, StateRow
-from dagger_nb.errors import StorageError, TaskError
+from dagger_nb.errors import StorageError, TaskError, describe_error
 
 if TYPE_CHECKING:
     from dagger_nb.agents._graph import TaskGraph
@@ -136,7 +136,7 @@ class Journal:
             if self.failure is None:
                 self.failure = error if isinstance(error, StorageError) else StorageError(
                     f"cannot write tasks to '{self.store.path if self.store else '?'}': "
-                    f"{type(error).__name__}: {error}"
+                    + describe_error(error)
                 )
 
     def check(self) -> None:

@@ -20,7 +20,7 @@ from dagger_nb._callables import Callee
 from dagger_nb.agents.journal import check_usage
 from dagger_nb.agents.model import Task, TaskType
 from dagger_nb.agents.spec import check_options, child_task_id, new_task_id
-from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, TaskError
+from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, TaskError, describe_error
 
 if TYPE_CHECKING:
     from dagger_nb.agents.context import TaskContext
@@ -163,5 +163,5 @@ def _portable(error: Exception) -> Exception:
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:
-        return AgentError(f"{type(error).__name__}: {error}")
+        return AgentError(describe_error(error))
     return error

@@ -33,7 +33,7 @@ import anyio
 
 from dagger_nb._capture import LazyLogBuffer, route_logs, unroute_logs
 from dagger_nb._traceback import format_failure
-from dagger_nb.errors import DaggerWarning, SchemaValidationError
+from dagger_nb.errors import DaggerWarning, SchemaValidationError, describe_error
 from dagger_nb.pubsub._state import LAST_LOGS, Channel, Node, Record
 
 #: ``outcome(node, record, kind, reason, at, traceback)`` with kind ``delivered``, ``failed`` or
@@ -251,7 +251,7 @@ class Dispatcher:
             else:
                 interrupted = await self._call_in_thread(node, record)
         except Exception as error:
-            reason = f"{type(error).__name__}: {error}"
+            reason = describe_error(error)
             stack = format_failure(error)
         except BaseException:
             node.backlog.appendleft(record)
