@@ -363,7 +363,10 @@ def node_dependencies(node: NodeSpec) -> list[str]:
     """``node``'s explicit dependencies plus the nodes its inputs reference, without repeats."""
     found = dict.fromkeys(node.dependencies)
     for spec in node.inputs:
-        source = spec.source
-        if source is not None and source[0] != "inputs":
-            found.setdefault(source[0])
+        reference = spec.reference
+        if reference is not None:
+            # As InputSpec.source reads it, inlined: this runs for every input of every workflow.
+            namespace, dot, _ = reference.partition(".")
+            if dot and namespace != "inputs":
+                found[namespace] = None  # an id already there keeps its place
     return list(found)

@@ -69,40 +69,82 @@ def check_workflow(
 
 
 def _findings(spec: WorkflowSpec, actions: Collection[str] | None, partial: Collection[int]) -> Iterator[Finding]:
+    nodes = spec.nodes
     first_index: dict[str, int] = {}
-    for index, node in enumerate(spec.nodes):
-        if node.id in first_index:
-            yield (f"duplicate node id '{node.id}' (first defined as node {first_index[node.id] + 1})",
-                   index, ("id",))
-        else:
-            first_index[node.id] = index
+    for index, node in enumerate(nodes):
+        first = first_index.setdefault(node.id, index)
+        if first != index:
+            yield (f"duplicate node id '{node.id}' (first defined as node {first + 1})", index, ("id",))
     names = _Names(first_index)
     # Only what exists is built (no empty set or dict per node): a big workflow then costs O(N + E).
-    declared = {node.id: {output.name for output in node.outputs} for node in spec.nodes if node.outputs}
-    graph: dict[str, dict[str, None]] = {}
+    declared = {node.id: {output.name for output in node.outputs} for node in nodes if node.outputs}
     signatures = _Signatures(actions)
+    action_known: dict[str, bool] = {}
     skip_signature = set(partial)
-    for index, node in enumerate(spec.nodes):
-        edges: dict[str, None] = {}
+    match = REFERENCE_PATTERN.match
+    # Cycles are looked for only when some edge points forward in the file: a workflow whose
+    # nodes all come after what they need (the usual way to write one) cannot have one.
+    forward = False
+    for index, node in enumerate(nodes):
         for position, dependency in enumerate(node.dependencies):
-            if dependency not in first_index:
+            at = first_index.get(dependency)
+            if at is None:
                 yield (f"dependency '{dependency}' is not a node{names.known(dependency)}",
                        index, ("dependencies", position))
-            else:
-                edges[dependency] = None
+            elif at >= index:
+                forward = True
         for position, spec_input in enumerate(node.inputs):
-            if spec_input.reference is not None:
-                yield from _check_reference(spec_input, index=index, key=("inputs", position, "reference"),
-                                            names=names, declared=declared, edges=edges)
+            reference = spec_input.reference
+            if reference is None:
+                continue
+            node_id, dot, output = reference.partition(".")
+            at = first_index.get(node_id) if dot else None
+            if at is None or node_id == "inputs" or not match(reference):
+                # Rare: a run input, a bare KEY, an unknown node or a malformed reference.
+                problem = _reference_problem(spec_input, names=names)
+                if problem is not None:
+                    yield (problem, index, ("inputs", position, "reference"))
+                continue
+            if declared:
+                outputs = declared.get(node_id)
+                if outputs and output not in outputs:
+                    yield (f"input '{spec_input.name}' references output '{output}' that node '{node_id}' does "
+                           f"not declare (declared: {brief_list(sorted(outputs))})", index,
+                           ("inputs", position, "reference"))
+            if at >= index:
+                forward = True
+        action = node.action
+        known = action_known.get(action)
+        if known is None:
+            known = action_known[action] = actions is None or action in signatures.names
+        if not known:
+            registered = brief_list(sorted(signatures.names))
+            yield (f"unknown action '{action}' (registered: {registered})", index, ("action",))
+        elif index not in skip_signature:
+            signature = signatures.of(action)
+            if signature is not None and not (signature.takes_any and not signature.required):
+                yield from _check_signature(node, index, signature)
+    if forward:
+        graph = _graph(nodes, first_index)
+        for cycle in find_cycles(graph):
+            yield (f"dependency cycle: {' -> '.join(cycle)}", first_index[cycle[0]], ("dependencies",))
+
+
+def _graph(nodes: list[NodeSpec], first_index: Mapping[str, int]) -> dict[str, dict[str, None]]:
+    """Each node's first definition mapped to the known nodes it needs, for :func:`find_cycles`."""
+    graph: dict[str, dict[str, None]] = {}
+    for index, node in enumerate(nodes):
+        edges = {dependency: None for dependency in node.dependencies if dependency in first_index}
+        for spec_input in node.inputs:
+            reference = spec_input.reference
+            source = spec_input.source
+            if reference is None or source is None or not REFERENCE_PATTERN.match(reference):
+                continue
+            if source[0] != "inputs" and source[0] in first_index:
+                edges[source[0]] = None
         if edges and first_index[node.id] == index:
             graph[node.id] = edges
-        if actions is not None and node.action not in signatures.names:
-            registered = brief_list(sorted(signatures.names))
-            yield (f"unknown action '{node.action}' (registered: {registered})", index, ("action",))
-        elif index not in skip_signature:
-            yield from _check_signature(node, index, signatures.of(node.action))
-    for cycle in find_cycles(graph):
-        yield (f"dependency cycle: {' -> '.join(cycle)}", first_index[cycle[0]], ("dependencies",))
+    return graph
 
 
 class _Names:
@@ -147,32 +189,17 @@ class _Names:
         return None
 
 
-def _check_reference(
-    spec_input: InputSpec,
-    *,
-    index: int,
-    key: tuple[Any, ...],
-    names: _Names,
-    declared: Mapping[str, set[str]],
-    edges: dict[str, None],
-) -> Iterator[Finding]:
+def _reference_problem(spec_input: InputSpec, *, names: _Names) -> str | None:
+    """What is wrong with a reference the quick test in :func:`_findings` did not pass; None for a run input."""
     name, reference, source = spec_input.name, spec_input.reference or "", spec_input.source
     if not REFERENCE_PATTERN.match(reference) or source is None:
-        yield (f"input '{name}' has a malformed reference '{reference}' "
-               f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, names.index)}", index, key)
-        return
-    node_id, output = source  # read as the executor reads it: a bare KEY is inputs.KEY
-    if node_id == "inputs":
-        return
-    if node_id not in names.index:
-        yield (f"input '{name}' references unknown node '{node_id}'{names.known(node_id)}"
-               f"{reference_hint(reference, names.index)}", index, key)
-        return
-    outputs = declared.get(node_id)
-    if outputs and output not in outputs:
-        yield (f"input '{name}' references output '{output}' that node '{node_id}' does not declare "
-               f"(declared: {brief_list(sorted(outputs))})", index, key)
-    edges[node_id] = None
+        return (f"input '{name}' has a malformed reference '{reference}' "
+                f"(expected 'inputs.KEY' or 'NODE.OUTPUT'){reference_hint(reference, names.index)}")
+    node_id = source[0]  # read as the executor reads it: a bare KEY is inputs.KEY
+    if node_id == "inputs" or node_id in names.index:
+        return None
+    return (f"input '{name}' references unknown node '{node_id}'{names.known(node_id)}"
+            f"{reference_hint(reference, names.index)}")
 
 
 def reference_hint(reference: str, node_ids: Collection[str]) -> str:
