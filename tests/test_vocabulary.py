@@ -182,6 +182,8 @@ SHARED_NAMES = {
     "Handle": "dagger_nb.handles",
     "NoRunningLoop": "dagger_nb.errors",
     "RunStatus": "dagger_nb.dag.report",
+    "PubSubStatus": "dagger_nb.pubsub.report",
+    "PubSubReport": "dagger_nb.pubsub.report",
 }
 
 
