@@ -106,7 +106,7 @@ async def probe(lags: list[float], stop: asyncio.Event) -> None:
 
 async def one_round(executor: DagExecutor, name: str, manager: Any, job_id: str, tasks: int, *,
                     dashboards: bool) -> dict[str, Any]:
-    from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
+    from dagger_nb.notebook import JobDashboard, RunDashboard
 
     add_job(manager, job_id, tasks)
     gc.collect()  # the same clean slate for both variants

@@ -225,7 +225,7 @@ async def test_a_failed_task_keeps_the_last_attempts_traceback_across_a_reopen(t
 async def test_a_job_dashboard_and_export_fold_the_tasks_traceback_under_its_error() -> None:
     from dagger_nb.agents import TaskManager
     from dagger_nb.export import job_report_to_html, job_report_to_json
-    from dagger_nb.notebook.agent_widgets import JobDashboard
+    from dagger_nb.notebook import JobDashboard
 
     async with TaskManager(registry=_registry_with_failing_agents()) as manager:
         manager.add_task("j", "parse async", "parse_async", {}, task_id="t-async")
@@ -247,7 +247,7 @@ async def test_a_job_dashboard_and_export_fold_the_tasks_traceback_under_its_err
 
 @pytest.mark.parametrize("sync", [False, True])
 async def test_a_dead_letter_and_the_monitor_carry_the_handlers_traceback(sync: bool) -> None:
-    from dagger_nb.notebook.agent_widgets import PubSubMonitor
+    from dagger_nb.notebook import PubSubMonitor
     from dagger_nb.pubsub import PubSub, PubSubAgentRegistry, pubsub_agent
     from dagger_nb.pubsub.events import HandlerFailed
 

@@ -118,7 +118,7 @@ def test_logs_are_in_the_job_export_escaped(tmp_path: Path, registry: dagger_nb.
 
 def test_the_job_dashboard_shows_the_logs_escaped(tmp_path: Path, registry: dagger_nb.TaskAgentRegistry) -> None:
     pytest.importorskip("ipywidgets")
-    from dagger_nb.notebook.widgets import JobDashboard
+    from dagger_nb.notebook import JobDashboard
 
     def noisy(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
         print("<img src=x onerror=alert(1)> " + STRAY)

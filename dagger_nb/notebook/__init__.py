@@ -20,10 +20,18 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def __getattr__(name: str) -> Any:
     # The widgets and magics import ipywidgets / IPython: only load them when asked for.
-    if name in ("RunDashboard", "JobDashboard", "PubSubMonitor"):
-        from dagger_nb.notebook import widgets
+    if name == "RunDashboard":
+        from dagger_nb.notebook.dashboards.run import RunDashboard
 
-        return getattr(widgets, name)
+        return RunDashboard
+    if name == "JobDashboard":
+        from dagger_nb.notebook.dashboards.job import JobDashboard
+
+        return JobDashboard
+    if name == "PubSubMonitor":
+        from dagger_nb.notebook.dashboards.pubsub import PubSubMonitor
+
+        return PubSubMonitor
     if name == "DaggerMagics":
         from dagger_nb.notebook.magics import DaggerMagics
 

@@ -191,7 +191,7 @@ class DaggerMagics(Magics):
         allowed = [a.strip() for a in args.allow.split(",") if a.strip()] if args.allow else None
         handle = _call(self.session.start_objective, args.name, description, agent=args.agent, input=inputs,
                        allowed_agents=allowed)
-        from dagger_nb.notebook.widgets import JobDashboard
+        from dagger_nb.notebook.dashboards.job import JobDashboard
 
         dashboard = JobDashboard(self.session.task_manager, args.name, handle=handle)
         self.session.dashboards[args.name] = dashboard
@@ -251,7 +251,9 @@ class DaggerMagics(Magics):
         Examples: ``%dagger_dashboard my-job``, ``%dagger_dashboard pubsub``
         """
         args = parse_argstring(self.dagger_dashboard, line)
-        from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
+        from dagger_nb.notebook.dashboards.job import JobDashboard
+        from dagger_nb.notebook.dashboards.pubsub import PubSubMonitor
+        from dagger_nb.notebook.dashboards.run import RunDashboard
 
         dashboard: Any
         key = args.id
@@ -336,7 +338,7 @@ class DaggerMagics(Magics):
         return self.shell.user_ns
 
     def _start(self, start: Callable[[], RunHandle], *, wait: bool, out: str | None) -> None:
-        from dagger_nb.notebook.widgets import RunDashboard
+        from dagger_nb.notebook.dashboards.run import RunDashboard
 
         if wait:
             holder: dict[str, Any] = {}

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from dagger_nb import ActionRegistry, DagExecutor, WorkflowSpec
-from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
+from dagger_nb.notebook import JobDashboard, RunDashboard
 from tests.notebook.dashboard_helpers import until
 
 pytestmark = pytest.mark.anyio

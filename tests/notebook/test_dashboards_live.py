@@ -14,7 +14,7 @@ import pytest
 from dagger_nb import ActionRegistry, DagExecutor, WorkflowSpec
 from dagger_nb.export import short_id
 from dagger_nb.graph import STATUS_COLOURS
-from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
+from dagger_nb.notebook import JobDashboard, PubSubMonitor, RunDashboard
 from tests.notebook.dashboard_helpers import XSS, asked, asking, bar, node_label, until
 
 pytestmark = pytest.mark.anyio

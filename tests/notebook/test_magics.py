@@ -15,9 +15,9 @@ import dagger_nb
 from dagger_nb._loop import run_sync
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.events import HumanInputRequested
+from dagger_nb.notebook import JobDashboard, RunDashboard
 from dagger_nb.notebook.magics import DaggerMagics
 from dagger_nb.notebook.session import Session
-from dagger_nb.notebook.widgets import JobDashboard, RunDashboard
 from tests.notebook.conftest import run
 from tests.notebook.helpers import ADD_ACTION, sums
 
@@ -694,7 +694,7 @@ async def test_job_magic_rerun_shows_the_existing_job_and_refuses_a_changed_obje
 async def test_dashboard_pubsub_shows_the_bus_monitor(
     shell: InteractiveShell, magics: DaggerMagics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dagger_nb.notebook.widgets import PubSubMonitor
+    from dagger_nb.notebook import PubSubMonitor
 
     shown: list[object] = []
     monkeypatch.setattr("dagger_nb.notebook.magics.display", shown.append)

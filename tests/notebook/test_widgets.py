@@ -15,8 +15,8 @@ import dagger_nb
 from dagger_nb import ActionRegistry, DagExecutor, NodeContext, WorkflowSpec
 from dagger_nb.dag import RunHandle
 from dagger_nb.errors import GraphvizNotFound
-from dagger_nb.notebook._throttle import Throttle
-from dagger_nb.notebook.widgets import JobDashboard, PubSubMonitor, RunDashboard
+from dagger_nb.notebook import JobDashboard, PubSubMonitor, RunDashboard
+from dagger_nb.notebook.dashboards._throttle import Throttle
 from tests.notebook.dashboard_helpers import XSS, all_text, asked, asking, bar, chain, node_label, until
 
 pytestmark = pytest.mark.anyio
@@ -150,7 +150,7 @@ async def test_graph_without_graphviz_shows_a_note_and_the_dot(
     def missing(dot: str) -> str:
         raise GraphvizNotFound()
 
-    monkeypatch.setattr("dagger_nb.notebook._dashboard.render_svg", missing)
+    monkeypatch.setattr("dagger_nb.notebook.dashboards._base.render_svg", missing)
     executor.registry.register("step", lambda: 1)
     executor.add_workflow(WorkflowSpec.model_validate({"name": "g", "nodes": [{"id": "a<b", "action": "step"}]}))
     handle = executor.start("g")

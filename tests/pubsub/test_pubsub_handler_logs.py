@@ -112,7 +112,7 @@ async def test_a_failed_call_keeps_its_lines_on_its_dead_letter_and_event(sync: 
 
 
 async def test_the_monitor_shows_each_agents_latest_lines_escaped() -> None:
-    from dagger_nb.notebook.widgets import PubSubMonitor
+    from dagger_nb.notebook import PubSubMonitor
 
     registry = PubSubAgentRegistry()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from dagger_nb.graph import STATUS_COLOURS
-from dagger_nb.notebook._dashboard import _shorten
+from dagger_nb.notebook.dashboards._base import _shorten
 
 if TYPE_CHECKING:
     from dagger_nb.dag.report import ExecutionReport

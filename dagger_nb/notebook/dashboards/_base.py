@@ -26,7 +26,7 @@ import ipywidgets as widgets
 from dagger_nb.errors import DaggerError, GraphvizNotFound
 from dagger_nb.export import errors_list_html
 from dagger_nb.graph import STATUS_COLOURS, render_svg
-from dagger_nb.notebook._throttle import Throttle
+from dagger_nb.notebook.dashboards._throttle import Throttle
 
 escape = html.escape
 

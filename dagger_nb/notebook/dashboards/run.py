@@ -1,12 +1,7 @@
-"""Live dashboards for DAG runs, task jobs and pub/sub, built from stock ipywidgets.
+"""The live dashboard of a DAG run (:class:`RunDashboard`), built from stock ipywidgets.
 
 >>> dashboard = RunDashboard(handle)   # doctest: +SKIP
 >>> dashboard                          # doctest: +SKIP
-
-Each one updates from its source's events at most 4 times a second (however
-fast events arrive), catches up with the last event within a second even when
-no other event comes, ticks its clock while the work runs, always shows the
-final state when the work ends, and escapes every piece of text it shows.
 """
 
 from __future__ import annotations
@@ -30,11 +25,10 @@ from dagger_nb.export import (
     segmented_bar_html,
     timeline_svg,
 )
-from dagger_nb.notebook._dashboard import Dashboard, _shorten, header_html, table_html, usage_cell, usage_text
-from dagger_nb.notebook._questions import QuestionsPanel
-from dagger_nb.notebook.agent_widgets import JobDashboard, PubSubMonitor
+from dagger_nb.notebook.dashboards._base import Dashboard, _shorten, header_html, table_html, usage_cell, usage_text
 from dagger_nb.notebook.dashboards.big import COLLAPSE_LIMIT, action_edges, action_progress_html, collapsed_dot
 from dagger_nb.notebook.dashboards.inspect import NodeInspector
+from dagger_nb.notebook.dashboards.questions import QuestionsPanel
 
 _ORDER = {"failed": 0, "running": 1, "cancelled": 2, "succeeded": 3, "cached": 3, "skipped": 4, "pending": 5}
 _NODE_COLUMNS = ("node", "action", "status", "attempts", "duration (s)", "error")
@@ -229,4 +223,4 @@ def _elapsed(report: ExecutionReport) -> float | None:
     return end - report.started_at
 
 
-__all__ = ["JobDashboard", "PubSubMonitor", "RunDashboard"]
+__all__ = ["RunDashboard"]
