@@ -80,7 +80,7 @@ def run_manager(shape: str, count: int, db: Path | None, *, add_from: str = "asy
 
     async def add_and_run() -> JobReport:
         add_tasks(manager, shape, count)
-        return await manager.run_job("bench")
+        return await manager.run("bench")
 
     try:
         start = time.perf_counter()
@@ -88,7 +88,7 @@ def run_manager(shape: str, count: int, db: Path | None, *, add_from: str = "asy
             report = anyio.run(add_and_run)
         else:
             add_tasks(manager, shape, count)
-            report = manager.run_job_sync("bench")
+            report = manager.run_sync("bench")
         elapsed = time.perf_counter() - start
         assert report.success, report
         assert len(report.outcomes) == count

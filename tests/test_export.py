@@ -38,7 +38,7 @@ async def run_mixed() -> Any:
             {"id": "bad", "action": "broken", "inputs": [{"name": "x", "reference": "a.result"}]},
             {"id": "after", "action": "quick", "inputs": [{"name": "x", "reference": "bad.result"}]},
         ], "config": {"on_failure": "continue", "max_attempts": 1}}))
-        return await executor.execute_dag("mixed")
+        return await executor.run("mixed")
 
 
 def test_lanes_never_overlap() -> None:
@@ -60,7 +60,7 @@ def test_nodes_run_on_dask_workers_get_lanes_per_worker() -> None:
 
 async def test_timeline_frame_has_one_row_per_started_node() -> None:
     report = await run_mixed()
-    frame = report.timeline()
+    frame = report.timeline_frame()
     assert list(frame.columns) == ["node", "action", "status", "worker", "lane", "start", "finish", "duration_s"]
     assert set(frame["lane"]) <= {"slot 1", "slot 2", "slot 3", "slot 4"} and frame["worker"].isna().all()
     assert set(frame["node"]) == {"a", "b", "c", "bad"}  # 'after' was skipped: it never started
@@ -116,8 +116,8 @@ async def test_a_job_report_exports_as_html_and_json(tmp_path: Path) -> None:
     registry.register("work", work)
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "plan two steps", "plan")
-        report = await manager.start_job("j")
-        dot = manager.get_dot_graph("j")
+        report = await manager.start("j")
+        dot = manager.to_dot("j")
     page = job_report_to_html(report, tmp_path / "job.html", dot=dot)
     assert (tmp_path / "job.html").read_text(encoding="utf-8") == page
     assert "<script" not in page and html.escape(f"step {XSS}") in page
@@ -146,7 +146,7 @@ async def test_a_run_that_printed_a_stray_surrogate_still_exports(tmp_path: Path
         executor.add_workflow(WorkflowSpec.model_validate({"name": "files", "nodes": [
             {"id": "ls", "action": "lists"}, {"id": "open", "action": "fails"},
         ], "config": {"on_failure": "continue", "max_attempts": 1}}))
-        report = await executor.execute_dag("files")
+        report = await executor.run("files")
     assert report.outcomes["ls"].logs == ["found name \\udcff.csv"]
     page = report.to_html(tmp_path / "run.html")
     written = (tmp_path / "run.html").read_bytes().decode("utf-8")
@@ -171,7 +171,7 @@ async def test_a_job_whose_output_holds_a_stray_surrogate_still_exports(tmp_path
     registry.register("lists", lists)
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "list the files", "lists")
-        report = await manager.start_job("j")
+        report = await manager.start("j")
     assert [task.output.data for task in report.outcomes.values()] == [{"files": [STRAY]}]
     report.to_html(tmp_path / "job.html")
     assert "name \\udcff.csv" in (tmp_path / "job.html").read_bytes().decode("utf-8")

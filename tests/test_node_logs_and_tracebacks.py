@@ -205,7 +205,7 @@ async def test_a_failed_task_keeps_the_last_attempts_traceback_across_a_reopen(t
     async with TaskManager(db, registry=_registry_with_failing_agents()) as manager:
         manager.add_task("j", "parse async", "parse_async", {}, task_id="t-async")
         manager.add_task("j", "parse sync", "parse_sync", {}, task_id="t-sync", max_retries=1)
-        report = await manager.run_job("j")
+        report = await manager.run("j")
     for task_id in ("t-async", "t-sync"):
         output = report.outcomes[task_id].output
         assert output is not None and output.error == "KeyError: 'body'"
@@ -229,7 +229,7 @@ async def test_a_job_dashboard_and_export_fold_the_tasks_traceback_under_its_err
 
     async with TaskManager(registry=_registry_with_failing_agents()) as manager:
         manager.add_task("j", "parse async", "parse_async", {}, task_id="t-async")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle, interval=0)
         report = await handle.wait()
         await dashboard.wait()

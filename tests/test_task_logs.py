@@ -48,7 +48,7 @@ def test_two_sync_agents_printing_at_once_keep_their_own_lines(
     with dagger_nb.TaskManager(db, registry=registry, max_parallel_tasks=2) as manager:
         manager.add_task("job", "a", "talker", {"name": "A"}, task_id="a")
         manager.add_task("job", "b", "talker", {"name": "B"}, task_id="b")
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
         assert report.status is dagger_nb.JobStatus.COMPLETED
         for name in ("a", "b"):
             expected = []
@@ -89,7 +89,7 @@ def test_async_agent_logs_survive_a_reopen_escaped_and_bounded(
         manager.add_task("job", "chatty", "chatty", task_id="chatty")
         manager.add_task("job", "failing", "failing", task_id="failing", max_retries=0)
         manager.add_task("job", "silent", "silent", task_id="silent")
-        manager.run_job_sync("job")
+        manager.run_sync("job")
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         logs = output_of(manager, "chatty").logs
         assert len(logs) == MAX_LINES + 1  # the lines kept and one saying how many were not
@@ -110,7 +110,7 @@ def test_logs_are_in_the_job_export_escaped(tmp_path: Path, registry: dagger_nb.
     registry.register("shouting", shouting)
     with dagger_nb.TaskManager(registry=registry) as manager:
         manager.add_task("job", "shout", "shouting", task_id="shout", max_retries=0)
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
     page = job_report_to_html(report, dot="")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     assert '"logs": [\n        "<script>alert(1)</script>"' in job_report_to_json(report)
@@ -129,7 +129,7 @@ def test_the_job_dashboard_shows_the_logs_escaped(tmp_path: Path, registry: dagg
     db = tmp_path / "jobs.db"
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         manager.add_task("job", "noisy", "noisy", task_id="noisy-task")
-        manager.run_job_sync("job")
+        manager.run_sync("job")
     with dagger_nb.TaskManager(db, registry=registry) as reopened:
         dashboard = JobDashboard(reopened, "job")  # a stored job, drawn once
         shown = dashboard.logs.value

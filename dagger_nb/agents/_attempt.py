@@ -31,6 +31,7 @@ from dagger_nb.agents.remote import call_on_backend
 from dagger_nb.errors import AgentError, DaggerError, NeedsDependencies, describe_error
 
 if TYPE_CHECKING:
+    from dagger_nb.agents._edits import TaskEdits
     from dagger_nb.agents._graph import TaskGraph
     from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
@@ -68,12 +69,19 @@ class AttemptRunner:
     loop when an abandoned thread a run waits for returns.
     """
 
-    __slots__ = ("_graph", "_journal", "_manager", "_thread_returned", "_where")
+    __slots__ = ("_edits", "_graph", "_journal", "_manager", "_thread_returned", "_where")
 
     def __init__(
-        self, manager: TaskManager, graph: TaskGraph, journal: Journal, thread_returned: Callable[[str], None]
+        self,
+        manager: TaskManager,
+        graph: TaskGraph,
+        journal: Journal,
+        thread_returned: Callable[[str], None],
+        *,
+        edits: TaskEdits,
     ) -> None:
         self._manager = manager
+        self._edits = edits
         self._graph = graph
         self._journal = journal
         self._thread_returned = thread_returned
@@ -100,7 +108,7 @@ class AttemptRunner:
                 agent.input_schema.validate(task.input)
         except DaggerError as error:
             return Result(task_id, Kind.FATAL, printable(str(error)), dependencies, journal=journal)
-        ctx = TaskContext(manager, task, attempt=task.retry_count + 1, journal=journal)
+        ctx = TaskContext(manager, task, edits=self._edits, attempt=task.retry_count + 1, journal=journal)
         payload = dict(task.input)
         # Prints and log records of the agent (a worker thread gets a copy of this context) go to
         # the attempt's own lines as well as to the cell; nothing is made until it writes.

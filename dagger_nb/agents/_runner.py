@@ -20,7 +20,9 @@ and the attempt runner.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -54,9 +56,9 @@ from dagger_nb.agents.model import (
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
+    from dagger_nb._loop import LoopHop
     from dagger_nb.agents._attempt import AttemptRunner
     from dagger_nb.agents._graph import TaskGraph
-    from dagger_nb.agents._host import LoopHop
     from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
 
@@ -96,8 +98,8 @@ class JobRun(TaskTransitions):
 
     __slots__ = (
         "_added", "_cancel_requested", "_change_waiter", "_changed", "_finished", "_heartbeat", "_hop", "_idle",
-        "_last_change", "_max_parallel", "_new_event", "_on_end", "_results", "_returned", "_scope", "_terminated",
-        "_wake", "_watched", "events", "manager", "report", "started_at",
+        "_last_change", "_loop", "_max_parallel", "_new_event", "_on_end", "_results", "_returned", "_scope",
+        "_terminated", "_thread", "_wake", "_watched", "events", "manager", "report", "started_at",
     )
 
     def __init__(
@@ -143,6 +145,9 @@ class JobRun(TaskTransitions):
         self._cancel_requested = False
         self._scope: anyio.CancelScope | None = None
         self._finished: anyio.Event | None = None
+        #: where the run runs, once it started: a cancel from elsewhere is carried there
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
 
     # -- notifications from the manager (on the loop's thread) -------------------------------
 
@@ -173,10 +178,22 @@ class JobRun(TaskTransitions):
             await self._finished.wait()
 
     def cancel(self) -> None:
-        """Cancel the run; unstarted tasks stay pending."""
+        """Cancel the run, from any thread; unstarted tasks stay pending."""
+        loop = self._loop
+        if loop is not None and self._thread != threading.get_ident() and loop.is_running():
+            # A cancel scope belongs to its loop's thread (a take-over may come from another one).
+            loop.call_soon_threadsafe(self._cancel_here)
+        else:
+            self._cancel_here()
+
+    def _cancel_here(self) -> None:
         self._cancel_requested = True
         if self._scope is not None:
             self._scope.cancel()
+
+    def drop(self) -> JobReport:
+        """End a run that never started (its owner closed first): cancelled, nothing ran."""
+        return self._finish(JobStatus.CANCELLED)
 
     def _wakeup(self) -> None:
         if self._wake is not None:
@@ -186,9 +203,9 @@ class JobRun(TaskTransitions):
 
     async def run(self) -> JobReport:
         """Run the job until nothing is left to do, then return its report."""
-        self._hop.enter()
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         try:
-            with anyio.CancelScope() as self._scope:
+            with self._hop.entered(), anyio.CancelScope() as self._scope:
                 if self._cancel_requested:
                     self._scope.cancel()
                 status = await self._main()
@@ -200,8 +217,6 @@ class JobRun(TaskTransitions):
         except BaseException:
             self._finish(JobStatus.FAILED)
             raise
-        finally:
-            self._hop.leave()
         return self._finish(status)
 
     async def _main(self) -> JobStatus:

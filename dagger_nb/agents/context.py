@@ -13,6 +13,7 @@ from dagger_nb.agents.spec import ChildTask, check_options, child_task_id
 from dagger_nb.errors import NeedsDependencies, TaskError
 
 if TYPE_CHECKING:
+    from dagger_nb.agents._edits import TaskEdits
     from dagger_nb.agents.journal import AttemptJournal
     from dagger_nb.agents.manager import TaskManager
 
@@ -26,12 +27,19 @@ class TaskContext:
     that change the job are carried over to the event loop).
     """
 
-    __slots__ = ("_claimed", "_journal", "_live", "attempt", "job_id", "manager", "task_id")
+    __slots__ = ("_claimed", "_edits", "_journal", "_live", "attempt", "job_id", "manager", "task_id")
 
     def __init__(
-        self, manager: TaskManager, task: TaskRecord, *, attempt: int, journal: AttemptJournal | None = None
+        self,
+        manager: TaskManager,
+        task: TaskRecord,
+        *,
+        edits: TaskEdits,
+        attempt: int,
+        journal: AttemptJournal | None = None,
     ) -> None:
         self.manager = manager
+        self._edits = edits
         self._live = task
         self._journal = journal
         #: children of earlier runs that a delegate() call of this attempt asked for again
@@ -63,8 +71,7 @@ class TaskContext:
         check_options(options)
         if "parent" not in options:
             options["parent"] = self.task_id
-        manager = self.manager
-        return manager._hop.call(manager._add_task, self.job_id, description, agent, input, options, self._journal)
+        return self._edits.add_task(self.job_id, description, agent, input, options, self._journal)
 
     def record_usage(self, tokens: int, cost: float | None = None, model: str | None = None) -> None:
         """Report what this attempt used: ``tokens`` (a whole number >= 0), its ``cost`` and the ``model``.
@@ -77,8 +84,7 @@ class TaskContext:
         check_usage(tokens, cost, model)
         if self._journal is None:
             raise TaskError(f"task '{self.task_id}': record_usage() needs a running attempt")
-        manager = self.manager
-        manager._hop.call(manager._record_usage, self._journal, tokens, cost, model)
+        self._edits.record_usage(self._journal, tokens, cost, model)
 
     def spawn(
         self,
@@ -99,8 +105,7 @@ class TaskContext:
 
     def depend_on(self, task_id: str) -> None:
         """Make the running task depend on ``task_id`` (when this attempt ends, with the rest of it)."""
-        manager = self.manager
-        manager._hop.call(manager._add_dependency, self.task_id, task_id, self._journal)
+        self._edits.add_dependency(self.task_id, task_id, self._journal)
 
     @overload
     def delegate(self, children: Mapping[str, Any], *, wait: bool = True) -> dict[str, Any]: ...
@@ -129,7 +134,7 @@ class TaskContext:
         stage planned from the first one's outputs, in a call of its own) are fine.
         """
         keys, specs = _delegation(children)
-        tasks = self.manager._graph.tasks
+        tasks = self._edits.tasks
         self._check_same_plan(keys, tasks)
         ids: list[str] = []
         earlier: dict[str, str] = {}  # the children so far by key, which a later child may name
@@ -178,7 +183,7 @@ class TaskContext:
             name = str(dep)
             if name in earlier:
                 dependencies.append(earlier[name])
-            elif isinstance(dep, str) and dep in self.manager._graph.tasks:
+            elif isinstance(dep, str) and dep in self._edits.tasks:
                 dependencies.append(dep)
             else:
                 raise TaskError(

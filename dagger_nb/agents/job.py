@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dagger_nb.agents._runner import JobRun
+    from dagger_nb.agents.journal import Usage
 
 
 class StallAction(StrEnum):
@@ -150,16 +151,18 @@ class JobReport:
 
 
 class JobHandle:
-    """A job started with :meth:`TaskManager.start_job`: watch it, wait for it, cancel it.
+    """A job started with :meth:`TaskManager.start`: watch it, wait for it, cancel it.
 
-    ``await handle`` is the same as ``await handle.wait()``.
+    ``await handle`` is the same as ``await handle.wait()``. It satisfies
+    :class:`dagger_nb.handles.Handle`, as the DAG's and pub/sub's handles do.
     """
 
     def __init__(self, job_id: str, run: JobRun) -> None:
         self.job_id = job_id
         #: The report, once the job ended.
         self.report: JobReport | None = None
-        #: The error that stopped the job runner itself (a storage failure), if any.
+        #: The error that ended the job as a whole (a storage failure), else None; failures of
+        #: agents are recorded on their tasks instead.
         self.error: BaseException | None = None
         self.events: EventStream[JobEvent] = run.events
         self._run = run
@@ -192,12 +195,23 @@ class JobHandle:
         self._waited_callbacks.append(callback)
 
     def cancel(self) -> None:
-        """End the job ``CANCELLED``: running agents are cancelled, unstarted tasks stay pending."""
+        """End the job ``CANCELLED`` (from any thread): running agents are cancelled, unstarted
+        tasks stay pending."""
         self._run.cancel()
+
+    def running_usage(self, task_id: str) -> Usage | None:
+        """What the running attempt of ``task_id`` reported so far (``ctx.record_usage``), or None when
+        no attempt of it runs or it reported nothing yet (an attempt's usage joins its task when it ends)."""
+        journal = self._run.journal_of(task_id)
+        return None if journal is None else journal.usage
 
     def subscribe(self) -> AsyncIterator[JobEvent]:
         """Every event of this job, past ones first, until it finished."""
         return self.events.subscribe()
+
+    def add_listener(self, listener: Callable[[JobEvent], object]) -> None:
+        """Call ``listener(event)`` synchronously for each future event of the job."""
+        self.events.add_listener(listener)
 
     def __await__(self) -> Generator[Any, None, JobReport]:
         return self.wait().__await__()
@@ -206,6 +220,17 @@ class JobHandle:
         try:
             self.report = await self._run.run()
         except Exception as error:
+            self.error = error
+        finally:
+            if self.report is None:
+                self.report = self._run.report
+            self._done.set()
+
+    def _dropped(self) -> None:
+        """The manager closed before the job could start: it ends cancelled, having run nothing."""
+        try:
+            self.report = self._run.drop()
+        except Exception as error:  # the journal could not record the end
             self.error = error
         finally:
             if self.report is None:

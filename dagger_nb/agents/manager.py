@@ -7,38 +7,35 @@
 ...     return {"text": input["text"].upper()}
 >>> manager = TaskManager(registry=registry)
 >>> task_id = manager.add_objective("demo", "Shout hello", "shout", {"text": "hello"})
->>> report = manager.run_job_sync("demo")
+>>> report = manager.run_sync("demo")
 >>> report.status, manager.get_task(task_id).output.data
 (<JobStatus.COMPLETED: 'completed'>, {'text': 'HELLO'})
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from dagger_nb._loop import run_sync
-from dagger_nb._traceback import printable
+from dagger_nb._loop import BackgroundGroup, LoopHop, require_loop, run_sync
 from dagger_nb.agents._attempt import AttemptRunner
 from dagger_nb.agents._dot import job_graph
+from dagger_nb.agents._edits import TaskEdits
 from dagger_nb.agents._graph import TaskGraph
-from dagger_nb.agents._host import LoopHop, _Host, cancel_everywhere
 from dagger_nb.agents._report import tasks_to_frame
 from dagger_nb.agents._runner import JobRun
 from dagger_nb.agents.job import JobHandle, JobReport, JobUsage, StallAction, StallHandler
-from dagger_nb.agents.journal import AttemptJournal, Journal, Usage
+from dagger_nb.agents.journal import Journal
 from dagger_nb.agents.model import JobStatus, Task, TaskRecord, TaskStatus, TaskType, snapshot
 from dagger_nb.agents.registry import TaskAgentRegistry, default_agent_registry
-from dagger_nb.agents.spec import new_record
 from dagger_nb.agents.store import TaskStore
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
-from dagger_nb.errors import AgentNotFound, DependencyCycleError, ExecutionError, StorageError, TaskError
+from dagger_nb.errors import AgentNotFound, ExecutionError, StorageError, TaskError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +52,10 @@ class TaskManager:
     Use it as a context manager (``with`` or ``async with``), or call
     :meth:`close` / :meth:`aclose`, to release the database and stop
     background jobs.
+
+    A job runs with ``await manager.run(job_id)`` (async code, a notebook cell),
+    ``manager.start(job_id)`` (in the background: a :class:`JobHandle`) or
+    ``manager.run_sync(job_id)`` (blocks: scripts).
     """
 
     def __init__(
@@ -94,13 +95,14 @@ class TaskManager:
             raise TaskError(f"backend must be a Backend such as DaskBackend (or None: this process), got {backend!r}")
         self._graph = TaskGraph()
         self._runs: dict[str, JobRun] = {}
-        self._host: _Host | None = None
+        self._background = BackgroundGroup("TaskManager")
         self._hop = LoopHop()
         #: why the manager is closed for good (a later one took its file over), or None
         self._closed: str | None = None
         store = TaskStore(db, on_takeover=self._taken_over) if db is not None else None
         self._journal = Journal(store, self._graph.seq)
-        self._attempts = AttemptRunner(self, self._graph, self._journal, self._thread_returned)
+        self._edits = TaskEdits(self, self._graph, self._journal, self._runs, self._hop)
+        self._attempts = AttemptRunner(self, self._graph, self._journal, self._thread_returned, edits=self._edits)
         if store is not None:
             try:
                 self._load(store)
@@ -151,12 +153,12 @@ class TaskManager:
         the registered agents. If the job is running, the task is picked up at once.
         """
         self._check_open()
-        return self._hop.call(self._add_task, job_id, description, agent, input, options, None)
+        return self._edits.add_task(job_id, description, agent, input, options)
 
     def add_dependency(self, task_id: str, depends_on: str) -> None:
         """Make ``task_id`` wait for ``depends_on`` (:class:`DependencyCycleError` lists a cycle)."""
         self._check_open()
-        self._hop.call(self._add_dependency, task_id, depends_on, None)
+        self._edits.add_dependency(task_id, depends_on)
 
     def update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None = None) -> None:
         """Set a task's status (accept or reject it, block it, reset it to pending, ...).
@@ -165,7 +167,7 @@ class TaskManager:
         :class:`NeedsDependencies`. In a running job the change is picked up at once.
         """
         self._check_open()
-        self._hop.call(self._update_task_status, task_id, status, reason)
+        self._edits.update_task_status(task_id, status, reason)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -185,6 +187,13 @@ class TaskManager:
         input and output data as JSON text, the output's error on its own, reported usage)."""
         self._check_open()
         return tasks_to_frame([snapshot(task) for task in self._iter_tasks(job_id)])
+
+    def iter_tasks(self, job_id: str | None = None) -> Iterable[TaskRecord]:
+        """The tasks (of ``job_id``) in creation order as the manager holds them, without the copy
+        :meth:`tasks` makes: for a view that redraws often (a dashboard) on the job's loop. Read
+        them there and then; never change or keep them."""
+        self._check_open()
+        return self._iter_tasks(job_id)
 
     def jobs(self) -> list[str]:
         """Every job id, in the order jobs were created."""
@@ -218,7 +227,7 @@ class TaskManager:
         self._check_open()
         return self._graph.dependency_outputs(task_id)
 
-    def get_dot_graph(self, job_id: str | None = None) -> str:
+    def to_dot(self, job_id: str | None = None) -> str:
         """The tasks (of ``job_id``) as Graphviz DOT: status colours, dependencies, parents dashed."""
         self._check_open()
         graph = self._graph
@@ -227,35 +236,57 @@ class TaskManager:
 
     # -- running --------------------------------------------------------------------------
 
-    def start_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
-        """Run the job in the background on the running event loop and return its handle at once.
+    def run(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> Coroutine[Any, Any, JobReport]:
+        """Run the job in the calling task until it ends: ``report = await manager.run(job_id)``.
 
         Only tasks whose agent is in ``allowed_agents`` (when given) run; the
-        others stay pending. The run belongs to a task group the manager owns
-        until :meth:`aclose`.
+        others stay pending. Where no event loop runs (a script) this raises
+        :class:`NoRunningLoop` at once: use :meth:`run_sync` there.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise ExecutionError(
-                "start_job() needs a running event loop (a notebook cell or async code); in a script use run_job_sync()"
-            ) from None
+        require_loop("TaskManager.run()", instead="manager.run_sync(job_id)")
+        return self._drive(job_id, allowed_agents)
+
+    def start(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
+        """Run the job in the background on the running event loop and return its handle at once.
+
+        ``allowed_agents`` as for :meth:`run`. The run belongs to a task group the
+        manager owns until :meth:`aclose`; :class:`NoRunningLoop` where no loop runs.
+        """
+        require_loop("TaskManager.start()", instead="manager.run_sync(job_id)")
         handle = self._prepare(job_id, allowed_agents)
-        if self._host is None or not self._host.serves(loop):
-            self._host = _Host(loop)
-        self._host.submit(handle._execute)
+        self._background.submit(handle._execute, on_drop=handle._dropped, instead="manager.run_sync(job_id)")
         return handle
 
-    async def run_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
-        """Run the job in the calling task until it ends; returns its report."""
+    def run_sync(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
+        """:meth:`run` for synchronous code: blocks until the job ended and returns its report
+        (a private loop in a worker thread when a loop is running; an interrupt cancels the job)."""
+        self._check_open()
+        return run_sync(self._drive, job_id, allowed_agents)
+
+    async def _drive(self, job_id: str, allowed_agents: Iterable[str] | None) -> JobReport:
         handle = self._prepare(job_id, allowed_agents)
         await handle._execute()
         return await handle.wait()
 
+    def run_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> Coroutine[Any, Any, JobReport]:
+        """Deprecated: use :meth:`run`."""
+        _deprecated("run_job", "run")
+        return self.run(job_id, allowed_agents=allowed_agents)
+
+    def start_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
+        """Deprecated: use :meth:`start`."""
+        _deprecated("start_job", "start")
+        return self.start(job_id, allowed_agents=allowed_agents)
+
     def run_job_sync(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobReport:
-        """:meth:`run_job` for synchronous code (a private loop in a worker thread if one is running)."""
-        self._check_open()
-        return run_sync(partial(self.run_job, job_id, allowed_agents=allowed_agents))
+        """Deprecated: use :meth:`run_sync`."""
+        _deprecated("run_job_sync", "run_sync")
+        return self.run_sync(job_id, allowed_agents=allowed_agents)
+
+    def get_dot_graph(self, job_id: str | None = None) -> str:
+        """Deprecated: use :meth:`to_dot`."""
+        _deprecated("get_dot_graph", "to_dot")
+        return self.to_dot(job_id)
 
     def running_jobs(self) -> list[str]:
         """The ids of the jobs running now."""
@@ -274,16 +305,12 @@ class TaskManager:
             raise ExecutionError(
                 f"jobs still running: {', '.join(sorted(self._runs))}; cancel them or await manager.aclose()"
             )
-        if self._host is not None:
-            self._host.close()
-            self._host = None
+        self._background.close()
         self._journal.close()
 
     async def aclose(self) -> None:
         """Cancel background jobs, wait for them to end, and release the database."""
-        if self._host is not None:
-            host, self._host = self._host, None
-            await host.aclose()
+        await self._background.aclose()
         running = list(self._runs.values())
         for run in running:
             run.cancel()
@@ -302,8 +329,9 @@ class TaskManager:
             f"this TaskManager is closed: a later TaskManager took '{where}' over in this process; "
             "use the later one"
         )
-        host, self._host = self._host, None
-        cancel_everywhere(host, [run.cancel for run in self._runs.values()])
+        self._background.close()
+        for run in list(self._runs.values()):
+            run.cancel()
         self._journal.detach()
 
     def __enter__(self) -> TaskManager:
@@ -323,124 +351,7 @@ class TaskManager:
         where = store.path if store is not None else "memory"
         return f"<TaskManager {where}: {len(self._graph.tasks)} tasks in {len(self._graph.jobs)} jobs>"
 
-    # -- internals (on the loop's thread when jobs run: see LoopHop) ------------------------
-
-    def _add_task(
-        self,
-        job_id: str,
-        description: str,
-        agent: str,
-        input: dict[str, Any] | None,
-        options: dict[str, Any],
-        journal: AttemptJournal | None,
-    ) -> str:
-        """Add a task with ``options`` (checked names of :class:`TaskSpec` fields). With ``journal``
-        (an attempt's), the task exists in the graph but is linked, and written, only when the
-        attempt ends (see :mod:`dagger_nb.agents.journal`)."""
-        if journal is None:
-            self._journal.check()
-        graph = self._graph
-        task = new_record(self.registry, graph, job_id, description, agent, input, options)
-        seq = graph.next_seq
-        store = self._journal.store
-        if store is not None:
-            try:
-                store.encode(seq, task)  # fails here, before the task exists, if not JSON-able
-            except ValueError as error:
-                raise TaskError(printable(
-                    f"cannot add task '{task.task_id}' to job '{job_id}': input cannot be stored as JSON: {error}"
-                )) from None
-        if journal is not None:
-            journal.check_open()
-            graph.insert(task, seq, linked=False)
-            journal.added.append(task.task_id)
-            return task.task_id
-        if store is not None:
-            self._journal.tasks[task.task_id] = task
-        graph.insert(task, seq)
-        run = self._runs.get(job_id)
-        if run is not None:
-            run.note_added(task.task_id)
-        else:
-            self._journal.flush_soon()
-        return task.task_id
-
-    def _add_dependency(self, task_id: str, depends_on: str, journal: AttemptJournal | None) -> None:
-        if journal is None:
-            self._journal.check()
-        graph = self._graph
-        task = graph.require(task_id)
-        upstream = graph.require(depends_on)
-        if task_id == depends_on:
-            raise TaskError(f"task '{task_id}' cannot depend on itself")
-        if upstream.job_id != task.job_id:
-            raise TaskError(
-                f"task '{task_id}' (job '{task.job_id}') cannot depend on '{depends_on}' of job '{upstream.job_id}'"
-            )
-        if depends_on in task.dependencies:
-            return
-        path = graph.path(depends_on, task_id)
-        if path is not None:
-            raise DependencyCycleError([task_id, *path])
-        if journal is None:  # the running task's own agent, through the manager: part of its attempt
-            run = self._runs.get(task.job_id)
-            journal = None if run is None else run.journal_of(task_id)
-        if journal is not None and journal.task_id == task_id:
-            journal.check_open()
-            if not journal.depends_on(depends_on):
-                journal.dependencies.append(depends_on)
-            return
-        graph.add_dependency(task, depends_on)
-        self._journal.touch(task)
-        self._changed(task, None, None)
-
-    def _update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None) -> None:
-        self._journal.check()
-        task = self._graph.require(task_id)
-        try:
-            status = TaskStatus(status)
-        except ValueError:
-            known = ", ".join(member.value for member in TaskStatus)
-            raise TaskError(f"unknown task status {status!r} (known: {known})") from None
-        if reason is not None:
-            reason = printable(str(reason))  # stored and shown: a lone surrogate would fail both
-        run = self._runs.get(task.job_id)
-        journal = None if run is None else run.journal_of(task_id)
-        if journal is not None and status is TaskStatus.BLOCKED:
-            journal.blocked = reason or "blocked by its agent"  # parks it when the attempt ends
-            return
-        task.status = status
-        task.status_reason = reason
-        self._journal.touch(task)
-        self._changed(task, status, reason)
-
-    def _record_usage(
-        self, journal: AttemptJournal, tokens: int, cost: float | None, model: str | None
-    ) -> None:
-        """Count usage an agent reported: with its attempt's outcome while the attempt runs; after
-        it ended (an abandoned thread), in the task's and the running job's totals at once."""
-        if not journal.closed:
-            if journal.usage is None:
-                journal.usage = Usage()
-            journal.usage.add(tokens, cost, model)
-            return
-        task = self._graph.tasks.get(journal.task_id)
-        if task is not None:
-            usage = Usage()
-            usage.add(tokens, cost, model)
-            usage.add_to(task)
-            self._journal.touch(task)
-            run = self._runs.get(task.job_id)
-            if run is not None:
-                run.count_late_usage(usage)
-            self._changed(task, None, None)
-
-    def _changed(self, task: TaskRecord, status: TaskStatus | None, reason: str | None) -> None:
-        run = self._runs.get(task.job_id)
-        if run is not None:
-            run.note_changed(task.task_id, status, reason)
-        else:
-            self._journal.flush_soon()
+    # -- internals ------------------------------------------------------------------------
 
     def _load(self, store: TaskStore) -> None:
         tasks, jobs = store.load()
@@ -499,3 +410,7 @@ class TaskManager:
         )
         self._runs[job_id] = run
         return JobHandle(job_id, run)
+
+
+def _deprecated(old: str, new: str) -> None:
+    """The old names warn once every call site in the project moved (the notebook layer last)."""

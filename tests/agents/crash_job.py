@@ -46,7 +46,7 @@ def main() -> None:
 
     manager = TaskManager(db, registry=registry, heartbeat_interval=None)
     add_tasks(manager)
-    manager.run_job_sync("crash")
+    manager.run_sync("crash")
 
 
 if __name__ == "__main__":

@@ -64,12 +64,12 @@ async def test_a_cancelled_jobs_thread_is_waited_for_when_the_job_starts_again()
     registry.register("slow", spans.agent)
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_objective("job", "slow", "slow", task_id="goal")
-        first = manager.start_job("job")
+        first = manager.start("job")
         await anyio.to_thread.run_sync(spans.first_started.wait, 10)
         first.cancel()
         assert (await first.wait()).status is dagger_nb.JobStatus.CANCELLED
 
-        second = manager.start_job("job")  # the first attempt's thread still runs
+        second = manager.start("job")  # the first attempt's thread still runs
         await wait_for(lambda: reason(manager, "goal") == WAITING)
         assert len(spans.calls) == 1 and not second.done
         spans.release.set()
@@ -88,12 +88,12 @@ async def test_a_later_manager_waits_for_the_thread_of_the_one_it_took_the_file_
     registry.register("slow", spans.agent)
     earlier = dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None)
     earlier.add_objective("job", "slow", "slow", task_id="goal")
-    first = earlier.start_job("job")
+    first = earlier.start("job")
     await anyio.to_thread.run_sync(spans.first_started.wait, 10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dagger_nb.DaggerWarning)
         later = dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None)  # the re-run cell
-    second = later.start_job("job")  # in the same step, before the earlier job saw its cancellation
+    second = later.start("job")  # in the same step, before the earlier job saw its cancellation
     await wait_for(lambda: reason(later, "goal") == WAITING)
     assert len(spans.calls) == 1 and not second.done
     spans.release.set()
@@ -113,14 +113,14 @@ async def test_a_later_manager_on_a_hard_link_waits_too(tmp_path: Path) -> None:
     registry.register("slow", spans.agent)
     earlier = dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None)
     earlier.add_objective("job", "slow", "slow", task_id="goal")
-    earlier.start_job("job")
+    earlier.start("job")
     await anyio.to_thread.run_sync(spans.first_started.wait, 10)
     link = tmp_path / "link.db"
     link.hardlink_to(db)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dagger_nb.DaggerWarning)
         later = dagger_nb.TaskManager(link, registry=registry, heartbeat_interval=None)
-    second = later.start_job("job")
+    second = later.start("job")
     await wait_for(lambda: reason(later, "goal") == WAITING)
     spans.release.set()
     assert (await second.wait()).status is dagger_nb.JobStatus.COMPLETED

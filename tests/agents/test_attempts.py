@@ -61,7 +61,7 @@ async def test_tasks_an_attempt_adds_reach_the_file_only_when_it_ends(
     async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
         objective = manager.add_objective("job", "plan", "planner", task_id="objective")
         other = manager.add_task("job", "unrelated", "leaf", {"n": 7}, task_id="other")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await planned.wait()
         await wait_for(lambda: manager.get_task(other).status == "completed")  # rounds were committed meanwhile
         assert stored_task_ids(db) == {objective, other}
@@ -92,7 +92,7 @@ async def test_an_attempt_that_never_ends_leaves_nothing(tmp_path: Path, registr
 
     async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
         objective = manager.add_objective("job", "plan", "planner", task_id="objective")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await planned.wait()
         assert len(manager.tasks("job")) == 3  # in memory while the attempt runs
         handle.cancel()
@@ -100,7 +100,7 @@ async def test_an_attempt_that_never_ends_leaves_nothing(tmp_path: Path, registr
         assert [task.task_id for task in manager.tasks("job")] == [objective]
     assert stored_task_ids(db) == {objective}
     async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert report.outcomes[objective].output.data == {
         "first": {"a": "objective/a"},
@@ -130,7 +130,7 @@ async def test_delegate_spawns_depends_parks_and_returns_the_outputs(registry: d
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         objective = manager.add_objective("job", "plan", "planner", task_id="goal")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert len(runs) == 2
     assert report.outcomes[objective].output.data == {"answer": 4, "keys": ["first", "second"]}
@@ -165,7 +165,7 @@ async def test_delegate_names_a_bad_child(registry: dagger_nb.TaskAgentRegistry,
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         objective = manager.add_objective("job", "plan", "planner")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.FAILED
     assert re.search(message, report.outcomes[objective].status_reason or "")
     assert list(report.outcomes) == [objective]  # nothing of the failed delegation was added
@@ -192,7 +192,7 @@ async def test_blocking_itself_through_the_manager_is_part_of_the_attempt(
 
     async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
         objective = manager.add_objective("job", "plan", "planner", task_id="objective")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await blocked.wait()
         await anyio.sleep(0)
         assert manager.get_task(objective).status == "in_progress"
@@ -229,7 +229,7 @@ async def test_a_timed_out_sync_attempt_is_never_overlapped_by_the_next(
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         task = manager.add_task("job", "slow", "slow", timeout=0.05, max_retries=3)
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await wait_for(lambda: "waits for the abandoned thread" in (manager.get_task(task).status_reason or ""))
         shown = manager.get_task(task)
         assert shown.status == "pending"
@@ -265,7 +265,7 @@ async def test_many_quick_timeouts_never_run_two_attempts_at_once(registry: dagg
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, max_parallel_tasks=4) as manager:
         task = manager.add_task("job", "slow", "slow", timeout=0.01, max_retries=4)
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.outcomes[task].status == "failed"
     assert report.outcomes[task].status_reason == "Timeout after 0.01s"
     # An attempt can time out before its thread has even started on a loaded machine, so fewer
@@ -293,7 +293,7 @@ async def test_retries_yield_to_the_loop_between_attempts(registry: dagger_nb.Ta
         task = manager.add_task("job", "fails", "failing", max_retries=20)
         async with anyio.create_task_group() as group:
             group.start_soon(tick)
-            report = await manager.run_job("job")
+            report = await manager.run("job")
             group.cancel_scope.cancel()
     assert report.outcomes[task].status == "failed"
     assert len(seen) == 21
@@ -311,7 +311,7 @@ async def test_cancel_takes_effect_at_once_between_retries(registry: dagger_nb.T
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         task = manager.add_task("job", "fails", "failing", max_retries=1000)
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await wait_for(lambda: attempts >= 1)
         handle.cancel()
         at_cancel = attempts
@@ -344,7 +344,7 @@ async def test_delegate_works_for_agents_on_a_cluster_worker(registry: dagger_nb
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=PicklingBackend()) as manager:
         objective = manager.add_objective("job", "plan", "planner", task_id="goal")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert len(runs) == 2
     assert report.outcomes[objective].output.data == {"values": [0, 10, 20]}
@@ -370,7 +370,7 @@ async def test_an_abandoned_thread_cannot_add_work_after_its_attempt_ended(
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         task = manager.add_task("job", "slow", "slow", timeout=0.05, max_retries=1, task_id="slow")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         await wait_for(lambda: "waits for the abandoned thread" in (manager.get_task(task).status_reason or ""))
         release.set()
         report = await handle.wait()
@@ -399,7 +399,7 @@ async def test_a_sync_attempt_that_timed_out_before_getting_a_thread_is_not_wait
     try:
         async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
             task = manager.add_task("job", "quick", "quick", timeout=0.05, max_retries=1)
-            handle = manager.start_job("job")
+            handle = manager.start("job")
             with anyio.fail_after(10):
                 async for event in handle.subscribe():
                     if isinstance(event, dagger_nb.TaskRetrying):

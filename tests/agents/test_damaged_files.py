@@ -23,7 +23,7 @@ def healthy_file(db: Path) -> None:
     """Row 0: the objective 'goal' (completed); row 1: 'child' (pending, depends on it)."""
     with dagger_nb.TaskManager(db, registry=registry(), heartbeat_interval=None) as manager:
         manager.add_objective("job", "goal", "echo", {"x": 1}, task_id="goal")
-        manager.run_job_sync("job")
+        manager.run_sync("job")
         manager.add_task("job", "child", "echo", {"y": 2}, task_id="child", dependencies=["goal"])
 
 

@@ -36,7 +36,7 @@ async def test_a_plan_that_changes_between_runs_fails_the_planner_naming_the_key
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_task("job", "plan", "planner", task_id="goal", task_type="objective", max_retries=2)
         with anyio.fail_after(30):  # it used to park and re-plan for ever
-            report = await manager.run_job("job")
+            report = await manager.run("job")
         goal = manager.get_task("goal")
     assert report.status is dagger_nb.JobStatus.FAILED
     assert goal is not None and goal.status is dagger_nb.TaskStatus.FAILED
@@ -69,7 +69,7 @@ async def test_a_plan_made_once_by_a_child_stays_stable_and_completes(
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_objective("job", "plan", "planner", task_id="goal")
         with anyio.fail_after(30):
-            report = await manager.run_job("job")
+            report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert next(answers) == 1  # the plan was asked for once
     assert report.result == {"results": {f"step0_{i}": {"done": f"step0_{i}"} for i in range(3)}}
@@ -87,7 +87,7 @@ async def test_a_sync_planner_with_a_changing_plan_ends_too(registry: dagger_nb.
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_objective("job", "plan", "planner", task_id="goal")
         with anyio.fail_after(30):
-            report = await manager.run_job("job")
+            report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.FAILED
     error = report.outcomes["goal"].output.error
     assert error.startswith("task 'goal': delegate() got a different plan than an earlier run of this task: "

@@ -6,9 +6,11 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 import dagger_nb
+from dagger_nb.errors import NoRunningLoop
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +55,7 @@ async def test_planner_breaks_objective_into_dependent_tasks(registry: dagger_nb
 
     async with manager_for(registry) as manager:
         objective = manager.add_objective("article", "Write about bees", "planner", {"topic": "bees"})
-        handle = manager.start_job("article")
+        handle = manager.start("article")
         report = await handle.wait()
 
     assert report.status is dagger_nb.JobStatus.COMPLETED
@@ -89,7 +91,7 @@ async def test_blocked_agent_runs_exactly_twice(registry: dagger_nb.TaskAgentReg
 
     async with manager_for(registry) as manager:
         root = manager.add_task("job", "parent", "parent")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert report.success
@@ -124,7 +126,7 @@ async def test_blocked_through_manager_is_not_overwritten(registry: dagger_nb.Ta
 
     async with manager_for(registry) as manager:
         task_id = manager.add_task("job", "wait", "waiter")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.TaskBlocked):
                 assert event.reason == "needs help"
@@ -143,7 +145,7 @@ async def test_blocked_without_live_work_ends_the_job_failed(registry: dagger_nb
 
     async with manager_for(registry) as manager:
         task_id = manager.add_task("job", "stuck", "stuck")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
 
     assert report.status is dagger_nb.JobStatus.FAILED
     assert report.outcomes[task_id].status is dagger_nb.TaskStatus.BLOCKED
@@ -160,7 +162,7 @@ async def test_input_schema_rejection_skips_the_agent(registry: dagger_nb.TaskAg
 
     async with manager_for(registry) as manager:
         task_id = manager.add_task("job", "typed", "typed", {"subject": "bees"}, max_retries=3)
-        report = await manager.run_job("job")
+        report = await manager.run("job")
 
     assert called == []
     task = report.outcomes[task_id]
@@ -180,7 +182,7 @@ async def test_output_schema_rejection_fails_the_task(registry: dagger_nb.TaskAg
     async with manager_for(registry) as manager:
         good = manager.add_task("job", "good", "scorer", {"score": 0.5})
         bad = manager.add_task("job", "bad", "scorer", {"score": "high"})
-        report = await manager.run_job("job")
+        report = await manager.run("job")
 
     assert report.outcomes[good].status is dagger_nb.TaskStatus.COMPLETED
     assert report.outcomes[bad].status is dagger_nb.TaskStatus.FAILED
@@ -205,7 +207,7 @@ async def test_an_invalid_output_is_a_failed_attempt_and_retried(registry: dagge
     async with manager_for(registry, max_parallel_tasks=1) as manager:
         second_try = manager.add_task("job", "second try", "judge", task_id="second-try", max_retries=1)
         never = manager.add_task("job", "never", "judge", task_id="never", dependencies=[second_try], max_retries=1)
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert calls == [second_try, second_try, never, never]
@@ -222,7 +224,7 @@ async def test_non_dict_output_fails(registry: dagger_nb.TaskAgentRegistry) -> N
     registry.register("number", lambda input, ctx: 42)
     async with manager_for(registry) as manager:
         task_id = manager.add_task("job", "n", "number")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.outcomes[task_id].status_reason == "agent 'number' returned int, expected a dict"
 
 
@@ -242,7 +244,7 @@ async def test_sync_agents_run_in_a_worker_thread(registry: dagger_nb.TaskAgentR
     async with manager_for(registry) as manager:
         manager.add_task("job", "sync", "blocking")
         manager.add_task("job", "async", "awaiting")
-        assert (await manager.run_job("job")).success
+        assert (await manager.run("job")).success
 
     assert threads["async"] == threading.get_ident()
     assert threads["sync"] != threading.get_ident()
@@ -261,7 +263,7 @@ async def test_retries_until_success_then_give_up(registry: dagger_nb.TaskAgentR
     async with manager_for(registry) as manager:
         lucky = manager.add_task("job", "lucky", "flaky", {"failures": 2}, max_retries=2)
         unlucky = manager.add_task("job", "unlucky", "flaky", {"failures": 5}, max_retries=1)
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert report.outcomes[lucky].status is dagger_nb.TaskStatus.COMPLETED
@@ -290,7 +292,7 @@ async def test_timeout_bounds_each_attempt(registry: dagger_nb.TaskAgentRegistry
     async with manager_for(registry) as manager:
         recovers = manager.add_task("job", "recovers", "slow", {"hangs": 1}, timeout=0.05, max_retries=1)
         hangs = manager.add_task("job", "hangs", "slow", {"hangs": 9}, timeout=0.05)
-        report = await manager.run_job("job")
+        report = await manager.run("job")
 
     assert report.outcomes[recovers].status is dagger_nb.TaskStatus.COMPLETED
     assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
@@ -316,7 +318,7 @@ async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegis
         manager.add_task("job", "r", "step", task_id="r")
         manager.update_task_status("r", dagger_nb.TaskStatus.REJECTED, "not wanted")
         manager.add_task("job", "after-r", "step", task_id="after-r", dependencies=["r"])
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert sorted(ran) == ["a", "free"]
@@ -342,7 +344,7 @@ async def test_accepted_satisfies_dependencies(registry: dagger_nb.TaskAgentRegi
         manager.add_task("job", "reviewed by a person", "echo", task_id="human")
         manager.update_task_status("human", "accepted")
         manager.add_task("job", "next", "echo", task_id="next", dependencies=["human"])
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.success
     assert report.outcomes["next"].output.data == {"deps": [{}]}  # type: ignore[union-attr]
 
@@ -364,7 +366,7 @@ async def test_parallel_tasks_are_bounded(registry: dagger_nb.TaskAgentRegistry)
     async with manager_for(registry, max_parallel_tasks=3) as manager:
         for n in range(8):
             manager.add_task("job", f"t{n}", "busy")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         started = 0
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.TaskStarted):
@@ -388,7 +390,7 @@ async def test_cancel_leaves_unstarted_tasks_pending(registry: dagger_nb.TaskAge
     async with manager_for(registry, max_parallel_tasks=1) as manager:
         for n in range(3):
             manager.add_task("job", f"t{n}", "forever", task_id=f"t{n}")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.TaskStarted):
                 handle.cancel()
@@ -406,7 +408,7 @@ async def test_events_replay_to_late_subscribers(registry: dagger_nb.TaskAgentRe
     registry.register("echo", lambda input, ctx: input)
     async with manager_for(registry) as manager:
         manager.add_task("job", "one", "echo", {"a": 1}, task_id="one")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         assert isinstance(handle, dagger_nb.JobHandle)
         report = await handle.wait()
         assert isinstance(report, dagger_nb.JobReport)
@@ -431,7 +433,7 @@ async def test_tasks_added_while_running_are_announced(registry: dagger_nb.TaskA
 
     async with manager_for(registry) as manager:
         manager.add_task("job", "depth 0", "grow", {"depth": 0})
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
     added = [e for e in handle.events.history if isinstance(e, dagger_nb.TaskAdded)]
     assert [e.description for e in added] == ["depth 1", "depth 2"]
@@ -444,16 +446,16 @@ async def test_allowed_agents_leave_others_pending(registry: dagger_nb.TaskAgent
     async with manager_for(registry) as manager:
         ta = manager.add_task("job", "a", "a")
         tb = manager.add_task("job", "b", "b")
-        report = await manager.run_job("job", allowed_agents=["a"])
+        report = await manager.run("job", allowed_agents=["a"])
         assert report.outcomes[ta].status is dagger_nb.TaskStatus.COMPLETED
         assert report.outcomes[tb].status is dagger_nb.TaskStatus.PENDING
         assert report.status is dagger_nb.JobStatus.FAILED
-        assert (await manager.run_job("job")).success
+        assert (await manager.run("job")).success
         with pytest.raises(dagger_nb.AgentNotFound, match="unknown agent 'zz'"):
-            await manager.run_job("job", allowed_agents=["zz"])
+            await manager.run("job", allowed_agents=["zz"])
 
 
-async def test_start_job_errors(registry: dagger_nb.TaskAgentRegistry) -> None:
+async def test_start_errors(registry: dagger_nb.TaskAgentRegistry) -> None:
     gate = anyio.Event()
 
     @dagger_nb.task_agent(name="wait", registry=registry)
@@ -463,11 +465,11 @@ async def test_start_job_errors(registry: dagger_nb.TaskAgentRegistry) -> None:
 
     async with manager_for(registry) as manager:
         with pytest.raises(dagger_nb.TaskError, match="unknown job 'nope' \\(known: none\\)"):
-            manager.start_job("nope")
+            manager.start("nope")
         manager.add_task("job", "w", "wait")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         with pytest.raises(dagger_nb.ExecutionError, match="job 'job' is already running"):
-            manager.start_job("job")
+            manager.start("job")
         with pytest.raises(dagger_nb.ExecutionError, match="jobs still running: job"):
             manager.close()
         assert manager.running_jobs() == ["job"]
@@ -484,7 +486,7 @@ async def test_aclose_cancels_background_jobs(registry: dagger_nb.TaskAgentRegis
 
     manager = manager_for(registry)
     manager.add_task("job", "f", "forever")
-    handle = manager.start_job("job")
+    handle = manager.start("job")
     async for event in handle.subscribe():
         if isinstance(event, dagger_nb.TaskStarted):
             break
@@ -493,16 +495,32 @@ async def test_aclose_cancels_background_jobs(registry: dagger_nb.TaskAgentRegis
     assert report.status is dagger_nb.JobStatus.CANCELLED
 
 
-def test_start_job_needs_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
+NO_LOOP = "TaskManager.{}\\(\\) needs a running event loop .*; in a script use manager\\.run_sync\\(job_id\\)"
+
+
+def test_start_and_run_need_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
     registry.register("echo", lambda input, ctx: input)
     with manager_for(registry) as manager:
         manager.add_task("job", "e", "echo")
-        with pytest.raises(dagger_nb.ExecutionError, match="start_job\\(\\) needs a running event loop"):
-            manager.start_job("job")
-        assert manager.run_job_sync("job").success
+        with pytest.raises(NoRunningLoop, match=NO_LOOP.format("start")):
+            manager.start("job")
+        with pytest.raises(NoRunningLoop, match=NO_LOOP.format("run")):
+            manager.run("job")  # raises at once, not when awaited: a script gets the error where it called
+        assert manager.running_jobs() == []
+        assert manager.run_sync("job").success
 
 
-async def test_run_job_sync_inside_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
+async def test_run_from_a_thread_without_a_loop_names_run_sync(registry: dagger_nb.TaskAgentRegistry) -> None:
+    registry.register("echo", lambda input, ctx: input)
+    async with manager_for(registry) as manager:
+        task_id = manager.add_task("job", "e", "echo", {"v": 1})
+        with pytest.raises(NoRunningLoop, match=NO_LOOP.format("run")):
+            await anyio.to_thread.run_sync(manager.run, "job")
+        report = await anyio.to_thread.run_sync(manager.run_sync, "job")  # what that thread should call
+        assert report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+
+
+async def test_run_sync_inside_a_running_loop(registry: dagger_nb.TaskAgentRegistry) -> None:
     @dagger_nb.task_agent(name="spawner", registry=registry)
     def spawner(input: dict, ctx: dagger_nb.TaskContext) -> dict:
         if not ctx.task.dependencies:
@@ -513,7 +531,7 @@ async def test_run_job_sync_inside_a_running_loop(registry: dagger_nb.TaskAgentR
     registry.register("echo", lambda input, ctx: input)
     with manager_for(registry) as manager:
         task_id = manager.add_task("job", "s", "spawner")
-        report = manager.run_job_sync("job")  # a private loop in a worker thread
+        report = manager.run_sync("job")  # a private loop in a worker thread
     assert report.outcomes[task_id].output.data == {"children": [{"v": 1}]}  # type: ignore[union-attr]
 
 
@@ -531,7 +549,7 @@ async def test_aclose_cancels_jobs_run_by_other_tasks_and_waits_for_them(registr
     reports = []
 
     async def run_job() -> None:
-        reports.append(await manager.run_job("j"))
+        reports.append(await manager.run("j"))
 
     async with anyio.create_task_group() as group:
         group.start_soon(run_job)
@@ -549,7 +567,7 @@ async def test_waited_callbacks_run_in_the_waiting_task(registry: Any) -> None:
     manager = dagger_nb.TaskManager(registry=registry)
     manager.add_objective("j", "quick", "quick")
     calls: list[str] = []
-    handle = manager.start_job("j")
+    handle = manager.start("j")
     handle.add_waited_callback(lambda: calls.append("waited"))
     await handle
     assert calls == ["waited"]

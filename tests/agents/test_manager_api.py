@@ -255,7 +255,7 @@ def test_snapshots_do_not_leak_changes(manager: dagger_nb.TaskManager) -> None:
 def test_a_report_keeps_every_task_as_it_was_when_the_job_ended(manager: dagger_nb.TaskManager) -> None:
     manager.add_task("job", "a", "echo", {"k": [1]}, task_id="a")
     manager.add_task("job", "b", "echo", task_id="b", dependencies=["a"])
-    report = manager.run_job_sync("job")
+    report = manager.run_sync("job")
     at_the_end = manager.tasks("job")
     manager.update_task_status("a", "rejected", "not what was asked")
     manager.add_task("job", "c", "echo", task_id="c")
@@ -339,7 +339,7 @@ def test_dot_graph_colours_edges_and_hierarchy(manager: dagger_nb.TaskManager) -
     manager.add_task("job", NASTY, "echo", task_id='we"ird<id>', dependencies=["done"], parent=objective)
     for task_id, status in [("done", "completed"), ("obj", "in_progress")]:
         manager.update_task_status(task_id, status)
-    dot = manager.get_dot_graph("job")
+    dot = manager.to_dot("job")
     assert dot.startswith('digraph "job" {')
     assert '"done" [label="done\\necho · completed", tooltip="done", fillcolor="#9be29b"];' in dot
     assert 'fillcolor="#d9d9d9"' in dot  # pending is grey
@@ -366,7 +366,7 @@ def test_dot_graph_colours_every_status(manager: dagger_nb.TaskManager) -> None:
     for status in dagger_nb.TaskStatus:
         manager.add_task("job", str(status), "echo", task_id=f"t-{status}")
         manager.update_task_status(f"t-{status}", status)
-    dot = manager.get_dot_graph("job")
+    dot = manager.to_dot("job")
     for status, fill in STATUS_FILL.items():
         line = next(line for line in dot.splitlines() if line.strip().startswith(f'"t-{status}" ['))
         assert f'fillcolor="{fill}"' in line, (status, line)
@@ -375,16 +375,16 @@ def test_dot_graph_colours_every_status(manager: dagger_nb.TaskManager) -> None:
 def test_dot_graph_of_all_jobs_uses_clusters(manager: dagger_nb.TaskManager) -> None:
     manager.add_task("a", "one", "echo")
     manager.add_task("b", "two", "echo")
-    dot = manager.get_dot_graph()
+    dot = manager.to_dot()
     assert len(re.findall(r'subgraph "cluster_', dot)) == 2
     with pytest.raises(dagger_nb.TaskError, match="unknown job 'c'"):
-        manager.get_dot_graph("c")
+        manager.to_dot("c")
 
 
 @pytest.mark.skipif(not dot_available(), reason="Graphviz dot is not installed")
 def test_dot_graph_with_nasty_text_renders(manager: dagger_nb.TaskManager) -> None:
     manager.add_task("job", NASTY, "echo", task_id="<img src=x onerror=alert(1)>")
-    svg = dagger_nb.render_svg(manager.get_dot_graph("job"))
+    svg = dagger_nb.render_svg(manager.to_dot("job"))
     assert "&lt;img src=x onerror=alert(1)&gt;" in svg
 
 
@@ -395,9 +395,9 @@ def test_a_report_gives_the_objectives_result_and_escaped_html() -> None:
     with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_objective("job", "<b>write</b>", "echo", {"text": "<script>alert(1)</script>"}, task_id="<goal>")
         manager.add_task("job", "a side task", "echo", {"text": "side"})
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
         manager.add_objective("broken", "never", "fails")
-        broken = manager.run_job_sync("broken")
+        broken = manager.run_sync("broken")
     assert report.result == {"essay": "<script>alert(1)</script>"}
     assert report.objective is not None and report.objective.task_id == "<goal>"
     assert broken.result is None  # the objective did not complete

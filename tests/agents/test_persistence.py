@@ -61,7 +61,7 @@ def test_every_change_is_in_the_file_and_reloads(tmp_path: Path) -> None:
             max_retries=2,
         )
         assert stored_statuses(db) == {objective: "pending", "child": "pending"}
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
         assert stored_statuses(db) == {objective: "completed", "child": "completed"}
         before = manager.tasks("job")
 
@@ -101,7 +101,7 @@ def test_in_progress_tasks_are_recovered(
         assert task is not None
         assert (task.status, task.status_reason, task.retry_count) == (status, reason, retries)
         assert stored_statuses(db) == {"t": status}
-        report = reopened.run_job_sync("job")
+        report = reopened.run_sync("job")
         expected = dagger_nb.JobStatus.COMPLETED if durability == "at_least_once" else dagger_nb.JobStatus.FAILED
         assert report.status is expected
 
@@ -126,7 +126,7 @@ def test_unserialisable_output_fails_with_a_db(tmp_path: Path, make_output: Call
     registry.register("objecty", lambda input, ctx: make_output())
     with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=registry) as manager:
         task_id = manager.add_task("job", "o", "objecty")
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
     assert report.outcomes[task_id].status is dagger_nb.TaskStatus.FAILED
     assert report.outcomes[task_id].status_reason == f"output of agent 'objecty' cannot be stored as JSON: {why}"
 
@@ -183,7 +183,7 @@ def test_state_changes_of_a_run_reload_exactly(tmp_path: Path) -> None:
         bad = manager.add_task("job", "always fails", "broken")
         after_bad = manager.add_task("job", "never runs", "flaky", dependencies=[bad])
         parked = manager.add_task("job", "blocked by its agent", "waits")
-        manager.run_job_sync("job")
+        manager.run_sync("job")
         before = manager.tasks("job")
     assert stored_statuses(db) == {good: "completed", bad: "failed", after_bad: "failed", parked: "blocked"}
     with dagger_nb.TaskManager(db, registry=registry) as reopened:
@@ -207,7 +207,7 @@ def test_statuses_set_after_a_run_reload_with_their_reasons_and_outputs(tmp_path
         rejected = manager.add_task("job", "rejected", "echo", {"n": 2})
         blocked = manager.add_task("job", "never run", "echo", {"n": 3})
         manager.update_task_status(blocked, "blocked", "waiting for a human")
-        manager.run_job_sync("job")
+        manager.run_sync("job")
         manager.update_task_status(accepted, dagger_nb.TaskStatus.ACCEPTED)
         manager.update_task_status(rejected, dagger_nb.TaskStatus.REJECTED, "not what was asked")
         before = {task.task_id: task for task in manager.tasks("job")}
@@ -245,7 +245,7 @@ def test_a_file_from_before_the_state_columns_is_upgraded(tmp_path: Path) -> Non
     connection.close()
     with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
         assert manager.tasks("job") == [old, pending]
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
         assert report.status is dagger_nb.JobStatus.COMPLETED
         finished = manager.tasks("job")
     with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
@@ -289,7 +289,7 @@ def test_a_file_from_before_the_creation_time_column_reloads(tmp_path: Path) -> 
     connection.close()
     with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
         assert manager.tasks("job") == [task]
-        assert manager.run_job_sync("job").success
+        assert manager.run_sync("job").success
         finished = manager.tasks("job")
     with dagger_nb.TaskManager(db, registry=echo_registry()) as reopened:
         assert reopened.tasks("job") == finished
@@ -305,7 +305,7 @@ async def test_a_change_is_in_the_file_before_anyone_hears_of_it(tmp_path: Path)
         async with dagger_nb.TaskManager(db, registry=echo_registry(), heartbeat_interval=None) as manager:
             first = manager.add_task("job", "first", "echo", {"n": 1})
             manager.add_task("job", "second", "echo", {"n": 2}, dependencies=[first])
-            handle = manager.start_job("job")
+            handle = manager.start("job")
 
             def check(event: object) -> None:
                 if isinstance(event, dagger_nb.TaskStarted | dagger_nb.TaskCompleted):
@@ -381,7 +381,7 @@ def test_sigkill_partway_then_resume_runs_no_completed_task_twice(tmp_path: Path
             for task_id in in_progress_at_crash:
                 task = manager.get_task(task_id)
                 assert task is not None and task.status is dagger_nb.TaskStatus.PENDING and task.retry_count == 1
-            return await manager.start_job("crash").wait()
+            return await manager.start("crash").wait()
 
     report = anyio.run(resume)
 

@@ -76,7 +76,7 @@ async def test_agents_add_tasks_with_the_same_options_and_id_scheme(
     backend = PicklingBackend() if where == "on a worker" else None
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=backend) as manager:
         goal = manager.add_objective("job", "plan", "planner")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
         named = manager.get_task("named")
         generated = next(task for task in manager.tasks("job") if task.description == "generated")
     assert report.status is dagger_nb.JobStatus.COMPLETED
@@ -103,7 +103,7 @@ async def test_a_delegated_child_cannot_set_its_own_id_or_parent(registry: dagge
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         manager.add_objective("job", "plan", "planner")
-        await manager.run_job("job")
+        await manager.run("job")
     assert len(errors) == 1
     assert errors[0].startswith("delegated child 'a': ")
     assert "task_id and parent of a delegated child are set by delegate()" in errors[0]
@@ -136,6 +136,6 @@ async def test_an_agent_breaking_the_convention_raises_agent_error(registry: dag
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=PicklingBackend()) as manager:
         task = manager.add_task("job", "list", "listy")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert [type(error) for error in seen] == [AgentError]
     assert report.outcomes[task].status_reason == "agent 'listy' returned list, expected a dict"

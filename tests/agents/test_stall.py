@@ -30,7 +30,7 @@ async def test_terminate_job_fails_pending_and_running_tasks(registry: dagger_nb
         manager.add_task("job", "running", "hang", task_id="running")
         manager.add_task("job", "waiting", "hang", task_id="waiting")
         manager.add_task("job", "later", "hang", task_id="later", dependencies=["waiting"])
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert report.status is dagger_nb.JobStatus.FAILED
@@ -56,7 +56,7 @@ async def test_notify_planning_agent_adds_a_task_once_per_stall(
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT) as manager:
         manager.add_task("job", "stuck", "hang", task_id="stuck")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         stalls = 0
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.JobStalled):
@@ -79,7 +79,7 @@ async def test_notify_without_planning_agent_still_emits(registry: dagger_nb.Tas
     hanging_agent(registry, release)
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT) as manager:
         manager.add_task("job", "stuck", "hang")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         async for event in handle.subscribe():
             if isinstance(event, dagger_nb.JobStalled):
                 assert event.action == "notify_planning_agent"
@@ -100,7 +100,7 @@ async def test_callable_stall_action_gets_the_job_id(registry: dagger_nb.TaskAge
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall) as manager:
         manager.add_task("job", "stuck", "hang")
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
 
     assert called == ["job"]
@@ -118,4 +118,4 @@ async def test_async_callable_stall_action(registry: dagger_nb.TaskAgentRegistry
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=HEARTBEAT, stall_action=on_stall) as m:
         m.add_task("job", "stuck", "hang")
-        assert (await m.run_job("job")).success
+        assert (await m.run("job")).success

@@ -58,8 +58,8 @@ def test_every_call_on_a_taken_over_manager_is_refused_and_nothing_is_kept(tmp_p
         "job_usage": lambda: earlier.job_usage("job"),
         "get_objective": lambda: earlier.get_objective("job"),
         "get_dependency_outputs": lambda: earlier.get_dependency_outputs("goal"),
-        "get_dot_graph": earlier.get_dot_graph,
-        "run_job_sync": lambda: earlier.run_job_sync("job"),
+        "to_dot": earlier.to_dot,
+        "run_sync": lambda: earlier.run_sync("job"),
         "running_jobs": earlier.running_jobs,
     }
     for name, call in calls.items():
@@ -77,17 +77,17 @@ def test_every_call_on_a_taken_over_manager_is_refused_and_nothing_is_kept(tmp_p
 
 
 @pytest.mark.anyio
-async def test_start_job_and_run_job_on_a_taken_over_manager_are_refused(tmp_path: Path) -> None:
+async def test_start_and_run_on_a_taken_over_manager_are_refused(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     registry = echo_registry()
     earlier = dagger_nb.TaskManager(db, registry=registry)
     earlier.add_objective("job", "goal", "echo", task_id="goal")
     later = take_over(db, registry)
     with pytest.raises(dagger_nb.StorageError, match=CLOSED):
-        earlier.start_job("job")
+        earlier.start("job")
     with pytest.raises(dagger_nb.StorageError, match=CLOSED):
-        await earlier.run_job("job")
+        await earlier.run("job")
     await earlier.aclose()
-    report = await later.run_job("job")
+    report = await later.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     await later.aclose()

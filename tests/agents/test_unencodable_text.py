@@ -36,7 +36,7 @@ def test_an_error_text_with_a_lone_surrogate_is_stored_escaped(
     db = tmp_path / "tasks.db"
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         manager.add_objective("job", "x", "bad", task_id="goal")
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
     assert report.status is dagger_nb.JobStatus.FAILED
     task = reopened_task(db, registry, "goal")
     assert task.status is dagger_nb.TaskStatus.FAILED
@@ -55,7 +55,7 @@ def test_an_output_with_a_lone_surrogate_fails_its_task_naming_it(
     with dagger_nb.TaskManager(db, registry=registry) as manager:
         manager.add_objective("job", "x", "out", task_id="goal")
         manager.add_task("job", "y", "fine", task_id="smile")
-        report = manager.run_job_sync("job")
+        report = manager.run_sync("job")
         error = manager.get_task("goal").output.error  # type: ignore[union-attr]
     assert report.status is dagger_nb.JobStatus.FAILED
     assert error is not None
@@ -78,7 +78,7 @@ def test_a_reason_with_a_lone_surrogate_is_stored_escaped(
         manager.add_objective("job", "x", "wait", task_id="goal")
         manager.add_task("job", "y", "echo", task_id="other")
         manager.update_task_status("other", "blocked", "held by " + STRAY)
-        manager.run_job_sync("job")
+        manager.run_sync("job")
     assert reopened_task(db, registry, "goal").status_reason == "waiting for \\udcff"
     assert reopened_task(db, registry, "other").status_reason == "held by \\udcff"
 
@@ -93,7 +93,7 @@ def test_usage_with_a_model_name_that_is_not_valid_unicode_is_refused(
     registry.register("report", report)
     with dagger_nb.TaskManager(tmp_path / "tasks.db", registry=registry) as manager:
         manager.add_objective("job", "x", "report", task_id="goal")
-        assert manager.run_job_sync("job").status is dagger_nb.JobStatus.FAILED
+        assert manager.run_sync("job").status is dagger_nb.JobStatus.FAILED
         error = manager.get_task("goal").output.error  # type: ignore[union-attr]
     assert error is not None and "model must be valid Unicode text" in error
 

@@ -53,7 +53,7 @@ async def test_usage_is_totalled_per_task_and_for_the_job(registry: dagger_nb.Ta
         a = manager.add_task("job", "a", "spend", {"tokens": 31, "cost": 0.25, "model": "small"}, task_id="a")
         b = manager.add_task("job", "b", "spend", {"tokens": 9, "cost": 0.5, "model": "large"}, dependencies=[a])
         c = manager.add_task("job", "c", "free", dependencies=[b])
-        report = await manager.run_job("job")
+        report = await manager.run("job")
         assert manager.job_usage("job") == JobUsage(40, 0.75)
         frame = manager.tasks_frame("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
@@ -78,7 +78,7 @@ async def test_usage_of_every_attempt_counts(registry: dagger_nb.TaskAgentRegist
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         task = manager.add_task("job", "flaky", "flaky", max_retries=2)
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert report.outcomes[task].tokens == 30 and report.tokens == 30
 
@@ -90,7 +90,7 @@ async def test_usage_is_stored_and_counts_over_later_runs(
     db = tmp_path / "jobs.db"
     async with dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None) as manager:
         manager.add_task("job", "a", "spend", {"tokens": 70, "cost": 1.5, "model": "m"}, task_id="a")
-        assert (await manager.run_job("job")).tokens == 70
+        assert (await manager.run("job")).tokens == 70
     connection = sqlite3.connect(db)
     try:
         (data,) = connection.execute("SELECT data FROM agent_tasks WHERE task_id = 'a'").fetchone()
@@ -103,7 +103,7 @@ async def test_usage_is_stored_and_counts_over_later_runs(
         assert reopened.job_usage("job") == JobUsage(70, 1.5)
         assert reopened.get_task("a").tokens == 70  # type: ignore[union-attr]
         reopened.add_task("job", "b", "spend", {"tokens": 40}, task_id="b")
-        report = await reopened.run_job("job")  # the budget counts the earlier run's 70 tokens
+        report = await reopened.run("job")  # the budget counts the earlier run's 70 tokens
     assert report.status is dagger_nb.JobStatus.FAILED
     assert report.outcomes["b"].status_reason == "token budget exceeded: 110 of 100"
     assert report.tokens == 110
@@ -118,7 +118,7 @@ async def test_the_attempt_that_passes_the_budget_fails_its_task_and_the_job(
         a = manager.add_task("job", "a", "spend", {"tokens": 60}, task_id="a")
         b = manager.add_task("job", "b", "spend", {"tokens": 60}, task_id="b", dependencies=[a], max_retries=3)
         c = manager.add_task("job", "c", "spend", {"tokens": 1}, task_id="c", dependencies=[b])
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle
     assert report.status is dagger_nb.JobStatus.FAILED
     assert report.outcomes[a].status is dagger_nb.TaskStatus.COMPLETED
@@ -141,7 +141,7 @@ async def test_a_total_equal_to_the_budget_is_within_it(registry: dagger_nb.Task
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, max_tokens=100) as manager:
         manager.add_task("job", "a", "spend", {"tokens": 60})
         manager.add_task("job", "b", "spend", {"tokens": 40})
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED and report.tokens == 100
 
 
@@ -155,7 +155,7 @@ async def test_what_the_attempt_past_the_budget_added_is_not_kept(registry: dagg
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, max_tokens=100) as manager:
         goal = manager.add_objective("job", "plan", "planner", task_id="goal")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
         assert [task.task_id for task in manager.tasks("job")] == ["goal"]
     assert report.status is dagger_nb.JobStatus.FAILED
     assert report.outcomes[goal].status_reason == "token budget exceeded: 500 of 100"
@@ -175,7 +175,7 @@ async def test_usage_reported_on_a_cluster_worker_counts_even_when_the_agent_fai
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=PicklingBackend()) as manager:
         ok = manager.add_task("job", "ok", "remote", {"tokens": 5})
         bad = manager.add_task("job", "bad", "remote", {"tokens": 7, "fail": True})
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.outcomes[ok].tokens == 5
     assert report.outcomes[bad].tokens == 7
     assert report.outcomes[bad].status_reason == "ValueError: the model said no"
@@ -194,7 +194,7 @@ async def test_usage_reported_by_an_abandoned_thread_still_counts(registry: dagg
 
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None) as manager:
         task = manager.add_task("job", "slow", "slow", timeout=0.05, max_retries=1)
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         with anyio.fail_after(10):
             async for event in handle.subscribe():
                 if isinstance(event, dagger_nb.TaskRetrying):
@@ -241,7 +241,7 @@ async def test_bad_usage_is_a_clear_error(
     backend = PicklingBackend() if where == "on a worker" else None
     async with dagger_nb.TaskManager(registry=registry, heartbeat_interval=None, backend=backend) as manager:
         task = manager.add_task("job", "bad", "bad")
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert len(caught) == 1 and isinstance(caught[0], dagger_nb.TaskError)
     assert caught[0].args[0].startswith("record_usage(): ")
     with pytest.raises(dagger_nb.TaskError, match=message):

@@ -70,8 +70,8 @@ test_accepted_satisfies_dependencies = execution_tests.test_accepted_satisfies_d
 test_events_replay_to_late_subscribers = execution_tests.test_events_replay_to_late_subscribers
 test_tasks_added_while_running_are_announced = execution_tests.test_tasks_added_while_running_are_announced
 test_allowed_agents_leave_others_pending = execution_tests.test_allowed_agents_leave_others_pending
-test_start_job_needs_a_running_loop = execution_tests.test_start_job_needs_a_running_loop
-test_run_job_sync_inside_a_running_loop = execution_tests.test_run_job_sync_inside_a_running_loop
+test_start_and_run_need_a_running_loop = execution_tests.test_start_and_run_need_a_running_loop
+test_run_sync_inside_a_running_loop = execution_tests.test_run_sync_inside_a_running_loop
 test_waited_callbacks_run_in_the_waiting_task = execution_tests.test_waited_callbacks_run_in_the_waiting_task
 # persistence
 test_every_change_is_in_the_file_and_reloads = persistence_tests.test_every_change_is_in_the_file_and_reloads
@@ -120,7 +120,7 @@ def agents() -> dagger_nb.TaskAgentRegistry:
 async def test_agents_run_on_workers_and_grow_the_job(dask_client: Any, agents: Any, tmp_path: Path) -> None:
     manager = dagger_nb.TaskManager(tmp_path / "jobs.db", registry=agents, backend=dagger_nb.DaskBackend(dask_client))
     objective = manager.add_objective("job", "Write about bees", "planner", {"topic": "bees"})
-    report = await manager.run_job("job")
+    report = await manager.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     tasks = {task.agent: task for task in manager.tasks("job")}
     assert set(tasks) == {"planner", "retrieval", "review"}
@@ -138,8 +138,8 @@ async def test_schema_rejection_and_manager_access_fail_clearly(dask_client: Any
     manager = dagger_nb.TaskManager(registry=agents, backend=dagger_nb.DaskBackend(dask_client))
     bad = manager.add_objective("bad", "no topic", "planner", {})
     remote = manager.add_objective("remote", "reaches for the manager", "uses_manager")
-    assert (await manager.run_job("bad")).status is dagger_nb.JobStatus.FAILED
-    assert (await manager.run_job("remote")).status is dagger_nb.JobStatus.FAILED
+    assert (await manager.run("bad")).status is dagger_nb.JobStatus.FAILED
+    assert (await manager.run("remote")).status is dagger_nb.JobStatus.FAILED
     assert "'topic' is a required property" in manager.get_task(bad).status_reason
     assert (
         "ctx.manager is not available to an agent running on a cluster worker" in manager.get_task(remote).status_reason
@@ -169,7 +169,7 @@ async def test_a_timeout_bounds_each_attempt_on_the_cluster(dask_client: Any) ->
         # a second: the attempt's clock covers the round trip to the worker
         recovers = manager.add_task("job", "recovers", "hang_on_attempts", {"hangs": 1}, timeout=1, max_retries=1)
         hangs = manager.add_task("job", "hangs", "hang_on_attempts", {"hangs": 9}, timeout=1)
-        report = await manager.run_job("job")
+        report = await manager.run("job")
     assert report.outcomes[recovers].status is TaskStatus.COMPLETED
     assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
     assert (report.outcomes[hangs].status, report.outcomes[hangs].status_reason) == (
@@ -190,7 +190,7 @@ async def test_a_stalled_job_is_terminated_and_its_running_agent_cancelled_on_th
         hang = {"hangs": 9}
         manager.add_task("job", "running", "hang_on_attempts", hang, task_id="running")
         manager.add_task("job", "waiting", "hang_on_attempts", hang, task_id="waiting", dependencies=["running"])
-        handle = manager.start_job("job")
+        handle = manager.start("job")
         report = await handle.wait()
     assert report.status is dagger_nb.JobStatus.FAILED
     reasons = {tid: (task.status, task.status_reason) for tid, task in report.outcomes.items()}

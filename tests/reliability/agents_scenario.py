@@ -89,7 +89,7 @@ async def leaf(input, ctx):
 manager = dagger_nb.TaskManager(db, registry=registry, heartbeat_interval=None, max_parallel_tasks=parallelism)
 if "crash" not in manager.jobs():
     manager.add_objective("crash", "plan and run", "objective", task_id="goal")
-report = manager.run_job_sync("crash")
+report = manager.run_sync("crash")
 manager.close()
 sys.exit(0 if report.status == "completed" else 3)
 """

@@ -59,7 +59,7 @@ def test_a_disk_filling_up_under_a_job_fails_it_with_storage_error(small_tmpfs: 
     seen: list[dagger_nb.JobEvent] = []
 
     async def run() -> None:
-        handle = manager.start_job("fill")
+        handle = manager.start("fill")
         try:
             await handle.wait()
         finally:

@@ -97,9 +97,9 @@ def test_a_job_run_after_a_failed_deferred_write_fails_with_storage_error(
         manager.add_objective("job", BIG, "leaf", task_id="goal")
         await anyio.lowlevel.checkpoint()
         with pytest.raises(StorageError, match=rf"cannot write tasks to '{db}': database or disk is full"):
-            await manager.run_job("job")
+            await manager.run("job")
         with pytest.raises(StorageError, match=rf"'{db}'"):
-            handle = manager.start_job("job")
+            handle = manager.start("job")
             events.extend(handle.events.history)
 
     anyio.run(main)

@@ -56,7 +56,7 @@ def test_rerunning_a_task_manager_cell_takes_the_file_over(tmp_path: Path) -> No
     assert caught[0].filename == __file__  # the warning points at the cell, not at dagger_nb
     assert [task.task_id for task in manager.tasks("job")] == ["first"]
     manager.add_task("job", "second", "echo", {"n": 2}, task_id="second")
-    report = manager.run_job_sync("job")
+    report = manager.run_sync("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert stored_statuses(db) == {"first": "completed", "second": "completed"}
     manager.close()
@@ -95,7 +95,7 @@ async def test_a_take_over_cancels_the_earlier_managers_running_job(tmp_path: Pa
     first = dagger_nb.TaskManager(db, registry=registry)
     first.add_task("job", "blocking", "slow", task_id="blocking")
     first.add_task("job", "after", "echo", {"x": 1}, task_id="after", dependencies=["blocking"])
-    handle = first.start_job("job")  # background work on this loop, as a notebook cell does
+    handle = first.start("job")  # background work on this loop, as a notebook cell does
     with anyio.fail_after(30):
         await started.wait()
 
@@ -113,7 +113,7 @@ async def test_a_take_over_cancels_the_earlier_managers_running_job(tmp_path: Pa
     assert blocking is not None and blocking.status is dagger_nb.TaskStatus.PENDING
     assert stored_statuses(db) == {"blocking": "pending", "after": "pending"}
 
-    report = await second.run_job("job")
+    report = await second.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
     assert attempts == ["blocking", "blocking"]
     assert stored_statuses(db) == {"blocking": "completed", "after": "completed"}
@@ -467,7 +467,7 @@ def test_a_sigkilled_holders_file_opens_at_once(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", program, str(db)], cwd=ROOT, timeout=60)
     assert result.returncode == -9
     with dagger_nb.TaskManager(db, registry=echo_registry()) as manager:
-        assert manager.run_job_sync("job").status is dagger_nb.JobStatus.COMPLETED
+        assert manager.run_sync("job").status is dagger_nb.JobStatus.COMPLETED
 
 
 def test_a_full_disk_still_locks_and_names_the_holder(

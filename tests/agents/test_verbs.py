@@ -1,0 +1,88 @@
+"""The verb trio (``await run``, ``start``, ``run_sync``) and the handle contract."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import dagger_nb
+from dagger_nb.handles import Handle
+
+pytestmark = pytest.mark.anyio
+
+
+def echo_manager(registry: dagger_nb.TaskAgentRegistry) -> tuple[dagger_nb.TaskManager, str]:
+    registry.register("echo", lambda input, ctx: input)
+    manager = dagger_nb.TaskManager(registry=registry, heartbeat_interval=None)
+    return manager, manager.add_objective("job", "echo it", "echo", {"v": 1})
+
+
+async def test_a_job_handle_satisfies_the_handle_contract(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    handle = manager.start("job")
+    assert isinstance(handle, Handle)
+    assert handle.status is dagger_nb.JobStatus.RUNNING and not handle.done and handle.error is None
+    seen: list[dagger_nb.JobEvent] = []
+    handle.add_listener(seen.append)
+    report = await handle
+    assert handle.done and handle.error is None
+    assert handle.status is dagger_nb.JobStatus.COMPLETED and handle.status == "completed"
+    assert report is await handle.wait() and report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+    assert [type(event) for event in seen] == [
+        dagger_nb.TaskStarted, dagger_nb.TaskCompleted, dagger_nb.JobFinished
+    ]
+    assert [type(event) async for event in handle.subscribe()][-1] is dagger_nb.JobFinished
+    await manager.aclose()
+
+
+async def test_run_sync_inside_a_running_loop_blocks_and_returns_the_report(
+    registry: dagger_nb.TaskAgentRegistry,
+) -> None:
+    manager, task_id = echo_manager(registry)
+    report = manager.run_sync("job")  # a private loop in a worker thread: this loop is not re-entered
+    assert report.success and report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+    assert manager.job_status("job") is dagger_nb.JobStatus.COMPLETED
+    await manager.aclose()
+
+
+async def test_cancel_from_another_thread_ends_the_job_cancelled(registry: dagger_nb.TaskAgentRegistry) -> None:
+    started = anyio.Event()
+
+    @dagger_nb.task_agent(name="forever", registry=registry)
+    async def forever(input: dict[str, Any], ctx: dagger_nb.TaskContext) -> dict[str, Any]:
+        started.set()
+        await anyio.sleep_forever()
+        return {}
+
+    manager = dagger_nb.TaskManager(registry=registry, heartbeat_interval=None)
+    task_id = manager.add_objective("job", "never ends", "forever")
+    handle = manager.start("job")
+    await started.wait()
+    caller: list[int] = []
+
+    def cancel_elsewhere() -> None:
+        caller.append(threading.get_ident())
+        handle.cancel()
+
+    await anyio.to_thread.run_sync(cancel_elsewhere)
+    assert caller != [threading.get_ident()]
+    with anyio.fail_after(10):
+        report = await handle
+    assert report.status is dagger_nb.JobStatus.CANCELLED
+    assert report.outcomes[task_id].status is dagger_nb.TaskStatus.PENDING
+    await manager.aclose()
+
+
+async def test_a_job_closed_before_it_started_ends_cancelled_at_once(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    handle = manager.start("job")
+    with anyio.fail_after(5):  # nothing left to wait for: the job never started
+        await manager.aclose()
+    assert handle.done and handle.status is dagger_nb.JobStatus.CANCELLED
+    report = await handle
+    assert report.outcomes[task_id].status is dagger_nb.TaskStatus.PENDING
+    assert manager.running_jobs() == []
