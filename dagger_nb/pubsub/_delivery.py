@@ -196,6 +196,11 @@ class BusDelivery:
         """True while :meth:`run` or :meth:`start` is delivering."""
         return self._running
 
+    @property
+    def handle(self) -> PubSubHandle | None:
+        """The handle of the latest background delivery (:meth:`start`), or None before one started."""
+        return self._handle
+
     async def __aenter__(self) -> Self:
         self._check_open()
         group = anyio.create_task_group()

@@ -128,12 +128,12 @@ class JobDashboard(Dashboard):
     def _usage(self, tasks: list[TaskRecord]) -> dict[str, tuple[int, float | None, list[str]]]:
         """Per task: its tokens, cost and models, with what its running attempt reported so far (an
         attempt's usage joins the task when the attempt ends)."""
-        run = getattr(self.handle, "_run", None) if self.handle is not None and not self.handle.done else None
+        handle = self.handle if self.handle is not None and not self.handle.done else None
         usage: dict[str, tuple[int, float | None, list[str]]] = {}
         for task in tasks:
             tokens, cost, models = task.tokens, task.cost, list(task.models)
-            journal = run.journal_of(task.task_id) if run is not None and str(task.status) == "in_progress" else None
-            live = getattr(journal, "usage", None)
+            in_progress = str(task.status) == "in_progress"
+            live = handle.running_usage(task.task_id) if handle is not None and in_progress else None
             if live is not None:
                 tokens += live.tokens
                 if live.cost is not None:
@@ -161,7 +161,7 @@ def _read_only_tasks(manager: TaskManager, job_id: str) -> list[TaskRecord]:
     output, which cost a big job's dashboard more than its run. Safe because a draw runs on the
     job's loop between two of its steps and only reads; nothing drawn keeps a reference."""
     manager.job_status(job_id)  # an unknown job (or a closed manager) raises here
-    return list(manager._iter_tasks(job_id))
+    return list(manager.iter_tasks(job_id))
 
 
 def _agents_html(tasks: list[TaskRecord]) -> str:

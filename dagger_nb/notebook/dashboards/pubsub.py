@@ -27,7 +27,7 @@ class PubSubMonitor(Dashboard):
         super().__init__(agent_panel=True, progress=False, **options)
         self.cancel_button.description = "Stop"
         self.pubsub = pubsub
-        self.handle = handle if handle is not None else getattr(pubsub, "_handle", None)
+        self.handle = handle if handle is not None else pubsub.handle
         self.add_class("dagger-pubsub-monitor")
         self._recent: deque[tuple[str, str, str, str]] = deque(maxlen=self.table_rows)
         self._payloads: dict[str, str] = {}
@@ -37,7 +37,7 @@ class PubSubMonitor(Dashboard):
         for event in pubsub.events.history:  # what happened before the monitor was shown
             self._note(event)
         # The bus keeps only a window of its events: its channels count every message.
-        self._messages = sum(channel.messages for channel in pubsub._channels.values())
+        self._messages = int(pubsub.channels()["messages"].sum())
         pubsub.events.add_listener(self._on_event)
         self.refresh()
         if self.running:
