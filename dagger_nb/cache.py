@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagger_nb.errors import CacheFormatError, CacheKeyError, ReadOnlyInputs
+from dagger_nb.errors import CacheFormatError, CacheKeyError, DaggerError, ReadOnlyInputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,6 +74,33 @@ def _size_of(value: Any) -> int:
     return sys.getsizeof(value)
 
 
+class Deferred:
+    """A value kept elsewhere until somebody reads it (a result left on a Dask cluster).
+
+    A :class:`Cache` stores it as it is; reading it (:meth:`Cache.get`, ``namespace``,
+    ``items``, ``to_frame``...) calls :meth:`fetch` and keeps the value in its place, so
+    it is fetched once. :meth:`Cache.peek` hands it on unfetched.
+    """
+
+    __slots__ = ()
+
+    def fetch(self) -> Any:
+        """The value: fetched on the first call, then kept (safe from several threads)."""
+        raise NotImplementedError
+
+
+class FetchFailed(DaggerError, RuntimeError):
+    """The value of output ``key`` of node ``namespace`` was kept elsewhere and could not be fetched."""
+
+    def __init__(self, namespace: str, key: str, error: BaseException) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.error = error
+        why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        super().__init__(f"output '{key}' of node '{namespace}' was kept on the cluster and could not be fetched: "
+                         f"{why}")
+
+
 class Cache:
     """Values keyed by ``(namespace, key)``; safe to use from several threads."""
 
@@ -111,7 +138,37 @@ class Cache:
                 return default
             if self._limited:
                 self._entries.move_to_end((namespace, key))
-            return entry.value
+            value = entry.value
+        if isinstance(value, Deferred):
+            return self._fetched(namespace, key, value)
+        return value
+
+    def peek(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
+        """Like :meth:`get`, but a :class:`Deferred` value comes as it is, not fetched (for a
+        backend that hands it on where it is)."""
+        with self._lock:
+            entry = self._entries.get((namespace, key))
+        if entry is None:
+            return self.get(namespace, key, default)
+        return entry.value
+
+    def _fetched(self, namespace: str, key: str, deferred: Deferred) -> Any:
+        """``deferred``'s value, which then takes its place (fetched outside the lock: a fetch may
+        take a while, and other threads keep reading meanwhile)."""
+        try:
+            value = deferred.fetch()
+        except Exception as error:
+            raise FetchFailed(namespace, key, error) from error
+        with self._lock:
+            entry = self._entries.get((namespace, key))
+            if entry is not None and entry.value is deferred:
+                entry.value = value
+        return value
+
+    def _resolved(self, rows: list[tuple[str, str, Any, float]]) -> list[tuple[str, str, Any, float]]:
+        """``rows`` with every :class:`Deferred` value fetched."""
+        return [(ns, key, self._fetched(ns, key, value) if isinstance(value, Deferred) else value, at)
+                for ns, key, value, at in rows]
 
     def __getitem__(self, namespace: str) -> dict[str, Any]:
         """A copy of ``namespace``, so ``cache[task_id]["output"]`` reads a task's output;
@@ -129,7 +186,8 @@ class Cache:
     def namespace(self, namespace: str) -> dict[str, Any]:
         """A copy of every key and value in ``namespace``."""
         with self._lock:
-            return {key: entry.value for (ns, key), entry in self._entries.items() if ns == namespace}
+            rows = [(ns, key, entry.value, 0.0) for (ns, key), entry in self._entries.items() if ns == namespace]
+        return {key: value for _, key, value, _ in self._resolved(rows)}
 
     def namespaces(self) -> list[str]:
         """Every namespace holding at least one value, in first-insert order."""
@@ -176,8 +234,7 @@ class Cache:
 
     def items(self) -> list[tuple[str, str, Any]]:
         """Every ``(namespace, key, value)``, oldest first."""
-        with self._lock:
-            return [(ns, key, entry.value) for (ns, key), entry in self._entries.items()]
+        return [(ns, key, value) for ns, key, value, _ in self._rows()]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per value: ``namespace, key, value, type, updated_at`` (UTC)."""
@@ -227,7 +284,11 @@ class Cache:
         return f"<Cache {len(self)} values in {len(self.namespaces())} namespaces>"
 
     def _rows(self) -> list[tuple[str, str, Any, float]]:
-        """Every ``(namespace, key, value, updated_at)``, oldest first."""
+        """Every ``(namespace, key, value, updated_at)``, oldest first, :class:`Deferred` values fetched."""
+        return self._resolved(self._raw_rows())
+
+    def _raw_rows(self) -> list[tuple[str, str, Any, float]]:
+        """:meth:`_rows` with :class:`Deferred` values as they are."""
         with self._lock:
             return [(ns, key, entry.value, entry.updated_at) for (ns, key), entry in self._entries.items()]
 
@@ -315,6 +376,12 @@ class RunCache(Cache):
             return default
         return value
 
+    def peek(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
+        """See :meth:`Cache.peek` (the run's inputs are never :class:`Deferred`)."""
+        if namespace != INPUTS:
+            return self.shared.peek(namespace, key, default)
+        return self.get(namespace, key, default)
+
     def contains(self, namespace: str, key: str) -> bool:
         """True when ``(namespace, key)`` holds a value (for ``inputs``: the run has that input)."""
         return key in self.inputs if namespace == INPUTS else self.shared.contains(namespace, key)
@@ -344,10 +411,10 @@ class RunCache(Cache):
             self.shared.release(namespace)
 
     def __len__(self) -> int:
-        return len(self._rows())
+        return len(self._raw_rows())
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter([(ns, key) for ns, key, _, _ in self._rows()])
+        return iter([(ns, key) for ns, key, _, _ in self._raw_rows()])
 
     def items(self) -> list[tuple[str, str, Any]]:
         """The run's inputs, then the shared cache's values but any it holds under ``inputs``."""
@@ -356,9 +423,12 @@ class RunCache(Cache):
     def __repr__(self) -> str:
         return f"<RunCache {len(self.inputs)} inputs over {self.shared!r}>"
 
-    def _rows(self) -> list[tuple[str, str, Any, float]]:
+    def _raw_rows(self) -> list[tuple[str, str, Any, float]]:
         mine = [(INPUTS, key, value, self._inputs_at) for key, value in self.inputs.items()]
-        return mine + [row for row in self.shared._rows() if row[0] != INPUTS]
+        return mine + [row for row in self.shared._raw_rows() if row[0] != INPUTS]
+
+    def _fetched(self, namespace: str, key: str, deferred: Deferred) -> Any:
+        return self.shared._fetched(namespace, key, deferred)
 
     def _missing(self, namespace: str, key: str | None = None) -> CacheKeyError:
         if namespace != INPUTS:

@@ -221,7 +221,7 @@ class Ahead:
                 declared = tuple(output.name for output in run.nodes[namespace].outputs)
                 picks.append((name, namespace, declared, key))
             else:
-                value = run.cache.get(namespace, key, _MISSING)
+                value = run.cache.peek(namespace, key, _MISSING)  # a result kept on the cluster stays there
                 if value is _MISSING:
                     return None  # the usual way reports what is missing
                 kwargs[name] = value

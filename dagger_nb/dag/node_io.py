@@ -20,11 +20,13 @@ class InputMissing(DaggerError):
     """An input's reference was not produced; retrying cannot help."""
 
 
-def resolve_inputs(run: Run, node_id: str) -> dict[str, Any]:
+def resolve_inputs(run: Run, node_id: str, *, deferred: bool = False) -> dict[str, Any]:
     """The keyword arguments of ``node_id``'s action; :class:`InputMissing` naming an input whose
-    reference was not produced (and what its node did produce)."""
+    reference was not produced (and what its node did produce). ``deferred``: a value kept
+    elsewhere (:class:`~dagger_nb.cache.Deferred`) is passed on unfetched, for a backend that
+    takes it (a Dask backend hands its future to the cluster)."""
     kwargs: dict[str, Any] = {}
-    get = run.cache.get
+    get = run.cache.peek if deferred else run.cache.get
     for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
         if namespace is None:
             kwargs[name] = literal

@@ -23,6 +23,7 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
+from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.calls import call_action, hook_name
@@ -264,7 +265,7 @@ class Scheduler:
                 emit(NodeStarted(run.run_id, node_id, attempt))
                 try:
                     action = self.executor.registry.get(node.action)
-                    kwargs = resolve_inputs(run, node_id)
+                    kwargs = resolve_inputs(run, node_id, deferred=_takes_deferred(self.executor.backend))
                     if review_note is not None:
                         kwargs["review_note"] = review_note
                     if action.takes_ctx:  # an earlier attempt's writes are not this attempt's
@@ -279,6 +280,9 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
+                    if isinstance(result, Deferred) and (run.journal is not None or self.executor._hooks):
+                        # the run store keeps values, and hooks read them: a result left on the cluster comes
+                        result = await anyio.to_thread.run_sync(result.fetch)
                     outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)
@@ -481,6 +485,11 @@ class Scheduler:
 
 class _SpentBudget(DaggerError):
     """The attempt's usage passed the run's token budget: the node fails with the budget's message."""
+
+
+def _takes_deferred(backend: object) -> bool:
+    """Whether ``backend`` takes a value kept elsewhere as it is (see :class:`~dagger_nb.cache.Deferred`)."""
+    return getattr(backend, "takes_deferred", False)
 
 
 def _any_cached(run: Run) -> bool:

@@ -485,7 +485,7 @@ async def test_small_results_come_back_without_a_request_to_the_workers(
     assert transfers_out(dask_client) == before  # each came pushed, through the scheduler
 
 
-async def test_a_big_result_is_fetched_from_its_worker_not_pushed(
+async def test_a_big_result_is_fetched_from_its_worker_when_read_not_pushed(
     registry: ActionRegistry, backend: DaskBackend, dask_client: Any
 ) -> None:
     from dagger_nb.backends.dask import PUSH_LIMIT
@@ -498,13 +498,15 @@ async def test_a_big_result_is_fetched_from_its_worker_not_pushed(
     )
     before = transfers_out(dask_client)
     report = await executor_with(registry, spec, backend=backend).execute_dag("sizes")
+    assert transfers_out(dask_client) == before  # the big one stays on its worker until read
     assert report.cache.get("big", "result") == b"x" * 4 * PUSH_LIMIT
     assert report.cache.get("small", "result") == b"x" * 10
     assert transfers_out(dask_client) == before + 1
-    # what the scheduler keeps of the pushes (its last 1000 events per topic) stays small
+    # what the scheduler keeps of the pushes (its last 1000 events per topic) stays small: the big
+    # result's push says where it ran and that it stayed there
     events = [message for _, message in dask_client.get_events(backend._gatherer.topic)]
     assert all(len(payload) <= PUSH_LIMIT for _, _, payload in events)
-    assert len([name for name, _, _ in events if name == backend._gatherer.push_to[1]]) == 1
+    assert len([name for name, _, _ in events if name == backend._gatherer.push_to[1]]) == 2
 
 
 async def test_a_pushed_result_nobody_kept_is_fetched(

@@ -24,7 +24,12 @@ rules, in short (docs/dask.md has the long form):
   its end in its thread (Python cannot kill threads) and its result is dropped;
 * a small result (pickled, at most ``PUSH_LIMIT`` bytes) comes back to the
   notebook through the scheduler as the task finishes, on the streams Dask
-  already keeps open; a bigger one is fetched from its worker, as Dask does;
+  already keeps open; a bigger one stays on its worker, the cache holding a
+  :class:`ClusterValue` that fetches it when read, and a node on the cluster
+  taking it from there (unless the notebook needs it at once: ``ctx``,
+  incremental runs, a run store, hooks);
+* ``await backend.aclose()`` (or ``close()``) stops bringing results back: the
+  task doing it is cancelled and awaited;
 * a worker that dies mid-action makes the attempt fail (``KilledWorker``) once
   the scheduler gives up on the task: set ``distributed.scheduler.allowed-failures``
   to 0 so that happens at the first death and ``try_count`` alone decides.
@@ -36,6 +41,7 @@ functions defined in a notebook cell work.
 
 from dagger_nb.backends.dask.backend import PLUGIN_NAME, DaskBackend
 from dagger_nb.backends.dask.batching import Pick, SendBatch, Sent
+from dagger_nb.backends.dask.remote import ClusterValue
 from dagger_nb.backends.dask.worker import PUSH_LIMIT
 
-__all__ = ["PLUGIN_NAME", "PUSH_LIMIT", "DaskBackend", "Pick", "SendBatch", "Sent"]
+__all__ = ["PLUGIN_NAME", "PUSH_LIMIT", "ClusterValue", "DaskBackend", "Pick", "SendBatch", "Sent"]

@@ -15,9 +15,11 @@ from uuid import uuid4
 import anyio
 
 from dagger_nb._callables import Callee, OutputPrints, RemoteContext
+from dagger_nb._loop import loop_is_running
 from dagger_nb.backends.dask._support import _IMPORT_ERROR, _forget_locals, distributed, is_dask_collection
 from dagger_nb.backends.dask.batching import Pick, SendBatch, Sent, _miss, _Pick
 from dagger_nb.backends.dask.gathering import _deliver_push, _Gatherer
+from dagger_nb.backends.dask.remote import ClusterValue
 from dagger_nb.backends.dask.worker import (
     _USAGE_ATTRIBUTE,
     _WORKER_ATTRIBUTE,
@@ -26,7 +28,7 @@ from dagger_nb.backends.dask.worker import (
     _run_async,
     _run_sync,
 )
-from dagger_nb.errors import BackendUnavailable, DaggerWarning, NotSentAhead
+from dagger_nb.errors import BackendUnavailable, DaggerWarning, ExecutionError, NotSentAhead
 
 if TYPE_CHECKING:
     from dagger_nb.backends import WhereRan
@@ -46,6 +48,9 @@ class DaskBackend:
 
     #: :meth:`invoke` takes ``prints``: a call's big outputs are fingerprinted on its worker
     fingerprints_outputs = True
+    #: inputs may be handed over unfetched (:class:`ClusterValue`): a call on the cluster takes the
+    #: future, one in the notebook fetches the value
+    takes_deferred = True
 
     def __init__(self, client: Any, *, run_inline_locally: bool = True) -> None:
         if _IMPORT_ERROR is not None:
@@ -79,6 +84,8 @@ class DaskBackend:
         fingerprints the result's big outputs and they come back in ``prints.found``.
         """
         kwargs = dict(kwargs or {})
+        if self._gatherer.closed:
+            raise ExecutionError(f"{self!r} was closed: it runs no more calls")
         if callee.inline and self.run_inline_locally:
             return await _invoke_here(callee, args, kwargs)
         computed: dict[int, Any] = {}  # a collection both in the inputs and in the context is computed once
@@ -275,7 +282,11 @@ class DaskBackend:
     # -- notebook side -----------------------------------------------------------------------------
 
     def _on_cluster(self, value: Any, computed: dict[int, Any]) -> Any:
-        """A Dask collection becomes a future of its computed value, computed on the cluster once."""
+        """A Dask collection becomes a future of its computed value, computed on the cluster once; a
+        result kept on this cluster, its task's future (the worker takes the value from it)."""
+        if type(value) is ClusterValue:
+            future = value.future_on(self.client)
+            return future if future is not None else value.fetch()
         if not is_dask_collection(value):
             return value
         if id(value) not in computed:
@@ -341,16 +352,53 @@ class DaskBackend:
         running = asyncio.run_coroutine_threadsafe(coroutine, self.client.loop.asyncio_loop)
         return await asyncio.wrap_future(running)
 
+    # -- closing ---------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop bringing results back: the result pump is cancelled and awaited, calls still waiting
+        for a result fail, and the backend runs no more calls. The client stays open (it is yours)."""
+        if self.client.asynchronous or not self.client.loop.asyncio_loop.is_running():
+            await self._gatherer.aclose()  # on this loop: the client's own
+            return
+        await self._on_client_loop(self._gatherer.aclose)
+
+    def close(self) -> None:
+        """:meth:`aclose` from synchronous code; waits for the pump when the client's loop runs in its
+        own thread (a synchronous client), else cancels it without waiting."""
+        loop = self.client.loop.asyncio_loop
+        here = asyncio.get_running_loop() if loop_is_running() else None
+        if self.client.asynchronous or here is loop or not loop.is_running():
+            self._gatherer.close()
+            return
+        asyncio.run_coroutine_threadsafe(self._gatherer.aclose(), loop).result()
+
+    async def __aenter__(self) -> DaskBackend:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     def __repr__(self) -> str:
         return f"DaskBackend({self.client!r})"
 
 
 async def _invoke_here(callee: Callee, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """An inline call, on the notebook's loop; a Dask future it returns is kept, not awaited."""
+    """An inline call, on the notebook's loop; a Dask future it returns is kept, not awaited. A
+    result kept on the cluster among the inputs is fetched first, in a thread (the gather blocks)."""
+    args = tuple([await _here(value) for value in args])
+    kwargs = {name: await _here(value) for name, value in kwargs.items()}
     result = callee.fn(*args, **kwargs)
     if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
         result = await result
     return result
+
+
+async def _here(value: Any) -> Any:
+    if type(value) is not ClusterValue:
+        return value
+    if value.fetched:
+        return value.fetch()
+    return await anyio.to_thread.run_sync(value.fetch)
 
 
 async def _cancel(client: Any, futures: list[Any]) -> None:

@@ -8,7 +8,10 @@ from collections import OrderedDict
 from typing import Any
 from uuid import uuid4
 
+from dagger_nb._loop import BackgroundGroup
 from dagger_nb.backends.dask._support import _forget_locals, dask_pickle, distributed
+from dagger_nb.backends.dask.remote import ClusterValue
+from dagger_nb.errors import ExecutionError
 
 
 class _Gatherer:
@@ -30,7 +33,11 @@ class _Gatherer:
     Any other result is gathered: every future that finished since the last
     batch comes back in one ``gather``, rather than one request per node. A future that failed or was cancelled
     is awaited alone, so its error reads exactly as Dask raises it. The pump that
-    gathers runs only while someone waits.
+    gathers runs only while someone waits, owned by a :class:`BackgroundGroup` on the
+    client's loop: :meth:`aclose` cancels it and waits for it, and fails every waiter.
+
+    A pushed result the worker kept on the cluster (see ``worker.py``) becomes a
+    :class:`ClusterValue` holding the task's future: fetched when somebody reads it.
     """
 
     def __init__(self, client: Any) -> None:
@@ -41,7 +48,9 @@ class _Gatherer:
         _GATHERERS[self.push_to[1]] = self
         self._finished: Any = None  # a distributed.as_completed, made on the client's loop
         self._waiters: dict[str, asyncio.Future[Any]] = {}
-        self._pump: asyncio.Task[None] | None = None
+        self._pumps = BackgroundGroup("Dask result pump")
+        self._pumping = False
+        self.closed = False
         self._pushed: OrderedDict[str, bytes] = OrderedDict()  # pickled _Done by task key
 
     def pushed(self, key: str, payload: bytes) -> None:
@@ -52,8 +61,10 @@ class _Gatherer:
 
     async def result(self, future: Any) -> Any:
         """What ``await future`` returns (or raises). Call on the client's loop."""
+        if self.closed:
+            raise ExecutionError(_CLOSED)
         if future.status == "finished" and future.key in self._pushed:  # sent ahead, done meanwhile
-            value = _unpickled(self._pushed.pop(future.key))
+            value = self._unpickled(future, self._pushed.pop(future.key))
             if value is not _AWAIT_ALONE:
                 return value
         waiter = asyncio.get_running_loop().create_future()
@@ -61,8 +72,9 @@ class _Gatherer:
         if self._finished is None:
             self._finished = distributed.as_completed(loop=self._client.loop)
         self._finished.add(future)
-        if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(self._gather_finished(), name="dagger-nb gather")
+        if not self._pumping:
+            self._pumping = True
+            self._pumps.submit(self._gather_finished, instead="an asynchronous Dask client's loop")
         try:
             value = await waiter
         finally:
@@ -84,8 +96,36 @@ class _Gatherer:
         del future
         raise exception.with_traceback(traceback)
 
+    async def aclose(self) -> None:
+        """Stop the pump and wait for it; every waiter fails, and so does any later :meth:`result`.
+        Call on the client's loop."""
+        self.closed = True
+        _GATHERERS.pop(self.push_to[1], None)
+        await self._pumps.aclose()
+        self._pumping = False
+        self._fail_waiters()
+
+    def close(self) -> None:
+        """Like :meth:`aclose`, without waiting for the pump to end; from any thread."""
+        self.closed = True
+        _GATHERERS.pop(self.push_to[1], None)
+        self._pumps.close()
+
+    def _fail_waiters(self) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ExecutionError(_CLOSED))
+
     async def _gather_finished(self) -> None:
-        # Ends when every added future has been seen: result() starts a new pump after that.
+        # Ends when every added future has been seen: result() submits a new pump after that.
+        try:
+            await self._pump()
+        finally:
+            self._pumping = False
+            if self.closed:  # closed from another thread: nobody is left to answer the waiters
+                self._fail_waiters()
+
+    async def _pump(self) -> None:
         async for first in self._finished:
             batch = [first, *self._finished.next_batch(block=False)]
             finished = []
@@ -95,7 +135,7 @@ class _Gatherer:
                 if future.status != "finished":
                     self._resolve(future, _AWAIT_ALONE)
                 elif future.key in self._pushed:
-                    self._resolve(future, _unpickled(self._pushed.pop(future.key)))
+                    self._resolve(future, self._unpickled(future, self._pushed.pop(future.key)))
                 else:
                     finished.append(future)
             if not finished:
@@ -106,6 +146,14 @@ class _Gatherer:
                 values = [_AWAIT_ALONE] * len(finished)
             for future, value in zip(finished, values, strict=True):
                 self._resolve(future, value)
+
+    def _unpickled(self, future: Any, payload: bytes) -> Any:
+        """The ``_Done`` a worker pushed; one whose result stayed on the cluster gets it as a
+        :class:`ClusterValue` of ``future`` (whose task holds it)."""
+        done = _unpickled(payload)
+        if getattr(done, "kept", False):
+            done.result = ClusterValue(self._client, future)
+        return done
 
     def _resolve(self, future: Any, value: Any) -> None:
         waiter = self._waiters.get(future.key)
@@ -139,4 +187,5 @@ def _unpickled(payload: bytes) -> Any:
 
 
 _AWAIT_ALONE: Any = object()
+_CLOSED = "the Dask backend was closed: its results can no longer be received"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,8 @@ class _Done:
     usage: list[tuple[int, float | None, str | None]] = field(default_factory=list)
     #: the fingerprints of the result's big outputs, when the call came with an :class:`OutputPrints`
     prints: dict[str, str] = field(default_factory=dict)
+    #: (in the copy pushed to the notebook) ``result`` stayed on the cluster, in the task's own copy
+    kept: bool = False
 
 
 class _RecordingCache(Cache):
@@ -66,8 +68,23 @@ class _RecordingCache(Cache):
 def _context(remote: dict[str, Any] | None) -> tuple[dict[str, Any], _RecordingCache | None]:
     if remote is None:
         return {}, None
-    cache = _RecordingCache(remote["seeded"])
-    return {remote["argument"]: remote["build"](cache, cache.usage, **remote["fields"])}, cache
+    cache = _RecordingCache([(namespace, key, _value(value)) for namespace, key, value in remote["seeded"]])
+    fields = {name: _value(value) for name, value in remote["fields"].items()}
+    return {remote["argument"]: remote["build"](cache, cache.usage, **fields)}, cache
+
+
+def _value(value: Any) -> Any:
+    """An input as the action takes it: a result another task kept on the cluster arrives as that
+    task's ``_Done`` (the notebook passed its future), of which the action takes the result."""
+    if type(value) is _Done:
+        return value.result
+    if type(value) is dict:
+        return {key: _value(item) for key, item in value.items()}
+    return value
+
+
+def _values(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return tuple(map(_value, args)), {name: _value(value) for name, value in kwargs.items()}
 
 
 def _worker_address() -> str | None:
@@ -95,6 +112,7 @@ def _run_sync(
         picked = _picked(picks, upstream)
         if isinstance(picked, str):
             return _Done(None, address, [], missed=picked)
+        args, kwargs = _values(args, kwargs)
         result = fn(*args, **kwargs, **picked, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = anyio.run(_awaited, result)
@@ -107,7 +125,7 @@ def _run_sync(
     found = prints.compute(result) if prints is not None and not held else {}
     writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
     done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
-    return _push_if_small(key, push_to, done)
+    return _push_if_small(key, push_to, done, keep=remote is None and prints is None)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -132,6 +150,7 @@ async def _run_async(
         picked = _picked(picks, upstream)
         if isinstance(picked, str):
             return _Done(None, address, [], missed=picked)
+        args, kwargs = _values(args, kwargs)
         with anyio.CancelScope() as scope:
             _RUNNING[key] = scope
             result = await fn(*args, **kwargs, **picked, **extra)
@@ -150,17 +169,27 @@ async def _run_async(
         found = await anyio.to_thread.run_sync(prints.compute, result)
     writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
     done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
-    return _push_if_small(key, push_to, done)
+    return _push_if_small(key, push_to, done, keep=remote is None and prints is None)
 
 
-def _push_if_small(key: str, push_to: tuple[str, str], done: _Done) -> _Done:
-    """``done``, also pushed to the notebook (see :class:`_Gatherer`) if it pickles small."""
+def _push_if_small(key: str, push_to: tuple[str, str], done: _Done, *, keep: bool = False) -> _Done:
+    """``done``, also pushed to the notebook (see :class:`_Gatherer`) if it pickles small.
+
+    With ``keep`` (nothing in the notebook asked for the value: no context to write
+    back, no fingerprints to take), a big result stays here, in the task's ``done``,
+    and the notebook gets ``done`` without it (``kept``): its cache holds a handle
+    that fetches the value when somebody reads it. Only a result whose outputs the
+    notebook can name without it stays: not a mapping (its keys may be outputs), not None.
+    """
     if done.worker is None:  # not on a worker: a test calling the wrapper
         return done
     try:
-        if sizeof(done.result) + sizeof(done.writes) > PUSH_LIMIT:
-            return done  # estimated first, so that a big result is never pickled twice
-        payload = dask_pickle.dumps(done)
+        if sizeof(done.result) + sizeof(done.writes) > PUSH_LIMIT:  # estimated first: never pickled twice
+            if not keep or done.held or done.result is None or isinstance(done.result, Mapping):
+                return done
+            payload = dask_pickle.dumps(_Done(None, done.worker, [], usage=done.usage, kept=True))
+        else:
+            payload = dask_pickle.dumps(done)
     except Exception:  # say, a value that contains itself; Dask reports what matters as usual
         return done
     if len(payload) <= PUSH_LIMIT:
