@@ -115,7 +115,7 @@ async def one_round(executor: DagExecutor, name: str, manager: Any, job_id: str,
     prober = asyncio.create_task(probe(lags, stop))
     start = time.perf_counter()
     run = executor.start(name, cache=Cache())
-    job = manager.start_job(job_id)
+    job = manager.start(job_id)
     boards: dict[str, Any] = {}
     clocks: dict[str, RedrawClock] = {}
     if dashboards:

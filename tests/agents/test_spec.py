@@ -119,8 +119,9 @@ def test_lookups_that_fail_raise_key_errors_that_are_still_task_errors(registry:
         manager.tasks("nope")
     assert isinstance(job_missing.value, KeyError) and isinstance(job_missing.value, dagger_nb.TaskError)
     assert str(job_missing.value) == "unknown job 'nope' (known: none)"
-    with pytest.raises(KeyError):
-        manager.job_usage("nope")
+    for lookup in (manager.job_usage, manager.job_status, manager.to_dot, manager.tasks_frame, manager.run_sync):
+        with pytest.raises(JobNotFound, match="unknown job 'nope'"):
+            lookup("nope")
 
 
 async def test_an_agent_breaking_the_convention_raises_agent_error(registry: dagger_nb.TaskAgentRegistry) -> None:
