@@ -139,7 +139,7 @@ def dagger_build(shape: Shape, *, sleep: float = 0.0) -> Any:
 
 
 async def dagger_run(executor: Any, shape: Shape) -> int:
-    report = await executor.execute_dag(shape.name)
+    report = await executor.run(shape.name)
     assert report.success, report.error
     return int(report.cache.get(shape.sink, "result"))
 

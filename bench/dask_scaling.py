@@ -117,7 +117,7 @@ def rolling(client: Any, loops: int, nodes: int, in_flight: int) -> None:
 
 
 def run_workflow(executor: DagExecutor, name: str) -> Any:
-    report = executor.run(name)
+    report = executor.run_sync(name)
     assert report.success, report.error
     return report
 

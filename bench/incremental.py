@@ -65,7 +65,7 @@ def timed_run(db: Path, nodes: int, *, incremental: bool, edited: int | None = N
     executor = DagExecutor(registry, db=db, incremental=incremental)
     executor.add_workflow(pipeline(nodes))
     started = time.perf_counter()
-    report = executor.run("pipeline", inputs={"start": 0})
+    report = executor.run_sync("pipeline", inputs={"start": 0})
     elapsed = time.perf_counter() - started
     executor.close()
     if report.status != "succeeded":

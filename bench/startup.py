@@ -55,7 +55,7 @@ registry = ActionRegistry()
 registry.register("add", add)
 executor = DagExecutor(registry)
 executor.load_yaml_file(sys.argv[1])
-report = executor.run("three", inputs={"x": 1})
+report = executor.run_sync("three", inputs={"x": 1})
 print(report.cache.get("c", "result"))
 """
 

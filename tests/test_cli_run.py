@@ -79,7 +79,7 @@ def test_run_json_and_db_and_svg(files, tmp_path: Path, capsys: pytest.CaptureFi
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["status"] == "succeeded"
     assert [o["node"] for o in report["outcomes"]] == ["greet", "shout"]
-    assert list(DagExecutor(db=db).runs()["run_id"]) == [report["run_id"]]
+    assert list(DagExecutor(db=db).runs_frame()["run_id"]) == [report["run_id"]]
     assert svg.read_text().lstrip().startswith("<?xml")
 
 
@@ -136,7 +136,7 @@ def test_missing_run_inputs_exit_2_before_anything_runs(files, tmp_path: Path, c
         "  times  (read by greet)",
         "give them with --input times=VALUE",
     ]
-    assert DagExecutor(db=db).runs().empty  # nothing started, nothing recorded
+    assert DagExecutor(db=db).runs_frame().empty  # nothing started, nothing recorded
 
 
 PAUSING = """
@@ -178,7 +178,7 @@ def test_a_paused_run_fails_the_process_and_says_how_to_resume(pausing, tmp_path
     out = capsys.readouterr().out
     assert code == 1
     reader = DagExecutor(db=db)
-    run_id = reader.runs()["run_id"][0]
+    run_id = reader.runs_frame()["run_id"][0]
     reader.close()
     command = f"dagger-nb resume {run_id} --db {db} --actions {actions}"
     assert f"failed (paused: resume with `{command}` once the cause is fixed): node 'second' failed" in out

@@ -136,7 +136,7 @@ LIGHT_RUN = textwrap.dedent(
     registry.register("failure_function2", lambda: None)
     executor = dagger_nb.DagExecutor(registry)
     executor.load_yaml_file(sys.argv[1] + "/chain_3.yaml")
-    report = executor.run("chain_3", inputs={"num1": 1, "num2": 2})
+    report = executor.run_sync("chain_3", inputs={"num1": 1, "num2": 2})
     assert report.status == "succeeded", report.status
     assert report.cache.get("node3", "tripled_result") == 27
     assert loaded() == [], ("run", loaded())

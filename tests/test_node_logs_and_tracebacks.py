@@ -54,7 +54,7 @@ async def test_prints_and_logs_are_kept_per_node_and_still_reach_the_output(
         executor.registry.register("second", lambda: talk("second"))
         executor.registry.register("blocking", blocking)
         executor.add_workflow(workflow("talk", ("a", "first"), ("b", "second"), ("c", "blocking")))
-        report = await executor.execute_dag("talk")
+        report = await executor.run("talk")
     assert report.success, report.error
     logs = {node: outcome.logs for node, outcome in report.outcomes.items()}
     assert logs["a"] == [line for i in range(3) for line in (f"first says {i}", f"WARNING:demo: first warns {i}")]
@@ -130,7 +130,7 @@ async def test_a_logging_call_is_kept_once_when_its_handler_writes_to_stderr(
     async with DagExecutor(ActionRegistry()) as executor:
         executor.registry.register("warns", warns)
         executor.add_workflow(workflow("warns", ("w", "warns")))
-        report = await executor.execute_dag("warns")
+        report = await executor.run("warns")
     assert report.success, report.error
     assert report.outcomes["w"].logs == [
         "WARNING:dagger_test.no_handler: once 1", "ERROR:dagger_test.stream_handler: also once",
@@ -302,7 +302,7 @@ async def test_a_run_loaded_from_disk_keeps_tracebacks_and_bounded_logs(tmp_path
         executor.registry.register("parse", parse)
         executor.add_workflow(workflow("kept", ("talk", "chatty"), ("p", "parse"), max_attempts=1,
                                        on_failure="continue"))
-        report = await executor.execute_dag("kept")
+        report = await executor.run("kept")
     assert report.outcomes["p"].traceback is not None
     store = run_store.RunStore(db)
     try:

@@ -190,9 +190,7 @@ class NodeContext:
                 self.usage = []
             self.usage.append(usage)
             return
-        from dagger_nb.dag.run import _on_loop
-
-        exceeded = _on_loop(self._run.add_usage, self.node, *usage)
+        exceeded = self._run.hop.call(self._run.add_usage, self.node, *usage)
         if exceeded is not None:
             raise exceeded
 

@@ -19,27 +19,27 @@ How a run is driven (workers, attempts, failure policies) lives in :mod:`dagger_
 ...     action: add
 ...     inputs: [{name: a, reference: first.sum}, {name: b, value: 10}]
 ... ''')
->>> report = executor.run("sums", inputs={"x": 5})
->>> report.status, report.cache.get("second", "result")
-('succeeded', 16)
+>>> report = executor.run_sync("sums", inputs={"x": 5})
+>>> print(report.status, report.cache.get("second", "result"))
+succeeded 16
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
-from dagger_nb._loop import BackgroundGroup, run_sync
+from dagger_nb import _loop
 from dagger_nb.backends import Backend, LocalBackend
 from dagger_nb.cache import Cache
+from dagger_nb.dag._runs import RunHistory
 from dagger_nb.dag.actions import ActionRegistry, default_registry
 from dagger_nb.dag.attempts import store_file
-from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, build_nodes
 from dagger_nb.dag.events import (
     DagEvent,
@@ -49,12 +49,12 @@ from dagger_nb.dag.events import (
 from dagger_nb.dag.incremental import StoredResults
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.questions import ask_human
-from dagger_nb.dag.report import ExecutionReport, NodeOutcome
+from dagger_nb.dag.report import ExecutionReport, RunStatus
 from dagger_nb.dag.results import ResultStore
 from dagger_nb.dag.run import Plan, Run, RunHandle
 from dagger_nb.dag.scheduler import Scheduler
 from dagger_nb.dag.spec import DagConfig, InputSpec, NodeSpec, OnFailure, WorkflowSpec
-from dagger_nb.dag.store import RunStore, runs_frame
+from dagger_nb.dag.store import RunStore
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
     DaggerWarning,
@@ -66,11 +66,8 @@ from dagger_nb.errors import (
     WorkflowSpecError,
 )
 
-if TYPE_CHECKING:
-    import pandas as pd
 
-
-class DagExecutor(StoredResults):
+class DagExecutor(RunHistory, StoredResults):
     """Loads workflows and runs them on the caller's event loop.
 
     ``registry`` holds the actions (default: :data:`dagger_nb.default_registry`);
@@ -80,7 +77,7 @@ class DagExecutor(StoredResults):
 
     With ``db``, each node's outcome and outputs are committed as it finishes: after a
     crash, :meth:`resume` re-runs only the nodes that had not finished (at most those
-    running at the crash), and the run reads ``interrupted`` in :meth:`runs`. The
+    running at the crash), and the run reads ``interrupted`` in :meth:`runs_frame`. The
     executor holds the file's lock while it is open: another process opening it gets
     :class:`DatabaseInUse` naming the holder; in this process a new executor on the same
     file takes it over (the earlier one's runs are cancelled and its store closed), so
@@ -146,7 +143,7 @@ class DagExecutor(StoredResults):
         self._latest: dict[str, str] = {}
         self._plans: dict[str, tuple[WorkflowSpec, Plan]] = {}
         self._store = RunStore(db, on_takeover=self._taken_over) if db is not None else None
-        self._background = BackgroundGroup("DagExecutor")
+        self._background = _loop.BackgroundGroup("DagExecutor")
         self._hooks: list[Callable[[DagEvent, RunHandle], object]] = []
         self._scheduler = Scheduler(self)
 
@@ -200,7 +197,7 @@ class DagExecutor(StoredResults):
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def execute_dag(
+    def run(
         self,
         name: str,
         cache: Cache | None = None,
@@ -209,51 +206,78 @@ class DagExecutor(StoredResults):
         cancel: anyio.Event | None = None,
         incremental: bool | None = None,
         fresh: bool = False,
-    ) -> ExecutionReport:
-        """Run workflow ``name`` to the end and return its report.
+    ) -> Coroutine[Any, Any, ExecutionReport]:
+        """Run workflow ``name`` to the end: ``report = await executor.run(name, inputs={...})``.
 
         ``inputs`` belong to the run (its cache shows them as namespace ``inputs``; ``cache``
         itself, shared or not, only receives outputs); setting ``cancel`` ends the
         run ``cancelled``. ``incremental`` overrides the executor's choice for this run;
         ``fresh=True`` runs every node and stores the results for the next incremental run.
+        Where no event loop runs (a script) this raises :class:`NoRunningLoop` at once:
+        use :meth:`run_sync` there.
         """
-        run = self._new_run(name, cache=cache, inputs=inputs, incremental=incremental, fresh=fresh)
-        return await self._scheduler.drive(run, cancel=cancel)
+        _loop.require_loop("DagExecutor.run()", instead="executor.run_sync(...)")
+        return self._run(name, cache, inputs=inputs, cancel=cancel, incremental=incremental, fresh=fresh)
+
+    def run_sync(
+        self, name: str, cache: Cache | None = None, *, inputs: Mapping[str, Any] | None = None,
+        incremental: bool | None = None, fresh: bool = False,
+    ) -> ExecutionReport:
+        """:meth:`run`, blocking until the report is there (a script, or a cell without ``await``)."""
+        return _loop.run_sync(partial(self._run, name, cache, inputs=inputs, incremental=incremental, fresh=fresh))
 
     def start(
         self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None,
         incremental: bool | None = None, fresh: bool = False,
     ) -> RunHandle:
-        """Start workflow ``name`` in the background on the running loop and return at once."""
+        """Start workflow ``name`` in the background on the running loop and return its handle at once."""
+        _loop.require_loop("DagExecutor.start()", instead="executor.run_sync(...)")
         run = self._new_run(name, cache=cache, inputs=inputs, incremental=incremental, fresh=fresh)
-        self._background.submit(self._scheduler.drive, run, on_drop=partial(self._scheduler.drop, run))
-        return RunHandle(run, self)
+        return self._submit(run, instead="executor.run_sync(...)")
 
-    def run(
-        self, name: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None,
-        incremental: bool | None = None, fresh: bool = False,
+    def execute_dag(
+        self, name: str, cache: Cache | None = None, *, inputs: Mapping[str, Any] | None = None,
+        cancel: anyio.Event | None = None, incremental: bool | None = None, fresh: bool = False,
+    ) -> Coroutine[Any, Any, ExecutionReport]:
+        """Deprecated: use :meth:`run` (``await executor.run(...)``)."""
+        warnings.warn("DagExecutor.execute_dag() is deprecated; use DagExecutor.run()", DeprecationWarning,
+                      stacklevel=2)
+        return self._run(name, cache, inputs=inputs, cancel=cancel, incremental=incremental, fresh=fresh)
+
+    async def _run(
+        self, name: str, cache: Cache | None, *, inputs: Mapping[str, Any] | None,
+        cancel: anyio.Event | None = None, incremental: bool | None = None, fresh: bool = False,
     ) -> ExecutionReport:
-        """Run workflow ``name`` synchronously (from a script, or a cell without ``await``)."""
-        return run_sync(partial(self.execute_dag, name, cache, inputs=inputs, incremental=incremental, fresh=fresh))
+        run = self._new_run(name, cache=cache, inputs=inputs, incremental=incremental, fresh=fresh)
+        return await self._drive(run, cancel=cancel)
+
+    async def _drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
+        # Entered for the whole run: a sync action in a worker thread adds nodes and records
+        # usage on this loop's thread through it.
+        with run.hop.entered():
+            return await self._scheduler.drive(run, cancel=cancel)
+
+    def _submit(self, run: Run, *, instead: str) -> RunHandle:
+        self._background.submit(self._drive, run, on_drop=partial(self._scheduler.drop, run), instead=instead)
+        return RunHandle(run, self)
 
     async def resume(self, run_id: str) -> ExecutionReport:
         """Continue a paused, failed, cancelled or interrupted run: succeeded nodes keep their
         outputs, the others run again with the actions as registered now."""
         run = self._resumable(run_id)
-        return await self._scheduler.drive(run)
+        return await self._drive(run)
 
     def resume_sync(self, run_id: str) -> ExecutionReport:
         """:meth:`resume` for scripts (and cells without ``await``)."""
-        return run_sync(self.resume, run_id)
+        return _loop.run_sync(self.resume, run_id)
 
     def start_resume(self, run_id: str) -> RunHandle:
         """Like :meth:`resume`, but in the background; returns at once."""
-        run = self._resumable(run_id)
-        self._background.submit(self._scheduler.drive, run, on_drop=partial(self._scheduler.drop, run))
-        return RunHandle(run, self)
+        _loop.require_loop("DagExecutor.start_resume()", instead="executor.resume_sync(...)")
+        return self._submit(self._resumable(run_id), instead="executor.resume_sync(...)")
 
     def handle(self, run_id: str) -> RunHandle:
-        """A handle on run ``run_id`` of this process."""
+        """A handle on run ``run_id`` of this process; :class:`RunNotFound` when there is none."""
         try:
             return RunHandle(self._runs[run_id], self)
         except KeyError:
@@ -282,29 +306,41 @@ class DagExecutor(StoredResults):
         """Stop calling ``hook``."""
         self._hooks.remove(hook)
 
-    async def execute_agent_dag(
+    def run_agent_dag(
         self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
-    ) -> ExecutionReport:
-        """Run a supervisor loop for ``task``: a workflow named ``task`` whose one node runs the
-        registered action ``supervisor_step`` with ``iteration=0``.
+    ) -> Coroutine[Any, Any, ExecutionReport]:
+        """Run a supervisor loop for ``task``: ``report = await executor.run_agent_dag(task)``. It is
+        a workflow named ``task`` whose one node runs the registered action ``supervisor_step``
+        with ``iteration=0``.
 
         Each step may add tool nodes and the next ``supervisor_step`` (depending on them) with
         ``ctx.add_node``; it receives ``iteration`` 1, 2, ... automatically. A step that adds
-        nothing ends the run. ``config.max_iterations`` bounds the number of steps.
+        nothing ends the run. ``config.max_iterations`` bounds the number of steps. Where no
+        event loop runs this raises :class:`NoRunningLoop`: use :meth:`run_agent_dag_sync`.
         """
-        return await self.execute_dag(self._supervisor_workflow(task), cache, inputs=inputs)
+        _loop.require_loop("DagExecutor.run_agent_dag()", instead="executor.run_agent_dag_sync(...)")
+        return self._run(self._supervisor_workflow(task), cache, inputs=inputs)
+
+    def run_agent_dag_sync(
+        self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
+    ) -> ExecutionReport:
+        """:meth:`run_agent_dag`, blocking until the report is there (scripts)."""
+        return self.run_sync(self._supervisor_workflow(task), cache, inputs=inputs)
 
     def start_agent_dag(
         self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
     ) -> RunHandle:
-        """:meth:`execute_agent_dag` in the background; returns at once."""
+        """:meth:`run_agent_dag` in the background; returns its handle at once."""
+        _loop.require_loop("DagExecutor.start_agent_dag()", instead="executor.run_agent_dag_sync(...)")
         return self.start(self._supervisor_workflow(task), inputs=inputs, cache=cache)
 
-    def run_agent_dag(
+    def execute_agent_dag(
         self, task: str, *, inputs: Mapping[str, Any] | None = None, cache: Cache | None = None
-    ) -> ExecutionReport:
-        """:meth:`execute_agent_dag` for scripts."""
-        return self.run(self._supervisor_workflow(task), inputs=inputs, cache=cache)
+    ) -> Coroutine[Any, Any, ExecutionReport]:
+        """Deprecated: use :meth:`run_agent_dag` (``await executor.run_agent_dag(...)``)."""
+        warnings.warn("DagExecutor.execute_agent_dag() is deprecated; use DagExecutor.run_agent_dag()",
+                      DeprecationWarning, stacklevel=2)
+        return self._run(self._supervisor_workflow(task), cache, inputs=inputs)
 
     def _supervisor_workflow(self, task: str) -> str:
         if SUPERVISOR_ACTION not in self.registry:
@@ -370,14 +406,6 @@ class DagExecutor(StoredResults):
         if self._store is not None:
             self._store.close()
 
-    def _forget_old_runs(self) -> None:
-        """Keep at most ``keep_runs`` finished runs in memory (the oldest go first)."""
-        finished = [run_id for run_id, run in self._runs.items() if run.report is not None]
-        for run_id in finished[: max(0, len(finished) - self.keep_runs)]:
-            run = self._runs.pop(run_id)
-            if self._latest.get(run.spec.name) == run_id:
-                del self._latest[run.spec.name]
-
     def _taken_over(self) -> None:
         """A later executor of this process opened the same file: stop this one's runs, close it."""
         for run in self._runs.values():
@@ -388,36 +416,6 @@ class DagExecutor(StoredResults):
             self._results.close()
         if self._store is not None:
             self._store.close(reason="a later DagExecutor of this process took the file over")
-
-    # -- history ---------------------------------------------------------------------------------
-
-    def runs(self) -> pd.DataFrame:
-        """Every run of this executor (and, with ``db``, of earlier processes), newest first.
-
-        A stored run that reads ``running`` but is not running in this executor was
-        interrupted (its process died, or an earlier executor was closed mid-run): it is
-        listed ``interrupted`` and can be resumed.
-        """
-        return runs_frame([run.snapshot() for run in self._runs.values()], self._store)
-
-    def serialize_tree_to_dot(self, name_or_run_id: str) -> str:
-        """DOT of run ``name_or_run_id``, or of the latest run of that workflow.
-
-        A workflow that never ran gives its structure with every node pending.
-        """
-        run = self._runs.get(name_or_run_id)
-        if run is None and name_or_run_id in self._latest:
-            run = self._runs.get(self._latest[name_or_run_id])
-        if run is not None:
-            return workflow_dot(run.spec, run.outcomes)
-        if self._store is not None:
-            dot = self._store.dot(name_or_run_id)
-            if dot is not None:
-                return dot
-        if name_or_run_id in self._workflows:
-            spec = self._workflows[name_or_run_id]
-            return workflow_dot(spec, {n.id: NodeOutcome(n.id, n.action) for n in spec.nodes})
-        raise RunNotFound(name_or_run_id)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -470,7 +468,7 @@ class DagExecutor(StoredResults):
                 f"run '{run_id}' of workflow '{run.spec.name}' is {run.status}; "
                 "only paused, failed, cancelled or interrupted runs can be resumed"
             )
-        run.status = "running"  # a second resume of the same run is refused from here on
+        run.status = RunStatus.RUNNING  # a second resume of the same run is refused from here on
         if run.iteration_limit_hit:
             # A person chose to go on: allow another max_iterations supervisor steps.
             run.iteration_limit += run.config.max_iterations

@@ -10,41 +10,33 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dagger_nb._loop import loop_is_running
 from dagger_nb.dag.dynamic import node_request
-from dagger_nb.errors import ExecutionError
+from dagger_nb.dag.report import RunStatus
+from dagger_nb.errors import QuestionNotFound
 
 if TYPE_CHECKING:
     from dagger_nb.dag.events import DagEvent
     from dagger_nb.dag.executor import DagExecutor
     from dagger_nb.dag.human import HumanRequest
-    from dagger_nb.dag.report import ExecutionReport, RunStatus
+    from dagger_nb.dag.report import ExecutionReport
     from dagger_nb.dag.run import Run
     from dagger_nb.dag.spec import WorkflowSpec
     from dagger_nb.events import EventStream
 
-T = TypeVar("T")
-
 #: the node whose action is running in this context: nodes it adds are its additions (see Run.added_by)
 ADDING_NODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("dagger_adding_node", default=None)
-
-
-def _on_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Call ``fn`` on the run's event loop, also from a sync action's worker thread."""
-    if loop_is_running():
-        return fn(*args)
-    return anyio.from_thread.run_sync(fn, *args)
 
 
 class RunHandle:
     """A run started in the background with :meth:`DagExecutor.start`.
 
     ``await handle`` (or ``await handle.wait()``) gives the :class:`ExecutionReport`;
-    ``handle.subscribe()`` yields its events, past ones first.
+    ``handle.subscribe()`` yields its events, past ones first. It satisfies
+    :class:`dagger_nb.handles.Handle`, as the other paradigms' handles do.
     """
 
     def __init__(self, run: Run, executor: DagExecutor) -> None:
@@ -79,8 +71,15 @@ class RunHandle:
     @property
     def status(self) -> RunStatus:
         """``pending``, ``running``, ``succeeded``, ``failed``, ``paused``, ``cancelled`` or
-        ``interrupted`` (a stored run whose process died)."""
-        return self._run.status
+        ``interrupted`` (a stored run whose process died): a :class:`RunStatus`."""
+        return RunStatus(self._run.status)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the run as a whole (a :class:`StorageError` when its run store
+        failed), else None. A node's failure is in its outcome and the report's ``error`` text."""
+        failure = self._run.storage_failure
+        return None if failure is None or self._run.cancel_requested else failure
 
     @property
     def report(self) -> ExecutionReport | None:
@@ -104,7 +103,7 @@ class RunHandle:
         """Every event of the run: past ones first, then live ones until it ends."""
         return (self._events or self._run.events).subscribe()
 
-    def add_listener(self, listener: Any) -> None:
+    def add_listener(self, listener: Callable[[DagEvent], object]) -> None:
         """Call ``listener(event)`` synchronously for each future event."""
         self._run.events.add_listener(listener)
 
@@ -146,7 +145,7 @@ class RunHandle:
 
     def add_nodes(self, requests: list[Mapping[str, Any]]) -> list[str]:
         """Add several nodes at once, all or none; each mapping holds :meth:`add_node`'s arguments."""
-        return _on_loop(self._executor._grow, self._run, requests, ADDING_NODE.get())
+        return self._run.hop.call(self._executor._grow, self._run, requests, ADDING_NODE.get())
 
     def questions(self) -> list[HumanRequest]:
         """The questions the run is waiting for a person to answer."""
@@ -154,11 +153,11 @@ class RunHandle:
 
     def respond(self, request_id: str, value: Any) -> None:
         """Answer question ``request_id``; an answer that does not match its schema raises
-        :class:`SchemaValidationError` and the question stays open."""
+        :class:`SchemaValidationError` and the question stays open, an unknown (or already
+        answered) ``request_id`` raises :class:`QuestionNotFound`."""
         request = self._run.questions.get(request_id)
         if request is None:
-            open_ids = ", ".join(self._run.questions) or "none"
-            raise ExecutionError(f"run '{self.run_id}' has no open question '{request_id}' (open: {open_ids})")
+            raise QuestionNotFound(self.run_id, request_id, self._run.questions)
         request.answer(value)
 
     def add_waited_callback(self, callback: Callable[[], object]) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import os
+import warnings
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from dagger_nb.cache import Cache
@@ -21,8 +23,20 @@ if TYPE_CHECKING:
 NodeStatus = Literal["pending", "running", "succeeded", "cached", "failed", "skipped", "cancelled"]
 #: the statuses of a node whose outputs its dependents can read
 DONE_STATUSES = frozenset({"succeeded", "cached"})
-#: ``interrupted``: the store says running, but the process that ran it is gone (resume it)
-RunStatus = Literal["pending", "running", "succeeded", "failed", "paused", "cancelled", "interrupted"]
+
+
+class RunStatus(StrEnum):
+    """Where a DAG run stands; each member equals its string (``status == "succeeded"``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    #: the store says running, but the process that ran it is gone (resume it)
+    INTERRUPTED = "interrupted"
+
 
 FRAME_COLUMNS = [
     "node", "action", "status", "attempts", "started_at", "finished_at", "duration_s", "error", "worker",
@@ -211,12 +225,18 @@ class ExecutionReport:
         """DOT of the workflow with each node coloured by its status."""
         return workflow_dot(self.spec, self.outcomes)
 
-    def timeline(self) -> pd.DataFrame:
+    def timeline_frame(self) -> pd.DataFrame:
         """One row per node that started: ``node, action, status, lane, start, finish, duration_s``
         (``lane``: the worker slot it ran in, as in the dashboard's timeline)."""
         from dagger_nb.export import timeline_frame
 
         return timeline_frame(self)
+    def timeline(self) -> pd.DataFrame:
+        """Deprecated: use :meth:`timeline_frame`."""
+        warnings.warn("ExecutionReport.timeline() is deprecated; use timeline_frame()", DeprecationWarning,
+                      stacklevel=2)
+        return self.timeline_frame()
+
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML page of the run (table, graph, timeline, tracebacks, logs); written to

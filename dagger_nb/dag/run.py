@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._loop import LoopHop
 from dagger_nb._workers import WorkerGroup
 from dagger_nb.cache import INPUTS, Cache, RunCache
 from dagger_nb.dag.attempts import AbandonedThreads
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import DagEvent
-from dagger_nb.dag.handle import ADDING_NODE, RunHandle, _on_loop
+from dagger_nb.dag.handle import ADDING_NODE, RunHandle
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus, share_clock
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from dagger_nb.dag.incremental import IncrementalRun
     from dagger_nb.dag.journal import NodeJournal
 
-__all__ = ["ADDING_NODE", "CompiledInput", "Plan", "ReleasedCache", "Run", "RunHandle", "_on_loop", "new_run_id"]
+__all__ = ["ADDING_NODE", "CompiledInput", "Plan", "ReleasedCache", "Run", "RunHandle", "new_run_id"]
 
 def new_run_id() -> str:
     """A short unique run id (12 hex characters)."""
@@ -131,7 +132,9 @@ class Run:
         #: every node's start and end times (see :func:`~dagger_nb.dag.report.share_clock`)
         self.clock: array[float] = array("d")
         share_clock(self.outcomes.values(), self.clock)
-        self.status: RunStatus = "pending"
+        self.status: RunStatus = RunStatus.PENDING
+        #: entered while the run is driven: sync actions in worker threads reach the run's loop through it
+        self.hop = LoopHop()
         self.error: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None

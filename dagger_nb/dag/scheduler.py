@@ -62,7 +62,7 @@ class Scheduler:
         self.executor = executor
 
     async def drive(self, run: Run, *, cancel: anyio.Event | None = None) -> ExecutionReport:
-        run.status = "running"
+        run.status = RunStatus.RUNNING
         run.started_at = run.started_at or time()
         if self.executor._hooks:
             run.events.add_listener(partial(call_hooks, self.executor, run))
@@ -72,9 +72,9 @@ class Scheduler:
                 await anyio.to_thread.run_sync(partial(store.save_run, run.snapshot(), added_by=dict(run.added_by)))
             except StorageError as failure:
                 if run.cancel_requested:  # its executor was closed or taken over meanwhile
-                    return await self._finish(run, "cancelled", "the run was cancelled")
+                    return await self._finish(run, RunStatus.CANCELLED, "the run was cancelled")
                 run.storage_failure = failure
-                return await self._finish(run, "failed", str(failure))
+                return await self._finish(run, RunStatus.FAILED, str(failure))
             run.journal = NodeJournal(store, run)
         if run.incremental is not None:
             note = await run.incremental.load(run.spec.name)
@@ -102,27 +102,28 @@ class Scheduler:
                         watchers.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await self._finish(run, "cancelled", "the run was cancelled")
+                await self._finish(run, RunStatus.CANCELLED, "the run was cancelled")
             raise
         if run.storage_failure is not None and not run.cancel_requested:
-            status, error = "failed", str(run.storage_failure)
+            status, error = RunStatus.FAILED, str(run.storage_failure)
         elif run.cancel_requested:
-            status, error = "cancelled", run.stop_reason or "the run was cancelled"
+            status, error = RunStatus.CANCELLED, run.stop_reason or "the run was cancelled"
         elif deadline.cancelled_caught:
-            status = "failed"
+            status = RunStatus.FAILED
             error = f"Run timed out after {run.config.timeout_seconds:g}s (config.timeout_seconds)"
         elif run.iteration_limit_hit:
-            status = "paused" if run.config.human_timeout_action is HumanTimeoutAction.PAUSE else "failed"
+            status = (RunStatus.PAUSED if run.config.human_timeout_action is HumanTimeoutAction.PAUSE
+                      else RunStatus.FAILED)
             error = f"Maximum iterations ({run.config.max_iterations}) reached"
         elif run.failed:
-            status = "paused" if run.config.on_failure is OnFailure.PAUSE else "failed"
+            status = RunStatus.PAUSED if run.config.on_failure is OnFailure.PAUSE else RunStatus.FAILED
             first = run.outcomes[run.failed[0]]
             more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
             error = f"node '{first.node}' failed{more}: {first.error}"
         elif run.waiting_for_human:
-            status, error = "paused", f"waiting for a person to answer: {run.waiting_for_human}"
+            status, error = RunStatus.PAUSED, f"waiting for a person to answer: {run.waiting_for_human}"
         else:
-            status, error = "succeeded", None
+            status, error = RunStatus.SUCCEEDED, None
         return await self._finish(run, status, error)
 
     async def _finish(self, run: Run, status: RunStatus, error: str | None) -> ExecutionReport:
@@ -165,7 +166,7 @@ class Scheduler:
                                                    added_by=dict(run.added_by)))
         except StorageError as failure:
             run.storage_failure = run.storage_failure or failure
-            report = run.finish("failed", str(run.storage_failure))
+            report = run.finish(RunStatus.FAILED, str(run.storage_failure))
             try:  # a smaller write may still fit
                 await anyio.to_thread.run_sync(store.mark_ended, run.run_id, "failed", report.error,
                                                report.finished_at)
@@ -175,7 +176,7 @@ class Scheduler:
 
     def drop(self, run: Run) -> None:
         """A background run closed before it started ends ``cancelled``."""
-        report = run.finish("cancelled", "the run was cancelled before it started")
+        report = run.finish(RunStatus.CANCELLED, "the run was cancelled before it started")
         if self.executor._store is not None:
             try:
                 self.executor._store.save_run(report, added_by=run.added_by)

@@ -30,7 +30,7 @@ import pydantic
 
 from dagger_nb._traceback import printable
 from dagger_nb.cache import Cache
-from dagger_nb.dag.report import ExecutionReport, NodeOutcome
+from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import Run
 from dagger_nb.dag.spec import DagConfig, WorkflowSpec
 from dagger_nb.errors import DatabaseInUse, StorageError
@@ -297,9 +297,9 @@ class RunStore:
             raise StorageError(f"{where}: unknown status {status!r}")
         if not _times(row[3], row[4]) or not (row[2] is None or isinstance(row[2], str)):
             raise StorageError(f"{where}: its row is damaged (a time or the error has the wrong type)")
-        run.status, run.error, run.started_at, run.finished_at = status, row[2], row[3], row[4]
+        run.status, run.error, run.started_at, run.finished_at = RunStatus(status), row[2], row[3], row[4]
         if run.status == "running":
-            run.status = "interrupted"
+            run.status = RunStatus.INTERRUPTED
         return run
 
     # -- plumbing --------------------------------------------------------------------------------

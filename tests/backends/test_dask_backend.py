@@ -77,7 +77,7 @@ async def test_chain_runs_on_workers_with_one_key_prefix_per_action(
         {"id": "one", "action": "add", "inputs": [{"name": "a", "reference": "inputs.x"}, {"name": "b", "value": 1}]},
         {"id": "two", "action": "add", "inputs": [{"name": "a", "reference": "one.sum"}, {"name": "b", "value": 10}]},
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("chain", inputs={"x": 5})
+    report = await executor_with(registry, spec, backend=backend).run("chain", inputs={"x": 5})
     assert report.success, report.error
     assert report.cache.get("two", "sum") == 16
     assert {report.cache.get(n, "pid") for n in ("one", "two")}.isdisjoint({os.getpid()})
@@ -105,7 +105,7 @@ async def test_async_actions_run_on_the_worker_loop_and_sync_ones_in_its_threads
 
     registry.register("in_thread_pid", lambda: os.getpid())
     spec = workflow("where", {"id": "a", "action": "on_loop"}, {"id": "s", "action": "in_thread"})
-    report = await executor_with(registry, spec, backend=backend).execute_dag("where")
+    report = await executor_with(registry, spec, backend=backend).run("where")
     assert report.cache.namespace("a") == {"result": True}
     assert report.cache.namespace("s") == {"result": True}
 
@@ -118,7 +118,7 @@ async def test_functions_defined_in_a_notebook_cell_work(registry: ActionRegistr
     exec("SUFFIX = '!'\ndef shout(text):\n    return text.upper() + SUFFIX\n", cell)  # what a cell does
     registry.register("shout", cell["shout"])
     spec = workflow("cell", {"id": "s", "action": "shout", "inputs": [{"name": "text", "value": "hi"}]})
-    report = await executor_with(registry, spec, backend=backend).execute_dag("cell")
+    report = await executor_with(registry, spec, backend=backend).run("cell")
     assert report.cache.get("s", "result") == "HI!"
 
 
@@ -141,7 +141,7 @@ async def test_ctx_on_a_worker_is_a_copy_whose_writes_come_back(registry: Action
     )
     cache = dagger_nb.Cache()
     executor = executor_with(registry, spec, backend=backend)
-    report = await executor.execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
+    report = await executor.run("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
     assert report.success, report.error
     assert dagger_nb.get_value(cache, "b", "squared") == 25.0
     assert cache.get("b", "seen") == ("b", "rust", 1, {"x": 5.0}, None, True)
@@ -184,7 +184,7 @@ async def test_try_count_retries_count_attempts_on_the_cluster(
         return "ok"
 
     spec = workflow("retry", {"id": "f", "action": "flaky", "try_count": 3}, retry_strategy="Immediate")
-    report = await executor_with(registry, spec, backend=backend).execute_dag("retry")
+    report = await executor_with(registry, spec, backend=backend).run("retry")
     outcome = report.outcomes["f"]
     assert report.success and outcome.attempts == 3
     assert outcome.retry_messages == ["Attempt 1 failed: ValueError: boom 1", "Attempt 2 failed: ValueError: boom 2"]
@@ -207,7 +207,7 @@ async def test_failure_handler_runs_on_the_cluster_with_ctx_and_error(
     registry.register("on_bad", on_bad)
     spec = workflow("handled", {"id": "n", "action": "bad", "failure": "on_bad", "try_count": 2},
                     retry_strategy="Immediate", on_failure="stop")
-    report = await executor_with(registry, spec, backend=backend).execute_dag("handled")
+    report = await executor_with(registry, spec, backend=backend).run("handled")
     assert log.read_text() == "n|Failed after 2 attempts. Last error: RuntimeError: broken\n"
     assert report.outcomes["n"].notes == []
 
@@ -217,7 +217,7 @@ async def test_failed_attempts_still_record_the_worker(
 ) -> None:
     registry.register("bad", lambda: 1 / 0)
     spec = workflow("bad", {"id": "n", "action": "bad", "onfailure": False}, on_failure="stop")
-    outcome = (await executor_with(registry, spec, backend=backend).execute_dag("bad")).outcomes["n"]
+    outcome = (await executor_with(registry, spec, backend=backend).run("bad")).outcomes["n"]
     assert outcome.error == "Failed after 1 attempt. Last error: ZeroDivisionError: division by zero"
     assert outcome.worker in workers(dask_client)
 
@@ -226,7 +226,7 @@ async def test_an_asynchronous_client_on_the_same_loop_works(registry: ActionReg
     registry.register("double", lambda x: 2 * x)
     spec = workflow("double", {"id": "d", "action": "double", "inputs": [{"name": "x", "value": 21}]})
     async with distributed.Client(dask_cluster.scheduler_address, asynchronous=True) as client:
-        report = await executor_with(registry, spec, backend=DaskBackend(client)).execute_dag("double")
+        report = await executor_with(registry, spec, backend=DaskBackend(client)).run("double")
     assert report.cache.get("d", "result") == 42
     assert report.outcomes["d"].worker is not None
 
@@ -245,7 +245,7 @@ async def test_the_notebook_lets_go_of_every_future_once_its_node_is_done(
         {"id": "refuse", "action": "refuse", "try_count": 2, "inputs": [{"name": "x", "reference": "offer.result"}]},
         retry_strategy="Immediate",
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("let-go")
+    report = await executor_with(registry, spec, backend=backend).run("let-go")
     assert report.outcomes["refuse"].error == "Failed after 2 attempts. Last error: ValueError: refused 1"
     # held futures would keep their results (and errors) in the cluster's memory
     assert held_keys(dask_client, "offer-") == held_keys(dask_client, "refuse-") == []
@@ -272,7 +272,7 @@ async def test_a_timeout_cancels_the_future_and_the_async_action_on_the_worker(
     registry.register("hang", hang_until_cancelled(queue.name, "hang"))
     spec = workflow("slow", {"id": "h", "action": "hang", "timeout": 0.5, "onfailure": False}, on_failure="stop")
     with anyio.fail_after(1.5):  # reported within a second of the timeout
-        report = await executor_with(registry, spec, backend=backend).execute_dag("slow")
+        report = await executor_with(registry, spec, backend=backend).run("slow")
     assert report.outcomes["h"].error == "Failed after 1 attempt. Last error: node 'h' timed out after 0.5s (attempt 1)"
     assert await receive(queue) == "hang cancelled"  # the action's coroutine was cancelled on its worker
     assert not [key for key in scheduler_keys(dask_client) if key.startswith("hang-")]
@@ -332,7 +332,7 @@ async def test_on_failure_stop_cancels_the_other_running_node_on_the_cluster(
         {"id": "later", "action": "noop", "dependencies": ["bad"]},
         on_failure="stop", max_parallel_nodes=2,
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("stop")
+    report = await executor_with(registry, spec, backend=backend).run("stop")
     assert report.error == "node 'bad' failed: Failed after 1 attempt. Last error: RuntimeError: broken"
     statuses = {n: o.status for n, o in report.outcomes.items()}
     assert statuses == {"slow": "cancelled", "bad": "failed", "later": "pending"}
@@ -353,8 +353,8 @@ async def test_a_scheduler_that_reruns_dead_workers_tasks_is_warned_about(
         )
     async with cluster, distributed.Client(cluster, asynchronous=True) as client:
         executor = executor_with(registry, spec, backend=DaskBackend(client))
-        assert (await executor.execute_dag("w")).success
-        assert (await executor.execute_dag("w")).success  # checked once per backend
+        assert (await executor.run("w")).success
+        assert (await executor.run("w")).success  # checked once per backend
     warned = [str(w.message) for w in recwarn if issubclass(w.category, dagger_nb.DaggerWarning)]
     if allowed_failures:
         assert warned == [
@@ -414,7 +414,7 @@ async def test_futures_and_collections_in_inputs_reach_actions_as_data(
         {"id": "total", "action": "total", "inputs": [
             {"name": "frame", "reference": "scatter.frame"}, {"name": "extra", "reference": "lazy.value"}]},
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("big")
+    report = await executor_with(registry, spec, backend=backend).run("big")
     assert report.success, report.error
     assert isinstance(report.cache.get("scatter", "frame"), distributed.Future)
     assert report.cache.get("total", "result") == ("DataFrame", 499500 + 6)
@@ -429,7 +429,7 @@ async def test_a_result_that_contains_itself_comes_back(registry: ActionRegistry
     registry.register("loop", self_containing)
     with anyio.fail_after(30):  # the worker used to walk it forever, looking for futures
         report = await executor_with(registry, workflow("loop", {"id": "loop", "action": "loop"}),
-                                     backend=backend).execute_dag("loop")
+                                     backend=backend).run("loop")
     assert report.success, report.error
     value = report.cache.get("loop", "self")  # a mapping's keys are the node's outputs
     assert value["self"] is value
@@ -452,7 +452,7 @@ async def test_an_action_on_a_worker_can_leave_its_output_on_the_cluster(
         {"id": "load", "action": "load", "outputs": [{"name": "frame"}]},
         {"id": "count", "action": "count", "inputs": [{"name": "frame", "reference": "load.frame"}]},
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("remote")
+    report = await executor_with(registry, spec, backend=backend).run("remote")
     assert report.success, report.error
     assert isinstance(report.cache.get("load", "frame"), distributed.Future)
     assert report.cache.get("count", "result") == 10
@@ -477,7 +477,7 @@ async def test_small_results_come_back_without_a_request_to_the_workers(
     nodes = [{"id": f"{action}{i}", "action": action, "inputs": [{"name": "i", "value": i}]}
              for i in range(6) for action in ("square", "later")]
     before = transfers_out(dask_client)
-    report = await executor_with(registry, workflow("small", *nodes), backend=backend).execute_dag("small")
+    report = await executor_with(registry, workflow("small", *nodes), backend=backend).run("small")
     assert report.success, report.error
     assert [report.cache.get(f"{action}{i}", "square") for i in range(6) for action in ("square", "later")] == [
         i * i for i in range(6) for _ in range(2)
@@ -497,7 +497,7 @@ async def test_a_big_result_is_fetched_from_its_worker_when_read_not_pushed(
         {"id": "big", "action": "blob", "inputs": [{"name": "size", "value": 4 * PUSH_LIMIT}]},
     )
     before = transfers_out(dask_client)
-    report = await executor_with(registry, spec, backend=backend).execute_dag("sizes")
+    report = await executor_with(registry, spec, backend=backend).run("sizes")
     assert transfers_out(dask_client) == before  # the big one stays on its worker until read
     assert report.cache.get("big", "result") == b"x" * 4 * PUSH_LIMIT
     assert report.cache.get("small", "result") == b"x" * 10
@@ -518,7 +518,7 @@ async def test_a_pushed_result_nobody_kept_is_fetched(
     registry.register("square", lambda i: i * i)
     nodes = [{"id": f"n{i}", "action": "square", "inputs": [{"name": "i", "value": i}]} for i in range(4)]
     before = transfers_out(dask_client)
-    report = await executor_with(registry, workflow("dropped", *nodes), backend=backend).execute_dag("dropped")
+    report = await executor_with(registry, workflow("dropped", *nodes), backend=backend).run("dropped")
     assert [report.cache.get(f"n{i}", "result") for i in range(4)] == [0, 1, 4, 9]
     assert transfers_out(dask_client) > before  # fetched (in batches: one request may bring several)
 
@@ -546,7 +546,7 @@ async def test_backends_sharing_a_client_each_get_their_own_results(
         inputs = [{"name": "text", "value": text}]
         nodes = [{"id": f"n{i}", "action": "tag", "inputs": [*inputs, {"name": "i", "value": i}]} for i in range(6)]
         executor = executor_with(registry, workflow(text, *nodes), backend=DaskBackend(dask_client))
-        reports[text] = await executor.execute_dag(text)
+        reports[text] = await executor.run(text)
 
     before = transfers_out(dask_client)
     async with anyio.create_task_group() as group:

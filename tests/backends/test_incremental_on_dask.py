@@ -55,20 +55,20 @@ async def test_unchanged_nodes_are_reused_and_changed_ones_run_on_workers(
 ) -> None:
     db = tmp_path / "runs.db"
     first = executor(db, backend)
-    report = await first.execute_dag("frames", inputs={"rows": 1000})
+    report = await first.run("frames", inputs={"rows": 1000})
     first.close()
     assert report.success, report.error
     workers = set(dask_client.scheduler_info()["workers"])
     assert {o.worker for o in report.outcomes.values()} <= workers
 
     again = executor(db, backend)
-    reused = await again.execute_dag("frames", inputs={"rows": 1000})
+    reused = await again.run("frames", inputs={"rows": 1000})
     again.close()
     assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "total": "cached"}
     assert reused.cache.get("total", "result") == 499500
 
     edited = executor(db, backend, total=total_plus_one)
-    changed = await edited.execute_dag("frames", inputs={"rows": 1000})
+    changed = await edited.run("frames", inputs={"rows": 1000})
     edited.close()
     assert {n: o.status for n, o in changed.outcomes.items()} == {"make": "cached", "total": "succeeded"}
     assert changed.outcomes["total"].worker in workers and changed.outcomes["total"].reason == "code changed"
@@ -97,14 +97,14 @@ async def test_big_outputs_are_fingerprinted_on_the_worker_and_reused(
     local.registry.register("make", make)
     local.registry.register("total", total)
     local.add_workflow(SPEC)
-    assert (await local.execute_dag("frames", inputs={"rows": BIG_ROWS})).success
+    assert (await local.run("frames", inputs={"rows": BIG_ROWS})).success
     local.close()
     assert hashed_here == ["DataFrame"]
     hashed_here.clear()
 
     db = tmp_path / "runs.db"
     first = executor(db, backend)
-    report = await first.execute_dag("frames", inputs={"rows": BIG_ROWS})
+    report = await first.run("frames", inputs={"rows": BIG_ROWS})
     first.close()
     assert report.success, report.error
     assert hashed_here == []  # neither when storing make's result nor when fingerprinting total's input
@@ -117,7 +117,7 @@ async def test_big_outputs_are_fingerprinted_on_the_worker_and_reused(
     assert stored["make"][0].outputs["result"] == real(frame)  # the worker's fingerprint is the value's own
 
     again = executor(db, backend)
-    reused = await again.execute_dag("frames", inputs={"rows": BIG_ROWS})
+    reused = await again.run("frames", inputs={"rows": BIG_ROWS})
     again.close()
     assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "total": "cached"}
     assert reused.cache.get("total", "result") == BIG_ROWS * (BIG_ROWS - 1) // 2
@@ -138,7 +138,7 @@ async def test_a_big_output_the_worker_cannot_fingerprint_is_not_stored_and_runs
     db = tmp_path / "runs.db"
     for _ in range(2):
         runs = executor(db, backend, make=make_unhashable, total=count)
-        report = await runs.execute_dag("frames", inputs={"rows": 20_000})
+        report = await runs.run("frames", inputs={"rows": 20_000})
         runs.close()
         assert report.success, report.error
         assert report.cache.get("total", "result") == 20_000

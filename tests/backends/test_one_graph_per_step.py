@@ -41,7 +41,7 @@ async def run_within(seconds: float, registry: ActionRegistry, spec: Any, backen
                      **inputs: Any) -> ExecutionReport:
     """Run ``spec`` on ``backend`` with ``inputs``, failing the test if that takes over ``seconds``."""
     with anyio.fail_after(seconds):
-        return await executor_with(registry, spec, backend=backend).execute_dag(spec.name, inputs=inputs)
+        return await executor_with(registry, spec, backend=backend).run(spec.name, inputs=inputs)
 
 
 def attempts(report: ExecutionReport) -> dict[str, tuple[str, int]]:
@@ -57,7 +57,7 @@ async def test_async_client_fan_out_goes_as_one_graph(registry: ActionRegistry, 
     async with distributed.Client(dask_cluster.scheduler_address, asynchronous=True) as client:
         backend = DaskBackend(client)
         with anyio.fail_after(30):
-            report = await executor_with(registry, fan_out_and_in("wide", 8), backend=backend).execute_dag("wide")
+            report = await executor_with(registry, fan_out_and_in("wide", 8), backend=backend).run("wide")
         assert report.success, report.error
         assert report.cache.get("sink", "result") == 16
         keys = [str(key) for key in client.refcount]
@@ -72,7 +72,7 @@ async def test_at_the_limit_the_nodes_released_in_one_step_go_together(
 ) -> None:
     _arith(registry)
     spec = fan_out_and_in("limited", 20)  # the default max_parallel_nodes (8)
-    report = await executor_with(registry, spec, backend=backend).execute_dag("limited")
+    report = await executor_with(registry, spec, backend=backend).run("limited")
     assert report.success, report.error
     assert report.cache.get("sink", "result") == 40
     sizes = [len(keys) for keys in graph_updates]
@@ -244,7 +244,6 @@ async def test_no_key_left_on_the_scheduler_after_rejected_and_missed_graphs(
 def test_three_loops_in_three_threads_share_one_backend(
     registry: ActionRegistry, backend: DaskBackend, dask_client: Any
 ) -> None:
-    import asyncio
 
     _arith(registry)
     results: dict[int, Any] = {}
@@ -252,7 +251,7 @@ def test_three_loops_in_three_threads_share_one_backend(
     def run(index: int) -> None:
         executor = executor_with(registry, fan_out_and_in(f"w{index}", 30, max_parallel_nodes=40), backend=backend)
         for _ in range(3):
-            report = asyncio.run(executor.execute_dag(f"w{index}"))
+            report = executor.run_sync(f"w{index}")
             results.setdefault(index, []).append((report.success, report.cache.get("sink", "result"), report.error))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]

@@ -126,7 +126,7 @@ async def test_a_node_sent_ahead_of_a_retried_dependency_runs_again_on_the_new_r
         {"id": "b", "action": "add_one", "inputs": [{"name": "x", "reference": "a.result"}]},
         retry_strategy="Immediate",
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("retried")
+    report = await executor_with(registry, spec, backend=backend).run("retried")
     assert report.success, report.error
     assert report.outcomes["a"].attempts == 2
     assert report.outcomes["b"].attempts == 1 and report.cache.get("b", "result") == 21
@@ -167,7 +167,7 @@ async def test_a_result_left_on_the_cluster_makes_the_node_sent_ahead_run_anew(
 
     registry.register("load", load)
     registry.register("count", lambda x: len(x))
-    report = await executor_with(registry, chain("left", "load", "count"), backend=backend).execute_dag("left")
+    report = await executor_with(registry, chain("left", "load", "count"), backend=backend).run("left")
     assert report.success, report.error
     assert report.cache.get("n1", "result") == 10
     # sent ahead, it could not take a future from n0's result on the worker; the notebook handed it on
@@ -180,7 +180,7 @@ async def test_a_collection_in_a_result_reaches_the_node_sent_ahead_computed(
 ) -> None:
     registry.register("plan", lambda: dask.delayed(sum)([1, 2, 3]))  # lazy, returned by a worker
     registry.register("use", lambda x: (type(x).__name__, x))
-    report = await executor_with(registry, chain("lazy", "plan", "use"), backend=backend).execute_dag("lazy")
+    report = await executor_with(registry, chain("lazy", "plan", "use"), backend=backend).run("lazy")
     assert report.success, report.error
     assert report.cache.get("n1", "result") == ("int", 6)  # as when the node waits for its turn
     assert sends == [("plan", ()), ("use", ("n0",)), ("use", ())]
@@ -218,7 +218,7 @@ async def test_calls_sent_ahead_of_a_failed_node_are_cancelled_and_the_nodes_ski
         "failing", "broken", "downstream", "downstream",
         on_failure="continue", max_attempts=2, retry_strategy="Immediate",
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("failing")
+    report = await executor_with(registry, spec, backend=backend).run("failing")
     assert report.outcomes["n0"].error == "Failed after 2 attempts. Last error: ValueError: no data"
     assert [report.outcomes[f"n{i}"].status for i in (1, 2)] == ["skipped", "skipped"]
     # sent ahead of the first attempt; never again (the retry makes a new call they did not wait for)
@@ -243,7 +243,7 @@ async def test_nodes_with_a_timeout_or_taking_ctx_wait_for_their_turn(
         {"id": "c", "action": "add_one", "inputs": [{"name": "x", "reference": "b.result"}]},
         {"id": "d", "action": "with_ctx", "inputs": [{"name": "x", "reference": "c.result"}]},
     )
-    report = await executor_with(registry, spec, backend=backend).execute_dag("turns")
+    report = await executor_with(registry, spec, backend=backend).run("turns")
     assert report.success, report.error
     assert report.cache.get("d", "result") == 4
     # b (timeout: its clock starts on its turn) is sent on its turn; c goes ahead of b; d (ctx) is invoked
@@ -311,7 +311,7 @@ async def test_the_nodes_sent_in_one_step_reach_the_scheduler_as_one_graph(
     registry.register("one", lambda: 1)
     registry.register("add_one", lambda x: x + 1)
     registry.register("total", lambda **parts: sum(parts.values()))
-    report = await executor_with(registry, fan_out_and_in("wide", 5), backend=backend).execute_dag("wide")
+    report = await executor_with(registry, fan_out_and_in("wide", 5), backend=backend).run("wide")
     assert report.success, report.error
     assert report.cache.get("sink", "result") == 10
     assert len(sends) == 7
@@ -330,7 +330,7 @@ async def test_a_node_sent_ahead_whose_input_does_not_pickle_fails_alone(
     spec = root_with_a_bad_and_a_good_leaf("unpicklable", max_attempts=2, retry_strategy="Immediate")
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("unpicklable", inputs={"bad": threading.Lock(), "two": 2})
+        report = await executor.run("unpicklable", inputs={"bad": threading.Lock(), "two": 2})
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert report.cache.get("good", "result") == 3
     assert report.outcomes["bad"].attempts == 2
@@ -358,7 +358,7 @@ async def test_a_graph_the_scheduler_rejects_fails_only_the_node_whose_input_cau
     spec = root_with_a_bad_and_a_good_leaf("rejected", max_attempts=1)
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("rejected", inputs={"bad": LoadsNowhere(), "two": 2})
+        report = await executor.run("rejected", inputs={"bad": LoadsNowhere(), "two": 2})
     assert len(graph_updates[0]) == 3  # the three went together, and the scheduler failed all three
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert [report.outcomes[node].attempts for node in ("root", "bad", "good")] == [1, 1, 1]
@@ -400,7 +400,7 @@ async def test_a_graph_cancelled_for_one_lost_input_fails_only_the_node_that_too
     spec = root_with_a_bad_and_a_good_leaf("lost", max_attempts=1)
     executor = executor_with(registry, spec, backend=backend)
     with anyio.fail_after(30):
-        report = await executor.execute_dag("lost", inputs={"bad": gone, "two": 2})
+        report = await executor.run("lost", inputs={"bad": gone, "two": 2})
     assert len(graph_updates[0]) == 3
     assert [report.outcomes[node].status for node in ("root", "bad", "good")] == ["succeeded", "failed", "succeeded"]
     assert report.cache.get("good", "result") == 3

@@ -50,7 +50,7 @@ async def test_a_resumed_node_waits_for_its_abandoned_thread_even_after_a_take_o
     spec = workflow("slow", {"id": "s", "action": "slow", "timeout": 0.2}, max_attempts=1, on_failure="pause")
     db = tmp_path / "runs.db"
     first = executor_with(registry, spec, db=db)
-    paused = await first.execute_dag("slow")
+    paused = await first.run("slow")
     assert paused.status == "paused" and len(spans.spans) == 1  # its thread is still in there
 
     if take_over:  # a re-run notebook cell: a new executor on the same file (through a symlink, even)

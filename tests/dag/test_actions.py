@@ -104,7 +104,7 @@ async def test_a_value_the_action_wrote_itself_is_not_overwritten_by_its_return_
         {"id": "s", "action": "show", "inputs": [{"name": "value", "reference": "r.output"}]},
     )
     with pytest.warns(dagger_nb.DaggerWarning, match=r"node 'r': the action wrote 'output' to the cache itself"):
-        report = await executor_with(registry, spec).execute_dag("ported")
+        report = await executor_with(registry, spec).run("ported")
     assert report.cache.get("r", "output") == "written"
     assert report.cache.get("r", "other") == 7 and report.cache.get("r", "extra") == 1
     assert report.cache.get("s", "result") == "got written"
@@ -124,7 +124,7 @@ async def test_a_missing_reference_says_what_the_node_did_produce() -> None:
         {"id": "u", "action": "use", "inputs": [{"name": "value", "reference": "cfg.rates"}]},
         on_failure="continue",
     )
-    report = await executor_with(registry, spec).execute_dag("cfg")
+    report = await executor_with(registry, spec).run("cfg")
     assert report.cache.get("cfg", "result") == {"rate": 0.1, "size": 3}
     assert report.outcomes["u"].error == (
         "Failed after 1 attempt. Last error: input 'value' references 'cfg.rates', which node 'cfg' did not "

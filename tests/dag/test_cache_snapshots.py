@@ -115,7 +115,7 @@ config: {cache_snapshot_interval: 0.05}
 nodes:
   - {id: counter, action: count}
 ''')
-executor.run("counting")
+executor.run_sync("counting")
 """
 
 
@@ -139,7 +139,7 @@ def test_a_killed_run_keeps_the_last_snapshot_of_what_its_actions_wrote(tmp_path
     registry = ActionRegistry()
     registry.register("count", resume_counting)
     runs = DagExecutor(registry, db=db)
-    run_id = runs.runs()["run_id"][0]
+    run_id = runs.runs_frame()["run_id"][0]
     report = runs.resume_sync(run_id)
     assert report.status == "succeeded"
     assert report.cache.get("counter", "result") >= seen  # no write before the last snapshot is lost

@@ -35,7 +35,7 @@ def _raise(message: str):  # type: ignore[no-untyped-def]
 async def test_run_dot_is_coloured_by_status_with_edges(registry: ActionRegistry) -> None:
     spec = workflow("colours", {"id": "a", "action": "ok"}, {"id": "b", "action": "bad", "onfailure": False},
                     {"id": "c", "action": "ok", "dependencies": ["b"]}, on_failure="continue")
-    report = await executor_with(registry, spec).execute_dag("colours")
+    report = await executor_with(registry, spec).run("colours")
     dot = report.to_dot()
     assert dot.startswith('digraph "colours" {') and "rankdir=LR;" in dot
     assert '"a" [label="a\\naction: ok\\nsucceeded · attempts 1' in dot
@@ -49,7 +49,7 @@ async def test_run_dot_is_coloured_by_status_with_edges(registry: ActionRegistry
 async def test_nasty_ids_and_errors_still_render_and_are_escaped(registry: ActionRegistry) -> None:
     node_id = 'n"<b>&\nx'
     spec = workflow(NASTY, {"id": node_id, "action": "bad", "onfailure": False, "description": NASTY})
-    report = await executor_with(registry, spec).execute_dag(NASTY)
+    report = await executor_with(registry, spec).run(NASTY)
     svg = dagger_nb.render_svg(report.to_dot())
     root = ET.fromstring(svg.encode())  # well-formed XML: every piece of text was escaped
     texts = " ".join(t for t in root.itertext())
@@ -72,7 +72,7 @@ def test_render_svg_reports_invalid_dot() -> None:
 async def test_report_frame_and_html(registry: ActionRegistry) -> None:
     spec = workflow("table", {"id": "a", "action": "ok"}, {"id": NASTY, "action": "bad", "onfailure": False},
                     on_failure="continue")
-    report = await executor_with(registry, spec).execute_dag("table")
+    report = await executor_with(registry, spec).run("table")
     frame = report.to_frame()
     assert list(frame.columns) == ["node", "action", "status", "attempts", "started_at", "finished_at",
                                    "duration_s", "error", "worker", "cached_from", "reason",
@@ -87,11 +87,11 @@ async def test_report_frame_and_html(registry: ActionRegistry) -> None:
     assert "run" in repr(report) and "1 failed" in repr(report)
 
 
-async def test_serialize_tree_to_dot_by_workflow_or_run(registry: ActionRegistry) -> None:
+async def test_to_dot_by_workflow_or_run(registry: ActionRegistry) -> None:
     executor = executor_with(registry, workflow("w", {"id": "a", "action": "ok"}))
-    before = executor.serialize_tree_to_dot("w")
+    before = executor.to_dot("w")
     assert f'fillcolor="{STATUS_COLOURS["pending"]}"' in before
-    report = await executor.execute_dag("w")
-    assert executor.serialize_tree_to_dot("w") == executor.serialize_tree_to_dot(report.run_id) == report.to_dot()
+    report = await executor.run("w")
+    assert executor.to_dot("w") == executor.to_dot(report.run_id) == report.to_dot()
     with pytest.raises(dagger_nb.RunNotFound):
-        executor.serialize_tree_to_dot("unknown")
+        executor.to_dot("unknown")

@@ -68,7 +68,7 @@ async def test_async_hooks_finish_before_the_run_ends(registry: ActionRegistry) 
 
     executor = executor_with(registry, rust_dynamic_demo())
     executor.add_hook(slow_hook)
-    report = await executor.execute_dag("dynamic")
+    report = await executor.run("dynamic")
     assert report.cache.get("multiply_1", "result") == 34
 
 
@@ -78,7 +78,7 @@ async def test_a_failing_hook_is_noted_and_the_run_goes_on(registry: ActionRegis
 
     executor = executor_with(registry, rust_dynamic_demo())
     executor.add_hook(broken)
-    report = await executor.execute_dag("dynamic")
+    report = await executor.run("dynamic")
     assert report.success
     assert (
         report.notes[0] == "hook test_a_failing_hook_is_noted_and_the_run_goes_on.<locals>.broken failed on "
@@ -101,7 +101,7 @@ async def test_actions_add_nodes_that_start_after_them(registry: ActionRegistry)
         order.append(ctx.node)
         return n + 10
 
-    report = await executor_with(registry, workflow("planned", {"id": "plan", "action": "plan"})).execute_dag("planned")
+    report = await executor_with(registry, workflow("planned", {"id": "plan", "action": "plan"})).run("planned")
     assert report.success and order == ["plan", "work_1", "work_2"]
     assert report.cache.get("work_2", "result") == 21
     assert report.spec.dependencies("work_2") == ["work_1"]
@@ -112,7 +112,7 @@ async def test_sync_actions_can_add_nodes_from_their_thread(registry: ActionRegi
         ctx.add_nodes([{"action": "multiply", "inputs": {"x": {"value": 4}}}])
 
     registry.register("plan", plan)
-    report = await executor_with(registry, workflow("threaded", {"id": "p", "action": "plan"})).execute_dag("threaded")
+    report = await executor_with(registry, workflow("threaded", {"id": "p", "action": "plan"})).run("threaded")
     assert report.cache.get("multiply_1", "result") == 8
 
 
@@ -150,7 +150,7 @@ async def test_add_node_errors_reach_the_action_and_add_nothing(
             ctx.add_nodes(requests)
         caught.append(error.value)
 
-    report = await executor_with(registry, workflow("bad", {"id": "start", "action": "try_add"})).execute_dag("bad")
+    report = await executor_with(registry, workflow("bad", {"id": "start", "action": "try_add"})).run("bad")
     assert report.success and len(caught) == 1
     assert list(report.outcomes) == ["start"]  # all or none
 
@@ -181,13 +181,13 @@ async def test_added_nodes_are_persisted_and_resumed(registry: ActionRegistry, t
 
     db = tmp_path / "runs.db"
     executor = executor_with(registry, workflow("grow", {"id": "plan", "action": "plan"}), db=db)
-    first = await executor.execute_dag("grow")
+    first = await executor.run("grow")
     assert first.status == "paused" and first.outcomes["grown"].status == "failed"
     executor.close()
 
     restarted = DagExecutor(registry, db=db)
-    assert '"plan" -> "grown"' not in restarted.serialize_tree_to_dot(first.run_id)  # no edge: no dependency
-    assert '"grown" [label="grown' in restarted.serialize_tree_to_dot(first.run_id)
+    assert '"plan" -> "grown"' not in restarted.to_dot(first.run_id)  # no edge: no dependency
+    assert '"grown" [label="grown' in restarted.to_dot(first.run_id)
     resumed = await restarted.resume(first.run_id)
     assert resumed.status == "succeeded" and resumed.cache.get("grown", "result") == 2
     assert list(resumed.outcomes) == ["plan", "grown"]
@@ -222,7 +222,7 @@ async def test_a_run_that_grew_is_recorded_as_it_grows(registry: ActionRegistry,
     executor.close()
 
     restarted = DagExecutor(registry, db=crashed)
-    assert restarted.runs()["status"].tolist() == ["interrupted"]
+    assert restarted.runs_frame()["status"].tolist() == ["interrupted"]
     registry.register("multiply", lambda x: pytest.fail("a finished grown node ran again"))
     resumed = await restarted.resume(handle.run_id)
     assert resumed.status == "succeeded" and list(resumed.outcomes) == ["plan", "done_early", "holding"]
@@ -258,7 +258,7 @@ def supervisor_registry(executions: list[str]) -> ActionRegistry:
 async def test_supervisor_loop_runs_steps_and_tools_in_dependency_order() -> None:
     executions: list[str] = []
     executor = DagExecutor(supervisor_registry(executions))
-    report = await executor.execute_agent_dag("research the market")
+    report = await executor.run_agent_dag("research the market")
     assert report.success and report.workflow == "research the market"
     assert len(executions) == 6
     assert executions[0] == "supervisor_step_1(iteration=0)"
@@ -269,7 +269,7 @@ async def test_supervisor_loop_runs_steps_and_tools_in_dependency_order() -> Non
 async def test_max_iterations_counts_supervisor_steps_not_nodes() -> None:
     executions: list[str] = []
     executor = DagExecutor(supervisor_registry(executions), config=dagger_nb.DagConfig(max_iterations=2))
-    report = await executor.execute_agent_dag("too long")
+    report = await executor.run_agent_dag("too long")
     assert report.status == "failed" and report.error == "Maximum iterations (2) reached"
     assert "supervisor_step_3(iteration=2)" not in executions
     assert report.outcomes["supervisor_step_3"].status == "pending"
@@ -279,7 +279,7 @@ async def test_iteration_limit_can_pause_for_a_person_and_resume() -> None:
     executions: list[str] = []
     config = dagger_nb.DagConfig(max_iterations=2, human_timeout_action="pause")
     executor = DagExecutor(supervisor_registry(executions), config=config)
-    report = await executor.execute_agent_dag("needs a decision")
+    report = await executor.run_agent_dag("needs a decision")
     assert report.status == "paused" and report.error == "Maximum iterations (2) reached"
     resumed = await executor.resume(report.run_id)
     assert resumed.success and executions[-1] == "supervisor_step_3(iteration=2)"
@@ -289,12 +289,12 @@ async def test_agent_dag_needs_a_supervisor_step_action() -> None:
     with pytest.raises(
         dagger_nb.ExecutionError, match="needs an action named 'supervisor_step' \\(registered: none\\)"
     ):
-        await DagExecutor(ActionRegistry()).execute_agent_dag("anything")
+        await DagExecutor(ActionRegistry()).run_agent_dag("anything")
 
 
 def test_run_agent_dag_from_a_script() -> None:
     executions: list[str] = []
-    assert DagExecutor(supervisor_registry(executions)).run_agent_dag("scripted").success
+    assert DagExecutor(supervisor_registry(executions)).run_agent_dag_sync("scripted").success
     assert len(executions) == 6
 
 
@@ -365,7 +365,7 @@ async def test_timeout_on_autopilot_returns_the_default() -> None:
     executor = executor_with(
         asking_registry(timeout=0.01, default="auto-approved"), workflow("ask", {"id": "q", "action": "approve"})
     )
-    report = await executor.execute_dag("ask")
+    report = await executor.run("ask")
     assert report.cache.get("q", "result") == "auto-approved"
 
 
@@ -374,7 +374,7 @@ async def test_timeout_with_pause_pauses_and_asks_again_on_resume() -> None:
         asking_registry(timeout=0.01),
         workflow("ask", {"id": "q", "action": "approve"}, {"id": "o", "action": "other"}, human_timeout_action="pause"),
     )
-    report = await executor.execute_dag("ask")
+    report = await executor.run("ask")
     assert report.status == "paused" and report.error == "waiting for a person to answer: Ship it?"
     assert report.outcomes["q"].status == "pending" and report.outcomes["o"].status == "succeeded"
 
@@ -410,6 +410,6 @@ async def test_a_node_added_on_success_waits_for_all_its_dependencies(registry: 
         registry, workflow("join", {"id": "a", "action": "step"}, {"id": "b", "action": "step"}, max_parallel_nodes=3)
     )
     executor.add_hook(add_join)
-    report = await executor.execute_dag("join")
+    report = await executor.run("join")
     assert report.success
     assert trace.index("start x") > trace.index("end b")

@@ -48,7 +48,7 @@ async def test_chain_passes_outputs_along_in_dependency_order(registry: ActionRe
             "inputs": [{"name": "a", "reference": "two.sum"}, {"name": "b", "reference": "one.sum"}],
         },
     )
-    report = await executor_with(registry, spec).execute_dag("chain", inputs={"x": 5})
+    report = await executor_with(registry, spec).run("chain", inputs={"x": 5})
     assert report.status == "succeeded" and report.success and report.error is None
     assert order == ["one", "two", "three"]
     assert report.cache.get("three", "result") == 16 + 6
@@ -80,7 +80,7 @@ async def test_diamond_runs_each_node_once_and_joins_after_both_branches(registr
         {"id": "bottom", "action": "step", "dependencies": ["left", "right"]},
         max_parallel_nodes=2,
     )
-    report = await executor_with(registry, spec).execute_dag("diamond")
+    report = await executor_with(registry, spec).run("diamond")
     assert report.success
     assert sorted(calls) == ["bottom", "left", "right", "top"]
     assert calls[0] == "top" and calls[-1] == "bottom"
@@ -101,7 +101,7 @@ async def test_never_more_than_max_parallel_nodes_at_once(registry: ActionRegist
         running -= 1
 
     spec = workflow("wide", *({"id": f"n{i}", "action": "work"} for i in range(12)), max_parallel_nodes=limit)
-    report = await executor_with(registry, spec).execute_dag("wide")
+    report = await executor_with(registry, spec).run("wide")
     assert report.success
     assert peak == limit
 
@@ -123,7 +123,7 @@ async def test_parallel_execution_disabled_runs_one_node_at_a_time(registry: Act
         enable_parallel_execution=False,
         max_parallel_nodes=4,
     )
-    assert (await executor_with(registry, spec).execute_dag("serial")).success
+    assert (await executor_with(registry, spec).run("serial")).success
     assert peak == 1
 
 
@@ -149,7 +149,7 @@ async def test_return_value_is_stored_by_declared_outputs(
 ) -> None:
     registry.register("produce", lambda: returned, inline=True)
     spec = workflow("out", {"id": "p", "action": "produce", "outputs": outputs})
-    report = await executor_with(registry, spec).execute_dag("out")
+    report = await executor_with(registry, spec).run("out")
     assert report.success
     assert report.cache.namespace("p") == expected
 
@@ -161,7 +161,7 @@ async def test_missing_declared_output_fails_the_node_naming_it(registry: Action
         {"id": "p", "action": "produce", "outputs": [{"name": "x"}, {"name": "y"}], "onfailure": False},
         on_failure="stop",
     )
-    report = await executor_with(registry, spec).execute_dag("out")
+    report = await executor_with(registry, spec).run("out")
     assert report.status == "failed"
     assert report.outcomes["p"].error == (
         "Failed after 1 attempt. Last error: action result is missing declared output(s): y (it holds: x)"
@@ -194,7 +194,7 @@ async def test_rust_style_action_writes_the_cache_itself(registry: ActionRegistr
         },
     )
     cache = Cache()
-    report = await executor_with(registry, spec).execute_dag("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
+    report = await executor_with(registry, spec).run("rust", cache, inputs={"num1": 2.0, "num2": 3.0})
     assert report.success and report.cache.shared is cache  # the run's view: its inputs over the cache
     assert dagger_nb.get_value(cache, "b", "squared") == 25.0
 
@@ -207,7 +207,7 @@ async def test_dataframe_outputs_stay_dataframes(registry: ActionRegistry) -> No
         {"id": "load", "action": "load", "outputs": [{"name": "frame"}]},
         {"id": "total", "action": "total", "inputs": [{"name": "frame", "reference": "load.frame"}]},
     )
-    report = await executor_with(registry, spec).execute_dag("frames")
+    report = await executor_with(registry, spec).run("frames")
     assert isinstance(report.cache.get("load", "frame"), pd.DataFrame)
     assert report.cache.get("total", "result") == 6
 
@@ -226,7 +226,7 @@ async def test_context_describes_the_node_and_attempt(registry: ActionRegistry) 
         "ctx", {"id": "n", "action": "look", "inputs": [{"name": "x", "value": 3}]}, retry_strategy="Immediate"
     )
     executor = executor_with(registry, spec)
-    assert (await executor.execute_dag("ctx")).success
+    assert (await executor.run("ctx")).success
     assert seen == [("n", "ctx", 1, {"x": 3}), ("n", "ctx", 2, {"x": 3})]
 
 
@@ -235,7 +235,7 @@ async def test_sync_actions_run_in_a_worker_thread_unless_inline(registry: Actio
     registry.register("threaded", threading.get_ident)
     registry.register("inline", threading.get_ident, inline=True)
     spec = workflow("threads", {"id": "t", "action": "threaded"}, {"id": "i", "action": "inline"})
-    report = await executor_with(registry, spec).execute_dag("threads")
+    report = await executor_with(registry, spec).run("threads")
     assert report.cache.get("t", "result") != loop_thread
     assert report.cache.get("i", "result") == loop_thread
 
@@ -255,7 +255,7 @@ async def test_try_count_is_the_total_number_of_attempts(registry: ActionRegistr
         return "ok"
 
     spec = workflow("retry", {"id": "f", "action": "flaky", "try_count": 3}, retry_strategy="Immediate")
-    report = await executor_with(registry, spec).execute_dag("retry")
+    report = await executor_with(registry, spec).run("retry")
     outcome = report.outcomes["f"]
     assert report.success and outcome.attempts == 3
     assert outcome.retry_messages == ["Attempt 1 failed: ValueError: boom 1", "Attempt 2 failed: ValueError: boom 2"]
@@ -266,7 +266,7 @@ async def test_exhausted_attempts_give_the_final_error(registry: ActionRegistry)
     spec = workflow(
         "retry", {"id": "f", "action": "broken", "try_count": 2}, retry_strategy="Immediate", on_failure="stop"
     )
-    outcome = (await executor_with(registry, spec).execute_dag("retry")).outcomes["f"]
+    outcome = (await executor_with(registry, spec).run("retry")).outcomes["f"]
     assert outcome.status == "failed" and outcome.attempts == 2
     assert outcome.error == "Failed after 2 attempts. Last error: ValueError: bad data"
     assert len(outcome.retry_messages) == 2
@@ -275,7 +275,7 @@ async def test_exhausted_attempts_give_the_final_error(registry: ActionRegistry)
 async def test_onfailure_false_means_exactly_one_attempt(registry: ActionRegistry) -> None:
     registry.register("broken", _raise(ValueError("no")))
     spec = workflow("once", {"id": "f", "action": "broken", "try_count": 5, "onfailure": False}, on_failure="stop")
-    outcome = (await executor_with(registry, spec).execute_dag("once")).outcomes["f"]
+    outcome = (await executor_with(registry, spec).run("once")).outcomes["f"]
     assert outcome.attempts == 1
 
 
@@ -284,7 +284,7 @@ async def test_try_count_defaults_to_config_max_attempts(registry: ActionRegistr
     spec = workflow(
         "default", {"id": "f", "action": "broken"}, max_attempts=4, retry_strategy="Immediate", on_failure="stop"
     )
-    assert (await executor_with(registry, spec).execute_dag("default")).outcomes["f"].attempts == 4
+    assert (await executor_with(registry, spec).run("default")).outcomes["f"].attempts == 4
 
 
 @pytest.mark.parametrize(
@@ -326,7 +326,7 @@ async def test_timeout_bounds_each_attempt(registry: ActionRegistry) -> None:
         retry_strategy="Immediate",
         on_failure="stop",
     )
-    outcome = (await executor_with(registry, spec).execute_dag("slow")).outcomes["h"]
+    outcome = (await executor_with(registry, spec).run("slow")).outcomes["h"]
     assert outcome.status == "failed" and outcome.attempts == 2
     assert outcome.retry_messages[0].startswith("Attempt 1 failed: node 'h' timed out after 0.05s (attempt 1)")
     assert outcome.error == "Failed after 2 attempts. Last error: node 'h' timed out after 0.05s (attempt 2)"
@@ -337,7 +337,7 @@ async def test_timeout_also_bounds_blocking_sync_actions(registry: ActionRegistr
     registry.register("block", lambda: release.wait(10))
     spec = workflow("blocking", {"id": "b", "action": "block", "timeout": 0.05, "onfailure": False}, on_failure="stop")
     try:
-        outcome = (await executor_with(registry, spec).execute_dag("blocking")).outcomes["b"]
+        outcome = (await executor_with(registry, spec).run("blocking")).outcomes["b"]
     finally:
         release.set()
     assert outcome.error == "Failed after 1 attempt. Last error: node 'b' timed out after 0.05s (attempt 1)"
@@ -354,7 +354,7 @@ async def test_run_timeout_cancels_running_nodes_and_fails_the_run(registry: Act
         {"id": "after", "action": "hang", "dependencies": ["h"]},
         timeout_seconds=0.05,
     )
-    report = await executor_with(registry, spec).execute_dag("too-long")
+    report = await executor_with(registry, spec).run("too-long")
     assert report.status == "failed"
     assert report.error == "Run timed out after 0.05s (config.timeout_seconds)"
     assert report.outcomes["h"].status == "cancelled"
@@ -394,7 +394,7 @@ async def test_on_failure_stop_cancels_running_nodes_and_starts_nothing(registry
         on_failure="Stop",
         max_parallel_nodes=2,
     )
-    report = await executor_with(registry, spec).execute_dag("stop")
+    report = await executor_with(registry, spec).run("stop")
     assert report.status == "failed"
     assert report.error == "node 'bad' failed: Failed after 1 attempt. Last error: RuntimeError: broken"
     statuses = {node: o.status for node, o in report.outcomes.items()}
@@ -461,7 +461,7 @@ async def test_on_failure_pause_lets_running_nodes_finish_and_resume_reruns_the_
     )
     registry.register("steady_with_input", steady)
     executor = executor_with(registry, spec)
-    report = await executor.execute_dag("pause")
+    report = await executor.run("pause")
     assert report.status == "paused"
     assert {n: o.status for n, o in report.outcomes.items()} == {
         "steady": "succeeded",
@@ -489,7 +489,7 @@ async def test_on_failure_pause_lets_running_nodes_finish_and_resume_reruns_the_
 async def test_pause_is_the_default_policy(registry: ActionRegistry) -> None:
     registry.register("bad", _raise(RuntimeError("x")))
     spec = workflow("default-policy", {"id": "bad", "action": "bad", "onfailure": False})
-    assert (await executor_with(registry, spec).execute_dag("default-policy")).status == "paused"
+    assert (await executor_with(registry, spec).run("default-policy")).status == "paused"
 
 
 async def test_failure_handler_is_called_once_with_ctx_and_error(registry: ActionRegistry) -> None:
@@ -506,7 +506,7 @@ async def test_failure_handler_is_called_once_with_ctx_and_error(registry: Actio
         retry_strategy="Immediate",
         on_failure="stop",
     )
-    report = await executor_with(registry, spec).execute_dag("handled")
+    report = await executor_with(registry, spec).run("handled")
     assert calls == [("n", "Failed after 2 attempts. Last error: RuntimeError: broken")]
     assert report.outcomes["n"].notes == []
 
@@ -517,7 +517,7 @@ async def test_failing_failure_handler_is_noted_and_never_hides_the_error(regist
     spec = workflow(
         "handled", {"id": "n", "action": "bad", "failure": "handler", "onfailure": False}, on_failure="stop"
     )
-    outcome = (await executor_with(registry, spec).execute_dag("handled")).outcomes["n"]
+    outcome = (await executor_with(registry, spec).run("handled")).outcomes["n"]
     assert outcome.error == "Failed after 1 attempt. Last error: RuntimeError: original"
     assert outcome.notes == ["failure handler 'handler' failed: ValueError: handler broke"]
 
@@ -527,7 +527,7 @@ async def test_unregistered_failure_handler_warns_at_load_and_is_noted(registry:
     executor = DagExecutor(registry)
     with pytest.warns(dagger_nb.DaggerWarning, match="node 'n': failure handler 'failure_function1' is not registered"):
         executor.load_yaml("name: w\nnodes:\n  - {id: n, action: bad, failure: failure_function1, onfailure: false}\n")
-    outcome = (await executor.execute_dag("w")).outcomes["n"]
+    outcome = (await executor.run("w")).outcomes["n"]
     assert outcome.notes == ["failure handler 'failure_function1' is not registered; it was not called"]
 
 
@@ -535,7 +535,7 @@ async def test_empty_failure_means_no_handler(registry: ActionRegistry) -> None:
     registry.register("ok", lambda: 1, inline=True)
     executor = DagExecutor(registry)
     executor.load_yaml("name: w\nnodes:\n  - {id: n, action: ok, failure: ''}\n")
-    assert (await executor.execute_dag("w")).success
+    assert (await executor.run("w")).success
 
 
 async def test_unproduced_reference_fails_without_retry_naming_input_and_reference(registry: ActionRegistry) -> None:
@@ -548,7 +548,7 @@ async def test_unproduced_reference_fails_without_retry_naming_input_and_referen
         {"id": "arg", "action": "use", "inputs": [{"name": "value", "reference": "inputs.missing"}]},
         on_failure="continue",
     )
-    report = await executor_with(registry, spec).execute_dag("gap")
+    report = await executor_with(registry, spec).run("gap")
     assert report.outcomes["use"].attempts == 1
     assert report.outcomes["use"].error == (
         "Failed after 1 attempt. Last error: input 'value' references 'src.rows', which node 'src' did not "
@@ -571,7 +571,7 @@ async def test_action_exceptions_never_escape_the_executor(registry: ActionRegis
     executor = executor_with(registry, spec)
     # Redefined after loading (as a notebook cell may do), so the load-time signature check passed.
     registry.register("needs_more", lambda needed: needed, inline=True)
-    report = await executor.execute_dag("errors")
+    report = await executor.run("errors")
     assert report.outcomes["a"].error.endswith("ZeroDivisionError: division by zero")
     assert "missing 1 required positional argument: 'needed'" in report.outcomes["b"].error
 
@@ -581,16 +581,16 @@ async def test_action_unregistered_after_loading_fails_the_node(registry: Action
     spec = workflow("gone", {"id": "n", "action": "temp", "onfailure": False})
     executor = executor_with(registry, spec)
     registry.unregister("temp")
-    report = await executor.execute_dag("gone")
+    report = await executor.run("gone")
     assert report.outcomes["n"].error == "Failed after 1 attempt. Last error: unknown action 'temp' (registered: none)"
 
 
 async def test_unknown_or_empty_workflow_is_a_clear_error(registry: ActionRegistry) -> None:
     executor = executor_with(registry, workflow("empty"))
     with pytest.raises(WorkflowNotFound, match=r"unknown workflow 'nope' \(known: empty\)"):
-        await executor.execute_dag("nope")
+        await executor.run("nope")
     with pytest.raises(ExecutionError, match="workflow 'empty' has no nodes; there is nothing to run"):
-        await executor.execute_dag("empty")
+        await executor.run("empty")
 
 
 async def test_executor_config_is_a_base_the_workflow_overrides(registry: ActionRegistry) -> None:
@@ -599,7 +599,7 @@ async def test_executor_config_is_a_base_the_workflow_overrides(registry: Action
         registry, config=dagger_nb.DagConfig(max_attempts=2, on_failure="stop", retry_strategy="Immediate")
     )
     executor.load_yaml("name: w\nconfig: {max_attempts: 3}\nnodes: [{id: n, action: bad}]\n")
-    report = await executor.execute_dag("w")
+    report = await executor.run("w")
     assert report.status == "failed"  # stop from the executor's config
     assert report.outcomes["n"].attempts == 3  # max_attempts from the workflow's
 

@@ -89,7 +89,7 @@ def reasons(report: Any) -> dict[str, str | None]:
 async def test_an_unchanged_workflow_is_reused_after_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     first_executor = executor(db)
-    first = await first_executor.execute_dag("chain", inputs={"x": 1})
+    first = await first_executor.run("chain", inputs={"x": 1})
     first_executor.close()
     assert first.status == "succeeded" and reasons(first) == dict.fromkeys(statuses(first), "no stored result")
     assert first.cache.get("publish", "result") == "published 4"
@@ -117,16 +117,16 @@ async def test_an_unchanged_workflow_is_reused_after_a_restart(tmp_path: Path) -
 async def test_a_changed_action_runs_again_with_the_dependents_of_its_changed_output(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     with_db = executor(db)
-    await with_db.execute_dag("chain", inputs={"x": 1})
+    await with_db.run("chain", inputs={"x": 1})
     with_db.close()
     edited = executor(db, registry_of(double=double_changed))
-    report = await edited.execute_dag("chain", inputs={"x": 1})
+    report = await edited.run("chain", inputs={"x": 1})
     assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "succeeded"}
     assert reasons(report)["double"] == "code changed"
     assert reasons(report)["publish"] == "input 'value' changed"
     assert report.cache.get("publish", "result") == "published 5"
     # and the edited version is what is reused next time
-    again = await edited.execute_dag("chain", inputs={"x": 1})
+    again = await edited.run("chain", inputs={"x": 1})
     assert statuses(again) == dict.fromkeys(statuses(again), "cached")
     assert again.cache.get("publish", "result") == "published 5"
 
@@ -134,22 +134,22 @@ async def test_a_changed_action_runs_again_with_the_dependents_of_its_changed_ou
 async def test_an_edit_that_gives_the_same_output_stops_there(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     with_db = executor(db)
-    await with_db.execute_dag("chain", inputs={"x": 1})
+    await with_db.run("chain", inputs={"x": 1})
     with_db.close()
     rewritten = executor(db, registry_of(double=double_rewritten))
-    report = await rewritten.execute_dag("chain", inputs={"x": 1})
+    report = await rewritten.run("chain", inputs={"x": 1})
     assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
     assert CALLS == {"load": 1, "double": 2, "publish": 1}
 
 
 async def test_a_changed_run_input_runs_the_nodes_that_read_it(tmp_path: Path) -> None:
     runs = executor(tmp_path / "runs.db")
-    await runs.execute_dag("chain", inputs={"x": 1})
-    report = await runs.execute_dag("chain", inputs={"x": 2})
+    await runs.run("chain", inputs={"x": 1})
+    report = await runs.run("chain", inputs={"x": 2})
     assert statuses(report) == dict.fromkeys(statuses(report), "succeeded")
     assert reasons(report)["load"] == "input 'x' changed"
     # going back to an earlier input reuses that earlier result: every fingerprint is kept
-    back = await runs.execute_dag("chain", inputs={"x": 1})
+    back = await runs.run("chain", inputs={"x": 1})
     assert statuses(back) == dict.fromkeys(statuses(back), "cached")
 
 
@@ -157,8 +157,8 @@ async def test_cache_false_actions_always_run(tmp_path: Path) -> None:
     registry = registry_of()
     registry.register("double", double, cache=False)
     runs = executor(tmp_path / "runs.db", registry)
-    await runs.execute_dag("chain", inputs={"x": 1})
-    report = await runs.execute_dag("chain", inputs={"x": 1})
+    await runs.run("chain", inputs={"x": 1})
+    report = await runs.run("chain", inputs={"x": 1})
     assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
     assert reasons(report)["double"] == "action 'double' is never reused (cache=False)"
     assert CALLS["double"] == 2
@@ -191,15 +191,15 @@ async def test_a_dataframe_input_change_is_detected(tmp_path: Path) -> None:
 
     runs = executor(tmp_path / "runs.db", registry_of(total=total), FRAMES)
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0]}, index=["x", "y", "z"])
-    await runs.execute_dag("frames", inputs={"frame": frame})
-    same = await runs.execute_dag("frames", inputs={"frame": frame.copy()})
+    await runs.run("frames", inputs={"frame": frame})
+    same = await runs.run("frames", inputs={"frame": frame.copy()})
     assert statuses(same) == {"total": "cached"}
     changed_cell = frame.copy()
     changed_cell.loc["z", "a"] = 4.0
     relabelled = frame.rename(index={"z": "w"})
     retyped = frame.astype("float32")
     for variant in (changed_cell, relabelled, retyped):
-        report = await runs.execute_dag("frames", inputs={"frame": variant})
+        report = await runs.run("frames", inputs={"frame": variant})
         assert statuses(report) == {"total": "succeeded"}, variant
         assert reasons(report)["total"] == "input 'frame' changed"
     assert CALLS["total"] == 4
@@ -214,7 +214,7 @@ async def test_a_value_that_cannot_be_fingerprinted_runs_every_time_and_says_why
     runs = executor(tmp_path / "runs.db", registry_of(use=use), spec)
     lock = threading.Lock()
     for _ in range(2):
-        report = await runs.execute_dag("locks", inputs={"lock": lock})
+        report = await runs.run("locks", inputs={"lock": lock})
         assert statuses(report) == {"use": "succeeded"}
         assert reasons(report)["use"] == (
             "input 'lock' could not be fingerprinted (lock cannot be pickled (TypeError: cannot pickle "
@@ -231,7 +231,7 @@ async def test_an_output_that_cannot_be_fingerprinted_is_not_stored(tmp_path: Pa
     spec = workflow("locks", {"id": "make", "action": "make"})
     runs = executor(tmp_path / "runs.db", registry_of(make=make_lock), spec)
     for _ in range(2):
-        report = await runs.execute_dag("locks")
+        report = await runs.run("locks")
         assert statuses(report) == {"make": "succeeded"}
         assert any("not stored: an output could not be fingerprinted" in n for n in report.outcomes["make"].notes)
     assert CALLS["make"] == 2
@@ -239,12 +239,12 @@ async def test_an_output_that_cannot_be_fingerprinted_is_not_stored(tmp_path: Pa
 
 async def test_settings_that_change_results_count(tmp_path: Path) -> None:
     runs = executor(tmp_path / "runs.db")
-    await runs.execute_dag("chain", inputs={"x": 1})
+    await runs.run("chain", inputs={"x": 1})
     nodes = [node.model_dump(exclude_unset=True) for node in CHAIN.nodes]
     nodes[2]["outputs"] = [{"name": "text"}]  # the result becomes output 'text'
     nodes[1]["timeout"] = 30  # a timeout does not change what it computes
     runs.add_workflow(workflow("chain", *nodes))
-    report = await runs.execute_dag("chain", inputs={"x": 1})
+    report = await runs.run("chain", inputs={"x": 1})
     assert statuses(report) == {"load": "cached", "double": "cached", "publish": "succeeded"}
     assert reasons(report)["publish"] == "settings changed"
     assert report.cache.get("publish", "text") == "published 4"
@@ -252,13 +252,13 @@ async def test_settings_that_change_results_count(tmp_path: Path) -> None:
 
 async def test_invalidate_and_clear_cache(tmp_path: Path) -> None:
     runs = executor(tmp_path / "runs.db")
-    await runs.execute_dag("chain", inputs={"x": 1})
+    await runs.run("chain", inputs={"x": 1})
     assert runs.invalidate("chain", "double") == 1
-    report = await runs.execute_dag("chain", inputs={"x": 1})
+    report = await runs.run("chain", inputs={"x": 1})
     assert statuses(report) == {"load": "cached", "double": "succeeded", "publish": "cached"}
     assert reasons(report)["double"] == "no stored result"
     assert runs.clear_cache("chain") == 3
-    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
+    assert statuses(await runs.run("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
     assert runs.clear_cache() == 3
     with pytest.raises(DaggerError, match="workflow 'chain' has no node 'dobule'"):
         runs.invalidate("chain", "dobule")
@@ -268,34 +268,34 @@ async def test_invalidate_and_clear_cache(tmp_path: Path) -> None:
 
 async def test_fresh_and_off_run_everything(tmp_path: Path) -> None:
     runs = executor(tmp_path / "runs.db")
-    await runs.execute_dag("chain", inputs={"x": 1})
-    fresh = await runs.execute_dag("chain", inputs={"x": 1}, fresh=True)
+    await runs.run("chain", inputs={"x": 1})
+    fresh = await runs.run("chain", inputs={"x": 1}, fresh=True)
     assert statuses(fresh) == dict.fromkeys(statuses(fresh), "succeeded")
     assert set(reasons(fresh).values()) == {"a fresh run was asked for"}
-    off = await runs.execute_dag("chain", inputs={"x": 1}, incremental=False)
+    off = await runs.run("chain", inputs={"x": 1}, incremental=False)
     assert statuses(off) == dict.fromkeys(statuses(off), "succeeded") and set(reasons(off).values()) == {None}
     assert CALLS == {"load": 3, "double": 3, "publish": 3}
-    assert fresh.run_id in {o.cached_from for o in (await runs.execute_dag("chain", inputs={"x": 1})).outcomes.values()}
+    assert fresh.run_id in {o.cached_from for o in (await runs.run("chain", inputs={"x": 1})).outcomes.values()}
 
 
 async def test_the_workflow_config_switches_it_on_and_the_executor_can_overrule(tmp_path: Path) -> None:
     nodes = [node.model_dump(exclude_unset=True) for node in CHAIN.nodes]
     switched_on = workflow("chain", *nodes, enable_incremental_cache=True)
     follows = executor(tmp_path / "a.db", None, switched_on, incremental=None)
-    await follows.execute_dag("chain", inputs={"x": 1})
-    assert statuses(await follows.execute_dag("chain", inputs={"x": 1}))["load"] == "cached"
+    await follows.run("chain", inputs={"x": 1})
+    assert statuses(await follows.run("chain", inputs={"x": 1}))["load"] == "cached"
     overruled = executor(tmp_path / "b.db", None, switched_on, incremental=False)
-    await overruled.execute_dag("chain", inputs={"x": 1})
-    assert statuses(await overruled.execute_dag("chain", inputs={"x": 1}))["load"] == "succeeded"
+    await overruled.run("chain", inputs={"x": 1})
+    assert statuses(await overruled.run("chain", inputs={"x": 1}))["load"] == "succeeded"
     plain = executor(tmp_path / "c.db", None, CHAIN, incremental=None)
-    await plain.execute_dag("chain", inputs={"x": 1})
-    assert statuses(await plain.execute_dag("chain", inputs={"x": 1}))["load"] == "succeeded"
+    await plain.run("chain", inputs={"x": 1})
+    assert statuses(await plain.run("chain", inputs={"x": 1}))["load"] == "succeeded"
 
 
 async def test_without_a_db_results_are_kept_in_memory() -> None:
     runs = executor(None)
-    await runs.execute_dag("chain", inputs={"x": 1})
-    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == {
+    await runs.run("chain", inputs={"x": 1})
+    assert statuses(await runs.run("chain", inputs={"x": 1})) == {
         "load": "cached", "double": "cached", "publish": "cached"}
 
 
@@ -319,12 +319,12 @@ def mean(frame: pd.DataFrame) -> float:
 async def test_large_values_live_beside_the_db_and_come_back_equal(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     runs = executor(db, registry_of(make=make, mean=mean), BIG)
-    first = await runs.execute_dag("big", inputs={"seed": 1})
+    first = await runs.run("big", inputs={"seed": 1})
     runs.close()
     files = os.listdir(f"{db}-values")
     assert len(files) == 1 and files[0].endswith((".pickle", ".parquet"))
     again = executor(db, registry_of(make=make, mean=mean), BIG)
-    second = await again.execute_dag("big", inputs={"seed": 1})
+    second = await again.run("big", inputs={"seed": 1})
     assert statuses(second) == {"make": "cached", "mean": "cached"}
     pd.testing.assert_frame_equal(second.cache.get("make", "result"), first.cache.get("make", "result"))
     assert again.clear_cache() == 2 and os.listdir(f"{db}-values") == []
@@ -333,10 +333,10 @@ async def test_large_values_live_beside_the_db_and_come_back_equal(tmp_path: Pat
 async def test_a_stored_value_that_cannot_be_read_makes_the_node_run(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     runs = executor(db, registry_of(make=make, mean=mean), BIG)
-    await runs.execute_dag("big", inputs={"seed": 1})
+    await runs.run("big", inputs={"seed": 1})
     for name in os.listdir(f"{db}-values"):
         Path(f"{db}-values", name).write_bytes(b"damaged")
-    report = await runs.execute_dag("big", inputs={"seed": 1})
+    report = await runs.run("big", inputs={"seed": 1})
     assert statuses(report) == {"make": "succeeded", "mean": "cached"}
     assert reasons(report)["make"].startswith("its stored result could not be read (stored result of node 'make'")
 
@@ -344,10 +344,10 @@ async def test_a_stored_value_that_cannot_be_read_makes_the_node_run(tmp_path: P
 async def test_the_least_recently_used_results_are_evicted_beyond_max_cache_mb(tmp_path: Path) -> None:
     runs = executor(tmp_path / "runs.db", registry_of(make=make, mean=mean), BIG, max_cache_mb=1)
     for seed in (1, 2, 3):  # each frame pickles to about 0.64 MB: only the latest fits
-        await runs.execute_dag("big", inputs={"seed": seed})
+        await runs.run("big", inputs={"seed": seed})
     assert runs._result_store().total_bytes() <= 1024 * 1024
-    assert statuses(await runs.execute_dag("big", inputs={"seed": 3})) == {"make": "cached", "mean": "cached"}
-    assert statuses(await runs.execute_dag("big", inputs={"seed": 1}))["make"] == "succeeded"
+    assert statuses(await runs.run("big", inputs={"seed": 3})) == {"make": "cached", "mean": "cached"}
+    assert statuses(await runs.run("big", inputs={"seed": 1}))["make"] == "succeeded"
     with pytest.raises(ExecutionError, match="max_cache_mb must be a positive number"):
         DagExecutor(ActionRegistry(), max_cache_mb=0)
 
@@ -355,10 +355,10 @@ async def test_the_least_recently_used_results_are_evicted_beyond_max_cache_mb(t
 async def test_a_resumed_incremental_run_keeps_its_cached_nodes(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     runs = executor(db)
-    await runs.execute_dag("chain", inputs={"x": 1})
+    await runs.run("chain", inputs={"x": 1})
     runs.close()
     changed = executor(db, registry_of(publish=_fails))
-    stopped = await changed.execute_dag("chain", inputs={"x": 1})
+    stopped = await changed.run("chain", inputs={"x": 1})
     assert stopped.status == "paused"
     assert statuses(stopped) == {"load": "cached", "double": "cached", "publish": "failed"}
     changed.close()
@@ -470,12 +470,12 @@ async def test_a_result_store_that_fails_to_write_leaves_a_note_and_the_run_goes
 
     runs = executor(tmp_path / "runs.db")
     monkeypatch.setattr(ResultStore, "save", full_disk)
-    report = await runs.execute_dag("chain", inputs={"x": 1})
+    report = await runs.run("chain", inputs={"x": 1})
     assert report.status == "succeeded" and report.cache.get("publish", "result") == "published 4"
     assert all(any("could not be stored" in note and "disk is full" in note for note in o.notes)
                for o in report.outcomes.values())
     monkeypatch.undo()
-    assert statuses(await runs.execute_dag("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
+    assert statuses(await runs.run("chain", inputs={"x": 1})) == dict.fromkeys(CALLS, "succeeded")
 
 
 async def test_a_ctx_action_counts_its_dependencies_outputs(tmp_path: Path) -> None:
@@ -492,9 +492,9 @@ async def test_a_ctx_action_counts_its_dependencies_outputs(tmp_path: Path) -> N
         {"id": "reader", "action": "reads", "dependencies": ["source"]},
     )
     runs = executor(tmp_path / "runs.db", registry_of(source=source, reads=reads_itself), spec)
-    await runs.execute_dag("ctx", inputs={"x": 1})
-    assert statuses(await runs.execute_dag("ctx", inputs={"x": 1}))["reader"] == "cached"
-    changed = await runs.execute_dag("ctx", inputs={"x": 2})
+    await runs.run("ctx", inputs={"x": 1})
+    assert statuses(await runs.run("ctx", inputs={"x": 1}))["reader"] == "cached"
+    changed = await runs.run("ctx", inputs={"x": 2})
     assert statuses(changed)["reader"] == "succeeded"
     assert reasons(changed)["reader"] == "outputs of dependency 'source' changed"
     assert changed.cache.get("reader", "result") == 20 and CALLS["reads"] == 2
@@ -509,7 +509,7 @@ async def test_a_node_that_added_nodes_is_never_reused(tmp_path: Path) -> None:
     spec = workflow("growing", {"id": "grow", "action": "grow"})
     runs = executor(tmp_path / "runs.db", registry_of(grow=grow), spec)
     for _ in range(2):
-        report = await runs.execute_dag("growing")
+        report = await runs.run("growing")
         assert report.outcomes["grow"].status == "succeeded"
         assert "its result is not stored: it added nodes to the run" in report.outcomes["grow"].notes
     assert CALLS["grow"] == 2
@@ -518,13 +518,13 @@ async def test_a_node_that_added_nodes_is_never_reused(tmp_path: Path) -> None:
 async def test_files_left_by_a_killed_write_are_removed_when_the_store_opens(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     runs = executor(db, registry_of(make=make, mean=mean), BIG)
-    await runs.execute_dag("big", inputs={"seed": 1})
+    await runs.run("big", inputs={"seed": 1})
     runs.close()
     folder = Path(f"{db}-values")
     kept = sorted(os.listdir(folder))
     (folder / "0123abcd.pickle.partial").write_bytes(b"half a write")
     (folder / "fedcba98.pickle").write_bytes(b"written, never committed")
     reopened = executor(db, registry_of(make=make, mean=mean), BIG)
-    report = await reopened.execute_dag("big", inputs={"seed": 1})
+    report = await reopened.run("big", inputs={"seed": 1})
     assert statuses(report) == {"make": "cached", "mean": "cached"}
     assert sorted(os.listdir(folder)) == kept

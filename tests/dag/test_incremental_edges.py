@@ -53,12 +53,12 @@ async def test_changing_a_callable_objects_attribute_reruns_it_in_the_same_kerne
     scale = Scale()
     runs = executor_of(scale, tmp_path / "runs.db", SCALED)
     try:
-        assert (await runs.execute_dag("scaled", inputs={"x": 3})).cache.get("a", "result") == 6
+        assert (await runs.run("scaled", inputs={"x": 3})).cache.get("a", "result") == 6
         scale.factor = 5
-        second = await runs.execute_dag("scaled", inputs={"x": 3})
+        second = await runs.run("scaled", inputs={"x": 3})
         assert second.outcomes["a"].status == "succeeded" and second.outcomes["a"].reason == "code changed"
         assert second.cache.get("a", "result") == 15
-        third = await runs.execute_dag("scaled", inputs={"x": 3})  # unchanged again: reused
+        third = await runs.run("scaled", inputs={"x": 3})  # unchanged again: reused
         assert third.outcomes["a"].status == "cached" and third.cache.get("a", "result") == 15
     finally:
         runs.close()
@@ -68,9 +68,9 @@ async def test_mutating_a_dict_an_action_closes_over_reruns_it_in_the_same_kerne
     box = {"factor": 2}
     runs = executor_of(closing_over(box), tmp_path / "runs.db", SCALED)
     try:
-        assert (await runs.execute_dag("scaled", inputs={"x": 3})).cache.get("a", "result") == 6
+        assert (await runs.run("scaled", inputs={"x": 3})).cache.get("a", "result") == 6
         box["factor"] = 5
-        second = await runs.execute_dag("scaled", inputs={"x": 3})
+        second = await runs.run("scaled", inputs={"x": 3})
         assert second.outcomes["a"].status == "succeeded" and second.cache.get("a", "result") == 15
     finally:
         runs.close()
@@ -79,7 +79,7 @@ async def test_mutating_a_dict_an_action_closes_over_reruns_it_in_the_same_kerne
 async def test_a_taken_over_executor_cannot_clear_the_new_owners_results(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     old = executor_of(one, db, ONE)
-    await old.execute_dag("one")
+    await old.run("one")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the take-over's DaggerWarning is tested with the lock
         new = executor_of(one, db, ONE)
@@ -89,7 +89,7 @@ async def test_a_taken_over_executor_cannot_clear_the_new_owners_results(tmp_pat
         assert str(db) in str(raised.value)
         with pytest.raises(StorageError, match="closed"):
             old.invalidate("one", "a")
-        assert (await new.execute_dag("one")).outcomes["a"].status == "cached"
+        assert (await new.run("one")).outcomes["a"].status == "cached"
     finally:
         new.close()
         old.close()
@@ -98,13 +98,13 @@ async def test_a_taken_over_executor_cannot_clear_the_new_owners_results(tmp_pat
 async def test_a_closed_executor_does_not_reopen_its_results_without_the_lock(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     runs = executor_of(one, db, ONE)
-    await runs.execute_dag("one")
+    await runs.run("one")
     runs.close()
     with pytest.raises(StorageError, match=f"'{db}'.*closed"):
         runs.clear_cache()
     again = executor_of(one, db, ONE)
     try:
-        assert (await again.execute_dag("one")).outcomes["a"].status == "cached"
+        assert (await again.run("one")).outcomes["a"].status == "cached"
     finally:
         again.close()
 
@@ -117,7 +117,7 @@ async def test_a_result_store_that_cannot_be_opened_leaves_a_note_and_every_node
     os.mkdir(f"{db}-values")
     runs = executor_of(one, db, ONE)
     try:
-        report = await runs.execute_dag("one")
+        report = await runs.run("one")
         assert report.status == "succeeded" and report.outcomes["a"].status == "succeeded"
         assert any(note.startswith("incremental mode: stored results could not be opened, every node runs")
                    and str(db) in note for note in report.notes)

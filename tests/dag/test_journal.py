@@ -40,14 +40,14 @@ async def test_an_error_with_a_lone_surrogate_is_recorded(tmp_path: Path) -> Non
     executor = executor_with(registry, workflow("sur", {"id": "a", "action": "bad"}, {"id": "b", "action": "after"},
                                                on_failure="continue", max_attempts=1), db=db)
 
-    report = await executor.execute_dag("sur")
+    report = await executor.run("sur")
 
     assert report.status == "failed"
     assert report.outcomes["a"].error is not None and "cannot read \\udcff" in report.outcomes["a"].error
     assert report.outcomes["b"].status == "succeeded"
     executor.close()
     reopened = DagExecutor(registry, db=db)
-    assert reopened.runs()["status"].tolist() == ["failed"]
+    assert reopened.runs_frame()["status"].tolist() == ["failed"]
     reopened.close()
 
 
@@ -60,7 +60,7 @@ async def test_a_value_the_store_cannot_take_ends_the_run_failed_naming_file_and
         "keys", {"id": "a", "action": "keys"},
         {"id": "b", "action": "after", "inputs": [{"name": "result", "reference": "a.result"}]}), db=db)
 
-    report = await executor.execute_dag("keys")
+    report = await executor.run("keys")
 
     assert report.status == "failed"
     assert report.error is not None and str(db) in report.error and report.run_id in report.error
@@ -68,7 +68,7 @@ async def test_a_value_the_store_cannot_take_ends_the_run_failed_naming_file_and
     assert report.outcomes["b"].status != "succeeded"  # 'a' was never recorded: nothing built on it
     executor.close()
     reopened = DagExecutor(registry, db=db)
-    assert reopened.runs()["status"].tolist() == ["failed"]  # not left "running"
+    assert reopened.runs_frame()["status"].tolist() == ["failed"]  # not left "running"
     reopened.close()
 
 
@@ -88,7 +88,7 @@ async def test_any_failure_to_write_fails_the_run_and_releases_nothing(
     executor = executor_with(registry, workflow(
         "broken", {"id": "a", "action": "first"}, {"id": "b", "action": "second", "dependencies": ["a"]}), db=db)
 
-    report = await executor.execute_dag("broken")
+    report = await executor.run("broken")
 
     assert report.status == "failed"
     assert report.error is not None and str(db) in report.error and "RuntimeError: the driver fell over" in report.error
@@ -187,7 +187,7 @@ async def test_a_step_that_runs_again_adds_its_nodes_again_from_a_clean_slate(tm
         first = await handle
         assert first.status == "cancelled"
     else:
-        first = await executor.execute_dag("grow")
+        first = await executor.run("grow")
         assert first.status == "paused"
         executor.close()
         executor = DagExecutor(registry, db=db)

@@ -239,7 +239,7 @@ async def test_anything_that_loads_can_be_run_and_stored(value: str, tmp_path: P
     registry.register("step", lambda v: None)
     executor = DagExecutor(registry, db=tmp_path / "runs.db")
     executor.load_yaml(VALUE + value + "\n")
-    report = await executor.execute_dag("w")
+    report = await executor.run("w")
     assert report.success, report.outcomes["a"].error
 
 

@@ -49,7 +49,7 @@ def watch(report: dagger_nb.ExecutionReport) -> weakref.ref[Big]:
 
 async def test_a_finished_run_lets_go_of_an_intermediate_value_nobody_holds() -> None:
     executor = executor_with(registry_with_pipeline(), PIPELINE)
-    report = await executor.execute_dag("pipeline")
+    report = await executor.run("pipeline")
     assert report.cache.get("size", "result") == 2_000_000
     value, run_id = watch(report), report.run_id
     del report
@@ -59,8 +59,8 @@ async def test_a_finished_run_lets_go_of_an_intermediate_value_nobody_holds() ->
     assert record is not None and record.status == "succeeded"
     assert [o.status for o in record.outcomes.values()] == ["succeeded", "succeeded"]
     assert all(o.duration_s is not None for o in record.outcomes.values())
-    assert executor.runs().loc[0, "status"] == "succeeded"
-    assert "digraph" in executor.serialize_tree_to_dot(run_id)
+    assert executor.runs_frame().loc[0, "status"] == "succeeded"
+    assert "digraph" in executor.to_dot(run_id)
     with pytest.raises(CacheKeyError, match=f"run '{run_id}' has ended and its values were released"):
         record.cache.get("make", "result")
 
@@ -74,7 +74,7 @@ async def test_hooks_do_not_keep_values_alive() -> None:
         return None
 
     executor.add_hook(async_hook)
-    report = await executor.execute_dag("pipeline")
+    report = await executor.run("pipeline")
     value = watch(report)
     del report
     gc.collect()
@@ -83,7 +83,7 @@ async def test_hooks_do_not_keep_values_alive() -> None:
 
 async def test_values_live_while_the_report_is_held() -> None:
     executor = executor_with(registry_with_pipeline(), PIPELINE)
-    report = await executor.execute_dag("pipeline")
+    report = await executor.run("pipeline")
     value = watch(report)
     gc.collect()
     assert value() is not None
@@ -110,7 +110,7 @@ async def test_a_handle_keeps_what_it_shows_until_it_is_dropped() -> None:
 async def test_a_cache_the_user_passed_keeps_everything() -> None:
     executor = executor_with(registry_with_pipeline(), PIPELINE)
     cache = Cache()
-    report = await executor.execute_dag("pipeline", cache)
+    report = await executor.run("pipeline", cache)
     value = watch(report)
     del report
     gc.collect()
@@ -127,7 +127,7 @@ async def test_a_run_that_can_be_resumed_keeps_its_values() -> None:
         max_attempts=1,
     )
     executor = executor_with(registry, spec)
-    report = await executor.execute_dag("resumable")
+    report = await executor.run("resumable")
     assert report.status == "paused"
     value, run_id = watch(report), report.run_id
     del report
@@ -143,7 +143,7 @@ async def test_a_run_that_can_be_resumed_keeps_its_values() -> None:
 
 async def test_a_handle_made_after_the_end_shows_the_held_report() -> None:
     executor = executor_with(registry_with_pipeline(), PIPELINE)
-    report = await executor.execute_dag("pipeline")
+    report = await executor.run("pipeline")
     later = executor.handle(report.run_id)
     assert later.report is report and later.snapshot() is report
     assert (await later.wait()) is report

@@ -81,7 +81,7 @@ def test_a_paused_run_is_resumed_by_another_process(tmp_path: Path) -> None:
         _script(
             db,
             """
-        report = executor.run("nightly", inputs={"factor": 10})
+        report = executor.run_sync("nightly", inputs={"factor": 10})
         assert report.status == "paused", report
         print(report.run_id)
     """,
@@ -93,9 +93,9 @@ def test_a_paused_run_is_resumed_by_another_process(tmp_path: Path) -> None:
         _script(
             db,
             f"""
-        runs = executor.runs()
+        runs = executor.runs_frame()
         assert list(runs["status"]) == ["paused"], runs
-        assert 'fillcolor="#f28b82"' in executor.serialize_tree_to_dot({run_id!r})
+        assert 'fillcolor="#f28b82"' in executor.to_dot({run_id!r})
         report = executor.resume_sync({run_id!r})
         print(report.status, report.cache.get("publish", "result"))
     """,
@@ -105,10 +105,10 @@ def test_a_paused_run_is_resumed_by_another_process(tmp_path: Path) -> None:
     assert output == "succeeded published 60"
 
     executor = DagExecutor(db=db)
-    runs = executor.runs()
+    runs = executor.runs_frame()
     assert list(runs["run_id"]) == [run_id] and list(runs["status"]) == ["succeeded"]
-    assert 'fillcolor="#f28b82"' not in executor.serialize_tree_to_dot(run_id)
-    assert executor.serialize_tree_to_dot("nightly") == executor.serialize_tree_to_dot(run_id)
+    assert 'fillcolor="#f28b82"' not in executor.to_dot(run_id)
+    assert executor.to_dot("nightly") == executor.to_dot(run_id)
 
 
 async def test_every_run_is_recorded_with_outcomes_and_cache(tmp_path: Path) -> None:
@@ -122,11 +122,11 @@ async def test_every_run_is_recorded_with_outcomes_and_cache(tmp_path: Path) -> 
         on_failure="continue",
     )
     executor = executor_with(registry, spec, db=tmp_path / "runs.db")
-    report = await executor.execute_dag("recorded", inputs={"who": "me"})
+    report = await executor.run("recorded", inputs={"who": "me"})
     executor.close()
 
     fresh = DagExecutor(ActionRegistry(), db=tmp_path / "runs.db")
-    row = fresh.runs().iloc[0]
+    row = fresh.runs_frame().iloc[0]
     assert (row["run_id"], row["status"], row["nodes"], row["failed"]) == (report.run_id, "failed", 2, 1)
     stored = fresh._store.load_run(report.run_id, config_for=lambda spec: spec.config)  # type: ignore[union-attr]
     assert stored.outcomes["b"].error == report.outcomes["b"].error
@@ -138,7 +138,7 @@ async def test_where_each_node_ran_is_stored(tmp_path: Path) -> None:
     registry = ActionRegistry()
     registry.register("one", lambda: 1)
     executor = executor_with(registry, workflow("placed", {"id": "n", "action": "one"}), db=tmp_path / "runs.db")
-    report = await executor.execute_dag("placed")
+    report = await executor.run("placed")
     report.outcomes["n"].worker = "tcp://10.0.0.7:40123"  # as a Dask backend records it
     executor._store.save_run(report)  # type: ignore[union-attr]
     executor.close()
@@ -167,7 +167,7 @@ async def test_resume_needs_the_actions_registered_again(tmp_path: Path) -> None
     registry.register("fail", lambda: 1 / 0)
     spec = workflow("needs-fix", {"id": "n", "action": "fail", "onfailure": False})
     executor = executor_with(registry, spec, db=tmp_path / "runs.db")
-    report = await executor.execute_dag("needs-fix")
+    report = await executor.run("needs-fix")
     executor.close()
 
     fresh = DagExecutor(ActionRegistry(), db=tmp_path / "runs.db")
@@ -182,7 +182,7 @@ async def test_values_that_cannot_be_stored_are_left_out(tmp_path: Path) -> None
     registry = ActionRegistry()
     registry.register("lock", lambda: __import__("threading").Lock())
     executor = executor_with(registry, workflow("locks", {"id": "l", "action": "lock"}), db=tmp_path / "r.db")
-    report = await executor.execute_dag("locks")
+    report = await executor.run("locks")
     assert report.success
     stored = executor._store.load_run(report.run_id, config_for=lambda spec: spec.config)  # type: ignore[union-attr]
     assert not stored.cache.contains("l", "result")
@@ -192,7 +192,7 @@ async def test_async_with_closes_the_database(tmp_path: Path) -> None:
     registry = ActionRegistry()
     registry.register("one", lambda: 1)
     async with executor_with(registry, workflow("w", {"id": "n", "action": "one"}), db=tmp_path / "r.db") as ex:
-        await ex.execute_dag("w")
+        await ex.run("w")
     import sqlite3
 
     with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
@@ -226,7 +226,7 @@ nodes:
   - {id: a, action: first}
   - {id: b, action: second, inputs: [{name: value, reference: a.result}]}
 ''')
-executor.run("killed")
+executor.run_sync("killed")
 """
 
 
@@ -250,13 +250,13 @@ def test_a_killed_run_reads_interrupted_and_resumes_only_unfinished_nodes(tmp_pa
     registry.register("first", lambda: 1 / 0)  # must not run again: its result is in the file
     registry.register("second", lambda value: value + 1)
     executor = DagExecutor(registry, db=db)
-    runs = executor.runs()
+    runs = executor.runs_frame()
     assert runs["status"].tolist() == ["interrupted"]
-    assert 'fillcolor="#' in executor.serialize_tree_to_dot(runs["run_id"][0])
+    assert 'fillcolor="#' in executor.to_dot(runs["run_id"][0])
     report = executor.resume_sync(runs["run_id"][0])
     assert report.status == "succeeded" and report.cache.get("b", "result") == 42
     assert (tmp_path / "waiting.first").read_text() == "ran\n"
-    assert executor.runs()["status"].tolist() == ["succeeded"]
+    assert executor.runs_frame()["status"].tolist() == ["succeeded"]
     executor.close()
 
 
@@ -322,7 +322,7 @@ async def test_re_running_the_cell_that_opens_the_store_takes_it_over(tmp_path: 
         report = await handle
     assert report.status == "cancelled"
     assert any("took its run store over" in note for note in report.notes)
-    assert second.runs()["status"].tolist() == ["interrupted"]  # the earlier one could not record its end
+    assert second.runs_frame()["status"].tolist() == ["interrupted"]  # the earlier one could not record its end
     with pytest.raises(StorageError, match="closed: a later DagExecutor of this process took the file over"):
         first._store.run_rows()  # type: ignore[union-attr]
     second.close()
@@ -337,7 +337,7 @@ def _recorded(tmp_path: Path) -> tuple[Path, str]:
     registry.register("two", lambda: 2)
     spec = workflow("kept", {"id": "f", "action": "frame"}, {"id": "t", "action": "two"})
     executor = executor_with(registry, spec, db=tmp_path / "runs.db")
-    report = executor.run("kept")
+    report = executor.run_sync("kept")
     executor.close()
     return tmp_path / "runs.db", report.run_id
 
@@ -369,7 +369,7 @@ def test_every_read_of_a_damaged_file_is_a_storage_error_naming_file_and_run(tmp
 
     executor = DagExecutor(ActionRegistry(), db=db)
     with pytest.raises(StorageError) as raised:
-        executor.runs()
+        executor.runs_frame()
         executor.resume_sync(run_id)
     assert str(db) in str(raised.value) and run_id in str(raised.value), raised.value
     executor.close()
@@ -392,7 +392,7 @@ def test_a_foreign_table_of_the_same_name_is_refused_naming_the_file(tmp_path: P
         connection.execute("INSERT INTO dag_runs VALUES (1, x'00')")
     executor = DagExecutor(db=db)
     with pytest.raises(StorageError, match=str(db)):
-        executor.runs()
+        executor.runs_frame()
     executor.close()
 
 

@@ -82,7 +82,7 @@ async def test_a_runs_inputs_are_read_only() -> None:
 
     registry.register("overwrite", overwrite)
     executor = executor_with(registry, workflow("w", {"id": "a", "action": "overwrite"}))
-    report = await executor.execute_dag("w", inputs={"x": 1})
+    report = await executor.run("w", inputs={"x": 1})
     assert report.outcomes["a"].status == "failed"
     assert "a run's inputs are read-only" in (report.outcomes["a"].error or "")
     assert report.cache.get("inputs", "x") == 1
@@ -94,8 +94,8 @@ async def test_inputs_put_in_a_cache_by_hand_still_reach_the_run() -> None:
     executor = executor_with(registry, workflow("w", {"id": "a", "action": "echo", "inputs": [READS[0]]}))
     cache = Cache()
     cache.insert("inputs", "x", "by hand")
-    assert (await executor.execute_dag("w", cache)).cache.get("a", "result") == "by hand"
-    assert (await executor.execute_dag("w", cache, inputs={"x": "given"})).cache.get("a", "result") == "given"
+    assert (await executor.run("w", cache)).cache.get("a", "result") == "by hand"
+    assert (await executor.run("w", cache, inputs={"x": "given"})).cache.get("a", "result") == "given"
 
 
 async def test_a_missing_run_input_is_not_taken_from_another_namespace() -> None:
@@ -104,7 +104,7 @@ async def test_a_missing_run_input_is_not_taken_from_another_namespace() -> None
     executor = executor_with(registry, workflow("w", {"id": "a", "action": "echo", "inputs": [READS[1]]}))
     shared = Cache()
     shared.insert("other", "y", 1)  # a namespace that is not the run's inputs
-    report = await executor.execute_dag("w", shared, inputs={"z": 1})
+    report = await executor.run("w", shared, inputs={"z": 1})
     assert report.outcomes["a"].status == "failed"
     assert "input 'y' references run input 'y'" in (report.outcomes["a"].error or "")
     assert "which was not given" in (report.outcomes["a"].error or "")
@@ -169,7 +169,7 @@ async def test_a_concurrent_run_storing_the_same_node_is_not_taken_for_the_actio
     with anyio.fail_after(30):
         first = executor.start("w", inputs={"x": 1}, cache=shared)
         await holding.wait()
-        second = await executor.execute_dag("w", shared, inputs={"x": 2})
+        second = await executor.run("w", shared, inputs={"x": 2})
         assert shared.get("compute", "result") == 20
         release.set()
         one = await first

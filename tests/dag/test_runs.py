@@ -10,6 +10,7 @@ import pytest
 import dagger_nb
 from dagger_nb import ActionRegistry, ExecutionError, RunNotFound
 from dagger_nb.dag import NodeWaiting
+from dagger_nb.errors import NoRunningLoop
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +82,7 @@ async def test_cancel_event_ends_the_run_cancelled_promptly(registry: ActionRegi
     async with anyio.create_task_group() as group:
         group.start_soon(lambda: _set_when(started, cancel))
         with anyio.fail_after(1):
-            report = await executor.execute_dag("endless", cancel=cancel)
+            report = await executor.run("endless", cancel=cancel)
     assert report.status == "cancelled" and report.error == "the run was cancelled"
     assert report.outcomes["f"].status == "cancelled" and report.outcomes["next"].status == "pending"
 
@@ -119,10 +120,10 @@ async def test_cancelling_the_caller_cancels_the_run_and_records_it(registry: Ac
     spec = workflow("interrupted", {"id": "f", "action": "forever"})
     executor = executor_with(registry, spec)
     async with anyio.create_task_group() as group:
-        group.start_soon(executor.execute_dag, "interrupted")
+        group.start_soon(executor.run, "interrupted")
         await started.wait()
         group.cancel_scope.cancel()  # what interrupting the kernel does to an awaited run
-    runs = executor.runs()
+    runs = executor.runs_frame()
     assert runs.loc[0, "status"] == "cancelled"
 
 
@@ -140,23 +141,26 @@ async def test_aclose_cancels_background_runs(registry: ActionRegistry) -> None:
 
 async def test_run_works_inside_a_running_loop_on_a_private_loop(registry: ActionRegistry) -> None:
     executor = executor_with(registry, pipeline())
-    report = executor.run("pipeline", inputs={"x": 5})  # we are inside the test's event loop
+    report = executor.run_sync("pipeline", inputs={"x": 5})  # we are inside the test's event loop
     assert report.success and report.cache.get("b", "result") == 20
 
 
 def test_run_works_in_a_plain_script(registry: ActionRegistry) -> None:
-    report = executor_with(registry, pipeline()).run("pipeline", inputs={"x": 1})
+    report = executor_with(registry, pipeline()).run_sync("pipeline", inputs={"x": 1})
     assert report.cache.get("b", "result") == 4
 
 
 def test_start_without_a_running_loop_says_what_to_do(registry: ActionRegistry) -> None:
-    with pytest.raises(ExecutionError, match="needs a running event loop .* use the synchronous form"):
-        executor_with(registry, pipeline()).start("pipeline")
+    executor = executor_with(registry, pipeline())
+    with pytest.raises(NoRunningLoop, match=r"^DagExecutor\.start\(\) needs a running event loop \(a notebook cell "
+                       r"or async code\); in a script use executor\.run_sync\(\.\.\.\)$"):
+        executor.start("pipeline")
+    assert executor.runs_frame().empty  # refused before a run was made
 
 
 async def test_handle_lookup_and_unknown_runs(registry: ActionRegistry) -> None:
     executor = executor_with(registry, pipeline())
-    report = await executor.execute_dag("pipeline", inputs={"x": 1})
+    report = await executor.run("pipeline", inputs={"x": 1})
     assert executor.handle(report.run_id).report is report
     with pytest.raises(RunNotFound, match="no run with id 'nope'"):
         executor.handle("nope")
@@ -176,7 +180,7 @@ async def test_start_resume_continues_in_the_background(registry: ActionRegistry
     registry.register("fragile", fragile)
     spec = workflow("retry-later", {"id": "f", "action": "fragile", "onfailure": False})
     async with executor_with(registry, spec) as executor:
-        first = await executor.execute_dag("retry-later")
+        first = await executor.run("retry-later")
         assert first.status == "paused"
         handle = executor.start_resume(first.run_id)
         report = await handle
@@ -185,9 +189,9 @@ async def test_start_resume_continues_in_the_background(registry: ActionRegistry
 
 async def test_runs_frame_lists_runs_newest_first(registry: ActionRegistry) -> None:
     executor = executor_with(registry, pipeline())
-    first = await executor.execute_dag("pipeline", inputs={"x": 1})
-    second = await executor.execute_dag("pipeline", inputs={"x": 2})
-    frame = executor.runs()
+    first = await executor.run("pipeline", inputs={"x": 1})
+    second = await executor.run("pipeline", inputs={"x": 2})
+    frame = executor.runs_frame()
     assert list(frame.columns) == ["run_id", "workflow", "status", "started_at", "finished_at", "nodes",
                                    "failed", "error", "tokens"]
     assert list(frame["run_id"]) == [second.run_id, first.run_id]
@@ -197,8 +201,8 @@ async def test_runs_frame_lists_runs_newest_first(registry: ActionRegistry) -> N
 async def test_each_run_gets_its_own_cache_unless_one_is_given(registry: ActionRegistry) -> None:
     executor = executor_with(registry, pipeline())
     shared = dagger_nb.Cache()
-    one = await executor.execute_dag("pipeline", shared, inputs={"x": 1})
-    two = await executor.execute_dag("pipeline", inputs={"x": 2})
+    one = await executor.run("pipeline", shared, inputs={"x": 1})
+    two = await executor.run("pipeline", inputs={"x": 2})
     assert one.cache.shared is shared and two.cache.shared is not shared
     assert shared.get("b", "result") == 4 and two.cache.get("b", "result") == 8
 
@@ -211,7 +215,7 @@ async def test_limited_cache_never_evicts_what_a_pending_node_needs(registry: Ac
                   "inputs": [{"name": f"x{i}", "reference": f"p{i}.result"} for i in range(6)]})
     spec = workflow("fan-in", *nodes, max_parallel_nodes=1)
     cache = dagger_nb.Cache(dagger_nb.CacheConfig(max_entries=2))
-    report = await executor_with(registry, spec).execute_dag("fan-in", cache)
+    report = await executor_with(registry, spec).run("fan-in", cache)
     assert report.success, report.error
     assert report.cache.get("join", "result") == "p0+p1+p2+p3+p4+p5"
     assert len(cache) == 2 and cache.contains("join", "result")  # evicted once nobody needs them
@@ -242,7 +246,7 @@ async def test_a_run_cannot_be_resumed_twice_at_once_and_reports_stay_as_they_we
 
     registry.register("fails_once", fails_once)
     async with executor_with(registry, workflow("w", {"id": "a", "action": "fails_once", "onfailure": False})) as ex:
-        first = await ex.execute_dag("w")
+        first = await ex.run("w")
         handle = ex.start_resume(first.run_id)
         with pytest.raises(ExecutionError, match="is still running in this process"):
             ex.start_resume(first.run_id)
@@ -281,9 +285,9 @@ threading.Thread(target=lambda: (first_started.wait(), os.kill(os.getpid(), sign
 
 async def cell():  # a notebook cell calling the synchronous form inside the kernel's loop
     try:
-        executor.run("chain")
+        executor.run_sync("chain")
     except KeyboardInterrupt:
-        print("interrupted", started, executor.runs().loc[0, "status"])
+        print("interrupted", started, executor.runs_frame().loc[0, "status"])
 
 # Like ipykernel (and unlike asyncio.run), no SIGINT handler: Ctrl-C raises KeyboardInterrupt in the cell.
 asyncio.new_event_loop().run_until_complete(cell())
@@ -381,7 +385,7 @@ async def test_the_run_timeout_stops_a_retry_loop_that_never_awaits() -> None:
     spec = workflow("busy", {"id": "f", "action": "fail", "try_count": 1000}, retry_strategy="Immediate",
                     timeout_seconds=0.1)
     started = anyio.current_time()
-    report = await executor_with(registry, spec).execute_dag("busy")
+    report = await executor_with(registry, spec).run("busy")
     assert report.status == "failed" and "timed out" in (report.error or "")
     assert anyio.current_time() - started < 1.0  # 1,000 attempts take over 2 s
     assert report.outcomes["f"].attempts < 500
@@ -392,7 +396,7 @@ async def test_retry_messages_keep_the_first_and_last_attempts_and_count_the_res
     calls = iter(range(1, 1000))
     registry.register("fail", lambda: (_ for _ in ()).throw(RuntimeError(f"call {next(calls)}")), inline=True)
     spec = workflow("many", {"id": "f", "action": "fail", "try_count": 50}, retry_strategy="Immediate")
-    report = await executor_with(registry, spec).execute_dag("many")
+    report = await executor_with(registry, spec).run("many")
     messages = report.outcomes["f"].retry_messages
     assert messages == [
         "Attempt 1 failed: RuntimeError: call 1",
@@ -417,10 +421,10 @@ async def test_only_the_latest_finished_runs_stay_in_memory(tmp_path) -> None:  
     spec = workflow("big", {"id": "b", "action": "big"})
     failing = workflow("failing", {"id": "f", "action": "fail", "onfailure": False})
     executor = executor_with(registry, spec, failing, db=tmp_path / "runs.db", keep_runs=2)
-    paused = (await executor.execute_dag("failing")).run_id
+    paused = (await executor.run("failing")).run_id
     caches = []
     for _ in range(4):
-        report = await executor.execute_dag("big")
+        report = await executor.run("big")
         caches.append(weakref.ref(report.cache))
         del report
     gc.collect()
@@ -428,8 +432,8 @@ async def test_only_the_latest_finished_runs_stay_in_memory(tmp_path) -> None:  
     assert len(executor._runs) == 2
     with pytest.raises(RunNotFound):
         executor.handle(paused)
-    assert len(executor.runs()) == 5  # the file still lists every run
-    assert "digraph" in executor.serialize_tree_to_dot(paused)
+    assert len(executor.runs_frame()) == 5  # the file still lists every run
+    assert "digraph" in executor.to_dot(paused)
     registry.register("fail", lambda: "fixed")
     assert (await executor.resume(paused)).status == "succeeded"
     executor.close()

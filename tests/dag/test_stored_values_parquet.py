@@ -96,12 +96,12 @@ async def test_an_incremental_run_reuses_a_frame_stored_as_parquet(tmp_path: Pat
         return made
 
     first = executor()
-    report = await first.execute_dag("frames", inputs={"seed": 3})
+    report = await first.run("frames", inputs={"seed": 3})
     first.close()
     assert report.success, report.error
     assert value_formats(db)["make"] == "parquet"
     again = executor()
-    reused = await again.execute_dag("frames", inputs={"seed": 3})
+    reused = await again.run("frames", inputs={"seed": 3})
     again.close()
     assert {n: o.status for n, o in reused.outcomes.items()} == {"make": "cached", "mean": "cached"}
     stored: Any = reused.cache.get("make", "result")

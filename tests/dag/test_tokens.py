@@ -55,7 +55,7 @@ async def test_usage_is_totalled_per_node_and_for_the_run() -> None:
         {"id": "b", "action": "fails"},
         max_attempts=2, on_failure="continue",
     )
-    report = await executor_with(registry, spec).execute_dag("usage")
+    report = await executor_with(registry, spec).run("usage")
     a, b = report.outcomes["a"], report.outcomes["b"]
     assert (a.tokens, a.cost, a.models) == (100, 0.5, ("m1",))
     assert (b.tokens, b.cost, b.models) == (24, None, ("small", "big"))  # both failed attempts counted
@@ -69,7 +69,7 @@ async def test_usage_is_totalled_per_node_and_for_the_run() -> None:
 async def test_the_node_that_passes_the_budget_fails_and_the_run_stops() -> None:
     registry = registry_with_spend()
     spec = chain(40, 50, 30, 5, max_tokens=100, max_attempts=3, on_failure="stop")
-    report = await executor_with(registry, spec).execute_dag("chain")
+    report = await executor_with(registry, spec).run("chain")
     assert report.status == "failed"
     third = report.outcomes["n2"]
     assert third.status == "failed" and third.error == "token budget exceeded: 120 of 100"
@@ -82,7 +82,7 @@ async def test_the_node_that_passes_the_budget_fails_and_the_run_stops() -> None
 
 
 async def test_reaching_the_budget_exactly_is_allowed() -> None:
-    report = await executor_with(registry_with_spend(), chain(60, 40, max_tokens=100)).execute_dag("chain")
+    report = await executor_with(registry_with_spend(), chain(60, 40, max_tokens=100)).run("chain")
     assert report.success and report.tokens == 100
 
 
@@ -96,7 +96,7 @@ async def test_with_on_failure_continue_only_nodes_spending_past_the_budget_fail
         {"id": "free", "action": "spend", "inputs": [{"name": "tokens", "value": 0}], "dependencies": ["over"]},
         max_tokens=100, on_failure="continue",
     )
-    report = await executor_with(registry, spec).execute_dag("wide")
+    report = await executor_with(registry, spec).run("wide")
     statuses = {node: outcome.status for node, outcome in report.outcomes.items()}
     assert statuses == {"big": "succeeded", "over": "failed", "after": "skipped", "free": "skipped"}
     assert report.outcomes["over"].error == "token budget exceeded: 110 of 100"
@@ -115,7 +115,7 @@ async def test_an_action_that_swallows_the_budget_error_still_fails() -> None:
 
     registry.register("stubborn", stubborn)
     report = await executor_with(registry, workflow("w", {"id": "s", "action": "stubborn"}, max_tokens=10,
-                                                    max_attempts=5)).execute_dag("w")
+                                                    max_attempts=5)).run("w")
     assert seen == ["token budget exceeded: 500 of 10"]
     assert report.outcomes["s"].error == "token budget exceeded: 500 of 10" and report.outcomes["s"].attempts == 1
 
@@ -124,7 +124,7 @@ async def test_paused_on_the_budget_then_resumed_with_a_bigger_one() -> None:
     registry = registry_with_spend()
     spec = chain(60, 60, max_tokens=100, on_failure="pause")
     first = executor_with(registry, spec)
-    report = await first.execute_dag("chain")
+    report = await first.run("chain")
     assert report.status == "paused" and report.outcomes["n1"].error == "token budget exceeded: 120 of 100"
     first.max_tokens = 1000  # what a person does: allow more, then resume
     first._runs[report.run_id].config = first._effective_config(spec)
@@ -134,17 +134,17 @@ async def test_paused_on_the_budget_then_resumed_with_a_bigger_one() -> None:
 
 async def test_executor_max_tokens_overrides_the_workflow() -> None:
     spec = chain(30, 30, max_tokens=1000)
-    report = await executor_with(registry_with_spend(), spec, max_tokens=50).execute_dag("chain")
+    report = await executor_with(registry_with_spend(), spec, max_tokens=50).run("chain")
     assert report.outcomes["n1"].error == "token budget exceeded: 60 of 50" and report.max_tokens == 50
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "10", None])
 async def test_bad_token_counts_name_the_node(bad: object) -> None:
     registry = registry_with_spend()
-    report = await executor_with(registry, chain(0)).execute_dag("chain")
+    report = await executor_with(registry, chain(0)).run("chain")
     assert report.success
     spec = workflow("bad", {"id": "greedy", "action": "spend", "inputs": [{"name": "tokens", "value": bad}]})
-    report = await executor_with(registry, spec).execute_dag("bad")
+    report = await executor_with(registry, spec).run("bad")
     error = report.outcomes["greedy"].error or ""
     assert "node 'greedy': record_usage(): tokens must be a whole number >= 0" in error
     assert report.tokens == 0
@@ -170,11 +170,11 @@ async def test_usage_is_stored_and_loaded_back(tmp_path: Path) -> None:
     registry = registry_with_spend()
     spec = chain(40, 70, 5, max_tokens=100, on_failure="pause")
     executor = executor_with(registry, spec, db=db)
-    report = await executor.execute_dag("chain")
+    report = await executor.run("chain")
     assert report.status == "paused"
     executor.close()
     later = executor_with(registry, spec, db=db, max_tokens=500)
-    assert later.runs().loc[0, "tokens"] == 110
+    assert later.runs_frame().loc[0, "tokens"] == 110
     resumed = await later.resume(report.run_id)  # loaded from the file: totals come back
     assert resumed.success
     assert [resumed.outcomes[n].tokens for n in ("n0", "n1", "n2")] == [40, 140, 5]
@@ -191,7 +191,7 @@ async def test_a_sync_action_in_a_thread_reports_usage() -> None:
         return "ok"
 
     registry.register("threaded", threaded)
-    report = await executor_with(registry, workflow("t", {"id": "t", "action": "threaded"})).execute_dag("t")
+    report = await executor_with(registry, workflow("t", {"id": "t", "action": "threaded"})).run("t")
     assert report.success and report.tokens == 6
 
 
@@ -227,7 +227,7 @@ async def test_usage_travels_back_from_dask_workers(dask_client: Any) -> None:
         {"id": "c", "action": "spend", "inputs": [{"name": "tokens", "value": 80}], "dependencies": ["a"]},
         max_tokens=100, on_failure="continue",
     )
-    report = await executor_with(registry, spec, backend=DaskBackend(dask_client)).execute_dag("remote")
+    report = await executor_with(registry, spec, backend=DaskBackend(dask_client)).run("remote")
     assert report.outcomes["a"].worker is not None  # it did run on the cluster
     assert (report.outcomes["a"].tokens, report.outcomes["a"].cost, report.outcomes["a"].models) == (30, 0.25, ("m",))
     assert report.outcomes["b"].tokens == 12  # a failed attempt's usage comes back with its error

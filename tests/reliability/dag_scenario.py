@@ -63,12 +63,12 @@ for index in range(items):
 spec = WorkflowSpec(name="crash", nodes=nodes, config=DagConfig(max_parallel_nodes=parallelism))
 executor = dagger_nb.DagExecutor(registry, db=db)
 executor.add_workflow(spec)
-runs = executor.runs()
+runs = executor.runs_frame()
 if len(runs):
     run_id, status = runs["run_id"][0], runs["status"][0]
     report = executor.resume_sync(run_id) if status != "succeeded" else None
 else:
-    report = executor.run("crash")
+    report = executor.run_sync("crash")
 executor.close()
 sys.exit(0 if report is None or report.status == "succeeded" else 3)
 """
@@ -195,19 +195,19 @@ def tool(step, k):
     return step * 100 + k
 
 executor = dagger_nb.DagExecutor(registry, db=db, config=DagConfig(max_parallel_nodes=4, max_iterations=1000))
-runs = executor.runs()
+runs = executor.runs_frame()
 if len(runs):
     run_id, status = runs["run_id"][0], runs["status"][0]
     report = executor.resume_sync(run_id) if status != "succeeded" else None
 else:
-    report = executor.run_agent_dag("agent")
+    report = executor.run_agent_dag_sync("agent")
 executor.close()
 sys.exit(0 if report is None or report.status == "succeeded" else 3)
 """
 
 
 def dynamic_crash_matrix(*, kills: int, steps: int, workdir: Path, seed: int) -> dict[str, int]:
-    """A supervisor loop (``execute_agent_dag``) of ``steps`` steps, each adding ``TOOLS_PER_STEP``
+    """A supervisor loop (``run_agent_dag``) of ``steps`` steps, each adding ``TOOLS_PER_STEP``
     tool nodes and the next step, SIGKILLed ``kills`` times, mostly while a step thinks after its
     tools finished.
 

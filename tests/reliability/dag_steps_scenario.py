@@ -1,4 +1,4 @@
-"""The crash matrix of a supervisor loop (``execute_agent_dag``): steps that add tool nodes at
+"""The crash matrix of a supervisor loop (``run_agent_dag``): steps that add tool nodes at
 run time, SIGKILLed mostly while a step thinks after its tools finished. ``items`` is the number
 of steps; ``orphans`` counts nodes a killed step added that were kept and then added again.
 

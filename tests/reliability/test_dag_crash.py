@@ -41,12 +41,12 @@ def test_a_full_disk_ends_the_run_failed_naming_the_file(small_tmpfs: Path) -> N
     db = small_tmpfs / "runs.db"
     executor = executor_with(registry, workflow("fill", *nodes, max_parallel_nodes=2), db=db)
 
-    report = executor.run("fill")
+    report = executor.run_sync("fill")
 
     assert report.status == "failed"
     assert report.error is not None and str(db) in report.error and "full" in report.error
     assert report.error.startswith("cannot record"), report.error  # ours, not sqlite3's
-    assert executor.runs()["status"].tolist() == ["failed"]
+    assert executor.runs_frame()["status"].tolist() == ["failed"]
     executor.close()
     # Reopened on the full disk, the file is either readable, and the run is not "running",
     # or refused with a StorageError: never a raw sqlite3 error.
@@ -55,7 +55,7 @@ def test_a_full_disk_ends_the_run_failed_naming_the_file(small_tmpfs: Path) -> N
     except StorageError as refused:
         assert str(db) in str(refused)
     else:
-        assert reopened.runs()["status"].tolist() in (["failed"], ["interrupted"])
+        assert reopened.runs_frame()["status"].tolist() in (["failed"], ["interrupted"])
         reopened.close()
 
 
@@ -69,7 +69,7 @@ def test_a_run_that_cannot_even_be_recorded_fails_cleanly(
     executor = executor_with(registry, workflow("big-spec", *nodes), db=small_tmpfs / "runs.db")
     fill_disk(small_tmpfs)
 
-    report = executor.run("big-spec")
+    report = executor.run_sync("big-spec")
 
     assert report.status == "failed"
     assert report.error is not None and str(small_tmpfs / "runs.db") in report.error

@@ -1,12 +1,11 @@
 """A full disk under an incremental run: the run ends failed naming the file, as a run
-without incremental mode does; nothing is raised out of ``execute_dag``."""
+without incremental mode does; nothing is raised out of ``run``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 import numpy as np
 import pytest
 
@@ -35,15 +34,15 @@ def test_a_run_on_a_full_disk_fails_naming_the_file(
     runs.add_workflow(WIDE)
     fill_disk(small_tmpfs)
     try:
-        report = anyio.run(runs.execute_dag, "wide")
+        report = runs.run_sync("wide")
         assert report.status == "failed"
         assert report.error is not None and f"'{db}'" in report.error and "disk is full" in report.error
         (small_tmpfs / "filler").unlink()
         # room again: the same executor runs (and, incremental, stores) as usual
-        again = anyio.run(runs.execute_dag, "wide")
+        again = runs.run_sync("wide")
         assert again.status == "succeeded" and again.counts() == {"succeeded": 8}
         if incremental:
-            reused = anyio.run(runs.execute_dag, "wide")
+            reused = runs.run_sync("wide")
             assert reused.counts() == {"cached": 8}, reused.error
     finally:
         runs.close()

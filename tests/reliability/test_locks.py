@@ -147,8 +147,8 @@ def test_rerunning_a_dag_executor_cell_takes_the_file_over(tmp_path: Path) -> No
         executor = dagger_nb.DagExecutor(dagger_nb.ActionRegistry(), db=db)
     executor.registry.register("quick", lambda: "quick done")
     executor.add_workflow(dagger_nb.WorkflowSpec.model_validate({**DAG, "nodes": DAG["nodes"][1:]}))
-    assert executor.run("nightly").status == "succeeded"
-    assert list(executor.runs()["status"]) == ["succeeded"]
+    assert executor.run_sync("nightly").status == "succeeded"
+    assert list(executor.runs_frame()["status"]) == ["succeeded"]
     executor.close()
 
 
@@ -170,7 +170,7 @@ async def test_a_take_over_cancels_the_earlier_executors_running_run(tmp_path: P
     gate.set()
     for _ in range(20):
         await anyio.lowlevel.checkpoint()
-    (row,) = second.runs().itertuples()
+    (row,) = second.runs_frame().itertuples()
     assert row.run_id == report.run_id and row.status != "running"  # nothing of the earlier run left live
     second.close()
 
