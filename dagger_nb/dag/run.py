@@ -21,11 +21,11 @@ from dagger_nb.dag.attempts import AbandonedThreads
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.handle import ADDING_NODE, RunHandle
+from dagger_nb.dag.history import RunEvents
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus, share_clock
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
 from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
-from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
     from dagger_nb.dag.ahead import Ahead
@@ -258,7 +258,7 @@ class Run:
             for node in self.spec.nodes
             if self.waiting[node.id] == 0 and self.outcomes[node.id].status == "pending"
         )
-        self.events: EventStream[DagEvent] = EventStream()
+        self.events: RunEvents = RunEvents(self.run_id)
         for follower in self.followers:
             self.events.add_listener(follower)
         self.failed: list[str] = []
@@ -390,7 +390,7 @@ class Run:
         self._full_report = weakref.ref(report)
         self.report = replace(report, cache=ReleasedCache(self.run_id))
         self.cache = self.report.cache
-        self.events = EventStream()
+        self.events = RunEvents(self.run_id)
         self.events.close()
         self.ahead = None
         self.journal = None

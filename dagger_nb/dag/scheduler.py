@@ -34,8 +34,6 @@ from dagger_nb.dag.events import (
     NodeFailed,
     NodeRetrying,
     NodeSkipped,
-    NodeStarted,
-    NodeSucceeded,
     RunFinished,
 )
 from dagger_nb.dag.hooks import call_hooks
@@ -244,7 +242,8 @@ class Scheduler:
         outcome.status = "running"
         outcome.started_at = time()
         run.keep_outputs(node_id)
-        emit = run.events.emit
+        events = run.events
+        emit = events.emit
         attempts = node.attempts(run.config)
         retries = RetryLog(outcome)
         error = ""
@@ -263,7 +262,7 @@ class Scheduler:
                 if node_id in run.abandoned:
                     await wait_for_abandoned(run, node_id, outcome, attempt)
                 outcome.attempts = attempt
-                emit(NodeStarted(run.run_id, node_id, attempt))
+                events.started(node_id, attempt)
                 try:
                     action = self.executor.registry.get(node.action)
                     kwargs = resolve_inputs(run, node_id, deferred=_takes_deferred(self.executor.backend))
@@ -316,7 +315,7 @@ class Scheduler:
                 if run.journal is not None and not await self._commit(run, node_id, outputs, action.takes_ctx):
                     return
                 self._release_dependents(run, node_id)  # first, so a node a hook adds sees this one done
-                emit(NodeSucceeded(run.run_id, node_id, attempt, outputs))
+                events.succeeded(node_id, attempt, outputs)
                 if written:
                     with contextlib.suppress(DaggerWarning):  # turned into an error, it must not break the run
                         warnings.warn(kept_message(node_id, written), DaggerWarning, stacklevel=1)
