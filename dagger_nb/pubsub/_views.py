@@ -74,6 +74,7 @@ class BusViews:
 
     def get_dot_graph(self) -> str:
         """Deprecated: :meth:`to_dot`."""
+        _deprecated("get_dot_graph", "to_dot")
         return self.to_dot()
 
     def subscribe_events(self) -> AsyncIterator[PubSubEvent]:

@@ -295,6 +295,8 @@ class PubSub(BusDelivery, BusViews):
             raise ExecutionError("close() while delivering: call stop() and let the run end first")
         self._closed = True
         self._background.close()
+        if self._handle is not None and not self._handle.done:  # started, but delivery never began
+            self._handle._dropped()
         try:
             if self._durable is not None:
                 self._durable.close()  # a StorageError here still releases the file

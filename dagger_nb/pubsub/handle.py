@@ -50,6 +50,8 @@ class PubSubHandle:
         self._end(self._tally.report("cancelled"))
 
     def _end(self, report: PubSubReport) -> None:
+        if self._report is not None:  # dropped by close() already; the task's own end comes later
+            return
         self._report = report
         if self._finished is not None:
             self._finished.set()

@@ -3,7 +3,7 @@
 The file is the bus's memory: a message is acknowledged to its publisher only
 once its row is committed (see :mod:`~dagger_nb.pubsub._commit`), a
 subscriber's progress is a ``pubsub_deliveries`` row committed before it
-takes its next message, and ``history()``, ``dead_letters()`` and the
+takes its next message, and ``history_frame()``, ``dead_letters_frame()`` and the
 messages owed to a returning agent are read back from the file (a page at a
 time) instead of being kept in memory. Opening a log reads only the channels,
 the registrations and per-channel counts, so it costs the same for ten

@@ -100,6 +100,17 @@ async def test_the_handle_honours_the_handle_protocol(registry: PubSubAgentRegis
     assert [type(event).__name__ async for event in events] == heard
 
 
+async def test_closing_the_bus_before_delivery_began_cancels_the_handle(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    handle = bus.start()
+    bus.close()
+    with anyio.fail_after(5):
+        report = await handle
+    assert handle.status is PubSubStatus.CANCELLED and report.reason == "cancelled" and handle.error is None
+    await wait_all_tasks_blocked()  # the background owner's task has ended too, and changed nothing
+    assert handle.report is report
+
+
 def refuse_deliveries(db: Path) -> None:
     """A real SQLite failure on every delivery row: the log cannot record what a handler did."""
     with sqlite3.connect(db) as connection:
@@ -205,8 +216,9 @@ async def test_bus_publish_sync_from_a_worker_thread_while_delivering(registry: 
     [
         ("history", "history_frame", ("news",)),
         ("dead_letters", "dead_letters_frame", ()),
+        ("get_dot_graph", "to_dot", ()),
     ],
-    ids=["history", "dead_letters"],
+    ids=["history", "dead_letters", "get_dot_graph"],
 )
 async def test_deprecated_names_warn_and_answer_as_the_new_ones(
     registry: PubSubAgentRegistry, old: str, new: str, args: tuple[Any, ...]
