@@ -65,6 +65,38 @@ class _Spec(BaseModel):
                     return {key: item for key, item in value.items() if not (item is None and key in defaulted)}
         return value
 
+    # Nodes and inputs share the set of the fields they were given (see _share_fields_set); an
+    # instance takes its own copy before anything changes it, so no change reaches the others.
+    def __setattr__(self, name: str, value: Any) -> None:
+        _own_fields_set(self)
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        _own_fields_set(self)
+        super().__delattr__(name)
+
+
+# One set per combination of given fields, shared by every node or input given those fields: a set
+# per instance is a fifth of a big workflow's memory, and one more object the collector walks.
+# Bounded: ``extra="forbid"`` allows only the models' own field names.
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+
+
+def _share_fields_set(model: BaseModel) -> None:
+    given = model.__pydantic_fields_set__
+    key = frozenset(given)
+    shared = _FIELDS_SETS.get(key)
+    if shared is None:
+        shared = _FIELDS_SETS[key] = set(key)
+    _set_fields_set(model, shared)
+
+
+def _own_fields_set(model: BaseModel) -> None:
+    given = model.__pydantic_fields_set__
+    if _FIELDS_SETS.get(frozenset(given)) is given:
+        _set_fields_set(model, set(given))
+
 
 @functools.cache
 def _defaulted_when_null(model: type[BaseModel]) -> frozenset[str]:
@@ -212,6 +244,7 @@ class InputSpec(_Spec):
             raise ValueError(f"input '{self.name}' has both 'reference' and 'value'; keep one")
         if self.reference is None and "value" not in self.model_fields_set:
             raise ValueError(f"input '{self.name}' needs a 'reference' or a 'value'")
+        _share_fields_set(self)
         return self
 
     @property
@@ -248,6 +281,11 @@ class NodeSpec(_Spec):
     timeout: Finite | None = Field(default=None, gt=0, le=604800)
     try_count: Count | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     instructions: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _shared_fields_set(self) -> NodeSpec:
+        _share_fields_set(self)
+        return self
 
     @property
     def failure_handler(self) -> str | None:

@@ -1,0 +1,60 @@
+"""Nodes and inputs given the same fields share one fields set; no change to one reaches another."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+from dagger_nb.dag.loader import load_workflow
+from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec
+
+
+def _node(node_id: str) -> NodeSpec:
+    return NodeSpec(id=node_id, action="x", inputs=[InputSpec(name="a", reference="up.out")])
+
+
+def test_setting_a_field_of_one_node_leaves_the_others_given_fields_alone() -> None:
+    first, second = _node("n1"), _node("n2")
+    assert first.model_fields_set is second.model_fields_set  # shared while nobody changes them
+    first.timeout = 5.0
+    first.inputs[0].description = "rows"
+    assert first.model_fields_set == {"id", "action", "inputs", "timeout"}
+    assert second.model_fields_set == {"id", "action", "inputs"}
+    assert second.inputs[0].model_fields_set == {"name", "reference"}
+    assert first.model_dump(exclude_unset=True) == {
+        "id": "n1",
+        "action": "x",
+        "inputs": [{"name": "a", "reference": "up.out", "description": "rows"}],
+        "timeout": 5.0,
+    }
+    assert second.model_dump(exclude_unset=True) == {
+        "id": "n2",
+        "action": "x",
+        "inputs": [{"name": "a", "reference": "up.out"}],
+    }
+
+
+def test_copies_and_pickles_keep_their_own_fields_sets() -> None:
+    node = _node("n")
+    changed = node.model_copy(update={"description": "later"})
+    deep = copy.deepcopy(node)
+    deep.failure = "cleanup"
+    restored = pickle.loads(pickle.dumps(node))
+    restored.try_count = 2
+    assert changed.model_fields_set == {"id", "action", "inputs", "description"}
+    assert deep.model_fields_set == {"id", "action", "inputs", "failure"}
+    assert restored.model_fields_set == {"id", "action", "inputs", "try_count"}
+    assert node.model_fields_set == {"id", "action", "inputs"} == _node("other").model_fields_set
+
+
+def test_a_node_built_in_python_equals_the_same_node_read_from_a_file() -> None:
+    built = WorkflowSpec(name="w", nodes=[NodeSpec(id="up", action="x"), _node("n")])
+    loaded = load_workflow(
+        "name: w\nnodes:\n  - {id: up, action: x}\n"
+        "  - {id: n, action: x, inputs: [{name: a, reference: up.out}]}\n"
+    )
+    validated = WorkflowSpec.model_validate(built.model_dump(exclude_unset=True))
+    assert built == loaded == validated
+    for mine, read in zip(built.nodes, loaded.nodes, strict=True):
+        assert mine.model_dump_json(exclude_unset=True) == read.model_dump_json(exclude_unset=True)
+    assert [node.model_fields_set for node in built.nodes] == [node.model_fields_set for node in loaded.nodes]
