@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
     from dagger_nb.dag.human import HumanRequest
     from dagger_nb.dag.loader import load_workflow, load_workflows, parse_workflow
-    from dagger_nb.dag.report import ExecutionReport, NodeOutcome
+    from dagger_nb.dag.report import ExecutionReport, NodeOutcome, RunStatus
     from dagger_nb.dag.run import RunHandle
     from dagger_nb.dag.spec import (
         DagConfig,
@@ -71,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "RetryStrategy": "dagger_nb.dag.spec",
     "RunFinished": "dagger_nb.dag.events",
     "RunHandle": "dagger_nb.dag.run",
+    "RunStatus": "dagger_nb.dag.report",
     "WorkflowSpec": "dagger_nb.dag.spec",
     "action": "dagger_nb.dag.actions",
     "default_registry": "dagger_nb.dag.actions",
@@ -122,6 +123,7 @@ __all__ = [
     "RetryStrategy",
     "RunFinished",
     "RunHandle",
+    "RunStatus",
     "WorkflowSpec",
     "action",
     "default_registry",
