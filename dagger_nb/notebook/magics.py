@@ -86,8 +86,8 @@ class DaggerMagics(Magics):
             _display_graph(workflow_dot(spec))
         if args.run:
             inputs = self._inputs(args.inputs, "--inputs", line)
-            self._start(lambda: self.session.start_run(spec.name, inputs=inputs, incremental=incremental,
-                                                       fresh=args.fresh),
+            self._start(lambda: self.session.start(spec.name, inputs=inputs, incremental=incremental,
+                                                   fresh=args.fresh),
                         wait=args.wait, out=args.out)
 
     @magic_arguments()
@@ -218,8 +218,8 @@ class DaggerMagics(Magics):
         args = parse_argstring(self.dagger_run, line)
         incremental = _incremental_choice(args, run=True)
         inputs = self._inputs(args.inputs, "--inputs", line)
-        self._start(lambda: self.session.start_run(args.name, inputs=inputs, incremental=incremental,
-                                                   fresh=args.fresh),
+        self._start(lambda: self.session.start(args.name, inputs=inputs, incremental=incremental,
+                                               fresh=args.fresh),
                     wait=args.wait, out=args.out)
 
     @magic_arguments()

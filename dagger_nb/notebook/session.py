@@ -5,22 +5,26 @@ Magics and dashboards work on one :class:`Session`. The kernel's session
 ``@dagger_nb.action`` and with ``%%dagger_action`` live side by side; tests
 build isolated ones with ``Session()``.
 
-Work runs on the kernel's own event loop: ``await`` in a cell, or started in
-the background (the cell returns at once). Background runs are owned by the
-executor's task group, jobs by the task manager's; :meth:`Session.aclose`
-cancels them all. No loop patching: a blocking wait (``--wait``) runs the work
-on a private loop in a worker thread while the cell waits.
+A workflow runs as everything in dagger-nb does: ``await session.run(name)`` in
+a cell, ``session.start(name)`` in the background (a :class:`RunHandle` at once,
+the cell returns), or ``session.run_sync(name)``, which blocks. Work runs on the
+kernel's own event loop; background runs are owned by the executor's task
+group, jobs by the task manager's; :meth:`Session.aclose` cancels them all. No
+loop patching: a blocking wait (``run_sync``, ``--wait``) runs the work on a
+private loop in a worker thread while the cell waits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
+from dagger_nb._loop import require_loop, run_sync
 from dagger_nb.cache import Cache
 from dagger_nb.dag import ActionRegistry, DagExecutor, ExecutionReport, RunHandle, default_registry
 from dagger_nb.errors import RunNotFound
@@ -115,19 +119,62 @@ class Session:
 
     # -- DAG runs ----------------------------------------------------------------------------
 
-    def start_run(
+    def start(
         self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,
         fresh: bool = False,
     ) -> RunHandle:
-        """Start workflow ``name`` in the background on the running loop; returns at once.
+        """Start workflow ``name`` in the background on the running loop; returns its handle at once.
 
         ``incremental`` (default: the workflow's ``config.enable_incremental_cache``) reuses the
         stored results of unchanged nodes; ``fresh=True`` runs every node and stores the results.
+        Each run reads its own ``inputs``, even while another run of the workflow goes on.
+        Where no loop runs (a script) it raises :class:`~dagger_nb.NoRunningLoop`: use :meth:`run_sync`.
         """
+        require_loop("Session.start()", instead="session.run_sync(...)")
         if fresh or self._wants_incremental(name, incremental):
             self.incremental_db()
         return self._remember(self.executor.start(name, inputs=inputs, cache=self.cache, incremental=incremental,
                                                   fresh=fresh))
+
+    async def run(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,
+        fresh: bool = False,
+    ) -> ExecutionReport:
+        """Run workflow ``name`` and return its report (``await session.run(...)``); options as for
+        :meth:`start`. The run is one of the session's (:attr:`runs`, ``%dagger_dashboard``)."""
+        return await self.start(name, inputs=inputs, incremental=incremental, fresh=fresh).wait()
+
+    def run_sync(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,
+        fresh: bool = False,
+    ) -> ExecutionReport:
+        """Run workflow ``name`` and block until its report is ready (a script, or a cell without
+        ``await``); options as for :meth:`start`.
+
+        In a running kernel the run goes on a private loop in a worker thread while the cell
+        waits; interrupting the kernel cancels the run, waits for it to end and raises
+        ``KeyboardInterrupt``.
+        """
+        started: list[RunHandle] = []
+
+        async def run_here() -> ExecutionReport:
+            handle = self.start(name, inputs=inputs, incremental=incremental, fresh=fresh)
+            started.append(handle)
+            return await handle.wait()
+
+        def interrupted() -> None:
+            for handle in started:
+                handle.cancel()
+
+        return run_sync(run_here, on_interrupt=interrupted)
+
+    def start_run(
+        self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,
+        fresh: bool = False,
+    ) -> RunHandle:
+        """Deprecated: use :meth:`start`."""
+        warnings.warn("Session.start_run() is deprecated; use Session.start()", DeprecationWarning, stacklevel=2)
+        return self.start(name, inputs=inputs, incremental=incremental, fresh=fresh)
 
     def _wants_incremental(self, name: str, incremental: bool | None) -> bool:
         if incremental is not None:
@@ -152,10 +199,6 @@ class Session:
         """Start a supervisor loop for ``task`` (the registered ``supervisor_step`` action) in the
         background; returns at once. See :meth:`DagExecutor.start_agent_dag`."""
         return self._remember(self.executor.start_agent_dag(task, inputs=inputs, cache=self.cache))
-
-    async def run(self, name: str, *, inputs: Mapping[str, Any] | None = None) -> ExecutionReport:
-        """Start workflow ``name`` and wait for its report (``await session.run(...)``)."""
-        return await self.start_run(name, inputs=inputs).wait()
 
     def handle(self, run_id: str) -> RunHandle:
         """The handle of run ``run_id`` (:class:`~dagger_nb.RunNotFound` if unknown)."""
@@ -210,7 +253,7 @@ class Session:
 
     def start_job(self, job_id: str, *, allowed_agents: Iterable[str] | None = None) -> JobHandle:
         """Start task job ``job_id`` of :attr:`task_manager` in the background; returns at once."""
-        handle = self.task_manager.start_job(job_id, allowed_agents=allowed_agents)
+        handle = self.task_manager.start(job_id, allowed_agents=allowed_agents)
         self.jobs[job_id] = handle
         return handle
 

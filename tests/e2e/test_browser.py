@@ -72,7 +72,7 @@ CHAIN_CELLS = [
     "              {'id': 'c', 'action': 'step', 'inputs': [{'name': 'x', 'reference': 'b.result'}]},\n"
     "              {'id': 'parse', 'action': 'parse_request'}]})\n"
     "session.executor.add_workflow(spec)\n"
-    "run = session.start_run('chain')\n"
+    "run = session.start('chain')\n"
     "RunDashboard(run)",
 ]
 

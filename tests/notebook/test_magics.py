@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import anyio
 import pandas as pd
 import pytest
@@ -12,8 +9,6 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import dagger_nb
-from dagger_nb._loop import run_sync
-from dagger_nb.dag import RunHandle
 from dagger_nb.dag.events import HumanInputRequested
 from dagger_nb.notebook import JobDashboard, RunDashboard
 from dagger_nb.notebook.magics import DaggerMagics
@@ -393,59 +388,6 @@ async def test_pubsub_agent_needs_channels(shell: InteractiveShell, magics: Dagg
         run(shell, "%%dagger_pubsub_agent a\nasync def a(message, ctx):\n    pass\n")
 
 
-# -- the session ---------------------------------------------------------------------------------
-
-
-async def test_session_aclose_cancels_background_runs() -> None:
-    session = Session(registry=dagger_nb.ActionRegistry())
-    started = anyio.Event()
-
-    async def forever() -> None:
-        started.set()
-        await anyio.sleep_forever()
-
-    session.registry.register("forever", forever)
-    session.executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[{"id": "a", "action": "forever"}]))
-    handle = session.start_run("w")
-    await started.wait()
-    await session.aclose()
-    assert handle.status == "cancelled"
-
-
-def test_kernel_session_is_shared_and_replaceable() -> None:
-    from dagger_nb.notebook import session, use_session
-
-    previous = use_session(None)
-    try:
-        first = session()
-        assert session() is first and first.registry is dagger_nb.default_registry
-        mine = Session()
-        use_session(mine)
-        assert session() is mine
-    finally:
-        use_session(previous)
-
-
-def test_interrupting_a_blocking_wait_cancels_the_run() -> None:
-    session = Session(registry=dagger_nb.ActionRegistry())
-
-    async def forever() -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # the user presses "interrupt" while the run goes on
-        await anyio.sleep_forever()
-
-    session.registry.register("forever", forever)
-    session.executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[{"id": "a", "action": "forever"}]))
-    started: list[RunHandle] = []
-
-    async def run_it() -> None:
-        started.append(session.start_run("w"))
-        await started[0].wait()
-
-    with pytest.raises(KeyboardInterrupt):
-        run_sync(run_it, on_interrupt=lambda: started[0].cancel())
-    assert started[0].status == "cancelled"
-
-
 async def test_workflow_name_on_the_magic_line_wins(shell: InteractiveShell, magics: DaggerMagics) -> None:
     run(shell, ADD_ACTION)
     run(shell, "%%dagger_workflow renamed --no-graph\nname: original\nnodes:\n"
@@ -476,7 +418,7 @@ async def test_respond_magic_answers_a_question(shell: InteractiveShell, magics:
     session.executor.add_workflow(dagger_nb.WorkflowSpec.model_validate(
         {"name": "ask", "nodes": [{"id": "q", "action": "approve"}, {"id": "n", "action": "note"}]}
     ))
-    handle = session.start_run("ask")
+    handle = session.start("ask")
     asked: dict[str, str] = {}
     async for event in handle.subscribe():
         if isinstance(event, HumanInputRequested):

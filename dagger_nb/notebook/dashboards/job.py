@@ -118,7 +118,7 @@ class JobDashboard(Dashboard):
                   if str(t.status) in ("failed", "rejected")]
         self.errors.value = errors_list_html(broken)
         self.logs.value = task_logs_html(tasks)
-        self.graph.update(lambda: self.manager.get_dot_graph(self.job_id), len(tasks), final=final,
+        self.graph.update(lambda: self.manager.to_dot(self.job_id), len(tasks), final=final,
                           version=self.events_seen)
         self.legend.value = legend_html(_TASK_LEGEND, edges=_JOB_EDGES)
 
