@@ -58,7 +58,7 @@ class JobDashboard(Dashboard):
         #: The job's final status, from its ``JobFinished`` event (before the handle has its report).
         self.final_status: str | None = None
         if handle is not None and not handle.done:
-            handle.events.add_listener(self._on_event)
+            handle.add_listener(self._on_event)
             self.refresh()
             self.start_clock()
         else:
