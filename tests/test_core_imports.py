@@ -195,6 +195,19 @@ def test_checking_a_workflow_does_not_load_the_executor(resources: Path) -> None
     assert (result.stdout, result.stderr) == ("[]\n", "")
 
 
+def test_loading_a_workflow_parses_no_builtin_signature(resources: Path) -> None:
+    # pydantic reads each default factory's signature; a builtin's (``list``) is parsed from text
+    # by the tokenizer, whose regular expressions cost more to compile than a small workflow's run.
+    program = (
+        "import sys, tokenize\n"
+        "from dagger_nb.dag import load_workflow\n"
+        f"load_workflow({str(resources / 'diamond_4.yaml')!r})\n"
+        "print(tokenize._compile.cache_info().currsize)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.stdout, result.stderr) == ("0\n", "")
+
+
 @pytest.mark.parametrize("name", ["Cache", "DagExecutor", "TaskManager", "PubSub", "CacheKeyError"])
 def test_lazy_names_are_the_real_objects(name: str) -> None:
     module = {"Cache": "cache", "DagExecutor": "dag", "TaskManager": "agents", "PubSub": "pubsub"}

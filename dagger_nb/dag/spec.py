@@ -46,6 +46,13 @@ def _not_a_boolean(value: Any) -> Any:
     return value
 
 
+def _no_items() -> list[Any]:
+    # The default of list fields. Not ``list`` itself: pydantic reads a default factory's
+    # signature, and a builtin's is parsed from text by the tokenizer, whose regular
+    # expressions then take longer to compile than the whole first run of a small workflow.
+    return []
+
+
 Count = Annotated[int, BeforeValidator(_not_a_boolean)]
 Finite = Annotated[float, BeforeValidator(_not_a_boolean), AllowInfNan(False)]
 
@@ -272,9 +279,9 @@ class NodeSpec(_Spec):
 
     id: str = Field(min_length=1)
     action: str = Field(min_length=1)
-    dependencies: list[str] = Field(default_factory=list)
-    inputs: list[InputSpec] = Field(default_factory=list)
-    outputs: list[OutputSpec] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=_no_items)
+    inputs: list[InputSpec] = Field(default_factory=_no_items)
+    outputs: list[OutputSpec] = Field(default_factory=_no_items)
     failure: str | None = None
     onfailure: bool = True
     description: str | None = None
@@ -307,10 +314,10 @@ class WorkflowSpec(_Spec):
     author: str | None = None
     version: str | None = None
     signature: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=_no_items)
     instructions: str | list[str] | None = None
     config: DagConfig = Field(default_factory=DagConfig)
-    nodes: list[NodeSpec] = Field(default_factory=list)
+    nodes: list[NodeSpec] = Field(default_factory=_no_items)
 
     @model_validator(mode="before")
     @classmethod
