@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 import dagger_nb
-from dagger_nb.dag import RunHandle
+from dagger_nb.dag import RunHandle, RunStatus
 from dagger_nb.errors import NoRunningLoop
+from dagger_nb.handles import Handle
 from dagger_nb.notebook import Session, session, use_session
 
 pytestmark = pytest.mark.anyio
@@ -55,10 +56,12 @@ async def test_await_run_returns_the_report_of_a_run_of_the_session(doubling: Se
 
 async def test_start_returns_a_handle_at_once_and_remembers_it(doubling: Session) -> None:
     handle = doubling.start("w", inputs={"x": 5})
-    assert isinstance(handle, RunHandle) and doubling.latest() is handle
+    assert isinstance(handle, RunHandle) and isinstance(handle, Handle)  # the contract of all three paradigms
+    assert doubling.latest() is handle
     assert doubling.handle(handle.run_id) is handle
     report = await handle
     assert report.cache.get("a", "result") == 10
+    assert handle.status is RunStatus.SUCCEEDED and handle.error is None
 
 
 async def test_start_run_is_a_deprecated_alias_of_start(doubling: Session) -> None:
