@@ -17,13 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import WorkflowSpec
 from dagger_nb.errors import CommandLineError, DaggerError, WorkflowSpecError, describe_error
-from dagger_nb.graph import render_svg
 
 if TYPE_CHECKING:
     from dagger_nb.dag.executor import DagExecutor
@@ -167,6 +163,10 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _graph(args: argparse.Namespace) -> int:
+    # Imported here, as the run's modules are: `validate` (the quickest command) needs neither.
+    from dagger_nb.dag.dot import workflow_dot
+    from dagger_nb.graph import render_svg
+
     spec = load_workflow(Path(args.file))
     dot = workflow_dot(spec)
     if args.output is None:
@@ -231,6 +231,8 @@ def _resume(args: argparse.Namespace) -> int:
 def _drive(args: argparse.Namespace, start: Callable[[DagExecutor], RunHandle]) -> int:
     """Open an executor (on ``args.db``), ``start`` a run with it and show its progress and report;
     the executor is closed whatever happens."""
+    import anyio
+
     from dagger_nb.dag.actions import default_registry
     from dagger_nb.dag.executor import DagExecutor
     from dagger_nb.dag.progress import ProgressLine
@@ -270,6 +272,8 @@ def _show(report: Any, args: argparse.Namespace) -> int:
             print("\nCache:")
             print(_cache_table(report.cache))
     if args.svg:
+        from dagger_nb.graph import render_svg
+
         _write(Path(args.svg), render_svg(report.to_dot()))
         print(f"\nwrote {args.svg}", file=sys.stderr)
     return 0 if report.success else 1
