@@ -165,7 +165,8 @@ class BusDelivery:
     def stop(self) -> None:
         """End delivery now: no handler starts afterwards, and running async handlers are cancelled.
 
-        Call it from the event loop's thread. The run (``await handle``,
+        From a worker thread while delivery runs (a sync handler, ``handle.cancel()``
+        from another thread) the call is carried to the loop's thread. The run (``await handle``,
         ``run()``) ends once every running handler has returned: a sync
         handler's thread cannot be cancelled, so its call is waited for (up to
         ``stop_timeout`` seconds, then a :class:`~dagger_nb.errors.DaggerWarning`
@@ -174,6 +175,9 @@ class BusDelivery:
         not yet handled stay queued for the next :meth:`run`. Does nothing when
         not delivering.
         """
+        if self._hop.off_loop:
+            self._hop.call(self.stop)
+            return
         if not self._running:
             if self._handle is not None and not self._handle.done:
                 self._stop_early = True

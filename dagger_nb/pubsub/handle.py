@@ -81,7 +81,7 @@ class PubSubHandle:
         self.pubsub.stop()
 
     def cancel(self) -> None:
-        """Same as :meth:`stop`: delivery ends ``stopped`` once running handlers returned."""
+        """Same as :meth:`stop` (from any thread): delivery ends ``stopped`` once running handlers returned."""
         self.stop()
 
     async def wait(self) -> PubSubReport:

@@ -211,6 +211,40 @@ async def test_bus_publish_sync_from_a_worker_thread_while_delivering(registry: 
     assert received == ["from a thread"] and message.channel == "news" and report.published == 1
 
 
+def test_a_sync_handler_can_stop_delivery_from_its_thread(registry: PubSubAgentRegistry) -> None:
+    handled: list[Any] = []
+
+    @dagger_nb.pubsub_agent("quitter", subscribe=["in"], registry=registry)
+    def quitter(message: dagger_nb.Message, ctx: dagger_nb.PubSubContext) -> None:
+        handled.append(message.payload)
+        if message.payload == "enough":
+            ctx.pubsub.stop()
+
+    bus = dagger_nb.PubSub(registry=registry)
+    bus.register("quitter")
+    for payload in (1, "enough", 3):
+        bus.publish_sync("in", payload)
+    report = bus.run_sync()  # no until_idle, no timeout: only the handler's stop() ends it
+    assert (report.status, report.reason, report.delivered) == ("stopped", "stopped", 2)
+    assert handled == [1, "enough"] and bus.agents()["queued"].tolist() == [1]
+    bus.close()
+
+
+async def test_cancel_from_another_thread_reaches_an_idle_loop(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    handle = bus.start()
+    await wait_all_tasks_blocked()  # delivering, and nothing to deliver: the loop sleeps until woken
+    canceller = threading.Thread(target=handle.cancel)
+    canceller.start()
+    begun = anyio.current_time()
+    with anyio.fail_after(10):
+        report = await handle
+    # Carried to the loop, the cancel wakes it; called on a sleeping loop from a foreign thread it
+    # would wait for the next wake-up (here the 10 s deadline).
+    assert anyio.current_time() - begun < 5 and report.reason == "stopped"
+    canceller.join()
+
+
 @pytest.mark.parametrize(
     ("old", "new", "args"),
     [
