@@ -313,10 +313,15 @@ class Session:
 
     async def aclose(self) -> None:
         """Cancel every background run, job and pub/sub delivery and wait for them to end."""
-        for handle in self.runs.values():
-            if not handle.done:
-                handle.cancel()
+        running = [handle for handle in self.runs.values() if not handle.done]
+        for handle in running:
+            handle.cancel()
         await self.executor.aclose()
+        # The executor's group may not own every one of them: a run_sync (or --wait) in between
+        # started its run on another loop, so wait for each run here.
+        for handle in running:
+            with contextlib.suppress(Exception):
+                await handle.wait()
         if self._task_manager is not None:
             await self._task_manager.aclose()
         if self._pubsub is not None:

@@ -157,6 +157,28 @@ async def test_aclose_cancels_background_runs() -> None:
     assert handle.status == "cancelled"
 
 
+async def test_aclose_cancels_and_waits_for_a_background_run_started_before_a_run_sync() -> None:
+    new = Session(registry=dagger_nb.ActionRegistry())
+    started, ended = anyio.Event(), anyio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+
+    new.registry.register("forever", forever)
+    new.registry.register("one", lambda: 1)
+    new.executor.add_workflow(dagger_nb.WorkflowSpec(name="f", nodes=[{"id": "a", "action": "forever"}]))
+    new.executor.add_workflow(dagger_nb.WorkflowSpec(name="o", nodes=[{"id": "a", "action": "one"}]))
+    handle = new.start("f")
+    await started.wait()
+    assert new.run_sync("o").status == "succeeded"  # its run went on a private loop
+    await new.aclose()
+    assert ended.is_set() and handle.status == "cancelled"
+
+
 def test_kernel_session_is_shared_and_replaceable() -> None:
     previous = use_session(None)
     try:
