@@ -231,8 +231,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _drive(args: argparse.Namespace, start: Callable[[DagExecutor], RunHandle]) -> int:
     """Open an executor (on ``args.db``), ``start`` a run with it and show its progress and report;
     the executor is closed whatever happens."""
-    import anyio
-
+    from dagger_nb._loop import run_sync
     from dagger_nb.dag.actions import default_registry
     from dagger_nb.dag.executor import DagExecutor
     from dagger_nb.dag.progress import ProgressLine
@@ -246,7 +245,7 @@ def _drive(args: argparse.Namespace, start: Callable[[DagExecutor], RunHandle]) 
                 handle.add_listener(progress.on_event)
                 return await handle
 
-        report = anyio.run(drive)
+        report = run_sync(drive)  # the progress line listens from the start, so not executor.run_sync
     finally:
         executor.close()
     return _show(report, args)
