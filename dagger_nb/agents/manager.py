@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Coroutine, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -413,4 +414,4 @@ class TaskManager:
 
 
 def _deprecated(old: str, new: str) -> None:
-    """The old names warn once every call site in the project moved (the notebook layer last)."""
+    warnings.warn(f"TaskManager.{old}() is deprecated; use TaskManager.{new}()", DeprecationWarning, stacklevel=3)

@@ -1,4 +1,4 @@
-"""The verb trio (``await run``, ``start``, ``run_sync``) and the handle contract."""
+"""The verb trio (``await run``, ``start``, ``run_sync``), the handle contract, and the old names."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def echo_manager(registry: dagger_nb.TaskAgentRegistry) -> tuple[dagger_nb.TaskM
     registry.register("echo", lambda input, ctx: input)
     manager = dagger_nb.TaskManager(registry=registry, heartbeat_interval=None)
     return manager, manager.add_objective("job", "echo it", "echo", {"v": 1})
+
+
+def deprecated(old: str, new: str) -> Any:
+    return pytest.warns(
+        DeprecationWarning, match=rf"TaskManager\.{old}\(\) is deprecated; use TaskManager\.{new}\(\)"
+    )
 
 
 async def test_a_job_handle_satisfies_the_handle_contract(registry: dagger_nb.TaskAgentRegistry) -> None:
@@ -86,3 +92,44 @@ async def test_a_job_closed_before_it_started_ends_cancelled_at_once(registry: d
     report = await handle
     assert report.outcomes[task_id].status is dagger_nb.TaskStatus.PENDING
     assert manager.running_jobs() == []
+
+
+async def test_run_job_is_a_deprecated_alias_of_run(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    with deprecated("run_job", "run") as warned:
+        running = manager.run_job("job")
+    assert warned[0].filename == __file__  # the warning points at the caller
+    report = await running
+    assert report.success and report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+    await manager.aclose()
+
+
+async def test_start_job_is_a_deprecated_alias_of_start(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    with deprecated("start_job", "start") as warned:
+        handle = manager.start_job("job")
+    assert warned[0].filename == __file__
+    assert isinstance(handle, dagger_nb.JobHandle)
+    report = await handle
+    assert report.success and report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+    await manager.aclose()
+
+
+def test_run_job_sync_is_a_deprecated_alias_of_run_sync(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    with deprecated("run_job_sync", "run_sync") as warned:
+        report = manager.run_job_sync("job")
+    assert warned[0].filename == __file__
+    assert report.success and report.outcomes[task_id].output.data == {"v": 1}  # type: ignore[union-attr]
+    manager.close()
+
+
+def test_get_dot_graph_is_a_deprecated_alias_of_to_dot(registry: dagger_nb.TaskAgentRegistry) -> None:
+    manager, task_id = echo_manager(registry)
+    with deprecated("get_dot_graph", "to_dot") as warned:
+        dot = manager.get_dot_graph("job")
+    assert warned[0].filename == __file__
+    assert dot == manager.to_dot("job") and f'"{task_id}"' in dot
+    with deprecated("get_dot_graph", "to_dot"):
+        assert manager.get_dot_graph() == manager.to_dot()
+    manager.close()

@@ -117,7 +117,7 @@ async def test_the_job_header_and_table_show_usage_while_running_and_at_the_end(
     registry.register("work", work)
     async with TaskManager(registry=registry, max_tokens=5000) as manager:
         manager.add_objective("j", "one step", "work")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle)
         await spent.wait()
         await until(lambda: "1,200 tokens of 5,000 · $0.25" in header_text(dashboard), 5, "no live job usage")
@@ -142,7 +142,7 @@ async def test_a_job_without_usage_shows_nothing_about_tokens() -> None:
     registry.register("work", work)
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "one step", "work")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle)
         await handle.wait()
         await until(lambda: dashboard.finished, 5, "the dashboard never finished")

@@ -138,7 +138,7 @@ async def test_a_job_dashboard_reaches_its_final_state_without_anyone_awaiting_i
     registry.register("work", work)
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "one step", "work")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle)
         finished = anyio.Event()
         handle.events.add_listener(lambda e: type(e).__name__ == "JobFinished" and finished.set())
@@ -231,7 +231,7 @@ async def test_task_rows_show_the_description_and_a_short_id() -> None:
     registry.register("work", lambda input, ctx: {"ok": True})
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "summarise the quarterly report", "work")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle)
         await handle.wait()
         (task,) = manager.tasks("j")

@@ -280,7 +280,7 @@ async def test_job_dashboard_follows_a_job() -> None:
     registry.register("work", work)
     async with TaskManager(registry=registry) as manager:
         manager.add_objective("j", "plan three steps", "plan")
-        handle = manager.start_job("j")
+        handle = manager.start("j")
         dashboard = JobDashboard(manager, "j", handle=handle, interval=0)
         seen = anyio.Event()
 
