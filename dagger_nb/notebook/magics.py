@@ -17,7 +17,6 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import HTML, SVG, display
 
-from dagger_nb._loop import run_sync
 from dagger_nb.dag import RunHandle
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.loader import parse_workflow
@@ -338,33 +337,22 @@ class DaggerMagics(Magics):
         return self.shell.user_ns
 
     def _start(self, start: Callable[[], RunHandle], *, wait: bool, out: str | None) -> None:
+        if wait:
+            shown: list[Any] = []
+            self.session.wait_sync(lambda: _call(start), on_start=lambda handle: shown.append(self._show(handle, out)))
+            shown[0].send_final_state()  # from this cell, which headless runners record
+            return
+        self._show(_call(start), out)
+
+    def _show(self, handle: RunHandle, out: str | None) -> Any:
+        """Display the run's dashboard and keep the handle in ``_dagger_run`` (and ``out``)."""
         from dagger_nb.notebook.dashboards.run import RunDashboard
 
-        if wait:
-            holder: dict[str, Any] = {}
-
-            async def run_here() -> None:
-                handle = holder["handle"] = _call(start)
-                holder["dashboard"] = dashboard = RunDashboard(handle)
-                self._publish(handle, dashboard, out)
-                display(dashboard)
-                await handle.wait()
-
-            def interrupted() -> None:
-                if "handle" in holder:
-                    holder["handle"].cancel()
-
-            run_sync(run_here, on_interrupt=interrupted)
-            holder["dashboard"].send_final_state()
-            return
-        handle = _call(start)
         dashboard = RunDashboard(handle)
-        self._publish(handle, dashboard, out)
-        display(dashboard)
-
-    def _publish(self, handle: RunHandle, dashboard: Any, out: str | None) -> None:
         self.session.dashboards[handle.run_id] = dashboard
         self._store(handle, "_dagger_run", out)
+        display(dashboard)
+        return dashboard
 
     def _store(self, handle: object, default: str, out: str | None) -> None:
         self._ns[default] = handle

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
@@ -152,14 +152,28 @@ class Session:
         ``await``); options as for :meth:`start`.
 
         In a running kernel the run goes on a private loop in a worker thread while the cell
+        waits (see :meth:`wait_sync`).
+        """
+        return self.wait_sync(lambda: self.start(name, inputs=inputs, incremental=incremental, fresh=fresh))
+
+    def wait_sync(
+        self, start: Callable[[], RunHandle], *, on_start: Callable[[RunHandle], object] | None = None
+    ) -> ExecutionReport:
+        """Call ``start()`` (:meth:`start`, :meth:`start_resume`, ...) and block until that run
+        ends; its report. ``on_start(handle)`` is called once the run started (a magic shows
+        its dashboard there).
+
+        In a running kernel the run goes on a private loop in a worker thread while the cell
         waits; interrupting the kernel cancels the run, waits for it to end and raises
         ``KeyboardInterrupt``.
         """
         started: list[RunHandle] = []
 
         async def run_here() -> ExecutionReport:
-            handle = self.start(name, inputs=inputs, incremental=incremental, fresh=fresh)
+            handle = start()
             started.append(handle)
+            if on_start is not None:
+                on_start(handle)
             return await handle.wait()
 
         def interrupted() -> None:

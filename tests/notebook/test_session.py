@@ -78,6 +78,13 @@ async def test_run_sync_blocks_inside_a_running_loop(doubling: Session) -> None:
     assert doubling.latest() is not None and doubling.latest().run_id == report.run_id  # type: ignore[union-attr]
 
 
+async def test_wait_sync_calls_on_start_with_the_handle_then_waits(doubling: Session) -> None:
+    seen: list[RunHandle] = []
+    report = doubling.wait_sync(lambda: doubling.start("w", inputs={"x": 8}), on_start=seen.append)
+    assert [handle.run_id for handle in seen] == [report.run_id] and seen[0].done
+    assert report.cache.get("a", "result") == 16
+
+
 def test_run_sync_in_a_script() -> None:
     new = doubling_session()
     report = new.run_sync("w", inputs={"x": 3})
