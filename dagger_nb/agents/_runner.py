@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -99,7 +98,7 @@ class JobRun(TaskTransitions):
     __slots__ = (
         "_added", "_cancel_requested", "_change_waiter", "_changed", "_finished", "_heartbeat", "_hop", "_idle",
         "_last_change", "_loop", "_max_parallel", "_new_event", "_on_end", "_results", "_returned", "_scope",
-        "_terminated", "_thread", "_wake", "_watched", "events", "manager", "report", "started_at",
+        "_terminated", "_wake", "_watched", "events", "manager", "report", "started_at",
     )
 
     def __init__(
@@ -147,7 +146,6 @@ class JobRun(TaskTransitions):
         self._finished: anyio.Event | None = None
         #: where the run runs, once it started: a cancel from elsewhere is carried there
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None
 
     # -- notifications from the manager (on the loop's thread) -------------------------------
 
@@ -177,10 +175,14 @@ class JobRun(TaskTransitions):
                 self._finished = anyio.Event()
             await self._finished.wait()
 
-    def cancel(self) -> None:
-        """Cancel the run, from any thread; unstarted tasks stay pending."""
-        loop = self._loop
-        if loop is not None and self._thread != threading.get_ident() and loop.is_running():
+    def cancel(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Cancel the run, from any thread; unstarted tasks stay pending.
+
+        A run that has not started yet ends ``CANCELLED`` at once (on ``loop``, the
+        loop it was to run on, when called from another thread).
+        """
+        loop = self._loop or loop
+        if loop is not None and loop.is_running() and _running_loop() is not loop:
             # A cancel scope belongs to its loop's thread (a take-over may come from another one).
             loop.call_soon_threadsafe(self._cancel_here)
         else:
@@ -190,10 +192,15 @@ class JobRun(TaskTransitions):
         self._cancel_requested = True
         if self._scope is not None:
             self._scope.cancel()
+        elif self._loop is None:
+            self.drop()
 
     def drop(self) -> JobReport:
         """End a run that never started (its owner closed first): cancelled, nothing ran."""
-        return self._finish(JobStatus.CANCELLED)
+        if self.report is None:
+            self._loop = self._loop or _running_loop()  # nothing starts it any more
+            return self._finish(JobStatus.CANCELLED)
+        return self.report
 
     def _wakeup(self) -> None:
         if self._wake is not None:
@@ -203,7 +210,9 @@ class JobRun(TaskTransitions):
 
     async def run(self) -> JobReport:
         """Run the job until nothing is left to do, then return its report."""
-        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+        if self.report is not None:  # dropped before it could start
+            return self.report
+        self._loop = asyncio.get_running_loop()
         try:
             with self._hop.entered(), anyio.CancelScope() as self._scope:
                 if self._cancel_requested:
@@ -443,6 +452,13 @@ class JobRun(TaskTransitions):
 
 
 _FAIRNESS = 8  # inline tasks between two checkpoints
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _STALLABLE = frozenset({PENDING, IN_PROGRESS, BLOCKED})

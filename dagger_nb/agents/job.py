@@ -8,8 +8,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import anyio
-
 from dagger_nb.agents._report import report_html, tasks_to_frame
 from dagger_nb.agents.events import JobEvent
 from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, task_from_values, utc_now
@@ -159,15 +157,17 @@ class JobHandle:
 
     def __init__(self, job_id: str, run: JobRun) -> None:
         self.job_id = job_id
-        #: The report, once the job ended.
-        self.report: JobReport | None = None
         #: The error that ended the job as a whole (a storage failure), else None; failures of
         #: agents are recorded on their tasks instead.
         self.error: BaseException | None = None
         self.events: EventStream[JobEvent] = run.events
         self._run = run
-        self._done = anyio.Event()
         self._waited_callbacks: list[Callable[[], object]] = []
+
+    @property
+    def report(self) -> JobReport | None:
+        """The report, once the job ended."""
+        return self._run.report
 
     @property
     def status(self) -> JobStatus:
@@ -177,11 +177,11 @@ class JobHandle:
     @property
     def done(self) -> bool:
         """True once the job ended."""
-        return self._done.is_set()
+        return self._run.report is not None
 
     async def wait(self) -> JobReport:
         """Wait for the job to end and return its report (re-raising a runner error)."""
-        await self._done.wait()
+        await self._run.wait_finished()
         if self.error is not None:
             raise self.error
         assert self.report is not None
@@ -218,24 +218,16 @@ class JobHandle:
 
     async def _execute(self) -> None:
         try:
-            self.report = await self._run.run()
-        except Exception as error:
+            await self._run.run()
+        except Exception as error:  # the report exists all the same: the run ended FAILED
             self.error = error
-        finally:
-            if self.report is None:
-                self.report = self._run.report
-            self._done.set()
 
     def _dropped(self) -> None:
         """The manager closed before the job could start: it ends cancelled, having run nothing."""
         try:
-            self.report = self._run.drop()
+            self._run.drop()
         except Exception as error:  # the journal could not record the end
             self.error = error
-        finally:
-            if self.report is None:
-                self.report = self._run.report
-            self._done.set()
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id!r} {self.status}>"

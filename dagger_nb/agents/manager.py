@@ -311,10 +311,11 @@ class TaskManager:
 
     async def aclose(self) -> None:
         """Cancel background jobs, wait for them to end, and release the database."""
+        loop = self._background.loop
         await self._background.aclose()
         running = list(self._runs.values())
         for run in running:
-            run.cancel()
+            run.cancel(loop)
         with anyio.move_on_after(10):  # jobs driven by other tasks end promptly once cancelled
             for run in running:
                 await run.wait_finished()
@@ -330,9 +331,10 @@ class TaskManager:
             f"this TaskManager is closed: a later TaskManager took '{where}' over in this process; "
             "use the later one"
         )
+        loop = self._background.loop
         self._background.close()
         for run in list(self._runs.values()):
-            run.cancel()
+            run.cancel(loop)  # on their loop; one that had not started yet ends at once
         self._journal.detach()
 
     def __enter__(self) -> TaskManager:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 import dagger_nb
@@ -90,4 +92,38 @@ async def test_start_and_run_on_a_taken_over_manager_are_refused(tmp_path: Path)
     await earlier.aclose()
     report = await later.run("job")
     assert report.status is dagger_nb.JobStatus.COMPLETED
+    await later.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["same step", "another thread"])
+async def test_a_take_over_cancels_the_earlier_managers_jobs(tmp_path: Path, where: str) -> None:
+    """In the same step as ``start`` (the job has not begun: it ends at once), or from another
+    thread while the job runs (the cancel is carried to the job's loop)."""
+    db = tmp_path / "jobs.db"
+    registry = echo_registry()
+    started, release = anyio.Event(), anyio.Event()
+
+    async def gated(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        return {"done": True}
+
+    registry.register("gated", gated)
+    earlier = dagger_nb.TaskManager(db, registry=registry)
+    earlier.add_objective("job", "goal", "gated", task_id="goal")
+    handle = earlier.start("job")
+    if where == "same step":
+        later = take_over(db, registry)
+    else:
+        await started.wait()
+        later = await anyio.to_thread.run_sync(take_over, db, registry)
+    with anyio.fail_after(10):
+        report = await handle
+    assert report.status is dagger_nb.JobStatus.CANCELLED
+    assert report.outcomes["goal"].status is dagger_nb.TaskStatus.PENDING
+    assert started.is_set() is (where == "another thread")
+    release.set()
+    assert (await later.run("job")).status is dagger_nb.JobStatus.COMPLETED
+    await earlier.aclose()
     await later.aclose()
