@@ -1,6 +1,6 @@
 """Scale-out with the Dask backend, measured against baselines in the same run.
 
-    python bench/dask_scaling.py [--repeat 5] [--nodes 64] [--fanout 1000]
+    python bench/dask_scaling.py [--repeat 5] [--nodes 64] [--fanout 1000] [--layered 20x50]
 
 1. ``cpu_64``: 64 independent CPU-bound pure-Python nodes of ~50 ms each, run
    by the same executor with the local backend (threads: the GIL serialises
@@ -9,27 +9,18 @@
    and for context two raw-Dask versions on the same cluster: ``client.map``
    of the 64 calls with one gather at the end (what the machine allows), and
    the executor's pattern (``max_parallel_nodes`` calls in flight, each result
-   brought back as it finishes, the next call submitted then).
-2. ``fanout_1000``: root -> 1000 trivial nodes -> sink, with ``DaskBackend``
-   against plain ``client.submit`` of the same function for the same graph
-   (futures passed as arguments, only the sink's result gathered). Printed:
-   wall times, microseconds per node and the ratio (target <= 1.5x). For
-   context, three raw-Dask versions of the same graph that bring every node's
-   result back to the notebook, as the executor must (its cache, its events):
-   the whole graph submitted up front with results streamed back as nodes
-   finish (what the executor does, sending nodes ahead of their inputs), each
-   node submitted once its inputs are done (what it did before), and the whole
-   graph up front with one gather at the end. They show what the target asks of
-   any executor with these semantics on this machine.
-
-Every number is the best of ``--repeat`` runs (5 by default: this VM's other
-load comes in spells of seconds to minutes, which three rounds often did not
-outlast), and the variants compared take turns within each round, so the
-machine's other load shows up on both sides of each ratio. (The median of each
-round's paired ratio, as bench/task_throughput.py uses, spreads wider here:
-1.44-1.86x over six runs whose best-of-5 gave 1.61-2.11x. A round lasts
-seconds, so the VM's short fast spells that make best-of unfair there average
-out within a round here.)
+   brought back as it finishes, the next call submitted then). Every number is
+   the best of ``--repeat`` rounds, the variants taking turns within each round.
+2. ``fanout_1000`` (root -> 1000 trivial nodes -> sink) and ``layered_20x50``
+   (20 layers of 50 nodes, each taking 3 of the layer before, and a sink): a run
+   of ``DaskBackend`` up to the sink's value in the notebook, paired with
+   ``dask.distributed`` handed the whole graph at once (``client.get`` of the
+   graph, the sink's value back) on the same cluster. Each round runs both, in
+   alternating order; printed: the median of the rounds' ratios (target <= 1.3x),
+   the range, and the verdict. For context on the fan-out, plain ``client.submit``
+   of one call per node (futures as arguments, the sink's value gathered), the
+   comparison this script made before, and raw Dask bringing every node's result
+   back to the notebook as the executor once did.
 """
 
 from __future__ import annotations
@@ -37,10 +28,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import random
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from dagger_nb import ActionRegistry, DagConfig, DagExecutor, InputSpec, NodeSpec, WorkflowSpec
@@ -89,6 +82,23 @@ def best_of(repeat: int, *variants: Callable[[], Any]) -> list[tuple[float, Any]
     return list(zip(best, values, strict=True))
 
 
+def paired(rounds: int, ours: Callable[[], Any], baseline: Callable[[], Any]) -> tuple[list[float], list[float], Any]:
+    """Each round times ``ours`` and ``baseline`` back to back, who goes first alternating; returns
+    the rounds' times of each and ``ours``'s last value."""
+    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    value = None
+    for round_ in range(rounds):
+        order = [("ours", ours), ("baseline", baseline)]
+        for name, fn in order if round_ % 2 == 0 else reversed(order):
+            gc.collect()
+            start = time.perf_counter()
+            result = fn()
+            times[name].append(time.perf_counter() - start)
+            if name == "ours":
+                value = result
+    return times["ours"], times["baseline"], value
+
+
 # -- 1. CPU-bound nodes: threads against worker processes ---------------------------------------------
 
 def cpu_workflow(nodes: int, loops: int) -> tuple[ActionRegistry, WorkflowSpec]:
@@ -122,6 +132,11 @@ def run_workflow(executor: DagExecutor, name: str) -> Any:
     return report
 
 
+def sink_value(executor: DagExecutor, name: str) -> int:
+    """A run up to the sink's value in the notebook (fetched there if it stayed on the cluster)."""
+    return int(run_workflow(executor, name).cache.get("sink", "result"))
+
+
 # -- 2. fanout_1000: the backend against plain client.submit ------------------------------------------
 
 def fanout(n: int) -> dict[str, list[str]]:
@@ -129,6 +144,26 @@ def fanout(n: int) -> dict[str, list[str]]:
     deps |= {f"c{i}": ["root"] for i in range(n)}
     deps["sink"] = [f"c{i}" for i in range(n)]
     return deps
+
+
+def layered(layers: int, width: int, seed: int = 7) -> dict[str, list[str]]:
+    """``layers`` layers of ``width`` nodes, each taking 3 nodes of the layer before, and a sink
+    taking the last layer (the shape bench/dag_overhead.py uses)."""
+    rng = random.Random(seed)
+    deps: dict[str, list[str]] = {f"l0_{j}": [] for j in range(width)}
+    for layer in range(1, layers):
+        for j in range(width):
+            deps[f"l{layer}_{j}"] = [f"l{layer - 1}_{k}" for k in sorted(rng.sample(range(width), min(3, width)))]
+    deps["sink"] = [f"l{layers - 1}_{j}" for j in range(width)]
+    return deps
+
+
+def whole_graph(deps: dict[str, list[str]]) -> dict[str, Any]:
+    """The graph as ``dask.distributed`` takes it at once: one task per node, its inputs by key."""
+    from dask._task_spec import Task, TaskRef
+
+    return {node: Task(node, combine, **{f"x{i}": TaskRef(p) for i, p in enumerate(parents)})
+            for node, parents in deps.items()}
 
 
 def fanout_workflow(deps: dict[str, list[str]]) -> tuple[ActionRegistry, WorkflowSpec]:
@@ -151,45 +186,6 @@ def plain_submit(client: Any, deps: dict[str, list[str]]) -> int:
     return int(futures["sink"].result())
 
 
-def submit_and_gather_all(client: Any, deps: dict[str, list[str]]) -> int:
-    """Context only: the same graph, but every node's result comes back, as the executor needs."""
-    futures: dict[str, Any] = {}
-    for node, parents in deps.items():
-        futures[node] = client.submit(combine, pure=False, **{f"x{i}": futures[p] for i, p in enumerate(parents)})
-    return int(client.gather(list(futures.values()))[-1])
-
-
-def streamed_as_ready(client: Any, deps: dict[str, list[str]]) -> int:
-    """Context only: a node is submitted once its inputs are done, with their values, and every
-    node's result comes back to the notebook as it finishes."""
-    from distributed import as_completed
-
-    dependents: dict[str, list[str]] = {node: [] for node in deps}
-    for node, parents in deps.items():
-        for parent in parents:
-            dependents[parent].append(node)
-    waiting = {node: len(parents) for node, parents in deps.items()}
-    values: dict[str, Any] = {}
-    names: dict[str, str] = {}
-
-    def submit(node: str) -> Any:
-        kwargs = {f"x{i}": values[p] for i, p in enumerate(deps[node])}
-        future = client.submit(combine, pure=False, **kwargs)
-        names[future.key] = node
-        return future
-
-    finished = as_completed([submit(node) for node, count in waiting.items() if count == 0], with_results=True)
-    for batch in finished.batches():
-        for future, value in batch:
-            node = names[future.key]
-            values[node] = value
-            for dependent in dependents[node]:
-                waiting[dependent] -= 1
-                if waiting[dependent] == 0:
-                    finished.add(submit(dependent))
-    return int(values["sink"])
-
-
 def ahead_of_time_streamed(client: Any, deps: dict[str, list[str]]) -> int:
     """What the executor does, in raw Dask: the whole graph submitted up front, futures as
     arguments (as plain submit does), and every node's result streamed back to the notebook
@@ -209,7 +205,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=64)
     parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--layered", default="20x50", help="layers x width")
     args = parser.parse_args()
+    layers, _, width = args.layered.partition("x")
 
     import dask
     from distributed import Client, LocalCluster
@@ -256,30 +254,41 @@ def main() -> None:
             args.repeat,
             lambda: plain_submit(client, deps),
             lambda: run_workflow(executor, "fanout"),
-            lambda: submit_and_gather_all(client, deps),
-            lambda: streamed_as_ready(client, deps),
             lambda: ahead_of_time_streamed(client, deps),
         )
-        (base_time, base_value), (ours_time, report), (all_time, _), (as_ready_time, _), (ahead_time, _) = timings
+        (base_time, base_value), (ours_time, report), (ahead_time, _) = timings
         ours_value = report.cache.get("sink", "result")
         if not base_value == ours_value == expected:
             sys.exit(f"fanout: sink values differ: client.submit {base_value}, dagger-nb {ours_value}")
         nodes = len(deps)
-        ratio = ours_time / base_time
         print(f"fanout_{args.fanout} ({nodes} nodes): client.submit {base_time:.2f} s "
               f"({base_time / nodes * 1e6:.0f} us/node), DaskBackend {ours_time:.2f} s "
-              f"({ours_time / nodes * 1e6:.0f} us/node): ratio {ratio:.2f} (target <= 1.5)")
-        if ratio > 1.5:
-            failures.append(f"fanout_{args.fanout}: ratio {ratio:.2f} > 1.5")
-        print("  the same graph in raw Dask, each result brought back to the notebook (ratio to client.submit):")
-        for label, seconds in (
-            ("the whole graph submitted up front, results streamed back as nodes finish (what the executor does)",
-             ahead_time),
-            ("every node submitted once its inputs are done, results streamed back", as_ready_time),
-            ("the whole graph submitted up front, one gather of every result at the end", all_time),
-        ):
-            print(f"    {seconds:.2f} s  {seconds / base_time:.2f}x  {label}")
-        print(f"  DaskBackend against the first of these: {ours_time / ahead_time:.2f}x")
+              f"({ours_time / nodes * 1e6:.0f} us/node): {ours_time / base_time:.2f}x (context, best of {args.repeat})")
+        print(f"  raw Dask, the graph submitted up front and every result streamed back to the notebook: "
+              f"{ahead_time:.2f} s, {ahead_time / base_time:.2f}x client.submit")
+
+        print(f"against dask.distributed handed the whole graph at once (client.get), median of {args.repeat} "
+              "paired rounds:")
+        shapes = {f"fanout_{args.fanout}": deps, f"layered_{args.layered}": layered(int(layers), int(width))}
+        for label, shape in shapes.items():
+            registry, spec = fanout_workflow(shape)
+            executor = DagExecutor(registry, backend=DaskBackend(client))
+            executor.add_workflow(spec)
+            graph = whole_graph(shape)
+            expected = client.get(graph, "sink")  # warm-up for both
+            sink_value(executor, "fanout")
+            ours, baseline, value = paired(args.repeat, partial(sink_value, executor, "fanout"),
+                                           partial(client.get, graph, "sink"))
+            if value != expected:
+                sys.exit(f"{label}: sink values differ: client.get {expected}, dagger-nb {value}")
+            ratios = [mine / theirs for mine, theirs in zip(ours, baseline, strict=True)]
+            ratio = statistics.median(ratios)
+            verdict = "met" if ratio <= 1.3 else "MISSED"
+            print(f"  {label} ({len(shape)} nodes): client.get {statistics.median(baseline):.2f} s, DaskBackend "
+                  f"{statistics.median(ours):.2f} s: ratio {ratio:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f}; "
+                  f"target <= 1.3x: {verdict})")
+            if ratio > 1.3:
+                failures.append(f"{label}: {ratio:.2f}x client.get > 1.3x")
     if failures:
         print("MISSED: " + "; ".join(failures))
         sys.exit(1)

@@ -13,7 +13,7 @@ from dagger_nb import ActionRegistry
 from dagger_nb._callables import Callee
 from dagger_nb.backends.dask import PUSH_LIMIT, DaskBackend
 from dagger_nb.backends.dask.remote import ClusterValue
-from dagger_nb.cache import FetchFailed
+from dagger_nb.cache import Cache, Deferred, FetchFailed, RunCache
 from dagger_nb.errors import ExecutionError
 from tests.dag.helpers import executor_with, workflow
 
@@ -160,3 +160,53 @@ async def test_closing_the_backend_fails_a_call_waiting_for_its_result(
         backend.close()  # synchronous: cancels the pump on the client's loop and waits for it
     assert pump_tasks(backend) == []
     assert [str(error) for error in outcome] == ["the Dask backend was closed: its results can no longer be received"]
+
+
+# -- the cache's side, whatever keeps the value ------------------------------------------------------------
+
+
+class Counted(Deferred):
+    """A value kept elsewhere that counts its fetches (or fails them)."""
+
+    __slots__ = ("calls", "value")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.calls = 0
+
+    def fetch(self) -> Any:
+        self.calls += 1
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def test_every_read_of_the_cache_fetches_a_deferred_value_once_and_counting_does_not() -> None:
+    cache = Cache()
+    cache.insert("load", "rows", rows := Counted([1, 2]))
+    cache.insert("load", "n", n := Counted(2))
+    assert len(cache) == 2 and list(cache) == [("load", "rows"), ("load", "n")] and rows.calls == 0
+    assert cache.peek("load", "rows") is rows
+    assert cache.namespace("load") == {"rows": [1, 2], "n": 2}
+    assert cache.get("load", "rows") == [1, 2] and cache.items() == [("load", "rows", [1, 2]), ("load", "n", 2)]
+    assert (rows.calls, n.calls) == (1, 1)
+    assert cache.peek("load", "rows") == [1, 2]
+
+
+def test_a_run_cache_reads_deferred_values_of_its_shared_cache() -> None:
+    shared = Cache()
+    view = RunCache(shared, {"x": 1})
+    view.insert("load", "rows", rows := Counted([3]))
+    assert view.peek("load", "rows") is rows and view.peek("inputs", "x") == 1 and len(view) == 2
+    assert view.get("load", "rows") == [3] and shared.peek("load", "rows") == [3] and rows.calls == 1
+
+
+def test_a_failed_fetch_names_the_node_and_output_and_is_tried_again() -> None:
+    cache = Cache()
+    cache.insert("train", "model", failing := Counted(ConnectionError("worker gone")))
+    expected = ("output 'model' of node 'train' was kept on the cluster and could not be fetched: "
+                "ConnectionError: worker gone")
+    for _ in range(2):
+        with pytest.raises(FetchFailed, match=f"^{expected}$"):
+            cache.get("train", "model")
+    assert failing.calls == 2 and cache.peek("train", "model") is failing
