@@ -77,7 +77,8 @@ async def test_nobody_watching_means_no_event_object_per_node() -> None:
     handle = executor.start("wide")
     await handle
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, NodeStarted | NodeSucceeded)]
+    built = [o for o in gc.get_objects() if isinstance(o, NodeStarted | NodeSucceeded) and o.run_id == handle.run_id]
+    assert not built
     events = [event async for event in handle.subscribe()]
     assert len(events) == 601 and isinstance(events[-1], RunFinished)
 
