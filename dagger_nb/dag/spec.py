@@ -90,12 +90,19 @@ _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 
 
+# The last two sets shared: a workflow's nodes, and their inputs, are mostly given the same fields.
+_RECENT: list[set[str]] = [set(), set()]
+
+
 def _share_fields_set(model: BaseModel) -> None:
     given = model.__pydantic_fields_set__
+    for shared in _RECENT:
+        if given == shared:
+            _set_fields_set(model, shared)
+            return
     key = frozenset(given)
-    shared = _FIELDS_SETS.get(key)
-    if shared is None:
-        shared = _FIELDS_SETS[key] = set(key)
+    shared = _FIELDS_SETS.setdefault(key, set(key))  # one call: two threads never share two sets
+    _RECENT[:] = [shared, _RECENT[0]]
     _set_fields_set(model, shared)
 
 
