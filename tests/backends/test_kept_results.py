@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from dagger_nb import ActionRegistry
+from dagger_nb import ActionRegistry, NodeSucceeded
 from dagger_nb._callables import Callee
 from dagger_nb.backends.dask import PUSH_LIMIT, DaskBackend
 from dagger_nb.backends.dask.remote import ClusterValue
@@ -120,6 +120,16 @@ async def test_a_run_with_a_store_keeps_values_not_handles(
     report = await executor.run("kept")
     assert report.success, report.error
     assert report.cache.peek("big", "result") == blob(BIG)
+
+
+async def test_hooks_read_the_values_themselves(registry: ActionRegistry, backend: DaskBackend) -> None:
+    registry.register("blob", blob)
+    executor = executor_with(registry, big_then(), backend=backend)
+    seen: list[Any] = []
+    executor.add_hook(lambda event, run: seen.append(event.outputs) if isinstance(event, NodeSucceeded) else None)
+    report = await executor.run("kept")
+    assert report.success, report.error
+    assert seen == [{"result": blob(BIG)}]
 
 
 async def test_closing_the_backend_ends_its_result_pump(registry: ActionRegistry, dask_client: Any) -> None:
