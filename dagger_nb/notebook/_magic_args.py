@@ -15,6 +15,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
+from dagger_nb.errors import describe_error
+
 
 def inputs_usage(option: str) -> str:
     """How ``option`` is written, shown with every refused value."""
@@ -93,7 +95,7 @@ def parse_mapping(
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
                 raise UsageError(
-                    f"{option} {text}: not a mapping literal ({type(error).__name__}: {error}){hint}"
+                    f"{option} {text}: not a mapping literal ({describe_error(error)}){hint}"
                 ) from None
     if not isinstance(value, Mapping):
         raise UsageError(f"{option} must give a mapping (a dict), got {type(value).__name__}{hint}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from dagger_nb.errors import DaggerError, GraphvizNotFound
+from dagger_nb.errors import DaggerError, GraphvizNotFound, describe_error
 from dagger_nb.export import errors_list_html
 from dagger_nb.graph import STATUS_COLOURS, render_svg
 from dagger_nb.notebook.dashboards._throttle import Throttle
@@ -476,5 +476,5 @@ class Dashboard(widgets.VBox):
         except Exception as error:
             self.draw_error = error
             with contextlib.suppress(Exception):
-                message = f"could not draw: {type(error).__name__}: {error}"
+                message = f"could not draw: {describe_error(error)}"
                 self.errors.value = errors_list_html([("dashboard", message, None)])
