@@ -35,6 +35,7 @@
     ├── PubSubError (ValueError)            a pub/sub call was given bad input
     ├── BackendUnavailable (ImportError)    an optional backend's package is missing
     ├── CommandLineError (ValueError)       the ``dagger-nb`` command was given bad arguments
+    ├── NotSentAhead                        a call sent ahead lacks an input (the executor runs it as usual)
     └── NeedsDependencies                   raised by a task agent to wait for new work
 
     DaggerWarning (UserWarning)             something will not work as the file suggests
