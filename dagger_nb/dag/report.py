@@ -111,7 +111,6 @@ class NodeOutcome:
             return None
         return self.finished_at - self.started_at
 
-
     def __getstate__(self) -> tuple[Any, ...]:
         # a copy (pickle, copy.copy) has its own times, not the run's array
         return tuple(getattr(self, name) for name in _STATE_FIELDS)
@@ -165,6 +164,27 @@ def share_clock(outcomes: Iterable[NodeOutcome], clock: array[float]) -> None:
         clock.append(_NONE if started is None else started)
         clock.append(_NONE if finished is None else finished)
         outcome._clock = clock
+
+
+def pending_outcomes(nodes: Iterable[tuple[str, str]], clock: array[float]) -> dict[str, NodeOutcome]:
+    """New outcomes for ``(node, action)`` pairs, their times in ``clock`` (appended): equal to
+    ``NodeOutcome(node, action)`` on :func:`share_clock`, made without the dataclass's ``__init__``
+    (a new run makes one per node)."""
+    make, set_index = object.__new__, _STARTED_SLOT.__set__
+    outcomes: dict[str, NodeOutcome] = {}
+    index = len(clock) // 2
+    for node, action in nodes:
+        outcome = make(NodeOutcome)
+        outcome._clock = clock
+        outcome.node, outcome.action, outcome.status, outcome.attempts = node, action, "pending", 0
+        outcome.retry_messages = outcome.notes = outcome.logs = NO_TEXTS
+        outcome.error = outcome.worker = outcome.traceback = outcome.reason = outcome.cached_from = None
+        outcome.tokens, outcome.cost, outcome.models = 0, None, ()
+        set_index(outcome, index)
+        index += 1
+        outcomes[node] = outcome
+    clock.extend(array("d", [_NONE]) * (2 * index - len(clock)))
+    return outcomes
 
 
 @dataclass(slots=True, weakref_slot=True)  # a finished run refers to its report weakly (Run.release_values)
@@ -231,12 +251,12 @@ class ExecutionReport:
         from dagger_nb.export import timeline_frame
 
         return timeline_frame(self)
+
     def timeline(self) -> pd.DataFrame:
         """Deprecated: use :meth:`timeline_frame`."""
         warnings.warn("ExecutionReport.timeline() is deprecated; use timeline_frame()", DeprecationWarning,
                       stacklevel=2)
         return self.timeline_frame()
-
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML page of the run (table, graph, timeline, tracebacks, logs); written to

@@ -23,7 +23,15 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.handle import ADDING_NODE, RunHandle
 from dagger_nb.dag.history import RunEvents
 from dagger_nb.dag.human import HumanRequest
-from dagger_nb.dag.report import DONE_STATUSES, NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus, share_clock
+from dagger_nb.dag.report import (
+    DONE_STATUSES,
+    NO_TEXTS,
+    ExecutionReport,
+    NodeOutcome,
+    RunStatus,
+    pending_outcomes,
+    share_clock,
+)
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
 from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
 
@@ -128,10 +136,13 @@ class Run:
         self.nodes: dict[str, NodeSpec] = {node.id: node for node in spec.nodes}
         self.dependencies = self.plan.dependencies
         self.dependents = self.plan.dependents
-        self.outcomes = outcomes or {node.id: NodeOutcome(node.id, node.action) for node in spec.nodes}
         #: every node's start and end times (see :func:`~dagger_nb.dag.report.share_clock`)
         self.clock: array[float] = array("d")
-        share_clock(self.outcomes.values(), self.clock)
+        if outcomes:
+            self.outcomes = outcomes
+            share_clock(outcomes.values(), self.clock)
+        else:
+            self.outcomes = pending_outcomes(((node.id, node.action) for node in spec.nodes), self.clock)
         self.status: RunStatus = RunStatus.PENDING
         #: entered while the run is driven: sync actions in worker threads reach the run's loop through it
         self.hop = LoopHop()

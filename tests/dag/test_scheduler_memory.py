@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dagger_nb import ActionRegistry
-from dagger_nb.dag.report import NodeOutcome, share_clock
+from dagger_nb.dag.report import NodeOutcome, pending_outcomes, share_clock
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
@@ -78,3 +78,15 @@ def test_a_copy_of_an_outcome_has_its_own_times(make_copy: object) -> None:
     assert outcome.started_at == 1.0 and copied.started_at == 9.0
     assert copied.finished_at == 2.0
     assert outcome == replace(outcome)
+
+
+def test_a_pending_outcome_made_for_a_new_run_equals_a_constructed_one() -> None:
+    clock: array[float] = array("d", [1.0, 2.0])
+    made = pending_outcomes([("a", "act"), ("b", "other")], clock)
+    expected = NodeOutcome("b", "other")
+    share_clock([expected], array("d"))
+    assert made["b"] == expected and repr(made["b"]) == repr(expected)  # every field is set
+    assert len(clock) == 6 and made["a"].started_at is None
+    made["a"].started_at = 3.0
+    assert clock[2] == 3.0 and made["b"].started_at is None
+    assert not made["a"].notes and not made["a"].logs and not made["a"].retry_messages
