@@ -69,31 +69,91 @@ async def _guarded(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any,
         logger.exception("dagger-nb background work %s failed", getattr(fn, "__qualname__", fn))
 
 
+class _Service:
+    """The long-lived task on one loop that owns an anyio task group of background work."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self.loop = loop
+        self.group: TaskGroup | None = None
+        self.pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], Callable[[], object]]] = []
+        self.wakeup: anyio.Event | None = None
+        self.task = loop.create_task(self._serve(), name=f"dagger-nb {name}")
+
+    async def _serve(self) -> None:
+        async with anyio.create_task_group() as group:
+            self.group = group
+            while True:
+                while self.pending:
+                    fn, args, _ = self.pending.pop(0)
+                    group.start_soon(_guarded, fn, args)
+                self.wakeup = anyio.Event()
+                await self.wakeup.wait()
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    def submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...],
+               on_drop: Callable[[], object]) -> None:
+        self.pending.append((fn, args, on_drop))
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    def cancel(self) -> None:
+        """Cancel the work; on the loop's thread."""
+        if self.group is not None:
+            self.group.cancel_scope.cancel()
+        else:
+            self.task.cancel()
+
+    def cancel_from_anywhere(self) -> None:
+        if not self.alive:
+            return
+        here = asyncio.get_running_loop() if loop_is_running() else None
+        if here is not self.loop and self.loop.is_running():
+            # Cancel scopes belong to their loop's thread.
+            self.loop.call_soon_threadsafe(self.cancel)
+        else:
+            self.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel the work, wait for it, and drop what never started; on the loop's thread."""
+        self.cancel()
+        await asyncio.wait([self.task])
+        dropped, self.pending = self.pending, []
+        for _, _, on_drop in dropped:
+            on_drop()
+
+
 class BackgroundGroup:
     """Owns the work a facade starts in the background on the running loop.
 
     One service task per loop runs an anyio task group; :meth:`submit` hands it
-    work. :meth:`aclose` cancels everything and waits; :meth:`close` cancels
-    from any thread without waiting (for synchronous ``close()`` methods).
+    work. A facade may start work on two loops at once (the kernel's, and the
+    private loop of a ``run_sync`` inside the kernel), so each loop gets its
+    own service and closing covers them all. :meth:`aclose` cancels everything
+    and waits for the work on the calling loop; :meth:`close` cancels from any
+    thread without waiting (for synchronous ``close()`` methods).
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._service: asyncio.Task[None] | None = None
-        self._group: TaskGroup | None = None
-        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], Callable[[], object]]] = []
-        self._wakeup: anyio.Event | None = None
+        self._services: dict[asyncio.AbstractEventLoop, _Service] = {}
+        self._latest: asyncio.AbstractEventLoop | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The loop the group's work runs on, while it is open."""
-        return self._loop if self.running else None
+        """The loop work was last started on, while its service runs."""
+        return self._latest if self._latest in self._live() else None
 
     @property
     def running(self) -> bool:
-        """True while the group's service task is alive."""
-        return self._service is not None and not self._service.done()
+        """True while a service task of the group is alive on some loop."""
+        return bool(self._live())
+
+    def _live(self) -> dict[asyncio.AbstractEventLoop, _Service]:
+        self._services = {loop: service for loop, service in self._services.items() if service.alive}
+        return self._services
 
     def submit(
         self,
@@ -108,59 +168,28 @@ class BackgroundGroup:
         start; ``instead`` names the synchronous form for the no-loop error.
         """
         loop = require_loop(f"{self.name}: starting work in the background", instead=instead)
-        if not self.running or self._loop is not loop:
-            self._loop = loop
-            self._pending = []
-            self._wakeup = None
-            self._group = None
-            # The one bare task: it owns a task group, which owns every background run.
-            self._service = loop.create_task(self._serve(), name=f"dagger-nb {self.name}")
-        self._pending.append((fn, args, on_drop))
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _serve(self) -> None:
-        async with anyio.create_task_group() as group:
-            self._group = group
-            while True:
-                while self._pending:
-                    fn, args, _ = self._pending.pop(0)
-                    group.start_soon(_guarded, fn, args)
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-
-    def _cancel(self, service: asyncio.Task[None]) -> None:
-        if self._group is not None:
-            self._group.cancel_scope.cancel()
-        else:
-            service.cancel()
+        service = self._live().get(loop)
+        if service is None:
+            service = self._services[loop] = _Service(loop, self.name)
+        self._latest = loop
+        service.submit(fn, args, on_drop)
 
     def close(self) -> None:
-        """Cancel all background work without waiting; safe from any thread."""
-        service, loop = self._service, self._loop
-        if service is None or service.done() or loop is None:
-            return
-        here = asyncio.get_running_loop() if loop_is_running() else None
-        if here is not loop and loop.is_running():
-            # Cancel scopes belong to their loop's thread.
-            loop.call_soon_threadsafe(self._cancel, service)
-        else:
-            self._cancel(service)
+        """Cancel all background work, on every loop, without waiting; safe from any thread."""
+        for service in list(self._live().values()):
+            service.cancel_from_anywhere()
 
     async def aclose(self) -> None:
-        """Cancel all background work and wait until it has ended (on another loop: without waiting)."""
-        service = self._service
-        if service is None or service.done():
-            return
-        if asyncio.get_running_loop() is not self._loop:
-            self.close()
-            return
-        self._service = None
-        self._cancel(service)
-        await asyncio.wait([service])
-        dropped, self._pending = self._pending, []
-        for _, _, on_drop in dropped:
-            on_drop()
+        """Cancel all background work and wait until the work on this loop has ended (work on
+        another loop is cancelled there, without waiting)."""
+        here = asyncio.get_running_loop()
+        services = self._live()
+        for loop, service in list(services.items()):
+            if loop is not here:
+                service.cancel_from_anywhere()
+        mine = services.pop(here, None)
+        if mine is not None:
+            await mine.aclose()
 
 
 class LoopHop:

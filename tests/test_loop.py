@@ -153,3 +153,33 @@ async def test_loop_hop_runs_a_worker_thread_s_call_on_the_loop_thread() -> None
         with pytest.raises(RuntimeError, match="for worker threads"):
             hop.call_async(async_where)
     assert not hop.off_loop
+
+
+async def test_work_started_on_a_private_loop_does_not_hide_the_kernel_loop_s_work() -> None:
+    """A ``run_sync`` inside the kernel starts work on its private loop; closing the group
+    afterwards must still cancel what runs on the kernel's loop."""
+    group = BackgroundGroup("probe")
+    started, ended = anyio.Event(), anyio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            ended.set()
+
+    async def on_the_private_loop() -> bool:
+        ran = anyio.Event()
+
+        async def quick() -> None:
+            ran.set()
+
+        group.submit(quick)
+        await ran.wait()
+        return group.loop is asyncio.get_running_loop()
+
+    group.submit(forever)
+    await started.wait()
+    assert run_sync(on_the_private_loop) is True
+    await group.aclose()
+    assert ended.is_set() and not group.running
