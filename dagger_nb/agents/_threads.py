@@ -26,9 +26,6 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any
 
-import anyio.from_thread
-import anyio.lowlevel
-
 ThreadKey = tuple[Hashable, str, str]
 
 _Listener = Callable[[], None]
@@ -97,20 +94,12 @@ def file_identity(path: str) -> Hashable:
 
 
 def on_this_loop(fn: Callable[[Any], object], argument: Any) -> _Listener:
-    """A listener that runs ``fn(argument)`` on the calling thread's event loop, without
-    waiting for it (nothing, if that loop is closed by then: nobody waits any more)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # another anyio backend: hand it over through its token
-        return partial(_through_token, anyio.lowlevel.current_token(), fn, argument)
-    return partial(_call_soon, loop, fn, argument)
+    """A listener that runs ``fn(argument)`` on the calling thread's event loop (jobs run on
+    asyncio, as all of dagger-nb's loop work: :mod:`dagger_nb._loop`), without waiting for it
+    (nothing, if that loop is closed by then: nobody waits any more)."""
+    return partial(_call_soon, asyncio.get_running_loop(), fn, argument)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], object], argument: Any) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed
         loop.call_soon_threadsafe(fn, argument)
-
-
-def _through_token(token: Any, fn: Callable[[Any], object], argument: Any) -> None:
-    with contextlib.suppress(Exception):  # the loop is gone
-        anyio.from_thread.run_sync(fn, argument, token=token)
