@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
+from dagger_nb.cache import Deferred
 from dagger_nb.dag.actions import node_outputs
 from dagger_nb.dag.spec import brief_list
 from dagger_nb.errors import DaggerError
@@ -20,13 +23,13 @@ class InputMissing(DaggerError):
     """An input's reference was not produced; retrying cannot help."""
 
 
-def resolve_inputs(run: Run, node_id: str, *, deferred: bool = False) -> dict[str, Any]:
+def resolve_inputs(run: Run, node_id: str, *, backend: object = None) -> dict[str, Any]:
     """The keyword arguments of ``node_id``'s action; :class:`InputMissing` naming an input whose
-    reference was not produced (and what its node did produce). ``deferred``: a value kept
-    elsewhere (:class:`~dagger_nb.cache.Deferred`) is passed on unfetched, for a backend that
-    takes it (a Dask backend hands its future to the cluster)."""
+    reference was not produced (and what its node did produce). A value kept elsewhere
+    (:class:`~dagger_nb.cache.Deferred`) is passed on unfetched to a ``backend`` that takes it
+    (``takes_deferred``: a Dask backend hands its future to the cluster)."""
     kwargs: dict[str, Any] = {}
-    get = run.cache.peek if deferred else run.cache.get
+    get = run.cache.peek if getattr(backend, "takes_deferred", False) else run.cache.get
     for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
         if namespace is None:
             kwargs[name] = literal
@@ -53,6 +56,14 @@ def _produced(run: Run, node_id: str) -> str:
     if not keys:
         return "it produced nothing"
     return f"it produced: {brief_list(keys, limit=8)}"
+
+
+async def readable(run: Run, result: Any, *, hooks: bool) -> Any:
+    """``result``, fetched here if it was kept elsewhere (:class:`~dagger_nb.cache.Deferred`) and
+    the run store (which keeps values, not handles) or ``hooks`` (which read outputs) need it."""
+    if isinstance(result, Deferred) and (run.journal is not None or hooks):
+        return await anyio.to_thread.run_sync(result.fetch)
+    return result
 
 
 def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:

@@ -23,7 +23,6 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
-from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.calls import call_action, hook_name
@@ -39,7 +38,7 @@ from dagger_nb.dag.events import (
 from dagger_nb.dag.hooks import call_hooks
 from dagger_nb.dag.human import PauseForHuman, review_due, review_point
 from dagger_nb.dag.journal import NodeJournal
-from dagger_nb.dag.node_io import InputMissing, kept_message, resolve_inputs, store_outputs
+from dagger_nb.dag.node_io import InputMissing, kept_message, readable, resolve_inputs, store_outputs
 from dagger_nb.dag.report import NO_TEXTS, ExecutionReport, NodeOutcome, RunStatus
 from dagger_nb.dag.run import ADDING_NODE, Run
 from dagger_nb.dag.spec import HumanTimeoutAction, NodeSpec, OnFailure
@@ -265,7 +264,7 @@ class Scheduler:
                 events.started(node_id, attempt)
                 try:
                     action = self.executor.registry.get(node.action)
-                    kwargs = resolve_inputs(run, node_id, deferred=_takes_deferred(self.executor.backend))
+                    kwargs = resolve_inputs(run, node_id, backend=self.executor.backend)
                     if review_note is not None:
                         kwargs["review_note"] = review_note
                     if action.takes_ctx:  # an earlier attempt's writes are not this attempt's
@@ -280,9 +279,7 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    if isinstance(result, Deferred) and (run.journal is not None or self.executor._hooks):
-                        # the run store keeps values, and hooks read them: a result left on the cluster comes
-                        result = await anyio.to_thread.run_sync(result.fetch)
+                    result = await readable(run, result, hooks=bool(self.executor._hooks))
                     outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)
@@ -485,11 +482,6 @@ class Scheduler:
 
 class _SpentBudget(DaggerError):
     """The attempt's usage passed the run's token budget: the node fails with the budget's message."""
-
-
-def _takes_deferred(backend: object) -> bool:
-    """Whether ``backend`` takes a value kept elsewhere as it is (see :class:`~dagger_nb.cache.Deferred`)."""
-    return getattr(backend, "takes_deferred", False)
 
 
 def _any_cached(run: Run) -> bool:

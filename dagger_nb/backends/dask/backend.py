@@ -191,6 +191,11 @@ class DaskBackend:
             with anyio.move_on_after(1, shield=True):
                 await self._on_client_loop(_cancel, self.client, [future])
             raise
+        except ExecutionError:
+            if self._gatherer.closed:  # closed while waiting: nobody will take the result, so no task makes it
+                with anyio.move_on_after(1, shield=True):
+                    await self._on_client_loop(_cancel, self.client, [future])
+            raise
         except Exception as exception:
             if outcome is not None:
                 outcome.worker = getattr(exception, _WORKER_ATTRIBUTE, outcome.worker)
@@ -356,7 +361,8 @@ class DaskBackend:
 
     async def aclose(self) -> None:
         """Stop bringing results back: the result pump is cancelled and awaited, calls still waiting
-        for a result fail, and the backend runs no more calls. The client stays open (it is yours)."""
+        for a result fail (their tasks are cancelled on the cluster), and the backend runs no more
+        calls. The client stays open (it is yours)."""
         if self.client.asynchronous or not self.client.loop.asyncio_loop.is_running():
             await self._gatherer.aclose()  # on this loop: the client's own
             return

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from dagger_nb._callables import OutputPrints, node_outputs
+from dagger_nb._loop import run_sync
 from dagger_nb.backends.dask._support import _PluginBase, dask_pickle, distributed, is_dask_collection, sizeof
 from dagger_nb.backends.dask.batching import _Pick
 from dagger_nb.cache import Cache
@@ -115,7 +116,7 @@ def _run_sync(
         args, kwargs = _values(args, kwargs)
         result = fn(*args, **kwargs, **picked, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
-            result = anyio.run(_awaited, result)
+            result = run_sync(_awaited, result)  # no loop runs in a worker's thread: anyio.run
         held = _holds_futures(result)
         if held:
             distributed.get_client().publish_dataset(result, name=key)
