@@ -100,11 +100,14 @@ class _Service:
             self.wakeup.set()
 
     def cancel(self) -> None:
-        """Cancel the work; on the loop's thread."""
+        """Cancel the work and drop what never started; on the loop's thread."""
         if self.group is not None:
             self.group.cancel_scope.cancel()
         else:
             self.task.cancel()
+        dropped, self.pending = self.pending, []
+        for _, _, on_drop in dropped:
+            on_drop()
 
     def cancel_from_anywhere(self) -> None:
         if not self.alive:
@@ -117,12 +120,9 @@ class _Service:
             self.cancel()
 
     async def aclose(self) -> None:
-        """Cancel the work, wait for it, and drop what never started; on the loop's thread."""
+        """Cancel the work and wait for it; on the loop's thread."""
         self.cancel()
         await asyncio.wait([self.task])
-        dropped, self.pending = self.pending, []
-        for _, _, on_drop in dropped:
-            on_drop()
 
 
 class BackgroundGroup:

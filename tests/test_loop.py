@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from dagger_nb._loop import BackgroundGroup, LoopHop, loop_is_running, require_loop, run_sync
@@ -98,9 +99,12 @@ async def test_background_group_calls_on_drop_for_work_that_never_started() -> N
     async def never() -> None:
         raise AssertionError("must not start")
 
-    group.submit(never, on_drop=lambda: dropped.append("never"))
+    group.submit(never, on_drop=lambda: dropped.append("aclose"))
     await group.aclose()  # before the service task had a chance to start it
-    assert dropped == ["never"]
+    group.submit(never, on_drop=lambda: dropped.append("close"))
+    group.close()  # the synchronous form drops it too
+    await anyio.lowlevel.checkpoint()
+    assert dropped == ["aclose", "close"]
 
 
 async def test_background_group_close_from_another_thread_cancels_on_the_loop() -> None:

@@ -331,6 +331,11 @@ class TaskManager:
             f"this TaskManager is closed: a later TaskManager took '{where}' over in this process; "
             "use the later one"
         )
+        # On the jobs' loop when they run there (the take-over may come from another thread): a job
+        # flushing its journal must never meet the store closing under it.
+        self._hop.call(self._stop_for_take_over)
+
+    def _stop_for_take_over(self) -> None:
         loop = self._background.loop
         self._background.close()
         for run in list(self._runs.values()):
