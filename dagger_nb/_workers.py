@@ -1,9 +1,9 @@
 """The task group a run's workers live in: anyio semantics at asyncio's price per task.
 
-``anyio.abc.TaskGroup.start_soon`` costs 25-50 µs per task here against about
-5 µs for ``asyncio.TaskGroup.create_task``, and a run of 200 parallel nodes
-starts 200 workers at once: on asyncio that alone would double the wall time of
-200 nodes sleeping 10 ms. So on asyncio the workers live in an
+``anyio.abc.TaskGroup.start_soon`` costs several times what
+``asyncio.TaskGroup.create_task`` does, and a run of many parallel nodes starts
+all its workers at once: for short nodes that cost alone would rival the work.
+So on asyncio the workers live in an
 ``asyncio.TaskGroup`` held inside an anyio cancel scope: cancelling the scope
 (or any enclosing anyio scope, such as the run's timeout) cancels the waiting
 group, which cancels and awaits every worker, exactly as an anyio group would.

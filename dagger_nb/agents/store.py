@@ -3,9 +3,9 @@
 Each task is one row holding its JSON; a batch of changed tasks is written in
 one transaction, so the runner pays one commit per scheduling round instead of
 one per change. Writes run on the event loop's thread: a commit in WAL mode
-with ``synchronous=NORMAL`` takes about 25 µs here, while a hop to a worker
-thread costs about 85 µs, so moving them off the loop would make every round
-slower without making the loop more responsive.
+with ``synchronous=NORMAL`` costs less than a hop to a worker thread, so moving
+them off the loop would make every round slower without making the loop more
+responsive.
 
 The slow part of WAL mode is the checkpoint (copying the log into the database
 file, with an fsync), which SQLite normally runs inside whichever commit

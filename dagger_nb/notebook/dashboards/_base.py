@@ -315,7 +315,7 @@ class Dashboard(widgets.VBox):
         timeline: bool = False,
         cancellable: bool = True,
     ) -> None:
-        # One Layout for every full-width panel: a dashboard is cheap to create (see the benchmark).
+        # One Layout shared by every full-width panel keeps a dashboard cheap to create.
         full_width = widgets.Layout(width="100%")
         self.header = widgets.HTML(layout=full_width)
         self.header.add_class("dagger-header")
