@@ -121,7 +121,8 @@ class AttemptRunner:
                 with anyio.move_on_after(task.timeout) as scope:
                     output = await self.call_agent(agent, payload, ctx)
                 if scope.cancelled_caught:
-                    return Result(task_id, Kind.ERROR, f"Timeout after {task.timeout:g}s", dependencies,
+                    timed_out = f"task '{task_id}' timed out after {task.timeout:g}s (attempt {task.retry_count + 1})"
+                    return Result(task_id, Kind.ERROR, timed_out, dependencies,
                                   journal=journal, logs=_lines(logs))
             output, stored = check_output(
                 self._journal.store is not None, agent.name, agent.output_schema, output, task_id=task_id

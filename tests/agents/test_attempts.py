@@ -234,7 +234,8 @@ async def test_a_timed_out_sync_attempt_is_never_overlapped_by_the_next(
         shown = manager.get_task(task)
         assert shown.status == "pending"
         assert shown.status_reason == (
-            "attempt 1 failed: Timeout after 0.05s; attempt 2 waits for the abandoned thread of this one to return"
+            f"attempt 1 failed: task '{task}' timed out after 0.05s (attempt 1); "
+            "attempt 2 waits for the abandoned thread of this one to return"
         )
         assert attempts == [1]  # recorded as timed out at once, and attempt 2 has not started
         release.set()
@@ -267,7 +268,7 @@ async def test_many_quick_timeouts_never_run_two_attempts_at_once(registry: dagg
         task = manager.add_task("job", "slow", "slow", timeout=0.01, max_retries=4)
         report = await manager.run("job")
     assert report.outcomes[task].status == "failed"
-    assert report.outcomes[task].status_reason == "Timeout after 0.01s"
+    assert report.outcomes[task].status_reason == f"task '{task}' timed out after 0.01s (attempt 5)"
     # An attempt can time out before its thread has even started on a loaded machine, so fewer
     # than five calls may reach the function; what must hold is that no two ever overlap.
     assert 1 <= calls <= 5

@@ -297,7 +297,7 @@ async def test_timeout_bounds_each_attempt(registry: dagger_nb.TaskAgentRegistry
     assert report.outcomes[recovers].status is dagger_nb.TaskStatus.COMPLETED
     assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
     assert report.outcomes[hangs].status is dagger_nb.TaskStatus.FAILED
-    assert report.outcomes[hangs].status_reason == "Timeout after 0.05s"
+    assert report.outcomes[hangs].status_reason == f"task '{hangs}' timed out after 0.05s (attempt 1)"
 
 
 async def test_failure_cascades_to_dependents(registry: dagger_nb.TaskAgentRegistry) -> None:
