@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 #: Name of the worker plugin that lets a cancelled future cancel its async action.
 PLUGIN_NAME = "dagger-nb-cancel"
+#: How long closing waits for the cluster to cancel a waiting call's task (closing is rare; a busy
+#: scheduler may take a while, and an abandoned task would hold its worker's slot)
+_CANCEL_ON_CLOSE_SECONDS = 10
 
 
 class DaskBackend:
@@ -193,7 +196,7 @@ class DaskBackend:
             raise
         except ExecutionError:
             if self._gatherer.closed:  # closed while waiting: nobody will take the result, so no task makes it
-                with anyio.move_on_after(1, shield=True):
+                with anyio.move_on_after(_CANCEL_ON_CLOSE_SECONDS, shield=True):
                     await self._on_client_loop(_cancel, self.client, [future])
             raise
         except Exception as exception:
