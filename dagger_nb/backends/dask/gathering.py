@@ -74,7 +74,8 @@ class _Gatherer:
         self._finished.add(future)
         if not self._pumping:
             self._pumping = True
-            self._pumps.submit(self._gather_finished, instead="an asynchronous Dask client's loop")
+            self._pumps.submit(self._gather_finished, on_drop=self._dropped,
+                               instead="an asynchronous Dask client's loop")
         try:
             value = await waiter
         finally:
@@ -110,6 +111,11 @@ class _Gatherer:
         self.closed = True
         _GATHERERS.pop(self.push_to[1], None)
         self._pumps.close()
+
+    def _dropped(self) -> None:
+        """Closed before the pump started: nobody is left to answer the waiters."""
+        self._pumping = False
+        self._fail_waiters()
 
     def _fail_waiters(self) -> None:
         for waiter in self._waiters.values():
