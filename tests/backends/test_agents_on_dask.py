@@ -173,7 +173,7 @@ async def test_a_timeout_bounds_each_attempt_on_the_cluster(dask_client: Any) ->
     assert report.outcomes[recovers].status is TaskStatus.COMPLETED
     assert report.outcomes[recovers].output.data == {"attempt": 2}  # type: ignore[union-attr]
     assert (report.outcomes[hangs].status, report.outcomes[hangs].status_reason) == (
-        TaskStatus.FAILED, "Timeout after 1s"
+        TaskStatus.FAILED, f"task '{hangs}' timed out after 1s (attempt 1)"
     )
     assert not leftover_keys(dask_client, "hang_on_attempts-")  # the timed-out attempts were cancelled there
 

@@ -170,9 +170,6 @@ async def test_closing_the_backend_fails_a_call_waiting_for_its_result(
         backend.close()  # synchronous: cancels the pump on the client's loop and waits for it
     assert pump_tasks(backend) == []
     assert [str(error) for error in outcome] == ["the Dask backend was closed: its results can no longer be received"]
-    # its task was cancelled on the cluster (before the call returned): no worker's slot stays taken
-    processing = await anyio.to_thread.run_sync(dask_client.processing)
-    assert not [key for keys in processing.values() for key in keys if str(key).startswith("slow-")]
 
 
 # -- the cache's side, whatever keeps the value ------------------------------------------------------------
