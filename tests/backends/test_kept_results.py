@@ -151,7 +151,7 @@ async def test_closing_the_backend_fails_a_call_waiting_for_its_result(
 
     async def slow() -> int:
         await distributed.Event(name).set()  # on the worker: the call is running
-        await asyncio.sleep(30)
+        await distributed.Event(f"{name}-end").wait()  # until cancelled, or the test ends
         return 1
 
     backend = DaskBackend(dask_client)
@@ -170,6 +170,7 @@ async def test_closing_the_backend_fails_a_call_waiting_for_its_result(
         backend.close()  # synchronous: cancels the pump on the client's loop and waits for it
     assert pump_tasks(backend) == []
     assert [str(error) for error in outcome] == ["the Dask backend was closed: its results can no longer be received"]
+    await anyio.to_thread.run_sync(distributed.Event(f"{name}-end", client=dask_client).set)
 
 
 # -- the cache's side, whatever keeps the value ------------------------------------------------------------
