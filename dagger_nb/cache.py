@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagger_nb.errors import CacheFormatError, CacheKeyError, DaggerError, ReadOnlyInputs
+from dagger_nb.errors import CacheFormatError, CacheKeyError, FetchFailed, ReadOnlyInputs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,18 +87,6 @@ class Deferred:
     def fetch(self) -> Any:
         """The value: fetched on the first call, then kept (safe from several threads)."""
         raise NotImplementedError
-
-
-class FetchFailed(DaggerError, RuntimeError):
-    """The value of output ``key`` of node ``namespace`` was kept elsewhere and could not be fetched."""
-
-    def __init__(self, namespace: str, key: str, error: BaseException) -> None:
-        self.namespace = namespace
-        self.key = key
-        self.error = error
-        why = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        super().__init__(f"output '{key}' of node '{namespace}' was kept on the cluster and could not be fetched: "
-                         f"{why}")
 
 
 class Cache:

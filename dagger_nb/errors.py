@@ -246,6 +246,17 @@ class CacheFormatError(DaggerError, ValueError):
     is not the ``{"ns": {"key": {"value": ...}}}`` layout)."""
 
 
+class FetchFailed(DaggerError, RuntimeError):
+    """The value of output ``key`` of node ``namespace`` was kept on a cluster and could not be fetched."""
+
+    def __init__(self, namespace: str, key: str, error: BaseException) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.error = error
+        super().__init__(f"output '{key}' of node '{namespace}' was kept on the cluster and could not be fetched: "
+                         f"{describe_error(error)}")
+
+
 class ReadOnlyInputs(DaggerError, TypeError):
     """Something tried to write ``key`` among a run's inputs, which only the run sets."""
 

@@ -13,8 +13,8 @@ from dagger_nb import ActionRegistry, NodeSucceeded
 from dagger_nb._callables import Callee
 from dagger_nb.backends.dask import PUSH_LIMIT, DaskBackend
 from dagger_nb.backends.dask.remote import ClusterValue
-from dagger_nb.cache import Cache, Deferred, FetchFailed, RunCache
-from dagger_nb.errors import ExecutionError
+from dagger_nb.cache import Cache, Deferred, RunCache
+from dagger_nb.errors import ExecutionError, FetchFailed
 from tests.dag.helpers import executor_with, workflow
 
 pytestmark = pytest.mark.anyio
