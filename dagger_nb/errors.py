@@ -17,6 +17,7 @@
     ├── NodeTimeout (TimeoutError)          one attempt of a node took too long
     ├── CacheKeyError (KeyError)            a cache lookup missed
     ├── CacheFormatError (ValueError)       a cache cannot be written as or read from JSON
+    ├── FetchFailed (RuntimeError)          a result kept on a cluster could not be fetched
     ├── ReadOnlyInputs (TypeError)          a run's inputs were written to
     ├── GraphvizError (RuntimeError)        Graphviz could not render a graph
     │   └── GraphvizNotFound                Graphviz's ``dot`` is not installed
