@@ -9,7 +9,8 @@ One module answers the questions every facade (``DagExecutor``, ``TaskManager``,
   ``x.start(...)``: one long-lived task per loop holding an anyio task group, so
   every background run is awaited or cancelled by someone.
 * :class:`LoopHop`: how a worker thread (a synchronous action, agent or handler)
-  calls something that must run on the loop's thread.
+  calls something that must run on the loop's thread; :func:`call_soon_on` and
+  :func:`submit_to` for a loop known by itself (a job's, a Dask client's).
 * :func:`run_sync`: how ``x.run_sync(...)`` blocks: ``anyio.run`` in a script;
   inside a running loop (a Jupyter kernel) a private loop in a worker thread,
   in a copy of the caller's context, with a kernel interrupt cancelling the work.
@@ -18,6 +19,8 @@ One module answers the questions every facade (``DagExecutor``, ``TaskManager``,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import threading
@@ -36,7 +39,7 @@ T = TypeVar("T")
 
 logger = logging.getLogger("dagger_nb")
 
-__all__ = ["BackgroundGroup", "LoopHop", "loop_is_running", "require_loop", "run_sync"]
+__all__ = ["BackgroundGroup", "LoopHop", "call_soon_on", "loop_is_running", "require_loop", "run_sync", "submit_to"]
 
 
 def loop_is_running() -> bool:
@@ -69,6 +72,25 @@ async def _guarded(fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any,
         logger.exception("dagger-nb background work %s failed", getattr(fn, "__qualname__", fn))
 
 
+def call_soon_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+    """``fn(*args)`` on ``loop``'s thread: at once when called there (or when the loop does not
+    run), else scheduled on it from this thread. A closed loop is ignored: nobody waits there."""
+    if loop.is_closed():
+        return
+    here = asyncio.get_running_loop() if loop_is_running() else None
+    if here is loop or not loop.is_running():
+        fn(*args)
+        return
+    with contextlib.suppress(RuntimeError):  # closed between the check and the call
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def submit_to(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Run ``coroutine`` on ``loop``, which runs in another thread (a Dask client's, say); the
+    future gives its result (``await asyncio.wrap_future(future)`` on a loop, ``.result()`` off one)."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop)
+
+
 class _Service:
     """The long-lived task on one loop that owns an anyio task group of background work."""
 
@@ -77,6 +99,8 @@ class _Service:
         self.group: TaskGroup | None = None
         self.pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], Callable[[], object]]] = []
         self.wakeup: anyio.Event | None = None
+        #: set by close(): work submitted from now on goes to a new service, never to this dying one
+        self.closing = False
         self.task = loop.create_task(self._serve(), name=f"dagger-nb {name}")
 
     async def _serve(self) -> None:
@@ -91,7 +115,8 @@ class _Service:
 
     @property
     def alive(self) -> bool:
-        return not self.task.done()
+        """True while the service accepts work."""
+        return not self.closing and not self.task.done()
 
     def submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...],
                on_drop: Callable[[], object]) -> None:
@@ -99,8 +124,7 @@ class _Service:
         if self.wakeup is not None:
             self.wakeup.set()
 
-    def cancel(self) -> None:
-        """Cancel the work and drop what never started; on the loop's thread."""
+    def _cancel_here(self) -> None:
         if self.group is not None:
             self.group.cancel_scope.cancel()
         else:
@@ -109,15 +133,12 @@ class _Service:
         for _, _, on_drop in dropped:
             on_drop()
 
-    def cancel_from_anywhere(self) -> None:
-        if not self.alive:
-            return
-        here = asyncio.get_running_loop() if loop_is_running() else None
-        if here is not self.loop and self.loop.is_running():
-            # Cancel scopes belong to their loop's thread.
-            self.loop.call_soon_threadsafe(self.cancel)
-        else:
-            self.cancel()
+    def cancel(self) -> None:
+        """Cancel the work and drop what never started, from any thread (on the loop's thread:
+        cancel scopes belong to it)."""
+        self.closing = True
+        if not self.task.done():
+            call_soon_on(self.loop, self._cancel_here)
 
     async def aclose(self) -> None:
         """Cancel the work and wait for it; on the loop's thread."""
@@ -133,12 +154,15 @@ class BackgroundGroup:
     private loop of a ``run_sync`` inside the kernel), so each loop gets its
     own service and closing covers them all. :meth:`aclose` cancels everything
     and waits for the work on the calling loop; :meth:`close` cancels from any
-    thread without waiting (for synchronous ``close()`` methods).
+    thread without waiting (for synchronous ``close()`` methods). Work submitted
+    after a close starts a new service.
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._services: dict[asyncio.AbstractEventLoop, _Service] = {}
+        #: cancelled services whose task may still be ending: aclose() on their loop waits for them
+        self._closing: list[_Service] = []
         self._latest: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -148,7 +172,7 @@ class BackgroundGroup:
 
     @property
     def running(self) -> bool:
-        """True while a service task of the group is alive on some loop."""
+        """True while a service of the group accepts work on some loop."""
         return bool(self._live())
 
     def _live(self) -> dict[asyncio.AbstractEventLoop, _Service]:
@@ -176,20 +200,20 @@ class BackgroundGroup:
 
     def close(self) -> None:
         """Cancel all background work, on every loop, without waiting; safe from any thread."""
-        for service in list(self._live().values()):
-            service.cancel_from_anywhere()
+        services, self._services = list(self._services.values()), {}
+        self._closing = [service for service in self._closing if not service.task.done()] + services
+        for service in services:
+            service.cancel()
 
     async def aclose(self) -> None:
         """Cancel all background work and wait until the work on this loop has ended (work on
         another loop is cancelled there, without waiting)."""
         here = asyncio.get_running_loop()
-        services = self._live()
-        for loop, service in list(services.items()):
-            if loop is not here:
-                service.cancel_from_anywhere()
-        mine = services.pop(here, None)
-        if mine is not None:
-            await mine.aclose()
+        self.close()
+        mine = [service for service in self._closing if service.loop is here]
+        self._closing = [service for service in self._closing if service.loop is not here]
+        if mine:
+            await asyncio.wait([service.task for service in mine])
 
 
 class LoopHop:
@@ -306,8 +330,8 @@ def run_sync(
         finished.wait()
     except KeyboardInterrupt:
         started.wait()
-        if loops:
-            loops[0].call_soon_threadsafe(interrupt)
+        if loops and not finished.is_set():
+            call_soon_on(loops[0], interrupt)  # ignored when the work ended (its loop closed) meanwhile
         finished.wait()
         raise
     if "error" in outcome:

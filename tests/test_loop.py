@@ -10,7 +10,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from dagger_nb._loop import BackgroundGroup, LoopHop, loop_is_running, require_loop, run_sync
+from dagger_nb._loop import BackgroundGroup, LoopHop, call_soon_on, loop_is_running, require_loop, run_sync
 from dagger_nb.errors import ExecutionError, NoRunningLoop
 
 pytestmark = pytest.mark.anyio
@@ -187,3 +187,47 @@ async def test_work_started_on_a_private_loop_does_not_hide_the_kernel_loop_s_wo
     assert run_sync(on_the_private_loop) is True
     await group.aclose()
     assert ended.is_set() and not group.running
+
+
+async def test_work_submitted_right_after_close_starts_on_a_new_service() -> None:
+    """close() returns before the cancel reaches the service; a start() in the same step must
+    not join the dying service (it would never run, nor be dropped)."""
+    group = BackgroundGroup("probe")
+    ran = anyio.Event()
+
+    async def idle() -> None:
+        await anyio.sleep_forever()
+
+    async def mark() -> None:
+        ran.set()
+
+    group.submit(idle)
+    await anyio.lowlevel.checkpoint()
+    group.close()
+    group.submit(mark)
+    with anyio.fail_after(5):
+        await ran.wait()
+    await group.aclose()
+    assert not group.running
+
+
+def test_call_soon_on_runs_on_the_loop_s_thread_and_ignores_a_closed_loop() -> None:
+    loop = asyncio.new_event_loop()
+    seen: list[int] = []
+    worker = threading.Thread(target=loop.run_forever)
+    worker.start()
+    try:
+        done = threading.Event()
+        call_soon_on(loop, lambda: (seen.append(threading.get_ident()), done.set()))
+        assert done.wait(5)
+        assert seen == [worker.ident]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join()
+        loop.close()
+    call_soon_on(loop, seen.append, "closed")  # nobody waits on a closed loop
+    assert seen == [worker.ident]
+    idle = asyncio.new_event_loop()
+    call_soon_on(idle, seen.append, "idle")  # a loop that does not run: called in place
+    idle.close()
+    assert seen == [worker.ident, "idle"]

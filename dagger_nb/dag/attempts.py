@@ -12,7 +12,6 @@ resumes the run, on the same event loop or another.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from collections.abc import Iterator, MutableMapping
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._loop import call_soon_on
 from dagger_nb.dag.events import NodeWaiting
 
 if TYPE_CHECKING:
@@ -85,8 +85,7 @@ class AbandonedAttempt:
                 if _abandoned.get(key) is self:
                     del _abandoned[key]
         for loop, event in waiters:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
-                loop.call_soon_threadsafe(event.set)
+            call_soon_on(loop, event.set)
 
 
 class AbandonedThreads(MutableMapping[str, AbandonedAttempt]):

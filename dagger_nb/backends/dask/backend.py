@@ -15,7 +15,7 @@ from uuid import uuid4
 import anyio
 
 from dagger_nb._callables import Callee, OutputPrints, RemoteContext
-from dagger_nb._loop import loop_is_running
+from dagger_nb._loop import loop_is_running, submit_to
 from dagger_nb.backends.dask._support import _IMPORT_ERROR, _forget_locals, distributed, is_dask_collection
 from dagger_nb.backends.dask.batching import Pick, SendBatch, Sent, _miss, _Pick
 from dagger_nb.backends.dask.gathering import _deliver_push, _Gatherer
@@ -357,8 +357,7 @@ class DaskBackend:
         del args  # an error's traceback holds this frame: it must not hold a future (see _Gatherer.result)
         if self.client.asynchronous:
             return await coroutine
-        running = asyncio.run_coroutine_threadsafe(coroutine, self.client.loop.asyncio_loop)
-        return await asyncio.wrap_future(running)
+        return await asyncio.wrap_future(submit_to(self.client.loop.asyncio_loop, coroutine))
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -379,7 +378,7 @@ class DaskBackend:
         if self.client.asynchronous or here is loop or not loop.is_running():
             self._gatherer.close()
             return
-        asyncio.run_coroutine_threadsafe(self._gatherer.aclose(), loop).result()
+        submit_to(loop, self._gatherer.aclose()).result()
 
     async def __aenter__(self) -> DaskBackend:
         return self
