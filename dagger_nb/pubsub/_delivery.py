@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import anyio
 import anyio.abc
 
-from dagger_nb._loop import BackgroundGroup, LoopHop, run_sync
+from dagger_nb._loop import BackgroundGroup, LoopHop, require_loop, run_sync
 from dagger_nb.errors import ExecutionError
 from dagger_nb.events import EventStream
 from dagger_nb.pubsub._state import Node
@@ -152,6 +152,7 @@ class BusDelivery:
         :meth:`run_sync` in scripts), :class:`~dagger_nb.errors.ExecutionError`
         when delivery is already running.
         """
+        require_loop("PubSub.start()", instead="pubsub.run_sync()")
         self._check_open()
         winding_down = self._running and self._dispatch.stopping
         if not winding_down and (self._running or (self._handle is not None and not self._handle.done)):

@@ -11,7 +11,7 @@ from dagger_nb.pubsub.agent import PubSubAgent, PubSubContext
 from dagger_nb.pubsub.message import Message
 from dagger_nb.schema import CompiledSchema
 
-#: Lines of handler output kept per node (``agents()["last_logs"]``) and per dead letter.
+#: Lines of handler output kept per node (``agents_frame()["last_logs"]``) and per dead letter.
 LAST_LOGS = 50
 
 

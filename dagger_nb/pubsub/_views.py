@@ -49,12 +49,12 @@ class BusViews:
             return views.dead_letter_frame(self._durable.dead_letters())
         return views.dead_letter_frame(self._dead)
 
-    def agents(self) -> pd.DataFrame:
+    def agents_frame(self) -> pd.DataFrame:
         """One row per registered node with its channels, status, counters and ``last_logs`` (the
         latest lines its handler printed or logged)."""
         return views.agent_frame(self._nodes.values(), running=self._running)
 
-    def channels(self) -> pd.DataFrame:
+    def channels_frame(self) -> pd.DataFrame:
         """One row per channel: schema, subscribers, publishers, message count."""
         return views.channel_frame(self._channels.values(), self._nodes.values())
 
@@ -71,6 +71,16 @@ class BusViews:
         """Deprecated: :meth:`dead_letters_frame`."""
         _deprecated("dead_letters", "dead_letters_frame")
         return self.dead_letters_frame()
+
+    def agents(self) -> pd.DataFrame:
+        """Deprecated: :meth:`agents_frame`."""
+        _deprecated("agents", "agents_frame")
+        return self.agents_frame()
+
+    def channels(self) -> pd.DataFrame:
+        """Deprecated: :meth:`channels_frame`."""
+        _deprecated("channels", "channels_frame")
+        return self.channels_frame()
 
     def get_dot_graph(self) -> str:
         """Deprecated: :meth:`to_dot`."""

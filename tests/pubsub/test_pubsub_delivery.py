@@ -151,7 +151,7 @@ async def test_a_full_queue_makes_publish_wait_and_nothing_is_dropped(registry: 
         # One message is in the handler, two fill the queue, the fourth publish waits
         # without being queued anywhere yet (cancelled there, it would leave no trace).
         assert published == [0, 1, 2]
-        assert bus.agents()["queued"].tolist() == [3]
+        assert bus.agents_frame()["queued"].tolist() == [3]
         release.set()
         await bus.wait_idle()
         bus.stop()

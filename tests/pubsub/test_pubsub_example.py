@@ -46,7 +46,7 @@ async def test_the_pipeline_has_the_documented_shape() -> None:
     ):
         await bus.publish("requests", {"topics": []})
     await bus.run(until_idle=True)
-    counts = bus.channels().set_index("channel")["messages"].to_dict()
+    counts = bus.channels_frame().set_index("channel")["messages"].to_dict()
     assert counts == {"requests": 1, "topics": 1, "findings": 3, "summaries": 1}
     assert bus.dead_letters_frame().empty
     (summary,) = bus.history_frame("summaries")["payload"]

@@ -226,7 +226,7 @@ def test_a_sync_handler_can_stop_delivery_from_its_thread(registry: PubSubAgentR
         bus.publish_sync("in", payload)
     report = bus.run_sync()  # no until_idle, no timeout: only the handler's stop() ends it
     assert (report.status, report.reason, report.delivered) == ("stopped", "stopped", 2)
-    assert handled == [1, "enough"] and bus.agents()["queued"].tolist() == [1]
+    assert handled == [1, "enough"] and bus.agents_frame()["queued"].tolist() == [1]
     bus.close()
 
 
@@ -251,8 +251,10 @@ async def test_cancel_from_another_thread_reaches_an_idle_loop(registry: PubSubA
         ("history", "history_frame", ("news",)),
         ("dead_letters", "dead_letters_frame", ()),
         ("get_dot_graph", "to_dot", ()),
+        ("agents", "agents_frame", ()),
+        ("channels", "channels_frame", ()),
     ],
-    ids=["history", "dead_letters", "get_dot_graph"],
+    ids=["history", "dead_letters", "get_dot_graph", "agents", "channels"],
 )
 async def test_deprecated_names_warn_and_answer_as_the_new_ones(
     registry: PubSubAgentRegistry, old: str, new: str, args: tuple[Any, ...]

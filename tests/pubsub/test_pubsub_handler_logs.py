@@ -30,7 +30,7 @@ def bus_of(registry: PubSubAgentRegistry, *names: str) -> dagger_nb.PubSub:
 
 
 def logs_of(bus: dagger_nb.PubSub, node: str) -> list[str]:
-    agents = bus.agents().set_index("node_id")
+    agents = bus.agents_frame().set_index("node_id")
     return list(agents.loc[node, "last_logs"])
 
 

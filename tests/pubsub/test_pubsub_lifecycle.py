@@ -87,7 +87,7 @@ async def test_stop_ends_delivery_within_a_second_and_no_handler_starts_after(
     assert started == [0]
     # The interrupted message and the queued ones are still owed, in order:
     # the next run hands message 0 over again.
-    assert bus.agents()["queued"].tolist() == [3]
+    assert bus.agents_frame()["queued"].tolist() == [3]
     await run_until_a_handler_runs_then_stop()
     assert started == [0, 0]
 
@@ -109,7 +109,7 @@ async def test_cancelling_run_ends_delivery(registry: PubSubAgentRegistry) -> No
         await entered.wait()
         group.cancel_scope.cancel()
     assert not bus.running
-    assert bus.agents()["queued"].tolist() == [1]
+    assert bus.agents_frame()["queued"].tolist() == [1]
 
 
 @pytest.mark.anyio
@@ -174,7 +174,7 @@ def test_start_without_a_running_loop_says_what_to_do(registry: PubSubAgentRegis
     bus = dagger_nb.PubSub(registry=registry)
     with pytest.raises(
         NoRunningLoop,
-        match=r"^PubSub\.start\(\): starting work in the background needs a running event loop \(a notebook "
+        match=r"^PubSub\.start\(\) needs a running event loop \(a notebook "
         r"cell or async code\); in a script use pubsub\.run_sync\(\)$",
     ):
         bus.start()
@@ -258,7 +258,7 @@ async def test_strict_bus_refuses_unknown_channels(registry: PubSubAgentRegistry
 async def test_dynamic_channels_are_created_on_first_use(registry: PubSubAgentRegistry) -> None:
     bus = dagger_nb.PubSub(registry=registry)
     await bus.publish("surprise", 1)
-    assert bus.channels()["channel"].tolist() == ["surprise"]
+    assert bus.channels_frame()["channel"].tolist() == ["surprise"]
     assert bus.history_frame("surprise")["payload"].tolist() == [1]
     assert bus.history_frame("elsewhere").empty
 
@@ -275,7 +275,7 @@ def test_close_is_idempotent_and_keeps_frames_readable(registry: PubSubAgentRegi
     bus.close()
     bus.close()
     assert bus.closed
-    assert bus.agents()["agent"].tolist() == ["reader"]
+    assert bus.agents_frame()["agent"].tolist() == ["reader"]
     with pytest.raises(dagger_nb.ExecutionError, match="closed"):
         bus.register("reader")
     with pytest.raises(dagger_nb.ExecutionError, match="closed"):

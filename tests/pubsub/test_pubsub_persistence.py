@@ -37,7 +37,7 @@ async def test_history_and_dead_letters_survive_a_restart(
     assert after["timestamp"].tolist() == before["timestamp"].tolist()
     assert after["source"].tolist() == ["user"] * 3
     assert again.dead_letters_frame()[["message_id", "agent"]].values.tolist() == [[sent[1].message_id, reader_id]]
-    assert again.channels()["channel"].tolist() == ["news"]
+    assert again.channels_frame()["channel"].tolist() == ["news"]
     again.close()
 
 
@@ -158,7 +158,7 @@ async def test_unregistered_nodes_are_remembered(
     await bus.publish("x", 1)
     bus.close()
     bus = dagger_nb.PubSub(db=db, registry=registry)
-    assert bus.agents().empty
+    assert bus.agents_frame().empty
     bus.register("gone")
     await bus.run(until_idle=True)
     assert bus.history_frame()["delivered_to"].map(len).tolist() == [1]

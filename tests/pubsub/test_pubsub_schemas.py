@@ -53,7 +53,7 @@ async def test_create_channel_again_replaces_its_schema(registry: PubSubAgentReg
         await bus.publish("n", 1)
     bus.create_channel("n")
     await bus.publish("n", 1)
-    assert bus.channels()["schema"].tolist() == [None]
+    assert bus.channels_frame()["schema"].tolist() == [None]
 
 
 async def test_invalid_channel_schema_raises(registry: PubSubAgentRegistry) -> None:
@@ -112,7 +112,7 @@ async def test_input_schema_rejects_to_dead_letters_and_others_still_get_it(
     delivered = dict(zip(bus.history_frame()["message_id"], bus.history_frame()["delivered_to"], strict=True))
     assert delivered[bad.message_id] == [easy_id]
     assert sorted(delivered[good.message_id]) == sorted([picky_id, easy_id])
-    assert bus.agents().set_index("agent").loc["picky", "rejected"] == 1
+    assert bus.agents_frame().set_index("agent").loc["picky", "rejected"] == 1
 
 
 async def test_output_schema_is_checked_in_ctx_publish(registry: PubSubAgentRegistry, recorder: Make) -> None:
@@ -161,7 +161,7 @@ async def test_a_failing_handler_does_not_stop_anything(
     assert dead["message_id"].tolist() == [messages[1].message_id, messages[3].message_id]
     assert dead["agent"].tolist() == [flaky_id, flaky_id]
     assert dead["reason"].tolist() == ["ValueError: odd number 1", "ValueError: odd number 3"]
-    row = bus.agents().set_index("node_id").loc[flaky_id]
+    row = bus.agents_frame().set_index("node_id").loc[flaky_id]
     assert (row["delivered"], row["failed"], row["queued"]) == (5, 2, 0)
     # A failed delivery still counts as delivered: the handler got the message.
     assert all(flaky_id in nodes for nodes in bus.history_frame()["delivered_to"])

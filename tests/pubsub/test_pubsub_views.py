@@ -65,7 +65,7 @@ async def test_agents_and_channels_frames(registry: PubSubAgentRegistry, recorde
     bus.create_channel("news", schema={"type": "string"})
     node = bus.register("reader")
     await bus.publish("news", "hello")
-    agents = bus.agents()
+    agents = bus.agents_frame()
     assert agents.to_dict("records")[0] | {"last_message_at": None} == {
         "node_id": node,
         "agent": "reader",
@@ -81,10 +81,10 @@ async def test_agents_and_channels_frames(registry: PubSubAgentRegistry, recorde
         "last_logs": [],
     }
     await bus.run(until_idle=True)
-    agents = bus.agents()
+    agents = bus.agents_frame()
     assert (agents["queued"][0], agents["delivered"][0]) == (0, 1)
     assert isinstance(agents["last_message_at"][0], pd.Timestamp)
-    channels = bus.channels().set_index("channel")
+    channels = bus.channels_frame().set_index("channel")
     assert channels.loc["news", "schema"] == {"type": "string"}
     assert channels.loc["news", "subscribers"] == [node]
     assert channels.loc["notes", "publishers"] == [node]

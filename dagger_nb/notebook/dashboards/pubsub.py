@@ -37,7 +37,7 @@ class PubSubMonitor(Dashboard):
         for event in pubsub.events.history:  # what happened before the monitor was shown
             self._note(event)
         # The bus keeps only a window of its events: its channels count every message.
-        self._messages = int(pubsub.channels()["messages"].sum())
+        self._messages = int(pubsub.channels_frame()["messages"].sum())
         pubsub.events.add_listener(self._on_event)
         self.refresh()
         if self.running:
@@ -97,7 +97,7 @@ class PubSubMonitor(Dashboard):
 
     def draw(self, *, final: bool) -> None:
         """Rebuild the panels from the bus's state."""
-        agents = self.pubsub.agents()
+        agents = self.pubsub.agents_frame()
         running = self.running
         status = "running" if running else "stopped"
         counts = {"messages": self._messages, "agents": len(agents), "dead letters": len(self._problems)}
