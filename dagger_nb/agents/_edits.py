@@ -1,15 +1,17 @@
 """The changes made to a manager's tasks through its methods or a running agent's context.
 
-Each change runs on the loop's thread while a job runs (a sync agent calls from
-a worker thread, and :class:`~dagger_nb._loop.LoopHop` carries the call over),
-so the job run sees it between two of its rounds. A change made by a running
+A change to a running job runs on that job's loop thread (a sync agent calls
+from a worker thread, and the run's :class:`~dagger_nb._loop.LoopHop` carries
+the call over), so the job run sees it between two of its rounds; each run has
+its own hop, as two jobs may run on two loops. A change to a job that does not
+run is made where it is called. A change made by a running
 attempt (``journal`` given) joins that attempt and is applied when it ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagger_nb._traceback import printable
 from dagger_nb.agents.journal import AttemptJournal, Usage
@@ -18,11 +20,14 @@ from dagger_nb.agents.spec import new_record
 from dagger_nb.errors import DependencyCycleError, TaskError
 
 if TYPE_CHECKING:
-    from dagger_nb._loop import LoopHop
+    from collections.abc import Callable
+
     from dagger_nb.agents._graph import TaskGraph
     from dagger_nb.agents._runner import JobRun
     from dagger_nb.agents.journal import Journal
     from dagger_nb.agents.manager import TaskManager
+
+T = TypeVar("T")
 
 
 class TaskEdits:
@@ -32,16 +37,13 @@ class TaskEdits:
     job id -> running :class:`JobRun`, told about every change to its job.
     """
 
-    __slots__ = ("_graph", "_hop", "_journal", "_manager", "_runs")
+    __slots__ = ("_graph", "_journal", "_manager", "_runs")
 
-    def __init__(
-        self, manager: TaskManager, graph: TaskGraph, journal: Journal, runs: dict[str, JobRun], hop: LoopHop
-    ) -> None:
+    def __init__(self, manager: TaskManager, graph: TaskGraph, journal: Journal, runs: dict[str, JobRun]) -> None:
         self._manager = manager
         self._graph = graph
         self._journal = journal
         self._runs = runs
-        self._hop = hop
 
     @property
     def tasks(self) -> Mapping[str, TaskRecord]:
@@ -58,19 +60,31 @@ class TaskEdits:
         journal: AttemptJournal | None = None,
     ) -> str:
         """Add a task (see :meth:`TaskManager.add_task`); returns its id."""
-        return self._hop.call(self._add_task, job_id, description, agent, input, options, journal)
+        return self._on_job_loop(job_id, self._add_task, job_id, description, agent, input, options, journal)
 
     def add_dependency(self, task_id: str, depends_on: str, journal: AttemptJournal | None = None) -> None:
         """Make ``task_id`` wait for ``depends_on`` (see :meth:`TaskManager.add_dependency`)."""
-        self._hop.call(self._add_dependency, task_id, depends_on, journal)
+        self._on_job_loop(self._job_of(task_id), self._add_dependency, task_id, depends_on, journal)
 
     def update_task_status(self, task_id: str, status: TaskStatus | str, reason: str | None) -> None:
         """Set a task's status (see :meth:`TaskManager.update_task_status`)."""
-        self._hop.call(self._update_task_status, task_id, status, reason)
+        self._on_job_loop(self._job_of(task_id), self._update_task_status, task_id, status, reason)
 
     def record_usage(self, journal: AttemptJournal, tokens: int, cost: float | None, model: str | None) -> None:
         """Count usage an agent reported (see :meth:`TaskContext.record_usage`)."""
-        self._hop.call(self._record_usage, journal, tokens, cost, model)
+        self._on_job_loop(self._job_of(journal.task_id), self._record_usage, journal, tokens, cost, model)
+
+    def _job_of(self, task_id: str) -> str | None:
+        task = self._graph.tasks.get(task_id)
+        return None if task is None else task.job_id
+
+    def _on_job_loop(self, job_id: str | None, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the loop of the running job ``job_id``; here when that job does not run
+        (an unknown task or job is then reported by ``fn`` itself)."""
+        run = None if job_id is None else self._runs.get(job_id)
+        if run is None:
+            return fn(*args)
+        return run.hop.call(fn, *args)
 
     def _add_task(
         self,

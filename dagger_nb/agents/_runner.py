@@ -14,8 +14,10 @@ than a per-worker event once several workers wait on it).
 What happens to the tasks themselves when one changes state (dependents
 released, failures cascaded, retries, the token budget) is in
 ``_transitions.py``; the run holds no reference to the manager's internals:
-the manager hands it the task graph, the write-behind journal, the loop hop
-and the attempt runner.
+the manager hands it the task graph, the write-behind journal and the attempt
+runner. Each run has its own loop hop (:attr:`JobRun.hop`): two jobs may run on
+two loops at once (one started in the notebook's loop, one through ``run_sync``
+on a private loop), and a change to a job is carried to that job's loop.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
+from dagger_nb._loop import LoopHop
 from dagger_nb.agents._attempt import Result
 from dagger_nb.agents._transitions import TaskTransitions
 from dagger_nb.agents.events import (
@@ -55,7 +58,6 @@ from dagger_nb.agents.model import (
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
-    from dagger_nb._loop import LoopHop
     from dagger_nb.agents._attempt import AttemptRunner
     from dagger_nb.agents._graph import TaskGraph
     from dagger_nb.agents.journal import Journal
@@ -91,14 +93,15 @@ class JobRun(TaskTransitions):
 
     ``manager`` is read for its settings only (and its public ``add_task`` when a
     stalled job asks the planning agent to re-plan); what the run changes it
-    reaches through ``graph``, ``journal``, ``hop`` and ``attempts``, and
-    ``on_end()`` tells the manager the run is over.
+    reaches through ``graph``, ``journal`` and ``attempts``, and ``on_end()``
+    tells the manager the run is over. :attr:`hop` carries a change made from a
+    worker thread to the loop this run runs on.
     """
 
     __slots__ = (
-        "_added", "_cancel_requested", "_change_waiter", "_changed", "_finished", "_heartbeat", "_hop", "_idle",
+        "_added", "_cancel_requested", "_change_waiter", "_changed", "_finished", "_heartbeat", "_idle",
         "_last_change", "_loop", "_max_parallel", "_new_event", "_on_end", "_results", "_returned", "_scope",
-        "_terminated", "_wake", "_watched", "events", "manager", "report", "started_at",
+        "_terminated", "_wake", "_watched", "events", "hop", "manager", "report", "started_at",
     )
 
     def __init__(
@@ -109,7 +112,6 @@ class JobRun(TaskTransitions):
         allowed_agents: frozenset[str] | None,
         graph: TaskGraph,
         journal: Journal,
-        hop: LoopHop,
         attempts: AttemptRunner,
         on_end: Callable[[], object],
     ) -> None:
@@ -126,7 +128,8 @@ class JobRun(TaskTransitions):
         self.events: EventStream[JobEvent] = EventStream()
         self.report: JobReport | None = None
         self.started_at = utc_now()
-        self._hop = hop
+        #: carries calls from worker threads to this run's loop while it runs (in place otherwise)
+        self.hop = LoopHop()
         self._on_end = on_end
         self._max_parallel = manager.max_parallel_tasks
         self._heartbeat = manager.heartbeat_interval
@@ -214,7 +217,7 @@ class JobRun(TaskTransitions):
             return self.report
         self._loop = asyncio.get_running_loop()
         try:
-            with self._hop.entered(), anyio.CancelScope() as self._scope:
+            with self.hop.entered(), anyio.CancelScope() as self._scope:
                 if self._cancel_requested:
                     self._scope.cancel()
                 status = await self._main()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from dagger_nb._loop import BackgroundGroup, LoopHop, require_loop, run_sync
+from dagger_nb._loop import BackgroundGroup, require_loop, run_sync
 from dagger_nb.agents._attempt import AttemptRunner
 from dagger_nb.agents._dot import job_graph
 from dagger_nb.agents._edits import TaskEdits
@@ -97,12 +97,11 @@ class TaskManager:
         self._graph = TaskGraph()
         self._runs: dict[str, JobRun] = {}
         self._background = BackgroundGroup("TaskManager")
-        self._hop = LoopHop()
         #: why the manager is closed for good (a later one took its file over), or None
         self._closed: str | None = None
         store = TaskStore(db, on_takeover=self._taken_over) if db is not None else None
         self._journal = Journal(store, self._graph.seq)
-        self._edits = TaskEdits(self, self._graph, self._journal, self._runs, self._hop)
+        self._edits = TaskEdits(self, self._graph, self._journal, self._runs)
         self._attempts = AttemptRunner(self, self._graph, self._journal, self._thread_returned, edits=self._edits)
         if store is not None:
             try:
@@ -332,8 +331,13 @@ class TaskManager:
             "use the later one"
         )
         # On the jobs' loop when they run there (the take-over may come from another thread): a job
-        # flushing its journal must never meet the store closing under it.
-        self._hop.call(self._stop_for_take_over)
+        # flushing its journal must never meet the store closing under it. Jobs run on one loop
+        # but for a run_sync's private loop; the others are cancelled across threads.
+        runs = list(self._runs.values())
+        if runs:
+            runs[0].hop.call(self._stop_for_take_over)
+        else:
+            self._stop_for_take_over()
 
     def _stop_for_take_over(self) -> None:
         loop = self._background.loop
@@ -412,7 +416,6 @@ class TaskManager:
             allowed_agents=allowed,
             graph=self._graph,
             journal=self._journal,
-            hop=self._hop,
             attempts=self._attempts,
             on_end=partial(self._runs.pop, job_id, None),
         )

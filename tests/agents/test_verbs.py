@@ -133,3 +133,48 @@ def test_get_dot_graph_is_a_deprecated_alias_of_to_dot(registry: dagger_nb.TaskA
     with deprecated("get_dot_graph", "to_dot"):
         assert manager.get_dot_graph() == manager.to_dot()
     manager.close()
+
+
+async def test_run_sync_of_one_job_leaves_the_loop_of_a_started_job_alone(
+    registry: dagger_nb.TaskAgentRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job started on this loop, then another job through ``run_sync`` (a private loop in a
+    worker thread): changes to the first job still reach the first job's loop."""
+    go = threading.Event()
+    loop_thread = threading.get_ident()
+    edit_threads: list[int] = []
+
+    def waits_then_adds(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        go.wait(10)  # a worker thread of this loop; job b runs (or ran) on its private loop
+        ctx.add_task("added by a's agent", "echo", {})
+        return {}
+
+    def lets_a_add(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        go.set()
+        return {}
+
+    registry.register("echo", lambda input, ctx: input)
+    registry.register("waits_then_adds", waits_then_adds)
+    registry.register("lets_a_add", lets_a_add)
+    manager = dagger_nb.TaskManager(registry=registry, heartbeat_interval=None)
+    manager.add_objective("a", "waits, then adds a task", "waits_then_adds")
+    manager.add_objective("b", "lets a add its task", "lets_a_add")
+    edits = type(manager._edits)
+    original = edits._add_task
+
+    def recording(self: Any, *args: Any) -> str:
+        edit_threads.append(threading.get_ident())
+        return original(self, *args)
+
+    monkeypatch.setattr(edits, "_add_task", recording)
+    handle = manager.start("a")
+    running = anyio.Event()
+    handle.add_listener(lambda event: running.set())
+    await running.wait()  # a runs on this loop: its agent waits in a worker thread
+    assert manager.run_sync("b").success
+    later = manager.add_task("a", "added after b ended", "echo", {})  # the hop is a's, not b's ended loop
+    report = await handle
+    assert report.success and len(report.outcomes) == 3
+    assert report.outcomes[later].status is dagger_nb.TaskStatus.COMPLETED
+    assert edit_threads == [loop_thread, loop_thread]  # a's changes ran on a's loop, never on b's
+    await manager.aclose()
