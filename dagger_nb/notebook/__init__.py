@@ -6,9 +6,14 @@ Importing this package registers nothing; ``%load_ext dagger_nb`` (or
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from dagger_nb._loop import run_sync
 from dagger_nb.notebook.session import Session, session, use_session
+
+T = TypeVar("T")
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -16,6 +21,26 @@ def load_ipython_extension(ipython: Any) -> None:
     from dagger_nb.notebook.magics import load_magics
 
     load_magics(ipython, session())
+
+
+def run_blocking(async_fn: Callable[[], Awaitable[T]], *, on_interrupt: Callable[[], object] | None = None) -> T:
+    """Deprecated: block on a workflow with :meth:`Session.run_sync`, or on a run started any way
+    with :meth:`Session.wait_sync`.
+
+    Runs ``async_fn()`` to completion and returns its result, on a private loop in a worker thread
+    when a loop runs (see :func:`dagger_nb._loop.run_sync`); a ``KeyboardInterrupt`` calls
+    ``on_interrupt()`` (or cancels the work), waits for the work to end and re-raises.
+    """
+    warnings.warn(
+        "dagger_nb.notebook.run_blocking() is deprecated; use Session.run_sync() or Session.wait_sync()",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+
+    async def call() -> T:  # run_sync wants a coroutine function; run_blocking took any awaitable
+        return await async_fn()
+
+    return run_sync(call, on_interrupt=on_interrupt)
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +71,7 @@ __all__ = [
     "RunDashboard",
     "Session",
     "load_ipython_extension",
+    "run_blocking",
     "session",
     "use_session",
 ]

@@ -196,3 +196,31 @@ def test_kernel_session_is_shared_and_replaceable() -> None:
         assert session() is mine
     finally:
         use_session(previous)
+
+
+def test_run_blocking_is_a_deprecated_alias_of_run_sync_in_a_script() -> None:
+    from dagger_nb.notebook import run_blocking
+
+    async def answer() -> int:
+        await anyio.sleep(0)
+        return 42
+
+    with pytest.warns(DeprecationWarning, match=r"^dagger_nb\.notebook\.run_blocking\(\) is deprecated; use "
+                                                r"Session\.run_sync\(\) or Session\.wait_sync\(\)$"):
+        assert run_blocking(answer) == 42
+
+
+async def test_run_blocking_inside_a_running_loop_calls_on_interrupt_and_reraises() -> None:
+    from dagger_nb.notebook import run_blocking
+
+    new = forever_session()  # its node presses "interrupt" while the cell blocks
+    handles: list[RunHandle] = []
+
+    async def run_w() -> object:
+        handles.append(new.start("w"))
+        return await handles[0]
+
+    with (pytest.warns(DeprecationWarning, match=r"^dagger_nb\.notebook\.run_blocking\(\) is deprecated"),
+          pytest.raises(KeyboardInterrupt)):
+        run_blocking(run_w, on_interrupt=lambda: handles[0].cancel())
+    assert handles[0].status == "cancelled"
