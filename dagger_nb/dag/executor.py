@@ -64,6 +64,7 @@ from dagger_nb.errors import (
     RunNotFound,
     WorkflowNotFound,
     WorkflowSpecError,
+    describe_error,
 )
 
 
@@ -255,7 +256,21 @@ class DagExecutor(RunHistory, StoredResults):
         # Entered for the whole run: a sync action in a worker thread adds nodes and records
         # usage on this loop's thread through it.
         with run.hop.entered():
-            return await self._scheduler.drive(run, cancel=cancel)
+            try:
+                return await self._scheduler.drive(run, cancel=cancel)
+            except Exception as error:
+                if run.report is not None:
+                    raise
+                # It broke before the scheduler could record an end (a backend that cannot reach
+                # its cluster, say): the run ends failed instead of reading "running" for ever.
+                run.failure = error
+                self._scheduler.drop(run, f"the run could not go on: {describe_error(error)}", RunStatus.FAILED)
+                assert run.report is not None
+                return run.report
+            except BaseException:
+                if run.report is None:  # cancelled before the scheduler took the run in hand
+                    self._scheduler.drop(run, "the run was cancelled")
+                raise
 
     def _submit(self, run: Run, *, instead: str) -> RunHandle:
         self._background.submit(self._drive, run, on_drop=partial(self._scheduler.drop, run), instead=instead)

@@ -77,8 +77,9 @@ class RunHandle:
     @property
     def error(self) -> BaseException | None:
         """The exception that ended the run as a whole (a :class:`StorageError` when its run store
-        failed), else None. A node's failure is in its outcome and the report's ``error`` text."""
-        failure = self._run.storage_failure
+        failed, or what broke it before it could record its end), else None. A node's failure is
+        in its outcome and the report's ``error`` text."""
+        failure = self._run.storage_failure or self._run.failure
         return None if failure is None or self._run.cancel_requested else failure
 
     @property

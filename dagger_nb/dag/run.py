@@ -289,6 +289,8 @@ class Run:
         self.iteration_limit_hit = False
         #: the first failure to write to the run store: the run ends ``failed`` with it
         self.storage_failure: StorageError | None = None
+        #: what broke the run before its end could be recorded (RunHandle.error)
+        self.failure: Exception | None = None
         self.waiting_for_human: str | None = None
         self.questions: dict[str, HumanRequest] = {}
         #: calls sent to the backend before their inputs finished (backends that can: Dask)
@@ -377,7 +379,11 @@ class Run:
 
     def cancel(self, *, reason: str | None = None) -> None:
         """Ask the run to end as ``cancelled`` (with ``reason`` as its error, when given): running
-        nodes are cancelled, nothing else starts."""
+        nodes are cancelled, nothing else starts. From any thread: a cancel scope belongs to the
+        loop's thread, so the run's hop carries the call there."""
+        if self.hop.off_loop:
+            self.hop.call(lambda: self.cancel(reason=reason))
+            return
         self.cancel_requested = True
         if reason is not None:
             self.stop_reason = reason

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler", "hook_name"]
 
 _DISCARD_SECONDS = 2  # cancelling calls sent ahead must not hold up the end of a run on a lost cluster
+_NOT_STARTED = "the run was cancelled before it started"
 
 
 class Scheduler:
@@ -77,7 +78,6 @@ class Scheduler:
             note = await run.incremental.load(run.spec.name)
             if note is not None:
                 run.notes.append(note)
-        status: RunStatus
         try:
             backend = self.executor.backend
             # a call sent ahead would run before its node's stored result could be reused
@@ -171,9 +171,9 @@ class Scheduler:
                 report.notes.append(f"the end of the run could not be recorded: {again}")
         return report
 
-    def drop(self, run: Run) -> None:
-        """A background run closed before it started ends ``cancelled``."""
-        report = run.finish(RunStatus.CANCELLED, "the run was cancelled before it started")
+    def drop(self, run: Run, reason: str = _NOT_STARTED, status: RunStatus = RunStatus.CANCELLED) -> None:
+        """End a run that never started (``cancelled``), or broke before its end was recorded."""
+        report = run.finish(status, reason)
         if self.executor._store is not None:
             try:
                 self.executor._store.save_run(report, added_by=run.added_by)

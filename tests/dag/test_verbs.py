@@ -6,10 +6,12 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import dagger_nb
 from dagger_nb import ActionRegistry, DagExecutor, RunStatus
+from dagger_nb.backends import LocalBackend
 from dagger_nb.errors import NoRunningLoop, QuestionNotFound
 from dagger_nb.handles import Handle
 from tests.dag.helpers import executor_with, workflow
@@ -122,6 +124,62 @@ async def test_the_handle_error_is_the_storage_failure_that_ended_the_run(
     assert str(handle.error) in report.error
 
 
+class UnreachableCluster(LocalBackend):
+    """A backend that sends calls ahead and cannot reach its cluster when a run begins."""
+
+    async def prepare(self) -> None:
+        raise OSError("cluster unreachable")
+
+    def can_send(self, action: Any) -> bool:
+        return True
+
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("never reached")
+
+    def batch(self) -> None:
+        return None
+
+    def receive(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("never reached")
+
+    async def discard(self, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("verb", ["run", "start"])
+async def test_a_run_that_breaks_before_its_nodes_start_ends_failed_with_the_error(
+    registry: ActionRegistry, verb: str
+) -> None:
+    async with executor_with(registry, pipeline(), backend=UnreachableCluster()) as executor:
+        if verb == "run":
+            report = await executor.run("pipeline", inputs={"x": 1})
+            handle = executor.handle(report.run_id)
+        else:
+            handle = executor.start("pipeline", inputs={"x": 1})
+            with anyio.fail_after(5):
+                report = await handle
+    assert report.status == "failed" and handle.status == "failed" and handle.done
+    assert report.error == "the run could not go on: OSError: cluster unreachable"
+    assert isinstance(handle.error, OSError)
+    assert list(executor.runs_frame()["status"]) == ["failed"]
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+async def test_closing_the_executor_while_a_run_records_its_start_ends_it_cancelled(
+    registry: ActionRegistry, tmp_path: Any, turns: int
+) -> None:
+    """Cancelled inside the first write to the store (or before it): the run must not read
+    "running" for ever, and its handle must return."""
+    executor = executor_with(registry, pipeline(), db=tmp_path / "runs.db")
+    handle = executor.start("pipeline", inputs={"x": 1})
+    for _ in range(turns):
+        await anyio.lowlevel.checkpoint()
+    await executor.aclose()
+    with anyio.fail_after(5):
+        report = await handle
+    assert report.status == "cancelled" and handle.error is None
+
+
 async def test_a_plain_thread_adds_nodes_to_a_running_run_through_its_loop(registry: ActionRegistry) -> None:
     gate = anyio.Event()
 
@@ -192,3 +250,21 @@ async def test_report_timeline_is_a_deprecated_alias_of_timeline_frame(registry:
     with pytest.warns(DeprecationWarning, match=r"timeline\(\) is deprecated; use timeline_frame\(\)"):
         frame = report.timeline()
     assert frame.equals(report.timeline_frame()) and list(frame["node"]) == ["a", "b"]
+
+
+async def test_a_plain_thread_cancels_a_running_run(registry: ActionRegistry) -> None:
+    started = anyio.Event()
+
+    @dagger_nb.action(registry=registry)
+    async def forever() -> int:
+        started.set()
+        await anyio.sleep_forever()
+        return 1
+
+    async with executor_with(registry, workflow("stuck", {"id": "s", "action": "forever"})) as executor:
+        handle = executor.start("stuck")
+        await started.wait()
+        error = await anyio.to_thread.run_sync(in_a_plain_thread, handle.cancel)
+        with anyio.fail_after(5):
+            report = await handle
+    assert error is None and report.status == "cancelled"
