@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import pandas as pd
 
 from dagger_nb._loop import require_loop, run_sync
@@ -141,8 +142,19 @@ class Session:
         fresh: bool = False,
     ) -> ExecutionReport:
         """Run workflow ``name`` and return its report (``await session.run(...)``); options as for
-        :meth:`start`. The run is one of the session's (:attr:`runs`, ``%dagger_dashboard``)."""
-        return await self.start(name, inputs=inputs, incremental=incremental, fresh=fresh).wait()
+        :meth:`start`. The run is one of the session's (:attr:`runs`, ``%dagger_dashboard``).
+
+        Cancelling the awaiting task cancels the run and waits for it to end, as cancelling
+        ``await executor.run(...)`` does: no run goes on without its caller.
+        """
+        handle = self.start(name, inputs=inputs, incremental=incremental, fresh=fresh)
+        try:
+            return await handle.wait()
+        except BaseException:
+            handle.cancel()
+            with anyio.CancelScope(shield=True):  # the caller's cancellation must not cut the wait short
+                await handle.wait()
+            raise
 
     def run_sync(
         self, name: str, *, inputs: Mapping[str, Any] | None = None, incremental: bool | None = None,

@@ -115,6 +115,26 @@ async def test_interrupting_run_sync_inside_a_running_loop_cancels_the_run() -> 
     assert latest is not None and latest.status == "cancelled"
 
 
+async def test_cancelling_the_task_awaiting_run_cancels_the_run() -> None:
+    new = Session(registry=dagger_nb.ActionRegistry())
+    began = anyio.Event()
+
+    async def waits() -> None:
+        began.set()
+        await anyio.sleep_forever()
+
+    new.registry.register("waits", waits)
+    new.executor.add_workflow(dagger_nb.WorkflowSpec(name="w", nodes=[{"id": "a", "action": "waits"}]))
+    async with anyio.create_task_group() as group:
+        group.start_soon(new.run, "w")
+        await began.wait()
+        group.cancel_scope.cancel()
+    # As with ``await executor.run(...)``: once the caller's cancellation is through, so is the run.
+    latest = new.latest()
+    assert latest is not None and latest.done and latest.status == "cancelled"
+    await new.aclose()
+
+
 async def test_two_runs_started_at_once_each_read_their_own_inputs() -> None:
     # The first run still waits when the second starts on the same session cache.
     new = Session(registry=dagger_nb.ActionRegistry())
