@@ -267,10 +267,7 @@ class InputSpec(_Spec):
 
         A bare ``KEY`` (older Rust files) means ``inputs.KEY``.
         """
-        if self.reference is None:
-            return None
-        namespace, dot, key = self.reference.partition(".")
-        return (namespace, key) if dot else ("inputs", namespace)
+        return None if self.reference is None else split_reference(self.reference)
 
 
 class OutputSpec(_Spec):
@@ -411,14 +408,25 @@ def brief_list(names: Sequence[str], *, limit: int = 6) -> str:
     return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
+def split_reference(reference: str) -> tuple[str, str]:
+    """``(namespace, key)`` that a reference string reads from the cache: ``NODE.OUTPUT`` or
+    ``inputs.KEY``; a bare ``KEY`` (older Rust files) means ``inputs.KEY``. The one parser of
+    references: :attr:`InputSpec.source`, the checks and the run's plan all read them through it.
+
+    >>> split_reference("fetch.rows"), split_reference("inputs.url"), split_reference("url")
+    (('fetch', 'rows'), ('inputs', 'url'), ('inputs', 'url'))
+    """
+    namespace, dot, key = reference.partition(".")
+    return (namespace, key) if dot else ("inputs", namespace)
+
+
 def node_dependencies(node: NodeSpec) -> list[str]:
     """``node``'s explicit dependencies plus the nodes its inputs reference, without repeats."""
     found = dict.fromkeys(node.dependencies)
     for spec in node.inputs:
         reference = spec.reference
         if reference is not None:
-            # As InputSpec.source reads it, inlined: this runs for every input of every workflow.
-            namespace, dot, _ = reference.partition(".")
-            if dot and namespace != "inputs":
+            namespace, _ = split_reference(reference)
+            if namespace != "inputs":
                 found[namespace] = None  # an id already there keeps its place
     return list(found)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec, brief_list
+from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec, brief_list, split_reference
 
 REFERENCE_PATTERN = re.compile(r"^[^\s.]+(\.\S+)?$")
 
@@ -97,8 +97,8 @@ def _findings(spec: WorkflowSpec, actions: Collection[str] | None, partial: Coll
             reference = spec_input.reference
             if reference is None:
                 continue
-            node_id, dot, output = reference.partition(".")
-            at = first_index.get(node_id) if dot else None
+            node_id, output = split_reference(reference)
+            at = first_index.get(node_id)
             if at is None or node_id == "inputs" or not match(reference):
                 # Rare: a run input, a bare KEY, an unknown node or a malformed reference.
                 problem = _reference_problem(spec_input, names=names)
