@@ -258,7 +258,11 @@ class LoopHop:
         return self._token is not None and threading.get_ident() != self._thread
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the loop's thread; here when this is that thread or nothing runs."""
+        """``fn(*args)`` on the loop's thread; here when this is that thread or nothing runs.
+
+        From a worker thread the call blocks until the loop has run ``fn``: never call it from a
+        thread the loop itself is blocked on (the loop would wait for the thread, and the thread
+        for the loop)."""
         if not self.off_loop:
             return fn(*args)
         return anyio.from_thread.run_sync(fn, *args, token=self._token)
