@@ -335,8 +335,8 @@ def job_report_to_json(report: Any, *, indent: int | None = 2) -> str:
     """A task job's :class:`~dagger_nb.agents.JobReport` as JSON: status, times, usage and every task."""
     counts = {str(status): count for status, count in report.counts().items()}
     document = {
-        "job_id": report.job_id, "status": str(report.status), "started_at": report.started_at.isoformat(),
-        "finished_at": report.finished_at.isoformat(), "tokens": report.tokens, "cost": report.cost,
+        "job_id": report.job_id, "status": str(report.status), "started_at": report.started_at,
+        "finished_at": report.finished_at, "tokens": report.tokens, "cost": report.cost, "error": report.error,
         "counts": counts, "tasks": [_task_record(task) for task in report.outcomes.values()],
     }
     return _json_text(document, indent)
@@ -352,7 +352,7 @@ def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, 
 
         dot = job_graph({report.job_id: tasks}, name=report.job_id)
     statuses = {str(status): count for status, count in report.counts().items()}
-    elapsed = (report.finished_at - report.started_at).total_seconds()
+    elapsed = report.finished_at - report.started_at
     bar = segmented_bar_html(progress_of(statuses, len(tasks), elapsed=elapsed, running=False), unit="tasks")
     rows = "".join(
         f"<tr><td>{escape(one_line(t.description, 200))}</td><td>{escape(t.task_id)}</td><td>{escape(t.agent)}</td>"
@@ -367,7 +367,8 @@ def job_report_to_html(report: Any, path: str | os.PathLike[str] | None = None, 
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>job {escape(report.job_id)}</title>"
         f"<style>{_PAGE_STYLE}</style></head><body><h1>job {escape(report.job_id)}</h1>"
         f"<p class='status'><b>{escape(str(report.status))}</b> · started "
-        f"{escape(report.started_at.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>{bar}"
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(report.started_at))}"
+        f"{' · ' + escape(report.error) if report.error else ''}</p>{bar}"
         f"<h2>Tasks</h2><table class='nodes'><thead><tr><th>task</th><th>id</th><th>agent</th><th>status</th>"
         f"<th>reason</th><th>output</th></tr></thead><tbody>{rows}</tbody></table>"
         f"{'<h2>Graph</h2>' + _graph_section(dot) if dot else ''}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,14 @@ async def test_a_job_report_exports_as_html_and_json(tmp_path: Path) -> None:
     assert html.escape(f'{{"text": "line one line two {XSS}"}}') in page
     assert "<h2>Graph</h2><svg" in page or "could not be drawn" in page
     assert "<b>task-" in page and "ValueError" in page  # the failed task, in the error list
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.started_at))
+    assert f"started {started}</p>" in page
     document = json.loads(job_report_to_json(report))
     assert document["job_id"] == "j" and len(document["tasks"]) == 3
+    # times as a DAG run's: seconds since the epoch
+    assert (document["started_at"], document["finished_at"]) == (report.started_at, report.finished_at)
+    assert isinstance(report.started_at, float) and report.started_at <= report.finished_at <= time.time()
+    assert document["error"] is None
     assert {task["status"] for task in document["tasks"]} >= {"completed", "failed"}
 
 

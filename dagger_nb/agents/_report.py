@@ -58,6 +58,8 @@ def report_html(report: JobReport, *, limit: int = 200) -> str:
         f"<b>job {e(report.job_id)}</b>: <span style='background:{TASK_COLOURS.get(status, '#fff')};"
         f"padding:0 4px'>{e(status)}</span> ({counts}){_usage(report)}"
     )
+    if report.error is not None:
+        header += f"<br><span style='color:#b3261e'>{e(report.error)}</span>"
     rows = []
     tasks = list(report.outcomes.values())
     for task in tasks[:limit]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -127,7 +128,7 @@ class JobRun(TaskTransitions):
         self.manager = manager
         self.events: EventStream[JobEvent] = EventStream()
         self.report: JobReport | None = None
-        self.started_at = utc_now()
+        self.started_at = time.time()
         #: carries calls from worker threads to this run's loop while it runs (in place otherwise)
         self.hop = LoopHop()
         self._on_end = on_end
@@ -315,6 +316,9 @@ class JobRun(TaskTransitions):
             self._journal.flush()
         except BaseException:
             self._pending_events.clear()  # a change that could not be written is never announced
+            # The run ends failed whatever it reached: its end could not be recorded.
+            status = JobStatus.FAILED
+            self._set_job_status(status)
             raise
         finally:
             self._emit_pending()
@@ -323,7 +327,7 @@ class JobRun(TaskTransitions):
             tasks = self._tasks
             outcomes = TaskOutcomes({tid: field_values(tasks[tid]) for tid in self._graph.jobs[self.job_id]})
             self.report = JobReport(
-                self.job_id, status, outcomes, self.started_at, utc_now(), tokens=self.tokens, cost=self.cost
+                self.job_id, status, outcomes, self.started_at, time.time(), tokens=self.tokens, cost=self.cost
             )
             if self._finished is not None:
                 self._finished.set()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagger_nb.agents._report import report_html, tasks_to_frame
 from dagger_nb.agents.events import JobEvent
-from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, task_from_values, utc_now
+from dagger_nb.agents.model import DONE, JobStatus, Task, TaskStatus, TaskType, task_from_values
+from dagger_nb.errors import describe_error
 from dagger_nb.events import EventStream
 
 if TYPE_CHECKING:
@@ -88,10 +89,15 @@ class JobReport:
     job_id: str
     status: JobStatus
     outcomes: Mapping[str, Task] = field(default_factory=dict)
-    started_at: datetime = field(default_factory=utc_now)
-    finished_at: datetime = field(default_factory=utc_now)
+    #: when the run started and ended, in seconds since the epoch (UTC), as a DAG run's and a
+    #: pub/sub report's times are
+    started_at: float = field(default_factory=time.time)
+    finished_at: float = field(default_factory=time.time)
     tokens: int = 0
     cost: float | None = None
+    #: Why the job failed as a whole (a storage failure), as text; None otherwise. Failures of
+    #: agents are on their tasks instead.
+    error: str | None = None
 
     @property
     def success(self) -> bool:
@@ -142,7 +148,8 @@ class JobReport:
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={count}" for status, count in self.counts().items())
         usage = f", {self.tokens} tokens" if self.tokens else ""
-        return f"<JobReport {self.job_id!r} {self.status} ({counts}{usage})>"
+        error = f": {self.error}" if self.error is not None else ""
+        return f"<JobReport {self.job_id!r} {self.status} ({counts}{usage}){error}>"
 
     def _repr_html_(self) -> str:
         return report_html(self)
@@ -180,10 +187,10 @@ class JobHandle:
         return self._run.report is not None
 
     async def wait(self) -> JobReport:
-        """Wait for the job to end and return its report (re-raising a runner error)."""
+        """Wait for the job to end and return its report. A job that failed as a whole (a storage
+        failure) returns a ``FAILED`` report whose ``error`` says why; :attr:`error` holds the
+        exception."""
         await self._run.wait_finished()
-        if self.error is not None:
-            raise self.error
         assert self.report is not None
         for callback in self._waited_callbacks:
             callback()
@@ -220,14 +227,20 @@ class JobHandle:
         try:
             await self._run.run()
         except Exception as error:  # the report exists all the same: the run ended FAILED
-            self.error = error
+            self._failed(error)
 
     def _dropped(self) -> None:
         """The manager closed before the job could start: it ends cancelled, having run nothing."""
         try:
             self._run.drop()
         except Exception as error:  # the journal could not record the end
-            self.error = error
+            self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        self.error = error
+        report = self._run.report
+        if report is not None:
+            report.error = describe_error(error)
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.job_id!r} {self.status}>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 from typing import Any
 
@@ -178,3 +179,53 @@ async def test_run_sync_of_one_job_leaves_the_loop_of_a_started_job_alone(
     assert report.outcomes[later].status is dagger_nb.TaskStatus.COMPLETED
     assert edit_threads == [loop_thread, loop_thread]  # a's changes ran on a's loop, never on b's
     await manager.aclose()
+
+
+class FullDisk:
+    """Makes every task store write fail (as a full disk would) while ``full`` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from dagger_nb.agents.store import TaskStore
+
+        self.full = False
+        save = TaskStore.save
+
+        def failing_save(store: Any, *args: Any, **kwargs: Any) -> None:
+            if self.full:
+                raise dagger_nb.StorageError(f"cannot write tasks to '{store.path}': database or disk is full")
+            save(store, *args, **kwargs)
+
+        monkeypatch.setattr(TaskStore, "save", failing_save)
+
+
+@pytest.mark.parametrize("verb", ["await run", "start", "run_sync"])
+async def test_a_job_that_fails_as_a_whole_returns_a_failed_report_with_its_error(
+    registry: dagger_nb.TaskAgentRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, verb: str
+) -> None:
+    """As a DAG run's and a pub/sub handle's: a storage failure under a running job is the
+    report's ``error`` (status failed), not an exception out of ``wait()``."""
+    disk = FullDisk(monkeypatch)
+
+    def fills_the_disk(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        disk.full = True
+        return {}
+
+    registry.register("fills_the_disk", fills_the_disk)
+    manager = dagger_nb.TaskManager(tmp_path / "tasks.db", registry=registry, heartbeat_interval=None)
+    manager.add_objective("job", "fill the disk", "fills_the_disk")
+    handle = None
+    if verb == "await run":
+        report = await manager.run("job")
+    elif verb == "start":
+        handle = manager.start("job")
+        report = await handle
+    else:
+        report = manager.run_sync("job")
+    assert report.status is dagger_nb.JobStatus.FAILED and not report.success
+    assert report.error == f"cannot write tasks to '{tmp_path / 'tasks.db'}': database or disk is full"
+    assert report.error in repr(report) and html.escape(report.error) in report._repr_html_()
+    if handle is not None:
+        assert handle.status is dagger_nb.JobStatus.FAILED and handle.done
+        assert isinstance(handle.error, dagger_nb.StorageError) and str(handle.error) == report.error
+    disk.full = False
+    await manager.aclose()  # room again: what waited is written now

@@ -58,15 +58,15 @@ def test_a_disk_filling_up_under_a_job_fails_it_with_storage_error(small_tmpfs: 
         manager.add_task("fill", f"task {n}", "big", {"n": n}, task_id=f"t{n}")
     seen: list[dagger_nb.JobEvent] = []
 
-    async def run() -> None:
+    async def run() -> dagger_nb.JobHandle:
         handle = manager.start("fill")
-        try:
-            await handle.wait()
-        finally:
-            seen.extend(handle.events.history)
+        await handle.wait()
+        seen.extend(handle.events.history)
+        return handle
 
-    with pytest.raises(StorageError, match=rf"'{db}': database or disk is full"):
-        anyio.run(run)
+    handle = anyio.run(run)
+    assert handle.status is dagger_nb.JobStatus.FAILED and isinstance(handle.error, StorageError)
+    assert handle.report is not None and f"'{db}': database or disk is full" in (handle.report.error or "")
     completed = {event.task_id for event in seen if isinstance(event, dagger_nb.TaskCompleted)}
     assert completed  # some outputs fitted before the disk was full
     with pytest.raises(StorageError, match="database or disk is full"):

@@ -7,6 +7,7 @@ or a job still under way is written as it is now.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +58,15 @@ def export(session: Session, key: str, path: str | os.PathLike[str]) -> str:
 def job_report(session: Session, job_id: str) -> Any:
     """The report of job ``job_id``: the finished run's, else the tasks as they are now."""
     from dagger_nb.agents import JobReport
-    from dagger_nb.agents.model import JobStatus, utc_now
+    from dagger_nb.agents.model import JobStatus
 
     handle = session.jobs.get(job_id)
     if handle is not None and handle.report is not None:
         return handle.report
     manager = session.task_manager
     tasks = manager.tasks(job_id)
-    started = min((task.created_at for task in tasks), default=utc_now())
+    now = time.time()
+    started = min((task.created_at.timestamp() for task in tasks), default=now)
     usage = manager.job_usage(job_id)
     return JobReport(job_id, manager.job_status(job_id) or JobStatus.RUNNING, {t.task_id: t for t in tasks},
-                     started, utc_now(), tokens=usage.tokens, cost=usage.cost)
+                     started, now, tokens=usage.tokens, cost=usage.cost)
