@@ -83,6 +83,7 @@ class BusDelivery:
         *,
         until_idle: bool,
         timeout: float | None,
+        on_start: Callable[[int], object] | None = None,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> PubSubReport:
         self._check_open()
@@ -101,6 +102,8 @@ class BusDelivery:
         self._stop_reason = "cancelled"
         self._tally = tally
         tally.start()
+        if on_start is not None:  # a handle's events begin with the DeliveryStarted emitted next
+            on_start(self.events.emitted)
         self.events.emit(DeliveryStarted())
         try:
             with self._hop.entered():

@@ -15,6 +15,8 @@ from anyio import wait_all_tasks_blocked
 import dagger_nb
 from dagger_nb.handles import Handle
 from dagger_nb.pubsub import PubSubAgentRegistry, PubSubStatus
+from dagger_nb.pubsub.bus import EVENT_WINDOW
+from dagger_nb.pubsub.events import MessagePublished, PubSubEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -96,8 +98,81 @@ async def test_the_handle_honours_the_handle_protocol(registry: PubSubAgentRegis
     assert handle.done and handle.status is PubSubStatus.STOPPED and report.status is handle.status
     assert await handle is report
     assert heard == ["DeliveryStarted", "ChannelCreated", "MessagePublished", "DeliveryStopped"]
-    bus.close()  # ends the subscription once it has caught up
-    assert [type(event).__name__ async for event in events] == heard
+    with anyio.fail_after(5):  # the subscription ends with the delivery; the bus stays open
+        assert [type(event).__name__ async for event in events] == heard
+    assert not bus.closed
+
+
+async def test_subscribe_after_the_end_replays_that_delivery_and_ends(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    handle = bus.start()
+    await wait_all_tasks_blocked()
+    await bus.publish("news", 1)
+    handle.cancel()
+    await handle
+    await bus.publish("news", 2)  # after the delivery: not one of its events
+    with anyio.fail_after(5):
+        events = [event async for event in handle.subscribe()]
+    assert [type(event).__name__ for event in events] == [
+        "DeliveryStarted", "ChannelCreated", "MessagePublished", "DeliveryStopped"
+    ]
+    assert [event.message.payload for event in events if isinstance(event, MessagePublished)] == [1]
+    bus.close()
+
+
+async def test_a_second_delivery_neither_replays_nor_hears_the_first(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    first = bus.start()
+    await wait_all_tasks_blocked()
+    await bus.publish("news", "first")
+    first.cancel()
+    await first
+    second = bus.start()
+    heard: list[PubSubEvent] = []
+    second.add_listener(heard.append)
+    live = second.subscribe()
+    await wait_all_tasks_blocked()
+    await bus.publish("news", "second")
+    second.cancel()
+    await second
+    with anyio.fail_after(5):
+        events = [event async for event in live]
+    assert [type(event).__name__ for event in events] == ["DeliveryStarted", "MessagePublished", "DeliveryStopped"]
+    assert [event.message.payload for event in events if isinstance(event, MessagePublished)] == ["second"]
+    assert heard == events
+    first_heard: list[PubSubEvent] = []
+    first.add_listener(first_heard.append)  # ended: a listener hears nothing more
+    third = bus.start()
+    await wait_all_tasks_blocked()
+    await bus.publish("news", "third")
+    third.cancel()
+    await third
+    assert first_heard == [] and heard == events  # nor does the second's, after its end
+    bus.close()
+
+
+async def test_subscribe_ends_when_the_delivery_left_the_bus_window(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    handle = bus.start()
+    await wait_all_tasks_blocked()
+    handle.cancel()
+    await handle
+    for number in range(EVENT_WINDOW + 1):  # the delivery's events all leave the window the bus keeps
+        await bus.publish("news", number)
+    with anyio.fail_after(5):
+        assert [event async for event in handle.subscribe()] == []  # and nothing after its end
+    bus.close()
+
+
+async def test_subscribe_to_a_delivery_that_never_began_ends_at_once(registry: PubSubAgentRegistry) -> None:
+    bus = dagger_nb.PubSub(registry=registry)
+    handle = bus.start()
+    events = handle.subscribe()
+    handle.stop()  # before the background task began delivering
+    with anyio.fail_after(5):
+        assert [event async for event in events] == []
+    assert handle.status == "stopped"
+    bus.close()
 
 
 async def test_closing_the_bus_before_delivery_began_cancels_the_handle(registry: PubSubAgentRegistry) -> None:

@@ -147,8 +147,8 @@ async def test_start_returns_a_handle_at_once(registry: PubSubAgentRegistry, rec
     await bus.wait_idle()
     assert reader.payloads == [1]
     assert bus.running
-    events = handle.subscribe()
-    assert type(await events.__anext__()).__name__ == "ChannelCreated"
+    events = handle.subscribe()  # this delivery's events: the channel was created before it began
+    assert type(await events.__anext__()).__name__ == "DeliveryStarted"
     await events.aclose()
     handle.stop()
     with anyio.fail_after(5):
