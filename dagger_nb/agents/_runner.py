@@ -8,8 +8,8 @@ the workers. So a change is durable before anything acts on it, and a busy job
 pays one commit per round rather than one per change. Workers are
 ``max_parallel_tasks`` long-lived tasks, each handed one task id at a time
 through its own event: starting one anyio task per task would cost more than
-running a trivial agent (and a shared memory stream costs 3x more per hand-off
-than a per-worker event once several workers wait on it).
+running a trivial agent, and a shared memory stream costs more per hand-off
+than a per-worker event once several workers wait on it.
 
 What happens to the tasks themselves when one changes state (dependents
 released, failures cascaded, retries, the token budget) is in
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from dagger_nb._loop import LoopHop
+from dagger_nb._loop import LoopHop, call_soon_on, loop_is_running
 from dagger_nb.agents._attempt import Result
 from dagger_nb.agents._transitions import TaskTransitions
 from dagger_nb.agents.events import (
@@ -186,11 +186,10 @@ class JobRun(TaskTransitions):
         loop it was to run on, when called from another thread).
         """
         loop = self._loop or loop
-        if loop is not None and loop.is_running() and _running_loop() is not loop:
-            # A cancel scope belongs to its loop's thread (a take-over may come from another one).
-            loop.call_soon_threadsafe(self._cancel_here)
-        else:
+        if loop is None:
             self._cancel_here()
+        else:  # a cancel scope belongs to its loop's thread (a take-over may come from another one)
+            call_soon_on(loop, self._cancel_here)
 
     def _cancel_here(self) -> None:
         self._cancel_requested = True
@@ -202,7 +201,8 @@ class JobRun(TaskTransitions):
     def drop(self) -> JobReport:
         """End a run that never started (its owner closed first): cancelled, nothing ran."""
         if self.report is None:
-            self._loop = self._loop or _running_loop()  # nothing starts it any more
+            if self._loop is None and loop_is_running():  # nothing starts it any more
+                self._loop = asyncio.get_running_loop()
             return self._finish(JobStatus.CANCELLED)
         return self.report
 
@@ -459,13 +459,6 @@ class JobRun(TaskTransitions):
 
 
 _FAIRNESS = 8  # inline tasks between two checkpoints
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 _STALLABLE = frozenset({PENDING, IN_PROGRESS, BLOCKED})

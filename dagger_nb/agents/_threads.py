@@ -19,12 +19,13 @@ it up (then it never runs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Hashable
 from functools import partial
 from typing import Any
+
+from dagger_nb._loop import call_soon_on
 
 ThreadKey = tuple[Hashable, str, str]
 
@@ -97,9 +98,4 @@ def on_this_loop(fn: Callable[[Any], object], argument: Any) -> _Listener:
     """A listener that runs ``fn(argument)`` on the calling thread's event loop (jobs run on
     asyncio, as all of dagger-nb's loop work: :mod:`dagger_nb._loop`), without waiting for it
     (nothing, if that loop is closed by then: nobody waits any more)."""
-    return partial(_call_soon, asyncio.get_running_loop(), fn, argument)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], object], argument: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is closed
-        loop.call_soon_threadsafe(fn, argument)
+    return partial(call_soon_on, asyncio.get_running_loop(), fn, argument)
