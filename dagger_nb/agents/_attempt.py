@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 
 class Kind:
-    """What an attempt came to: plain strings, since an Enum member costs three times as much
-    to read in Python 3.11 (see PENDING in agents/model.py)."""
+    """What an attempt came to: plain strings, since a read of an Enum member is never
+    specialised (see PENDING in agents/model.py)."""
 
     OK = "ok"
     BLOCK = "block"
@@ -225,9 +225,9 @@ def check_output(
 
 
 def _json_encoder() -> Callable[[Any], str]:
-    """json.dumps without its per-call cycle check (a third of its cost on a small output: a
-    cyclic output ends in RecursionError instead) and, where Python has its C encoder, without
-    building that encoder and a closure on every call (half of what is left)."""
+    """json.dumps without its per-call cycle check (a large part of its cost on a small output:
+    a cyclic output ends in RecursionError instead) and, where Python has its C encoder, without
+    building that encoder and a closure on every call."""
     encoder = json.JSONEncoder(check_circular=False)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:

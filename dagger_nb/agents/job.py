@@ -44,8 +44,8 @@ class TaskOutcomes(Mapping[str, Task]):
 
     The runner keeps each task's field values at the end of the job, one C call per
     task, and a task's :class:`Task` is made when it is first read (then kept): a
-    model instance costs four times as much, and whoever ran the job may read only
-    its status or a few of its tasks.
+    validated model instance costs much more than keeping the values, and whoever
+    ran the job may read only its status or a few of its tasks.
     """
 
     __slots__ = ("_tasks", "_values")

@@ -56,7 +56,7 @@ BROKEN = frozenset({TaskStatus.FAILED, TaskStatus.REJECTED})
 
 
 # Python 3.11's EnumType defines __getattr__, so no read of a member (TaskStatus.PENDING)
-# is specialised: each costs about a thousand instructions, and a job's run tests and sets
+# is specialised: each goes through the slow attribute path, and a job's run tests and sets
 # statuses several times per task. Its hot paths use these module-level names.
 PENDING, IN_PROGRESS, COMPLETED, FAILED, BLOCKED = (
     TaskStatus.PENDING, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.BLOCKED,
@@ -119,9 +119,9 @@ class TaskRecord:
 
     Callers only ever see :class:`Task` snapshots of it (:func:`snapshot`). A plain
     slotted class rather than the model because the runner reads and writes these
-    fields dozens of times per task: an attribute read costs less than half of a
-    model's (whose ``__getattr__`` hook keeps Python 3.11 from specialising the
-    read), and making one costs a third of a validated model.
+    fields many times per task: a plain attribute read is cheaper than a model's
+    (whose ``__getattr__`` hook keeps Python from specialising the read), and
+    making one skips validation the manager has already done.
     """
 
     job_id: str
@@ -170,8 +170,8 @@ def new_task(
     """A new pending task, holding what ``Task(...)`` with these fields would
     (``pydantic.ValidationError`` if one is invalid).
 
-    Every task of a job goes through here, and pydantic's validator costs about five
-    times the exact-type checks below, so arguments that already have their field's
+    Every task of a job goes through here, and pydantic's validator costs much more
+    than the exact-type checks below, so arguments that already have their field's
     type are taken as they are; anything else (``"task"`` for a ``TaskType``, an int
     timeout, a str subclass, a wrong type) goes through pydantic, which converts or
     rejects it. The input dict is copied either way.
@@ -208,7 +208,7 @@ def new_task(
                 updated_at=now,
             )
         )
-    # Filled in field by field: the dataclass's __init__ with 18 keywords costs four times as much.
+    # Filled in field by field: cheaper than the dataclass's __init__ with a keyword per field.
     task = _new(TaskRecord)
     task.job_id = job_id
     task.task_id = task_id

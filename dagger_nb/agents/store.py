@@ -9,14 +9,15 @@ responsive.
 
 The slow part of WAL mode is the checkpoint (copying the log into the database
 file, with an fsync), which SQLite normally runs inside whichever commit
-crosses 1,000 pages: tens of milliseconds, sometimes more, on the loop. We turn
+crosses its page threshold, stalling the loop for that commit. We turn
 that off and let a background thread with its own connection checkpoint
 (``PASSIVE``: it never blocks the writer) once a few megabytes were written.
 A committed transaction is durable against a crash of the process either way.
 
 Rows are keyed by creation order (the rowid), so a change updates its row in
-place and tasks created together share pages: keyed by the text task id with
-``INSERT OR REPLACE``, a two-row commit cost four times as much.
+place and tasks created together share pages, where keying by the text task id
+with ``INSERT OR REPLACE`` would delete and re-insert the row (and its index
+entries) on every change.
 
 What a running job changes (status, reason, retry count, time of the change,
 output) has its own columns, and so has the creation time; every other field
@@ -79,9 +80,8 @@ _ADDED_COLUMNS = {
 }
 
 # NULL is written into the statement rather than bound: for every None it binds, sqlite3
-# looks for an adapter and builds (and drops) an AttributeError, about 3,300 instructions
-# each. So each statement comes in one variant per combination of the columns that may be
-# NULL (_UPSERT, _UPDATE).
+# looks for an adapter and builds (and drops) an AttributeError. So each statement comes
+# in one variant per combination of the columns that may be NULL (_UPSERT, _UPDATE).
 _TASK_COLUMNS = (
     "seq", "task_id", "job_id", "status", "data", "status_reason", "retry_count", "updated_at_us", "output",
     "created_at_us",
@@ -158,7 +158,7 @@ def _data_fields(task: TaskRecord) -> dict[str, Any]:
 
 
 # Pydantic's serializers called directly: ``model_dump_json`` wraps them in a Python
-# function whose argument handling costs half as much again as the encoding itself.
+# function whose argument handling costs more than the encoding of a small output.
 _DATA_JSON = TypeAdapter(dict[str, Any]).serializer.to_json
 _OUTPUT_JSON = TaskOutput.__pydantic_serializer__.to_json
 

@@ -3,8 +3,8 @@
 Every event has ``run_id``, ``timestamp`` (seconds since the epoch, UTC) and,
 except :class:`RunFinished`, the ``node`` it is about. Events are shared by every
 subscriber: read them, never modify them (they are plain slotted records, not
-frozen ones, because a frozen record costs four times as much to create and a
-run creates two per node).
+frozen ones, because a frozen record's ``__init__`` sets each field through
+``object.__setattr__``, and a run creates two per node).
 """
 
 from __future__ import annotations
