@@ -331,11 +331,11 @@ class TaskManager:
             "use the later one"
         )
         # On the jobs' loop when they run there (the take-over may come from another thread): a job
-        # flushing its journal must never meet the store closing under it. Jobs run on one loop
-        # but for a run_sync's private loop; the others are cancelled across threads.
-        runs = list(self._runs.values())
-        if runs:
-            runs[0].hop.call(self._stop_for_take_over)
+        # flushing its journal must never meet the store closing under it. Jobs share one loop
+        # but for a run_sync's private loop; jobs on another loop are cancelled across threads.
+        elsewhere = next((run for run in self._runs.values() if run.hop.off_loop), None)
+        if elsewhere is not None:
+            elsewhere.hop.call(self._stop_for_take_over)
         else:
             self._stop_for_take_over()
 
