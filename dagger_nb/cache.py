@@ -20,7 +20,6 @@ import json
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -95,7 +94,10 @@ class Cache:
     def __init__(self, config: CacheConfig | None = None) -> None:
         self.config = config or _UNLIMITED
         self._lock = threading.RLock()
-        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        # A plain dict keeps insertion order, and moving an entry to the end (a read, when limits
+        # ask for least-recently-used order) is a pop and a re-insert: an OrderedDict would add a
+        # linked-list node to every value.
+        self._entries: dict[tuple[str, str], _Entry] = {}
         self._retained: dict[str, int] = {}
         self._bytes = 0
         self._sized = self.config.max_memory_mb is not None
@@ -125,7 +127,7 @@ class Cache:
                     raise self._missing(namespace, key)
                 return default
             if self._limited:
-                self._entries.move_to_end((namespace, key))
+                self._entries[namespace, key] = self._entries.pop((namespace, key))
             value = entry.value
         if isinstance(value, Deferred):
             return self._fetched(namespace, key, value)

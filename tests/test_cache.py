@@ -172,3 +172,22 @@ def test_thread_safe_inserts() -> None:
     for thread in threads:
         thread.join()
     assert len(cache) == 4000
+
+
+def test_a_read_makes_a_value_the_most_recently_used_in_a_limited_cache() -> None:
+    cache = Cache(CacheConfig(max_entries=2))
+    cache.insert("a", "k", 1)
+    cache.insert("b", "k", 2)
+    assert cache.get("a", "k") == 1
+    cache.insert("c", "k", 3)
+    assert cache.items() == [("a", "k", 1), ("c", "k", 3)]
+
+
+def test_a_read_keeps_the_order_of_an_unlimited_cache_and_a_rewrite_goes_last() -> None:
+    cache = Cache()
+    cache.insert("a", "k", 1)
+    cache.insert("b", "k", 2)
+    assert cache.get("a", "k") == 1
+    assert cache.namespaces() == ["a", "b"]
+    cache.insert("a", "k", 3)
+    assert cache.items() == [("b", "k", 2), ("a", "k", 3)]

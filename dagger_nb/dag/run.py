@@ -7,8 +7,8 @@ import uuid
 import weakref
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from time import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.handle import ADDING_NODE, RunHandle
 from dagger_nb.dag.history import RunEvents
 from dagger_nb.dag.human import HumanRequest
+from dagger_nb.dag.plan import CompiledInput, Plan, collector_paused
 from dagger_nb.dag.report import (
     DONE_STATUSES,
     NO_TEXTS,
@@ -32,7 +33,7 @@ from dagger_nb.dag.report import (
     pending_outcomes,
     share_clock,
 )
-from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec, node_dependencies
+from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
 from dagger_nb.errors import CacheKeyError, ExecutionError, StorageError, TokenBudgetExceeded
 
 if TYPE_CHECKING:
@@ -42,71 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ADDING_NODE", "CompiledInput", "Plan", "ReleasedCache", "Run", "RunHandle", "new_run_id"]
 
+
 def new_run_id() -> str:
     """A short unique run id (12 hex characters)."""
     return uuid.uuid4().hex[:12]
-
-
-CompiledInput = tuple[str, "str | None", str, Any, "str | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What every run of one workflow shares: the graph and each node's compiled inputs.
-
-    Built once per workflow, so starting a run of 10,000 nodes does not redo it.
-    """
-
-    #: node id -> the nodes it needs; node id -> the nodes that need it (tuples once built, lists
-    #: where a growing run's copy added to them)
-    dependencies: dict[str, Sequence[str]]
-    dependents: dict[str, Sequence[str]]
-    #: node id -> its inputs as (name, namespace, key, literal value, reference); namespace None = literal
-    inputs: dict[str, tuple[CompiledInput, ...]]
-
-    @classmethod
-    def of(cls, spec: WorkflowSpec) -> Plan:
-        """Compile ``spec``."""
-        plan = cls({}, {}, {})
-        plan.extend(spec.nodes)
-        dependents = plan.dependents
-        for node, users in dependents.items():  # tuples: a node without dependents shares ()
-            dependents[node] = tuple(users)
-        return plan
-
-    def extend(self, nodes: list[NodeSpec]) -> None:
-        """Add ``nodes`` (whose dependencies are already in the plan or among ``nodes``)."""
-        # One string object per node id and output name, however many inputs name it: the
-        # references' own parts would be new strings for each input (big fan-ins hold millions).
-        names = {node_id: node_id for node_id in self.dependencies}
-        names.update((node.id, node.id) for node in nodes)
-        share = names.setdefault
-        for node in nodes:
-            self.dependencies[node.id] = tuple(share(d, d) for d in node_dependencies(node))
-            self.dependents[node.id] = []
-            compiled: list[CompiledInput] = []
-            for item in node.inputs:
-                source = item.source
-                if source is None:
-                    compiled.append((item.name, None, "", item.value, None))
-                else:
-                    compiled.append((item.name, share(source[0], source[0]), share(source[1], source[1]), None,
-                                     item.reference))
-            self.inputs[node.id] = tuple(compiled)
-        for node in nodes:
-            for dependency in self.dependencies[node.id]:
-                users = self.dependents[dependency]
-                if not isinstance(users, list):
-                    users = self.dependents[dependency] = list(users)
-                users.append(node.id)
-
-    def copy(self) -> Plan:
-        """An independent copy, for a run that grows while others share the original."""
-        return Plan(
-            {node: list(needs) for node, needs in self.dependencies.items()},
-            {node: list(users) for node, users in self.dependents.items()},
-            dict(self.inputs),
-        )
 
 
 class Run:
@@ -142,7 +82,8 @@ class Run:
             self.outcomes = outcomes
             share_clock(outcomes.values(), self.clock)
         else:
-            self.outcomes = pending_outcomes(((node.id, node.action) for node in spec.nodes), self.clock)
+            with collector_paused():  # one outcome per node, none collectable (see collector_paused)
+                self.outcomes = pending_outcomes(((node.id, node.action) for node in spec.nodes), self.clock)
         self.status: RunStatus = RunStatus.PENDING
         #: entered while the run is driven: sync actions in worker threads reach the run's loop through it
         self.hop = LoopHop()
