@@ -8,9 +8,14 @@ only runs workflows never loads the task agents, pub/sub, pandas or jsonschema.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# Not ``typing.TYPE_CHECKING``: importing typing would be most of what importing this package costs.
+# Type checkers treat any constant of this name as true.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from dagger_nb.agents import (
         ChildTask,
         JobEvent,

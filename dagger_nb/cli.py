@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -296,6 +294,8 @@ def _ending(report: Any, args: argparse.Namespace) -> str | None:
     if report.status != "paused":
         return f"{report.status}: {report.error}" if report.error else None
     if args.db:
+        import shlex
+
         command = ["dagger-nb", "resume", report.run_id, "--db", args.db]
         for source in args.actions:
             command += ["--actions", source]
@@ -330,6 +330,8 @@ def _parse_input(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise CommandLineError(f"--input '{item}' must look like KEY=VALUE")
+    import json  # only `run --input` reads JSON: `validate` stays without it
+
     try:
         return key, json.loads(text)
     except json.JSONDecodeError:

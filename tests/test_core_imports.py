@@ -195,6 +195,52 @@ def test_checking_a_workflow_does_not_load_the_executor(resources: Path) -> None
     assert (result.stdout, result.stderr) == ("[]\n", "")
 
 
+def test_importing_the_package_imports_nothing_else() -> None:
+    # Not even typing: the public names are imported on first access.
+    program = "import sys\nbefore = set(sys.modules)\nimport dagger_nb\nprint(sorted(set(sys.modules) - before))\n"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.stdout, result.stderr) == ("['dagger_nb']\n", "")
+
+
+def test_a_run_without_a_database_loads_no_sqlite(resources: Path) -> None:
+    """The run store and the stored results (and SQLite with them) come with ``db=`` or an
+    incremental run, not with every executor."""
+    program = textwrap.dedent(
+        f"""
+        import sys
+        import dagger_nb
+
+        registry = dagger_nb.ActionRegistry()
+        registry.register("add_numbers", lambda num1, num2: num1 + num2)
+        registry.register("square_number", lambda num: num * num)
+        registry.register("triple_number", lambda num: 3 * num)
+        registry.register("failure_function1", lambda: None)
+        registry.register("failure_function2", lambda: None)
+        executor = dagger_nb.DagExecutor(registry)
+        executor.load_yaml_file({str(resources / "chain_3.yaml")!r})
+        report = executor.run_sync("chain_3", inputs={{"num1": 1, "num2": 2}})
+        assert report.cache.get("node3", "tripled_result") == 27
+        print(sorted(n for n in ("sqlite3", "dagger_nb.storage", "dagger_nb.dag.store", "dagger_nb.dag.results")
+                     if n in sys.modules))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert (result.stdout, result.stderr) == ("[]\n", "")
+
+
+def test_validating_a_correct_file_loads_no_hint_or_json_module(resources: Path) -> None:
+    # difflib suggests names for mistakes only; json and shlex serve `run` only.
+    program = (
+        "import sys\n"
+        "from dagger_nb.cli import main\n"
+        f"code = main(['validate', {str(resources / 'diamond_4.yaml')!r}])\n"
+        "print(code, sorted(n for n in ('difflib', 'json', 'shlex', 'sqlite3') if n in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout
+
+
 def test_loading_a_workflow_parses_no_builtin_signature(resources: Path) -> None:
     # pydantic reads each default factory's signature; a builtin's (``list``) is parsed from text
     # by the tokenizer, whose regular expressions cost more to compile than a small workflow's run.

@@ -7,9 +7,14 @@ spec) does not load the executor, its run store or its scheduler.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# Not ``typing.TYPE_CHECKING``: importing typing would be most of what importing this package costs.
+# Type checkers treat any constant of this name as true.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from dagger_nb.dag.actions import Action, ActionRegistry, NodeContext, action, default_registry
     from dagger_nb.dag.events import (
         DagEvent,

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 from dagger_nb.dag.dot import workflow_dot
 from dagger_nb.dag.report import NodeOutcome
-from dagger_nb.dag.store import RunStore, runs_frame
 from dagger_nb.errors import RunNotFound
 
 if TYPE_CHECKING:
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
     from dagger_nb.dag.run import Run
     from dagger_nb.dag.spec import WorkflowSpec
+    from dagger_nb.dag.store import RunStore
 
 
 class RunHistory:
@@ -38,6 +38,8 @@ class RunHistory:
         interrupted (its process died, or an earlier executor was closed mid-run): it is
         listed ``interrupted`` and can be resumed.
         """
+        from dagger_nb.dag.store import runs_frame
+
         return runs_frame([run.snapshot() for run in self._runs.values()], self._store)
 
     def runs(self) -> pd.DataFrame:

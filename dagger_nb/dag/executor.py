@@ -30,7 +30,7 @@ import os
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -50,11 +50,9 @@ from dagger_nb.dag.incremental import StoredResults
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.questions import ask_human
 from dagger_nb.dag.report import ExecutionReport, RunStatus
-from dagger_nb.dag.results import ResultStore
 from dagger_nb.dag.run import Plan, Run, RunHandle
 from dagger_nb.dag.scheduler import Scheduler
 from dagger_nb.dag.spec import DagConfig, InputSpec, NodeSpec, OnFailure, WorkflowSpec
-from dagger_nb.dag.store import RunStore
 from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import (
     DaggerWarning,
@@ -66,6 +64,9 @@ from dagger_nb.errors import (
     WorkflowSpecError,
     describe_error,
 )
+
+if TYPE_CHECKING:
+    from dagger_nb.dag.results import ResultStore
 
 
 class DagExecutor(RunHistory, StoredResults):
@@ -143,7 +144,11 @@ class DagExecutor(RunHistory, StoredResults):
         self._runs: dict[str, Run] = {}
         self._latest: dict[str, str] = {}
         self._plans: dict[str, tuple[WorkflowSpec, Plan]] = {}
-        self._store = RunStore(db, on_takeover=self._taken_over) if db is not None else None
+        self._store = None
+        if db is not None:
+            from dagger_nb.dag.store import RunStore  # SQLite only for an executor that records runs
+
+            self._store = RunStore(db, on_takeover=self._taken_over)
         self._background = _loop.BackgroundGroup("DagExecutor")
         self._hooks: list[Callable[[DagEvent, RunHandle], object]] = []
         self._scheduler = Scheduler(self)

@@ -26,14 +26,14 @@ from dagger_nb.dag import fingerprint
 from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
 from dagger_nb.dag.fingerprint import Unfingerprintable, code_fingerprint, digest, is_big, value_fingerprint
 from dagger_nb.dag.node_io import InputMissing, resolve_inputs
-from dagger_nb.dag.results import ResultStore, StoredResult
-from dagger_nb.dag.store import RunStore
 from dagger_nb.errors import ExecutionError, StorageError
 
 if TYPE_CHECKING:
     from dagger_nb.dag.actions import Action
+    from dagger_nb.dag.results import ResultStore, StoredResult
     from dagger_nb.dag.run import Run
     from dagger_nb.dag.spec import NodeSpec, WorkflowSpec
+    from dagger_nb.dag.store import RunStore
 
 
 #: what a node's reason starts with when it was reused
@@ -196,6 +196,8 @@ class IncrementalRun:
             return None
         if why_not is not None:
             return f"its result is not stored: {why_not}"
+        from dagger_nb.dag.results import StoredResult  # SQLite only for incremental runs
+
         result = StoredResult(run.spec.name, node_id, plan.fingerprint, plan.code, plan.settings, plan.inputs,
                               {}, run.run_id)
         known = {key: fp for key, fp in remote.found.items() if key in values} if remote is not None else {}
@@ -276,6 +278,8 @@ class StoredResults:
         """Record runs and stored results in ``db`` from now on (for an executor made without one)."""
         if self._store is not None:
             raise ExecutionError(f"this executor already records its runs in '{self._store.path}'")
+        from dagger_nb.dag.store import RunStore
+
         self._store = RunStore(db, on_takeover=self._taken_over)
         if self._results is not None:
             self._results.close()
@@ -308,6 +312,8 @@ class StoredResults:
                                f"closed: {why}")
         if self._results is None or self._results.closed:
             path = self._store.path if self._store is not None else None
+            from dagger_nb.dag.results import ResultStore
+
             self._results = ResultStore(path, max_cache_mb=self.max_cache_mb)
         return self._results
 

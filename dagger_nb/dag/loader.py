@@ -17,7 +17,6 @@ dagger_nb.errors.WorkflowSpecError: <string>:3: workflow 'demo', node 'a': unkno
 from __future__ import annotations
 
 import bisect
-import difflib
 import os
 import re
 from collections.abc import Collection, Iterable
@@ -434,6 +433,8 @@ def _model_at(model: type[BaseModel], loc: Location) -> type[BaseModel] | None:
 
 
 def _suggestion(key: str, known: Iterable[str]) -> str:
+    import difflib  # only a file with a mistake needs it
+
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

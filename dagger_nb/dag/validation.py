@@ -8,7 +8,6 @@ with dict and set look-ups, so a workflow with N nodes and E edges costs O(N + E
 
 from __future__ import annotations
 
-import difflib
 import gc
 import inspect
 import itertools
@@ -172,6 +171,8 @@ class _Names:
         self.suggestions_left -= 1
         if len(self.index) > 200:  # difflib compares with every id: look up the ids one edit away instead
             return self._one_edit_away(name)
+        import difflib  # only a workflow with a mistake needs it
+
         matches = difflib.get_close_matches(name, self.index, n=1, cutoff=0.75)
         return matches[0] if matches else None
 
@@ -275,6 +276,8 @@ def _check_signature(node: NodeSpec, index: int, signature: _Signature | None) -
         accepted = set(signature.parameters)
         for position, spec_input in enumerate(node.inputs):
             if spec_input.name not in accepted:
+                import difflib
+
                 close = difflib.get_close_matches(spec_input.name, signature.parameters, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 yield (f"input '{spec_input.name}' is not a parameter of action '{node.action}' "
