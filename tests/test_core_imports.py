@@ -204,7 +204,8 @@ def test_importing_the_package_imports_nothing_else() -> None:
 
 def test_a_run_without_a_database_loads_no_sqlite(resources: Path) -> None:
     """The run store and the stored results (and SQLite with them) come with ``db=`` or an
-    incremental run, not with every executor."""
+    incremental run, not with every executor; pickle with a value to fingerprint or store,
+    html with a report shown in a notebook."""
     program = textwrap.dedent(
         f"""
         import sys
@@ -220,8 +221,8 @@ def test_a_run_without_a_database_loads_no_sqlite(resources: Path) -> None:
         executor.load_yaml_file({str(resources / "chain_3.yaml")!r})
         report = executor.run_sync("chain_3", inputs={{"num1": 1, "num2": 2}})
         assert report.cache.get("node3", "tripled_result") == 27
-        print(sorted(n for n in ("sqlite3", "dagger_nb.storage", "dagger_nb.dag.store", "dagger_nb.dag.results")
-                     if n in sys.modules))
+        print(sorted(n for n in ("sqlite3", "dagger_nb.storage", "dagger_nb.dag.store", "dagger_nb.dag.results",
+                                 "pickle", "html") if n in sys.modules))
         """
     )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False)

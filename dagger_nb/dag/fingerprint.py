@@ -36,7 +36,6 @@ import functools
 import hashlib
 import inspect
 import math
-import pickle
 import struct
 import sys
 import textwrap
@@ -161,6 +160,8 @@ def _feed_array_like(h: Any, value: Any) -> bool:
 
 
 def _feed_pickle(h: Any, value: Any) -> None:
+    import pickle  # only incremental runs fingerprint values
+
     try:
         data = pickle.dumps(value, protocol=5)
     except Exception as error:  # whatever a class's __reduce__ raises

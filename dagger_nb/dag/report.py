@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 import warnings
 from array import array
@@ -290,6 +289,8 @@ def usage_summary(report: ExecutionReport) -> str:
 
 def report_html(report: ExecutionReport, *, limit: int = 200) -> str:
     """An escaped HTML summary and node table of ``report`` (at most ``limit`` rows)."""
+    import html  # only a notebook shows a report as HTML
+
     e = html.escape
     header = (
         f"<b>{e(report.workflow)}</b> run <code>{e(report.run_id)}</code>: "
