@@ -26,13 +26,14 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dagger_nb._gc import collector_paused
 from dagger_nb.dag import _yaml
 from dagger_nb.dag._yaml import MAX_ALIAS_EXPANSION as MAX_ALIAS_EXPANSION
 from dagger_nb.dag._yaml import MAX_DEPTH as MAX_DEPTH
 from dagger_nb.dag._yaml import MAX_DOCUMENT_CHARS as MAX_DOCUMENT_CHARS
 from dagger_nb.dag._yaml import MAX_NUMBER_CHARS as MAX_NUMBER_CHARS
 from dagger_nb.dag.spec import DagConfig, NodeSpec, WorkflowSpec
-from dagger_nb.dag.validation import check_workflow, collector_paused
+from dagger_nb.dag.validation import check_workflow
 from dagger_nb.errors import Problem, WorkflowSpecError
 
 Location = tuple[Any, ...]

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dagger_nb._gc import collector_paused
 from dagger_nb.cache import INPUTS
-from dagger_nb.dag.spec import NodeSpec, WorkflowSpec
+from dagger_nb.dag.spec import NodeSpec, WorkflowSpec, split_reference
 
-__all__ = ["CompiledInput", "Plan", "collector_paused"]
+__all__ = ["CompiledInput", "Plan"]
 
 CompiledInput = tuple[str, "str | None", str, Any, "str | None"]
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a plan (or a run's outcomes) is built, then
-    turn it back on.
-
-    A plan is made of many small containers that all survive and form no cycle, so a
-    collection during the build can free nothing; yet counted one by one as they are made,
-    they set off collections, full ones on a big workflow that walk every object of the
-    process. Turned back on, the collector counts them as one batch. The pause lasts the
-    build only (no user code runs in it), and a collector someone else turned off stays off.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +66,8 @@ class Plan:
                     compiled.append((item.name, None, "", item.value, None))
                     literals = True
                     continue
-                namespace, dot, key = reference.partition(".")
-                if not dot:  # a bare KEY (older Rust files) reads inputs.KEY
-                    namespace, key = INPUTS, namespace
-                elif namespace == INPUTS:
+                namespace, key = split_reference(reference)
+                if namespace == INPUTS:
                     namespace = INPUTS
                 else:
                     namespace = share(namespace, namespace)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dagger_nb._gc import collector_paused
 from dagger_nb._loop import LoopHop
 from dagger_nb._workers import WorkerGroup
 from dagger_nb.cache import INPUTS, Cache, RunCache
@@ -23,7 +24,7 @@ from dagger_nb.dag.events import DagEvent
 from dagger_nb.dag.handle import ADDING_NODE, RunHandle
 from dagger_nb.dag.history import RunEvents
 from dagger_nb.dag.human import HumanRequest
-from dagger_nb.dag.plan import CompiledInput, Plan, collector_paused
+from dagger_nb.dag.plan import CompiledInput, Plan
 from dagger_nb.dag.report import (
     DONE_STATUSES,
     NO_TEXTS,

@@ -8,15 +8,14 @@ with dict and set look-ups, so a workflow with N nodes and E edges costs O(N + E
 
 from __future__ import annotations
 
-import gc
 import inspect
 import itertools
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from dagger_nb._gc import collector_paused
 from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec, brief_list, split_reference
 
 REFERENCE_PATTERN = re.compile(r"^[^\s.]+(\.\S+)?$")
@@ -28,22 +27,6 @@ Finding = tuple[str, int | None, tuple[Any, ...]]
 SUGGESTION_BUDGET = 10
 #: How many names a "known: ..." list shows before counting the rest.
 BRIEF = 6
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a big workflow is read or checked.
-
-    Both make hundreds of thousands of objects that all live on, and each automatic
-    collection would walk them all again: big workflows would take quadratic time.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def check_workflow(

@@ -7,7 +7,8 @@ import gc
 import pytest
 
 from dagger_nb import InputSpec, NodeSpec, WorkflowSpec
-from dagger_nb.dag.plan import Plan, collector_paused
+from dagger_nb._gc import collector_paused
+from dagger_nb.dag.plan import Plan
 
 
 def _node(node_id: str, *references: str, dependencies: tuple[str, ...] = (), **values: object) -> NodeSpec:
