@@ -96,6 +96,13 @@ async def test_any_failure_to_write_fails_the_run_and_releases_nothing(
     executor.close()
 
 
+def stored_statuses(db: Path, run_id: str, *nodes: str) -> list[str | None]:
+    """The statuses of ``nodes`` as committed to the run store's file."""
+    with closing(sqlite3.connect(db)) as connection:
+        found = dict(connection.execute("SELECT node, status FROM dag_nodes WHERE run_id = ?", (run_id,)).fetchall())
+    return [found.get(node) for node in nodes]
+
+
 async def test_a_step_killed_while_its_tools_are_done_leaves_none_of_them_stored(tmp_path: Path) -> None:
     registry = ActionRegistry()
     thinking = anyio.Event()
@@ -130,7 +137,9 @@ async def test_a_step_killed_while_its_tools_are_done_leaves_none_of_them_stored
             await anyio.sleep(0.005)
     handle.add_node("hooked", id="from_a_hook")  # not a step's addition: stored at once
     with anyio.fail_after(10):
-        while handle.snapshot().outcomes["from_a_hook"].status != "succeeded":
+        # The outcome reads "succeeded" before its commit (written off the loop) is in the file:
+        # wait for the file itself, which is what a kill would leave.
+        while stored_statuses(db, handle.run_id, "other", "from_a_hook") != ["succeeded", "succeeded"]:
             await anyio.sleep(0.005)
     crashed = tmp_path / "crashed.db"  # what a SIGKILL now would leave
     with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(crashed)) as copy:
