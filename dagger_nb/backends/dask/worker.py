@@ -110,10 +110,10 @@ def _run_sync(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        picked = _picked(picks, upstream)
-        if isinstance(picked, str):
-            return _Done(None, address, [], missed=picked)
-        args, kwargs = _values(args, kwargs)
+        call = _arguments(picks, upstream, args, kwargs)
+        if isinstance(call, str):
+            return _Done(None, address, [], missed=call)
+        args, kwargs, picked = call
         result = fn(*args, **kwargs, **picked, **extra)
         if inspect.isawaitable(result) and not isinstance(result, distributed.Future):
             result = run_sync(_awaited, result)  # no loop runs in a worker's thread: anyio.run
@@ -124,9 +124,8 @@ def _run_sync(
         _tag(exception, address, cache)
         raise
     found = prints.compute(result) if prints is not None and not held else {}
-    writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
-    done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
-    return _push_if_small(key, push_to, done, keep=remote is None and prints is None)
+    return _finished(key, push_to, result, address, cache, held=held, prints=found,
+                     keep=remote is None and prints is None)
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
@@ -148,10 +147,10 @@ async def _run_async(
     extra, cache = _context(remote)
     address = _worker_address()
     try:
-        picked = _picked(picks, upstream)
-        if isinstance(picked, str):
-            return _Done(None, address, [], missed=picked)
-        args, kwargs = _values(args, kwargs)
+        call = _arguments(picks, upstream, args, kwargs)
+        if isinstance(call, str):
+            return _Done(None, address, [], missed=call)
+        args, kwargs, picked = call
         with anyio.CancelScope() as scope:
             _RUNNING[key] = scope
             result = await fn(*args, **kwargs, **picked, **extra)
@@ -168,9 +167,29 @@ async def _run_async(
     found = {}
     if prints is not None and not held:  # hashing a big value must not block the worker's loop
         found = await anyio.to_thread.run_sync(prints.compute, result)
+    return _finished(key, push_to, result, address, cache, held=held, prints=found,
+                     keep=remote is None and prints is None)
+
+
+def _arguments(
+    picks: tuple[_Pick, ...], upstream: tuple[_Done, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]] | str:
+    """The call's arguments and the values it picks from its upstream calls, or why it cannot
+    run (it reports that instead)."""
+    picked = _picked(picks, upstream)
+    if isinstance(picked, str):
+        return picked
+    return *_values(args, kwargs), picked
+
+
+def _finished(
+    key: str, push_to: tuple[str, str], result: Any, address: str | None, cache: Any, *,
+    held: bool, prints: dict[str, Any], keep: bool,
+) -> _Done:
+    """The call's ``_Done`` (with what its context wrote and used), pushed if small."""
     writes, usage = (cache.writes, cache.usage) if cache is not None else ([], [])
-    done = _Done(None if held else result, address, writes, held, usage=usage, prints=found)
-    return _push_if_small(key, push_to, done, keep=remote is None and prints is None)
+    done = _Done(None if held else result, address, writes, held, usage=usage, prints=prints)
+    return _push_if_small(key, push_to, done, keep=keep)
 
 
 def _push_if_small(key: str, push_to: tuple[str, str], done: _Done, *, keep: bool = False) -> _Done:
