@@ -182,7 +182,7 @@ class GraphPanel:
         self.widget.add_class("dagger-graph")
         #: Fit the graph to the panel, or show it at a share of its size (the panel then scrolls).
         self.zoom = widgets.ToggleButtons(options=ZOOM_CHOICES, value=0.0, tooltips=["fit the panel"],
-                                          style={"button_width": "44px"})
+                                          style={"button_width": "68px"})  # room for "300%" with the theme's padding
         self.zoom.add_class("dagger-zoom")
         self.zoom.observe(self._zoomed, names="value")
         self._svg = ""  # the latest render shown, unzoomed
