@@ -118,7 +118,7 @@ class AbandonedThreads(MutableMapping[str, AbandonedAttempt]):
             _abandoned.pop(self._key(node_id), None)
 
     def __contains__(self, node_id: object) -> bool:
-        if not isinstance(node_id, str):
+        if not _abandoned or not isinstance(node_id, str):  # asked for every attempt; almost always empty
             return False
         with _abandoned_lock:
             return self._key(node_id) in _abandoned

@@ -23,6 +23,7 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
+from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.calls import call_action, hook_name
@@ -279,7 +280,8 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    result = await readable(run, result, hooks=bool(self.executor._hooks))
+                    if isinstance(result, Deferred):
+                        result = await readable(run, result, hooks=bool(self.executor._hooks))
                     outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)

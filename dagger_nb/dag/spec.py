@@ -61,17 +61,6 @@ class _Spec(BaseModel):
     # Bytes (YAML `!!binary`) in a literal must not stop the run store from writing the spec as JSON.
     model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_bytes="base64")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _null_means_default(cls, value: Any) -> Any:
-        # Rust files write `max_attempts: null` for "not set": a null optional key takes its default.
-        if isinstance(value, dict):
-            for item in value.values():  # `None in values()` would compare arrays and frames with ==
-                if item is None:
-                    defaulted = _defaulted_when_null(cls)
-                    return {key: item for key, item in value.items() if not (item is None and key in defaulted)}
-        return value
-
     # Nodes and inputs share the set of the fields they were given (see _share_fields_set); an
     # instance takes its own copy before anything changes it, so no change reaches the others.
     def __setattr__(self, name: str, value: Any) -> None:
@@ -81,6 +70,28 @@ class _Spec(BaseModel):
     def __delattr__(self, name: str) -> None:
         _own_fields_set(self)
         super().__delattr__(name)
+
+
+class _NullMeansDefault(_Spec):
+    """A model some of whose keys Rust files set to null for "not set": such a key takes its default."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for item in value.values():  # `None in values()` would compare arrays and frames with ==
+                if item is None:
+                    defaulted = _defaulted_when_null(cls)
+                    return {key: item for key, item in value.items() if not (item is None and key in defaulted)}
+        return value
+
+
+def _empty_when_null(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _true_when_null(value: Any) -> Any:
+    return True if value is None else value
 
 
 # One set per combination of given fields, shared by every node or input given those fields: a set
@@ -158,7 +169,7 @@ class HumanTimeoutAction(StrEnum):
         return None
 
 
-class RetryStrategy(_Spec):
+class RetryStrategy(_NullMeansDefault):
     """Delay between attempts of a failing node.
 
     Accepts every Rust spelling: ``Immediate``, ``{Linear: {delay_secs: 1}}``,
@@ -218,7 +229,7 @@ class RetryStrategy(_Spec):
         return min(grown, self.max_delay_secs)
 
 
-class DagConfig(_Spec):
+class DagConfig(_NullMeansDefault):
     """Run-wide settings; every field has a default, so ``config:`` is optional."""
 
     max_attempts: Count = Field(default=3, ge=1, le=MAX_ATTEMPTS)
@@ -252,14 +263,15 @@ class InputSpec(_Spec):
     description: str | None = None
     type: str | None = Field(default=None, description="informational, as in Rust files")
 
-    @model_validator(mode="after")
-    def _reference_or_value(self) -> InputSpec:
-        if self.reference is not None and "value" in self.model_fields_set:
+    # After validation, once: not an "after" validator, which pydantic runs again each time an
+    # instance is passed to a node (a big fan-in has thousands of inputs).
+    def model_post_init(self, context: Any, /) -> None:
+        given = self.__pydantic_fields_set__
+        if self.reference is not None and "value" in given:
             raise ValueError(f"input '{self.name}' has both 'reference' and 'value'; keep one")
-        if self.reference is None and "value" not in self.model_fields_set:
+        if self.reference is None and "value" not in given:
             raise ValueError(f"input '{self.name}' needs a 'reference' or a 'value'")
         _share_fields_set(self)
-        return self
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -283,20 +295,19 @@ class NodeSpec(_Spec):
 
     id: str = Field(min_length=1)
     action: str = Field(min_length=1)
-    dependencies: list[str] = Field(default_factory=_no_items)
-    inputs: list[InputSpec] = Field(default_factory=_no_items)
-    outputs: list[OutputSpec] = Field(default_factory=_no_items)
+    # A null key (Rust files) means the default: checked per key, as given, not on every node.
+    dependencies: Annotated[list[str], BeforeValidator(_empty_when_null)] = Field(default_factory=_no_items)
+    inputs: Annotated[list[InputSpec], BeforeValidator(_empty_when_null)] = Field(default_factory=_no_items)
+    outputs: Annotated[list[OutputSpec], BeforeValidator(_empty_when_null)] = Field(default_factory=_no_items)
     failure: str | None = None
-    onfailure: bool = True
+    onfailure: Annotated[bool, BeforeValidator(_true_when_null)] = True
     description: str | None = None
     timeout: Finite | None = Field(default=None, gt=0, le=604800)
     try_count: Count | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     instructions: str | list[str] | None = None
 
-    @model_validator(mode="after")
-    def _shared_fields_set(self) -> NodeSpec:
+    def model_post_init(self, context: Any, /) -> None:  # see InputSpec.model_post_init
         _share_fields_set(self)
-        return self
 
     @property
     def failure_handler(self) -> str | None:
@@ -310,7 +321,7 @@ class NodeSpec(_Spec):
         return self.try_count if self.try_count is not None else config.max_attempts
 
 
-class WorkflowSpec(_Spec):
+class WorkflowSpec(_NullMeansDefault):
     """A whole workflow: metadata, config and nodes."""
 
     name: str = Field(min_length=1)
