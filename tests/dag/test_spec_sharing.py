@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import pickle
 
+import pytest
+
 from dagger_nb.dag.loader import load_workflow
 from dagger_nb.dag.spec import InputSpec, NodeSpec, WorkflowSpec
 
@@ -58,3 +60,17 @@ def test_a_node_built_in_python_equals_the_same_node_read_from_a_file() -> None:
     for mine, read in zip(built.nodes, loaded.nodes, strict=True):
         assert mine.model_dump_json(exclude_unset=True) == read.model_dump_json(exclude_unset=True)
     assert [node.model_fields_set for node in built.nodes] == [node.model_fields_set for node in loaded.nodes]
+
+
+def test_nodes_given_no_lists_share_one_read_only_empty_list_that_copies_keep() -> None:
+    first, second = NodeSpec(id="a", action="x"), NodeSpec(id="b", action="x", dependencies=None)
+    assert first.dependencies is first.outputs is second.inputs  # one object for every empty default
+    assert first.dependencies == [] and first.model_dump()["outputs"] == []
+    for copied in (copy.deepcopy(first), pickle.loads(pickle.dumps(first)), first.model_copy(deep=True)):
+        assert copied.dependencies is first.dependencies
+    with pytest.raises(TypeError, match=r"assign a new list instead \(node.dependencies = \[...\]\)"):
+        first.dependencies.append("b")
+    assert second.dependencies == []  # the failed change reached nobody
+    first.dependencies = ["b"]
+    assert first.dependencies == ["b"] and second.dependencies == []
+    assert NodeSpec(id="c", action="x", dependencies=[]).dependencies is not first.outputs  # given: its own
