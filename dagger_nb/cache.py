@@ -120,15 +120,18 @@ class Cache:
 
     def get(self, namespace: str, key: str, default: Any = _MISSING) -> Any:
         """The value at ``(namespace, key)``; ``default`` or :class:`CacheKeyError` if absent."""
-        with self._lock:
+        if self._limited:
+            with self._lock:  # a read moves the entry to the end: least recently used goes first
+                entry = self._entries.get((namespace, key))
+                if entry is not None:
+                    self._entries[namespace, key] = self._entries.pop((namespace, key))
+        else:  # one dict look-up is atomic: no lock for the read every node input makes
             entry = self._entries.get((namespace, key))
-            if entry is None:
-                if default is _MISSING:
-                    raise self._missing(namespace, key)
-                return default
-            if self._limited:
-                self._entries[namespace, key] = self._entries.pop((namespace, key))
-            value = entry.value
+        if entry is None:
+            if default is _MISSING:
+                raise self._missing(namespace, key)
+            return default
+        value = entry.value
         if isinstance(value, Deferred):
             return self._fetched(namespace, key, value)
         return value

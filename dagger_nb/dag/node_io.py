@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dagger_nb.cache import Deferred
+from dagger_nb.cache import INPUTS, Deferred
 from dagger_nb.dag.actions import node_outputs
 from dagger_nb.dag.spec import brief_list
 from dagger_nb.errors import DaggerError
@@ -29,12 +30,14 @@ def resolve_inputs(run: Run, node_id: str, *, backend: object = None) -> dict[st
     (:class:`~dagger_nb.cache.Deferred`) is passed on unfetched to a ``backend`` that takes it
     (``takes_deferred``: a Dask backend hands its future to the cluster)."""
     kwargs: dict[str, Any] = {}
-    get = run.cache.peek if getattr(backend, "takes_deferred", False) else run.cache.get
+    cache = run.run_cache
+    # node outputs straight from the shared cache (the run's view would only pass them on)
+    read = cache.shared.peek if getattr(backend, "takes_deferred", False) else cache.shared.get
     for name, namespace, key, literal, reference in run.plan.inputs[node_id]:
         if namespace is None:
             kwargs[name] = literal
             continue
-        value = get(namespace, key, _MISSING)
+        value = cache.inputs.get(key, _MISSING) if namespace == INPUTS else read(namespace, key, _MISSING)
         if value is _MISSING:
             if namespace == "inputs":
                 raise InputMissing(
@@ -66,7 +69,7 @@ async def readable(run: Run, result: Any, *, hooks: bool) -> Any:
     return result
 
 
-def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], list[str]]:
+def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], Sequence[str]]:
     """Store ``result`` as the node's outputs; returns them and the keys the action had written
     itself (through ``ctx``, during this attempt), which its return value does not overwrite.
 
@@ -74,8 +77,11 @@ def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tupl
     another run of the same workflow stored meanwhile, an earlier attempt's or a snapshot's
     restored on resume is not the action's.
     """
-    outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     cache = run.run_cache
+    if not node.outputs and not action.takes_ctx and result is not None and not isinstance(result, Mapping):
+        cache.shared.insert(node.id, "result", result)  # the usual case, as node_outputs reads it
+        return {"result": result}, ()
+    outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     own = cache.take_written(node.id) if action.takes_ctx else ()
     written = [key for key in outputs if key in own]
     shared = cache.shared  # the return value is the run's, not a write by the action
@@ -87,7 +93,7 @@ def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tupl
     return outputs, written
 
 
-def kept_message(node_id: str, written: list[str]) -> str:
+def kept_message(node_id: str, written: Sequence[str]) -> str:
     """The note (and warning) for output keys the action wrote itself and also returned."""
     keys = ", ".join(f"'{key}'" for key in written)
     return (f"node '{node_id}': the action wrote {keys} to the cache itself and also returned a value "

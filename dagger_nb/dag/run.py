@@ -79,9 +79,15 @@ class Run:
         self.dependents = self.plan.dependents
         #: every node's start and end times (see :func:`~dagger_nb.dag.report.share_clock`)
         self.clock: array[float] = array("d")
+        #: the run's usage totals (``ctx.record_usage``): the sum of its nodes'
+        self.tokens = 0
+        self.cost: float | None = None
         if outcomes:
             self.outcomes = outcomes
             share_clock(outcomes.values(), self.clock)
+            self.tokens = sum(outcome.tokens for outcome in outcomes.values())
+            costs = [outcome.cost for outcome in outcomes.values() if outcome.cost is not None]
+            self.cost = sum(costs) if costs else None
         else:
             with collector_paused():  # one outcome per node, none collectable (see collector_paused)
                 self.outcomes = pending_outcomes(((node.id, node.action) for node in spec.nodes), self.clock)
@@ -104,10 +110,6 @@ class Run:
         #: listeners kept across resumes (each resume starts a new event stream)
         self.followers: list[Callable[[DagEvent], object]] = []
         self.notes: list[str] = []
-        #: the run's usage totals (``ctx.record_usage``): the sum of its nodes'
-        self.tokens = sum(outcome.tokens for outcome in self.outcomes.values())
-        costs = [outcome.cost for outcome in self.outcomes.values() if outcome.cost is not None]
-        self.cost: float | None = sum(costs) if costs else None
         self.id_counters: dict[str, int] = {}
         self.supervisor_steps = sum(node.action == SUPERVISOR_ACTION for node in spec.nodes)
         #: added node id -> the node whose action added it (nodes added by hooks or callers are absent):
@@ -129,7 +131,7 @@ class Run:
             for node_id, outcome in self.outcomes.items():
                 if outcome.status in DONE_STATUSES:
                     self.keep_outputs(node_id)
-        self._prepare()
+        self._prepare(fresh=not outcomes)
 
     @property
     def run_cache(self) -> RunCache:
@@ -197,19 +199,19 @@ class Run:
         self.id_counters = {}
         self._positions = {}
 
-    def _prepare(self) -> None:
+    def _prepare(self, *, fresh: bool = False) -> None:
+        """Ready the run to be driven; ``fresh``: no node has an outcome yet."""
         outcomes = self.outcomes
-        if any(outcome.status in DONE_STATUSES for outcome in outcomes.values()):
+        if not fresh and any(outcome.status in DONE_STATUSES for outcome in outcomes.values()):
             self.waiting = {
                 node_id: sum(outcomes[d].status not in DONE_STATUSES for d in dependencies)
                 for node_id, dependencies in self.dependencies.items()
             }
         else:
             self.waiting = {node_id: len(dependencies) for node_id, dependencies in self.dependencies.items()}
+        waiting = self.waiting
         self.ready: deque[str] = deque(
-            node.id
-            for node in self.spec.nodes
-            if self.waiting[node.id] == 0 and self.outcomes[node.id].status == "pending"
+            node_id for node_id in self.nodes if waiting[node_id] == 0 and outcomes[node_id].status == "pending"
         )
         self.events: RunEvents = RunEvents(self.run_id)
         for follower in self.followers:

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -249,7 +250,7 @@ class Scheduler:
         error = ""
         logs = LogBuffer()  # what the action prints or logs, kept on the outcome
         outcome.logs, outcome.traceback = logs.lines, None
-        written: list[str] = []
+        written: Sequence[str] = ()
         try:
             for attempt in range(1, attempts + 1):
                 if attempt > 1:
