@@ -69,7 +69,7 @@ async def readable(run: Run, result: Any, *, hooks: bool) -> Any:
     return result
 
 
-def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], Sequence[str]]:
+def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Store ``result`` as the node's outputs; returns them and the keys the action had written
     itself (through ``ctx``, during this attempt), which its return value does not overwrite.
 
@@ -83,7 +83,7 @@ def store_outputs(run: Run, node: NodeSpec, action: Action, result: Any) -> tupl
         return {"result": result}, ()
     outputs = node_outputs(node.id, tuple(o.name for o in node.outputs), result)
     own = cache.take_written(node.id) if action.takes_ctx else ()
-    written = [key for key in outputs if key in own]
+    written = tuple(key for key in outputs if key in own)
     shared = cache.shared  # the return value is the run's, not a write by the action
     for key, value in outputs.items():
         if key in written:

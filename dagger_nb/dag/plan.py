@@ -51,8 +51,8 @@ class Plan:
         names = {node_id: node_id for node_id in dependencies}
         names.update((node.id, node.id) for node in nodes)
         share = names.setdefault
-        # And one tuple for equal tuples of names: the nodes of a fan-out read the same input
-        # from the same node, so they share their compiled inputs, dependencies and dependents.
+        # And one tuple for equal tuples: the nodes of a fan-out read the same inputs from the
+        # same node, so they share their compiled inputs, dependencies and dependents.
         tuples: dict[tuple[Any, ...], Any] = {}
         same = tuples.setdefault
         for node in nodes:
@@ -72,8 +72,7 @@ class Plan:
                 else:
                     namespace = share(namespace, namespace)
                     needs[namespace] = None  # an id already there keeps its place
-                read = (item.name, namespace, share(key, key), None, reference)
-                compiled.append(same(read, read))
+                compiled.append((item.name, namespace, share(key, key), None, reference))
             needed = tuple(needs)
             dependencies[node_id] = same(needed, needed)
             dependents.setdefault(node_id, ())

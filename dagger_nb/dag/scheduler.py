@@ -13,7 +13,6 @@ import contextlib
 import inspect
 import warnings
 from collections import deque
-from collections.abc import Sequence
 from functools import partial
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
-from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.calls import call_action, hook_name
@@ -250,7 +248,7 @@ class Scheduler:
         error = ""
         logs = LogBuffer()  # what the action prints or logs, kept on the outcome
         outcome.logs, outcome.traceback = logs.lines, None
-        written: Sequence[str] = ()
+        written: tuple[str, ...] = ()
         try:
             for attempt in range(1, attempts + 1):
                 if attempt > 1:
@@ -281,8 +279,7 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    if isinstance(result, Deferred):
-                        result = await readable(run, result, hooks=bool(self.executor._hooks))
+                    result = await readable(run, result, hooks=bool(self.executor._hooks))
                     outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)

@@ -63,7 +63,7 @@ class _NoItems(list[Any]):
         raise TypeError("this empty list is shared by every node given none; assign a new list instead "
                         "(node.dependencies = [...])")
 
-    append = extend = insert = remove = pop = clear = sort = reverse = _read_only  # type: ignore[assignment]
+    append = extend = insert = remove = pop = clear = sort = reverse = _read_only
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
     __hash__ = object.__hash__  # type: ignore[assignment]
 
