@@ -166,6 +166,8 @@ class RetryLog:
     """Appends ``Attempt N failed: ...`` to a node's ``retry_messages``, keeping the first and the
     last few and one line counting those left out, however many attempts there are."""
 
+    __slots__ = ("left_out", "outcome")  # one per node run
+
     def __init__(self, outcome: NodeOutcome) -> None:
         self.outcome = outcome
         self.left_out = 0

@@ -148,3 +148,11 @@ def _first_line(error: Exception) -> str:
         where = ".".join(str(part) for part in detail["loc"])
         return f"{where}: {detail['msg']}" if where else detail["msg"]
     return str(error)
+
+
+def supervisor_iteration(node: NodeSpec) -> int:
+    """Which step of its supervisor loop ``node`` (a supervisor node) is: its literal ``iteration`` input."""
+    for item in node.inputs:
+        if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
+            return item.value
+    return 0

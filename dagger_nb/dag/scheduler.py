@@ -23,10 +23,11 @@ from dagger_nb._capture import LogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
+from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
 from dagger_nb.dag.calls import call_action, hook_name
-from dagger_nb.dag.dynamic import SUPERVISOR_ACTION
+from dagger_nb.dag.dynamic import SUPERVISOR_ACTION, supervisor_iteration
 from dagger_nb.dag.events import (
     NodeCached,
     NodeCancelled,
@@ -224,7 +225,7 @@ class Scheduler:
         # cost more than the scheduling itself.
         node = run.nodes[node_id]
         outcome = run.outcomes[node_id]
-        iteration = _iteration(node) if node.action == SUPERVISOR_ACTION else None
+        iteration = supervisor_iteration(node) if node.action == SUPERVISOR_ACTION else None
         if iteration is not None and iteration >= run.iteration_limit:
             run.iteration_limit_hit = True
             run.stopping = True
@@ -279,7 +280,8 @@ class Scheduler:
                         stop_capture(capture)
                     if node_id in run.over_budget:  # whatever the action did with the budget's error
                         raise _SpentBudget(run.over_budget[node_id])
-                    result = await readable(run, result, hooks=bool(self.executor._hooks))
+                    if isinstance(result, Deferred):  # kept elsewhere: fetched if the run store or hooks need it
+                        result = await readable(run, result, hooks=bool(self.executor._hooks))
                     outputs, written = store_outputs(run, node, action, result)
                 except InputMissing as missing:
                     error = str(missing)
@@ -491,10 +493,3 @@ def _any_cached(run: Run) -> bool:
 async def _cancel_when_set(event: anyio.Event, run: Run) -> None:
     await event.wait()
     run.cancel()
-
-
-def _iteration(node: NodeSpec) -> int:
-    for item in node.inputs:
-        if item.name == "iteration" and item.reference is None and isinstance(item.value, int):
-            return item.value
-    return 0
