@@ -16,7 +16,10 @@ spell of a shared machine slows all of them alike:
 Each child times, after its imports (start-up, which ``bench/startup.py``
 measures), the build plus the first run to the sink's
 value (``first``), then ``--warm`` re-runs of the built workflow (``warm``, the
-median). Printed per shape: the median of each round's paired ratio to ``bare``.
+median). Printed per shape: the median of each round's paired ratio to ``bare``, and
+for dagger-nb the parts of ``first`` spent building the ``NodeSpec``/``InputSpec``
+objects (``specs``) and checking and planning them in ``add_workflow`` (``checks``),
+each over bare's whole first run (the rest of ``first`` is the run itself).
 Targets (issue 26): ``first`` at most 2.5x bare on chain_1000, fanout_1000 and
 layered_20x50, at most 3x on fanout_10000. Also checked: ``sleep_fanout_200``
 (200 nodes sleeping 10 ms, all at once) within 2x the 10 ms ideal, and the peak
@@ -117,7 +120,8 @@ def combine_sync(*values: int) -> int:
     return sum(values) + 1
 
 
-def dagger_build(shape: Shape, *, sleep: float = 0.0) -> Any:
+def dagger_build(shape: Shape, *, sleep: float = 0.0, phases: dict[str, float] | None = None) -> Any:
+    """A ``DagExecutor`` with ``shape`` added; ``phases["specs"]`` gets the time the spec objects are built."""
     from dagger_nb import ActionRegistry, DagConfig, DagExecutor, InputSpec, NodeSpec, WorkflowSpec
 
     async def sleepy(**inputs: int) -> int:
@@ -135,9 +139,14 @@ def dagger_build(shape: Shape, *, sleep: float = 0.0) -> Any:
         for node, deps in shape.dependencies.items()
     ]
     parallel = len(nodes) if sleep else 8
-    config = DagConfig(max_parallel_nodes=parallel, timeout_seconds=None)
+    spec = WorkflowSpec(name=shape.name, config=DagConfig(max_parallel_nodes=parallel, timeout_seconds=None),
+                        nodes=nodes)
+    if phases is not None:
+        phases["specs"] = time.perf_counter()
     executor = DagExecutor(registry)
-    executor.add_workflow(WorkflowSpec(name=shape.name, config=config, nodes=nodes))
+    executor.add_workflow(spec)
+    if phases is not None:
+        phases["checked"] = time.perf_counter()
     return executor
 
 
@@ -147,8 +156,11 @@ async def dagger_run(executor: Any, shape: Shape) -> int:
     return int(report.cache.get(shape.sink, "result"))
 
 
-def steps(contender: str, shape: Shape) -> tuple[Callable[[], Any], Callable[[Any], int]]:
-    """How ``contender`` builds ``shape`` and runs what it built, with its imports done."""
+def steps(
+    contender: str, shape: Shape, phases: dict[str, float] | None = None
+) -> tuple[Callable[[], Any], Callable[[Any], int]]:
+    """How ``contender`` builds ``shape`` and runs what it built, with its imports done (``phases``:
+    see :func:`dagger_build`)."""
     if contender == "bare":
         return (lambda: shape.dependencies), lambda deps: asyncio.run(bare_run(deps, shape.sink))
     if contender == "dagger-nb":
@@ -158,7 +170,7 @@ def steps(contender: str, shape: Shape) -> tuple[Callable[[], Any], Callable[[An
 
         from dagger_nb import DagExecutor  # noqa: F401
 
-        return (lambda: dagger_build(shape)), lambda executor: asyncio.run(dagger_run(executor, shape))
+        return (lambda: dagger_build(shape, phases=phases)), lambda executor: asyncio.run(dagger_run(executor, shape))
     import dask.threaded
 
     def graph() -> dict[str, tuple[Any, ...]]:
@@ -168,19 +180,22 @@ def steps(contender: str, shape: Shape) -> tuple[Callable[[], Any], Callable[[An
 
 
 def child(contender: str, shape: Shape, warm: int) -> dict[str, Any]:
-    """Time build plus first run, then ``warm`` re-runs, of one contender in this process."""
-    build, run = steps(contender, shape)
+    """Time build plus first run, then ``warm`` re-runs, of one contender in this process (for
+    dagger-nb also how long building the spec objects and checking them took)."""
+    phases: dict[str, float] = {}
+    build, run = steps(contender, shape, phases)
     start = time.perf_counter()
     built = build()
     value = run(built)
     first = time.perf_counter() - start
+    spent = {"specs": phases["specs"] - start, "checks": phases["checked"] - phases["specs"]} if phases else {}
     warm_times = []
     for _ in range(warm):
         start = time.perf_counter()
         if run(built) != value:
             raise SystemExit(f"{contender} {shape.name}: a re-run gave another value")
         warm_times.append(time.perf_counter() - start)
-    return {"first": first, "warm": statistics.median(warm_times) if warm_times else None, "value": value}
+    return {"first": first, "warm": statistics.median(warm_times) if warm_times else None, "value": value, **spent}
 
 
 def memory_child(width: int) -> dict[str, Any]:
@@ -283,7 +298,8 @@ def main() -> int:
 
     failures = []
     print(f"fresh processes, median of {args.rounds} rounds of paired ratios to bare; warm: median of {args.warm}")
-    header = f"{'shape':<16}{'nodes':>7}{'bare first ms':>15}{'first x bare':>14}{'warm x bare':>13}"
+    header = (f"{'shape':<16}{'nodes':>7}{'bare first ms':>15}{'first x bare':>14}{'specs x':>9}{'checks x':>10}"
+              f"{'warm x bare':>13}")
     print(
         header + ("" if "dask" not in contenders else f"{'dask first x':>14}{'dask warm x':>13}") + "  target  verdict"
     )
@@ -294,17 +310,21 @@ def main() -> int:
                 if results[(name, contender)][round_index]["value"] != row["value"]:
                     raise SystemExit(f"{name}: {contender} computed another sink value than bare")
 
-        def ratio(contender: str, field: str, bare: list[dict[str, Any]] = bare, name: str = name) -> float:
+        def ratio(
+            contender: str, field: str, against: str | None = None, bare: list[dict[str, Any]] = bare, name: str = name
+        ) -> float:
             pairs = zip(results[(name, contender)], bare, strict=True)
-            return statistics.median(mine[field] / base[field] for mine, base in pairs)
+            return statistics.median(mine[field] / base[against or field] for mine, base in pairs)
 
         first, warm = ratio("dagger-nb", "first"), ratio("dagger-nb", "warm")
+        # the parts of ``first``, as shares of bare's whole first run
+        specs, checks = ratio("dagger-nb", "specs", "first"), ratio("dagger-nb", "checks", "first")
         verdict = "met" if first <= target else "MISSED"
         if verdict == "MISSED":
             failures.append(f"{name}: build + first run {first:.2f}x bare > {target}x")
         nodes = len(shape_named(name).dependencies)
         bare_ms = statistics.median(row["first"] for row in bare) * 1e3
-        line = f"{name:<16}{nodes:>7}{bare_ms:>15.1f}{first:>14.2f}{warm:>13.2f}"
+        line = f"{name:<16}{nodes:>7}{bare_ms:>15.1f}{first:>14.2f}{specs:>9.2f}{checks:>10.2f}{warm:>13.2f}"
         if "dask" in contenders:
             line += f"{ratio('dask', 'first'):>14.2f}{ratio('dask', 'warm'):>13.2f}"
         print(f"{line}  {target:>6.1f}  {verdict}")
