@@ -108,16 +108,25 @@ def _last_state(line: str) -> str:
 
 class LazyLogBuffer:
     """A :class:`LogBuffer` made on the first line written to it, for work that mostly prints
-    nothing (a task agent's attempt): until then it is one small object."""
+    nothing (a task agent's attempt, a DAG node): until then it is one small object.
 
-    __slots__ = ("_buffer",)
+    ``shown_on``: an object whose ``logs`` becomes the buffer's live list of lines once it is
+    made (a node's outcome, which a dashboard reads while the node runs).
+    """
+
+    __slots__ = ("_buffer", "_shown_on")
     _buffer: LogBuffer
+
+    def __init__(self, shown_on: Any = None) -> None:
+        self._shown_on = shown_on
 
     def _made(self) -> LogBuffer:
         try:
             return self._buffer
         except AttributeError:
             self._buffer = buffer = LogBuffer()
+            if self._shown_on is not None:
+                self._shown_on.logs = buffer.lines
             return buffer
 
     def write(self, stream: str, text: str) -> None:
@@ -135,6 +144,15 @@ class LazyLogBuffer:
             return None
         buffer.close()
         return buffer.lines
+
+    @property
+    def _partial(self) -> dict[str, str] | None:
+        buffer: LogBuffer | None = getattr(self, "_buffer", None)
+        return None if buffer is None else buffer._partial
+
+    def close(self) -> None:
+        """As :meth:`LogBuffer.close` (nothing to do when nothing was written)."""
+        self.take()
 
 
 _current: contextvars.ContextVar[LogBuffer | LazyLogBuffer | None] = contextvars.ContextVar(
@@ -210,7 +228,7 @@ def _route(buffer: LogBuffer | LazyLogBuffer) -> contextvars.Token[LogBuffer | L
     return _current.set(buffer)
 
 
-def start_capture(buffer: LogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
+def start_capture(buffer: LogBuffer | LazyLogBuffer) -> contextvars.Token[LogBuffer | LazyLogBuffer | None]:
     """Route prints and log records of the current context to ``buffer`` until :func:`stop_capture`."""
     return _route(buffer)
 
@@ -219,7 +237,7 @@ def stop_capture(token: contextvars.Token[LogBuffer | LazyLogBuffer | None]) -> 
     """Undo :func:`start_capture` and keep the buffer's unfinished lines."""
     buffer = _current.get()
     _current.reset(token)
-    if isinstance(buffer, LogBuffer) and buffer._partial:
+    if buffer is not None and buffer._partial:
         buffer.close()
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from dagger_nb._capture import LogBuffer, start_capture, stop_capture
+from dagger_nb._capture import LazyLogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
 from dagger_nb.backends import SendsAhead
@@ -247,8 +247,8 @@ class Scheduler:
         attempts = node.attempts(run.config)
         retries = RetryLog(outcome)
         error = ""
-        logs = LogBuffer()  # what the action prints or logs, kept on the outcome
-        outcome.logs, outcome.traceback = logs.lines, None
+        logs = LazyLogBuffer(shown_on=outcome)  # what the action prints or logs, on the outcome once there is any
+        outcome.logs, outcome.traceback = NO_TEXTS, None
         written: tuple[str, ...] = ()
         try:
             for attempt in range(1, attempts + 1):
