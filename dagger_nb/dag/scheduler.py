@@ -22,7 +22,7 @@ import anyio
 from dagger_nb._capture import LazyLogBuffer, start_capture, stop_capture
 from dagger_nb._traceback import format_failure
 from dagger_nb._workers import open_worker_group
-from dagger_nb.backends import SendsAhead
+from dagger_nb.backends import LocalBackend, SendsAhead
 from dagger_nb.cache import Deferred
 from dagger_nb.dag.ahead import Ahead
 from dagger_nb.dag.attempts import RetryLog, plural, wait_for_abandoned
@@ -82,7 +82,8 @@ class Scheduler:
         try:
             backend = self.executor.backend
             # a call sent ahead would run before its node's stored result could be reused
-            if isinstance(backend, SendsAhead) and run.incremental is None and not _any_cached(run):
+            if (type(backend) is not LocalBackend and isinstance(backend, SendsAhead)  # a protocol check is slow
+                    and run.incremental is None and not _any_cached(run)):
                 await backend.prepare()
                 run.ahead = Ahead(run, backend, self.executor.registry)
             with anyio.CancelScope() as run.cancel_scope:
