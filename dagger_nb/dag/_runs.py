@@ -58,7 +58,7 @@ class RunHistory:
         if run is None and name_or_run_id in self._latest:
             run = self._runs.get(self._latest[name_or_run_id])
         if run is not None:
-            return workflow_dot(run.spec, run.outcomes)
+            return workflow_dot(run.spec, run.snapshot().outcomes)
         if self._store is not None:
             dot = self._store.dot(name_or_run_id)
             if dot is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -165,6 +165,19 @@ def share_clock(outcomes: Iterable[NodeOutcome], clock: array[float]) -> None:
         outcome._clock = clock
 
 
+def clock_in_order(outcomes: Iterable[NodeOutcome]) -> array[float] | None:
+    """The one clock that holds the times of ``outcomes`` in their order (entries ``2i`` and
+    ``2i + 1`` for the ``i``-th), as a run's outcomes made together share it; None otherwise."""
+    clock: array[float] | None = None
+    index = _STARTED_SLOT.__get__
+    for position, outcome in enumerate(outcomes):
+        if clock is None:
+            clock = outcome._clock
+        if clock is None or outcome._clock is not clock or index(outcome) != position:
+            return None
+    return clock
+
+
 def pending_outcomes(nodes: Iterable[tuple[str, str]], clock: array[float]) -> dict[str, NodeOutcome]:
     """New outcomes for ``(node, action)`` pairs, their times in ``clock`` (appended): equal to
     ``NodeOutcome(node, action)`` on :func:`share_clock`, made without the dataclass's ``__init__``
@@ -196,7 +209,9 @@ class ExecutionReport:
     run_id: str
     workflow: str
     status: RunStatus
-    outcomes: dict[str, NodeOutcome]
+    #: node id -> how it fared, in the workflow's order (a succeeded run's record, once its
+    #: executor let the full report go, is a read-only :class:`~dagger_nb.dag.record.CompactOutcomes`)
+    outcomes: Mapping[str, NodeOutcome]
     spec: WorkflowSpec
     cache: Cache
     error: str | None = None
@@ -218,6 +233,9 @@ class ExecutionReport:
 
     def counts(self) -> dict[str, int]:
         """Number of nodes in each status."""
+        counted = getattr(self.outcomes, "counts", None)  # a compact record counts without making outcomes
+        if counted is not None:
+            return dict(counted())
         counts: dict[str, int] = {}
         for outcome in self.outcomes.values():
             counts[outcome.status] = counts.get(outcome.status, 0) + 1

@@ -9,8 +9,9 @@ from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from time import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 
@@ -25,6 +26,7 @@ from dagger_nb.dag.handle import ADDING_NODE, RunHandle
 from dagger_nb.dag.history import RunEvents
 from dagger_nb.dag.human import HumanRequest
 from dagger_nb.dag.plan import CompiledInput, Plan
+from dagger_nb.dag.record import compact_outcomes
 from dagger_nb.dag.report import (
     DONE_STATUSES,
     NO_TEXTS,
@@ -348,7 +350,9 @@ class Run:
             handle._keep(report, self.events)
         self._handles = weakref.WeakSet()
         self.released = True
-        self._full_report = weakref.ref(report)
+        # Once nobody holds the full report, the record's outcomes are kept compactly; not sooner,
+        # as the one who holds it holds its outcomes anyway (and a run's end need not wait for it).
+        self._full_report = weakref.ref(report, partial(_compact_record, weakref.ref(self)))
         self.report = replace(report, cache=ReleasedCache(self.run_id))
         self.cache = self.report.cache
         self.events = RunEvents(self.run_id)
@@ -358,9 +362,17 @@ class Run:
         self.questions = {}
         self.nodes, self.waiting, self.ready = {}, {}, deque()
         self._released, self._positions = set(), {}
-        for outcome in report.outcomes.values():  # the record: no empty list per node
-            if not outcome.logs:
-                outcome.logs = NO_TEXTS
+
+    def compact_record(self) -> None:
+        """Keep the ended run's outcomes as :class:`~dagger_nb.dag.record.CompactOutcomes` (read-only
+        from here on): its outcome objects and clock go once nobody else holds them."""
+        report = self.report
+        if report is None or not self.released:
+            return
+        record = compact_outcomes(self.spec, report.outcomes)
+        self.report = replace(report, outcomes=record)
+        self.outcomes = cast(dict[str, NodeOutcome], record)
+        self.clock = array("d")
 
     def full_report(self) -> ExecutionReport | None:
         """The final report with its cache: after :meth:`release_values`, only while somebody holds it."""
@@ -415,6 +427,12 @@ class Run:
             max_tokens=self.config.max_tokens,
         )
         return self.report
+
+
+def _compact_record(run: weakref.ref[Run], _: object) -> None:
+    alive = run()
+    if alive is not None:
+        alive.compact_record()
 
 
 class ReleasedCache(Cache):

@@ -375,11 +375,19 @@ class WorkflowSpec(_NullMeansDefault):
         A dict look-up (the index is rebuilt when ``nodes`` changes), so asking for every
         node of a big workflow stays linear.
         """
+        position = self.position(node_id)
+        if position is None:
+            raise NodeNotFound(self.name, node_id, [node.id for node in self.nodes])
+        return self.nodes[position]
+
+    def position(self, node_id: str) -> int | None:
+        """Where the node called ``node_id`` is in :attr:`nodes`; None when there is none (a dict
+        look-up, as in :meth:`node`)."""
         for fresh in (False, True):
             position = _node_index(self, rebuild=fresh).get(node_id)
             if position is not None and position < len(self.nodes) and self.nodes[position].id == node_id:
-                return self.nodes[position]
-        raise NodeNotFound(self.name, node_id, [node.id for node in self.nodes])
+                return position
+        return None
 
     def dependencies(self, node_id: str) -> list[str]:
         """Explicit dependencies plus nodes whose outputs ``node_id`` references, in order."""

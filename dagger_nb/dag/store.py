@@ -354,7 +354,7 @@ def runs_frame(live: Iterable[ExecutionReport], store: RunStore | None) -> pd.Da
         report.run_id: {
             "run_id": report.run_id, "workflow": report.workflow, "status": report.status,
             "started_at": report.started_at, "finished_at": report.finished_at, "nodes": len(report.outcomes),
-            "failed": sum(o.status == "failed" for o in report.outcomes.values()), "error": report.error,
+            "failed": report.counts().get("failed", 0), "error": report.error,
             "tokens": report.tokens,
         }
         for report in live

@@ -261,7 +261,7 @@ class Session:
                     "started_at": report.started_at,
                     "finished_at": report.finished_at,
                     "nodes": len(report.outcomes),
-                    "failed": sum(o.status == "failed" for o in report.outcomes.values()),
+                    "failed": report.counts().get("failed", 0),
                     "error": report.error,
                 }
             )
