@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dagger_nb.cache import Cache
 from dagger_nb.dag.dot import workflow_dot
-from dagger_nb.dag.spec import WorkflowSpec
+from dagger_nb.dag.spec import SharedEmptyList, WorkflowSpec
 from dagger_nb.graph import STATUS_COLOURS
 
 if TYPE_CHECKING:
@@ -43,16 +43,13 @@ FRAME_COLUMNS = [
 ]
 
 
-class _NoTexts(list[str]):
-    """The one empty ``notes``/``logs``/``retry_messages`` list nodes share until they have some:
-    a run of 100,000 nodes needs no 300,000 empty lists. Read-only (use :meth:`NodeOutcome.add_note`)."""
+class _NoTexts(SharedEmptyList):
+    """The one empty ``notes``/``logs``/``retry_messages`` list outcomes share until they have some."""
 
-    def _read_only(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("this empty list is shared by every node outcome: use NodeOutcome.add_note(), "
-                        "or assign a new list")
+    hint = "this empty list is shared by every node outcome: use NodeOutcome.add_note(), or assign a new list"
 
-    append = extend = insert = remove = pop = clear = sort = reverse = _read_only  # type: ignore[assignment]
-    __setitem__ = __delitem__ = __iadd__ = _read_only  # type: ignore[assignment]
+    def __reduce__(self) -> str:
+        return "NO_TEXTS"
 
 
 #: the shared empty list (see :class:`_NoTexts`)

@@ -53,31 +53,36 @@ def _no_items() -> list[Any]:
     return []
 
 
-class _NoItems(list[Any]):
-    """The one empty list that every node given no ``dependencies``, ``inputs`` or ``outputs`` holds:
-    a workflow of 100,000 nodes needs no 200,000 empty lists, each one more object for the garbage
-    collector to walk. Read-only; hashable by identity, so pydantic uses it as a default without
-    copying it, and copies and pickles of a node share it too."""
+class SharedEmptyList(list[Any]):
+    """An empty list that every object given none shares (a workflow of 100,000 nodes needs no
+    200,000 empty lists, each one more object for the collector to walk). Read-only: a change
+    raises :class:`TypeError` saying what to do instead (``hint``). Hashable by identity, so
+    pydantic takes it as a default without copying it; copies share it too."""
+
+    hint = "this empty list is shared; assign a new list instead"
 
     def _read_only(self, *args: object, **kwargs: object) -> None:
-        raise TypeError("this empty list is shared by every node given none; assign a new list instead "
-                        "(node.dependencies = [...])")
+        raise TypeError(self.hint)
 
     append = extend = insert = remove = pop = clear = sort = reverse = _read_only
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
     __hash__ = object.__hash__  # type: ignore[assignment]
 
-    def __copy__(self) -> _NoItems:
+    def __copy__(self) -> SharedEmptyList:
         return self
 
-    def __deepcopy__(self, memo: object) -> _NoItems:
+    def __deepcopy__(self, memo: object) -> SharedEmptyList:
         return self
+
+
+class _NoItems(SharedEmptyList):
+    hint = "this empty list is shared by every node given none; assign a new list instead (node.dependencies = [...])"
 
     def __reduce__(self) -> str:
         return "NO_ITEMS"
 
 
-#: the shared empty list of nodes (see :class:`_NoItems`)
+#: the empty ``dependencies``, ``inputs`` and ``outputs`` of nodes given none (see :class:`SharedEmptyList`)
 NO_ITEMS: list[Any] = _NoItems()
 
 Count = Annotated[int, BeforeValidator(_not_a_boolean)]
