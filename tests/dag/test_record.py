@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dagger_nb import ActionRegistry
+from dagger_nb.dag.events import NodeSucceeded
 from dagger_nb.dag.record import CompactOutcomes, compact_outcomes
 from dagger_nb.dag.report import NodeOutcome
 from dagger_nb.dag.spec import NodeSpec, WorkflowSpec
@@ -129,3 +130,21 @@ def test_outcomes_that_do_not_follow_the_workflow_are_kept_as_they_are() -> None
     fewer = {"a": NodeOutcome("a", "x")}
     assert compact_outcomes(spec, reordered) is reordered
     assert compact_outcomes(spec, fewer) is fewer
+
+
+async def test_a_run_that_grew_keeps_the_nodes_it_added_in_its_record() -> None:
+    executor = executor_with(registry(), workflow("grow", {"id": "a", "action": "one"}))
+
+    def add_one_after_a(event: Any, run: Any) -> None:
+        if isinstance(event, NodeSucceeded) and event.node == "a":
+            run.add_node("loud", id="added", inputs={"x": "a.result"})
+
+    executor.add_hook(add_one_after_a)
+    report = await executor.run("grow")
+    full, run_id = dict(report.outcomes), report.run_id
+    del report
+    gc.collect()
+    record = executor.handle(run_id).report
+    assert record is not None and isinstance(record.outcomes, CompactOutcomes)
+    assert list(record.outcomes) == ["a", "added"] and dict(record.outcomes.items()) == full
+    assert record.outcomes["added"].logs == ["got 1"]
