@@ -1,10 +1,10 @@
 """The record a succeeded run leaves in its executor: its outcomes, kept compactly.
 
 Most nodes of a succeeded run ran once, printed and noted nothing, and have nothing
-to tell but when they started and finished. As :class:`NodeOutcome` objects the
-outcomes of 100,000 nodes hold some 25 MB for as long as the executor remembers the
-run; :class:`CompactOutcomes` keeps such a plain node as its two times, and every other
-outcome as it was.
+to tell but when they started and finished. An object per node, with its place in a
+dict and its index into the run's clock, would hold ten times what those two times take
+for as long as the executor remembers the run; :class:`CompactOutcomes` keeps such a
+plain node as its two times, and every other outcome as it was.
 """
 
 from __future__ import annotations
