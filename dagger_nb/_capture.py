@@ -106,6 +106,9 @@ def _last_state(line: str) -> str:
     return next((part for part in reversed(line.split("\r")) if part), "")
 
 
+_making_lock = threading.Lock()
+
+
 class LazyLogBuffer:
     """A :class:`LogBuffer` made on the first line written to it, for work that mostly prints
     nothing (a task agent's attempt, a DAG node): until then it is one small object.
@@ -124,10 +127,14 @@ class LazyLogBuffer:
         try:
             return self._buffer
         except AttributeError:
-            self._buffer = buffer = LogBuffer()
-            if self._shown_on is not None:
-                self._shown_on.logs = buffer.lines
-            return buffer
+            with _making_lock:  # two threads of one node (copied contexts) may print their first line at once
+                try:
+                    return self._buffer
+                except AttributeError:
+                    self._buffer = buffer = LogBuffer()
+                    if self._shown_on is not None:
+                        self._shown_on.logs = buffer.lines
+                    return buffer
 
     def write(self, stream: str, text: str) -> None:
         """As :meth:`LogBuffer.write`."""

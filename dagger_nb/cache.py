@@ -125,8 +125,11 @@ class Cache:
                 entry = self._entries.get((namespace, key))
                 if entry is not None:
                     self._entries[namespace, key] = self._entries.pop((namespace, key))
-        else:  # one dict look-up is atomic: no lock for the read every node input makes
+        else:  # no lock for the read every node input makes (a miss is read again under it)
             entry = self._entries.get((namespace, key))
+            if entry is None:  # an insert replacing the entry may be half done (free-threaded Python)
+                with self._lock:
+                    entry = self._entries.get((namespace, key))
         if entry is None:
             if default is _MISSING:
                 raise self._missing(namespace, key)

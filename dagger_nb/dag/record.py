@@ -44,17 +44,20 @@ class CompactOutcomes(Mapping[str, NodeOutcome]):
     is, in the workflow's order. A plain node's outcome is made when it is read (a new, equal
     object each time: the record of an ended run does not change)."""
 
-    __slots__ = ("_kept", "_plain", "_spec", "_times")
+    __slots__ = ("_actions", "_ids", "_index", "_kept", "_plain", "_times")
 
     def __init__(self, spec: WorkflowSpec, outcomes: Mapping[str, NodeOutcome]) -> None:
-        self._spec = spec
-        self._plain = bytearray(len(spec.nodes))
+        # The nodes as they are now: a change to the spec afterwards does not change the record.
+        self._ids = tuple(node.id for node in spec.nodes)
+        self._actions = tuple(node.action for node in spec.nodes)
+        self._index: dict[str, int] | None = None  # node id -> position, made on the first look-up
+        self._plain = bytearray(len(self._ids))
         #: the outcomes that are not plain, as copies with times of their own (not the run's clock)
         self._kept: dict[str, NodeOutcome] = {}
-        # Two times per node, in order (a kept node's are not read): the run's clock itself when
+        # Two times per node, in order (a kept node's are not read): a copy of the run's clock when
         # it holds them so, as it does for a run that did not grow (read without a property each).
         clock = clock_in_order(outcomes.values())
-        self._times = array("d") if clock is None else clock
+        self._times = array("d") if clock is None else array("d", clock)
         for position, (node_id, outcome) in enumerate(outcomes.items()):
             if is_plain(outcome) and (clock is not None or self._add_times(outcome)):
                 self._plain[position] = 1
@@ -71,31 +74,47 @@ class CompactOutcomes(Mapping[str, NodeOutcome]):
         return True
 
     def _at(self, position: int) -> NodeOutcome:
-        node = self._spec.nodes[position]
+        node_id = self._ids[position]
         if not self._plain[position]:
-            return self._kept[node.id]
+            return self._kept[node_id]
         started, finished = self._times[2 * position], self._times[2 * position + 1]
-        return NodeOutcome(node.id, node.action, status="succeeded", attempts=1,  # NaN: a time not known
+        return NodeOutcome(node_id, self._actions[position], status="succeeded", attempts=1,  # NaN: not known
                            started_at=None if started != started else started,
                            finished_at=None if finished != finished else finished)
 
     def _in_order(self) -> Iterator[NodeOutcome]:
         return (self._at(position) for position in range(len(self._plain)))
 
+    def _position(self, node_id: object) -> int | None:
+        if self._index is None:
+            self._index = {node_id: position for position, node_id in enumerate(self._ids)}
+        return self._index.get(node_id) if isinstance(node_id, str) else None
+
     def __getitem__(self, node_id: str) -> NodeOutcome:
         kept = self._kept.get(node_id)
         if kept is not None:
             return kept
-        position = self._spec.position(node_id)
+        position = self._position(node_id)
         if position is None:
             raise KeyError(node_id)
         return self._at(position)
 
     def __contains__(self, node_id: object) -> bool:
-        return isinstance(node_id, str) and self._spec.position(node_id) is not None
+        return self._position(node_id) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return (node.id for node in self._spec.nodes)
+        return iter(self._ids)
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self._ids)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{node_id!r}: {outcome!r}" for node_id, outcome in zip(self, self._head(), strict=False))
+        more = f", ... ({len(self) - 3} more)" if len(self) > 3 else ""
+        return f"CompactOutcomes({{{shown}{more}}})"
+
+    def _head(self) -> Iterator[NodeOutcome]:
+        return (self._at(position) for position in range(min(3, len(self._plain))))
 
     def __len__(self) -> int:
         return len(self._plain)

@@ -232,7 +232,7 @@ class ExecutionReport:
         """Number of nodes in each status."""
         counted = getattr(self.outcomes, "counts", None)  # a compact record counts without making outcomes
         if counted is not None:
-            return dict(counted())
+            return counted()
         counts: dict[str, int] = {}
         for outcome in self.outcomes.values():
             counts[outcome.status] = counts.get(outcome.status, 0) + 1

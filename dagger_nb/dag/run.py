@@ -370,7 +370,10 @@ class Run:
         if report is None or not self.released:
             return
         record = compact_outcomes(self.spec, report.outcomes)
+        if record is report.outcomes:
+            return
         self.report = replace(report, outcomes=record)
+        # Nothing writes to the outcomes of a succeeded run (it cannot be resumed, grown or reset).
         self.outcomes = cast(dict[str, NodeOutcome], record)
         self.clock = array("d")
 

@@ -118,12 +118,9 @@ class _NullMeansDefault(_Spec):
         return value
 
 
-def _empty_when_null(value: Any) -> Any:
-    return NO_ITEMS if value is None else value
-
-
-def _true_when_null(value: Any) -> Any:
-    return True if value is None else value
+def _no_node_items() -> list[Any]:
+    # A factory rather than the default itself, so the JSON schema of nodes shows `[]`.
+    return NO_ITEMS
 
 
 # One set per combination of given fields, shared by every node or input given those fields: a set
@@ -322,17 +319,16 @@ class OutputSpec(_Spec):
     type: str | None = Field(default=None, description="informational, as in Rust files")
 
 
-class NodeSpec(_Spec):
+class NodeSpec(_NullMeansDefault):
     """One step of a workflow: which action runs, on what, after what."""
 
     id: str = Field(min_length=1)
     action: str = Field(min_length=1)
-    # A null key (Rust files) means the default: checked per key, as given, not on every node.
-    dependencies: Annotated[list[str], BeforeValidator(_empty_when_null)] = NO_ITEMS
-    inputs: Annotated[list[InputSpec], BeforeValidator(_empty_when_null)] = NO_ITEMS
-    outputs: Annotated[list[OutputSpec], BeforeValidator(_empty_when_null)] = NO_ITEMS
+    dependencies: list[str] = Field(default_factory=_no_node_items)
+    inputs: list[InputSpec] = Field(default_factory=_no_node_items)
+    outputs: list[OutputSpec] = Field(default_factory=_no_node_items)
     failure: str | None = None
-    onfailure: Annotated[bool, BeforeValidator(_true_when_null)] = True
+    onfailure: bool = True
     description: str | None = None
     timeout: Finite | None = Field(default=None, gt=0, le=604800)
     try_count: Count | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)

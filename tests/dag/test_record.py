@@ -6,6 +6,7 @@ import dataclasses
 import gc
 from typing import Any
 
+import anyio
 import pytest
 
 from dagger_nb import ActionRegistry
@@ -148,3 +149,50 @@ async def test_a_run_that_grew_keeps_the_nodes_it_added_in_its_record() -> None:
     assert record is not None and isinstance(record.outcomes, CompactOutcomes)
     assert list(record.outcomes) == ["a", "added"] and dict(record.outcomes.items()) == full
     assert record.outcomes["added"].logs == ["got 1"]
+
+
+async def test_the_record_does_not_follow_later_changes_to_the_spec() -> None:
+    spec = fan_out()
+    executor = executor_with(registry(), spec)
+    run_id = (await executor.run("fan")).run_id
+    gc.collect()
+    spec.nodes.append(NodeSpec(id="late", action="one"))
+    spec.nodes[0].action = "renamed"
+    record = executor.handle(run_id).report
+    assert record is not None and isinstance(record.outcomes, CompactOutcomes)
+    assert len(record.outcomes) == len(list(record.outcomes)) == WIDTH + 3
+    assert "late" not in record.outcomes and record.outcomes.get("late") is None
+    assert record.outcomes["c0"].action == "one"
+    assert list(reversed(record.outcomes))[:2] == ["sink", "flaky"]
+    assert repr(record.outcomes).startswith("CompactOutcomes({'c0': NodeOutcome(node='c0', action='one'")
+    assert repr(record.outcomes).endswith(f"... ({WIDTH} more)}})")
+
+
+async def test_a_report_dropped_in_another_thread_leaves_the_compact_record() -> None:
+    executor = executor_with(registry(), fan_out())
+    held = [await executor.run("fan")]
+    run_id = held[0].run_id
+    gc.collect()  # nothing but `held` holds the report now
+    await anyio.to_thread.run_sync(held.clear)
+    record = executor.handle(run_id).report
+    assert record is not None and isinstance(record.outcomes, CompactOutcomes)
+    assert record.outcomes["flaky"].attempts == 2
+
+
+async def test_a_node_s_prints_are_on_its_outcome_while_it_runs() -> None:
+    registry = ActionRegistry()
+    printed, finish = anyio.Event(), anyio.Event()
+
+    async def talk() -> int:
+        print("working on it")
+        printed.set()
+        await finish.wait()
+        return 1
+
+    registry.register("talk", talk)
+    executor = executor_with(registry, workflow("talky", {"id": "t", "action": "talk"}))
+    handle = executor.start("talky")
+    await printed.wait()
+    assert handle.snapshot().outcomes["t"].logs == ["working on it"]
+    finish.set()
+    assert (await handle).outcomes["t"].logs == ["working on it"]

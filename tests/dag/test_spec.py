@@ -411,6 +411,7 @@ def test_null_node_keys_mean_their_defaults() -> None:
         {"id": "a", "action": "x", "dependencies": None, "inputs": None, "outputs": None, "onfailure": None}
     )
     assert node == NodeSpec(id="a", action="x")
+    assert node.model_fields_set == {"id", "action"}  # a null key counts as not given
 
 
 @pytest.mark.parametrize("instructions", ["one text", ["first", "second"], []])

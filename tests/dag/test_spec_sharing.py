@@ -74,3 +74,8 @@ def test_nodes_given_no_lists_share_one_read_only_empty_list_that_copies_keep() 
     first.dependencies = ["b"]
     assert first.dependencies == ["b"] and second.dependencies == []
     assert NodeSpec(id="c", action="x", dependencies=[]).dependencies is not first.outputs  # given: its own
+
+
+def test_the_json_schema_of_nodes_shows_their_lists_without_a_warning() -> None:
+    properties = NodeSpec.model_json_schema()["properties"]  # pytest turns a schema warning into an error
+    assert [properties[key]["type"] for key in ("dependencies", "inputs", "outputs")] == ["array"] * 3
