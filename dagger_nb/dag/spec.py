@@ -56,8 +56,7 @@ def _no_items() -> list[Any]:
 class SharedEmptyList(list[Any]):
     """An empty list that every object given none shares (a workflow of 100,000 nodes needs no
     200,000 empty lists, each one more object for the collector to walk). Read-only: a change
-    raises :class:`TypeError` saying what to do instead (``hint``). Hashable by identity, so
-    pydantic takes it as a default without copying it; copies share it too."""
+    raises :class:`TypeError` saying what to do instead (``hint``); copies share it too."""
 
     hint = "this empty list is shared; assign a new list instead"
 
@@ -66,7 +65,6 @@ class SharedEmptyList(list[Any]):
 
     append = extend = insert = remove = pop = clear = sort = reverse = _read_only
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only  # type: ignore[assignment]
-    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __copy__(self) -> SharedEmptyList:
         return self
@@ -119,7 +117,7 @@ class _NullMeansDefault(_Spec):
 
 
 def _no_node_items() -> list[Any]:
-    # A factory rather than the default itself, so the JSON schema of nodes shows `[]`.
+    # A factory, not the default itself: a JSON schema cannot write the shared list as a default.
     return NO_ITEMS
 
 
